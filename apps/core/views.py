@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from rest_framework.decorators import api_view
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core import health
+from apps.jobs.models import Job
+from apps.judging.models import JudgeRun
+from apps.papers.models import Paper
+from apps.rubrics.models import RubricVersion
+from apps.trajectories.models import Trajectory, Turn
+
+WORKER_STATUS_CACHE_S = 5
+
+
+def _worker_status() -> health.Check:
+    """A ping costs up to a second when no worker answers; the dashboard reuses it briefly."""
+    try:
+        cached = cache.get("dashboard:worker-status")
+    except Exception:
+        cached = None
+    if cached:
+        return health.Check(**cached)
+    check = health.check_all()[-1]
+    try:
+        cache.set("dashboard:worker-status", check.as_dict(), WORKER_STATUS_CACHE_S)
+    except Exception:
+        pass  # Redis down: the dashboard still renders and says so
+    return check
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    counts = {
+        "Papers": Paper.objects.count(),
+        "Rubric versions": RubricVersion.objects.count(),
+        "Trajectories": Trajectory.objects.count(),
+        "Turns": Turn.objects.count(),
+        "Judge runs": JudgeRun.objects.count(),
+        "Jobs": Job.objects.count(),
+    }
+    context = {
+        "counts": counts,
+        "recent_jobs": Job.objects.select_related("created_by")[:8],
+        "running_jobs": Job.objects.filter(state__in=[Job.State.RUNNING, Job.State.CANCELLING]).count(),
+        "checks": [health.check_database(), health.check_redis(), _worker_status()],
+    }
+    return render(request, "core/home.html", context)
+
+
+@api_view(["GET"])
+def healthz(request: Request) -> Response:
+    """Database, Redis and worker reachability as JSON (a session or an API token is needed)."""
+    checks = health.check_all()
+    ok = all(c.ok for c in checks)
+    return Response(
+        {"status": "ok" if ok else "degraded", "checks": {c.name: c.as_dict() for c in checks}},
+        status=200 if ok else 503,
+    )
+
+
+@login_not_required
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "404.html", {"path": request.path}, status=404)
+
+
+@login_not_required
+def server_error(request: HttpRequest) -> HttpResponse:
+    return render(request, "500.html", status=500)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from apps.core.roles import perm
+from apps.jobs.models import Job
+from worker.progress import JOBS_GROUP, job_group, job_snapshot
+
+
+class JobConsumer(AsyncJsonWebsocketConsumer):
+    """Live events of one job (``/ws/jobs/<id>/``) or of all jobs (``/ws/jobs/``).
+
+    A watcher must be logged in and allowed to see the job; it gets a snapshot from the database
+    right after joining, so a late or reconnecting page is never behind.
+    """
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        job_id = self.scope["url_route"]["kwargs"].get("job_id")
+        snapshot = await self._snapshot_if_allowed(user, job_id)
+        if snapshot is None:
+            # 4403: the close code browsers see; the handshake is refused before accept.
+            await self.close(code=4403)
+            return
+        self.group = job_group(job_id) if job_id else JOBS_GROUP
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        if job_id:
+            await self.send_json(snapshot)
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply.
+        await self.send_json({"kind": "error", "error": "this socket is read-only"})
+
+    async def job_event(self, message: dict) -> None:
+        await self.send_json(message["event"])
+
+    @database_sync_to_async
+    def _snapshot_if_allowed(self, user, job_id) -> dict | None:
+        if user is None or not user.is_authenticated or not user.has_perm(perm("view_studio")):
+            return None
+        if job_id is None:
+            return {}
+        job = Job.objects.filter(pk=job_id).first()
+        return job_snapshot(job) if job else None

@@ -1,0 +1,70 @@
+// Live job page: a WebSocket snapshot + events keep the state, progress bar, log and plot current.
+(() => {
+  "use strict";
+  const root = document.getElementById("job");
+  if (!root) return;
+  const jobId = root.dataset.jobId;
+  const $ = (id) => document.getElementById(id);
+  const series = JSON.parse($("job-metrics-data").textContent || "{}");
+  const finished = new Set(["succeeded", "failed", "cancelled"]);
+  let retryMs = 500;
+
+  function drawPlot() {
+    const el = $("job-metrics");
+    const names = Object.keys(series);
+    if (!window.Plotly || !names.length) {
+      el.textContent = names.length ? "" : "No metrics reported yet.";
+      return;
+    }
+    const traces = names.map((n) => ({ x: series[n].x, y: series[n].y, name: n, mode: "lines" }));
+    Plotly.react(el, traces, { margin: { t: 10, r: 10, b: 40, l: 50 }, xaxis: { title: { text: "step" } } },
+      { displaylogo: false, responsive: true });
+  }
+
+  function setState(state) {
+    const badge = $("job-state");
+    badge.className = "badge state-" + state;
+    badge.textContent = state.charAt(0).toUpperCase() + state.slice(1);
+  }
+
+  function setProgress(p) {
+    $("job-progress").value = p;
+    $("job-percent").textContent = Math.round(p * 100) + "%";
+  }
+
+  function handle(ev) {
+    switch (ev.kind) {
+      case "snapshot":
+        setState(ev.state); setProgress(ev.progress);
+        $("job-message").textContent = ev.message || "";
+        if (ev.error) { $("job-error").hidden = false; $("job-error").textContent = ev.error; }
+        if (ev.result && Object.keys(ev.result).length) $("job-result").textContent = JSON.stringify(ev.result, null, 2);
+        break;
+      case "state": setState(ev.state); break;
+      case "progress": setProgress(ev.progress); $("job-message").textContent = ev.message || ""; break;
+      case "log": $("job-log").textContent += new Date().toTimeString().slice(0, 8) + " " + ev.text + "\n"; break;
+      case "metric":
+        for (const [name, value] of Object.entries(ev.values)) {
+          const s = series[name] || (series[name] = { x: [], y: [] });
+          s.x.push(ev.step); s.y.push(value);
+        }
+        drawPlot();
+        break;
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/jobs/${jobId}/`);
+    ws.onopen = () => { retryMs = 500; $("job-live").textContent = "live"; };
+    ws.onmessage = (m) => handle(JSON.parse(m.data));
+    ws.onclose = () => {
+      const state = $("job-state").textContent.toLowerCase();
+      $("job-live").textContent = finished.has(state) ? "" : "reconnecting…";
+      if (!finished.has(state)) setTimeout(connect, (retryMs = Math.min(retryMs * 2, 10000)));
+    };
+  }
+
+  window.addEventListener("load", drawPlot);
+  connect();
+})();

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from klong_site import embedded_redis
+from tests.factories import make_personas
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """A real Redis for every test: the configured REDIS_URL, else the embedded redis-server."""
+    proc = embedded_redis.start(settings.DATA_DIR) if settings.EMBEDDED_REDIS else None
+    embedded_redis.ping(settings.REDIS_URL)
+    yield settings.REDIS_URL
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_data_dir():
+    yield
+    if settings.DATA_DIR.name.startswith("klong-test-"):
+        shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(redis_server):
+    """A real Celery worker consuming the real broker, in a thread of this process.
+
+    It shares the test database settings; tests that use it need ``transactional_db`` so their
+    rows are committed where the worker can read them.
+    """
+    import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for the start check)
+    from celery.contrib.testing.worker import start_worker
+
+    from worker.celery import app
+
+    app.control.purge()
+    with start_worker(app, pool="solo", perform_ping_check=True, shutdown_timeout=20) as worker:
+        yield worker
+
+
+@pytest.fixture
+def personas(db) -> dict:
+    """One user per role (admin, curator, operator, viewer) plus an outsider with no role."""
+    return make_personas()
+
+
+@pytest.fixture
+def client_for(personas):
+    """``client_for("operator")``: a Django test client logged in as that persona."""
+
+    def make(role: str) -> Client:
+        client = Client()
+        client.force_login(personas[role])
+        return client
+
+    return make

@@ -1,0 +1,23 @@
+"""The Celery app: three queues (cpu, gpu, judge), priorities, JSON only, time limits.
+
+Settings come from Django's settings (CELERY_*), so one REDIS_URL drives the broker too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "klong_site.settings")
+
+# DjangoTask gives every task delay_on_commit(), which views use so a worker never looks for a
+# row whose transaction has not committed yet.
+app = Celery("klong", task_cls="celery.contrib.django.task:DjangoTask")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+QUEUES = ("cpu", "gpu", "judge")
+app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
+app.conf.task_create_missing_queues = False
+app.autodiscover_tasks(["worker"])

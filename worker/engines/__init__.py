@@ -1,0 +1,51 @@
+"""Job engines: one function per job kind, ``run(job, progress) -> result dict``.
+
+Engines are plain functions so they can be called from a test, a management command or the
+Celery task alike; the task only claims the job and records the outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from apps.jobs.models import Job
+from worker.progress import Progress
+
+Engine = Callable[[Job, Progress], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    label: str
+    queue: str
+    engine: str  # dotted path, imported lazily so the web process never loads torch
+    description: str
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> None:
+    KINDS[kind.name] = kind
+
+
+def engine_for(kind: str) -> Engine:
+    from importlib import import_module
+
+    module_name, _, func = KINDS[kind].engine.rpartition(".")
+    return getattr(import_module(module_name), func)
+
+
+register(
+    JobKind(
+        name="selftest",
+        label="Worker self-test",
+        queue="cpu",
+        engine="worker.engines.selftest.run",
+        description="Round-trips a small task through a worker and streams its progress: proves the "
+        "queue, the worker, the database and the live updates work together.",
+    )
+)
