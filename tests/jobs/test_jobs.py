@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from apps.jobs.models import Job
+from apps.jobs.services import cancel_job, launch_job
+from klong_site.asgi import application
+from worker.progress import Progress, set_state
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def ws_headers(client: Client) -> list[tuple[bytes, bytes]]:
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    return [(b"origin", b"http://localhost"), (b"cookie", cookie)]
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db(transaction=True)
+def test_a_job_launched_through_the_api_runs_on_the_worker(client_for, celery_worker):
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "selftest", "config": {"steps": 3, "delay_s": 0, "echo": "hi"}}, content_type="application/json"
+    )
+    assert response.status_code == 202
+    job_id = response.json()["id"]
+    job = wait_for(lambda: Job.objects.filter(pk=job_id, state=Job.State.SUCCEEDED).first())
+    assert job.result["echo"] == "hi" and job.progress == 1.0
+    assert list(job.metrics.values_list("step", flat=True)) == [1, 2, 3]
+    assert job.created_by.username == "operator"
+
+
+@pytest.mark.embedded
+@pytest.mark.django_db(transaction=True)
+def test_job_events_reach_a_websocket_client_through_redis(client_for, personas, celery_worker):
+    viewer = client_for("viewer")
+    job = Job.objects.create(kind="selftest", config={"steps": 2, "delay_s": 0}, created_by=personas["operator"])
+
+    async def watch() -> list[dict]:
+        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=ws_headers(viewer))
+        connected, _ = await communicator.connect()
+        assert connected
+        events = [await communicator.receive_json_from(timeout=5)]
+        # Queue the task only once the watcher is subscribed: every event must arrive.
+        from asgiref.sync import sync_to_async
+
+        from worker.tasks import run_job
+
+        await sync_to_async(run_job.apply_async)(args=(job.pk,), queue="cpu")
+        while not (events[-1].get("kind") == "snapshot" and events[-1]["state"] == "succeeded"):
+            events.append(await communicator.receive_json_from(timeout=15))
+        await communicator.disconnect()
+        return events
+
+    events = async_to_sync(watch)()
+    assert events[0]["kind"] == "snapshot" and events[0]["state"] == "queued"
+    kinds = [e["kind"] for e in events]
+    assert "state" in kinds and kinds.count("metric") == 2 and "progress" in kinds
+    assert events[-1]["result"]["echo"] == "pong"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_watcher_gets_the_current_state_as_a_snapshot(client_for, personas):
+    job = Job.objects.create(kind="selftest", created_by=personas["operator"])
+    set_state(job.pk, Job.State.FAILED, error="ValueError: boom")
+    headers = ws_headers(client_for("viewer"))
+
+    async def first_message() -> dict:
+        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
+        await communicator.connect()
+        message = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return message
+
+    message = async_to_sync(first_message)()
+    assert message["state"] == "failed" and message["error"] == "ValueError: boom"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("who", ["outsider", "nobody-job"])
+def test_websocket_refuses_outsiders_and_unknown_jobs(client_for, personas, who):
+    job = Job.objects.create(kind="selftest")
+    client = client_for("outsider" if who == "outsider" else "viewer")
+    job_id = job.pk if who == "outsider" else job.pk + 1000
+
+    async def attempt():
+        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job_id}/", headers=ws_headers(client))
+        result = await communicator.connect()
+        await communicator.disconnect()
+        return result
+
+    assert async_to_sync(attempt)() == (False, 4403)
+
+
+@pytest.mark.django_db
+def test_an_unknown_job_kind_is_a_400_naming_the_known_kinds(client_for):
+    response = client_for("operator").post("/api/jobs/", {"kind": "warp-drive"}, content_type="application/json")
+    assert response.status_code == 400
+    assert "Unknown job kind; known: selftest." in response.json()["kind"][0]
+
+
+@pytest.mark.django_db
+def test_a_config_that_is_not_an_object_is_a_400(client_for):
+    response = client_for("operator").post("/api/jobs/", {"kind": "selftest", "config": [1, 2]}, content_type="application/json")
+    assert response.status_code == 400
+    assert "config" in response.json()
+
+
+@pytest.mark.django_db
+def test_a_queued_job_is_cancelled_at_once(personas):
+    job = launch_job("selftest", {}, personas["operator"])
+    assert cancel_job(job).state == Job.State.CANCELLED
+
+
+@pytest.mark.django_db
+def test_cancelling_a_finished_job_is_a_409(client_for, personas):
+    job = Job.objects.create(kind="selftest", state=Job.State.SUCCEEDED)
+    response = client_for("operator").post(f"/api/jobs/{job.pk}/cancel/")
+    assert response.status_code == 409
+    assert "already finished" in response.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_stops_at_its_next_progress_report_when_cancelled(personas, celery_worker):
+    job = launch_job("selftest", {"steps": 400, "delay_s": 0.05}, personas["operator"])
+    wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).exists())
+    cancel_job(job)
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.CANCELLED).first())
+    assert job.metrics.count() < 400 and job.finished_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_engine_fails_the_job_with_its_reason(personas, celery_worker):
+    job = launch_job("selftest", {"steps": 0}, personas["operator"])
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.FAILED).first())
+    assert job.error == "ValueError: steps must be between 1 and 1000, got 0"
+
+
+@pytest.mark.django_db
+def test_a_job_that_is_not_queued_is_never_run_twice(personas):
+    from worker.tasks import run_job
+
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING)
+    assert run_job.run(job.pk) == "skipped"
+
+
+@pytest.mark.django_db
+def test_progress_updates_are_throttled_but_final_ones_always_written(personas):
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING)
+    progress = Progress(job.pk, min_interval_s=60)
+    progress.update(0.1, "first")
+    progress.update(0.5, "dropped")
+    job.refresh_from_db()
+    assert (job.progress, job.message) == (0.1, "first")
+    progress.update(1.0, "last", force=True)
+    job.refresh_from_db()
+    assert (job.progress, job.message) == (1.0, "last")
+
+
+@pytest.mark.django_db
+def test_the_job_page_offers_cancel_to_operators_only(client_for):
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING)
+    assert b"Cancel job" in client_for("operator").get(f"/jobs/{job.pk}/").content
+    assert b"Cancel job" not in client_for("viewer").get(f"/jobs/{job.pk}/").content
