@@ -102,7 +102,16 @@ class Command(BaseCommand):
             )
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
         self.stdout.write(self.style.SUCCESS(f"KLong Studio is running at http://{shown}:{port}/  (Ctrl-C stops it)"))
+        self.stdout.write(self._login_hint())
         sys.stdout.flush()
+
+    @staticmethod
+    def _login_hint() -> str:
+        password_file = settings.DATA_DIR / "admin-password.txt"
+        if password_file.exists():
+            password = password_file.read_text().strip()
+            return f"Log in as 'admin' with password '{password}' (kept in {password_file})."
+        return "Log in with your admin account (python manage.py createadmin --username NAME makes one)."
 
     def _watch(self) -> None:
         while not self._stopping:
