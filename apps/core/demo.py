@@ -7,8 +7,6 @@ Everything carries the tag or title prefix "demo" so it is easy to tell from rea
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 import uuid
@@ -23,7 +21,7 @@ from apps.judging.models import JudgeRun, LeafGrade
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import score_tree
-from apps.rubrics.models import RubricVersion
+from apps.rubrics.services import import_rubric_tree, parse_rubric_value
 from apps.trajectories.models import Trajectory, Turn
 
 DEMO_TAG = "demo"
@@ -55,11 +53,6 @@ FINEGRAINED = {
     "Code Execution": ("Environment & Infrastructure Setup", "Experimental Setup", "Evaluation, Metrics & Benchmarking"),
     "Result Analysis": ("Logging, Analysis & Presentation", "Evaluation, Metrics & Benchmarking"),
 }
-
-
-def tree_hash(tree: dict) -> str:
-    """Content hash of a PaperBench tree: key order counts, as it does for exact export."""
-    return hashlib.sha256(json.dumps(tree, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
 def _uid(rng: random.Random) -> str:
@@ -149,10 +142,8 @@ def _seed_paper(paper: DemoPaper, rng: random.Random, admin) -> None:
     tree = make_rubric(paper, rng)
     nodes = flatten(tree)
     is_leaf = leaf_mask(nodes)
-    version = RubricVersion.objects.create(
-        paper=row, number=1, message="Imported demo rubric", tree=tree, content_hash=tree_hash(tree),
-        node_count=len(nodes), leaf_count=sum(is_leaf), created_by=admin,
-    )
+    # The same service an import uses: node draft + version 1 with its content hash.
+    version = import_rubric_tree(row, parse_rubric_value(tree), admin, "Imported demo rubric")
     leaves = [n for n in nodes if is_leaf[n.index]]
     for t in range(3):
         n_turns = rng.randint(300, 800)

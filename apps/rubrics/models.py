@@ -1,7 +1,20 @@
+"""Rubric storage: one editable draft tree per paper as node rows, plus immutable versions.
+
+The draft is stored node by node so a single edit touches one row (and carries that row's
+``version`` counter for optimistic concurrency). A saved version keeps the exact PaperBench
+JSON text: a text column, because PostgreSQL's jsonb would re-order keys and exact export
+(key order included) is a promise of the product.
+"""
+
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+
+from apps.rubrics.paperbench import FlatNode
 
 
 class RubricVersion(models.Model):
@@ -10,7 +23,8 @@ class RubricVersion(models.Model):
     paper = models.ForeignKey("papers.Paper", on_delete=models.CASCADE, related_name="rubric_versions")
     number = models.PositiveIntegerField()
     message = models.CharField(max_length=500, blank=True)
-    tree = models.JSONField()
+    # Compact json.dumps of the exact tree value; parse with ``tree`` (keeps int/float, order).
+    tree_json = models.TextField()
     content_hash = models.CharField(max_length=64, db_index=True)
     node_count = models.PositiveIntegerField(default=0)
     leaf_count = models.PositiveIntegerField(default=0)
@@ -18,8 +32,67 @@ class RubricVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["paper", "-number"]
-        constraints = [models.UniqueConstraint(fields=["paper", "number"], name="rubric_version_number_unique")]
+        ordering = ["paper", "-number"]  # noqa: RUF012 (Django compares Meta lists in migrations)
+        constraints = [  # noqa: RUF012
+            models.UniqueConstraint(fields=["paper", "number"], name="rubric_version_number_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.paper.slug} v{self.number}"
+
+    @property
+    def tree(self) -> dict[str, Any]:
+        """The PaperBench JSON value, key order and number types as saved."""
+        from apps.rubrics.paperbench import load_json_bytes
+
+        return load_json_bytes(self.tree_json.encode())
+
+
+class RubricNode(models.Model):
+    """One node of a paper's draft rubric tree.
+
+    Raw JSON values are kept as parsed (a weight stays int or float) so export is exact;
+    ``key_order`` is the node's key order in the imported file, or null for editor-made nodes.
+    """
+
+    paper = models.ForeignKey("papers.Paper", on_delete=models.CASCADE, related_name="rubric_nodes")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    position = models.PositiveIntegerField(default=0)
+    node_id = models.TextField()
+    requirements = models.TextField(blank=True)
+    weight = models.JSONField()
+    task_category = models.TextField(null=True, blank=True)
+    finegrained_task_category = models.TextField(null=True, blank=True)
+    score = models.JSONField(null=True, blank=True)
+    valid_score = models.JSONField(null=True, blank=True)
+    explanation = models.JSONField(null=True, blank=True)
+    judge_metadata = models.JSONField(null=True, blank=True)
+    extra = models.JSONField(default=dict, blank=True)
+    key_order = models.JSONField(null=True, blank=True)
+    # Bumped on every change to this node; a write must name the version it read (409 if stale).
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["paper", "parent_id", "position"]  # noqa: RUF012
+        indexes = [models.Index(fields=["paper", "parent", "position"], name="rubric_node_sibling_idx")]  # noqa: RUF012
+
+    def __str__(self) -> str:
+        return f"{self.node_id} ({self.paper_id})"
+
+    # Attributes shared with FlatNode, in one place for the codec and the API.
+    CONTENT_FIELDS = (
+        "node_id", "requirements", "weight", "task_category", "finegrained_task_category",
+        "score", "valid_score", "explanation", "judge_metadata", "extra", "key_order",
+    )
+
+    def to_flat(self, index: int, parent: int | None, position: int) -> FlatNode:
+        return FlatNode(
+            index, parent, position, self.node_id, self.requirements, self.weight, self.task_category,
+            self.finegrained_task_category, self.score, self.valid_score, self.explanation,
+            self.judge_metadata, dict(self.extra or {}), list(self.key_order) if self.key_order is not None else None,
+        )
+
+
+def dumps_compact(tree: dict[str, Any]) -> str:
+    """The one serialisation used for storage and hashing: key order kept, no whitespace."""
+    return json.dumps(tree, ensure_ascii=False, separators=(",", ":"))

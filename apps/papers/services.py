@@ -1,0 +1,260 @@
+"""Papers in and out of the PaperBench layout: folders, zips, bare rubric.json files.
+
+A PaperBench paper folder holds rubric.json (required), blacklist.txt, config.yaml, paper.md,
+addendum.md and judge.addendum.md. The shared samples use a flat layout instead:
+``rubrics/<paper>.rubric.json`` beside ``<paper>.blacklist.txt`` and ``<paper>.config.yaml``.
+Both are read into a ``PaperBundle`` (bytes only, no database), then ``import_paper`` checks
+the whole rubric first and writes everything in one transaction: refused whole, or stored whole.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import yaml
+from django.db import transaction
+from django.utils.text import slugify
+
+from apps.papers.models import Paper
+from apps.rubrics import services as rubrics
+from apps.rubrics.models import RubricVersion
+from apps.rubrics.validation import Problem
+
+RUBRIC_FILE = "rubric.json"
+# Bundle attribute -> file name in a paper folder (and suffix in the flat layout).
+TEXT_FILES: dict[str, str] = {
+    "blacklist": "blacklist.txt",
+    "config": "config.yaml",
+    "paper_md": "paper.md",
+    "addendum": "addendum.md",
+    "judge_addendum": "judge.addendum.md",
+}
+_GRADED_SUFFIXES = (".rubric.json", ".json")
+
+
+class BundleError(ValueError):
+    """The upload or folder is not a PaperBench paper (no rubric.json, bad zip, too big...)."""
+
+
+@dataclass(slots=True)
+class PaperBundle:
+    """One paper's files as bytes/text, however they were laid out."""
+
+    slug: str
+    rubric: bytes
+    source: str
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    paper: Paper
+    version: RubricVersion | None
+    created: bool
+    node_count: int
+    warnings: list[Problem]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading bundles
+
+
+def slug_from_filename(name: str) -> str:
+    """``bam.rubric.json`` -> ``bam``; ``all-in-one.judge_eval.json`` -> ``all-in-one-judge_eval``."""
+    base = PurePosixPath(name).name
+    for suffix in _GRADED_SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return slugify(base.replace(".", "-")) or "paper"
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def read_paper_folder(folder: Path) -> PaperBundle:
+    rubric = folder / RUBRIC_FILE
+    if not rubric.is_file():
+        raise BundleError(f"{folder}: no {RUBRIC_FILE}")
+    texts = {attr: _read_text(folder / name) for attr, name in TEXT_FILES.items() if (folder / name).is_file()}
+    return PaperBundle(slugify(folder.name) or "paper", rubric.read_bytes(), str(folder), texts)
+
+
+def read_rubric_file(path: Path) -> PaperBundle:
+    """A bare rubric file; flat-layout siblings (``<paper>.blacklist.txt`` ...) come along."""
+    if path.name == RUBRIC_FILE:
+        return read_paper_folder(path.parent)
+    stem = path.name[: -len(".rubric.json")] if path.name.endswith(".rubric.json") else None
+    texts: dict[str, str] = {}
+    if stem:
+        for attr, name in TEXT_FILES.items():
+            sibling = path.with_name(f"{stem}.{name}")
+            if sibling.is_file():
+                texts[attr] = _read_text(sibling)
+    return PaperBundle(slug_from_filename(path.name), path.read_bytes(), str(path), texts)
+
+
+def find_bundles(path: Path) -> list[PaperBundle]:
+    """Every paper under ``path``: a paper folder, a bare rubric file, a folder of paper
+    folders, or a flat folder of ``<paper>.rubric.json`` files (searched recursively). A folder
+    with no ``*.rubric.json`` takes its other ``*.json`` files as bare rubrics (judge_eval trees,
+    fixtures)."""
+    path = Path(path)
+    if path.is_file():
+        return [read_rubric_file(path)]
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such file or folder")
+    bundles = _bundles_in(path)
+    if not bundles:
+        raise BundleError(f"{path}: no {RUBRIC_FILE} or *.json rubric found")
+    return bundles
+
+
+def _bundles_in(folder: Path) -> list[PaperBundle]:
+    if (folder / RUBRIC_FILE).is_file():
+        return [read_paper_folder(folder)]
+    children = sorted(folder.iterdir())
+    files = [c for c in children if c.is_file() and c.name.endswith(".json")]
+    rubric_files = [c for c in files if c.name.endswith(".rubric.json")]
+    bundles = [read_rubric_file(c) for c in (rubric_files or files)]
+    for child in children:
+        if child.is_dir() and not child.name.startswith("."):
+            bundles.extend(_bundles_in(child))
+    return bundles
+
+
+def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
+    """A zip of one paper folder (files at the top or inside one folder), or a bare .json."""
+    data = upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BundleError(f"The upload is larger than the limit of {max_bytes:,} bytes")
+    if name.lower().endswith(".json"):
+        return PaperBundle(slug_from_filename(name), data, name)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise BundleError("The upload is not a zip file (or a rubric .json)") from None
+    with archive:
+        members = {i.filename: i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename}
+        # Uncompressed size counts too: a small zip may expand into gigabytes.
+        if sum(i.file_size for i in members.values()) > max_bytes:
+            raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes")
+        rubric_names = [m for m in members if PurePosixPath(m).name == RUBRIC_FILE]
+        if not rubric_names:
+            raise BundleError(f"The zip has no {RUBRIC_FILE}")
+        if len(rubric_names) > 1:
+            raise BundleError(f"The zip has {len(rubric_names)} {RUBRIC_FILE} files; upload one paper per zip")
+        folder = PurePosixPath(rubric_names[0]).parent
+        texts: dict[str, str] = {}
+        for attr, file_name in TEXT_FILES.items():
+            member = str(folder / file_name) if str(folder) != "." else file_name
+            if member in members:
+                texts[attr] = archive.read(member).decode("utf-8", errors="replace")
+        slug_source = folder.name if str(folder) != "." else PurePosixPath(name).stem
+        return PaperBundle(slugify(slug_source) or "paper", archive.read(rubric_names[0]), name, texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Import
+
+
+def parse_blacklist(text: str) -> list[str]:
+    """PaperBench writes ``none`` for an empty blacklist; one URL per line otherwise."""
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and line.lower() != "none" and not line.startswith("#")]
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    try:
+        value = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise BundleError(f"config.yaml is not valid YAML: {exc}") from None
+    if not isinstance(value, dict):
+        raise BundleError("config.yaml must be a mapping (id: ..., title: ...)")
+    return value
+
+
+def _title_from_markdown(text: str) -> str:
+    match = re.search(r"^#\s+(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def import_paper(bundle: PaperBundle, user=None, *, slug: str | None = None) -> ImportResult:
+    """Check the rubric whole, then store paper + draft + version in one transaction.
+
+    An existing paper with the same id gets its fields updated, its draft replaced and a new
+    version (none when the tree is unchanged), so re-running an import is harmless.
+    """
+    parsed = rubrics.parse_rubric(bundle.rubric)  # raises RubricRefused before any write
+    config = parse_config(bundle.texts["config"]) if "config" in bundle.texts else {}
+    slug = slugify(str(slug or config.get("id") or bundle.slug))[:200] or "paper"
+    fields: dict[str, Any] = {}
+    title = str(config.get("title") or "") or _title_from_markdown(bundle.texts.get("paper_md", ""))
+    if title:
+        fields["title"] = title[:500]
+    if "blacklist" in bundle.texts:
+        fields["blacklist"] = parse_blacklist(bundle.texts["blacklist"])
+    for attr, model_field in (("paper_md", "markdown"), ("addendum", "addendum"),
+                              ("judge_addendum", "judge_addendum")):
+        if attr in bundle.texts:
+            fields[model_field] = bundle.texts[attr]
+    with transaction.atomic():
+        paper, created = Paper.objects.select_for_update().get_or_create(
+            slug=slug, defaults={"title": fields.pop("title", slug), **fields}
+        )
+        if not created and fields:
+            for name, value in fields.items():
+                setattr(paper, name, value)
+            paper.save()
+        message = f"Imported from {PurePosixPath(bundle.source).name}"
+        version = rubrics.import_rubric_tree(paper, parsed, user, message)
+    return ImportResult(paper, version, created, len(parsed.nodes), parsed.warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+
+
+def rubric_json_bytes(tree: dict[str, Any]) -> bytes:
+    # PaperBench's own files are json.dump(indent=4) with ASCII escapes and no final newline.
+    return json.dumps(tree, indent=4).encode()
+
+
+def export_files(paper: Paper, version: RubricVersion | None = None) -> dict[str, bytes]:
+    """The PaperBench folder for ``paper``: file name -> bytes (draft tree unless ``version``)."""
+    tree = version.tree if version is not None else rubrics.export_draft(paper)
+    config = {"id": paper.slug, "title": paper.title}
+    files = {
+        RUBRIC_FILE: rubric_json_bytes(tree),
+        "blacklist.txt": ("\n".join(paper.blacklist) + "\n" if paper.blacklist else "none").encode(),
+        "config.yaml": yaml.safe_dump(config, sort_keys=False, allow_unicode=True).encode(),
+    }
+    for attr, model_field in (("paper_md", "markdown"), ("addendum", "addendum"),
+                              ("judge_addendum", "judge_addendum")):
+        text = getattr(paper, model_field)
+        if text:
+            files[TEXT_FILES[attr]] = text.encode()
+    return files
+
+
+def export_zip(paper: Paper, version: RubricVersion | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in export_files(paper, version).items():
+            archive.writestr(f"{paper.slug}/{name}", data)
+    return buffer.getvalue()
+
+
+def write_folder(paper: Paper, out_dir: Path, version: RubricVersion | None = None) -> Path:
+    folder = Path(out_dir) / paper.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in export_files(paper, version).items():
+        (folder / name).write_bytes(data)
+    return folder
