@@ -36,9 +36,14 @@ def publish(job_id: int, event: dict[str, Any]) -> None:
     if layer is None:
         return
     message = {"type": "job.event", "event": {"job": job_id, **event}}
+
+    async def send_both() -> None:
+        # One event loop for both sends: each async_to_sync call costs a loop and a connection.
+        await layer.group_send(job_group(job_id), message)
+        await layer.group_send(JOBS_GROUP, message)
+
     try:
-        async_to_sync(layer.group_send)(job_group(job_id), message)
-        async_to_sync(layer.group_send)(JOBS_GROUP, message)
+        async_to_sync(send_both)()
     except Exception:  # a dropped live update is fine: pages re-read the row on reconnect
         log.warning("could not publish an event for job %s", job_id, exc_info=True)
 
