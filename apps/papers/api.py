@@ -1,20 +1,217 @@
+"""Papers API: CRUD, PaperBench import/export, and the paper's rubric (tree, versions, diff).
+
+Same service functions as the pages and the management commands (apps/papers/services.py,
+apps/rubrics/services.py); this module only shapes requests and answers.
+"""
+
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+import json
+from typing import ClassVar
 
+from django.conf import settings
+from django.db.models import Q
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from apps.papers import services as paper_services
 from apps.papers.models import Paper
+from apps.rubrics import services as rubric_services
+from apps.rubrics.api import RubricVersionSerializer, problem_list, service_call
+from apps.rubrics.models import RubricVersion
 
 
 class PaperSerializer(serializers.ModelSerializer):
     class Meta:
         model = Paper
-        fields = [
-            "id", "slug", "title", "arxiv_id", "venue", "year", "abstract", "blacklist", "split", "tags",
-            "status", "created_at", "updated_at",
-        ]
-        read_only_fields = fields
+        fields = (
+            "id", "slug", "title", "arxiv_id", "venue", "year", "abstract", "markdown", "addendum", "judge_addendum",
+            "blacklist", "split", "tags", "status", "created_at", "updated_at",
+        )
+        read_only_fields = ("id", "created_at", "updated_at")
+
+    def _string_list(self, value, name: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise serializers.ValidationError(f"{name} must be a list of strings")
+        return value
+
+    def validate_blacklist(self, value):
+        return self._string_list(value, "blacklist")
+
+    def validate_tags(self, value):
+        return self._string_list(value, "tags")
 
 
-class PaperViewSet(viewsets.ReadOnlyModelViewSet):
+class PaperImportSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A zip of one PaperBench paper folder, or a bare rubric .json")
+    slug = serializers.SlugField(required=False, help_text="Paper id (default: config.yaml id or file name)")
+
+
+class ImportAnswerSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    created = serializers.BooleanField()
+    node_count = serializers.IntegerField()
+    version = serializers.IntegerField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.DictField())
+
+
+class VersionCreateSerializer(serializers.Serializer):
+    message = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
+
+
+_VERSION_PARAM = OpenApiParameter("version", int, description="A saved version number (default: the draft)")
+
+
+class PaperViewSet(viewsets.ModelViewSet):
+    """Papers, with their rubric: nested PaperBench tree, versions, diff, restore, import, export."""
+
     serializer_class = PaperSerializer
-    queryset = Paper.objects.all()
+    write_permission: ClassVar[dict[str, str]] = {
+        "create": "edit_papers", "update": "edit_papers", "partial_update": "edit_papers",
+        "destroy": "edit_papers", "import_paper": "edit_papers",
+        "versions": "edit_rubrics", "restore": "edit_rubrics",
+    }
+
+    def get_queryset(self):
+        papers = Paper.objects.all()
+        params = self.request.query_params
+        if q := params.get("q", "").strip():
+            papers = papers.filter(Q(title__icontains=q) | Q(slug__icontains=q) | Q(arxiv_id__icontains=q))
+        for name in ("slug", "split", "status"):
+            if value := params.get(name):
+                papers = papers.filter(**{name: value})
+        return papers
+
+    def _version(self, paper: Paper, raw: str | None) -> RubricVersion | None:
+        if raw in (None, "", "draft"):
+            return None
+        if not str(raw).isdigit():
+            raise serializers.ValidationError({"version": "must be a version number or 'draft'"})
+        version = paper.rubric_versions.filter(number=int(raw)).first()
+        if version is None:
+            from rest_framework.exceptions import NotFound
+
+            raise NotFound(f"{paper.slug} has no version {raw}")
+        return version
+
+    @extend_schema(parameters=[_VERSION_PARAM], responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def tree(self, request, pk=None) -> HttpResponse:
+        """The rubric as nested PaperBench JSON, exactly as it exports (key order kept)."""
+        paper = self.get_object()
+        version = self._version(paper, request.query_params.get("version"))
+        if version is not None:
+            # Stored text is already the exact value: no parse, no re-encode.
+            return HttpResponse(version.tree_json, content_type="application/json")
+        try:
+            tree = rubric_services.export_draft(paper)
+        except rubric_services.NodeNotFound as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        return HttpResponse(json.dumps(tree, ensure_ascii=False), content_type="application/json")
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def draft(self, request, pk=None) -> Response:
+        """The draft as the editor reads it: flat pre-order nodes with pks, versions, effective weights."""
+        paper = self.get_object()
+        return service_call(lambda: rubric_services.editor_payload(rubric_services.load_draft(paper)), Response)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def problems(self, request, pk=None) -> Response:
+        """Validation problems of the draft, each naming its node path and row pk."""
+        paper = self.get_object()
+        return service_call(
+            lambda: rubric_services.draft_problems(rubric_services.load_draft(paper)),
+            lambda problems: Response({"problems": problems}))
+
+    @extend_schema(request=VersionCreateSerializer, responses={200: RubricVersionSerializer(many=True),
+                                                               201: RubricVersionSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def versions(self, request, pk=None) -> Response:
+        """GET: every saved version, newest first. POST: save the draft as a new version."""
+        paper = self.get_object()
+        if request.method == "GET":
+            rows = paper.rubric_versions.select_related("created_by").order_by("-number")
+            return Response(RubricVersionSerializer(rows, many=True).data)
+        data = VersionCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return service_call(
+            lambda: rubric_services.create_version(paper, request.user, data.validated_data["message"]),
+            lambda version: Response(RubricVersionSerializer(version).data, status=status.HTTP_201_CREATED))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("a", str, description="Older side: a version number or 'draft'"),
+                    OpenApiParameter("b", str, description="Newer side: a version number or 'draft' (default)")],
+        responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"], url_path="versions/diff")
+    def diff(self, request, pk=None) -> Response:
+        """Nodes added, removed, moved and changed between two versions (or a version and the draft)."""
+        paper = self.get_object()
+        raw_a = request.query_params.get("a")
+        if raw_a is None:
+            raise serializers.ValidationError({"a": "required"})
+        sides = []
+        for raw in (raw_a, request.query_params.get("b", "draft")):
+            version = self._version(paper, raw)
+            sides.append(version.tree if version is not None else None)
+        return service_call(
+            lambda: rubric_services.diff_trees(*[t if t is not None else rubric_services.export_draft(paper)
+                                                 for t in sides]),
+            lambda diff: Response(diff.as_dict()))
+
+    @extend_schema(request=None, responses={201: RubricVersionSerializer})
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]+)/restore")
+    def restore(self, request, pk=None, number: str = "") -> Response:
+        """Make a saved version the draft again, recorded as a new version."""
+        paper = self.get_object()
+        version = self._version(paper, number)
+        return service_call(
+            lambda: rubric_services.restore_version(version, request.user),
+            lambda new: Response(RubricVersionSerializer(new).data, status=status.HTTP_201_CREATED))
+
+    @extend_schema(parameters=[_VERSION_PARAM], responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None) -> HttpResponse:
+        """The PaperBench folder as a zip: rubric.json, blacklist.txt, config.yaml, Markdown files."""
+        paper = self.get_object()
+        version = self._version(paper, request.query_params.get("version"))
+        try:
+            data = paper_services.export_zip(paper, version)
+        except rubric_services.NodeNotFound as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        response = HttpResponse(data, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{paper.slug}.zip"'
+        return response
+
+    @extend_schema(request={"multipart/form-data": PaperImportSerializer},
+                   responses={201: ImportAnswerSerializer, 200: ImportAnswerSerializer, 400: OpenApiTypes.OBJECT,
+                              413: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser, FormParser])
+    def import_paper(self, request) -> Response:
+        """Import a PaperBench paper (zip or bare rubric .json); refused whole, with every problem listed."""
+        data = PaperImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        limit = settings.KLONG_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            return Response({"detail": f"The upload is larger than the limit of {limit:,} bytes."},
+                            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        try:
+            bundle = paper_services.read_paper_zip(upload, upload.name, limit)
+            result = paper_services.import_paper(bundle, request.user, slug=data.validated_data.get("slug"))
+        except paper_services.BundleError as exc:
+            return Response({"detail": str(exc)}, status=exc.status)
+        except rubric_services.RubricRefused as exc:
+            return Response({"detail": f"Import refused: {exc.message}", "problems": problem_list(exc.problems)},
+                            status=status.HTTP_400_BAD_REQUEST)
+        answer = {"id": result.paper.pk, "slug": result.paper.slug, "created": result.created,
+                  "node_count": result.node_count, "version": result.version.number if result.version else None,
+                  "warnings": problem_list(result.warnings)}
+        return Response(answer, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

@@ -41,6 +41,11 @@ _GRADED_SUFFIXES = (".rubric.json", ".json")
 class BundleError(ValueError):
     """The upload or folder is not a PaperBench paper (no rubric.json, bad zip, too big...)."""
 
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        # The HTTP status the API answers with: 413 for size limits, 400 otherwise.
+        self.status = status
+
 
 @dataclass(slots=True)
 class PaperBundle:
@@ -134,7 +139,7 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
     """A zip of one paper folder (files at the top or inside one folder), or a bare .json."""
     data = upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise BundleError(f"The upload is larger than the limit of {max_bytes:,} bytes")
+        raise BundleError(f"The upload is larger than the limit of {max_bytes:,} bytes", 413)
     if name.lower().endswith(".json"):
         return PaperBundle(slug_from_filename(name), data, name)
     try:
@@ -145,7 +150,7 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
         members = {i.filename: i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename}
         # Uncompressed size counts too: a small zip may expand into gigabytes.
         if sum(i.file_size for i in members.values()) > max_bytes:
-            raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes")
+            raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes", 413)
         rubric_names = [m for m in members if PurePosixPath(m).name == RUBRIC_FILE]
         if not rubric_names:
             raise BundleError(f"The zip has no {RUBRIC_FILE}")

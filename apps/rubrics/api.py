@@ -1,19 +1,186 @@
+"""Rubric API: draft node edits (create / update / move / delete / duplicate) and versions.
+
+Every write names the node version it read; a stale one gets 409 with the node as it is now,
+so the editor can offer merge or overwrite. Paper-level rubric endpoints (tree, versions,
+diff, restore, import, export) live on the paper viewset in apps/papers/api.py.
+"""
+
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+from collections.abc import Callable
+from typing import Any
 
-from apps.rubrics.models import RubricVersion
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from apps.rubrics import services
+from apps.rubrics.models import RubricNode, RubricVersion
+from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
+
+
+def problem_list(problems: list[Any]) -> list[dict[str, Any]]:
+    return [services.problem_dict(p) for p in problems]
+
+
+def service_call(fn: Callable[[], Any], ok: Callable[[Any], Response]) -> Response:
+    """Run a service function and turn its domain errors into clear 4xx answers."""
+    try:
+        result = fn()
+    except services.StaleNode as exc:
+        return Response({"detail": "This node was changed by someone else since you loaded it.",
+                         "current": services.node_dict(exc.current)}, status=status.HTTP_409_CONFLICT)
+    except services.NodeNotFound as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+    except services.RubricRefused as exc:
+        return Response({"detail": exc.message, "problems": problem_list(exc.problems)},
+                        status=status.HTTP_400_BAD_REQUEST)
+    except services.TreeEditError as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    return ok(result)
 
 
 class RubricVersionSerializer(serializers.ModelSerializer):
     paper = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
 
     class Meta:
         model = RubricVersion
-        fields = ["id", "paper", "number", "message", "content_hash", "node_count", "leaf_count", "created_at"]
+        fields = ("id", "paper", "number", "message", "content_hash", "node_count", "leaf_count", "created_by",
+                  "created_at")
         read_only_fields = fields
 
 
 class RubricVersionViewSet(viewsets.ReadOnlyModelViewSet):
+    """Every saved version of every paper's rubric (per-paper lists: /api/papers/{id}/versions/)."""
+
     serializer_class = RubricVersionSerializer
-    queryset = RubricVersion.objects.select_related("paper")
+    queryset = RubricVersion.objects.select_related("paper", "created_by")
+
+
+class RubricNodeSerializer(serializers.ModelSerializer):
+    """A draft node as the editor sees it; ``id`` is the PaperBench id, ``pk`` the row."""
+
+    pk = serializers.IntegerField(read_only=True)
+    id = serializers.CharField(source="node_id", read_only=True)
+    weight = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = RubricNode
+        fields = ("pk", "paper", "parent", "position", "version", "id", "requirements", "weight", "task_category",
+                  "finegrained_task_category")
+        read_only_fields = fields
+
+
+_CATEGORY = serializers.ChoiceField(choices=TASK_CATEGORIES, allow_null=True, allow_blank=True, required=False)
+_FINE = serializers.ChoiceField(choices=FINEGRAINED_TASK_CATEGORIES, allow_null=True, allow_blank=True,
+                                required=False)
+
+
+class NodeFieldsSerializer(serializers.Serializer):
+    requirements = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
+    weight = serializers.FloatField(min_value=0, required=False)
+    task_category = _CATEGORY
+    finegrained_task_category = _FINE
+
+
+class NodeUpdateSerializer(NodeFieldsSerializer):
+    version = serializers.IntegerField(help_text="The node version you read; a stale one gets 409.")
+
+
+class NodeCreateSerializer(NodeFieldsSerializer):
+    parent = serializers.IntegerField(help_text="pk of the parent node")
+    position = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    subtree = serializers.JSONField(required=False, help_text="A PaperBench subtree to insert (paste, undo).")
+
+
+class NodeMoveSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    parent = serializers.IntegerField()
+    position = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+
+
+class DeletedSubtreeSerializer(serializers.Serializer):
+    parent = serializers.IntegerField()
+    position = serializers.IntegerField()
+    subtree = serializers.JSONField()
+    pks = serializers.ListField(child=serializers.IntegerField())
+
+
+def _weight(data: dict[str, Any]) -> dict[str, Any]:
+    # FloatField gives 2.0 for "2"; the service turns whole numbers back into ints.
+    return {k: v for k, v in data.items() if k in services.EDITABLE_FIELDS}
+
+
+class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Single-node edits of a paper's draft tree."""
+
+    serializer_class = RubricNodeSerializer
+    queryset = RubricNode.objects.select_related("paper")
+    write_permission = "edit_rubrics"
+
+    def _created(self, rows: list[RubricNode]) -> Response:
+        return Response({"nodes": [services.node_dict(r) for r in rows]}, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=NodeCreateSerializer, responses={201: RubricNodeSerializer(many=True)})
+    def create(self, request, *args, **kwargs) -> Response:
+        data = NodeCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        parent = RubricNode.objects.filter(pk=values["parent"]).select_related("paper").first()
+        if parent is None:
+            return Response({"detail": "No such parent node."}, status=status.HTTP_404_NOT_FOUND)
+        fields = _weight(values)
+        if "subtree" in values:
+            subtree = values["subtree"]
+            if not isinstance(subtree, dict):
+                return Response({"detail": "subtree must be a JSON object"}, status=status.HTTP_400_BAD_REQUEST)
+            return service_call(
+                lambda: services.add_subtree(parent.paper, parent.pk, values.get("position"), subtree),
+                self._created)
+        return service_call(
+            lambda: [services.add_node(parent.paper, parent.pk, values.get("position"), **fields)], self._created)
+
+    @extend_schema(request=NodeUpdateSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
+    def partial_update(self, request, *args, **kwargs) -> Response:
+        node = self.get_object()
+        data = NodeUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        return service_call(
+            lambda: services.update_node(node.paper, node.pk, values["version"], _weight(values)),
+            lambda row: Response(services.node_dict(row)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("version", int, description="The node version you read (409 when stale).")],
+        responses={200: DeletedSubtreeSerializer, 409: OpenApiTypes.OBJECT})
+    def destroy(self, request, *args, **kwargs) -> Response:
+        node = self.get_object()
+        raw = request.query_params.get("version")
+        if raw is not None and not raw.isdigit():
+            return Response({"detail": "version must be a number"}, status=status.HTTP_400_BAD_REQUEST)
+        expected = int(raw) if raw is not None else None
+        return service_call(
+            lambda: services.delete_subtree(node.paper, node.pk, expected),
+            lambda removed: Response({"parent": removed.parent, "position": removed.position,
+                                      "subtree": removed.subtree, "pks": removed.pks}))
+
+    @extend_schema(request=NodeMoveSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def move(self, request, pk=None) -> Response:
+        node = self.get_object()
+        data = NodeMoveSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        return service_call(
+            lambda: services.move_node(node.paper, node.pk, values["version"], values["parent"],
+                                       values.get("position")),
+            lambda row: Response(services.node_dict(row)))
+
+    @extend_schema(request=None, responses={201: RubricNodeSerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def duplicate(self, request, pk=None) -> Response:
+        node = self.get_object()
+        return service_call(lambda: services.duplicate_subtree(node.paper, node.pk), self._created)
