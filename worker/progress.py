@@ -57,6 +57,7 @@ def job_snapshot(job: Job) -> dict[str, Any]:
         "message": job.message,
         "error": job.error,
         "result": job.result,
+        "worker": job.worker,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }

@@ -8,23 +8,26 @@
   const series = JSON.parse($("job-metrics-data").textContent || "{}");
   const finished = new Set(["succeeded", "failed", "cancelled"]);
   let retryMs = 500;
+  let revision = 0;
 
   function drawPlot() {
     const el = $("job-metrics");
     const names = Object.keys(series);
-    if (!window.Plotly || !names.length) {
-      el.textContent = names.length ? "" : "No metrics reported yet.";
-      return;
-    }
+    $("job-metrics-empty").hidden = names.length > 0;
+    if (!window.Plotly || !names.length) return;
     const traces = names.map((n) => ({ x: series[n].x, y: series[n].y, name: n, mode: "lines" }));
-    Plotly.react(el, traces, { margin: { t: 10, r: 10, b: 40, l: 50 }, xaxis: { title: { text: "step" } } },
-      { displaylogo: false, responsive: true });
+    // The arrays grow in place, so Plotly needs a new datarevision to notice new points.
+    Plotly.react(el, traces, {
+      datarevision: ++revision, margin: { t: 10, r: 10, b: 40, l: 50 }, xaxis: { title: { text: "step" } },
+    }, { displaylogo: false, responsive: true });
   }
 
   function setState(state) {
     const badge = $("job-state");
     badge.className = "badge state-" + state;
     badge.textContent = state.charAt(0).toUpperCase() + state.slice(1);
+    const cancel = $("job-cancel");
+    if (cancel && finished.has(state)) cancel.hidden = true;
   }
 
   function setProgress(p) {
@@ -32,10 +35,28 @@
     $("job-percent").textContent = Math.round(p * 100) + "%";
   }
 
+  function addPoint(name, step, value) {
+    const s = series[name] || (series[name] = { x: [], y: [] });
+    // Points can arrive both in the re-read below and as live events: keep steps increasing.
+    if (s.x.length && s.x[s.x.length - 1] >= step) return;
+    s.x.push(step); s.y.push(value);
+  }
+
+  // Events sent before this page subscribed are not replayed: re-read the stored metrics.
+  async function reloadMetrics() {
+    const response = await fetch(`/api/jobs/${jobId}/metrics/`, { credentials: "same-origin" });
+    if (!response.ok) return;
+    for (const key of Object.keys(series)) delete series[key];
+    for (const m of await response.json()) addPoint(m.name, m.step, m.value);
+    drawPlot();
+  }
+
   function handle(ev) {
     switch (ev.kind) {
       case "snapshot":
+        reloadMetrics();
         setState(ev.state); setProgress(ev.progress);
+        if (ev.worker) $("job-worker").textContent = ev.worker;
         $("job-message").textContent = ev.message || "";
         if (ev.error) { $("job-error").hidden = false; $("job-error").textContent = ev.error; }
         if (ev.result && Object.keys(ev.result).length) $("job-result").textContent = JSON.stringify(ev.result, null, 2);
@@ -44,10 +65,7 @@
       case "progress": setProgress(ev.progress); $("job-message").textContent = ev.message || ""; break;
       case "log": $("job-log").textContent += new Date().toTimeString().slice(0, 8) + " " + ev.text + "\n"; break;
       case "metric":
-        for (const [name, value] of Object.entries(ev.values)) {
-          const s = series[name] || (series[name] = { x: [], y: [] });
-          s.x.push(ev.step); s.y.push(value);
-        }
+        for (const [name, value] of Object.entries(ev.values)) addPoint(name, ev.step, value);
         drawPlot();
         break;
     }

@@ -17,6 +17,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     delay = float(job.config.get("delay_s", 0.05))
     if not 1 <= steps <= 1000:
         raise ValueError(f"steps must be between 1 and 1000, got {steps}")
+    progress.log(f"Self-test: {steps} steps on {socket.gethostname()}")
     for step in range(1, steps + 1):
         time.sleep(delay)
         # A decaying curve, so the live plot on the job page has something to draw.
