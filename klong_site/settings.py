@@ -26,13 +26,23 @@ DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("KLONG_TESTING", False)
 
 
+DATABASE_SCHEMES = ("postgres", "postgresql", "sqlite")
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in the data folder."""
+    """SECRET_KEY from the environment, else (single machine only) one generated into the data folder."""
     key = env_str("SECRET_KEY")
     if key:
         if len(key) < 32:
             raise ImproperlyConfigured("SECRET_KEY is too short: use at least 32 random characters.")
         return key
+    if env_url("DATABASE_URL", DATABASE_SCHEMES):
+        # A shared database means a deployment with possibly several web servers: a key generated
+        # per machine would log users out on every other request.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is missing: with DATABASE_URL set, every web server and worker needs the same "
+            "SECRET_KEY (at least 32 random characters)."
+        )
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(50))
@@ -103,7 +113,7 @@ TEMPLATES = [
 ]
 
 # --- Database ------------------------------------------------------------------------------
-DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql", "sqlite"))
+DATABASE_URL = env_url("DATABASE_URL", DATABASE_SCHEMES)
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0))
 else:

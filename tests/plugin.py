@@ -13,5 +13,7 @@ import uuid
 os.environ["KLONG_TESTING"] = "1"
 os.environ.setdefault("KLONG_DATA_DIR", tempfile.mkdtemp(prefix="klong-test-"))
 _run = uuid.uuid4().hex[:8]
+# Settings require a SECRET_KEY whenever DATABASE_URL is set (as in CI).
+os.environ.setdefault("SECRET_KEY", f"klong-test-secret-{uuid.uuid4().hex}")
 os.environ.setdefault("KLONG_CACHE_PREFIX", f"klong-test-{_run}")
 os.environ.setdefault("KLONG_CHANNELS_PREFIX", f"klong-test-{_run}")

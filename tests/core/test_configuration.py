@@ -60,8 +60,14 @@ def test_a_wrong_variable_stops_manage_py_with_a_clear_line(tmp_path, variable, 
     assert "Traceback" not in result.stderr
 
 
+def test_a_shared_database_without_a_secret_key_is_refused(tmp_path):
+    result = manage(tmp_path, "check", DATABASE_URL="postgres://klong@127.0.0.1:9/klong")
+    assert result.returncode == 2
+    assert "Configuration error: SECRET_KEY is missing: with DATABASE_URL set" in result.stderr
+
+
 def test_an_unreachable_postgresql_gives_a_clear_message(tmp_path):
-    result = manage(tmp_path, "preflight", DATABASE_URL="postgres://klong@127.0.0.1:9/klong")
+    result = manage(tmp_path, "preflight", DATABASE_URL="postgres://klong@127.0.0.1:9/klong", SECRET_KEY="k" * 40)
     assert result.returncode == 1
     assert "Cannot reach the database (PostgreSQL klong on 127.0.0.1:9)" in result.stderr
     assert "Check DATABASE_URL" in result.stderr
