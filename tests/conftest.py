@@ -12,6 +12,13 @@ from klong_site import embedded_redis
 from tests.factories import make_personas
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API leaves an event loop in the main thread for the
+    rest of the session, after which async_to_sync (channel layer, WebSocket tests) cannot run."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """A real Redis for every test: the configured REDIS_URL, else the embedded redis-server."""
