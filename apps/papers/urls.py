@@ -7,4 +7,6 @@ from apps.papers import views
 app_name = "papers"
 urlpatterns = [
     path("", views.paper_list, name="list"),
+    path("import/", views.paper_import, name="import"),
+    path("<slug:slug>/", views.paper_detail, name="detail"),
 ]

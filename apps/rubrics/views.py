@@ -1,13 +1,92 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
+from apps.core.pages import require_perm
+from apps.core.roles import perm
+from apps.papers.models import Paper
+from apps.rubrics import services
 from apps.rubrics.models import RubricVersion
+from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
 
 
 def rubric_list(request: HttpRequest) -> HttpResponse:
     versions = RubricVersion.objects.select_related("paper", "created_by").order_by("paper__title", "-number")
     page = Paginator(versions, 25).get_page(request.GET.get("page"))
     return render(request, "rubrics/list.html", {"page": page})
+
+
+def editor(request: HttpRequest, slug: str) -> HttpResponse:
+    """The tree editor: the whole draft goes to the page once, as JSON; edits go node by node."""
+    paper = get_object_or_404(Paper, slug=slug)
+    try:
+        draft = services.load_draft(paper)
+    except services.NodeNotFound:
+        messages.error(request, "This paper has no rubric tree yet: import one first.")
+        return redirect("papers:detail", slug=paper.slug)
+    payload = services.editor_payload(draft)
+    payload.update({
+        "paper": {"pk": paper.pk, "slug": paper.slug, "title": paper.title},
+        "categories": list(TASK_CATEGORIES),
+        "finegrained": list(FINEGRAINED_TASK_CATEGORIES),
+        "canEdit": request.user.has_perm(perm("edit_rubrics")),
+    })
+    return render(request, "rubrics/editor.html", {"paper": paper, "payload": payload,
+                                                   "can_edit": payload["canEdit"]})
+
+
+def versions(request: HttpRequest, slug: str) -> HttpResponse:
+    """Saved versions, save-version form, and a diff between any two (or a version and the draft)."""
+    paper = get_object_or_404(Paper, slug=slug)
+    rows = list(paper.rubric_versions.select_related("created_by").order_by("-number"))
+    a, b = request.GET.get("a", ""), request.GET.get("b", "draft")
+    diff = None
+    diff_error = ""
+    if a:
+        trees = []
+        for side in (a, b):
+            if side == "draft":
+                trees.append(services.export_draft(paper) if services.has_draft(paper) else None)
+            else:
+                version = next((v for v in rows if str(v.number) == side), None)
+                trees.append(version.tree if version else None)
+        if None in trees:
+            diff_error = "Pick two versions that exist."
+        else:
+            diff = services.diff_trees(trees[0], trees[1])
+    summary = services.summarise(paper)
+    return render(request, "rubrics/versions.html", {
+        "paper": paper, "versions": rows, "a": a, "b": b, "diff": diff, "diff_error": diff_error,
+        "summary": summary, "can_edit": request.user.has_perm(perm("edit_rubrics")),
+    })
+
+
+@require_POST
+def save_version(request: HttpRequest, slug: str) -> HttpResponse:
+    require_perm(request, "edit_rubrics")
+    paper = get_object_or_404(Paper, slug=slug)
+    try:
+        version = services.create_version(paper, request.user, request.POST.get("message", "").strip())
+    except services.RubricRefused as exc:
+        messages.error(request, f"Not saved: {exc.message}.")
+        for problem in exc.problems[:10]:
+            messages.error(request, f"{problem.path}: {problem.message}")
+    except services.NodeNotFound as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Saved version {version.number}.")
+    return redirect("rubrics:versions", slug=paper.slug)
+
+
+@require_POST
+def restore(request: HttpRequest, slug: str, number: int) -> HttpResponse:
+    require_perm(request, "edit_rubrics")
+    paper = get_object_or_404(Paper, slug=slug)
+    version = get_object_or_404(RubricVersion, paper=paper, number=number)
+    new = services.restore_version(version, request.user)
+    messages.success(request, f"Restored version {number} as version {new.number}.")
+    return redirect("rubrics:versions", slug=paper.slug)

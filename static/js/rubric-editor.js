@@ -1,0 +1,822 @@
+// Rubric tree editor: lazy tree view, node-by-node edits with optimistic concurrency, undo/redo.
+//
+// The whole draft arrives once through json_script; after that each action sends one small
+// request (PATCH one node, POST one subtree, DELETE, move) and patches only the DOM rows it
+// touches. Only expanded children exist in the DOM, so a 2,000-node tree stays light.
+// Validation stays on the server (one implementation): the page re-reads /problems/ after edits.
+// All text from the tree goes through textContent, never innerHTML.
+
+const root = document.getElementById("rubric-editor");
+if (root) start(root);
+
+function start(root) {
+  "use strict";
+  const data = JSON.parse(document.getElementById("rubric-data").textContent);
+  const paperPk = data.paper.pk;
+  const canEdit = Boolean(data.canEdit);
+  const $ = (id) => document.getElementById(id);
+  const treeEl = $("rx-tree");
+  const panel = $("rx-panel");
+  const statusEl = $("rx-status");
+  const csrf = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+  const EXPANDED_KEY = `rx-expanded-${paperPk}`;
+  const UNDO_KEY = `rx-undo-${paperPk}`;
+
+  // --- model -------------------------------------------------------------------------------
+  /** pk -> node {pk, parent, version, id, requirements, weight, task_category, finegrained_task_category, share, children} */
+  const nodes = new Map();
+  let rootPk = null;
+  for (const n of data.nodes) {
+    nodes.set(n.pk, { ...n, children: [] });
+    if (n.parent === null) rootPk = n.pk;
+  }
+  // Pre-order input, so appending keeps sibling order.
+  for (const n of data.nodes) if (n.parent !== null) nodes.get(n.parent).children.push(n.pk);
+
+  let problems = new Map(); // pk -> [problem]
+  setProblems(data.problems);
+
+  const expanded = new Set(loadJSON(localStorage, EXPANDED_KEY, null) ?? [rootPk]);
+  let selected = rootPk;
+  let cutPk = null;
+  let filter = { text: "", category: "" };
+  let visibleInFilter = null; // Set of pks while a search/filter is active
+  const rows = new Map(); // pk -> treeitem element (only rendered nodes)
+  const history = loadJSON(sessionStorage, UNDO_KEY, { undo: [], redo: [] });
+
+  function loadJSON(store, key, fallback) {
+    try {
+      const raw = store.getItem(key);
+      return raw ? JSON.parse(raw) : fallback;
+    } catch {
+      return fallback;
+    }
+  }
+  function saveExpanded() {
+    localStorage.setItem(EXPANDED_KEY, JSON.stringify([...expanded].filter((pk) => nodes.has(pk))));
+  }
+  function saveHistory() {
+    // Bounded, so a long session cannot fill sessionStorage.
+    history.undo = history.undo.slice(-200);
+    sessionStorage.setItem(UNDO_KEY, JSON.stringify(history));
+    const u = $("rx-undo"), r = $("rx-redo");
+    if (u) u.disabled = history.undo.length === 0;
+    if (r) r.disabled = history.redo.length === 0;
+  }
+  function setProblems(list) {
+    problems = new Map();
+    for (const p of list) {
+      const key = p.node ?? rootPk;
+      if (!problems.has(key)) problems.set(key, []);
+      problems.get(key).push(p);
+    }
+  }
+  function isLeaf(pk) {
+    return nodes.get(pk).children.length === 0;
+  }
+  function depthOf(pk) {
+    let d = 0;
+    for (let p = nodes.get(pk).parent; p !== null; p = nodes.get(p).parent) d++;
+    return d;
+  }
+  function ancestors(pk) {
+    const out = [];
+    for (let p = nodes.get(pk).parent; p !== null; p = nodes.get(p).parent) out.push(p);
+    return out;
+  }
+  function isNum(w) {
+    return typeof w === "number" && Number.isFinite(w) && w >= 0;
+  }
+  // Share of the root score: product of normalised weights on the path (scoring.effective_weights).
+  function recomputeShares() {
+    const stack = [rootPk];
+    nodes.get(rootPk).share = 1;
+    while (stack.length) {
+      const n = nodes.get(stack.pop());
+      let total = 0;
+      for (const c of n.children) total += isNum(nodes.get(c).weight) ? nodes.get(c).weight : 0;
+      for (const c of n.children) {
+        const child = nodes.get(c);
+        child.share = total > 0 && isNum(child.weight) ? (n.share * child.weight) / total : 0;
+        stack.push(c);
+      }
+    }
+  }
+
+  // --- rendering ---------------------------------------------------------------------------
+  const categoryClass = (c) => (c ? "cat-" + c.toLowerCase().replace(/[^a-z]+/g, "-") : "");
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function formatShare(share) {
+    if (share === null || share === undefined) return "";
+    const pct = share * 100;
+    return (pct >= 10 ? pct.toFixed(1) : pct >= 0.1 ? pct.toFixed(2) : pct.toFixed(3)) + "%";
+  }
+
+  function makeItem(pk) {
+    const n = nodes.get(pk);
+    const item = el("div", "rx-item");
+    item.setAttribute("role", "treeitem");
+    item.dataset.pk = pk;
+    const row = el("div", "rx-row");
+    row.style.setProperty("--depth", depthOf(pk));
+    if (canEdit && pk !== rootPk) row.draggable = true;
+    item.append(row);
+    fillRow(row, n);
+    rows.set(pk, item);
+    if (!isLeaf(pk) && isOpen(pk)) item.append(renderChildren(pk));
+    item.setAttribute("aria-expanded", isLeaf(pk) ? "" : String(isOpen(pk)));
+    if (pk === selected) row.classList.add("selected");
+    if (pk === cutPk) row.classList.add("cut");
+    return item;
+  }
+  function isOpen(pk) {
+    return visibleInFilter ? true : expanded.has(pk);
+  }
+  function renderChildren(pk) {
+    const box = el("div", "rx-children");
+    box.setAttribute("role", "group");
+    const kids = nodes.get(pk).children.filter((c) => !visibleInFilter || visibleInFilter.has(c));
+    box.append(...kids.map(makeItem));
+    return box;
+  }
+  function fillRow(row, n) {
+    const leaf = isLeaf(n.pk);
+    const toggle = el("span", "rx-toggle", leaf ? "•" : isOpen(n.pk) ? "▾" : "▸");
+    toggle.dataset.action = "toggle";
+    const req = el("span", "rx-req", n.requirements || "(empty requirements)");
+    if (!n.requirements) req.classList.add("rx-empty");
+    const weight = el("span", "rx-weight", "w " + n.weight);
+    weight.title = "Weight among its siblings";
+    const share = el("span", "rx-share", formatShare(n.share));
+    share.title = "Effective weight: this node's share of the root score";
+    const parts = [toggle, req, weight];
+    if (n.task_category) parts.push(el("span", "rx-cat " + categoryClass(n.task_category), n.task_category));
+    if (n.finegrained_task_category) parts.push(el("span", "rx-fine", n.finegrained_task_category));
+    if (!leaf) parts.push(el("span", "rx-count", String(n.children.length)));
+    parts.push(share);
+    const own = problems.get(n.pk);
+    if (own) {
+      const warn = el("span", "rx-warn " + (own.some((p) => p.level === "error") ? "rx-error" : ""), "⚠ " + own.length);
+      warn.title = own.map((p) => p.message).join("\n");
+      parts.push(warn);
+    }
+    row.replaceChildren(...parts);
+  }
+  function refreshRow(pk) {
+    const item = rows.get(pk);
+    if (item && nodes.has(pk)) fillRow(item.firstChild, nodes.get(pk));
+  }
+  function refreshAllRows() {
+    for (const [pk, item] of rows) if (item.isConnected && nodes.has(pk)) fillRow(item.firstChild, nodes.get(pk));
+  }
+  // Re-render one node's children in place (after add, delete or move under it).
+  function rerenderChildren(pk) {
+    const item = rows.get(pk);
+    if (!item || !item.isConnected) return;
+    const old = item.querySelector(":scope > .rx-children");
+    if (old) old.remove();
+    if (!isLeaf(pk) && isOpen(pk)) item.append(renderChildren(pk));
+    item.setAttribute("aria-expanded", isLeaf(pk) ? "" : String(isOpen(pk)));
+    fillRow(item.firstChild, nodes.get(pk));
+  }
+  function renderAll() {
+    rows.clear();
+    treeEl.replaceChildren(makeItem(rootPk));
+    renderStats();
+  }
+  function renderStats() {
+    const counts = {};
+    let leaves = 0;
+    for (const n of nodes.values()) {
+      if (n.children.length) continue;
+      leaves++;
+      const c = n.task_category || "(none)";
+      counts[c] = (counts[c] || 0) + 1;
+    }
+    const stats = $("rx-stats");
+    const parts = [el("span", "", `${nodes.size} nodes · ${leaves} leaves`)];
+    for (const [c, k] of Object.entries(counts).sort()) parts.push(el("span", "rx-cat " + categoryClass(c), `${c}: ${k}`));
+    let errors = 0, warnings = 0;
+    for (const list of problems.values()) for (const p of list) p.level === "error" ? errors++ : warnings++;
+    if (errors || warnings) parts.push(el("span", errors ? "rx-warn rx-error" : "rx-warn", `⚠ ${errors} errors, ${warnings} warnings`));
+    stats.replaceChildren(...parts);
+  }
+
+  // --- selection and the side panel ----------------------------------------------------------
+  function select(pk, { scroll = true } = {}) {
+    if (!nodes.has(pk)) pk = rootPk;
+    rows.get(selected)?.firstChild.classList.remove("selected");
+    selected = pk;
+    if (!rows.get(pk)?.isConnected) revealNode(pk);
+    const row = rows.get(pk)?.firstChild;
+    if (row) {
+      row.classList.add("selected");
+      if (scroll) row.scrollIntoView({ block: "nearest" });
+    }
+    renderPanel();
+  }
+  function revealNode(pk) {
+    let changed = false;
+    for (const a of ancestors(pk)) if (!expanded.has(a)) { expanded.add(a); changed = true; }
+    if (changed) { saveExpanded(); renderAll(); }
+  }
+  function renderPanel() {
+    const n = nodes.get(selected);
+    if (!n) { panel.replaceChildren(); return; }
+    const parts = [el("h2", "", pathLabel(selected))];
+    const meta = el("dl", "meta");
+    meta.append(el("dt", "", "Id"), el("dd", "rx-id", n.id));
+    meta.append(el("dt", "", "Effective weight"), el("dd", "", formatShare(n.share)));
+    meta.append(el("dt", "", "Version"), el("dd", "", n.version));
+    parts.push(meta);
+    const form = el("form", "rx-form");
+    form.addEventListener("submit", (e) => e.preventDefault());
+    const req = el("textarea");
+    req.id = "rx-field-requirements";
+    req.rows = 5;
+    req.value = n.requirements;
+    const weight = el("input");
+    weight.id = "rx-field-weight";
+    weight.type = "number";
+    weight.min = "0";
+    weight.step = "any";
+    weight.value = n.weight;
+    const cat = selectBox("rx-field-category", ["", ...data.categories], n.task_category || "");
+    const fine = selectBox("rx-field-finegrained", ["", ...data.finegrained], n.finegrained_task_category || "");
+    for (const [label, input] of [["Requirements", req], ["Weight", weight], ["Category", cat], ["Fine-grained category", fine]]) {
+      const l = el("label", "", label);
+      l.htmlFor = input.id;
+      input.disabled = !canEdit;
+      form.append(l, input);
+    }
+    req.addEventListener("change", () => saveFields(n.pk, { requirements: req.value }));
+    weight.addEventListener("change", () => {
+      const w = Number(weight.value);
+      if (weight.value === "" || !Number.isFinite(w) || w < 0) { say("Weight must be a number ≥ 0", true); weight.value = n.weight; return; }
+      saveFields(n.pk, { weight: w });
+    });
+    cat.addEventListener("change", () => saveFields(n.pk, { task_category: cat.value || null }));
+    fine.addEventListener("change", () => saveFields(n.pk, { finegrained_task_category: fine.value || null }));
+    parts.push(form);
+    if (canEdit) {
+      const actions = el("div", "rx-actions");
+      for (const [label, fn, key] of [["Add child", () => addNode(selected, "child"), "a"], ["Add sibling", () => addNode(selected, "sibling"), "s"],
+        ["Duplicate", () => duplicate(selected), "d"], ["Cut", () => cut(selected), "x"], ["Delete", () => removeNode(selected), "Del"]]) {
+        const b = el("button", label === "Delete" ? "danger" : "", label);
+        b.type = "button";
+        b.title = `Shortcut: ${key}`;
+        b.addEventListener("click", fn);
+        if (n.pk === rootPk && label !== "Add child") b.disabled = true;
+        actions.append(b);
+      }
+      parts.push(actions);
+    }
+    const own = problems.get(n.pk) || [];
+    if (own.length) {
+      const list = el("ul", "rx-problems");
+      for (const p of own) list.append(el("li", "problem-" + p.level, p.message));
+      parts.push(list);
+    }
+    panel.replaceChildren(...parts);
+  }
+  function selectBox(id, options, value) {
+    const s = el("select");
+    s.id = id;
+    for (const o of options) {
+      const opt = el("option", "", o || "(none)");
+      opt.value = o;
+      if (o === value) opt.selected = true;
+      s.append(opt);
+    }
+    return s;
+  }
+  function pathLabel(pk) {
+    const chain = [pk, ...ancestors(pk)].reverse();
+    const nums = [];
+    for (let i = 1; i < chain.length; i++) nums.push(nodes.get(chain[i - 1]).children.indexOf(chain[i]) + 1);
+    return nums.length ? `Node ${nums.join(".")}` : "Root";
+  }
+
+  // --- server calls ------------------------------------------------------------------------
+  function say(text, bad = false) {
+    statusEl.textContent = text;
+    statusEl.classList.toggle("error", bad);
+  }
+  async function api(method, url, body) {
+    const response = await fetch(url, {
+      method,
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let json = null;
+    try { json = await response.json(); } catch { json = null; }
+    return { status: response.status, ok: response.ok, json };
+  }
+  let problemsTimer = null;
+  function refreshProblemsSoon() {
+    clearTimeout(problemsTimer);
+    problemsTimer = setTimeout(async () => {
+      const r = await api("GET", `/api/papers/${paperPk}/problems/`);
+      if (!r.ok) return;
+      setProblems(r.json.problems);
+      refreshAllRows();
+      renderStats();
+      renderPanel();
+    }, 300);
+  }
+  function failed(r, what) {
+    if (r.status === 404) say(`${what}: this node no longer exists (deleted, or the tree was restored). Reload the page.`, true);
+    else say(`${what} failed: ${r.json?.detail || "HTTP " + r.status}`, true);
+  }
+  function applyNode(json) {
+    const n = nodes.get(json.pk);
+    if (!n) return;
+    for (const k of ["version", "requirements", "weight", "task_category", "finegrained_task_category"]) n[k] = json[k];
+  }
+
+  // Edits: one PATCH carrying the version we read; 409 opens the merge dialog.
+  async function saveFields(pk, changes, { record = true } = {}) {
+    const n = nodes.get(pk);
+    if (!n) return false;
+    const before = {};
+    for (const k of Object.keys(changes)) before[k] = n[k];
+    if (Object.keys(changes).every((k) => changes[k] === n[k])) return true;
+    say("Saving…");
+    const r = await api("PATCH", `/api/rubric-nodes/${pk}/`, { version: n.version, ...changes });
+    if (r.status === 409) return resolveConflict(pk, changes, r.json.current, record, before);
+    if (!r.ok) { failed(r, "Saving"); renderPanel(); return false; }
+    applyNode(r.json);
+    if (record) pushUndo({ type: "edit", pk, before, after: { ...changes } });
+    afterChange([pk], "weight" in changes);
+    say("Saved");
+    return true;
+  }
+  function afterChange(pks, sharesChanged) {
+    if (sharesChanged) { recomputeShares(); refreshAllRows(); } else pks.forEach(refreshRow);
+    renderPanel();
+    renderStats();
+    refreshProblemsSoon();
+  }
+
+  const conflictDialog = $("rx-conflict");
+  function resolveConflict(pk, changes, current, record, before) {
+    applyNode(current);
+    refreshRow(pk);
+    const fmt = (obj) => Object.keys(changes).map((k) => `${k}: ${obj[k] ?? "(none)"}`).join("\n");
+    $("rx-conflict-theirs").textContent = fmt(current);
+    $("rx-conflict-mine").textContent = fmt(changes);
+    const merged = $("rx-conflict-merged");
+    const textual = "requirements" in changes;
+    merged.value = textual ? `${current.requirements}\n${changes.requirements}` : "";
+    merged.disabled = !textual;
+    conflictDialog.querySelector('[data-choice="merge"]').disabled = !textual;
+    return new Promise((resolve) => {
+      const onClick = async (event) => {
+        const choice = event.target.dataset?.choice;
+        if (!choice) return;
+        conflictDialog.removeEventListener("click", onClick);
+        conflictDialog.close();
+        if (choice === "theirs") { say("Kept their version"); renderPanel(); resolve(false); return; }
+        const next = choice === "merge" ? { ...changes, requirements: merged.value } : changes;
+        const ok = await saveFields(pk, next, { record: false });
+        if (ok && record) pushUndo({ type: "edit", pk, before: { ...before }, after: { ...next } });
+        resolve(ok);
+      };
+      conflictDialog.addEventListener("click", onClick);
+      conflictDialog.showModal();
+    });
+  }
+
+  function insertRows(list) {
+    // Rows arrive in pre-order: the subtree root first, its parent already known.
+    for (const r of list) nodes.set(r.pk, { ...r, children: [], share: 0 });
+    const top = list[0];
+    const byParent = new Map();
+    for (const r of list.slice(1)) {
+      if (!byParent.has(r.parent)) byParent.set(r.parent, []);
+      byParent.get(r.parent).push(r);
+    }
+    for (const [parent, kids] of byParent) {
+      kids.sort((a, b) => a.position - b.position);
+      nodes.get(parent).children = kids.map((k) => k.pk);
+    }
+    const siblings = nodes.get(top.parent).children;
+    siblings.splice(Math.min(top.position, siblings.length), 0, top.pk);
+    return top;
+  }
+  function dropRows(pk) {
+    const n = nodes.get(pk);
+    const siblings = nodes.get(n.parent).children;
+    siblings.splice(siblings.indexOf(pk), 1);
+    const stack = [pk];
+    while (stack.length) {
+      const p = stack.pop();
+      stack.push(...nodes.get(p).children);
+      nodes.delete(p);
+      rows.delete(p);
+      expanded.delete(p);
+    }
+    return n.parent;
+  }
+  function subtreePks(pk) {
+    const out = [];
+    const walk = (p) => { out.push(p); nodes.get(p).children.forEach(walk); };
+    walk(pk);
+    return out;
+  }
+
+  async function postSubtree(parent, position, fields) {
+    const r = await api("POST", "/api/rubric-nodes/", { parent, position, ...fields });
+    if (!r.ok) { failed(r, "Adding"); return null; }
+    const top = insertRows(r.json.nodes);
+    nodes.get(parent).version += 1;
+    expanded.add(parent);
+    saveExpanded();
+    recomputeShares();
+    rerenderChildren(parent);
+    afterChange([parent], true);
+    return { top, pks: r.json.nodes.map((n) => n.pk) };
+  }
+  async function addNode(pk, where) {
+    if (!canEdit) return;
+    const n = nodes.get(pk);
+    let parent = pk, position = n.children.length;
+    if (where === "sibling") {
+      if (pk === rootPk) { say("The root has no siblings", true); return; }
+      parent = n.parent;
+      position = nodes.get(parent).children.indexOf(pk) + 1;
+    }
+    const category = nodes.get(parent).task_category || "Code Development";
+    const made = await postSubtree(parent, position, { requirements: "", task_category: category });
+    if (!made) return;
+    pushUndo({ type: "add", pks: made.pks, parent, position });
+    select(made.top.pk);
+    say("Added; type the requirements");
+    startInlineEdit(made.top.pk);
+  }
+  async function duplicate(pk) {
+    if (!canEdit || pk === rootPk) return;
+    const n = nodes.get(pk);
+    const r = await api("POST", `/api/rubric-nodes/${pk}/duplicate/`);
+    if (!r.ok) { failed(r, "Duplicating"); return; }
+    const top = insertRows(r.json.nodes);
+    recomputeShares();
+    rerenderChildren(n.parent);
+    afterChange([n.parent], true);
+    pushUndo({ type: "add", pks: r.json.nodes.map((x) => x.pk), parent: n.parent, position: top.position });
+    select(top.pk);
+    say("Duplicated with fresh ids");
+  }
+  async function deleteRemote(pk) {
+    const n = nodes.get(pk);
+    const r = await api("DELETE", `/api/rubric-nodes/${pk}/?version=${n.version}`);
+    if (r.status === 409) {
+      applyNode(r.json.current);
+      refreshRow(pk);
+      say("Not deleted: someone else changed this node just now. Check it and try again.", true);
+      return null;
+    }
+    if (!r.ok) { failed(r, "Deleting"); return null; }
+    const parent = dropRows(pk);
+    if (nodes.has(parent)) nodes.get(parent).version += 1;
+    recomputeShares();
+    rerenderChildren(parent);
+    afterChange([parent], true);
+    return r.json;
+  }
+  async function removeNode(pk) {
+    if (!canEdit) return;
+    if (pk === rootPk) { say("The root cannot be deleted", true); return; }
+    const n = nodes.get(pk);
+    const siblings = nodes.get(n.parent).children;
+    const next = siblings[siblings.indexOf(pk) + 1] ?? siblings[siblings.indexOf(pk) - 1] ?? n.parent;
+    const removed = await deleteRemote(pk);
+    if (!removed) return;
+    pushUndo({ type: "delete", pks: removed.pks, parent: removed.parent, position: removed.position, subtree: removed.subtree });
+    select(next);
+    say(`Deleted ${removed.pks.length} node${removed.pks.length === 1 ? "" : "s"} (Ctrl+Z to undo)`);
+  }
+  async function moveRemote(pk, parent, position) {
+    const n = nodes.get(pk);
+    if (pk === parent || ancestors(parent).includes(pk)) { say("A node cannot move into its own subtree", true); return false; }
+    const r = await api("POST", `/api/rubric-nodes/${pk}/move/`, { version: n.version, parent, position });
+    if (r.status === 409) { applyNode(r.json.current); say("Not moved: someone else changed this node. Try again.", true); return false; }
+    if (!r.ok) { failed(r, "Moving"); return false; }
+    const oldParent = n.parent;
+    const siblings = nodes.get(oldParent).children;
+    siblings.splice(siblings.indexOf(pk), 1);
+    const target = nodes.get(parent).children;
+    target.splice(Math.min(r.json.position, target.length), 0, pk);
+    n.parent = parent;
+    n.version = r.json.version;
+    expanded.add(parent);
+    saveExpanded();
+    recomputeShares();
+    // The moved subtree changes depth: rebuild the rows of both parents.
+    for (const p of subtreePks(pk)) rows.delete(p);
+    rerenderChildren(oldParent);
+    if (parent !== oldParent) rerenderChildren(parent);
+    if (!rows.get(pk)?.isConnected) revealNode(pk);
+    afterChange([pk], true);
+    return true;
+  }
+  async function move(pk, parent, position) {
+    if (!canEdit || pk === rootPk) return;
+    const n = nodes.get(pk);
+    const from = { parent: n.parent, position: nodes.get(n.parent).children.indexOf(pk) };
+    if (!(await moveRemote(pk, parent, position))) return;
+    const to = { parent, position: nodes.get(parent).children.indexOf(pk) };
+    pushUndo({ type: "move", pk, from, to });
+    select(pk);
+    say("Moved");
+  }
+  function cut(pk) {
+    if (!canEdit || pk === rootPk) return;
+    rows.get(cutPk)?.firstChild.classList.remove("cut");
+    cutPk = pk;
+    rows.get(pk)?.firstChild.classList.add("cut");
+    say("Cut: select the new place and press v (last child) or Shift+V (after it)");
+  }
+  async function paste(target, after) {
+    if (cutPk === null || !nodes.has(cutPk)) { say("Nothing cut (press x on a node first)", true); return; }
+    const pk = cutPk;
+    let parent = target, position = nodes.get(target).children.length;
+    if (after) {
+      if (target === rootPk) { say("Nothing can go after the root", true); return; }
+      parent = nodes.get(target).parent;
+      const siblings = nodes.get(parent).children.filter((c) => c !== pk);
+      position = siblings.indexOf(target) + 1;
+    }
+    rows.get(pk)?.firstChild.classList.remove("cut");
+    cutPk = null;
+    await move(pk, parent, position);
+  }
+  function reorder(pk, delta) {
+    if (pk === rootPk) return;
+    const n = nodes.get(pk);
+    const index = nodes.get(n.parent).children.indexOf(pk);
+    const to = index + delta;
+    if (to < 0 || to >= nodes.get(n.parent).children.length) return;
+    move(pk, n.parent, to);
+  }
+
+  // --- undo / redo -------------------------------------------------------------------------
+  function pushUndo(op) {
+    history.undo.push(op);
+    history.redo = [];
+    saveHistory();
+  }
+  // Re-created rows get new pks: rewrite every stored operation that named the old ones.
+  function remap(oldPks, newPks) {
+    const map = new Map(oldPks.map((p, i) => [p, newPks[i]]));
+    const fix = (p) => (map.has(p) ? map.get(p) : p);
+    for (const op of [...history.undo, ...history.redo]) {
+      if (op.pk !== undefined) op.pk = fix(op.pk);
+      if (op.parent !== undefined) op.parent = fix(op.parent);
+      if (op.pks) op.pks = op.pks.map(fix);
+      for (const side of [op.from, op.to]) if (side) side.parent = fix(side.parent);
+    }
+    if (map.has(selected)) selected = map.get(selected);
+  }
+  async function runInverse(op, direction) {
+    // direction "undo" applies the inverse of op; "redo" applies op again.
+    const forward = direction === "redo";
+    if (op.type === "edit") {
+      const ok = await saveFields(op.pk, forward ? op.after : op.before, { record: false });
+      if (ok) select(op.pk);
+      return ok;
+    }
+    if (op.type === "move") {
+      const side = forward ? op.to : op.from;
+      const ok = await moveRemote(op.pk, side.parent, side.position);
+      if (ok) select(op.pk);
+      return ok;
+    }
+    const removing = (op.type === "add") === forward ? false : true;
+    if (removing) {
+      const removed = await deleteRemote(op.pks[0]);
+      if (!removed) return false;
+      op.subtree = removed.subtree;
+      select(nodes.has(op.parent) ? op.parent : rootPk);
+      return true;
+    }
+    const made = await postSubtree(op.parent, op.position, { subtree: op.subtree });
+    if (!made) return false;
+    remap(op.pks, made.pks);
+    op.pks = made.pks;
+    select(made.top.pk);
+    return true;
+  }
+  let busy = false;
+  async function undo(direction) {
+    if (busy || !canEdit) return;
+    const from = direction === "undo" ? history.undo : history.redo;
+    const to = direction === "undo" ? history.redo : history.undo;
+    const op = from.pop();
+    if (!op) { say(`Nothing to ${direction}`); return; }
+    busy = true;
+    try {
+      const ok = await runInverse(op, direction);
+      if (ok) { to.push(op); say(direction === "undo" ? "Undone" : "Redone"); }
+      else from.push(op);
+    } finally {
+      busy = false;
+      saveHistory();
+    }
+  }
+
+  // --- inline editing ----------------------------------------------------------------------
+  function startInlineEdit(pk) {
+    if (!canEdit) return;
+    const item = rows.get(pk);
+    if (!item) return;
+    const req = item.firstChild.querySelector(".rx-req");
+    const box = el("textarea", "rx-inline");
+    box.value = nodes.get(pk).requirements;
+    box.rows = Math.min(8, Math.max(2, Math.ceil(box.value.length / 90)));
+    box.setAttribute("aria-label", "Requirements");
+    req.replaceWith(box);
+    box.focus();
+    box.select();
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      const value = box.value;
+      if (save) await saveFields(pk, { requirements: value });
+      refreshRow(pk);
+      treeEl.focus();
+    };
+    box.addEventListener("keydown", (e) => {
+      e.stopPropagation();
+      if (e.key === "Escape") { e.preventDefault(); finish(false); }
+      else if (e.key === "Enter" && (e.ctrlKey || e.metaKey || !e.shiftKey)) { e.preventDefault(); finish(true); }
+    });
+    box.addEventListener("blur", () => finish(true));
+  }
+
+  // --- events ------------------------------------------------------------------------------
+  function toggle(pk, open) {
+    if (isLeaf(pk)) return;
+    const now = open ?? !expanded.has(pk);
+    if (now) expanded.add(pk); else expanded.delete(pk);
+    saveExpanded();
+    rerenderChildren(pk);
+  }
+  treeEl.addEventListener("click", (e) => {
+    const item = e.target.closest(".rx-item");
+    if (!item) return;
+    const pk = Number(item.dataset.pk);
+    if (e.target.dataset.action === "toggle") toggle(pk);
+    select(pk, { scroll: false });
+    treeEl.focus({ preventScroll: true });
+  });
+  treeEl.addEventListener("dblclick", (e) => {
+    const item = e.target.closest(".rx-item");
+    if (item && e.target.classList.contains("rx-req")) startInlineEdit(Number(item.dataset.pk));
+  });
+  function visibleOrder() {
+    return [...treeEl.querySelectorAll(".rx-item")].map((x) => Number(x.dataset.pk));
+  }
+  treeEl.addEventListener("keydown", (e) => {
+    if (e.target !== treeEl) return;
+    const pk = selected;
+    const n = nodes.get(pk);
+    const key = e.key;
+    const ctrl = e.ctrlKey || e.metaKey;
+    if (ctrl && (key === "z" || key === "Z")) { e.preventDefault(); undo(e.shiftKey ? "redo" : "undo"); return; }
+    if (ctrl && key === "y") { e.preventDefault(); undo("redo"); return; }
+    if (ctrl) return;
+    if (e.altKey && (key === "ArrowUp" || key === "ArrowDown")) { e.preventDefault(); reorder(pk, key === "ArrowUp" ? -1 : 1); return; }
+    const handled = {
+      ArrowDown: () => { const o = visibleOrder(); select(o[Math.min(o.indexOf(pk) + 1, o.length - 1)]); },
+      ArrowUp: () => { const o = visibleOrder(); select(o[Math.max(o.indexOf(pk) - 1, 0)]); },
+      ArrowRight: () => { if (!isLeaf(pk) && !isOpen(pk)) toggle(pk, true); else if (!isLeaf(pk)) select(n.children.find((c) => !visibleInFilter || visibleInFilter.has(c)) ?? pk); },
+      ArrowLeft: () => { if (!isLeaf(pk) && isOpen(pk) && !visibleInFilter) toggle(pk, false); else if (n.parent !== null) select(n.parent); },
+      Home: () => select(rootPk),
+      End: () => { const o = visibleOrder(); select(o[o.length - 1]); },
+      Enter: () => startInlineEdit(pk),
+      a: () => addNode(pk, "child"),
+      s: () => addNode(pk, "sibling"),
+      d: () => duplicate(pk),
+      x: () => cut(pk),
+      v: () => paste(pk, false),
+      V: () => paste(pk, true),
+      Delete: () => removeNode(pk),
+      Backspace: () => removeNode(pk),
+      "?": () => $("rx-help").showModal(),
+      "/": () => $("rx-search").focus(),
+    }[key];
+    if (handled) { e.preventDefault(); handled(); }
+  });
+  document.addEventListener("keydown", (e) => {
+    // "?" and undo also work when focus is on the page rather than the tree.
+    if (e.target !== document.body) return;
+    if (e.key === "?") { e.preventDefault(); $("rx-help").showModal(); }
+    else if ((e.ctrlKey || e.metaKey) && (e.key === "z" || e.key === "Z")) { e.preventDefault(); undo(e.shiftKey ? "redo" : "undo"); }
+  });
+  $("rx-help-button").addEventListener("click", () => $("rx-help").showModal());
+  $("rx-undo")?.addEventListener("click", () => undo("undo"));
+  $("rx-redo")?.addEventListener("click", () => undo("redo"));
+  $("rx-expand-all").addEventListener("click", () => {
+    for (const n of nodes.values()) if (n.children.length) expanded.add(n.pk);
+    saveExpanded();
+    renderAll();
+  });
+  $("rx-collapse-all").addEventListener("click", () => {
+    expanded.clear();
+    expanded.add(rootPk);
+    saveExpanded();
+    renderAll();
+    select(rootPk);
+  });
+
+  // Drag and drop: upper quarter = before, lower quarter = after, middle = last child.
+  let dragPk = null;
+  function dropZone(e, row) {
+    const box = row.getBoundingClientRect();
+    const y = e.clientY - box.top;
+    return y < box.height * 0.25 ? "before" : y > box.height * 0.75 ? "after" : "into";
+  }
+  treeEl.addEventListener("dragstart", (e) => {
+    const item = e.target.closest?.(".rx-item");
+    if (!item) return;
+    dragPk = Number(item.dataset.pk);
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", String(dragPk));
+  });
+  treeEl.addEventListener("dragover", (e) => {
+    const row = e.target.closest?.(".rx-row");
+    if (dragPk === null || !row) return;
+    const pk = Number(row.parentElement.dataset.pk);
+    if (pk === dragPk || ancestors(pk).includes(dragPk)) return;
+    e.preventDefault();
+    treeEl.querySelectorAll(".drop-before,.drop-after,.drop-into").forEach((x) => x.classList.remove("drop-before", "drop-after", "drop-into"));
+    row.classList.add("drop-" + dropZone(e, row));
+  });
+  treeEl.addEventListener("dragleave", (e) => e.target.closest?.(".rx-row")?.classList.remove("drop-before", "drop-after", "drop-into"));
+  treeEl.addEventListener("drop", (e) => {
+    const row = e.target.closest?.(".rx-row");
+    if (dragPk === null || !row) return;
+    e.preventDefault();
+    row.classList.remove("drop-before", "drop-after", "drop-into");
+    const target = Number(row.parentElement.dataset.pk);
+    const zone = dropZone(e, row);
+    const pk = dragPk;
+    dragPk = null;
+    if (zone === "into" || target === rootPk) { move(pk, target, nodes.get(target).children.filter((c) => c !== pk).length); return; }
+    const parent = nodes.get(target).parent;
+    const siblings = nodes.get(parent).children.filter((c) => c !== pk);
+    move(pk, parent, siblings.indexOf(target) + (zone === "after" ? 1 : 0));
+  });
+  treeEl.addEventListener("dragend", () => { dragPk = null; });
+
+  // Search and category filter: matches plus their ancestors, all shown open.
+  const search = $("rx-search");
+  const categorySelect = $("rx-category");
+  for (const c of data.categories) {
+    const o = el("option", "", c);
+    o.value = c;
+    categorySelect.append(o);
+  }
+  let searchTimer = null;
+  function applyFilter() {
+    filter = { text: search.value.trim().toLowerCase(), category: categorySelect.value };
+    if (!filter.text && !filter.category) {
+      visibleInFilter = null;
+      renderAll();
+      say("");
+      select(selected);
+      return;
+    }
+    const matches = [];
+    for (const n of nodes.values()) {
+      const textOk = !filter.text || (n.requirements || "").toLowerCase().includes(filter.text) || String(n.id).toLowerCase().includes(filter.text);
+      const catOk = !filter.category || (n.children.length === 0 && n.task_category === filter.category);
+      if (textOk && catOk) matches.push(n.pk);
+    }
+    visibleInFilter = new Set([rootPk]);
+    for (const pk of matches) {
+      visibleInFilter.add(pk);
+      for (const a of ancestors(pk)) visibleInFilter.add(a);
+    }
+    renderAll();
+    say(`${matches.length} match${matches.length === 1 ? "" : "es"}`);
+    if (matches.length) select(matches[0]);
+  }
+  search.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(applyFilter, 120); });
+  search.addEventListener("keydown", (e) => { if (e.key === "Escape") { search.value = ""; applyFilter(); treeEl.focus(); } else if (e.key === "Enter") treeEl.focus(); });
+  categorySelect.addEventListener("change", applyFilter);
+
+  renderAll();
+  select(rootPk, { scroll: false });
+  saveHistory();
+  root.dataset.ready = "1";
+}

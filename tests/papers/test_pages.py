@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from apps.papers.models import Paper
+from apps.rubrics import services
+from tests.rubrics.helpers import inner, leaf, make_paper, pk_of
+
+pytestmark = pytest.mark.django_db
+
+
+def _zip(files: dict[str, bytes], name: str = "paper.zip") -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    buffer.seek(0)
+    buffer.name = name
+    return buffer
+
+
+def test_the_paper_list_filters_by_status_and_tag(client_for):
+    Paper.objects.create(slug="a", title="Alpha", status="curated", tags=["vision"])
+    Paper.objects.create(slug="b", title="Beta", tags=["nlp"])
+    client = client_for("viewer")
+    assert [p.slug for p in client.get("/papers/?status=curated").context["page"]] == ["a"]
+    assert [p.slug for p in client.get("/papers/?tag=nlp").context["page"]] == ["b"]
+
+
+def test_paper_markdown_is_sanitised_and_maths_is_shown_as_written(client_for):
+    paper = make_paper()
+    paper.markdown = "# Method\n\nWe minimise $a_1 * b_2 < c$.\n\n<script>alert(1)</script><img src=x onerror=alert(2)>"
+    paper.save()
+    html = client_for("viewer").get(f"/papers/{paper.slug}/").content.decode()
+    assert "<h1>Method</h1>" in html
+    assert '<span class="math">$a_1 * b_2 &lt; c$</span>' in html
+    assert "<script>alert(1)" not in html and "onerror" not in html
+
+
+def test_the_paper_page_summarises_the_rubric(client_for):
+    paper = make_paper()
+    response = client_for("viewer").get(f"/papers/{paper.slug}/")
+    summary = response.context["summary"]
+    assert (summary.node_count, summary.leaf_count, summary.depth) == (7, 4, 2)
+    assert summary.categories == {"Code Development": 2, "Code Execution": 1, "Result Analysis": 1}
+    assert not summary.unsaved
+
+
+def test_the_import_form_imports_a_zip_and_redirects_to_the_paper(client_for):
+    upload = _zip({"my-paper/rubric.json": json.dumps(inner("r", [leaf("x")])).encode(),
+                   "my-paper/config.yaml": b"id: my-paper\ntitle: My paper\n"})
+    response = client_for("curator").post("/papers/import/", {"file": upload})
+    assert response.status_code == 302 and response["Location"] == "/papers/my-paper/"
+    assert Paper.objects.get(slug="my-paper").title == "My paper"
+
+
+def test_the_import_form_lists_every_problem_of_a_refused_tree(client_for):
+    tree = inner("r", [leaf("x", weight=-2), leaf("y", category="Cooking")])
+    response = client_for("curator").post("/papers/import/", {"file": _zip({"rubric.json": json.dumps(tree).encode()})})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "Import refused, nothing was stored" in html and "2 problems" in html
+    assert "weight must not be negative" in html and "Unknown task_category" in html
+    assert not Paper.objects.exists()
+
+
+def test_the_import_form_explains_a_zip_without_rubric(client_for):
+    response = client_for("curator").post("/papers/import/", {"file": _zip({"notes.txt": b"hi"})})
+    assert response.status_code == 400 and b"The zip has no rubric.json" in response.content
+
+
+def test_a_viewer_cannot_open_the_import_form(client_for):
+    assert client_for("viewer").get("/papers/import/").status_code == 403
+
+
+def test_the_editor_page_carries_the_tree_as_escaped_json(client_for):
+    paper = make_paper(inner("root", [leaf("x", requirements="</script><script>alert(1)</script>")]))
+    response = client_for("viewer").get(f"/rubrics/{paper.slug}/edit/")
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="rubric-data"' in html
+    assert "</script><script>alert(1)" not in html
+    assert response.context["payload"]["canEdit"] is False
+
+
+def test_saving_a_version_from_the_versions_page(client_for):
+    paper = make_paper()
+    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    client = client_for("curator")
+    response = client.post(f"/rubrics/{paper.slug}/versions/save/", {"message": "b counts double"})
+    assert response.status_code == 302
+    assert paper.rubric_versions.get(number=2).message == "b counts double"
+
+
+def test_the_versions_page_shows_a_diff(client_for):
+    paper = make_paper()
+    services.update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Reworded"})
+    html = client_for("viewer").get(f"/rubrics/{paper.slug}/versions/?a=1&b=draft").content.decode()
+    assert "0 added · 0 removed · 0 moved · 1 changes" in html and "Reworded" in html
+
+
+def test_restoring_from_the_versions_page(client_for):
+    paper = make_paper()
+    services.delete_subtree(paper, pk_of(paper, "a"), None)
+    services.create_version(paper, None, "no a")
+    client_for("curator").post(f"/rubrics/{paper.slug}/versions/1/restore/")
+    assert paper.rubric_versions.get(number=3).message == "Restored version 1"
+    assert paper.rubric_nodes.filter(node_id="a").exists()
+
+
+@pytest.mark.parametrize("path", ["versions/save/", "versions/1/restore/"])
+def test_a_viewer_cannot_save_or_restore_from_the_pages(client_for, path):
+    paper = make_paper()
+    assert client_for("viewer").post(f"/rubrics/{paper.slug}/{path}").status_code == 403
+
+
+def test_anonymous_users_are_sent_to_login_from_the_editor(client):
+    paper = make_paper()
+    response = client.get(f"/rubrics/{paper.slug}/edit/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
