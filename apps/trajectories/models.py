@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -8,6 +9,10 @@ class Trajectory(models.Model):
         IMPORTED = "imported", "Imported"
         DISTILLED = "distilled", "Distilled"
         ROLLOUT = "rollout", "RL rollout"
+
+    class Review(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
 
     class EndState(models.TextChoices):
         SUBMITTED = "submitted", "Submitted"
@@ -32,6 +37,22 @@ class Trajectory(models.Model):
     turn_count = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     tokenizer = models.CharField(max_length=200, blank=True, help_text="Empty = estimated counts.")
+    # Where it came from: the task id inside the run, the file (and record) it was read from.
+    task = models.CharField(max_length=300, blank=True)
+    source_name = models.CharField(max_length=500, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    submission_url = models.CharField(max_length=500, blank=True, help_text="Submission snapshot.")
+    # "Pin prefix up to here" from the browser; None = the split's automatic rule.
+    prefix_end = models.IntegerField(null=True, blank=True)
+    review = models.CharField(max_length=10, choices=Review.choices, blank=True)
+    review_reason = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    imported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -58,7 +79,39 @@ class Turn(models.Model):
     tool_call_id = models.CharField(max_length=200, blank=True)
     timestamp = models.DateTimeField(null=True, blank=True)
     token_count = models.PositiveIntegerField(default=0)
+    source_role = models.CharField(max_length=40, blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    # The split masks these: the turn stays in the context but carries no loss.
+    no_loss = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["trajectory", "index"]
         constraints = [models.UniqueConstraint(fields=["trajectory", "index"], name="turn_index_unique")]
+
+
+class AnnotationLabel(models.Model):
+    """The editable set of labels an annotation can carry."""
+
+    name = models.CharField(max_length=60, unique=True)
+    color = models.CharField(max_length=20, default="#8a6d3b")
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TurnAnnotation(models.Model):
+    trajectory = models.ForeignKey(Trajectory, on_delete=models.CASCADE, related_name="annotations")
+    turn_index = models.PositiveIntegerField()
+    label = models.ForeignKey(AnnotationLabel, on_delete=models.PROTECT, related_name="annotations")
+    note = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trajectory", "turn_index", "created_at"]

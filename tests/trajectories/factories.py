@@ -1,0 +1,63 @@
+"""Trajectory test data built in code: synthetic runs, JSONL files, a tiny local tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from apps.trajectories.models import Trajectory, Turn
+from apps.trajectories.tokens import EstimateCounter, turn_text
+
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "trajectories"
+
+
+def make_trajectory(n_turns: int = 20, *, texts: dict[int, str] | None = None, **fields) -> Trajectory:
+    """A run of system, user, then assistant tool-call / tool-result pairs."""
+    texts = texts or {}
+    trajectory = Trajectory.objects.create(title=fields.pop("title", "synthetic run"), **fields)
+    turns = []
+    for index in range(n_turns):
+        if index == 0:
+            role, calls = "system", []
+        elif index == 1:
+            role, calls = "user", []
+        elif index % 2 == 0:
+            role, calls = "assistant", [{"id": f"c{index}", "name": "bash", "arguments": {"cmd": "ls"}}]
+        else:
+            role, calls = "tool", []
+        text = texts.get(index, f"turn {index} says {role} things")
+        tokens = EstimateCounter().count([turn_text(text, "", calls)])[0]
+        turns.append(Turn(trajectory=trajectory, index=index, role=role, text=text, tool_calls=calls,
+                          tool_call_id=f"c{index - 1}" if role == "tool" else "", token_count=tokens))
+    Turn.objects.bulk_create(turns)
+    trajectory.turn_count = n_turns
+    trajectory.total_tokens = sum(t.token_count for t in turns)
+    trajectory.save(update_fields=["turn_count", "total_tokens"])
+    return trajectory
+
+
+def klong_jsonl(path: Path, runs: list[list[dict]], *, bad_line: int | None = None) -> Path:
+    """Write runs in our JSONL format; bad_line (1-based) replaces that line with broken JSON."""
+    lines = []
+    for number, turns in enumerate(runs):
+        lines.append(json.dumps({"klong_trajectory": 1, "task": f"task-{number}", "model": "m"}))
+        lines += [json.dumps(t) for t in turns]
+    if bad_line is not None:
+        lines[bad_line - 1] = '{"role": "assistant", "text": '
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_tokenizer(folder: Path) -> Path:
+    """A byte-level BPE tokenizer trained in a second on a small corpus, saved as a HF folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["the agent runs ls and reads the paper", "def forward(x): return x", "tool output"] * 50
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"]))
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    wrapped.save_pretrained(folder)
+    return folder
