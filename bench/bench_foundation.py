@@ -6,6 +6,7 @@ real Celery worker in a thread, so it needs nothing but the installed requiremen
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import sys
@@ -48,8 +49,9 @@ def main() -> None:
     redis_proc = embedded_redis.start(settings.DATA_DIR)
     try:
         call_command("migrate", verbosity=0)
-        call_command("createadmin", password="bench-password-1", stdout=open(os.devnull, "w"))
-        call_command("seed_demo", stdout=open(os.devnull, "w"))
+        quiet = io.StringIO()
+        call_command("createadmin", password="bench-password-1", stdout=quiet)
+        call_command("seed_demo", stdout=quiet)
         bench_pages()
         bench_jobs()
     finally:

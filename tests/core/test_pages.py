@@ -21,7 +21,7 @@ def test_the_dashboard_shows_counts_recent_jobs_and_services(client_for, persona
     response = client_for("viewer").get("/")
     html = response.content.decode()
     assert response.status_code == 200
-    counts = dict(zip(response.context["counts"].keys(), response.context["counts"].values()))
+    counts = response.context["counts"]
     assert counts["Papers"] == 1 and counts["Jobs"] == 1
     assert "My self-test" in html
     checks = {c.name: c for c in response.context["checks"]}

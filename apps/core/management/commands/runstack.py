@@ -7,6 +7,7 @@ that outlives the grace period: nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -143,7 +144,5 @@ class Command(BaseCommand):
 
     @staticmethod
     def _signal_group(child: Child, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(child.proc.pid, sig)
-        except ProcessLookupError:
-            pass
