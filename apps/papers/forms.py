@@ -17,3 +17,32 @@ class PaperFilterForm(forms.Form):
     split = forms.ChoiceField(required=False, choices=[("", "any"), *Paper.Split.choices])
     status = forms.ChoiceField(required=False, choices=[("", "any"), *Paper.Status.choices])
     tag = forms.CharField(required=False)
+
+
+class PaperForm(forms.ModelForm):
+    """Paper metadata; list fields are edited one entry per line."""
+
+    blacklist_text = forms.CharField(label="Blacklist", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+                                     help_text="URLs the agent must not use, one per line.")
+    tags_text = forms.CharField(label="Tags", required=False, help_text="Comma-separated.")
+
+    class Meta:
+        model = Paper
+        fields = ("title", "arxiv_id", "venue", "year", "split", "status", "abstract", "markdown", "addendum",
+                  "judge_addendum")
+        widgets = {name: forms.Textarea(attrs={"rows": rows}) for name, rows in
+                   (("abstract", 4), ("markdown", 14), ("addendum", 5), ("judge_addendum", 5))}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["blacklist_text"].initial = "\n".join(self.instance.blacklist)
+            self.fields["tags_text"].initial = ", ".join(self.instance.tags)
+
+    def save(self, commit: bool = True) -> Paper:
+        paper = super().save(commit=False)
+        paper.blacklist = [u.strip() for u in self.cleaned_data["blacklist_text"].splitlines() if u.strip()]
+        paper.tags = [t.strip() for t in self.cleaned_data["tags_text"].split(",") if t.strip()]
+        if commit:
+            paper.save()
+        return paper

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
-from apps.papers.forms import PaperFilterForm, PaperImportForm
+from apps.papers.forms import PaperFilterForm, PaperForm, PaperImportForm
 from apps.papers.markdown import render_markdown
 from apps.papers.models import Paper
 from apps.papers.services import BundleError, import_paper, read_paper_zip
@@ -53,6 +53,7 @@ def paper_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "trajectories": paper.trajectories.order_by("-id")[:20],
         "judge_runs": paper.judge_runs.select_related("rubric_version").order_by("-created_at")[:20],
         "can_edit": request.user.has_perm(perm("edit_rubrics")),
+        "can_edit_paper": request.user.has_perm(perm("edit_papers")),
     })
 
 
@@ -86,3 +87,14 @@ def paper_import(request: HttpRequest) -> HttpResponse:
     status = 400 if form.errors else 200
     return render(request, "papers/import.html", {"form": form, "problems": problems, "limit": limit},
                   status=status)
+
+
+def paper_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    require_perm(request, "edit_papers")
+    paper = get_object_or_404(Paper, slug=slug)
+    form = PaperForm(request.POST or None, instance=paper)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Saved.")
+        return redirect("papers:detail", slug=paper.slug)
+    return render(request, "papers/edit.html", {"form": form, "paper": paper}, status=400 if form.errors else 200)

@@ -267,12 +267,15 @@ function start(root) {
     if (canEdit) {
       const actions = el("div", "rx-actions");
       for (const [label, fn, key] of [["Add child", () => addNode(selected, "child"), "a"], ["Add sibling", () => addNode(selected, "sibling"), "s"],
-        ["Duplicate", () => duplicate(selected), "d"], ["Cut", () => cut(selected), "x"], ["Delete", () => removeNode(selected), "Del"]]) {
+        ["Duplicate", () => duplicate(selected), "d"], ["Cut", () => cut(selected), "x"], ["Paste into", () => paste(selected, false), "v"],
+        ["Move up", () => reorder(selected, -1), "Alt+↑"], ["Move down", () => reorder(selected, 1), "Alt+↓"],
+        ["Delete", () => removeNode(selected), "Del"]]) {
         const b = el("button", label === "Delete" ? "danger" : "", label);
         b.type = "button";
         b.title = `Shortcut: ${key}`;
         b.addEventListener("click", fn);
-        if (n.pk === rootPk && label !== "Add child") b.disabled = true;
+        if (n.pk === rootPk && !["Add child", "Paste into"].includes(label)) b.disabled = true;
+        if (label === "Paste into" && cutPk === null) b.disabled = true;
         actions.append(b);
       }
       parts.push(actions);
@@ -542,6 +545,7 @@ function start(root) {
     rows.get(cutPk)?.firstChild.classList.remove("cut");
     cutPk = pk;
     rows.get(pk)?.firstChild.classList.add("cut");
+    renderPanel();
     say("Cut: select the new place and press v (last child) or Shift+V (after it)");
   }
   async function paste(target, after) {

@@ -121,3 +121,20 @@ def test_anonymous_users_are_sent_to_login_from_the_editor(client):
     paper = make_paper()
     response = client.get(f"/rubrics/{paper.slug}/edit/")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_curator_edits_paper_metadata_blacklist_and_tags(client_for):
+    paper = make_paper()
+    response = client_for("curator").post(f"/papers/{paper.slug}/edit/", {
+        "title": "Renamed", "split": "eval", "status": "curated", "year": "2025",
+        "blacklist_text": "https://a.example\n\nhttps://b.example", "tags_text": "rl, vision",
+    })
+    assert response.status_code == 302
+    paper.refresh_from_db()
+    assert (paper.title, paper.split, paper.year) == ("Renamed", "eval", 2025)
+    assert paper.blacklist == ["https://a.example", "https://b.example"] and paper.tags == ["rl", "vision"]
+
+
+def test_a_viewer_cannot_edit_a_paper(client_for):
+    paper = make_paper()
+    assert client_for("viewer").get(f"/papers/{paper.slug}/edit/").status_code == 403
