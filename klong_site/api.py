@@ -8,12 +8,13 @@ from apps.jobs.api import JobViewSet
 from apps.judging.api import JudgeRunViewSet
 from apps.papers.api import PaperViewSet
 from apps.rubrics.api import RubricNodeViewSet, RubricVersionViewSet
-from apps.trajectories.api import TrajectoryViewSet
+from apps.trajectories.api import AnnotationLabelViewSet, TrajectoryViewSet
 
 router = DefaultRouter()
 router.register("papers", PaperViewSet, basename="paper")
 router.register("rubric-versions", RubricVersionViewSet, basename="rubric-version")
 router.register("rubric-nodes", RubricNodeViewSet, basename="rubric-node")
 router.register("trajectories", TrajectoryViewSet, basename="trajectory")
+router.register("annotation-labels", AnnotationLabelViewSet, basename="annotation-label")
 router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("jobs", JobViewSet, basename="job")

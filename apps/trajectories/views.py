@@ -1,20 +1,243 @@
 from __future__ import annotations
 
-from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from typing import Any
 
-from apps.trajectories.models import Trajectory
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+
+from apps.core.pages import require_perm
+from apps.core.roles import perm
+from apps.papers.models import Paper
+from apps.trajectories import services, split_service
+from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
+from apps.trajectories.queries import SORTS, filter_trajectories, turn_index_data
+from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
+from apps.trajectories.splitting import SplitConfig, SplitError
+from apps.trajectories.uploads import (
+    UploadTooLarge,
+    check_request_size,
+    import_upload,
+    max_upload_bytes,
+)
+
+
+class TrajectoryFilterForm(forms.Form):
+    q = forms.CharField(required=False, label="Search")
+    paper = forms.ModelChoiceField(Paper.objects.order_by("slug"), required=False, to_field_name="slug")
+    source = forms.ChoiceField(choices=[("", "any"), *Trajectory.Source.choices], required=False)
+    model = forms.CharField(required=False)
+    end_state = forms.ChoiceField(choices=[("", "any"), *Trajectory.EndState.choices], required=False)
+    review = forms.ChoiceField(
+        choices=[("", "any"), ("none", "not reviewed"), *Trajectory.Review.choices], required=False
+    )
+    score_min = forms.FloatField(required=False, label="Score ≥")
+    score_max = forms.FloatField(required=False, label="Score ≤")
+    turns_min = forms.IntegerField(required=False, min_value=0, label="Turns ≥")
+    turns_max = forms.IntegerField(required=False, min_value=0, label="Turns ≤")
+    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
 
 
 def trajectory_list(request: HttpRequest) -> HttpResponse:
-    trajectories = Trajectory.objects.select_related("paper")
-    end_state = request.GET.get("end_state", "")
-    if end_state in Trajectory.EndState.values:
-        trajectories = trajectories.filter(end_state=end_state)
+    filters = TrajectoryFilterForm(request.GET)
+    values = filters.cleaned_data if filters.is_valid() else {}
+    trajectories = filter_trajectories(Trajectory.objects.select_related("paper"), values)
     page = Paginator(trajectories, 25).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "trajectories/list.html",
-        {"page": page, "end_state": end_state, "end_states": Trajectory.EndState.choices},
+    return render(request, "trajectories/list.html", {
+        "page": page, "filters": filters, "sort": values.get("sort") or "newest",
+        "sort_columns": [("turns", "Turns"), ("tokens", "Tokens"), ("score", "Score")],
+        "can_import": request.user.has_perm(perm("edit_papers")),
+    })
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField()
+    paper = forms.ModelChoiceField(Paper.objects.order_by("slug"), required=False, to_field_name="slug")
+    skip_bad = forms.BooleanField(required=False, label="Skip bad records (and list them)")
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def trajectory_upload(request: HttpRequest) -> HttpResponse:
+    require_perm(request, "edit_papers")
+    context: dict[str, Any] = {"max_bytes": max_upload_bytes()}
+    if request.method != "POST":
+        context["form"] = UploadForm()
+        return render(request, "trajectories/upload.html", context)
+    try:
+        check_request_size(request)
+    except UploadTooLarge as exc:
+        # Answer before the body is read; the browser's XHR shows this message.
+        if _wants_json(request):
+            return JsonResponse({"detail": str(exc)}, status=413)
+        context.update(form=UploadForm(), error=str(exc))
+        return render(request, "trajectories/upload.html", context, status=413)
+    form = UploadForm(request.POST, request.FILES)
+    status, payload = 400, {"detail": "Choose a file to import."}
+    if form.is_valid():
+        try:
+            outcome = import_upload(
+                form.cleaned_data["file"], paper=form.cleaned_data["paper"],
+                skip_bad=form.cleaned_data["skip_bad"], user=request.user,
+            )
+        except UploadTooLarge as exc:
+            status, payload = 413, {"detail": str(exc)}
+        except TrajectoryImportError as exc:
+            status, payload = 400, {**exc.as_dict(), "detail": f"Nothing was imported. {exc}"}
+        else:
+            if outcome.job is not None:
+                url = reverse("jobs:detail", args=[outcome.job.pk])
+                status, payload = 202, {"job": outcome.job.pk, "redirect": url}
+            else:
+                result = outcome.result
+                first = result.trajectories[0].id if len(result.trajectories) == 1 else None
+                url = reverse("trajectories:detail", args=[first]) if first else reverse("trajectories:list")
+                status, payload = 201, {**result.as_dict(), "redirect": url}
+    if _wants_json(request):
+        return JsonResponse(payload, status=status)
+    if status in (201, 202):
+        n = len(payload.get("trajectories", []))
+        messages.success(request, f"Imported {n} trajectories." if status == 201 else "Import job queued.")
+        for skipped in payload.get("skipped", []):
+            messages.warning(request, f"Skipped {skipped}")
+        return redirect(payload["redirect"])
+    context.update(form=form, error=payload["detail"])
+    return render(request, "trajectories/upload.html", context, status=status)
+
+
+def trajectory_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    trajectory = get_object_or_404(Trajectory.objects.select_related("paper", "reviewed_by"), pk=pk)
+    return render(request, "trajectories/detail.html", {
+        "trajectory": trajectory,
+        "turn_index": turn_index_data(trajectory),
+        "labels": list(AnnotationLabel.objects.values("id", "name", "color")),
+        "viewer_config": {
+            "id": trajectory.pk,
+            "turnsUrl": reverse("trajectory-turns", args=[trajectory.pk]),
+            "searchUrl": reverse("trajectory-search", args=[trajectory.pk]),
+            "annotateUrl": reverse("trajectory-annotations", args=[trajectory.pk]),
+            "noLossUrl": reverse("trajectory-no-loss", args=[trajectory.pk]),
+            "estimated": trajectory.tokenizer == "",
+            "canAnnotate": request.user.has_perm(perm("grade")),
+        },
+        "can_review": request.user.has_perm(perm("grade")),
+        "reviews": Trajectory.Review.choices,
+    })
+
+
+def trajectory_review(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request, "grade")
+    trajectory = get_object_or_404(Trajectory, pk=pk)
+    if request.method == "POST":
+        try:
+            services.review_trajectory(
+                trajectory, request.POST.get("review", ""), request.POST.get("reason", ""), request.user
+            )
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Trajectory {trajectory.get_review_display() or 'review cleared'}.")
+    return redirect("trajectories:detail", pk=pk)
+
+
+def annotations_export(request: HttpRequest) -> HttpResponse:
+    """All annotations (optionally of one label or trajectory) as JSON lines."""
+    import json
+
+    rows = TurnAnnotation.objects.select_related("label", "author").order_by("trajectory_id", "turn_index")
+    if label := request.GET.get("label"):
+        rows = rows.filter(label__name=label)
+    if trajectory := request.GET.get("trajectory"):
+        rows = rows.filter(trajectory_id=trajectory)
+    lines = (
+        json.dumps({
+            "trajectory": a.trajectory_id, "turn": a.turn_index, "label": a.label.name, "note": a.note,
+            "author": a.author.get_username() if a.author else None, "created_at": a.created_at.isoformat(),
+        }) + "\n"
+        for a in rows.iterator()
     )
+    response = HttpResponse("".join(lines), content_type="application/x-ndjson")
+    response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'
+    return response
+
+
+# ------------------------------------------------------------------ split-window view
+
+
+def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, Any]:
+    context: dict[str, Any] = {"trajectory": trajectory, "params": request.GET.urlencode()}
+    try:
+        config = split_service.config_from(request.GET, trajectory)
+        manifest, _texts = split_service.plan_for(trajectory, config)
+    except (split_service.SplitConfigError, SplitError) as exc:
+        context["error"] = str(exc)
+        return context
+    windows = manifest.windows
+    context.update(
+        manifest=manifest,
+        figure=split_service.figure_data(manifest),
+        max_tokens=max((w.total_tokens for w in windows), default=0),
+        overlong=sum(1 for w in windows if w.overlong),
+        trained=sum(1 for s in manifest.turn_stats if s.loss_windows),
+        assistant_turns=sum(1 for s in manifest.turns if s.role == "assistant" and s.index > manifest.prefix_end),
+    )
+    return context
+
+
+def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
+    trajectory = get_object_or_404(Trajectory, pk=pk)
+    if request.htmx:
+        return render(request, "trajectories/_split_plan.html", _split_context(request, trajectory))
+    defaults = SplitConfig()
+    return render(request, "trajectories/split.html", {
+        **_split_context(request, trajectory),
+        "defaults": defaults,
+        "values": {**{k: getattr(defaults, k) for k in split_service.CONFIG_FIELDS}, "prefix_end": "",
+                   **request.GET.dict()},
+        "can_pin": request.user.has_perm(perm("grade")),
+        "can_export": bool(configured_tokenizer_path()),
+    })
+
+
+def trajectory_split_window(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    trajectory = get_object_or_404(Trajectory, pk=pk)
+    try:
+        config = split_service.config_from(request.GET, trajectory)
+        manifest, texts = split_service.plan_for(trajectory, config)
+        window = split_service.inspect_window(trajectory, manifest, texts, number)
+    except (split_service.SplitConfigError, SplitError, KeyError) as exc:
+        return render(request, "trajectories/_inspector.html", {"error": str(exc)}, status=400)
+    return render(request, "trajectories/_inspector.html", {"window": window, "trajectory": trajectory})
+
+
+def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request, "grade")
+    trajectory = get_object_or_404(Trajectory, pk=pk)
+    if request.method == "POST":
+        raw = request.POST.get("prefix_end", "").strip()
+        try:
+            services.set_prefix_end(trajectory, int(raw) if raw else None)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Prefix pinned up to turn {raw}." if raw else "Prefix back to automatic.")
+    return redirect(request.POST.get("next") or reverse("trajectories:split", args=[pk]))
+
+
+def dataset_export(request: HttpRequest) -> HttpResponse:
+    """Export trajectories (?ids=1,2 or the list filters; rejected ones never) as a dataset zip."""
+    params = request.POST if request.method == "POST" else request.GET
+    try:
+        trajectories = split_service.export_selection(params)
+        data = split_service.export_dataset(trajectories, params)
+    except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
+        messages.error(request, str(exc))
+        return redirect(request.META.get("HTTP_REFERER") or reverse("trajectories:list"))
+    response = HttpResponse(data, content_type="application/zip")
+    response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
+    return response

@@ -23,6 +23,11 @@ class JobKind:
     queue: str
     engine: str  # dotted path, imported lazily so the web process never loads torch
     description: str
+    # Dotted path to the Django form that validates the config (defaults, help text, errors);
+    # the launch page and the API both use it. Empty: the engine checks its own config.
+    form: str = ""
+    gpus: int = 0
+    config_version: int = 1
 
 
 KINDS: dict[str, JobKind] = {}
@@ -47,5 +52,17 @@ register(
         engine="worker.engines.selftest.run",
         description="Round-trips a small task through a worker and streams its progress: proves the "
         "queue, the worker, the database and the live updates work together.",
+        form="apps.jobs.forms.SelftestForm",
+    )
+)
+
+register(
+    JobKind(
+        name="trajectory_import",
+        label="Import trajectories",
+        queue="cpu",
+        engine="worker.engines.trajectory_import.run",
+        description="Imports a large trajectory file and counts its tokens (the same service as "
+        "`manage.py import_trajectories`); config: path, paper (id), skip_bad.",
     )
 )

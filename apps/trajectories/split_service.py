@@ -1,0 +1,282 @@
+"""The bridge from stored trajectories to the pure splitter (splitting.py): turn specs, config
+from a form or the API, the split view's figure data, the window inspector and dataset export.
+
+The view, the command, the API and the export call these, so a window shown in the browser is
+the window a training job gets for the same counts and config.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+from apps.trajectories.models import Trajectory
+from apps.trajectories.services import configured_tokenizer_path
+from apps.trajectories.splitting import (
+    CUT_MARKER,
+    OMITTED_MARKER,
+    RenderedMessage,
+    SplitConfig,
+    SplitManifest,
+    TurnSpec,
+    build_example,
+    mentions_paper,
+    plan_split,
+    render_window,
+)
+from apps.trajectories.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, TokenizerCounter, counter_for, turn_text
+
+# Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
+CONFIG_FIELDS: dict[str, type] = {
+    "l_max": int,
+    "prefix_end": int,
+    "overlap_turns": int,
+    "history_budget": float,
+    "recent_full_turns": int,
+    "decay": float,
+    "train_overlap_once": bool,
+}
+
+
+class SplitConfigError(ValueError):
+    pass
+
+
+def config_from(params: Mapping[str, Any], trajectory: Trajectory | None = None) -> SplitConfig:
+    """A SplitConfig from query/form/JSON values; an empty prefix_end means the trajectory's
+    pinned prefix, else the automatic rule. history_budget <= 1 is a fraction of l_max."""
+    values: dict[str, Any] = {}
+    for name, kind in CONFIG_FIELDS.items():
+        raw = params.get(name)
+        if raw in (None, ""):
+            continue
+        try:
+            if kind is bool:
+                values[name] = raw is True or str(raw).lower() in ("1", "true", "on", "yes")
+            elif kind is int:
+                values[name] = int(raw)
+            else:
+                values[name] = float(raw)
+        except (TypeError, ValueError):
+            raise SplitConfigError(f"{name}: {raw!r} is not a number") from None
+    if "history_budget" in values and values["history_budget"] > 1:
+        values["history_budget"] = int(values["history_budget"])
+    if "prefix_end" not in values and trajectory is not None and trajectory.prefix_end is not None:
+        values["prefix_end"] = trajectory.prefix_end
+    try:
+        return SplitConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise SplitConfigError(str(exc)) from exc
+
+
+def _turn_rows(trajectory: Trajectory) -> list[tuple[str, int, bool, str]]:
+    rows = trajectory.turns.order_by("index").values_list("role", "token_count", "no_loss", "text", "reasoning",
+                                                          "tool_calls")
+    return [(role, tokens, no_loss, turn_text(text, reasoning, calls))
+            for role, tokens, no_loss, text, reasoning, calls in rows]
+
+
+def specs_and_texts(trajectory: Trajectory) -> tuple[list[TurnSpec], list[str]]:
+    """Turn specs from the stored counts (the view's plan), and the texts they count."""
+    rows = _turn_rows(trajectory)
+    specs = [TurnSpec(i, role, max(1, tokens), no_loss, mentions_paper(text))
+             for i, (role, tokens, no_loss, text) in enumerate(rows)]
+    return specs, [text for *_, text in rows]
+
+
+def plan_for(trajectory: Trajectory, config: SplitConfig) -> tuple[SplitManifest, list[str]]:
+    specs, texts = specs_and_texts(trajectory)
+    return plan_split(specs, config), texts
+
+
+# ------------------------------------------------------------------ the split view's figure
+
+
+def figure_data(manifest: SplitManifest) -> dict[str, Any]:
+    """Per window: prefix, kept history (fraction kept per turn), targets, overlap, tokens.
+
+    Compact on purpose: the page's JS builds the plotly shapes, in turn or token coordinates.
+    """
+    cumulative = []
+    total = 0
+    for spec in manifest.turns:
+        cumulative.append(total)
+        total += spec.tokens
+    cumulative.append(total)
+    windows = []
+    for number, w in enumerate(manifest.windows, start=1):
+        next_start = manifest.windows[number].target_start if number < len(manifest.windows) else None
+        windows.append({
+            "n": w.number,
+            "targets": [w.target_start, w.target_end],
+            "history": [[k.turn, round(k.kept / max(k.original, 1), 3)] for k in w.history],
+            "omitted": w.omitted_turns,
+            "overlap_prev": w.overlap_turns,
+            "overlap_next": (w.target_end - next_start + 1) if next_start is not None else 0,
+            "loss": list(w.loss_turns),
+            "tokens": {"prefix": w.prefix_tokens, "history": w.history_tokens, "targets": w.target_tokens,
+                       "total": w.total_tokens},
+            "overlong": w.overlong,
+        })
+    return {
+        "l_max": manifest.config.l_max,
+        "prefix_end": manifest.prefix_end,
+        "turns": len(manifest.turns),
+        "cumulative": cumulative,
+        "roles": "".join(s.role[0] for s in manifest.turns),
+        "windows": windows,
+        "content_hash": manifest.content_hash,
+    }
+
+
+# ------------------------------------------------------------------ the window inspector
+
+
+def _estimate_cut(text: str, head: int, tail: int) -> tuple[str, str]:
+    # Estimated counts: tokens ~ chars / 4, so a cut keeps 4 characters per kept token.
+    head_chars, tail_chars = head * CHARS_PER_TOKEN, tail * CHARS_PER_TOKEN
+    return text[:head_chars], (text[-tail_chars:] if tail_chars else "")
+
+
+def _tokenizer_cut(counter: TokenizerCounter):
+    def cut(text: str, head: int, tail: int) -> tuple[str, str]:
+        # Stored counts include the per-message overhead; the text itself has that many fewer.
+        ids = counter.encode(text)
+        head_ids = ids[: max(0, head - MESSAGE_OVERHEAD)]
+        tail_ids = ids[len(ids) - tail :] if tail else []
+        return counter.tokenizer.decode(head_ids), counter.tokenizer.decode(tail_ids)
+
+    return cut
+
+
+_CUT_RE = re.compile(r"(\[\.\.\. \d+ tokens cut \.\.\.\])")
+
+
+def segments(content: str) -> list[tuple[str, bool]]:
+    """A message's text split into (text, is_marker) runs, so the page can mark the cuts."""
+    return [(part, bool(_CUT_RE.fullmatch(part))) for part in _CUT_RE.split(content) if part]
+
+
+@dataclass(frozen=True)
+class InspectedWindow:
+    number: int
+    total_tokens: int
+    l_max: int
+    overlong: bool
+    messages: list[RenderedMessage]
+    estimated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "messages"},
+                "messages": [asdict(m) for m in self.messages]}
+
+    def rows(self) -> list[tuple[RenderedMessage, list[tuple[str, bool]]]]:
+        return [(m, segments(m.content)) for m in self.messages]
+
+
+def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Sequence[str],
+                   number: int) -> InspectedWindow:
+    """Exactly the messages the model sees in window ``number``, markers included."""
+    counter = counter_for(configured_tokenizer_path())
+    same_tokenizer = isinstance(counter, TokenizerCounter) and counter.name == trajectory.tokenizer
+    cut = _tokenizer_cut(counter) if same_tokenizer else _estimate_cut
+    messages = render_window(texts, manifest, number, cut)
+    window = manifest.window(number)
+    return InspectedWindow(number, window.total_tokens, manifest.config.l_max, window.overlong, messages,
+                           trajectory.tokenizer == "")
+
+
+# ------------------------------------------------------------------ dataset export
+
+
+class ExportError(ValueError):
+    pass
+
+
+def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
+    """The trajectories to export: ``ids`` (comma-separated), else accepted ones matching the
+    list filters. Rejected trajectories are never exported."""
+    from apps.trajectories.queries import filter_trajectories
+
+    queryset = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
+    raw_ids = str(params.get("ids") or "").replace(" ", "")
+    if raw_ids:
+        try:
+            ids = [int(x) for x in raw_ids.split(",") if x]
+        except ValueError:
+            raise ExportError("ids must be trajectory ids separated by commas") from None
+        chosen = list(queryset.filter(pk__in=ids).order_by("pk"))
+    else:
+        values = {k: params.get(k) for k in ("q", "source", "model", "end_state")}
+        values["review"] = params.get("review") or Trajectory.Review.ACCEPTED
+        chosen = list(filter_trajectories(queryset, values))
+    if not chosen:
+        raise ExportError("No trajectories selected (rejected ones are never exported).")
+    return chosen
+
+
+def _chatml_ids(counter: TokenizerCounter, role: str, text: str) -> tuple[list[int], int]:
+    """A turn's ids framed as ChatML, and where its content starts (no loss on the header)."""
+    header = counter.encode(f"<|im_start|>{role}\n")
+    return header + counter.encode(text) + counter.encode("<|im_end|>\n"), len(header)
+
+
+def _marker_ids(counter: TokenizerCounter, template: str, limit: int, n: int) -> list[int]:
+    return counter.encode(template.format(n=n))[:limit]
+
+
+def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[str, Any]) -> bytes:
+    """A zip with dataset.jsonl (one line per window: input_ids, labels with -100 = no loss)
+    and manifest.json (the tokenizer, the config and each trajectory's split manifest with its
+    content hash). Every turn is re-tokenised with the configured tokenizer and the split is
+    planned on those exact lengths, so every window fits l_max in real tokens.
+    """
+    path = configured_tokenizer_path()
+    if not path:
+        raise ExportError("Exporting token ids needs a tokenizer: set KLONG_TOKENIZER_PATH to a local "
+                          "tokenizer folder.")
+    counter = counter_for(path)
+    assert isinstance(counter, TokenizerCounter)
+    buffer = io.BytesIO()
+    manifests = []
+    windows = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("dataset.jsonl", "w") as out:
+            for trajectory in trajectories:
+                config = config_from(config_params, trajectory)
+                rows = _turn_rows(trajectory)
+                framed = [_chatml_ids(counter, role, text) for role, _tokens, _no_loss, text in rows]
+                specs = [TurnSpec(i, role, len(ids), no_loss, mentions_paper(text))
+                         for i, ((role, _t, no_loss, text), (ids, _start)) in enumerate(zip(rows, framed, strict=True))]
+                if not specs:
+                    continue
+                manifest = plan_split(specs, config)
+                # A marker longer than its budget is clipped: the window must still fit l_max.
+                cut_ids = partial(_marker_ids, counter, CUT_MARKER, config.marker_tokens)
+                omitted_ids = partial(_marker_ids, counter, OMITTED_MARKER, config.marker_tokens)
+                turn_ids = [ids for ids, _start in framed]
+                loss_start = [start for _ids, start in framed]
+                for window in manifest.windows:
+                    input_ids, labels = build_example(
+                        turn_ids, manifest, window.number, cut_marker_ids=cut_ids,
+                        omitted_marker_ids=omitted_ids, loss_start=loss_start,
+                    )
+                    line = {"trajectory": trajectory.pk, "window": window.number, "input_ids": input_ids,
+                            "labels": labels}
+                    out.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+                    windows += 1
+                manifests.append({"trajectory": trajectory.pk, "title": trajectory.title,
+                                  "manifest": manifest.to_dict()})
+        archive.writestr("manifest.json", json.dumps({
+            "tokenizer": counter.name, "tokenizer_path": path, "chat_format": "chatml",
+            "windows": windows, "trajectories": manifests,
+        }, indent=1))
+    if not manifests:
+        raise ExportError("No trajectories with turns to export.")
+    return buffer.getvalue()

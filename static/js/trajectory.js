@@ -1,0 +1,463 @@
+// Trajectory viewer: a virtualised list of turns for 1,000+ turn runs.
+//
+// The page carries a compact index (role, tokens, length, tool names per turn); turn text is
+// fetched in chunks of CHUNK turns only when they come into view, and only the turns near the
+// viewport exist in the DOM, absolutely positioned from a prefix sum of their heights
+// (estimated first, then measured). Agent text is untrusted: it only ever reaches the DOM
+// through textContent / text nodes, never innerHTML.
+"use strict";
+(() => {
+  const index = JSON.parse(document.getElementById("turn-index").textContent);
+  const cfg = JSON.parse(document.getElementById("viewer-config").textContent);
+  const scroller = document.getElementById("turns");
+  const inner = document.getElementById("turns-inner");
+  const N = index.role.length;
+  const ROLE = { s: "system", u: "user", a: "assistant", t: "tool" };
+  const CHUNK = 100;
+  const OVERSCAN = 900; // px rendered above and below the viewport
+  const COLLAPSE_LINES = 14;
+  const COLLAPSE_CHARS = 2000;
+  const GAP = 8;
+
+  const cumulative = new Array(N);
+  index.tokens.reduce((sum, t, i) => (cumulative[i] = sum + t), 0);
+  const flagged = new Set(index.flagged);
+  const noLoss = index.no_loss.slice();
+  const annotations = index.annotations; // turn -> [label names]
+  const heights = new Float64Array(N);
+  const offsets = new Float64Array(N + 1);
+  const chunks = new Map(); // chunk number -> turns array, or a pending promise
+  const live = new Map(); // turn -> element
+  const expanded = new Set();
+  const fmt = new Intl.NumberFormat();
+  const approx = cfg.estimated ? "~" : "";
+
+  let current = 0;
+  let anchor = { index: 0, shift: 0 }; // keeps the view steady while heights get measured
+  let programmaticTop = null;
+  let search = { q: "", hits: [], pos: -1, set: new Set() };
+
+  // ------------------------------------------------------------------ layout
+
+  function estimate(i) {
+    const lines = Math.min(COLLAPSE_LINES, Math.ceil(index.chars[i] / 100) + 1);
+    return 46 + lines * 18 + (index.calls[i] ? 44 : 0) + GAP;
+  }
+  for (let i = 0; i < N; i++) heights[i] = estimate(i);
+
+  function layout() {
+    for (let i = 0; i < N; i++) offsets[i + 1] = offsets[i] + heights[i];
+    inner.style.height = `${offsets[N]}px`;
+  }
+
+  function turnAt(y) {
+    let lo = 0;
+    let hi = N - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (offsets[mid] <= y) lo = mid;
+      else hi = mid - 1;
+    }
+    return Math.max(0, lo);
+  }
+
+  function setTop(y) {
+    programmaticTop = Math.max(0, Math.round(y));
+    scroller.scrollTop = programmaticTop;
+  }
+
+  // ------------------------------------------------------------------ data
+
+  function turnData(i) {
+    const chunk = chunks.get(Math.floor(i / CHUNK));
+    return Array.isArray(chunk) ? chunk[i % CHUNK] || null : null;
+  }
+
+  function load(c) {
+    if (chunks.has(c)) return;
+    const start = c * CHUNK;
+    const promise = fetch(`${cfg.turnsUrl}?start=${start}&end=${start + CHUNK}`, {
+      headers: { Accept: "application/json" }, credentials: "same-origin",
+    })
+      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+      .then((body) => {
+        chunks.set(c, body.turns);
+        for (let i = start; i < start + CHUNK; i++) live.get(i)?.remove(), live.delete(i);
+        schedule();
+      })
+      .catch(() => chunks.delete(c));
+    chunks.set(c, promise);
+  }
+
+  // ------------------------------------------------------------------ building one turn
+
+  function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function appendHighlighted(parent, text, q) {
+    if (!q) { parent.textContent = text; return; }
+    const lower = text.toLowerCase();
+    const needle = q.toLowerCase();
+    let at = 0;
+    for (let hit = lower.indexOf(needle); hit !== -1; hit = lower.indexOf(needle, at)) {
+      if (hit > at) parent.append(document.createTextNode(text.slice(at, hit)));
+      parent.append(el("mark", "hit", text.slice(hit, hit + needle.length)));
+      at = hit + needle.length;
+    }
+    if (at < text.length) parent.append(document.createTextNode(text.slice(at)));
+  }
+
+  function build(i) {
+    const data = turnData(i);
+    const role = ROLE[index.role[i]];
+    const article = el("article", `turn role-${role}`);
+    article.id = `turn-${i}`;
+    article.dataset.index = i;
+    if (i === current) article.classList.add("current");
+    if (flagged.has(i)) article.classList.add("flagged");
+    if (search.set.has(i)) article.classList.add("search-hit");
+
+    const head = el("header", "turn-head");
+    head.append(el("a", "turn-no", `#${i}`), el("span", "turn-role", role));
+    head.lastChild.href = `#turn-${i}`;
+    head.firstChild.href = `#turn-${i}`;
+    if (data && data.source_role) head.append(el("span", "muted", `(${data.source_role})`));
+    if (index.calls[i]) head.append(el("span", "turn-calls", index.calls[i]));
+    if (flagged.has(i)) head.append(el("span", "badge flag", "blacklisted URL"));
+    if (noLoss[i]) head.append(el("span", "badge noloss", "no loss"));
+    for (const label of annotations[i] || []) head.append(el("span", "badge label", label));
+    const tokens = el("span", "turn-tokens", `${approx}${fmt.format(index.tokens[i])} tok · Σ ${approx}${fmt.format(cumulative[i])}`);
+    tokens.title = cfg.estimated ? "Estimated: characters / 4 + 4 per message" : "Tokens of this turn · cumulative";
+    head.append(tokens);
+    article.append(head);
+
+    if (!data) {
+      article.append(el("div", "turn-loading", "loading…"));
+      return article;
+    }
+    if (data.reasoning) {
+      const details = el("details", "turn-reasoning");
+      details.append(el("summary", "", `reasoning (${fmt.format(data.reasoning.length)} chars)`));
+      const pre = el("pre", "reasoning");
+      appendHighlighted(pre, data.reasoning, search.set.has(i) ? search.q : "");
+      details.append(pre);
+      details.addEventListener("toggle", () => schedule());
+      article.append(details);
+    }
+    const text = data.text || "";
+    const lines = text.split("\n");
+    const long = lines.length > COLLAPSE_LINES || text.length > COLLAPSE_CHARS;
+    let shown = text;
+    if (long && !expanded.has(i)) {
+      shown = lines.slice(0, COLLAPSE_LINES).join("\n").slice(0, COLLAPSE_CHARS);
+      // A search match past the cut would be invisible: show the whole turn instead.
+      if (search.set.has(i) && !shown.toLowerCase().includes(search.q.toLowerCase())) shown = text;
+    }
+    if (text) {
+      const pre = el("pre", "turn-text");
+      appendHighlighted(pre, shown, search.set.has(i) ? search.q : "");
+      article.append(pre);
+    }
+    if (long) {
+      const more = shown.length < text.length;
+      const button = el("button", "expand", more
+        ? `Show all ${fmt.format(lines.length)} lines (${fmt.format(text.length)} chars)`
+        : "Collapse");
+      button.type = "button";
+      button.addEventListener("click", () => toggleExpand(i));
+      article.append(button);
+    }
+    for (const call of data.calls || []) {
+      const box = el("div", "tool-call");
+      box.append(el("span", "call-name", `→ ${call.name || "(tool)"}`));
+      if (call.id) box.append(el("span", "muted call-id", call.id));
+      const args = typeof call.arguments === "string" ? call.arguments : JSON.stringify(call.arguments, null, 2);
+      const pre = el("pre", "call-args");
+      appendHighlighted(pre, args, search.set.has(i) ? search.q : "");
+      box.append(pre);
+      article.append(box);
+    }
+    if (role === "tool" && data.call_id) article.append(el("div", "muted small", `result of ${data.call_id}`));
+    return article;
+  }
+
+  function rebuild(i) {
+    live.get(i)?.remove();
+    live.delete(i);
+  }
+
+  function toggleExpand(i) {
+    if (expanded.has(i)) expanded.delete(i);
+    else expanded.add(i);
+    anchor = { index: i, shift: scroller.scrollTop - offsets[i] };
+    rebuild(i);
+    render();
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  let frame = 0;
+  function schedule() {
+    if (!frame) frame = requestAnimationFrame(() => { frame = 0; render(); });
+  }
+
+  function render() {
+    const top = scroller.scrollTop;
+    const first = turnAt(top - OVERSCAN);
+    const last = turnAt(top + scroller.clientHeight + OVERSCAN);
+    for (let c = Math.floor(first / CHUNK); c <= Math.floor(last / CHUNK); c++) load(c);
+    for (const [i, node] of live) {
+      if (i < first || i > last) { node.remove(); live.delete(i); }
+    }
+    for (let i = first; i <= last; i++) {
+      if (!live.has(i)) {
+        const node = build(i);
+        live.set(i, node);
+        inner.append(node);
+      }
+    }
+    // Measure what is on screen, then re-place everything so the anchor turn stays put.
+    let changed = false;
+    for (const [i, node] of live) {
+      const h = node.offsetHeight + GAP;
+      if (Math.abs(h - heights[i]) > 0.5) { heights[i] = h; changed = true; }
+    }
+    if (changed) layout();
+    for (const [i, node] of live) node.style.transform = `translateY(${offsets[i]}px)`;
+    if (changed) setTop(offsets[anchor.index] + anchor.shift);
+    document.getElementById("position").textContent = `turn ${current} of ${N - 1}`;
+  }
+
+  scroller.addEventListener("scroll", () => {
+    if (programmaticTop !== null && Math.abs(scroller.scrollTop - programmaticTop) < 2) {
+      programmaticTop = null;
+    } else {
+      programmaticTop = null;
+      const i = turnAt(scroller.scrollTop);
+      anchor = { index: i, shift: scroller.scrollTop - offsets[i] };
+    }
+    schedule();
+  }, { passive: true });
+
+  // ------------------------------------------------------------------ navigation
+
+  function setCurrent(i, { scroll = true, hash = true } = {}) {
+    if (!N) return;
+    i = Math.max(0, Math.min(N - 1, i));
+    live.get(current)?.classList.remove("current");
+    current = i;
+    live.get(current)?.classList.add("current");
+    if (scroll) {
+      anchor = { index: i, shift: -GAP };
+      setTop(offsets[i] - GAP);
+      render();
+      // Heights above may have changed while measuring: settle once more.
+      setTop(offsets[i] - GAP);
+      render();
+    }
+    if (hash) history.replaceState(null, "", `#turn-${i}`);
+    document.getElementById("position").textContent = `turn ${current} of ${N - 1}`;
+  }
+
+  function fromHash() {
+    const match = /^#turn-(\d+)$/.exec(window.location.hash);
+    if (match) setCurrent(Number(match[1]), { hash: false });
+  }
+  window.addEventListener("hashchange", fromHash);
+
+  scroller.addEventListener("click", (event) => {
+    const turn = event.target.closest(".turn");
+    if (turn && !event.target.closest("a, button, summary")) setCurrent(Number(turn.dataset.index), { scroll: false });
+    const link = event.target.closest("a.turn-no, a.turn-role");
+    if (link) { event.preventDefault(); setCurrent(Number(link.closest(".turn").dataset.index), { scroll: false }); }
+  });
+
+  // ------------------------------------------------------------------ search
+
+  const searchInput = document.getElementById("search-input");
+  const searchStatus = document.getElementById("search-status");
+
+  async function runSearch(q) {
+    const response = await fetch(`${cfg.searchUrl}?q=${encodeURIComponent(q)}`, {
+      headers: { Accept: "application/json" }, credentials: "same-origin",
+    });
+    const body = await response.json();
+    search = { q, hits: body.turns, pos: -1, set: new Set(body.turns) };
+    for (const i of [...live.keys()]) rebuild(i);
+  }
+
+  async function step(direction) {
+    const q = searchInput.value.trim();
+    if (!q) return;
+    if (q !== search.q) await runSearch(q);
+    const hits = search.hits;
+    if (!hits.length) { searchStatus.textContent = "no matches"; render(); return; }
+    if (search.pos === -1) {
+      // Start from the current turn, the way a find bar does.
+      if (direction > 0) {
+        const next = hits.findIndex((h) => h >= current);
+        search.pos = next === -1 ? 0 : next;
+      } else {
+        search.pos = lastAtOrBefore(hits, current);
+      }
+    } else {
+      search.pos = (search.pos + direction + hits.length) % hits.length;
+    }
+    searchStatus.textContent = `${search.pos + 1} of ${hits.length}${hits.length >= 5000 ? "+" : ""}`;
+    setCurrent(hits[search.pos]);
+  }
+
+  function lastAtOrBefore(hits, i) {
+    for (let k = hits.length - 1; k >= 0; k--) if (hits[k] <= i) return k;
+    return hits.length - 1;
+  }
+
+  document.getElementById("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    step(event.submitter?.id === "search-prev" ? -1 : 1);
+  });
+  searchInput.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") { event.preventDefault(); step(event.shiftKey ? -1 : 1); }
+    if (event.key === "Escape") { searchInput.blur(); scroller.focus(); }
+  });
+  document.getElementById("search-next").addEventListener("click", () => step(1));
+  document.getElementById("search-prev").addEventListener("click", () => step(-1));
+
+  // ------------------------------------------------------------------ jump, help, writes
+
+  const jumpInput = document.getElementById("jump-input");
+  document.getElementById("jump-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const i = Number.parseInt(jumpInput.value, 10);
+    if (Number.isFinite(i)) setCurrent(i);
+    jumpInput.blur();
+    scroller.focus();
+  });
+  jumpInput.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { jumpInput.blur(); scroller.focus(); }
+  });
+
+  const help = document.getElementById("help");
+  document.getElementById("help-button").addEventListener("click", () => help.showModal());
+
+  function csrf() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRFToken"]; } catch (_) { return ""; }
+  }
+
+  async function post(url, data) {
+    const response = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf() },
+      body: JSON.stringify(data),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `HTTP ${response.status}`);
+    return body;
+  }
+
+  async function toggleNoLoss(i) {
+    if (!cfg.canAnnotate) return;
+    const body = await post(cfg.noLossUrl, { turn: i, no_loss: !noLoss[i] });
+    noLoss[i] = body.no_loss ? 1 : 0;
+    rebuild(i);
+    render();
+  }
+
+  const annotate = document.getElementById("annotate");
+  const annotateForm = document.getElementById("annotate-form");
+  const labelSelect = document.getElementById("annotate-label");
+  const note = document.getElementById("annotate-note");
+  function openAnnotate() {
+    if (!cfg.canAnnotate) return;
+    document.getElementById("annotate-turn").textContent = `#${current}`;
+    note.value = "";
+    annotate.showModal();
+    labelSelect.focus();
+  }
+  async function saveAnnotation() {
+    const turn = current;
+    await post(cfg.annotateUrl, { turn_index: turn, label: labelSelect.value, note: note.value });
+    (annotations[turn] = annotations[turn] || []).push(labelSelect.value);
+    rebuild(turn);
+    render();
+  }
+  annotateForm.addEventListener("submit", (event) => {
+    if (event.submitter?.value === "save") saveAnnotation();
+  });
+  annotate.addEventListener("keydown", (event) => {
+    if (/^[1-9]$/.test(event.key) && event.target !== note) {
+      const option = labelSelect.options[Number(event.key) - 1];
+      if (option) labelSelect.value = option.value;
+      event.preventDefault();
+    }
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      annotate.close();
+      saveAnnotation();
+    }
+  });
+
+  function review(value) {
+    const form = document.getElementById("review-form");
+    if (!form) return;
+    const reason = document.getElementById("review-reason");
+    if (value === "rejected" && !reason.value.trim()) { reason.focus(); return; }
+    form.querySelector(`button[value="${value}"]`).click();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target.closest("input, textarea, select, dialog[open]") || event.ctrlKey || event.metaKey || event.altKey) return;
+    const actions = {
+      j: () => setCurrent(current + 1),
+      k: () => setCurrent(current - 1),
+      "/": () => { searchInput.focus(); searchInput.select(); },
+      g: () => { jumpInput.focus(); jumpInput.select(); },
+      "?": () => help.showModal(),
+      n: () => step(1),
+      N: () => step(-1),
+      e: () => toggleExpand(current),
+      a: openAnnotate,
+      x: () => toggleNoLoss(current),
+      A: () => review("accepted"),
+      R: () => review("rejected"),
+    };
+    const action = actions[event.key];
+    if (action) { event.preventDefault(); action(); }
+  });
+
+  // ------------------------------------------------------------------ minimap (plotly)
+
+  function minimap() {
+    const box = document.getElementById("minimap");
+    if (!window.Plotly || !box || !N) return;
+    const turns = [...Array(N).keys()];
+    const withCalls = turns.filter((i) => index.calls[i]);
+    const traces = [
+      { x: turns, y: cumulative, type: "scattergl", mode: "lines", name: `cumulative tokens${cfg.estimated ? " (est.)" : ""}`,
+        line: { color: "#3b5bdb" }, hovertemplate: "turn %{x}<br>%{y} tokens<extra></extra>" },
+      { x: withCalls, y: withCalls.map((i) => cumulative[i]), type: "scattergl", mode: "markers", name: "tool calls",
+        marker: { size: 4, color: "#f08c00" }, text: withCalls.map((i) => index.calls[i]),
+        hovertemplate: "turn %{x}: %{text}<extra></extra>" },
+    ];
+    if (index.flagged.length) {
+      traces.push({ x: index.flagged, y: index.flagged.map((i) => cumulative[i]), type: "scatter", mode: "markers",
+        name: "blacklisted URL", marker: { size: 11, color: "#e03131", symbol: "x" } });
+    }
+    window.Plotly.newPlot(box, traces, {
+      height: 160, margin: { l: 50, r: 10, t: 8, b: 28 }, showlegend: true,
+      legend: { orientation: "h", x: 0, y: 1.15 }, xaxis: { title: { text: "" } }, yaxis: { rangemode: "tozero" },
+    }, { displayModeBar: false, responsive: true });
+    box.on("plotly_click", (event) => { if (event.points.length) setCurrent(Math.round(event.points[0].x)); });
+  }
+
+  layout();
+  render();
+  fromHash();
+  minimap();
+  window.trajectoryViewer = { setCurrent, get current() { return current; }, live };
+})();
