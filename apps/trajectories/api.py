@@ -70,7 +70,9 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     }
 
     def get_queryset(self):
-        return filter_trajectories(Trajectory.objects.select_related("paper"), self._filters())
+        queryset = Trajectory.objects.select_related("paper")
+        # Only the list reads the filters: ?q= on the search action is the search text.
+        return filter_trajectories(queryset, self._filters()) if self.action == "list" else queryset
 
     def _filters(self) -> dict[str, Any]:
         params = self.request.query_params
