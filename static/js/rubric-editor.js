@@ -42,7 +42,9 @@ function start(root) {
   let filter = { text: "", category: "" };
   let visibleInFilter = null; // Set of pks while a search/filter is active
   const rows = new Map(); // pk -> treeitem element (only rendered nodes)
-  const history = loadJSON(sessionStorage, UNDO_KEY, { undo: [], redo: [] });
+  let history = loadJSON(sessionStorage, UNDO_KEY, { undo: [], redo: [] });
+  // A restore or re-import replaces the draft (new rows, new root): old undo steps no longer apply.
+  if (history.root !== rootPk) history = { root: rootPk, undo: [], redo: [] };
 
   function loadJSON(store, key, fallback) {
     try {
