@@ -1,0 +1,203 @@
+"""One client for every model call: judge, rubric drafter, teacher and policy agents.
+
+``ChatClient`` speaks OpenAI-compatible ``/v1/chat/completions`` over HTTP with retries
+(exponential backoff with jitter on 429, 5xx, timeouts and refused connections), a per-endpoint
+concurrency limit shared by every client of that endpoint in the process, and a ``CallRecord``
+(tokens, cost, latency) for each call. ``make_client`` also returns the local transformers
+backend, which has the same ``chat`` method.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from worker.llm.config import EndpointConfig
+from worker.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMRequestRejected, LLMUnavailable
+
+Message = dict[str, Any]
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+class Chat(Protocol):
+    config: EndpointConfig
+
+    def chat(self, messages: Sequence[Message], **params: Any) -> ChatResult: ...
+
+
+_limits: dict[tuple[str, str, int], threading.BoundedSemaphore] = {}
+_limits_lock = threading.Lock()
+
+
+def endpoint_limit(config: EndpointConfig) -> threading.BoundedSemaphore:
+    """The process-wide semaphore of one endpoint: two judges on one server share its limit."""
+    key = (config.name, config.base_url or config.model, config.concurrency)
+    with _limits_lock:
+        sem = _limits.get(key)
+        if sem is None:
+            sem = _limits[key] = threading.BoundedSemaphore(config.concurrency)
+        return sem
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: Callable[[], float] = random.random) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, with equal jitter.
+
+    Half the delay is fixed and half random, so delays still grow with each attempt (unlike full
+    jitter) while many clients hit by the same 429 burst do not retry in lock-step.
+    """
+    ceiling = min(max_s, base_s * (2 ** (attempt - 1)))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+def estimate_tokens(text: str) -> int:
+    # Used only when a server reports no usage; flagged on the record as an estimate.
+    return max(1, len(text) // 4) if text else 0
+
+
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ChatClient:
+    """OpenAI-compatible chat completions over HTTP."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._sleep = sleep
+        self._rng = rng
+        self._limit = endpoint_limit(config)
+        if session is None:
+            session = requests.Session()
+            # One pooled connection per concurrent call: no reconnects under load.
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=config.concurrency, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = self.config.api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def chat(self, messages: Sequence[Message], *, max_retries: int | None = None, **params: Any) -> ChatResult:
+        """One chat completion; retries transient failures, raises ``LLMError`` subclasses."""
+        cfg = self.config
+        body = {**cfg.params, **params, "model": cfg.model, "messages": list(messages)}
+        headers = self._headers()
+        retries = cfg.max_retries if max_retries is None else max_retries
+        record = CallRecord(endpoint=cfg.name, model=cfg.model)
+        started = time.monotonic()
+        while True:
+            record.attempts += 1
+            try:
+                with self._limit:
+                    t0 = time.monotonic()
+                    data = self._post(body, headers)
+                    record.latency_s = time.monotonic() - t0
+            except _Transient as exc:
+                record.errors.append(str(exc))
+                if record.attempts > retries:
+                    record.total_s = time.monotonic() - started
+                    raise LLMUnavailable(
+                        f"{cfg.name}: gave up after {record.attempts} attempt(s); last error: {exc}", record
+                    ) from None
+                delay = backoff_delay(record.attempts, cfg.backoff_base_s, cfg.backoff_max_s, self._rng)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, cfg.backoff_max_s))
+                self._sleep(delay)
+                continue
+            except (LLMRequestRejected, LLMBadResponse) as exc:
+                record.errors.append(str(exc))
+                record.total_s = time.monotonic() - started
+                exc.record = record
+                raise
+            record.total_s = time.monotonic() - started
+            return self._result(data, messages, record)
+
+    def _post(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        timeout = self.config.timeout_s
+        try:
+            response = self._session.post(self.url, json=body, headers=headers, timeout=(min(10.0, timeout), timeout))
+        except requests.Timeout:
+            raise _Transient(f"timed out after {timeout:g} s") from None
+        except requests.ConnectionError as exc:
+            raise _Transient(f"cannot connect to {self.config.base_url}: {type(exc).__name__}") from None
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            raise _Transient(f"HTTP {status}: {_snippet(response.text)}", _retry_after(response))
+        if status >= 400:
+            raise LLMRequestRejected(f"HTTP {status}: {_snippet(response.text)}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise LLMBadResponse(f"HTTP {status} with a body that is not JSON: {_snippet(response.text)}") from None
+        if not isinstance(data, dict):
+            raise LLMBadResponse("the response is not a JSON object")
+        return data
+
+    def _result(self, data: dict[str, Any], messages: Sequence[Message], record: CallRecord) -> ChatResult:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise LLMBadResponse(f"no choices[0].message in the response: {_snippet(str(data))}", record) from None
+        usage = data.get("usage") or {}
+        if isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
+            record.prompt_tokens = usage["prompt_tokens"]
+            record.completion_tokens = usage["completion_tokens"]
+        else:
+            record.usage_estimated = True
+            record.prompt_tokens = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
+            record.completion_tokens = estimate_tokens(text)
+        record.cost_usd = self.config.cost(record.prompt_tokens, record.completion_tokens)
+        record.ok = True
+        return ChatResult(text=text, record=record, finish_reason=choice.get("finish_reason"))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _snippet(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def make_client(config: EndpointConfig, **kwargs: Any) -> Chat:
+    """The client for an endpoint's backend (the local one imports torch only when asked for)."""
+    if config.backend == "transformers":
+        from worker.llm.local import LocalChatClient
+
+        return LocalChatClient(config)
+    return ChatClient(config, **kwargs)

@@ -1,0 +1,54 @@
+"""What one model call cost and returned (pure Python)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Token usage, cost and latency of one logical call (all its retries together)."""
+
+    endpoint: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0  # wall time of the successful attempt
+    total_s: float = 0.0  # wall time including failed attempts and backoff
+    attempts: int = 0
+    # True when the server reported no usage and the counts are a characters/4 estimate.
+    usage_estimated: bool = False
+    errors: list[str] = field(default_factory=list)  # one line per failed attempt
+    ok: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class ChatResult:
+    text: str
+    record: CallRecord
+    finish_reason: str | None = None
+
+
+class LLMError(Exception):
+    """A call failed for good; ``record`` tells what was tried."""
+
+    def __init__(self, message: str, record: CallRecord | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class LLMUnavailable(LLMError):
+    """Still failing after every retry (endpoint down, rate-limited, timing out, 5xx)."""
+
+
+class LLMRequestRejected(LLMError):
+    """The server refused the request itself (4xx other than 408/429): retrying cannot help."""
+
+
+class LLMBadResponse(LLMError):
+    """The server answered 200 with a body that is not a chat completion."""
