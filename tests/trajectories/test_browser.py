@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.trajectories.factories import make_trajectory
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _visible(page, selector: str) -> bool:
+    """Whether the element is inside the scrolling turn list's visible area."""
+    return page.evaluate(
+        """(sel) => { const el = document.querySelector(sel); if (!el) return false;
+        const box = el.getBoundingClientRect(), view = document.getElementById('turns').getBoundingClientRect();
+        return box.bottom > view.top && box.top < view.bottom; }""",
+        selector,
+    )
+
+
+def _open(page, live_server, personas, browser_login, trajectory, suffix=""):
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/{suffix}")
+    page.wait_for_selector(".turn .turn-text")
+    return page
+
+
+def test_a_script_in_agent_text_renders_as_text_and_never_runs(page, live_server, personas, browser_login):
+    payload = "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2\">"
+    trajectory = make_trajectory(6, texts={2: payload}, title="<script>window.__xss = 3</script>")
+    _open(page, live_server, personas, browser_login, trajectory)
+    page.wait_for_selector("#turn-2 .turn-text")
+    assert page.locator("#turn-2 .turn-text").inner_text() == payload
+    assert page.locator("#turn-2 img, #turn-2 script").count() == 0
+    assert page.evaluate("window.__xss") is None
+
+
+def test_a_deep_link_opens_a_1000_turn_run_at_that_turn(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(1000)
+    _open(page, live_server, personas, browser_login, trajectory, "#turn-512")
+    page.wait_for_selector("#turn-512 .turn-text")
+    assert _visible(page, "#turn-512")
+    assert page.locator("#turn-512").get_attribute("class").split().count("current") == 1
+    # Virtualised: only the turns near the viewport exist in the page.
+    assert page.locator(".turn").count() < 100
+
+
+def test_search_moves_to_the_next_and_previous_match_and_highlights_it(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(400, texts={40: "found the NEEDLE", 300: "another needle", 350: "needle 3"})
+    _open(page, live_server, personas, browser_login, trajectory)
+    page.keyboard.press("/")
+    page.keyboard.type("needle")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#turn-40 mark.hit")
+    assert page.locator("#search-status").inner_text() == "1 of 3"
+    assert page.locator("#turn-40 mark.hit").inner_text() == "NEEDLE"
+    page.click("#search-next")
+    page.wait_for_selector("#turn-300 mark.hit")
+    assert _visible(page, "#turn-300") and page.locator("#search-status").inner_text() == "2 of 3"
+    page.click("#search-prev")
+    page.wait_for_selector("#turn-40 mark.hit")
+    assert _visible(page, "#turn-40") and "#turn-40" in page.url
+
+
+def test_g_jumps_to_a_turn_and_j_k_step_through_turns(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(600)
+    _open(page, live_server, personas, browser_login, trajectory)
+    page.locator("#turns").click()
+    page.keyboard.press("g")
+    page.keyboard.type("450")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#turn-450.current .turn-text")
+    assert _visible(page, "#turn-450")
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    page.wait_for_selector("#turn-451.current")
+    assert page.url.endswith("#turn-451")
+
+
+def test_a_long_tool_output_is_collapsed_until_expanded(page, live_server, personas, browser_login):
+    long_output = "\n".join(f"line {n}" for n in range(200))
+    trajectory = make_trajectory(6, texts={3: long_output})
+    _open(page, live_server, personas, browser_login, trajectory)
+    page.wait_for_selector("#turn-3 .turn-text")
+    assert "line 199" not in page.locator("#turn-3 .turn-text").inner_text()
+    page.click("#turn-3 button.expand")
+    page.wait_for_selector("#turn-3 button.expand:text('Collapse')")
+    assert "line 199" in page.locator("#turn-3 .turn-text").inner_text()
+
+
+def test_the_question_mark_opens_the_shortcut_help(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(6)
+    _open(page, live_server, personas, browser_login, trajectory)
+    page.locator("#turns").click()
+    page.keyboard.press("?")
+    assert page.locator("#help").is_visible()
