@@ -167,3 +167,11 @@ def test_a_round_trip_exports_what_was_imported_through_a_folder(tmp_path):
     call_command("export_paperbench", paper.slug, str(tmp_path), stdout=io.StringIO())
     bundle = find_bundles(tmp_path / paper.slug)[0]
     assert bundle.slug == "all-in-one" and set(bundle.texts) == {"blacklist", "config"}
+
+
+def test_the_whole_shared_data_folder_imports_in_one_command():
+    out = io.StringIO()
+    call_command("import_paperbench", str(SAMPLES), stdout=out)
+    lines = [line for line in out.getvalue().splitlines() if not line.startswith(" ")]
+    assert len(lines) == len(SAMPLE_FILES) == Paper.objects.count()
+    assert "all-in-one-judge_eval\t234 nodes\tcreated" in lines and "all-in-one\t234 nodes\tcreated" in lines
