@@ -731,6 +731,14 @@ function start(root) {
   $("rx-help-button").addEventListener("click", () => $("rx-help").showModal());
   $("rx-undo")?.addEventListener("click", () => undo("undo"));
   $("rx-redo")?.addEventListener("click", () => undo("redo"));
+  $("rx-save-version")?.addEventListener("click", async () => {
+    const message = window.prompt("Version message: what changed and why?", "");
+    if (message === null) return;
+    const r = await api("POST", `/api/papers/${paperPk}/versions/`, { message });
+    if (r.ok) say(`Saved version ${r.json.number}`);
+    else if (r.json?.problems) say(`Not saved: ${r.json.detail}. ${r.json.problems.slice(0, 3).map((p) => p.message).join("; ")}`, true);
+    else failed(r, "Saving the version");
+  });
   $("rx-expand-all").addEventListener("click", () => {
     for (const n of nodes.values()) if (n.children.length) expanded.add(n.pk);
     saveExpanded();

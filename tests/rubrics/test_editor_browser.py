@@ -233,3 +233,13 @@ def test_the_largest_sample_opens_and_edits_smoothly(page, live_server, personas
         return performance.now() - t0;
     }""")
     assert timing < 1000
+
+
+def test_save_version_from_the_editor_records_a_numbered_version(page, live_server, personas, browser_login):
+    paper = make_paper()
+    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 4})
+    _open(page, live_server, browser_login, personas["curator"], paper)
+    page.once("dialog", lambda dialog: dialog.accept("b weighs more"))
+    page.click("#rx-save-version")
+    page.wait_for_function("document.getElementById('rx-status').textContent === 'Saved version 2'")
+    assert paper.rubric_versions.get(number=2).message == "b weighs more"
