@@ -244,6 +244,9 @@ USE_TZ = True
 
 # Workers report liveness here; the dashboard and /healthz read it.
 KLONG_WORKER_PING_TIMEOUT = 1.0
+# A running job whose worker does not answer and whose last progress is older than this is
+# re-queued by the next worker that starts (it resumes from its checkpoint).
+KLONG_JOB_HEARTBEAT_GRACE_S = env_int("KLONG_JOB_HEARTBEAT_GRACE_S", 120, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -40,12 +40,13 @@ def _remove_data_dir():
         shutil.rmtree(settings.DATA_DIR, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def celery_worker(redis_server):
     """A real Celery worker consuming the real broker, in a thread of this process.
 
     It shares the test database settings; tests that use it need ``transactional_db`` so their
-    rows are committed where the worker can read them.
+    rows are committed where the worker can read them. Module-scoped, so tests that run worker
+    processes of their own (tests/jobs/test_worker_process.py) never race it for a task.
     """
     import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for the start check)
     from celery.contrib.testing.worker import start_worker

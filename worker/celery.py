@@ -21,3 +21,6 @@ QUEUES = ("cpu", "gpu", "judge")
 app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in QUEUES]
 app.conf.task_create_missing_queues = False
 app.autodiscover_tasks(["worker"])
+
+# Signal handlers and the klong_info control command, registered with the app.
+import worker.lifecycle  # noqa: E402, F401

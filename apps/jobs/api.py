@@ -6,23 +6,31 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.jobs.models import Job, JobMetric
-from apps.jobs.services import cancel_job, launch_job
+from apps.jobs.services import JobConfigError, cancel_job, eta_seconds, launch_job, retry_job
 from worker.engines import KINDS
 
 
 class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
+    eta_s = serializers.SerializerMethodField()
+    title = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
 
     class Meta:
         model = Job
         fields = [
-            "id", "kind", "title", "state", "config", "queue", "priority", "progress", "message",
-            "error", "result", "worker", "created_by", "created_at", "started_at", "finished_at",
+            "id", "kind", "title", "state", "config", "config_version", "parent", "queue", "priority", "gpus",
+            "progress", "step", "total_steps", "stage", "eta_s", "message", "error", "result", "worker",
+            "attempt", "created_by", "created_at", "started_at", "finished_at",
         ]
         read_only_fields = [
-            "id", "title", "state", "queue", "progress", "message", "error", "result", "worker",
-            "created_by", "created_at", "started_at", "finished_at",
+            "id", "state", "config_version", "parent", "queue", "gpus", "progress", "step", "total_steps",
+            "stage", "eta_s", "message", "error", "result", "worker", "attempt", "created_by", "created_at",
+            "started_at", "finished_at",
         ]
+
+    def get_eta_s(self, job: Job) -> float | None:
+        return eta_seconds(job)
 
     def validate_kind(self, value: str) -> str:
         if value not in KINDS:
@@ -41,7 +49,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     """Jobs: list, read, launch (operators) and cancel (operators)."""
 
     serializer_class = JobSerializer
-    write_permission = {"create": "launch_jobs", "cancel": "cancel_jobs"}
+    write_permission = {"create": "launch_jobs", "cancel": "cancel_jobs", "retry": "launch_jobs"}
 
     def get_queryset(self):
         queryset = Job.objects.select_related("created_by")
@@ -53,9 +61,22 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            job = launch_job(data["kind"], data.get("config") or {}, request.user, priority=data.get("priority", 5))
+            job = launch_job(
+                data["kind"], data.get("config") or {}, request.user,
+                title=data.get("title", ""), priority=data.get("priority", 5),
+            )
+        except JobConfigError as exc:
+            return Response({"config": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
         except DjangoValidationError as exc:
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        try:
+            job = retry_job(self.get_object(), request.user)
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])

@@ -21,10 +21,21 @@ class Job(models.Model):
     title = models.CharField(max_length=300, blank=True)
     state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED, db_index=True)
     config = models.JSONField(default=dict, blank=True)
+    config_version = models.PositiveSmallIntegerField(default=1, help_text="Schema version of config.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     queue = models.CharField(max_length=20, default="cpu")
     priority = models.PositiveSmallIntegerField(default=5)
+    gpus = models.PositiveSmallIntegerField(default=0)
     progress = models.FloatField(default=0.0, help_text="0..1")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(null=True, blank=True)
+    stage = models.CharField(max_length=100, blank=True)
     message = models.CharField(max_length=500, blank=True)
+    # Each claim by a worker bumps the attempt; a runner's writes are fenced by it, so a worker
+    # that was presumed dead can never overwrite the run that replaced it.
+    attempt = models.PositiveIntegerField(default=0)
+    checkpoint = models.JSONField(default=dict, blank=True, help_text="What a resumed run starts from.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
@@ -67,6 +78,27 @@ class JobMetric(models.Model):
     class Meta:
         ordering = ["job", "name", "step"]
         indexes = [models.Index(fields=["job", "name", "step"])]
+
+
+class JobArtifact(models.Model):
+    """Something a job produced: a checkpoint, a dataset, a report."""
+
+    class Kind(models.TextChoices):
+        CHECKPOINT = "checkpoint", "Checkpoint"
+        DATASET = "dataset", "Dataset"
+        REPORT = "report", "Report"
+        OTHER = "other", "Other"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.OTHER)
+    path = models.CharField(max_length=1000, help_text="Relative to the data folder.")
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    meta = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["job", "created_at"]
 
 
 class JobLog(models.Model):

@@ -1,24 +1,74 @@
+"""Launching, cancelling and retrying jobs: the one place the page, the API and other apps call."""
+
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from apps.jobs.models import Job
-from worker.engines import KINDS
+from worker.engines import KINDS, JobKind
 from worker.progress import publish, set_state
 
 
-@transaction.atomic
-def launch_job(kind: str, config: dict[str, Any], user, *, title: str = "", priority: int = 5) -> Job:
-    """Create the job row and queue its task once the row is committed."""
-    from worker.tasks import run_job
+class JobConfigError(ValidationError):
+    """A config that its kind's form refuses; ``errors`` maps each option to its messages."""
 
-    if kind not in KINDS:
-        raise ValidationError({"kind": f"Unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}."})
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        self.errors = errors
+        super().__init__([f"{field}: {' '.join(messages)}" for field, messages in errors.items()])
+
+
+def config_form_class(kind: JobKind) -> type[forms.Form] | None:
+    if not kind.form:
+        return None
+    module_name, _, name = kind.form.rpartition(".")
+    return getattr(import_module(module_name), name)
+
+
+def config_initial(kind: JobKind) -> dict[str, Any]:
+    """The defaults a launch form starts from."""
+    form_class = config_form_class(kind)
+    if form_class is None:
+        return {}
+    return {name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None}
+
+
+def validate_config(kind_name: str, config: Any) -> dict[str, Any]:
+    """Check a config against its kind's form; return it with defaults filled in.
+
+    Errors name the option: ``JobConfigError({"steps": ["Ensure this value is ... 1000."]})``.
+    """
+    if kind_name not in KINDS:
+        raise ValidationError({"kind": f"Unknown job kind {kind_name!r}; known: {', '.join(sorted(KINDS))}."})
     if not isinstance(config, dict):
         raise ValidationError({"config": "config must be a JSON object."})
+    form_class = config_form_class(KINDS[kind_name])
+    if form_class is None:
+        return config
+    unknown = sorted(set(config) - set(form_class.base_fields))
+    if unknown:
+        raise JobConfigError({name: [f"Unknown option for {kind_name}."] for name in unknown})
+    # Options left out take their defaults, as on the launch page.
+    data = {**config_initial(KINDS[kind_name]), **config}
+    form = form_class(data=data)
+    if not form.is_valid():
+        raise JobConfigError({field: list(errors) for field, errors in form.errors.items()})
+    return {name: value for name, value in form.cleaned_data.items() if value is not None}
+
+
+@transaction.atomic
+def launch_job(
+    kind: str, config: Any, user, *, title: str = "", priority: int = 5, parent: Job | None = None
+) -> Job:
+    """Validate, create the job row and queue its task once the row is committed."""
+    from worker.tasks import run_job
+
+    config = validate_config(kind, config)
     if not 0 <= priority <= 9:
         raise ValidationError({"priority": "priority must be between 0 (first) and 9 (last)."})
     spec = KINDS[kind]
@@ -26,8 +76,11 @@ def launch_job(kind: str, config: dict[str, Any], user, *, title: str = "", prio
         kind=kind,
         title=title or spec.label,
         config=config,
+        config_version=spec.config_version,
         queue=spec.queue,
+        gpus=spec.gpus,
         priority=priority,
+        parent=parent,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
     run_job.apply_async_on_commit(args=(job.pk,), queue=spec.queue, priority=priority)
@@ -46,3 +99,28 @@ def cancel_job(job: Job) -> Job:
             raise ValidationError(f"Job {job.pk} has already finished ({job.state}).")
     job.refresh_from_db()
     return job
+
+
+@transaction.atomic
+def retry_job(job: Job, user) -> Job:
+    """Run a failed or cancelled job again, from its last checkpoint, keeping its history."""
+    from worker.tasks import run_job
+
+    retried = Job.objects.filter(pk=job.pk, state__in=[Job.State.FAILED, Job.State.CANCELLED]).update(
+        state=Job.State.QUEUED, error="", finished_at=None, message=f"retried by {user.get_username()}"
+    )
+    if not retried:
+        job.refresh_from_db()
+        raise ValidationError(f"Only failed or cancelled jobs can be retried; job {job.pk} is {job.state}.")
+    job.refresh_from_db()
+    run_job.apply_async_on_commit(args=(job.pk,), queue=job.queue, priority=job.priority)
+    transaction.on_commit(lambda: publish(job.pk, {"kind": "state", "state": Job.State.QUEUED}))
+    return job
+
+
+def eta_seconds(job: Job) -> float | None:
+    """Time left at the pace so far; None before there is a pace to go by."""
+    if job.state != Job.State.RUNNING or not job.started_at or not 0 < job.progress < 1:
+        return None
+    elapsed = (timezone.now() - job.started_at).total_seconds()
+    return elapsed * (1 - job.progress) / job.progress

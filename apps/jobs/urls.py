@@ -7,7 +7,10 @@ from apps.jobs import views
 app_name = "jobs"
 urlpatterns = [
     path("", views.job_list, name="list"),
+    path("new/", views.job_launch, name="launch"),
+    path("workers/", views.workers, name="workers"),
     path("selftest/", views.job_launch_selftest, name="launch-selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),
+    path("<int:pk>/retry/", views.job_retry, name="retry"),
 ]

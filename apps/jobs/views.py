@@ -3,13 +3,23 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
+from apps.jobs.forms import LaunchForm
 from apps.jobs.models import Job
-from apps.jobs.services import cancel_job, launch_job
+from apps.jobs.services import (
+    JobConfigError,
+    cancel_job,
+    config_form_class,
+    config_initial,
+    eta_seconds,
+    launch_job,
+    retry_job,
+)
+from apps.jobs.workers import worker_overview
 from worker.engines import KINDS
 
 STATE_FILTERS = [s for s, _ in Job.State.choices]
@@ -32,7 +42,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 
 
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    job = get_object_or_404(Job.objects.select_related("created_by"), pk=pk)
+    job = get_object_or_404(Job.objects.select_related("created_by", "parent"), pk=pk)
     series: dict[str, dict[str, list]] = {}
     for step, name, value in job.metrics.values_list("step", "name", "value"):
         s = series.setdefault(name, {"x": [], "y": []})
@@ -41,7 +51,54 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "jobs/detail.html",
-        {"job": job, "metrics": series, "logs": job.logs.order_by("-id")[:200][::-1]},
+        {
+            "job": job,
+            "metrics": series,
+            "logs": job.logs.order_by("-id")[:200][::-1],
+            "artifacts": job.artifacts.all(),
+            "children": job.children.all(),
+            "eta_s": eta_seconds(job),
+            "kind": KINDS.get(job.kind),
+        },
+    )
+
+
+def job_launch(request: HttpRequest) -> HttpResponse:
+    """A form per kind, with defaults; ``?from=<id>`` pre-fills from an earlier job."""
+    require_perm(request, "launch_jobs")
+    source = None
+    if request.GET.get("from"):
+        source = get_object_or_404(Job, pk=request.GET["from"])
+    kind_name = request.POST.get("kind") or request.GET.get("kind") or (source.kind if source else "")
+    if kind_name not in KINDS:
+        return render(request, "jobs/choose_kind.html", {"kinds": KINDS.values()})
+    kind = KINDS[kind_name]
+    form_class = config_form_class(kind)
+    if form_class is None:
+        raise Http404(f"Jobs of kind {kind_name!r} are launched from their own page.")
+    if request.method == "POST":
+        launch = LaunchForm(request.POST)
+        config_form = form_class(request.POST, prefix="config")
+        if launch.is_valid() and config_form.is_valid():
+            config = {k: v for k, v in config_form.cleaned_data.items() if v is not None}
+            try:
+                job = launch_job(
+                    kind_name, config, request.user,
+                    title=launch.cleaned_data["title"], priority=launch.cleaned_data["priority"],
+                )
+            except JobConfigError as exc:
+                for field, errors in exc.errors.items():
+                    config_form.add_error(field if field in config_form.fields else None, errors)
+            else:
+                messages.success(request, f"Job #{job.pk} queued.")
+                return redirect("jobs:detail", pk=job.pk)
+    else:
+        initial = {**config_initial(kind), **(source.config if source else {})}
+        config_form = form_class(initial=initial, prefix="config")
+        launch = LaunchForm(initial={"priority": source.priority if source else 5,
+                                     "title": source.title if source else ""})
+    return render(
+        request, "jobs/launch.html", {"kind": kind, "launch": launch, "config_form": config_form, "source": source}
     )
 
 
@@ -63,3 +120,19 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("jobs:detail", pk=job.pk)
+
+
+@require_POST
+def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request, "launch_jobs")
+    job = get_object_or_404(Job, pk=pk)
+    try:
+        retry_job(job, request.user)
+        messages.success(request, f"Job #{job.pk} queued again; it resumes from its last checkpoint.")
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("jobs:detail", pk=job.pk)
+
+
+def workers(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/workers.html", {"workers": worker_overview()})

@@ -30,9 +30,20 @@
     if (cancel && finished.has(state)) cancel.hidden = true;
   }
 
-  function setProgress(p) {
+  let startedAt = Date.parse($("job-eta").dataset.started || "") || null;
+
+  function setProgress(p, step, total) {
     $("job-progress").value = p;
     $("job-percent").textContent = Math.round(p * 100) + "%";
+    if (step && total) $("job-steps").textContent = `step ${step} of ${total}`;
+    // ETA at the pace so far; hidden until there is a pace to go by.
+    const state = $("job-state").textContent.toLowerCase();
+    if (startedAt && p > 0 && p < 1 && state === "running") {
+      const left = ((Date.now() - startedAt) / 1000) * (1 - p) / p;
+      $("job-eta").textContent = left < 90 ? `about ${Math.round(left)} s left` : `about ${Math.round(left / 60)} min left`;
+    } else {
+      $("job-eta").textContent = "";
+    }
   }
 
   function addPoint(name, step, value) {
@@ -55,14 +66,21 @@
     switch (ev.kind) {
       case "snapshot":
         reloadMetrics();
-        setState(ev.state); setProgress(ev.progress);
+        if (ev.started_at) startedAt = Date.parse(ev.started_at);
+        setState(ev.state); setProgress(ev.progress, ev.step, ev.total_steps);
         if (ev.worker) $("job-worker").textContent = ev.worker;
+        $("job-attempt").textContent = ev.attempt;
         $("job-message").textContent = ev.message || "";
         if (ev.error) { $("job-error").hidden = false; $("job-error").textContent = ev.error; }
         if (ev.result && Object.keys(ev.result).length) $("job-result").textContent = JSON.stringify(ev.result, null, 2);
         break;
-      case "state": setState(ev.state); break;
-      case "progress": setProgress(ev.progress); $("job-message").textContent = ev.message || ""; break;
+      case "batch": ev.events.forEach(handle); break;
+      case "state":
+        setState(ev.state);
+        if (ev.state === "running") startedAt = Date.now();
+        if (ev.worker) $("job-worker").textContent = ev.worker;
+        break;
+      case "progress": setProgress(ev.progress, ev.step, null); $("job-message").textContent = ev.message || ""; break;
       case "log": $("job-log").textContent += new Date().toTimeString().slice(0, 8) + " " + ev.text + "\n"; break;
       case "metric":
         for (const [name, value] of Object.entries(ev.values)) addPoint(name, ev.step, value);
@@ -71,15 +89,30 @@
     }
   }
 
+  // Without WebSockets (a proxy that drops them), poll the API instead.
+  async function poll() {
+    const response = await fetch(`/api/jobs/${jobId}/`, { credentials: "same-origin" });
+    if (response.ok) {
+      const job = await response.json();
+      handle({ kind: "snapshot", ...job });
+      if (finished.has(job.state)) { $("job-live").textContent = ""; return; }
+    }
+    setTimeout(poll, 2000);
+  }
+
+  let failures = 0;
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws/jobs/${jobId}/`);
-    ws.onopen = () => { retryMs = 500; $("job-live").textContent = "live"; };
+    let opened = false;
+    ws.onopen = () => { opened = true; failures = 0; retryMs = 500; $("job-live").textContent = "live"; };
     ws.onmessage = (m) => handle(JSON.parse(m.data));
     ws.onclose = () => {
       const state = $("job-state").textContent.toLowerCase();
-      $("job-live").textContent = finished.has(state) ? "" : "reconnecting…";
-      if (!finished.has(state)) setTimeout(connect, (retryMs = Math.min(retryMs * 2, 10000)));
+      if (finished.has(state)) { $("job-live").textContent = ""; return; }
+      if (!opened && ++failures >= 3) { $("job-live").textContent = "polling"; poll(); return; }
+      $("job-live").textContent = "reconnecting…";
+      setTimeout(connect, (retryMs = Math.min(retryMs * 2, 10000)));
     };
   }
 

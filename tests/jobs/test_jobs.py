@@ -23,6 +23,14 @@ def wait_for(predicate, timeout: float = 20.0):
     raise AssertionError("condition not met in time")
 
 
+def flatten(events: list[dict]) -> list[dict]:
+    """Coalesced bursts arrive as one ``batch`` event; unpack them in order."""
+    out = []
+    for event in events:
+        out.extend(event["events"] if event["kind"] == "batch" else [event])
+    return out
+
+
 def ws_headers(client: Client) -> list[tuple[bytes, bytes]]:
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     return [(b"origin", b"http://localhost"), (b"cookie", cookie)]
@@ -64,10 +72,13 @@ def test_job_events_reach_a_websocket_client_through_redis(client_for, personas,
         await communicator.disconnect()
         return events
 
-    events = async_to_sync(watch)()
+    events = flatten(async_to_sync(watch)())
     assert events[0]["kind"] == "snapshot" and events[0]["state"] == "queued"
     kinds = [e["kind"] for e in events]
-    assert "state" in kinds and kinds.count("metric") == 2 and "progress" in kinds
+    assert "state" in kinds and "progress" in kinds
+    # In order: the log line, then metric points by step, then the final snapshot last.
+    assert [e["step"] for e in events if e["kind"] == "metric"] == [1, 2]
+    assert kinds.index("log") < kinds.index("metric") and kinds[-1] == "snapshot"
     assert events[-1]["result"]["echo"] == "pong"
 
 
@@ -108,7 +119,28 @@ def test_websocket_refuses_outsiders_and_unknown_jobs(client_for, personas, who)
 def test_an_unknown_job_kind_is_a_400_naming_the_known_kinds(client_for):
     response = client_for("operator").post("/api/jobs/", {"kind": "warp-drive"}, content_type="application/json")
     assert response.status_code == 400
-    assert "Unknown job kind; known: selftest." in response.json()["kind"][0]
+    message = response.json()["kind"][0]
+    assert message.startswith("Unknown job kind; known:") and "selftest" in message
+
+
+@pytest.mark.django_db
+def test_a_config_is_checked_option_by_option_against_its_kind(client_for):
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "selftest", "config": {"steps": 5000, "warp": 9}}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"config": {"warp": ["Unknown option for selftest."]}}
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "selftest", "config": {"steps": 5000}}, content_type="application/json"
+    )
+    assert response.json() == {"config": {"steps": ["Ensure this value is less than or equal to 1000."]}}
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_left_out_options_take_their_defaults(personas):
+    job = launch_job("selftest", {"steps": 3}, personas["operator"])
+    assert job.config == {"steps": 3, "delay_s": 0.1, "echo": "pong"}
 
 
 @pytest.mark.django_db
@@ -143,9 +175,10 @@ def test_a_running_job_stops_at_its_next_progress_report_when_cancelled(personas
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_engine_fails_the_job_with_its_reason(personas, celery_worker):
-    job = launch_job("selftest", {"steps": 0}, personas["operator"])
+    job = launch_job("selftest", {"steps": 3, "delay_s": 0, "fail_at_step": 2}, personas["operator"])
     job = wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.FAILED).first())
-    assert job.error == "ValueError: steps must be between 1 and 1000, got 0"
+    assert job.error == "RuntimeError: failed on purpose at step 2"
+    assert list(job.metrics.values_list("step", flat=True)) == [1]
 
 
 @pytest.mark.django_db

@@ -1,0 +1,23 @@
+"""Config forms, one per job kind: defaults, help text and validation for the page and the API."""
+
+from __future__ import annotations
+
+from django import forms
+
+
+class SelftestForm(forms.Form):
+    steps = forms.IntegerField(min_value=1, max_value=1000, initial=20, help_text="Steps to run (1-1000).")
+    delay_s = forms.FloatField(
+        min_value=0, max_value=5, initial=0.1, label="Delay per step (s)", help_text="Seconds each step sleeps."
+    )
+    echo = forms.CharField(max_length=200, initial="pong", help_text="Returned in the result.")
+    fail_at_step = forms.IntegerField(
+        min_value=1, required=False, help_text="Raise an error at this step (to see a failure end to end)."
+    )
+
+
+class LaunchForm(forms.Form):
+    """The parts of a launch every kind shares."""
+
+    title = forms.CharField(max_length=300, required=False, help_text="Defaults to the kind's name.")
+    priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last.")

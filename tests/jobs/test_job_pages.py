@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import pytest
+
+from apps.jobs.models import Job
+from tests.jobs.test_jobs import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_launch_page_shows_the_kinds_form_with_defaults_and_help(client_for):
+    html = client_for("operator").get("/jobs/new/?kind=selftest").content.decode()
+    assert 'name="config-steps"' in html and 'value="20"' in html
+    assert "Steps to run (1-1000)." in html
+
+
+def test_launching_from_the_page_queues_the_job_and_opens_it(client_for):
+    response = client_for("operator").post(
+        "/jobs/new/", {"kind": "selftest", "config-steps": "7", "config-delay_s": "0", "config-echo": "x", "priority": "3"}
+    )
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    assert job.config == {"steps": 7, "delay_s": 0.0, "echo": "x"} and job.priority == 3
+
+
+def test_a_bad_value_on_the_launch_page_is_a_form_error_and_nothing_is_queued(client_for):
+    response = client_for("operator").post(
+        "/jobs/new/", {"kind": "selftest", "config-steps": "0", "config-delay_s": "0", "config-echo": "x", "priority": "5"}
+    )
+    assert response.status_code == 200
+    assert b"Ensure this value is greater than or equal to 1." in response.content
+    assert not Job.objects.exists()
+
+
+def test_launch_again_with_changes_prefills_from_an_earlier_job(client_for):
+    earlier = Job.objects.create(kind="selftest", config={"steps": 42, "delay_s": 0.5, "echo": "again"}, priority=2)
+    html = client_for("operator").get(f"/jobs/new/?from={earlier.pk}").content.decode()
+    assert 'value="42"' in html and 'value="again"' in html and "Pre-filled from job" in html
+
+
+def test_viewers_cannot_open_the_launch_page(client_for):
+    assert client_for("viewer").get("/jobs/new/").status_code == 403
+
+
+def test_the_launch_page_lists_the_kinds_when_none_is_chosen(client_for):
+    html = client_for("operator").get("/jobs/new/").content.decode()
+    assert "Worker self-test" in html and "?kind=selftest" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_job_is_retried_from_its_checkpoint(client_for, personas, celery_worker):
+    job = Job.objects.create(
+        kind="selftest", state=Job.State.FAILED, error="boom", attempt=1, checkpoint={"step": 3},
+        config={"steps": 5, "delay_s": 0, "echo": "pong"}, created_by=personas["operator"],
+    )
+    response = client_for("operator").post(f"/api/jobs/{job.pk}/retry/")
+    assert response.status_code == 202
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.SUCCEEDED).first())
+    assert job.attempt == 2 and job.error == ""
+    assert list(job.metrics.values_list("step", flat=True)) == [4, 5]
+
+
+def test_only_failed_or_cancelled_jobs_can_be_retried(client_for):
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING)
+    response = client_for("operator").post(f"/api/jobs/{job.pk}/retry/")
+    assert response.status_code == 409
+    assert "Only failed or cancelled jobs can be retried" in response.json()["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_workers_page_lists_connected_workers_with_queues(client_for, celery_worker):
+    html = client_for("viewer").get("/jobs/workers/").content.decode()
+    assert celery_worker.hostname in html
+    assert "cpu" in html and "judge" in html
+
+
+def test_the_workers_page_says_when_no_worker_answers(client_for):
+    assert b"No worker answered" in client_for("viewer").get("/jobs/workers/").content
+
+
+def test_the_job_page_shows_eta_and_steps_while_running(client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = Job.objects.create(
+        kind="selftest", state=Job.State.RUNNING, progress=0.5, step=10, total_steps=20,
+        started_at=timezone.now() - timedelta(seconds=60),
+    )
+    html = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    assert "step 10 of 20" in html and "about 60 s left" in html
