@@ -216,8 +216,9 @@ def _insert_flat(paper: Paper, nodes: list[FlatNode], parent: RubricNode | None,
 def replace_draft(paper: Paper, nodes: list[FlatNode]) -> list[RubricNode]:
     """Make ``nodes`` (a whole flattened tree) the paper's draft, dropping the old one."""
     Paper.objects.select_for_update().filter(pk=paper.pk).first()
-    # Children first is not needed: one DELETE of every row of the paper cascades nowhere else.
-    RubricNode.objects.filter(paper=paper).delete()
+    # One DELETE for every row of the draft: nothing else points at draft rows, and the ORM's
+    # cascade collector would otherwise walk the tree level by level.
+    RubricNode.objects.filter(paper=paper)._raw_delete(RubricNode.objects.db)
     return _insert_flat(paper, nodes, None, 0)
 
 
