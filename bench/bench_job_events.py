@@ -1,0 +1,163 @@
+"""Worker-to-browser event latency and sustained events per second per job.
+
+A real daphne serves the WebSocket, a real (embedded) Redis carries the channel layer, and the
+events are sent by the same ``worker.progress`` code a worker runs. Baseline in the same run:
+the channel layer alone (group_send to a receive in this process), without daphne and the socket.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+for name in ("DATABASE_URL", "REDIS_URL"):
+    os.environ.pop(name, None)
+os.environ["KLONG_DATA_DIR"] = tempfile.mkdtemp(prefix="klong-bench-")
+os.environ["DJANGO_SETTINGS_MODULE"] = "klong_site.settings"
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+
+django.setup()
+
+from asgiref.sync import async_to_sync  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+from websockets.sync.client import connect  # noqa: E402
+
+from apps.jobs.models import Job  # noqa: E402
+from klong_site import embedded_redis  # noqa: E402
+from worker.progress import Progress, job_group, publish, set_state  # noqa: E402
+
+LATENCY_EVENTS = 400
+THROUGHPUT_SECONDS = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def line(name: str, value: float, unit: str, target: str) -> None:
+    print(f"{name}: {value:.1f} {unit} (target: {target})", flush=True)
+
+
+def unpack(message: dict) -> list[dict]:
+    return message["events"] if message.get("kind") == "batch" else [message]
+
+
+def baseline_layer_latency(job_id: int) -> list[float]:
+    layer = get_channel_layer()
+
+    async def run() -> list[float]:
+        channel = await layer.new_channel()
+        await layer.group_add(job_group(job_id), channel)
+        samples = []
+        for i in range(LATENCY_EVENTS):
+            sent = time.time()
+            await layer.group_send(job_group(job_id), {"type": "job.event", "event": {"i": i, "sent_at": sent}})
+            message = await layer.receive(channel)
+            samples.append((time.time() - message["event"]["sent_at"]) * 1000)
+        await layer.group_discard(job_group(job_id), channel)
+        return samples
+
+    return async_to_sync(run)()
+
+
+def main() -> None:
+    redis_proc = embedded_redis.start(settings.DATA_DIR)
+    call_command("migrate", verbosity=0)
+    call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
+    admin = get_user_model().objects.get(username="admin")
+    client = Client(SERVER_NAME="localhost")
+    client.force_login(admin)
+    cookie = f"sessionid={client.cookies['sessionid'].value}"
+    port = free_port()
+    daphne = subprocess.Popen(
+        [os.path.join(sys.prefix, "bin", "daphne"), "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1, created_by=admin)
+        url = f"ws://127.0.0.1:{port}/ws/jobs/{job.pk}/"
+        headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+
+        # Latency: one event at a time, paced, as progress reports arrive in a real run.
+        with connect(url, additional_headers=headers, open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))  # the snapshot
+            latencies = []
+            for i in range(LATENCY_EVENTS):
+                publish(job.pk, {"kind": "progress", "progress": i / LATENCY_EVENTS}, to_list=False)
+                event = json.loads(ws.recv(timeout=10))
+                latencies.append((time.time() - event["sent_at"]) * 1000)
+                time.sleep(0.002)
+        line("job_event_latency_p50", statistics.median(latencies), "ms", "< 50 ms")
+        line("job_event_latency_p99", percentile(latencies, 99), "ms", "< 200 ms")
+        base = baseline_layer_latency(job.pk)
+        line("channel_layer_latency_p50_baseline", statistics.median(base), "ms", "baseline")
+        print(f"websocket_vs_channel_layer_p50: {statistics.median(latencies) / statistics.median(base):.1f}x")
+
+        # Throughput: a tight loop of metric points (each also written to the database), then
+        # the final state, which must arrive last and exact.
+        received: list[dict] = []
+        with connect(url, additional_headers=headers, open_timeout=10) as ws:
+            json.loads(ws.recv(timeout=10))
+
+            def reader() -> None:
+                while True:
+                    for event in unpack(json.loads(ws.recv(timeout=30))):
+                        received.append(event)
+                        if event.get("kind") == "snapshot":
+                            return
+
+            thread = threading.Thread(target=reader)
+            thread.start()
+            progress = Progress(job.pk, attempt=1)
+            sent = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < THROUGHPUT_SECONDS:
+                sent += 1
+                progress.metric(sent, loss=1.0 / sent)
+            progress.flush()
+            set_state(job.pk, Job.State.SUCCEEDED, attempt=1, result={"points": sent})
+            thread.join(timeout=60)
+            elapsed = time.perf_counter() - start
+        points = [e["step"] for e in received if e.get("kind") == "metric"]
+        intact = points == list(range(1, sent + 1)) and received[-1]["state"] == "succeeded"
+        line("job_events_per_second_sustained", len(points) / elapsed, "events/s", ">= 500 events/s")
+        print(f"job_events_delivered: {len(points)} of {sent}, in order and final state exact: {intact}")
+    finally:
+        daphne.terminate()
+        daphne.wait(timeout=10)
+        if redis_proc is not None:
+            redis_proc.terminate()
+
+
+if __name__ == "__main__":
+    main()
