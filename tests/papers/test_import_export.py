@@ -175,3 +175,37 @@ def test_the_whole_shared_data_folder_imports_in_one_command():
     lines = [line for line in out.getvalue().splitlines() if not line.startswith(" ")]
     assert len(lines) == len(SAMPLE_FILES) == Paper.objects.count()
     assert "all-in-one-judge_eval\t234 nodes\tcreated" in lines and "all-in-one\t234 nodes\tcreated" in lines
+
+
+def _tree_with(change) -> dict:
+    tree = inner("root", [inner("group", [leaf("x"), leaf("y")]), leaf("z")])
+    change(tree)
+    return tree
+
+
+BAD_TREES = {
+    "missing_key": lambda t: t["sub_tasks"][1].pop("weight"),
+    "weight_not_number": lambda t: t["sub_tasks"][1].update(weight="heavy"),
+    "negative_weight": lambda t: t["sub_tasks"][1].update(weight=-1),
+    "category_on_inner_node": lambda t: t["sub_tasks"][0].update(task_category="Code Development"),
+    "missing_task_category": lambda t: t["sub_tasks"][1].update(task_category=None),
+    "unknown_task_category": lambda t: t["sub_tasks"][1].update(task_category="Cooking"),
+    "empty_requirements": lambda t: t["sub_tasks"][1].update(requirements=""),
+    "zero_weight_sum": lambda t: [c.update(weight=0) for c in t["sub_tasks"][0]["sub_tasks"]],
+}
+
+
+@pytest.mark.parametrize("code", sorted(BAD_TREES))
+def test_each_kind_of_bad_tree_is_refused_naming_the_node_path(code, tmp_path):
+    path = tmp_path / "bad.rubric.json"
+    path.write_text(json.dumps(_tree_with(BAD_TREES[code])))
+    with pytest.raises(services.RubricRefused) as refused:
+        import_paper(read_rubric_file(path))
+    problem = next(p for p in refused.value.problems if p.code == code)
+    if code in ("category_on_inner_node", "zero_weight_sum"):
+        assert problem.path == "root > 1 Node group is reproduced"
+    else:
+        # Paths name the node by number plus the start of its requirements (none when empty).
+        assert problem.path in ("root > 2 Leaf z is done", "root > 2")
+    assert problem.message
+    assert not Paper.objects.exists()
