@@ -138,3 +138,12 @@ def test_a_curator_edits_paper_metadata_blacklist_and_tags(client_for):
 def test_a_viewer_cannot_edit_a_paper(client_for):
     paper = make_paper()
     assert client_for("viewer").get(f"/papers/{paper.slug}/edit/").status_code == 403
+
+
+def test_the_import_form_refuses_an_oversized_upload_clearly(client_for, settings):
+    settings.KLONG_MAX_UPLOAD_BYTES = 1024
+    upload = _zip({"rubric.json": json.dumps(leaf("x")).encode() + b" " * 5000})
+    upload = io.BytesIO(upload.getvalue() + b"\0" * 2048)
+    upload.name = "big.zip"
+    response = client_for("curator").post("/papers/import/", {"file": upload})
+    assert response.status_code == 400 and b"larger than the limit of 1,024 bytes" in response.content
