@@ -62,6 +62,10 @@ def run_job(self, job_id: int) -> str:
     state, fields = outcome
     if not set_state(job_id, state, attempt=job.attempt, **fields):
         return "lost"
+    if job.parent_id:
+        from apps.jobs.services import advance_pipeline
+
+        advance_pipeline(Job.objects.select_related("parent").get(pk=job_id))
     return state
 
 

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from apps.jobs.models import Job, JobMetric
-from apps.jobs.services import JobConfigError, cancel_job, eta_seconds, launch_job, retry_job
+from apps.jobs.services import JobConfigError, cancel_job, eta_seconds, launch_job, launch_pipeline, retry_job
 from worker.engines import KINDS
 
 
@@ -38,6 +38,12 @@ class JobSerializer(serializers.ModelSerializer):
         return value
 
 
+class PipelineSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    stages = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=20)
+
+
 class JobMetricSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobMetric
@@ -49,7 +55,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     """Jobs: list, read, launch (operators) and cancel (operators)."""
 
     serializer_class = JobSerializer
-    write_permission = {"create": "launch_jobs", "cancel": "cancel_jobs", "retry": "launch_jobs"}
+    write_permission = {"create": "launch_jobs", "cancel": "cancel_jobs", "retry": "launch_jobs", "pipeline": "launch_jobs"}
 
     def get_queryset(self):
         queryset = Job.objects.select_related("created_by")
@@ -70,6 +76,20 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         except DjangoValidationError as exc:
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=False, methods=["post"], serializer_class=PipelineSerializer)
+    def pipeline(self, request):
+        """Launch several stages as one job: ``{"title": ..., "stages": [{"kind": ..., "config": {...}}]}``."""
+        serializer = PipelineSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            job = launch_pipeline(data["stages"], request.user, title=data.get("title", ""), priority=data["priority"])
+        except JobConfigError as exc:
+            return Response({"config": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
+        except DjangoValidationError as exc:
+            return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):

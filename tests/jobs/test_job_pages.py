@@ -89,3 +89,13 @@ def test_the_job_page_shows_eta_and_steps_while_running(client_for):
     )
     html = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
     assert "step 10 of 20" in html and "about 60 s left" in html
+
+
+def test_a_pipeline_page_lists_its_stages(client_for, personas):
+    from apps.jobs.services import launch_pipeline
+
+    parent = launch_pipeline([{"kind": "selftest"}, {"kind": "selftest"}], personas["operator"], title="Two self-tests")
+    html = client_for("viewer").get(f"/jobs/{parent.pk}/").content.decode()
+    child = parent.children.get()
+    assert "Two self-tests: stage 1" in html and f"/jobs/{child.pk}/" in html
+    assert client_for("viewer").get(f"/jobs/{child.pk}/").context["job"].parent == parent

@@ -207,3 +207,39 @@ def test_the_job_page_offers_cancel_to_operators_only(client_for):
     job = Job.objects.create(kind="selftest", state=Job.State.RUNNING)
     assert b"Cancel job" in client_for("operator").get(f"/jobs/{job.pk}/").content
     assert b"Cancel job" not in client_for("viewer").get(f"/jobs/{job.pk}/").content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pipeline_runs_its_stages_in_order_as_one_job(client_for, celery_worker):
+    stages = [{"kind": "selftest", "config": {"steps": 2, "delay_s": 0, "echo": f"stage {n}"}} for n in (1, 2, 3)]
+    response = client_for("operator").post("/api/jobs/pipeline/", {"stages": stages}, content_type="application/json")
+    assert response.status_code == 202
+    parent = wait_for(lambda: Job.objects.filter(pk=response.json()["id"], state__in=Job.FINISHED).first())
+    assert parent.state == Job.State.SUCCEEDED and parent.step == 3
+    children = list(parent.children.order_by("pk"))
+    assert [c.result["echo"] for c in children] == ["stage 1", "stage 2", "stage 3"]
+    assert children[0].finished_at <= children[1].started_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_stage_fails_the_pipeline_and_stops_it(personas, celery_worker):
+    from apps.jobs.services import launch_pipeline
+
+    parent = launch_pipeline(
+        [{"kind": "selftest", "config": {"steps": 2, "delay_s": 0, "fail_at_step": 1}},
+         {"kind": "selftest", "config": {"steps": 2, "delay_s": 0}}],
+        personas["operator"],
+    )
+    parent = wait_for(lambda: Job.objects.filter(pk=parent.pk, state__in=Job.FINISHED).first())
+    assert parent.state == Job.State.FAILED
+    assert "Stage 1 (selftest" in parent.error and "failed on purpose" in parent.error
+    assert parent.children.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_pipeline_with_a_bad_stage_config_queues_nothing(client_for):
+    stages = [{"kind": "selftest", "config": {}}, {"kind": "selftest", "config": {"steps": -1}}]
+    response = client_for("operator").post("/api/jobs/pipeline/", {"stages": stages}, content_type="application/json")
+    assert response.status_code == 400
+    assert list(response.json()["config"]) == ["stage 2.steps"]
+    assert not Job.objects.exists()
