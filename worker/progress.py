@@ -150,6 +150,17 @@ class Progress:
         JobLog.objects.create(job_id=self.job_id, level=level, text=text)
         self._emit({"kind": "log", "level": level, "text": text})
 
+    def artifact(self, name: str, path: str, kind: str = "other", **meta: Any) -> None:
+        """Record a file the job produced (path relative to the data folder) and tell watchers."""
+        from django.conf import settings
+
+        from apps.jobs.models import JobArtifact
+
+        full = settings.DATA_DIR / path
+        size = full.stat().st_size if full.is_file() else 0
+        JobArtifact.objects.create(job_id=self.job_id, name=name, kind=kind, path=path, size_bytes=size, meta=meta)
+        self._emit({"kind": "artifact", "name": name, "path": path, "artifact_kind": kind, "size_bytes": size})
+
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Record what a resumed run starts from (by convention ``{"step": n, ...}``)."""
         self._write(checkpoint=state)

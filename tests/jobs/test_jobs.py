@@ -243,3 +243,13 @@ def test_a_pipeline_with_a_bad_stage_config_queues_nothing(client_for):
     assert response.status_code == 400
     assert list(response.json()["config"]) == ["stage 2.steps"]
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_artifact_is_recorded_with_its_size(personas, settings):
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1)
+    (settings.DATA_DIR / "artifacts").mkdir(exist_ok=True)
+    (settings.DATA_DIR / "artifacts" / "report.json").write_text("{}" * 10)
+    Progress(job.pk, attempt=1).artifact("report", "artifacts/report.json", kind="report", rows=3)
+    artifact = job.artifacts.get()
+    assert (artifact.kind, artifact.size_bytes, artifact.meta) == ("report", 20, {"rows": 3})
