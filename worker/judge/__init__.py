@@ -1,0 +1,1 @@
+"""The rubric judge: PaperBench's leaf-by-leaf protocol, submissions, JudgeEval metrics."""

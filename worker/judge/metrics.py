@@ -1,0 +1,114 @@
+"""JudgeEval metrics: a judge's leaf grades against human grades (pure Python).
+
+Computed exactly as PaperBench's judge evaluation does (paperbench/judge/judge_eval/evaluate.py,
+``calculate_judge_scores``): walk the judge's graded tree depth-first; a node with
+``valid_score`` false is skipped with its whole subtree; each leaf pairs the judge's score with
+the score of the first node with the same id (depth-first) in the human tree. Then scikit-learn's
+``accuracy_score`` and macro-averaged ``precision/recall/f1_score`` with ``zero_division=0``,
+overall and per ``task_category`` of the judge tree's leaves. Re-implemented here without
+scikit-learn, with its semantics: classes are the sorted union of true and predicted labels;
+each class's precision, recall and F1 (2tp / (2tp + fp + fn)) are 0 when undefined; the macro
+value is their unweighted mean. With no samples at all the metrics are None (scikit-learn would
+return nan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class MetricSummary:
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    num_positives: int
+    num_negatives: int
+    num_samples: int
+
+
+@dataclass(slots=True)
+class LeafPairs:
+    y_pred: list[float] = field(default_factory=list)
+    y_true: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class JudgeEvalReport:
+    overall: MetricSummary
+    stratified: dict[str | None, MetricSummary]
+    skipped_invalid: int  # judge-tree nodes skipped because valid_score was false
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "overall": asdict(self.overall),
+            "stratified": {str(k): asdict(v) for k, v in self.stratified.items()},
+            "skipped_invalid": self.skipped_invalid,
+        }
+
+
+def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
+    if len(y_true) != len(y_pred):
+        raise ValueError("y_true and y_pred differ in length")
+    n = len(y_true)
+    positives = int(sum(y_true))
+    if n == 0:
+        return MetricSummary(None, None, None, None, 0, 0, 0)
+    accuracy = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p) / n
+    precisions, recalls, f1s = [], [], []
+    for label in sorted(set(y_true) | set(y_pred)):
+        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p == label)
+        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != label and p == label)
+        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p != label)
+        precisions.append(tp / (tp + fp) if tp + fp else 0.0)
+        recalls.append(tp / (tp + fn) if tp + fn else 0.0)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0)
+    k = len(precisions)
+    return MetricSummary(accuracy, sum(precisions) / k, sum(recalls) / k, sum(f1s) / k, positives, n - positives, n)
+
+
+def _first_by_id(tree: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    found: dict[Any, dict[str, Any]] = {}
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        found.setdefault(node.get("id"), node)
+        stack.extend(reversed(node.get("sub_tasks") or []))
+    return found
+
+
+def collect_pairs(judged: dict[str, Any], expected: dict[str, Any]) -> tuple[dict[str | None, LeafPairs], LeafPairs, int]:
+    """Leaf (prediction, truth) pairs overall and per category; and how many invalid nodes were skipped."""
+    by_id = _first_by_id(expected)
+    overall = LeafPairs()
+    per_category: dict[str | None, LeafPairs] = {}
+    skipped = 0
+    stack = [judged]
+    while stack:
+        node = stack.pop()
+        if not node.get("valid_score"):
+            skipped += 1
+            continue
+        kids = node.get("sub_tasks") or []
+        if kids:
+            stack.extend(reversed(kids))
+            continue
+        truth = by_id.get(node.get("id"))
+        if truth is None:
+            raise ValueError(f"leaf {node.get('id')!r} is not in the human-graded tree")
+        pairs = per_category.setdefault(node.get("task_category"), LeafPairs())
+        for target in (overall, pairs):
+            target.y_pred.append(node.get("score"))
+            target.y_true.append(truth.get("score"))
+    return per_category, overall, skipped
+
+
+def judge_eval(judged: dict[str, Any], expected: dict[str, Any]) -> JudgeEvalReport:
+    per_category, overall, skipped = collect_pairs(judged, expected)
+    return JudgeEvalReport(
+        overall=compute_metrics(overall.y_true, overall.y_pred),
+        stratified={cat: compute_metrics(p.y_true, p.y_pred) for cat, p in per_category.items()},
+        skipped_invalid=skipped,
+    )
