@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -66,7 +67,7 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = TrajectorySerializer
     permission_classes = [RolePermission]
     write_permission = {
-        "import_file": "edit_papers", "review": "grade", "no_loss": "grade", "annotations": "grade",
+        "import_file": "edit_papers", "export_dataset": "view_studio", "review": "grade", "no_loss": "grade", "annotations": "grade",
     }
 
     def get_queryset(self):
@@ -129,6 +130,23 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         if outcome.job is not None:
             return Response({"job": outcome.job.pk}, status=status.HTTP_202_ACCEPTED)
         return Response(outcome.result.as_dict(), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=dict, responses={(200, "application/zip"): bytes, 400: dict})
+    @action(detail=False, methods=["post"], url_path="export-dataset")
+    def export_dataset(self, request: Request) -> HttpResponse | Response:
+        """A training dataset zip (dataset.jsonl with input_ids + labels, manifest.json) of
+        ``ids`` (comma-separated) or of the accepted trajectories matching the list filters;
+        split config fields (l_max, overlap_turns, ...) as in the split view."""
+        from apps.trajectories import split_service
+        from apps.trajectories.splitting import SplitError
+
+        try:
+            data = split_service.export_dataset(split_service.export_selection(request.data), request.data)
+        except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
+            return Response({"detail": str(exc)}, status=400)
+        response = HttpResponse(data, content_type="application/zip")
+        response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
+        return response
 
     @extend_schema(request=ReviewSerializer, responses={200: TrajectorySerializer})
     @action(detail=True, methods=["post"])

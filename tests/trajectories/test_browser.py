@@ -94,3 +94,20 @@ def test_the_question_mark_opens_the_shortcut_help(page, live_server, personas, 
     page.locator("#turns").click()
     page.keyboard.press("?")
     assert page.locator("#help").is_visible()
+
+
+def test_the_split_view_redraws_on_a_config_change_and_inspects_a_window(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(120, texts={i: "word " * 200 for i in range(2, 120)})
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/split/?l_max=8000")
+    page.wait_for_selector("#window-plot .barlayer")
+    before = page.locator(".split-stats strong").inner_text()
+    page.fill("#f-l_max", "3000")
+    page.wait_for_function(f"document.querySelector('.split-stats strong').textContent !== '{before}'")
+    assert int(page.locator(".split-stats strong").inner_text()) > int(before)
+    assert "l_max=3000" in page.url
+    # A click on a window row opens the inspector (the plot's click handler calls this).
+    page.evaluate("window.splitView.openWindow(2)")
+    page.wait_for_selector("#inspector .message.part-target")
+    assert page.locator("#inspector h2").inner_text().startswith("Window 2")
+    assert page.locator("#inspector .loss").count() > 0

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from apps.trajectories.splitting import IGNORE_INDEX, SplitManifest
+from apps.trajectories.tokens import counter_for
+from tests.trajectories.factories import make_trajectory, tiny_tokenizer
+
+pytestmark = pytest.mark.django_db
+
+LONG = {i: "word " * 200 for i in range(2, 120)}  # ~250 estimated tokens per turn
+
+
+def test_the_split_page_plans_windows_from_the_form(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/?l_max=4000&overlap_turns=2")
+    figure = response.context["figure"]
+    assert response.status_code == 200 and len(figure["windows"]) > 3
+    assert all(w["tokens"]["total"] <= 4000 for w in figure["windows"])
+    assert figure["windows"][1]["overlap_prev"] == 2
+
+
+def test_an_htmx_config_change_returns_only_the_plan(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/?l_max=8000", HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="split-figure"' in html and "<html" not in html
+
+
+def test_an_impossible_config_is_explained_not_an_error_page(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/?l_max=abc", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and b"l_max" in response.content and b'role="alert"' in response.content
+
+
+def test_the_inspector_shows_the_window_text_with_markers_and_loss(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/window/3/?l_max=4000")
+    window = response.context["window"]
+    parts = [m.part for m in window.messages]
+    assert parts[0] == "prefix" and "target" in parts
+    assert any(m.loss for m in window.messages) and all(m.role == "assistant" for m in window.messages if m.loss)
+    assert b'class="loss"' in response.content
+
+
+def test_the_inspector_escapes_agent_text(client_for):
+    trajectory = make_trajectory(10, texts={4: "<script>alert(1)</script>"})
+    html = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/window/1/?l_max=4000").content.decode()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_command_prints_the_split_manifest_as_json(capsys):
+    trajectory = make_trajectory(120, texts=LONG)
+    call_command("split_trajectory", str(trajectory.pk), "--l-max", "4000", "--overlap", "1", "--json")
+    manifest = SplitManifest.from_json(capsys.readouterr().out)
+    assert manifest.config.l_max == 4000 and manifest.config.overlap_turns == 1
+    assert all(w.total_tokens <= 4000 for w in manifest.windows)
+
+
+def test_a_pinned_prefix_is_used_by_the_split(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    client_for("curator").post(f"/trajectories/{trajectory.pk}/split/prefix/", {"prefix_end": "5"})
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/?l_max=8000")
+    assert response.context["manifest"].prefix_end == 5
+
+
+def test_no_loss_turns_are_never_trained(client_for):
+    trajectory = make_trajectory(120, texts=LONG)
+    trajectory.turns.filter(index=50).update(no_loss=True)
+    manifest = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/?l_max=4000").context["manifest"]
+    assert all(50 not in w.loss_turns for w in manifest.windows)
+
+
+def test_export_without_a_tokenizer_says_what_to_configure(client_for):
+    trajectory = make_trajectory(20)
+    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}", follow=True)
+    assert b"KLONG_TOKENIZER_PATH" in response.content
+
+
+def test_export_writes_input_ids_labels_and_the_manifest(client_for, settings, tmp_path):
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    trajectory = make_trajectory(60, texts={i: "the agent runs ls " * 30 for i in range(2, 60)})
+    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}&l_max=2000")
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    rows = [json.loads(line) for line in archive.read("dataset.jsonl").decode().splitlines()]
+    manifest = json.loads(archive.read("manifest.json"))
+    assert response["Content-Type"] == "application/zip"
+    assert len(rows) == manifest["windows"] > 1 and manifest["tokenizer"] == "tok"
+    for row in rows:
+        assert len(row["input_ids"]) == len(row["labels"]) <= 2000
+        assert any(label != IGNORE_INDEX for label in row["labels"])
+    saved = SplitManifest.from_json(manifest["trajectories"][0]["manifest"])
+    assert saved.content_hash == manifest["trajectories"][0]["manifest"]["content_hash"]
+
+
+def test_rejected_trajectories_are_never_exported(client_for, settings, tmp_path):
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    trajectory = make_trajectory(20, review="rejected", review_reason="bad")
+    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}", follow=True)
+    assert b"rejected ones are never exported" in response.content
+
+
+def test_the_api_exports_a_dataset(personas, settings, tmp_path):
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    trajectory = make_trajectory(30)
+    client = APIClient()
+    client.force_authenticate(personas["viewer"])
+    response = client.post("/api/trajectories/export-dataset/", {"ids": str(trajectory.pk), "l_max": 4000},
+                           format="json")
+    assert response.status_code == 200
+    assert set(zipfile.ZipFile(io.BytesIO(response.content)).namelist()) == {"dataset.jsonl", "manifest.json"}
