@@ -22,6 +22,7 @@ from apps.jobs.models import Job
 from apps.papers.models import Paper
 from apps.trajectories.services import ImportResult, import_trajectories
 
+
 # Files above this are imported by a job: counting tokens of a multi-GB log takes minutes
 # and must not hold a web request (or its transaction) that long.
 def inline_import_bytes() -> int:

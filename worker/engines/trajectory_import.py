@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from apps.jobs.models import Job
 from apps.papers.models import Paper
@@ -11,8 +14,17 @@ from apps.trajectories.services import ImportedTrajectory, import_trajectories
 from worker.progress import Progress
 
 
+def import_root() -> Path:
+    """Where uploads wait for their import job; the job reads nothing outside it."""
+    return (Path(settings.DATA_DIR) / "imports").resolve()
+
+
 def run(job: Job, progress: Progress) -> dict[str, Any]:
     config = job.config
+    path = Path(str(config.get("path", ""))).resolve()
+    # A job config can come from the jobs API: never let it read arbitrary server files.
+    if not path.is_relative_to(import_root()):
+        raise ValueError(f"path must be inside {import_root()} (use manage.py import_trajectories for others)")
     paper = Paper.objects.get(pk=config["paper"]) if config.get("paper") else None
     done = 0
 
@@ -25,11 +37,12 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
 
     try:
         result = import_trajectories(
-            config["path"], paper=paper, skip_bad=bool(config.get("skip_bad")), user=job.created_by,
+            path, paper=paper, skip_bad=bool(config.get("skip_bad")), user=job.created_by,
             on_trajectory=report,
         )
     finally:
-        if config.get("cleanup"):
-            shutil.rmtree(config["cleanup"], ignore_errors=True)
+        cleanup = Path(str(config.get("cleanup") or "")).resolve()
+        if config.get("cleanup") and cleanup.is_relative_to(import_root()) and cleanup != import_root():
+            shutil.rmtree(cleanup, ignore_errors=True)
     progress.update(1.0, f"{len(result.trajectories)} trajectories imported", force=True)
     return result.as_dict()
