@@ -23,6 +23,7 @@ from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import score_tree
 from apps.rubrics.services import import_rubric_tree, parse_rubric_value
 from apps.trajectories.models import Trajectory, Turn
+from apps.trajectories.tokens import EstimateCounter, turn_text
 
 DEMO_TAG = "demo"
 
@@ -103,7 +104,8 @@ _ACTIONS = (
 )
 
 
-def make_turns(paper: DemoPaper, n_turns: int, rng: random.Random, started: timezone.datetime) -> list[Turn]:
+def make_turns(paper: DemoPaper, n_turns: int, rng: random.Random, started: timezone.datetime,
+               blacklisted: bool = False) -> list[Turn]:
     """A long agent run: system, task, paper reading, then tool-call / tool-result cycles."""
     turns: list[tuple[str, str, list, str]] = [
         ("system", "You are a research engineer agent. Reproduce the paper in /home/paper using the tools "
@@ -122,12 +124,19 @@ def make_turns(paper: DemoPaper, n_turns: int, rng: random.Random, started: time
         turns.append(("assistant", thought.format(**fields), [{"id": call_id, "name": name, "arguments": args}], ""))
         if len(turns) < n_turns:
             turns.append(("tool", result.format(**fields), [], call_id))
+    if blacklisted and len(turns) > 40:
+        # One run breaks the anti-cheating rule, so the monitor's flag shows in the demo.
+        url = f"https://github.com/example/{paper.slug}"
+        turns[40] = ("assistant", "Let me look at the authors' implementation.",
+                     [{"id": "call_40", "name": "bash", "arguments": {"cmd": f"git clone {url}"}}], "")
     rows = []
     clock = started
-    for index, (role, text, calls, call_id) in enumerate(turns):
+    # The import service's estimate (chars / 4 + 4 per message), so the demo reads like an import.
+    counts = EstimateCounter().count([turn_text(text, "", calls) for _role, text, calls, _id in turns])
+    for index, ((role, text, calls, call_id), tokens) in enumerate(zip(turns, counts, strict=True)):
         clock += timedelta(seconds=rng.randint(5, 90))
         rows.append(Turn(index=index, role=role, text=text, tool_calls=calls, tool_call_id=call_id,
-                         timestamp=clock, token_count=max(1, len(text) // 4)))
+                         timestamp=clock, token_count=tokens))
     return rows
 
 
@@ -148,7 +157,7 @@ def _seed_paper(paper: DemoPaper, rng: random.Random, admin) -> None:
     for t in range(3):
         n_turns = rng.randint(300, 800)
         started = timezone.now() - timedelta(days=rng.randint(1, 20), hours=rng.randint(0, 23))
-        turns = make_turns(paper, n_turns, rng, started)
+        turns = make_turns(paper, n_turns, rng, started, blacklisted=(paper is PAPERS[0] and t == 2))
         skill = rng.uniform(0.25, 0.8)
         traj = Trajectory.objects.create(
             paper=row, title=f"{paper.slug} run {t + 1}", source=Trajectory.Source.DISTILLED,
