@@ -7,29 +7,15 @@ real Celery worker in a thread, so it needs nothing but the installed requiremen
 from __future__ import annotations
 
 import io
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-for name in ("DATABASE_URL", "REDIS_URL"):
-    os.environ.pop(name, None)
-os.environ["KLONG_DATA_DIR"] = tempfile.mkdtemp(prefix="klong-bench-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "klong_site.settings"
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+from _django import line  # first: sets up Django on the embedded defaults
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-
-from klong_site import embedded_redis  # noqa: E402
+from klong_site import embedded_redis
 
 
 def timed_ms(func, repeat: int) -> list[float]:
@@ -40,9 +26,6 @@ def timed_ms(func, repeat: int) -> list[float]:
         samples.append((time.perf_counter() - start) * 1000)
     return samples
 
-
-def line(name: str, value: float, unit: str, target: str) -> None:
-    print(f"{name}: {value:.1f} {unit} (target: {target})", flush=True)
 
 
 def main() -> None:

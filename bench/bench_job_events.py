@@ -14,34 +14,21 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-for name in ("DATABASE_URL", "REDIS_URL"):
-    os.environ.pop(name, None)
-os.environ["KLONG_DATA_DIR"] = tempfile.mkdtemp(prefix="klong-bench-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "klong_site.settings"
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+from _django import ROOT, line  # first: sets up Django on the embedded defaults
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from websockets.sync.client import connect
 
-import django  # noqa: E402
-
-django.setup()
-
-from asgiref.sync import async_to_sync  # noqa: E402
-from channels.layers import get_channel_layer  # noqa: E402
-from django.conf import settings  # noqa: E402
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
-
-from apps.jobs.models import Job  # noqa: E402
-from klong_site import embedded_redis  # noqa: E402
-from worker.progress import Progress, job_group, publish, set_state  # noqa: E402
+from apps.jobs.models import Job
+from klong_site import embedded_redis
+from worker.progress import Progress, job_group, publish, set_state
 
 LATENCY_EVENTS = 400
 THROUGHPUT_SECONDS = 3.0
@@ -57,9 +44,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
-
-def line(name: str, value: float, unit: str, target: str) -> None:
-    print(f"{name}: {value:.1f} {unit} (target: {target})", flush=True)
 
 
 def unpack(message: dict) -> list[dict]:
