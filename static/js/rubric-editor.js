@@ -458,10 +458,21 @@ function start(root) {
       parent = n.parent;
       position = nodes.get(parent).children.indexOf(pk) + 1;
     }
-    const category = nodes.get(parent).task_category || "Code Development";
-    const made = await postSubtree(parent, position, { requirements: "", task_category: category });
+    const p = nodes.get(parent);
+    // A leaf that gets its first child becomes an inner node, where a category is an error:
+    // its categories move down to the new child, as one undo step.
+    const categorisedLeaf = p.children.length === 0 && Boolean(p.task_category || p.finegrained_task_category);
+    const fields = { requirements: "", task_category: p.task_category || "Code Development" };
+    if (categorisedLeaf && p.finegrained_task_category) fields.finegrained_task_category = p.finegrained_task_category;
+    const made = await postSubtree(parent, position, fields);
     if (!made) return;
-    pushUndo({ type: "add", pks: made.pks, parent, position });
+    let op = { type: "add", pks: made.pks, parent, position };
+    if (categorisedLeaf) {
+      const before = { task_category: p.task_category, finegrained_task_category: p.finegrained_task_category };
+      const after = { task_category: null, finegrained_task_category: null };
+      if (await saveFields(parent, after, { record: false })) op = { type: "group", ops: [op, { type: "edit", pk: parent, before, after }] };
+    }
+    pushUndo(op);
     select(made.top.pk);
     say("Added; type the requirements");
     startInlineEdit(made.top.pk);
@@ -583,7 +594,8 @@ function start(root) {
   function remap(oldPks, newPks) {
     const map = new Map(oldPks.map((p, i) => [p, newPks[i]]));
     const fix = (p) => (map.has(p) ? map.get(p) : p);
-    for (const op of [...history.undo, ...history.redo]) {
+    const all = [...history.undo, ...history.redo].flatMap((op) => (op.type === "group" ? [op, ...op.ops] : [op]));
+    for (const op of all) {
       if (op.pk !== undefined) op.pk = fix(op.pk);
       if (op.parent !== undefined) op.parent = fix(op.parent);
       if (op.pks) op.pks = op.pks.map(fix);
@@ -594,6 +606,10 @@ function start(root) {
   async function runInverse(op, direction) {
     // direction "undo" applies the inverse of op; "redo" applies op again.
     const forward = direction === "redo";
+    if (op.type === "group") {
+      for (const part of forward ? op.ops : [...op.ops].reverse()) if (!(await runInverse(part, direction))) return false;
+      return true;
+    }
     if (op.type === "edit") {
       const ok = await saveFields(op.pk, forward ? op.after : op.before, { record: false });
       if (ok) select(op.pk);

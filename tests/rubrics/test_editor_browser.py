@@ -243,3 +243,23 @@ def test_save_version_from_the_editor_records_a_numbered_version(page, live_serv
     page.click("#rx-save-version")
     page.wait_for_function("document.getElementById('rx-status').textContent === 'Saved version 2'")
     assert paper.rubric_versions.get(number=2).message == "b weighs more"
+
+
+def test_a_first_child_takes_over_its_leaf_parents_category_in_one_undo_step(page, live_server, personas, browser_login):
+    paper = make_paper()
+    _open(page, live_server, browser_login, personas["curator"], paper)
+    _row(page, "Leaf b is done").click()
+    page.keyboard.press("a")
+    page.locator(".rx-inline").fill("Sub-check of b")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".rx-req:has-text('Sub-check of b')")
+    _wait_saved(page)
+    b = RubricNode.objects.get(paper=paper, node_id="b")
+    child = b.children.get()
+    assert b.task_category is None and child.task_category == "Result Analysis"
+    assert services.draft_problems(services.load_draft(paper)) == []
+    page.locator("#rx-tree").click()
+    _press(page, "Control+z", "Undone")  # the requirements text
+    _press(page, "Control+z", "Undone")  # the add and the category move, together
+    b.refresh_from_db()
+    assert b.task_category == "Result Analysis" and not b.children.exists()
