@@ -1,7 +1,58 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+
+from worker.llm.config import EndpointConfig
+
+ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "The name of an environment variable, e.g. OPENAI_API_KEY.")
+
+
+class ModelEndpoint(models.Model):
+    """A stored model endpoint: how to reach a model, what it costs, how hard to push it.
+
+    The API key is never stored: only the name of the environment variable the worker reads it from.
+    """
+
+    class Backend(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible HTTP (OpenAI, vLLM, SGLang, proxies)"
+        TRANSFORMERS = "transformers", "Local transformers model folder"
+
+    name = models.SlugField(max_length=100, unique=True)
+    backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.OPENAI)
+    base_url = models.CharField(max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1")
+    model = models.CharField(max_length=500, help_text="Model name, or the model folder for a local backend.")
+    api_key_env = models.CharField(
+        max_length=100, blank=True, validators=[ENV_NAME],
+        help_text="Name of the environment variable holding the key (never the key itself).",
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="Default request parameters, e.g. temperature.")
+    price_input_per_m = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    price_output_per_m = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    concurrency = models.PositiveIntegerField(default=8, validators=[MinValueValidator(1)])
+    timeout_s = models.FloatField(default=120.0, validators=[MinValueValidator(0.1)])
+    max_retries = models.PositiveSmallIntegerField(default=4)
+    description = models.CharField(max_length=500, blank=True)
+    last_test_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def to_config(self) -> EndpointConfig:
+        return EndpointConfig(
+            name=self.name, backend=self.backend, base_url=self.base_url, model=self.model,
+            api_key_env=self.api_key_env, params=dict(self.params or {}),
+            price_input_per_m=self.price_input_per_m, price_output_per_m=self.price_output_per_m,
+            concurrency=self.concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+        )
 
 
 class JudgeRun(models.Model):
@@ -23,6 +74,23 @@ class JudgeRun(models.Model):
     score = models.FloatField(null=True, blank=True)
     graded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Model runs: where they came from and everything needed to reproduce them.
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="judge_runs")
+    endpoint = models.ForeignKey(ModelEndpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    endpoint_snapshot = models.JSONField(default=dict, blank=True, help_text="The endpoint config as used (no key).")
+    settings = models.JSONField(default=dict, blank=True, help_text="Judge settings: caps, retries, code-only.")
+    code_only = models.BooleanField(default=False)
+    split = models.CharField(max_length=10, blank=True, help_text="The paper's split when it was judged.")
+    submission = models.CharField(max_length=1000, blank=True, help_text="Submission folder, relative to the data folder.")
+    # Per node of the version's tree, in pre-order: {"scores": [...], "invalid": [...], "graded": [...]}.
+    node_scores = models.JSONField(default=dict, blank=True)
+    n_leaves = models.PositiveIntegerField(default=0)
+    n_invalid = models.PositiveIntegerField(default=0)
+    calls = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    duration_s = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -35,9 +103,21 @@ class LeafGrade(models.Model):
     run = models.ForeignKey(JudgeRun, on_delete=models.CASCADE, related_name="grades")
     node_index = models.PositiveIntegerField(help_text="Pre-order position of the leaf in the version's tree.")
     node_id = models.CharField(max_length=100)
-    score = models.FloatField()
+    # Null when the leaf could not be graded: an invalid leaf is never stored as a 0.
+    score = models.FloatField(null=True, blank=True)
     valid_score = models.BooleanField(default=True)
+    invalid_reason = models.TextField(blank=True)
     explanation = models.TextField(blank=True)
+    category = models.CharField(max_length=40, blank=True)
+    prompt = models.JSONField(default=list, blank=True, help_text="The chat messages sent, in full.")
+    response = models.TextField(blank=True)
+    responses = models.JSONField(default=list, blank=True, help_text="Every answer, unusable ones included.")
+    files = models.JSONField(default=list, blank=True, help_text="Submission files shown to the judge.")
+    calls = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.FloatField(default=0.0)
+    latency_s = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ["run", "node_index"]

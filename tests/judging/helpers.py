@@ -46,3 +46,31 @@ def make_submission(root: Path) -> Path:
     (root / "results.csv").write_text("model,accuracy\nsmall,0.91\n")
     (root / "model.bin").write_bytes(b"\x00\x01binary")
     return root
+
+
+def make_paper_with_rubric(slug: str, split: str = "train", tree: dict[str, Any] | None = None):
+    """A paper with one saved rubric version (the small tree by default)."""
+    from apps.papers.models import Paper
+    from apps.rubrics.services import create_version
+
+    paper = Paper.objects.create(slug=slug, title=f"Paper {slug}", split=split, markdown=PAPER.markdown,
+                                 addendum=PAPER.addendum, judge_addendum=PAPER.judge_addendum)
+    version = create_version(paper, message="test", tree=tree or small_tree())
+    return paper, version
+
+
+def make_endpoint(base_url: str, name: str = "stub", **fields: Any):
+    from apps.judging.models import ModelEndpoint
+
+    values = {"backend": "openai", "base_url": base_url, "model": "stub-model", "concurrency": 4, "max_retries": 1,
+              "price_input_per_m": 3.0, "price_output_per_m": 12.0}
+    values.update(fields)
+    return ModelEndpoint.objects.create(name=name, **values)
+
+
+def stored_submission(name: str = "s1") -> str:
+    """A submission folder under the data folder's submissions/, as the judge job expects."""
+    from django.conf import settings
+
+    make_submission(Path(settings.DATA_DIR) / "submissions" / name)
+    return f"submissions/{name}"

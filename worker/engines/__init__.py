@@ -66,3 +66,16 @@ register(
         "`manage.py import_trajectories`); config: path, paper (id), skip_bad.",
     )
 )
+
+register(
+    JobKind(
+        name="judge",
+        label="Judge a submission",
+        queue="judge",
+        engine="worker.engines.judge.run",
+        description="Grades a submission against a paper's rubric version leaf by leaf with a model "
+        "endpoint (PaperBench's protocol); stores every prompt, answer, token count and cost. Eval-split "
+        "papers are queued at priority 0 and train-split ones at 9 (apps.judging.services.request_judge_run).",
+        form="apps.judging.forms.JudgeConfigForm",
+    )
+)

@@ -1,0 +1,52 @@
+"""Forms: the judge job's config (used by the launch page and the jobs API), endpoints, requests."""
+
+from __future__ import annotations
+
+from django import forms
+
+from apps.judging.models import ModelEndpoint
+
+
+class JudgeConfigForm(forms.Form):
+    """Config of a "judge" job. Ids and names only: the worker reads the rows itself."""
+
+    paper = forms.IntegerField(min_value=1, help_text="Paper id.")
+    rubric_version = forms.IntegerField(min_value=1, required=False, help_text="Default: the paper's latest version.")
+    endpoint = forms.SlugField(help_text="Model endpoint name.")
+    submission = forms.CharField(
+        max_length=1000, help_text="Submission folder, relative to the data folder (e.g. submissions/<id>)."
+    )
+    code_only = forms.BooleanField(required=False, initial=False, help_text="Grade Code Development leaves only.")
+    trajectory = forms.IntegerField(min_value=1, required=False, help_text="The agent run the submission came from.")
+    reproduce_started_at = forms.FloatField(
+        required=False, help_text="When reproduce.sh started (epoch seconds): outputs are files written after it."
+    )
+    parse_retries = forms.IntegerField(min_value=0, max_value=5, initial=2, help_text="Re-asks on an unusable answer.")
+
+    def clean_endpoint(self) -> str:
+        name = self.cleaned_data["endpoint"]
+        if not ModelEndpoint.objects.filter(name=name).exists():
+            raise forms.ValidationError(f"No model endpoint named {name!r}.")
+        return name
+
+    def clean_submission(self) -> str:
+        from apps.judging.services import submission_folder
+
+        value = self.cleaned_data["submission"]
+        submission_folder(value)  # raises ValidationError when outside the submissions folder or missing
+        return value
+
+
+class ModelEndpointForm(forms.ModelForm):
+    class Meta:
+        model = ModelEndpoint
+        fields = [
+            "name", "backend", "base_url", "model", "api_key_env", "params", "price_input_per_m",
+            "price_output_per_m", "concurrency", "timeout_s", "max_retries", "description",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("backend") == ModelEndpoint.Backend.OPENAI and not data.get("base_url"):
+            self.add_error("base_url", "An OpenAI-compatible endpoint needs a base URL.")
+        return data

@@ -1,0 +1,198 @@
+"""Judging services: endpoints, submissions, judge requests (with the priority rule), saving runs.
+
+The page, the API, the worker engine and the commands all call these functions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.papers.models import Paper
+from apps.rubrics.models import RubricVersion
+from worker.judge.grader import JudgeOutcome
+from worker.judge.submission import SubmissionError, UploadLimits, extract_archive
+from worker.llm.config import EndpointConfigError
+
+# Eval judging always goes first: a flood of train-split requests cannot starve it (lower = sooner).
+JUDGE_PRIORITY = {Paper.Split.EVAL: 0, Paper.Split.HELD_OUT: 0, Paper.Split.TRAIN: 9}
+SUBMISSIONS = "submissions"
+CONNECTION_TEST_TIMEOUT_S = 15.0
+
+
+def judge_priority(paper: Paper) -> int:
+    return JUDGE_PRIORITY.get(paper.split, 9)
+
+
+# --- Submissions --------------------------------------------------------------------------
+
+
+def submissions_root() -> Path:
+    root = Path(settings.DATA_DIR) / SUBMISSIONS
+    root.mkdir(parents=True, exist_ok=True)
+    return root.resolve()
+
+
+def submission_folder(relative: str) -> Path:
+    """The submission folder named by a path relative to the data folder; it must lie under submissions/."""
+    full = (Path(settings.DATA_DIR) / relative).resolve()
+    root = submissions_root()
+    if root not in full.parents:
+        raise ValidationError(f"A submission must be a folder under {SUBMISSIONS}/ in the data folder.")
+    if not full.is_dir():
+        raise ValidationError(f"Submission folder {relative!r} does not exist.")
+    return full
+
+
+def store_submission_upload(upload) -> str:
+    """Extract an uploaded tar/zip (checked: paths, links, sizes) into a new submission folder.
+
+    Returns the folder relative to the data folder. Raises ``ValidationError`` on a refused upload.
+    """
+    limit = int(settings.KLONG_MAX_UPLOAD_BYTES)
+    if getattr(upload, "size", 0) > limit:
+        raise ValidationError(f"The upload is larger than {limit} bytes (KLONG_MAX_UPLOAD_BYTES).")
+    name = uuid.uuid4().hex
+    dest = submissions_root() / name
+    with tempfile.NamedTemporaryFile(dir=submissions_root(), suffix=".upload") as tmp:
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        try:
+            extract_archive(Path(tmp.name), dest, UploadLimits(max_total_bytes=limit * 5))
+        except SubmissionError as exc:
+            raise ValidationError(f"Submission refused: {exc}") from None
+    _unwrap_single_folder(dest)
+    return f"{SUBMISSIONS}/{name}"
+
+
+def _unwrap_single_folder(dest: Path) -> None:
+    # `tar czf sub.tgz submission/` wraps everything in one folder; judge its contents instead.
+    entries = list(dest.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        inner = entries[0]
+        for child in inner.iterdir():
+            shutil.move(str(child), dest / child.name)
+        inner.rmdir()
+
+
+# --- Judge requests -------------------------------------------------------------------------
+
+
+def request_judge_run(
+    *, paper: Paper, endpoint: ModelEndpoint, submission: str, user, version: RubricVersion | None = None,
+    code_only: bool = False, trajectory_id: int | None = None, reproduce_started_at: float | None = None,
+):
+    """Queue a judge job at its split's priority (eval first). Returns the Job."""
+    from apps.jobs.services import launch_job
+
+    if version is None:
+        version = paper.rubric_versions.order_by("-number").first()
+        if version is None:
+            raise ValidationError(f"Paper {paper.slug} has no saved rubric version to judge against.")
+    elif version.paper_id != paper.pk:
+        raise ValidationError("That rubric version belongs to another paper.")
+    config: dict[str, Any] = {
+        "paper": paper.pk, "rubric_version": version.pk, "endpoint": endpoint.name, "submission": submission,
+        "code_only": code_only,
+    }
+    if trajectory_id is not None:
+        config["trajectory"] = trajectory_id
+    if reproduce_started_at is not None:
+        config["reproduce_started_at"] = reproduce_started_at
+    title = f"Judge {paper.slug} v{version.number} with {endpoint.name}" + (" (code only)" if code_only else "")
+    return launch_job("judge", config, user, title=title, priority=judge_priority(paper))
+
+
+# --- Saving a run ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def save_judge_run(
+    *, paper: Paper, version: RubricVersion, endpoint: ModelEndpoint | None, endpoint_snapshot: dict[str, Any],
+    outcome: JudgeOutcome, judge_settings: dict[str, Any], submission: str, job=None, trajectory_id: int | None = None,
+) -> JudgeRun:
+    totals = outcome.totals()
+    run = JudgeRun.objects.create(
+        paper=paper, rubric_version=version, rubric_hash=version.content_hash, kind=JudgeRun.Kind.MODEL,
+        judge_name=f"{endpoint_snapshot.get('name', '?')} ({endpoint_snapshot.get('model', '?')})",
+        score=outcome.score, job=job, endpoint=endpoint, endpoint_snapshot=endpoint_snapshot,
+        settings=judge_settings, code_only=bool(judge_settings.get("code_only")), split=paper.split,
+        submission=submission, trajectory_id=trajectory_id,
+        node_scores={"scores": outcome.scores, "invalid": outcome.invalid_below, "graded": outcome.graded_below},
+        n_leaves=totals["leaves"], n_invalid=totals["invalid"], calls=totals["calls"],
+        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
+        cost_usd=totals["cost_usd"], duration_s=totals["duration_s"],
+    )
+    LeafGrade.objects.bulk_create(
+        [
+            LeafGrade(
+                run=run, node_index=r.index, node_id=str(r.node_id)[:100], score=r.score if r.valid else None,
+                valid_score=r.valid, invalid_reason=r.invalid_reason, explanation=r.explanation,
+                category=r.category or "", prompt=r.messages, response=r.response, responses=r.responses,
+                files=r.files, calls=r.calls, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                cost_usd=r.cost_usd, latency_s=r.latency_s,
+            )
+            for r in sorted(outcome.results.values(), key=lambda r: r.index)
+        ],
+        batch_size=500,
+    )
+    return run
+
+
+# --- Endpoints ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ConnectionTest:
+    ok: bool
+    message: str
+    latency_s: float | None = None
+    reply: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "message": self.message, "latency_s": self.latency_s, "reply": self.reply}
+
+
+def test_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
+    """One tiny chat call (no retries, short timeout); the outcome is stored on the endpoint.
+
+    It runs inside the request on purpose: the user waits for this answer anyway, and the call is
+    bounded by CONNECTION_TEST_TIMEOUT_S. A local model is only checked on disk: loading torch
+    into the web process is not worth a button.
+    """
+    from worker.llm.client import ChatClient
+    from worker.llm.local import check_model_folder
+    from worker.llm.records import LLMError
+
+    try:
+        config = endpoint.to_config()
+        if config.backend == ModelEndpoint.Backend.TRANSFORMERS:
+            problems = check_model_folder(config.model)
+            result = ConnectionTest(not problems, "; ".join(problems) or f"model folder {config.model} looks loadable")
+        else:
+            from dataclasses import replace
+
+            config = replace(config, timeout_s=min(config.timeout_s, CONNECTION_TEST_TIMEOUT_S), max_retries=0)
+            with ChatClient(config) as client:
+                answer = client.chat([{"role": "user", "content": "Reply with the single word OK."}], max_tokens=5)
+            result = ConnectionTest(
+                True, f"answered in {answer.record.latency_s:.2f} s ({answer.record.prompt_tokens} + "
+                f"{answer.record.completion_tokens} tokens)", answer.record.latency_s, answer.text[:200],
+            )
+    except (EndpointConfigError, LLMError) as exc:
+        result = ConnectionTest(False, str(exc))
+    ModelEndpoint.objects.filter(pk=endpoint.pk).update(
+        last_test_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
+    )
+    return result

@@ -1,0 +1,76 @@
+"""The "judge" job: grade a submission against a paper's rubric version with a model endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from apps.jobs.models import Job
+from apps.judging.models import ModelEndpoint
+from apps.judging.services import save_judge_run, submission_folder
+from apps.papers.models import Paper
+from apps.rubrics.models import RubricVersion
+from apps.rubrics.paperbench import flatten
+from worker.judge.grader import JudgeSettings, LeafResult, grade_tree
+from worker.judge.prompts import PaperContext
+from worker.judge.submission import Submission
+from worker.llm.client import make_client
+from worker.progress import Progress
+
+
+def run(job: Job, progress: Progress) -> dict[str, Any]:
+    config = job.config
+    paper = Paper.objects.get(pk=config["paper"])
+    if config.get("rubric_version"):
+        version = RubricVersion.objects.get(pk=config["rubric_version"], paper=paper)
+    else:
+        version = paper.rubric_versions.order_by("-number").first()
+        if version is None:
+            raise ValueError(f"paper {paper.slug} has no rubric version")
+    endpoint = ModelEndpoint.objects.get(name=config["endpoint"])
+    endpoint_config = endpoint.to_config()  # snapshot now: later edits to the endpoint do not change this run
+    folder = submission_folder(config["submission"])
+    judge_settings = JudgeSettings(
+        code_only=bool(config.get("code_only")), parse_retries=int(config.get("parse_retries", 2))
+    )
+    nodes = flatten(version.tree)
+    progress.log(
+        f"Judging {paper.slug} v{version.number} ({version.leaf_count} leaves) with {endpoint.name} "
+        f"at concurrency {endpoint_config.concurrency}{' (Code Development only)' if judge_settings.code_only else ''}"
+    )
+    state = {"cost": 0.0, "invalid": 0}
+    step_every = max(1, version.leaf_count // 50)
+
+    def on_result(result: LeafResult, done: int, total: int) -> None:
+        state["cost"] += result.cost_usd
+        state["invalid"] += 0 if result.valid else 1
+        if not result.valid:
+            progress.log(f"leaf {result.node_id} is invalid: {result.invalid_reason}", level="warning")
+        if done % step_every == 0 or done == total:
+            progress.metric(done, cost_usd=state["cost"], invalid_leaves=state["invalid"])
+        # Raises JobCancelled when the user cancels: grade_tree then drops the queued leaves.
+        progress.update(done / total, f"{done}/{total} leaves graded, {state['invalid']} invalid", step=done,
+                        force=done == total)
+
+    client = make_client(endpoint_config)
+    try:
+        outcome = grade_tree(
+            nodes,
+            PaperContext(paper.title, paper.markdown, paper.addendum, paper.judge_addendum),
+            Submission(folder, reproduce_started_at=config.get("reproduce_started_at")),
+            client,
+            judge_settings,
+            on_result=on_result,
+        )
+    finally:
+        client.close()
+    judge_run = save_judge_run(
+        paper=paper, version=version, endpoint=endpoint, endpoint_snapshot=endpoint_config.snapshot(),
+        outcome=outcome, judge_settings=judge_settings.as_dict(), job=job,
+        submission=str(folder.relative_to(settings.DATA_DIR.resolve())), trajectory_id=config.get("trajectory"),
+    )
+    return {
+        "judge_run": judge_run.pk, "score": outcome.score, "leaves": judge_run.n_leaves,
+        "invalid_leaves": judge_run.n_invalid, "cost_usd": judge_run.cost_usd, "rubric_hash": version.content_hash,
+    }
