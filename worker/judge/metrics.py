@@ -15,7 +15,13 @@ return nan).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.judge.grader import JudgeSettings
+    from worker.judge.prompts import PaperContext
+    from worker.judge.submission import Submission
+    from worker.llm.client import Chat
 
 
 @dataclass(slots=True)
@@ -112,3 +118,38 @@ def judge_eval(judged: dict[str, Any], expected: dict[str, Any]) -> JudgeEvalRep
         stratified={cat: compute_metrics(p.y_true, p.y_pred) for cat, p in per_category.items()},
         skipped_invalid=skipped,
     )
+
+
+def evaluate_judge(
+    expected: dict[str, Any], client: Chat, paper: PaperContext, submission: Submission,
+    settings: JudgeSettings | None = None,
+) -> dict[str, Any]:
+    """Run a judge over a human-graded tree's rubric and compare its leaf grades with the human ones.
+
+    The tree's own grades are ignored while judging (only its structure and texts are used).
+    Returns a JSON-ready report: metrics overall and per category, plus cost and invalid counts.
+    """
+    from apps.rubrics.paperbench import flatten
+    from apps.rubrics.scoring import score_graded
+    from worker.judge.grader import grade_tree, graded_tree
+
+    nodes = flatten(expected)
+    outcome = grade_tree(nodes, paper, submission, client, settings)
+    # PaperBench marks inner nodes valid, so only invalid leaves drop out of the metrics.
+    judged = graded_tree(outcome, inner_validity=False)
+    report = judge_eval(judged, expected)
+    totals = outcome.totals()
+    return {
+        "endpoint": client.config.name,
+        "model": client.config.model,
+        "leaves": totals["leaves"],
+        "invalid_leaves": totals["invalid"],
+        "judge_score": outcome.score,
+        "human_score": score_graded(expected).root_score,
+        "cost_usd": totals["cost_usd"],
+        "prompt_tokens": totals["prompt_tokens"],
+        "completion_tokens": totals["completion_tokens"],
+        "duration_s": totals["duration_s"],
+        **report.as_dict(),
+        "judged_tree": judged,
+    }
