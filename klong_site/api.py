@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.routers import DefaultRouter
 
 from apps.jobs.api import JobViewSet
-from apps.judging.api import JudgeRunViewSet
+from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet
 from apps.papers.api import PaperViewSet
 from apps.rubrics.api import RubricNodeViewSet, RubricVersionViewSet
 from apps.trajectories.api import AnnotationLabelViewSet, TrajectoryViewSet
@@ -17,4 +17,5 @@ router.register("rubric-nodes", RubricNodeViewSet, basename="rubric-node")
 router.register("trajectories", TrajectoryViewSet, basename="trajectory")
 router.register("annotation-labels", AnnotationLabelViewSet, basename="annotation-label")
 router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
+router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
 router.register("jobs", JobViewSet, basename="job")

@@ -1,19 +1,138 @@
 from __future__ import annotations
 
-from rest_framework import serializers, viewsets
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
 
-from apps.judging.models import JudgeRun
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.judging.services import (
+    check_endpoint_connection,
+    request_judge_run,
+    store_submission_upload,
+    submission_folder,
+)
+from apps.papers.models import Paper
+
+
+class ModelEndpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelEndpoint
+        fields = [
+            "id", "name", "backend", "base_url", "model", "api_key_env", "params", "price_input_per_m",
+            "price_output_per_m", "concurrency", "timeout_s", "max_retries", "description", "last_test_at",
+            "last_test_ok", "last_test_message", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "last_test_at", "last_test_ok", "last_test_message", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        backend = attrs.get("backend", getattr(self.instance, "backend", ModelEndpoint.Backend.OPENAI))
+        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
+        if backend == ModelEndpoint.Backend.OPENAI and not base_url:
+            raise serializers.ValidationError({"base_url": "An OpenAI-compatible endpoint needs a base URL."})
+        return attrs
+
+
+class ModelEndpointViewSet(viewsets.ModelViewSet):
+    """Stored model endpoints (the key stays in the worker's environment) and a connection test."""
+
+    serializer_class = ModelEndpointSerializer
+    queryset = ModelEndpoint.objects.all()
+    lookup_field = "name"
+    write_permission = "launch_jobs"
+
+    @action(detail=True, methods=["post"], url_path="test-connection")
+    def test_connection(self, request, name=None):
+        result = check_endpoint_connection(self.get_object())
+        return Response(result.as_dict(), status=status.HTTP_200_OK)
 
 
 class JudgeRunSerializer(serializers.ModelSerializer):
     paper = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    endpoint = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = JudgeRun
-        fields = ["id", "paper", "trajectory", "rubric_version", "rubric_hash", "kind", "judge_name", "score", "created_at"]
+        fields = [
+            "id", "paper", "trajectory", "rubric_version", "rubric_hash", "kind", "judge_name", "score", "created_at",
+            "job", "endpoint", "endpoint_snapshot", "settings", "code_only", "split", "submission", "n_leaves",
+            "n_invalid", "calls", "prompt_tokens", "completion_tokens", "cost_usd", "duration_s",
+        ]
         read_only_fields = fields
 
 
-class JudgeRunViewSet(viewsets.ReadOnlyModelViewSet):
-    serializer_class = JudgeRunSerializer
-    queryset = JudgeRun.objects.select_related("paper")
+class JudgeRunDetailSerializer(JudgeRunSerializer):
+    class Meta(JudgeRunSerializer.Meta):
+        fields = [*JudgeRunSerializer.Meta.fields, "node_scores"]
+        read_only_fields = fields
+
+
+class LeafGradeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LeafGrade
+        fields = [
+            "node_index", "node_id", "category", "score", "valid_score", "invalid_reason", "explanation", "prompt",
+            "response", "responses", "files", "calls", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s",
+        ]
+        read_only_fields = fields
+
+
+class JudgeRequestSerializer(serializers.Serializer):
+    paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
+    endpoint = serializers.SlugRelatedField(slug_field="name", queryset=ModelEndpoint.objects.all())
+    rubric_version = serializers.IntegerField(required=False, help_text="Version number; default the latest.")
+    submission = serializers.CharField(required=False, help_text="A stored submission folder (submissions/<id>).")
+    upload = serializers.FileField(required=False, help_text="Or a tar/zip of the submission folder.")
+    code_only = serializers.BooleanField(default=False)
+
+    def validate(self, attrs):
+        if bool(attrs.get("submission")) == bool(attrs.get("upload")):
+            raise serializers.ValidationError("Give either submission (a stored folder) or upload (a tar/zip).")
+        return attrs
+
+
+class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                      viewsets.GenericViewSet):
+    """Judge runs; POST queues a judge job (eval-split papers first) and answers 202 with the job."""
+
+    queryset = JudgeRun.objects.select_related("paper", "endpoint")
+    write_permission = {"create": "launch_jobs"}
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return JudgeRequestSerializer
+        return JudgeRunDetailSerializer if self.action == "retrieve" else JudgeRunSerializer
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        paper = data["paper"]
+        version = None
+        if data.get("rubric_version") is not None:
+            version = paper.rubric_versions.filter(number=data["rubric_version"]).first()
+            if version is None:
+                return Response({"rubric_version": "No such version."}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            if data.get("upload") is not None:
+                submission = store_submission_upload(data["upload"])
+            else:
+                submission = data["submission"]
+                submission_folder(submission)
+            job = request_judge_run(paper=paper, endpoint=data["endpoint"], submission=submission, user=request.user,
+                                    version=version, code_only=data["code_only"])
+        except DjangoValidationError as exc:
+            return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            {"job": job.pk, "priority": job.priority, "queue": job.queue, "submission": submission},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @action(detail=True, methods=["get"])
+    def grades(self, request, pk=None):
+        run = get_object_or_404(JudgeRun, pk=pk)
+        page = self.paginate_queryset(run.grades.all())
+        return self.get_paginated_response(LeafGradeSerializer(page, many=True).data)

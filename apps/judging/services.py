@@ -164,7 +164,7 @@ class ConnectionTest:
         return {"ok": self.ok, "message": self.message, "latency_s": self.latency_s, "reply": self.reply}
 
 
-def test_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
+def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
     """One tiny chat call (no retries, short timeout); the outcome is stored on the endpoint.
 
     It runs inside the request on purpose: the user waits for this answer anyway, and the call is
