@@ -48,6 +48,38 @@ class RubricVersion(models.Model):
         return load_json_bytes(self.tree_json.encode())
 
 
+_SCALAR_CACHE: dict[str, Any] = {}
+
+
+def _loads(text: str) -> Any:
+    # Weights and categories repeat thousands of times in a tree: decode each spelling once.
+    value = _SCALAR_CACHE.get(text)
+    if value is not None:
+        return value
+    value = json.loads(text)
+    if isinstance(value, (int, float, str)) and len(text) <= 40 and len(_SCALAR_CACHE) < 4096:
+        _SCALAR_CACHE[text] = value
+    return value
+
+
+class ExactJSONField(models.TextField):
+    """A JSON value stored as its text.
+
+    Django's JSONField is jsonb on PostgreSQL, which re-orders object keys; exact PaperBench
+    export needs nested objects (judge_metadata, extra keys) to come back in file order.
+    SQL NULL stands for None: whether a key exists is recorded in ``key_order``.
+    """
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        return None if value is None else _loads(value)
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def get_prep_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
 class RubricNode(models.Model):
     """One node of a paper's draft rubric tree.
 
@@ -60,15 +92,15 @@ class RubricNode(models.Model):
     position = models.PositiveIntegerField(default=0)
     node_id = models.TextField()
     requirements = models.TextField(blank=True)
-    weight = models.JSONField()
+    weight = ExactJSONField()
     task_category = models.TextField(null=True, blank=True)
     finegrained_task_category = models.TextField(null=True, blank=True)
-    score = models.JSONField(null=True, blank=True)
-    valid_score = models.JSONField(null=True, blank=True)
-    explanation = models.JSONField(null=True, blank=True)
-    judge_metadata = models.JSONField(null=True, blank=True)
-    extra = models.JSONField(default=dict, blank=True)
-    key_order = models.JSONField(null=True, blank=True)
+    score = ExactJSONField(null=True, blank=True)
+    valid_score = ExactJSONField(null=True, blank=True)
+    explanation = ExactJSONField(null=True, blank=True)
+    judge_metadata = ExactJSONField(null=True, blank=True)
+    extra = ExactJSONField(default=dict, blank=True)
+    key_order = ExactJSONField(null=True, blank=True)
     # Bumped on every change to this node; a write must name the version it read (409 if stale).
     version = models.PositiveIntegerField(default=1)
 

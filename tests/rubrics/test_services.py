@@ -208,3 +208,11 @@ def test_reimporting_the_same_tree_adds_no_version():
     paper = make_paper()
     assert services.import_rubric_tree(paper, services.parse_rubric_value(small_tree())) is None
     assert RubricVersion.objects.filter(paper=paper).count() == 1
+
+
+def test_nested_objects_keep_their_key_order_through_the_database():
+    tree = small_tree()
+    tree["judge_metadata"] = {"zeta": 1, "alpha": {"y": 2, "b": 3}}
+    tree["sub_tasks"][1]["custom"] = {"z": None, "a": [1.0, 2]}
+    paper = make_paper(tree)
+    assert json.dumps(services.export_draft(paper)) == json.dumps(tree)
