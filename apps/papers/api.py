@@ -16,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -95,8 +96,6 @@ class PaperViewSet(viewsets.ModelViewSet):
             raise serializers.ValidationError({"version": "must be a version number or 'draft'"})
         version = paper.rubric_versions.filter(number=int(raw)).first()
         if version is None:
-            from rest_framework.exceptions import NotFound
-
             raise NotFound(f"{paper.slug} has no version {raw}")
         return version
 

@@ -109,8 +109,8 @@ class DeletedSubtreeSerializer(serializers.Serializer):
     pks = serializers.ListField(child=serializers.IntegerField())
 
 
-def _weight(data: dict[str, Any]) -> dict[str, Any]:
-    # FloatField gives 2.0 for "2"; the service turns whole numbers back into ints.
+def _editable(data: dict[str, Any]) -> dict[str, Any]:
+    # Only node fields go to the service (FloatField gives 2.0 for "2"; the service makes it 2).
     return {k: v for k, v in data.items() if k in services.EDITABLE_FIELDS}
 
 
@@ -132,7 +132,7 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         parent = RubricNode.objects.filter(pk=values["parent"]).select_related("paper").first()
         if parent is None:
             return Response({"detail": "No such parent node."}, status=status.HTTP_404_NOT_FOUND)
-        fields = _weight(values)
+        fields = _editable(values)
         if "subtree" in values:
             subtree = values["subtree"]
             if not isinstance(subtree, dict):
@@ -150,7 +150,7 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         return service_call(
-            lambda: services.update_node(node.paper, node.pk, values["version"], _weight(values)),
+            lambda: services.update_node(node.paper, node.pk, values["version"], _editable(values)),
             lambda row: Response(services.node_dict(row)))
 
     @extend_schema(

@@ -51,7 +51,7 @@ class RubricVersion(models.Model):
 _SCALAR_CACHE: dict[str, Any] = {}
 
 
-def _loads(text: str) -> Any:
+def loads_json_column(text: str) -> Any:
     # Weights and categories repeat thousands of times in a tree: decode each spelling once.
     value = _SCALAR_CACHE.get(text)
     if value is not None:
@@ -71,7 +71,7 @@ class ExactJSONField(models.TextField):
     """
 
     def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
-        return None if value is None else _loads(value)
+        return None if value is None else loads_json_column(value)
 
     def to_python(self, value: Any) -> Any:
         return value
