@@ -76,6 +76,9 @@ class StubState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse pooled connections
+    # Headers and body go out in two writes; with Nagle on, the body waits ~40 ms for the
+    # client's delayed ACK on every call, which a real server would not add.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)

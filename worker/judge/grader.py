@@ -109,7 +109,7 @@ class _Prepared:
         self.submission = submission
         self.reproduce_sh = submission.read_text("reproduce.sh", settings.max_file_chars)
         self.reproduce_log = submission.read_head_tail("reproduce.log", settings.max_log_chars)
-        self.index = FileIndex(submission)
+        self.index = FileIndex(submission, settings.max_file_chars)
 
 
 def _files_text(prep: _Prepared, requirement: str, category: str | None, s: JudgeSettings) -> tuple[str, list[str]]:
@@ -120,7 +120,7 @@ def _files_text(prep: _Prepared, requirement: str, category: str | None, s: Judg
     for item in ranked:
         if len(used) >= s.max_files or budget <= 0:
             break
-        text = prep.submission.read_text(item.path, min(s.max_file_chars, budget))
+        text = prep.index.text(item.path, min(s.max_file_chars, budget))
         if text is None:
             continue
         block = f"<file path={item.path!r}>\n{text}\n</file>"

@@ -27,6 +27,7 @@ STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD = re.compile(r"[a-z][a-z0-9]{2,}")
 INDEX_BYTES = 64 * 1024  # how much of each file is indexed for ranking (its head)
+CACHE_BUDGET_CHARS = 64 * 1024 * 1024  # file texts kept in memory for the leaves; beyond it, re-read
 
 
 def terms(text: str) -> set[str]:
@@ -41,16 +42,32 @@ class RankedFile:
 
 
 class FileIndex:
-    """Terms of every readable file, computed once per judge run and shared by all leaf threads."""
+    """Terms and texts of every readable file, read once per judge run and shared by all leaf
+    threads (a 2,000-leaf tree would otherwise re-read the same files 20,000 times)."""
 
-    def __init__(self, submission: Submission) -> None:
+    def __init__(self, submission: Submission, max_chars: int = INDEX_BYTES) -> None:
         self.submission = submission
         self._path_terms: dict[str, set[str]] = {}
         self._text_terms: dict[str, set[str]] = {}
+        self._texts: dict[str, str | None] = {}
+        self._max_chars = max(max_chars, INDEX_BYTES)
+        cached = 0
         for f in submission.files():
             self._path_terms[f.path] = terms(f.path.replace("/", " ").replace(".", " "))
-            text = submission.read_text(f.path, INDEX_BYTES)
-            self._text_terms[f.path] = terms(text) if text else set()
+            text = submission.read_text(f.path, self._max_chars)
+            self._text_terms[f.path] = terms(text[:INDEX_BYTES]) if text else set()
+            if text is None or cached + len(text) <= CACHE_BUDGET_CHARS:
+                self._texts[f.path] = text
+                cached += len(text or "")
+
+    def text(self, path: str, max_chars: int) -> str | None:
+        """A file's text, at most ``max_chars`` characters (with a marker when cut)."""
+        if path in self._texts and max_chars <= self._max_chars:
+            text = self._texts[path]
+            if text is None or len(text) <= max_chars:
+                return text
+            return text[:max_chars] + f"\n[... truncated at {max_chars} characters ...]"
+        return self.submission.read_text(path, max_chars)
 
     def rank(self, requirement: str, files: Iterable[SubmissionFile]) -> list[RankedFile]:
         wanted = terms(requirement)
