@@ -15,36 +15,24 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-for name in ("DATABASE_URL", "REDIS_URL"):
-    os.environ.pop(name, None)
-os.environ["KLONG_DATA_DIR"] = tempfile.mkdtemp(prefix="klong-bench-")
-os.environ["DJANGO_SETTINGS_MODULE"] = "klong_site.settings"
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+import _django  # noqa: F401  (first: sets up Django on the embedded defaults in a fresh folder)
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.test import Client
+from django.test.utils import setup_test_environment
 
-import django  # noqa: E402
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from django.test import Client  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
-
-from apps.papers.services import PaperBundle, import_paper  # noqa: E402
-from apps.rubrics.paperbench import flatten, leaf_mask  # noqa: E402
-from apps.rubrics.scoring import ScoringPlan  # noqa: E402
-from klong_site import embedded_redis  # noqa: E402
+from apps.papers.services import PaperBundle, import_paper
+from apps.rubrics.paperbench import flatten, leaf_mask
+from apps.rubrics.scoring import ScoringPlan
+from klong_site import embedded_redis
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "paperbench"
 BAM = SAMPLES / "rubrics" / "bam.rubric.json"
@@ -161,7 +149,7 @@ def main() -> None:
         setup_test_environment()
         call_command("migrate", verbosity=0)
         call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
-        from django.contrib.auth import get_user_model
+
 
         client = Client()
         client.force_login(get_user_model().objects.filter(is_superuser=True).first())
