@@ -7,4 +7,8 @@ from apps.judging import views
 app_name = "judging"
 urlpatterns = [
     path("", views.judge_run_list, name="list"),
+    path("runs/<int:pk>/", views.judge_run_detail, name="detail"),
+    path("runs/<int:pk>/leaves/<int:node_index>/", views.leaf_grade_detail, name="leaf"),
+    path("endpoints/", views.endpoint_list, name="endpoints"),
+    path("endpoints/<slug:name>/test/", views.endpoint_test, name="endpoint-test"),
 ]

@@ -1,14 +1,76 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from apps.judging.models import JudgeRun
+from apps.core.pages import require_perm
+from apps.core.roles import perm
+from apps.judging.forms import ModelEndpointForm
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.judging.services import check_endpoint_connection
+from apps.rubrics.paperbench import flatten, leaf_mask, node_number
 
 
 def judge_run_list(request: HttpRequest) -> HttpResponse:
-    runs = JudgeRun.objects.select_related("paper", "trajectory", "rubric_version").annotate(n_grades=Count("grades"))
+    runs = JudgeRun.objects.select_related("paper", "trajectory", "rubric_version", "endpoint")
     page = Paginator(runs, 25).get_page(request.GET.get("page"))
     return render(request, "judging/list.html", {"page": page})
+
+
+def judge_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(JudgeRun.objects.select_related("paper", "rubric_version", "endpoint", "job"), pk=pk)
+    nodes = flatten(run.rubric_version.tree)
+    is_leaf = leaf_mask(nodes)
+    # Only the columns the tree needs: prompts and answers load per leaf, on demand.
+    grades = {
+        g["node_index"]: g
+        for g in run.grades.values("node_index", "score", "valid_score", "invalid_reason", "explanation", "calls",
+                                   "cost_usd", "latency_s", "prompt_tokens", "completion_tokens")
+    }
+    scores = run.node_scores.get("scores") or []
+    invalid = run.node_scores.get("invalid") or []
+    depth = [0] * len(nodes)
+    rows = []
+    for i, node in enumerate(nodes):
+        if node.parent is not None:
+            depth[i] = depth[node.parent] + 1
+        rows.append({
+            "index": i, "number": node_number(nodes, i), "depth": depth[i], "indent": depth[i] * 1.2,
+            "requirements": node.requirements, "weight": node.weight, "category": node.task_category or "",
+            "leaf": is_leaf[i], "score": scores[i] if i < len(scores) else None,
+            "invalid": invalid[i] if i < len(invalid) else 0, "grade": grades.get(i),
+        })
+    return render(request, "judging/detail.html", {"run": run, "rows": rows})
+
+
+def leaf_grade_detail(request: HttpRequest, pk: int, node_index: int) -> HttpResponse:
+    grade = get_object_or_404(LeafGrade, run_id=pk, node_index=node_index)
+    return render(request, "judging/_leaf.html", {"grade": grade})
+
+
+def endpoint_list(request: HttpRequest) -> HttpResponse:
+    can_edit = request.user.has_perm(perm("launch_jobs"))
+    form = ModelEndpointForm()
+    if request.method == "POST":
+        require_perm(request, "launch_jobs")
+        form = ModelEndpointForm(request.POST)
+        if form.is_valid():
+            endpoint = form.save()
+            messages.success(request, f"Saved endpoint {endpoint.name}.")
+            return redirect("judging:endpoints")
+    return render(
+        request, "judging/endpoints.html",
+        {"endpoints": ModelEndpoint.objects.all(), "form": form, "can_edit": can_edit},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+def endpoint_test(request: HttpRequest, name: str) -> HttpResponse:
+    require_perm(request, "launch_jobs")
+    endpoint = get_object_or_404(ModelEndpoint, name=name)
+    result = check_endpoint_connection(endpoint)
+    return render(request, "judging/_test_result.html", {"result": result, "endpoint": endpoint})
