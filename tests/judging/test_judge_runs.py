@@ -112,3 +112,51 @@ def test_an_eval_request_queued_after_100_train_requests_finishes_first(stub, pe
     assert all(j.state == Job.State.SUCCEEDED for j in finished)
     assert all(eval_job.finished_at < j.finished_at for j in finished)
     assert eval_job.created_at > max(j.created_at for j in finished)
+
+
+@pytest.mark.django_db
+def test_a_run_where_no_leaf_could_be_graded_fails_but_keeps_the_record(stub, personas):
+    paper, _ = make_paper_with_rubric("tiny")
+    endpoint = make_endpoint(stub.base_url, max_retries=0)
+    stub.down()
+    job = request_judge_run(paper=paper, endpoint=endpoint, submission=stored_submission(), user=personas["operator"])
+    with pytest.raises(RuntimeError, match="no leaf could be graded"):
+        run_job_inline(job)
+    run = JudgeRun.objects.get(job=job)
+    assert run.n_invalid == run.n_leaves == 5
+    assert not run.grades.filter(score__isnull=False).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_judge_job_stops_grading_the_remaining_leaves(stub, personas):
+    import threading
+
+    from apps.jobs.services import cancel_job
+    from tests.judging.helpers import leaf, node
+    from worker.progress import JobCancelled
+
+    stub.state.delay_s = 0.05
+    tree = node("root", *[leaf(f"criterion {i}") for i in range(200)])
+    paper, _ = make_paper_with_rubric("many", tree=tree)
+    job = request_judge_run(paper=paper, endpoint=make_endpoint(stub.base_url, concurrency=2),
+                            submission=stored_submission(), user=personas["operator"])
+    Job.objects.filter(pk=job.pk).update(state=Job.State.RUNNING)
+    job.refresh_from_db()
+    timer = threading.Timer(0.5, cancel_job, args=(job,))
+    timer.start()
+    with pytest.raises(JobCancelled):
+        run_judge(job, Progress(job.pk, min_interval_s=0))
+    timer.join()
+    assert len(stub.requests) < 200
+    assert not JudgeRun.objects.filter(job=job).exists()
+
+
+@pytest.mark.django_db
+def test_the_jobs_api_validates_a_judge_config_with_its_form(client_for):
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "judge", "config": {"paper": 1, "endpoint": "nope", "submission": "../../etc"}},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    body = str(response.json())
+    assert "No model endpoint named 'nope'" in body and "submission" in body

@@ -70,6 +70,13 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         outcome=outcome, judge_settings=judge_settings.as_dict(), job=job,
         submission=str(folder.relative_to(settings.DATA_DIR.resolve())), trajectory_id=config.get("trajectory"),
     )
+    if outcome.results and outcome.n_invalid == len(outcome.results):
+        # Nothing was graded (endpoint down, every answer unusable): a 0 here would be a false
+        # reward. The run is kept for the audit trail; the job fails so callers retry.
+        first = next(iter(outcome.results.values()))
+        raise RuntimeError(
+            f"no leaf could be graded ({first.invalid_reason}); judge run {judge_run.pk} keeps every attempt"
+        )
     return {
         "judge_run": judge_run.pk, "score": outcome.score, "leaves": judge_run.n_leaves,
         "invalid_leaves": judge_run.n_invalid, "cost_usd": judge_run.cost_usd, "rubric_hash": version.content_hash,
