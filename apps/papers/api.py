@@ -127,8 +127,15 @@ class PaperViewSet(viewsets.ModelViewSet):
         """Validation problems of the draft, each naming its node path and row pk."""
         paper = self.get_object()
         return service_call(
-            lambda: rubric_services.draft_problems(rubric_services.load_draft(paper)),
-            lambda problems: Response({"problems": problems}))
+            lambda: rubric_services.load_draft(paper),
+            lambda draft: Response({"problems": rubric_services.draft_problems(draft),
+                                    "stamp": rubric_services.draft_stamp(draft)}))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def stamp(self, request, pk=None) -> Response:
+        """A fingerprint of the draft that changes with every write (cheap: no tree is read)."""
+        return Response({"stamp": rubric_services.current_stamp(self.get_object())})
 
     @extend_schema(request=VersionCreateSerializer, responses={200: RubricVersionSerializer(many=True),
                                                                201: RubricVersionSerializer})

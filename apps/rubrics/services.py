@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F, Max
+from django.db.models import Count, F, Max, Sum
 
 from apps.papers.models import Paper
 from apps.rubrics.models import ExactJSONField, RubricNode, RubricVersion, dumps_compact, loads_json_column
@@ -637,6 +637,18 @@ def node_dict(node: RubricNode) -> dict[str, Any]:
             "task_category": node.task_category, "finegrained_task_category": node.finegrained_task_category}
 
 
+def draft_stamp(draft: DraftTree) -> str:
+    """A fingerprint that changes with every write to the draft: each write bumps a version,
+    adds rows (a higher pk) or removes rows. Lets an open editor notice others' changes."""
+    return f"{len(draft.pks)}-{max(draft.pks)}-{sum(draft.versions)}"
+
+
+def current_stamp(paper: Paper) -> str:
+    """``draft_stamp`` from one aggregate query, without reading the tree."""
+    agg = RubricNode.objects.filter(paper=paper).aggregate(n=Count("id"), top=Max("id"), total=Sum("version"))
+    return f"{agg['n']}-{agg['top']}-{agg['total'] or 0}"
+
+
 def draft_problems(draft: DraftTree) -> list[dict[str, Any]]:
     return [problem_dict(p, draft.pks) for p in validate_tree(draft.nodes)]
 
@@ -654,7 +666,7 @@ def editor_payload(draft: DraftTree) -> dict[str, Any]:
                     "version": draft.versions[i], "id": n.node_id, "requirements": n.requirements,
                     "weight": n.weight, "task_category": n.task_category,
                     "finegrained_task_category": n.finegrained_task_category, "share": shares[i]})
-    return {"nodes": out, "problems": draft_problems(draft)}
+    return {"nodes": out, "problems": draft_problems(draft), "stamp": draft_stamp(draft)}
 
 
 @dataclass(slots=True)

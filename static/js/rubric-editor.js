@@ -313,7 +313,25 @@ function start(root) {
     statusEl.textContent = text;
     statusEl.classList.toggle("error", bad);
   }
+  // Others' changes: poll a cheap fingerprint of the draft; our own writes update the one we
+  // expect (through the problems refresh that follows every write), so only theirs show.
+  let stamp = data.stamp;
+  let writes = 0;
+  let stampStale = false;
+  setInterval(async () => {
+    if (writes || stampStale || document.visibilityState !== "visible") return;
+    const r = await api("GET", `/api/papers/${paperPk}/stamp/`);
+    if (r.ok && !writes && !stampStale && r.json.stamp !== stamp) $("rx-remote").hidden = false;
+  }, 10000);
   async function api(method, url, body) {
+    if (method !== "GET") { writes++; stampStale = true; }
+    try {
+      return await request(method, url, body);
+    } finally {
+      if (method !== "GET") writes--;
+    }
+  }
+  async function request(method, url, body) {
     const response = await fetch(url, {
       method,
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
@@ -330,6 +348,7 @@ function start(root) {
     problemsTimer = setTimeout(async () => {
       const r = await api("GET", `/api/papers/${paperPk}/problems/`);
       if (!r.ok) return;
+      if (!writes) { stamp = r.json.stamp; stampStale = false; }
       setProblems(r.json.problems);
       refreshAllRows();
       renderStats();

@@ -285,3 +285,23 @@ def test_an_operator_cannot_create_papers(client_for):
 def test_the_openapi_schema_still_generates(client_for):
     response = client_for("viewer").get("/api/schema/")
     assert response.status_code == 200 and b"/api/rubric-nodes/{id}/move/" in response.content
+
+
+def test_the_draft_stamp_changes_with_every_kind_of_write(client_for):
+    paper = make_paper()
+    client = client_for("viewer")
+
+    def stamp() -> str:
+        return client.get(f"/api/papers/{paper.pk}/stamp/").json()["stamp"]
+
+    seen = {stamp()}
+    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    seen.add(stamp())
+    node = services.add_node(paper, pk_of(paper, "c"))
+    seen.add(stamp())
+    services.move_node(paper, node.pk, None, pk_of(paper, "a"))
+    seen.add(stamp())
+    services.delete_subtree(paper, node.pk, None)
+    seen.add(stamp())
+    assert len(seen) == 5
+    assert stamp() == services.draft_stamp(services.load_draft(paper))

@@ -263,3 +263,24 @@ def test_a_first_child_takes_over_its_leaf_parents_category_in_one_undo_step(pag
     _press(page, "Control+z", "Undone")  # the add and the category move, together
     b.refresh_from_db()
     assert b.task_category == "Result Analysis" and not b.children.exists()
+
+
+def test_the_editor_notices_another_curators_change(page, live_server, personas, browser_login):
+    paper = make_paper()
+    page.clock.install()
+    _open(page, live_server, browser_login, personas["curator"], paper)
+    # Our own edit must not count as someone else's.
+    _row(page, "Leaf b is done").click()
+    page.keyboard.press("Enter")
+    page.locator(".rx-inline").fill("My own change")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".rx-req:has-text('My own change')")
+    page.clock.run_for(11_000)
+    page.wait_for_timeout(500)
+    page.clock.run_for(11_000)
+    page.wait_for_timeout(500)
+    assert page.locator("#rx-remote").is_hidden()
+    node = RubricNode.objects.get(paper=paper, node_id="c")
+    services.update_node(paper, node.pk, node.version, {"requirements": "Changed elsewhere"})
+    page.clock.run_for(11_000)
+    page.wait_for_selector("#rx-remote", state="visible")
