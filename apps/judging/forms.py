@@ -50,3 +50,39 @@ class ModelEndpointForm(forms.ModelForm):
         if data.get("backend") == ModelEndpoint.Backend.OPENAI and not data.get("base_url"):
             self.add_error("base_url", "An OpenAI-compatible endpoint needs a base URL.")
         return data
+
+
+class JudgeEvalConfigForm(forms.Form):
+    """Config of a "judge_eval" job: a stored human-graded tree judged by an endpoint."""
+
+    graded_tree = forms.CharField(max_length=1000, help_text="Stored graded tree, relative to the data folder.")
+    endpoint = forms.SlugField(help_text="Model endpoint name.")
+    submission = forms.CharField(max_length=1000, required=False, help_text="Submission folder (default: empty).")
+    paper = forms.IntegerField(min_value=1, required=False, help_text="Paper id for the prompts' paper text.")
+    code_only = forms.BooleanField(required=False, initial=False)
+
+    clean_endpoint = JudgeConfigForm.clean_endpoint
+
+    def clean_graded_tree(self) -> str:
+        from apps.judging.services import judge_eval_tree_path
+
+        value = self.cleaned_data["graded_tree"]
+        judge_eval_tree_path(value)
+        return value
+
+    def clean_submission(self) -> str:
+        from apps.judging.services import submission_folder
+
+        value = self.cleaned_data.get("submission") or ""
+        if value:
+            submission_folder(value)
+        return value
+
+
+class JudgeEvalRequestForm(forms.Form):
+    """The JudgeEval page: upload a human-graded tree, pick an endpoint, optionally the submission."""
+
+    graded_tree = forms.FileField(help_text="A PaperBench judge_eval JSON file (human grades on every node).")
+    endpoint = forms.ModelChoiceField(queryset=ModelEndpoint.objects.all(), to_field_name="name")
+    submission = forms.FileField(required=False, help_text="The graded submission as a tar/zip (optional).")
+    code_only = forms.BooleanField(required=False, help_text="Grade Code Development leaves only.")

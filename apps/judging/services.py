@@ -27,6 +27,7 @@ from worker.llm.config import EndpointConfigError
 # Eval judging always goes first: a flood of train-split requests cannot starve it (lower = sooner).
 JUDGE_PRIORITY = {Paper.Split.EVAL: 0, Paper.Split.HELD_OUT: 0, Paper.Split.TRAIN: 9}
 SUBMISSIONS = "submissions"
+JUDGE_EVAL_TREES = "judge_eval"
 CONNECTION_TEST_TIMEOUT_S = 15.0
 
 
@@ -112,6 +113,51 @@ def request_judge_run(
         config["reproduce_started_at"] = reproduce_started_at
     title = f"Judge {paper.slug} v{version.number} with {endpoint.name}" + (" (code only)" if code_only else "")
     return launch_job("judge", config, user, title=title, priority=judge_priority(paper))
+
+
+# --- JudgeEval -----------------------------------------------------------------------------
+
+
+def judge_eval_tree_path(relative: str) -> Path:
+    root = (Path(settings.DATA_DIR) / JUDGE_EVAL_TREES).resolve()
+    full = (Path(settings.DATA_DIR) / relative).resolve()
+    if root not in full.parents or not full.is_file():
+        raise ValidationError(f"A graded tree must be a stored file under {JUDGE_EVAL_TREES}/ in the data folder.")
+    return full
+
+
+def store_judge_eval_tree(upload) -> str:
+    """Check an uploaded human-graded tree (valid JSON rubric with a score on every leaf) and store it."""
+    from apps.rubrics.paperbench import RubricFormatError, flatten, leaf_mask, load_json_bytes
+
+    limit = int(settings.KLONG_MAX_UPLOAD_BYTES)
+    if getattr(upload, "size", 0) > limit:
+        raise ValidationError(f"The upload is larger than {limit} bytes (KLONG_MAX_UPLOAD_BYTES).")
+    data = upload.read()
+    try:
+        nodes = flatten(load_json_bytes(data))
+    except RubricFormatError as exc:
+        raise ValidationError(f"Not a graded PaperBench tree: {exc.message}") from None
+    ungraded = [n for n, leaf in zip(nodes, leaf_mask(nodes), strict=True) if leaf and n.score not in (0, 1)]
+    if ungraded:
+        raise ValidationError(f"{len(ungraded)} leaves have no human score of 0 or 1 (e.g. node {ungraded[0].node_id}).")
+    root = Path(settings.DATA_DIR) / JUDGE_EVAL_TREES
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"{uuid.uuid4().hex}.json"
+    (root / name).write_bytes(data)
+    return f"{JUDGE_EVAL_TREES}/{name}"
+
+
+def request_judge_eval(*, graded_tree: str, endpoint: ModelEndpoint, user, submission: str = "",
+                       paper: Paper | None = None, code_only: bool = False, title: str = ""):
+    from apps.jobs.services import launch_job
+
+    config: dict[str, Any] = {"graded_tree": graded_tree, "endpoint": endpoint.name, "code_only": code_only}
+    if submission:
+        config["submission"] = submission
+    if paper is not None:
+        config["paper"] = paper.pk
+    return launch_job("judge_eval", config, user, title=title or f"JudgeEval with {endpoint.name}", priority=5)
 
 
 # --- Saving a run ---------------------------------------------------------------------------

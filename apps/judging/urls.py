@@ -11,4 +11,5 @@ urlpatterns = [
     path("runs/<int:pk>/leaves/<int:node_index>/", views.leaf_grade_detail, name="leaf"),
     path("endpoints/", views.endpoint_list, name="endpoints"),
     path("endpoints/<slug:name>/test/", views.endpoint_test, name="endpoint-test"),
+    path("judge-eval/", views.judge_eval, name="judge-eval"),
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -8,9 +9,15 @@ from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
-from apps.judging.forms import ModelEndpointForm
+from apps.jobs.models import Job
+from apps.judging.forms import JudgeEvalRequestForm, ModelEndpointForm
 from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
-from apps.judging.services import check_endpoint_connection
+from apps.judging.services import (
+    check_endpoint_connection,
+    request_judge_eval,
+    store_judge_eval_tree,
+    store_submission_upload,
+)
 from apps.rubrics.paperbench import flatten, leaf_mask, node_number
 
 
@@ -74,3 +81,27 @@ def endpoint_test(request: HttpRequest, name: str) -> HttpResponse:
     endpoint = get_object_or_404(ModelEndpoint, name=name)
     result = check_endpoint_connection(endpoint)
     return render(request, "judging/_test_result.html", {"result": result, "endpoint": endpoint})
+
+
+def judge_eval(request: HttpRequest) -> HttpResponse:
+    """JudgeEval: launch a judge over a human-graded tree; list past evaluations with their metrics."""
+    can_launch = request.user.has_perm(perm("launch_jobs"))
+    form = JudgeEvalRequestForm()
+    if request.method == "POST":
+        require_perm(request, "launch_jobs")
+        form = JudgeEvalRequestForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                tree = store_judge_eval_tree(data["graded_tree"])
+                submission = store_submission_upload(data["submission"]) if data.get("submission") else ""
+                job = request_judge_eval(graded_tree=tree, endpoint=data["endpoint"], user=request.user,
+                                         submission=submission, code_only=data["code_only"],
+                                         title=f"JudgeEval {data['graded_tree'].name} with {data['endpoint'].name}")
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                return redirect("jobs:detail", pk=job.pk)
+    jobs = Job.objects.filter(kind="judge_eval").order_by("-created_at")[:50]
+    return render(request, "judging/judge_eval.html", {"form": form, "jobs": jobs, "can_launch": can_launch},
+                  status=400 if form.errors else 200)

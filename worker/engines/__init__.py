@@ -79,3 +79,15 @@ register(
         form="apps.judging.forms.JudgeConfigForm",
     )
 )
+
+register(
+    JobKind(
+        name="judge_eval",
+        label="JudgeEval: judge vs human grades",
+        queue="judge",
+        engine="worker.engines.judge_eval.run",
+        description="Runs a judge over a human-graded PaperBench tree and reports accuracy and macro "
+        "precision/recall/F1 over leaves, overall and per category (as `manage.py judge_eval`).",
+        form="apps.judging.forms.JudgeEvalConfigForm",
+    )
+)

@@ -14,6 +14,7 @@ return nan).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ def judge_eval(judged: dict[str, Any], expected: dict[str, Any]) -> JudgeEvalRep
 
 def evaluate_judge(
     expected: dict[str, Any], client: Chat, paper: PaperContext, submission: Submission,
-    settings: JudgeSettings | None = None,
+    settings: JudgeSettings | None = None, *, on_result: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
     """Run a judge over a human-graded tree's rubric and compare its leaf grades with the human ones.
 
@@ -134,7 +135,7 @@ def evaluate_judge(
     from worker.judge.grader import grade_tree, graded_tree
 
     nodes = flatten(expected)
-    outcome = grade_tree(nodes, paper, submission, client, settings)
+    outcome = grade_tree(nodes, paper, submission, client, settings, on_result=on_result)
     # PaperBench marks inner nodes valid, so only invalid leaves drop out of the metrics.
     judged = graded_tree(outcome, inner_validity=False)
     report = judge_eval(judged, expected)
