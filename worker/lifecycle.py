@@ -35,6 +35,7 @@ def gpu_names() -> list[str]:
 def requeue_orphans(live_workers: set[str], grace_s: float) -> list[int]:
     """Queue again the jobs of dead workers; returns their ids. Safe to run on every worker."""
     from apps.jobs.models import Job
+    from apps.jobs.services import task_options
     from worker.progress import set_state
     from worker.tasks import run_job
 
@@ -53,7 +54,7 @@ def requeue_orphans(live_workers: set[str], grace_s: float) -> list[int]:
             state=Job.State.QUEUED, message=f"re-queued: worker {job.worker} stopped answering"
         ):
             log.warning("job %s: worker %s is gone; re-queued", job.pk, job.worker)
-            run_job.apply_async(args=(job.pk,), queue=job.queue, priority=job.priority)
+            run_job.apply_async(args=(job.pk,), **task_options(job))
             requeued.append(job.pk)
     return requeued
 

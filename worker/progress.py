@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
@@ -55,6 +56,8 @@ def publish(job_id: int, event: dict[str, Any], *, to_list: bool = True) -> None
 
     try:
         async_to_sync(send)()
+    except SoftTimeLimitExceeded:
+        raise  # the job's time is up: that must reach the task, not be taken for a lost update
     except Exception:  # a dropped live update is fine: pages re-read the row on reconnect
         log.warning("could not publish an event for job %s", job_id, exc_info=True)
 

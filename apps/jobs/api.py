@@ -15,12 +15,13 @@ class JobSerializer(serializers.ModelSerializer):
     eta_s = serializers.SerializerMethodField()
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    time_limit_s = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
     class Meta:
         model = Job
         fields = [
             "id", "kind", "title", "state", "config", "config_version", "parent", "queue", "priority", "gpus",
-            "progress", "step", "total_steps", "stage", "eta_s", "message", "error", "result", "worker",
+            "time_limit_s", "progress", "step", "total_steps", "stage", "eta_s", "message", "error", "result", "worker",
             "attempt", "created_by", "created_at", "started_at", "finished_at",
         ]
         read_only_fields = [
@@ -70,6 +71,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
             job = launch_job(
                 data["kind"], data.get("config") or {}, request.user,
                 title=data.get("title", ""), priority=data.get("priority", 5),
+                time_limit_s=data.get("time_limit_s"),
             )
         except JobConfigError as exc:
             return Response({"config": exc.errors}, status=status.HTTP_400_BAD_REQUEST)

@@ -21,3 +21,6 @@ class LaunchForm(forms.Form):
 
     title = forms.CharField(max_length=300, required=False, help_text="Defaults to the kind's name.")
     priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last.")
+    time_limit_s = forms.IntegerField(
+        min_value=1, required=False, label="Time limit (s)", help_text="Stop and fail the job after this long."
+    )

@@ -26,6 +26,9 @@ class Job(models.Model):
     queue = models.CharField(max_length=20, default="cpu")
     priority = models.PositiveSmallIntegerField(default=5)
     gpus = models.PositiveSmallIntegerField(default=0)
+    time_limit_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run time after which the job is stopped and failed; empty: the worker's limit."
+    )
     progress = models.FloatField(default=0.0, help_text="0..1")
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(null=True, blank=True)

@@ -63,7 +63,14 @@ def validate_config(kind_name: str, config: Any) -> dict[str, Any]:
 
 @transaction.atomic
 def launch_job(
-    kind: str, config: Any, user, *, title: str = "", priority: int = 5, parent: Job | None = None
+    kind: str,
+    config: Any,
+    user,
+    *,
+    title: str = "",
+    priority: int = 5,
+    parent: Job | None = None,
+    time_limit_s: int | None = None,
 ) -> Job:
     """Validate, create the job row and queue its task once the row is committed."""
     from worker.tasks import run_job
@@ -81,10 +88,19 @@ def launch_job(
         gpus=spec.gpus,
         priority=priority,
         parent=parent,
+        time_limit_s=time_limit_s or spec.time_limit_s,
         created_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    run_job.apply_async_on_commit(args=(job.pk,), queue=spec.queue, priority=priority)
+    run_job.apply_async_on_commit(args=(job.pk,), **task_options(job))
     return job
+
+
+def task_options(job: Job) -> dict[str, Any]:
+    options: dict[str, Any] = {"queue": job.queue, "priority": job.priority}
+    if job.time_limit_s:
+        # The hard limit a little later, so the soft one gets to record the reason first.
+        options.update(soft_time_limit=job.time_limit_s, time_limit=job.time_limit_s + 30)
+    return options
 
 
 def cancel_job(job: Job) -> Job:
@@ -129,7 +145,7 @@ def retry_job(job: Job, user) -> Job:
         job.refresh_from_db()
         raise ValidationError(f"Only failed or cancelled jobs can be retried; job {job.pk} is {job.state}.")
     job.refresh_from_db()
-    run_job.apply_async_on_commit(args=(job.pk,), queue=job.queue, priority=job.priority)
+    run_job.apply_async_on_commit(args=(job.pk,), **task_options(job))
     transaction.on_commit(lambda: publish(job.pk, {"kind": "state", "state": Job.State.QUEUED}))
     return job
 

@@ -85,6 +85,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
                 job = launch_job(
                     kind_name, config, request.user,
                     title=launch.cleaned_data["title"], priority=launch.cleaned_data["priority"],
+                    time_limit_s=launch.cleaned_data["time_limit_s"],
                 )
             except JobConfigError as exc:
                 for field, errors in exc.errors.items():

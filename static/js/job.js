@@ -94,7 +94,7 @@
     const response = await fetch(`/api/jobs/${jobId}/`, { credentials: "same-origin" });
     if (response.ok) {
       const job = await response.json();
-      handle({ kind: "snapshot", ...job });
+      handle({ ...job, kind: "snapshot" });  // the job's own "kind" (selftest...) must not win
       if (finished.has(job.state)) { $("job-live").textContent = ""; return; }
     }
     setTimeout(poll, 2000);

@@ -253,3 +253,4 @@ def test_an_artifact_is_recorded_with_its_size(personas, settings):
     Progress(job.pk, attempt=1).artifact("report", "artifacts/report.json", kind="report", rows=3)
     artifact = job.artifacts.get()
     assert (artifact.kind, artifact.size_bytes, artifact.meta) == ("report", 20, {"rows": 3})
+

@@ -73,6 +73,21 @@ def test_a_job_whose_worker_is_killed_resumes_on_a_new_worker_and_finishes_once(
     assert job.logs.filter(text__startswith="Resuming after step").count() == 1
 
 
+def test_a_job_past_its_time_limit_fails_with_that_reason(personas):
+    from worker.celery import app
+
+    app.control.purge()
+    job = launch_job("selftest", {"steps": 200, "delay_s": 0.05}, personas["operator"], time_limit_s=1)
+    worker = start_worker("limits")
+    try:
+        job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=60)
+    finally:
+        stop(worker)
+    assert job.state == Job.State.FAILED, (job.worker, job.time_limit_s)
+    assert job.error == "The job ran past its time limit and was stopped."
+    assert 0 < job.step < 200
+
+
 def test_a_stale_runner_cannot_overwrite_the_attempt_that_replaced_it(personas):
     from worker.progress import JobLost, Progress, set_state
 

@@ -28,6 +28,9 @@ class JobKind:
     form: str = ""
     gpus: int = 0
     config_version: int = 1
+    # Seconds before the task is asked to stop (SoftTimeLimitExceeded -> a failed job with that
+    # reason); None: the worker-wide CELERY_TASK_SOFT_TIME_LIMIT.
+    time_limit_s: int | None = None
 
 
 KINDS: dict[str, JobKind] = {}
