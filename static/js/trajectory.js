@@ -62,8 +62,10 @@
   }
 
   function setTop(y) {
-    programmaticTop = Math.max(0, Math.round(y));
-    scroller.scrollTop = programmaticTop;
+    scroller.scrollTop = Math.max(0, Math.round(y));
+    // Read it back: the browser clamps at the end of the list, and the scroll event that
+    // follows must still be recognised as ours, not as the user moving the view.
+    programmaticTop = scroller.scrollTop;
   }
 
   // ------------------------------------------------------------------ data
@@ -139,6 +141,7 @@
       article.append(el("div", "turn-loading", "loading…"));
       return article;
     }
+    article.dataset.loaded = "1";
     if (data.reasoning) {
       const details = el("details", "turn-reasoning");
       details.append(el("summary", "", `reasoning (${fmt.format(data.reasoning.length)} chars)`));
@@ -223,6 +226,9 @@
     // Measure what is on screen, then re-place everything so the anchor turn stays put.
     let changed = false;
     for (const [i, node] of live) {
+      // A placeholder keeps its estimate: measuring it would shrink the list, then grow it
+      // again when the text arrives, and the view would jump.
+      if (!node.dataset.loaded) continue;
       const h = node.offsetHeight + GAP;
       if (Math.abs(h - heights[i]) > 0.5) { heights[i] = h; changed = true; }
     }
@@ -456,8 +462,18 @@
   }
 
   layout();
-  render();
-  fromHash();
-  minimap();
+  // A deep link renders its turn first: no fetch of turns 0-99 that nobody looks at.
+  if (/^#turn-\d+$/.test(window.location.hash)) fromHash();
+  else render();
+  // Plotly is 4 MB: load it after the turns are on screen, so it never delays them.
+  const plotlySrc = document.currentScript?.dataset.plotly || document.querySelector("script[data-plotly]")?.dataset.plotly;
+  if (window.Plotly) minimap();
+  else if (plotlySrc) {
+    const script = document.createElement("script");
+    script.src = plotlySrc;
+    script.async = true;
+    script.addEventListener("load", minimap);
+    document.head.append(script);
+  }
   window.trajectoryViewer = { setCurrent, get current() { return current; }, live };
 })();

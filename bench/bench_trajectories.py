@@ -1,0 +1,221 @@
+"""Trajectory figures, each with a baseline measured in the same run.
+
+- detail page first response on a synthetic 1,000-turn run (~4 MB of text): time and HTML size,
+  against the list page;
+- import of that run from our JSONL (streamed, batched), against the bare reader;
+- token counting through the studio's counter against the tokenizers library's own batch
+  encode on the same texts (a local BPE tokenizer trained here, no hub);
+- in headless Chromium, cold: the last turn on screen (deep link) at 1,000 and 3,000 turns,
+  with the JS heap and the bytes fetched.
+
+Runs on the embedded defaults in a temporary data folder (SQLite); Chromium from Debian.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _django import line  # noqa: E402  (sets up Django on the embedded defaults)
+from django.core.management import call_command  # noqa: E402
+from django.test import Client  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def timed_ms(func, repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def synthetic_turns(n_turns: int, avg_chars: int = 4000) -> list[dict]:
+    """System, task, then tool-call / tool-output pairs; ~avg_chars of text per turn."""
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "agent", "reads", "paper.md", "trains", "model", "loss", "epoch", "evaluates", "runs", "python", "error", "fix"]
+    turns = [{"role": "system", "text": "You are a research agent."}, {"role": "user", "text": "Reproduce the paper."}]
+    while len(turns) < n_turns:
+        n = max(10, int(rng.expovariate(1 / avg_chars)))
+        text = " ".join(rng.choice(words) for _ in range(n // 6))
+        text = "\n".join(text[i:i + 100] for i in range(0, len(text), 100))
+        if len(turns) % 2 == 0:
+            turns.append({"role": "assistant", "text": text[:800],
+                          "tool_calls": [{"id": f"c{len(turns)}", "name": "bash", "arguments": {"cmd": "python train.py"}}]})
+        else:
+            turns.append({"role": "tool", "text": text + text[: avg_chars], "tool_call_id": f"c{len(turns) - 1}"})
+    return turns
+
+
+def write_jsonl(path: Path, turns: list[dict]) -> Path:
+    with path.open("w") as out:
+        out.write(json.dumps({"klong_trajectory": 1, "task": path.stem, "model": "bench"}) + "\n")
+        for turn in turns:
+            out.write(json.dumps(turn) + "\n")
+    return path
+
+
+def main() -> None:
+    call_command("migrate", verbosity=0)
+    call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
+    folder = Path(tempfile.mkdtemp(prefix="klong-bench-traj-"))
+    turns = synthetic_turns(1000)
+    path = write_jsonl(folder / "run-1000.jsonl", turns)
+    trajectory_id = bench_import(path)
+    bench_pages(trajectory_id)
+    bench_tokenizer(folder, [t["text"] for t in turns])
+    path_3000 = write_jsonl(folder / "run-3000.jsonl", synthetic_turns(3000))
+    from apps.trajectories.services import import_trajectories
+
+    id_3000 = import_trajectories(path_3000).trajectories[0].id
+    bench_browser({1000: trajectory_id, 3000: id_3000})
+
+
+def bench_import(path: Path) -> int:
+    from apps.trajectories.formats import read_trajectories
+    from apps.trajectories.models import Trajectory
+    from apps.trajectories.services import import_trajectories
+
+    ids: list[int] = []
+
+    def run_import() -> None:
+        ids.append(import_trajectories(path).trajectories[0].id)
+
+    import_ms = statistics.median(timed_ms(run_import, 3))
+    read_ms = statistics.median(timed_ms(lambda: [len(t.turns) for t in read_trajectories(path)], 3))
+    size_mb = path.stat().st_size / 1e6
+    line("import_1000_turns_jsonl", import_ms, "ms", f"streamed; {size_mb:.1f} MB file")
+    line("read_1000_turns_jsonl_baseline", read_ms, "ms", "baseline: the reader alone, no database")
+    Trajectory.objects.filter(pk__in=ids[1:]).delete()
+    return ids[0]
+
+
+def bench_pages(trajectory_id: int) -> None:
+    client = Client(SERVER_NAME="localhost")
+    client.login(username="admin", password="bench-password-1")
+    detail = f"/trajectories/{trajectory_id}/"
+    client.get(detail)
+    client.get("/trajectories/")
+    detail_ms = statistics.median(timed_ms(lambda: client.get(detail), 20))
+    list_ms = statistics.median(timed_ms(lambda: client.get("/trajectories/"), 20))
+    html_kb = len(client.get(detail).content) / 1024
+    chunk_ms = statistics.median(timed_ms(lambda: client.get(f"/api/trajectories/{trajectory_id}/turns/?start=900&end=1000"), 20))
+    split_ms = statistics.median(timed_ms(lambda: client.get(f"/trajectories/{trajectory_id}/split/?l_max=32768",
+                                                             HTTP_HX_REQUEST="true"), 5))
+    line("detail_page_1000_turns_first_response", detail_ms, "ms", "< 300 ms")
+    line("detail_page_1000_turns_html", html_kb, "KiB", "< 1024 KiB")
+    line("list_page_baseline", list_ms, "ms", "baseline")
+    line("turn_chunk_100_turns_api", chunk_ms, "ms", "what the viewer fetches per 100 turns")
+    line("split_view_plan_1000_turns", split_ms, "ms", "htmx update 'within a moment'")
+
+
+def bench_tokenizer(folder: Path, texts: list[str]) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from apps.trajectories.tokens import TokenizerCounter
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts[:200], trainers.BpeTrainer(vocab_size=4000, special_tokens=["<|endoftext|>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder / "tok")
+    counter = TokenizerCounter(folder / "tok")
+    raw = Tokenizer.from_file(str(folder / "tok" / "tokenizer.json"))
+    chars = sum(len(t) for t in texts)
+    counter.count(texts)  # warm both (thread pool, caches) before timing, then alternate
+    raw.encode_batch(texts, add_special_tokens=False)
+    ours_samples, library_samples = [], []
+    for _ in range(7):
+        ours_samples += timed_ms(lambda: counter.count(texts), 1)
+        library_samples += timed_ms(lambda: raw.encode_batch(texts, add_special_tokens=False), 1)
+    ours, library = statistics.median(ours_samples), statistics.median(library_samples)
+    line("token_count_throughput", chars / ours / 1000, "Mchar/s", ">= 80% of the library's batch encode")
+    line("tokenizers_encode_batch_baseline", chars / library / 1000, "Mchar/s", "baseline")
+    print(f"token_count_vs_library: {100 * library / ours:.0f} %", flush=True)
+
+
+def bench_browser(ids: dict[int, int]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from django.contrib.auth import get_user_model
+    from playwright.sync_api import sync_playwright
+
+    # The server runs in its own process, as in production: in this process it would share
+    # the GIL with Playwright's driver and time both.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manage = str(Path(__file__).resolve().parents[1] / "manage.py")
+    server = subprocess.Popen([sys.executable, manage, "runserver", "--noreload", "--insecure", f"127.0.0.1:{port}"],
+                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    client = Client()
+    client.force_login(get_user_model().objects.get(username="admin"))
+    session = client.cookies["sessionid"].value
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            baseline = []
+            for _ in range(3):
+                context = browser.new_context()
+                page = context.new_page()
+                start = time.perf_counter()
+                page.goto(f"{base}/login/", wait_until="commit")
+                page.wait_for_selector("#id_username")
+                baseline.append((time.perf_counter() - start) * 1000)
+                context.close()
+            line("browser_login_page_on_screen_baseline", statistics.median(baseline), "ms", "baseline, cold")
+            for n, trajectory_id in ids.items():
+                samples, heaps, fetched, data = [], [], [], []
+                for _ in range(3):
+                    context = browser.new_context(viewport={"width": 1280, "height": 900})
+                    context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
+                    page = context.new_page()
+                    responses: list = []
+                    page.on("response", lambda r, responses=responses: responses.append(r))  # sized after timing
+                    cdp = context.new_cdp_session(page)
+                    cdp.send("Performance.enable")
+                    start = time.perf_counter()
+                    page.goto(f"{base}/trajectories/{trajectory_id}/#turn-{n - 1}", wait_until="commit")
+                    page.wait_for_selector(f"#turn-{n - 1} .turn-text")
+                    samples.append((time.perf_counter() - start) * 1000)
+                    page.wait_for_load_state("networkidle")
+                    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                    heaps.append(metrics["JSHeapUsedSize"] / 1e6)
+                    sizes = {r.url: len(r.body()) for r in responses if r.status == 200}
+                    fetched.append(sum(sizes.values()) / 1e6)
+                    data.append(sum(v for k, v in sizes.items() if "/static/" not in k) / 1e6)
+                    context.close()
+                line(f"browser_last_turn_on_screen_{n}_turns", statistics.median(samples), "ms", "< 500 ms, cold")
+                line(f"browser_js_heap_{n}_turns", statistics.median(heaps), "MB", "< 30 MB")
+                line(f"browser_fetched_{n}_turns", statistics.median(fetched), "MB",
+                     "all bytes incl. plotly.min.js (cached after the first visit)")
+                line(f"browser_fetched_data_{n}_turns", statistics.median(data), "MB", "HTML + turn JSON only")
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
