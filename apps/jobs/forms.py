@@ -24,3 +24,20 @@ class LaunchForm(forms.Form):
     time_limit_s = forms.IntegerField(
         min_value=1, required=False, label="Time limit (s)", help_text="Stop and fail the job after this long."
     )
+
+
+PIPELINE_EXAMPLE = """[
+  {"kind": "selftest", "config": {"steps": 5}},
+  {"kind": "selftest", "config": {"steps": 10, "echo": "second stage"}}
+]"""
+
+
+class PipelineForm(forms.Form):
+    title = forms.CharField(max_length=300, required=False)
+    priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last.")
+    stages = forms.JSONField(
+        initial=PIPELINE_EXAMPLE,
+        help_text='A list of stages, run in order: [{"kind": ..., "config": {...}}, ...]. Every config is '
+        "checked before anything is queued.",
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "spellcheck": "false"}),
+    )

@@ -8,6 +8,7 @@ app_name = "jobs"
 urlpatterns = [
     path("", views.job_list, name="list"),
     path("new/", views.job_launch, name="launch"),
+    path("pipeline/", views.pipeline_launch, name="launch-pipeline"),
     path("workers/", views.workers, name="workers"),
     path("selftest/", views.job_launch_selftest, name="launch-selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),

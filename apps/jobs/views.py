@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
-from apps.jobs.forms import LaunchForm
+from apps.jobs.forms import LaunchForm, PipelineForm
 from apps.jobs.models import Job
 from apps.jobs.services import (
     JobConfigError,
@@ -17,6 +17,7 @@ from apps.jobs.services import (
     config_initial,
     eta_seconds,
     launch_job,
+    launch_pipeline,
     retry_job,
 )
 from apps.jobs.workers import worker_overview
@@ -71,7 +72,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
         source = get_object_or_404(Job, pk=request.GET["from"])
     kind_name = request.POST.get("kind") or request.GET.get("kind") or (source.kind if source else "")
     if kind_name not in KINDS:
-        return render(request, "jobs/choose_kind.html", {"kinds": KINDS.values()})
+        return render(request, "jobs/choose_kind.html", {"kinds": KINDS.values(), "pipeline": PipelineForm()})
     kind = KINDS[kind_name]
     form_class = config_form_class(kind)
     if form_class is None:
@@ -101,6 +102,26 @@ def job_launch(request: HttpRequest) -> HttpResponse:
     return render(
         request, "jobs/launch.html", {"kind": kind, "launch": launch, "config_form": config_form, "source": source}
     )
+
+
+@require_POST
+def pipeline_launch(request: HttpRequest) -> HttpResponse:
+    require_perm(request, "launch_jobs")
+    form = PipelineForm(request.POST)
+    if form.is_valid():
+        try:
+            job = launch_pipeline(
+                form.cleaned_data["stages"], request.user,
+                title=form.cleaned_data["title"], priority=form.cleaned_data["priority"],
+            )
+        except JobConfigError as exc:
+            form.add_error("stages", [f"{field}: {' '.join(errors)}" for field, errors in exc.errors.items()])
+        except ValidationError as exc:
+            form.add_error("stages", exc.messages)
+        else:
+            messages.success(request, f"Pipeline #{job.pk} queued.")
+            return redirect("jobs:detail", pk=job.pk)
+    return render(request, "jobs/choose_kind.html", {"kinds": KINDS.values(), "pipeline": form}, status=400)
 
 
 @require_POST

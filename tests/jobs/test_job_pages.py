@@ -99,3 +99,19 @@ def test_a_pipeline_page_lists_its_stages(client_for, personas):
     child = parent.children.get()
     assert "Two self-tests: stage 1" in html and f"/jobs/{child.pk}/" in html
     assert client_for("viewer").get(f"/jobs/{child.pk}/").context["job"].parent == parent
+
+
+def test_a_pipeline_is_launched_from_the_page(client_for):
+    stages = '[{"kind": "selftest", "config": {"steps": 2}}, {"kind": "selftest"}]'
+    response = client_for("operator").post("/jobs/pipeline/", {"stages": stages, "priority": "5", "title": "P"})
+    parent = Job.objects.get(kind="pipeline")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{parent.pk}/"
+    assert parent.total_steps == 2 and parent.children.count() == 1
+
+
+def test_a_pipeline_with_a_bad_stage_shows_which_one_on_the_page(client_for):
+    stages = '[{"kind": "selftest"}, {"kind": "selftest", "config": {"steps": 0}}]'
+    response = client_for("operator").post("/jobs/pipeline/", {"stages": stages, "priority": "5"})
+    assert response.status_code == 400
+    assert b"stage 2.steps: Ensure this value is greater than or equal to 1." in response.content
+    assert not Job.objects.exists()
