@@ -96,3 +96,10 @@ def test_the_test_connection_button_shows_the_outcome(client_for, stub):
     make_endpoint(stub.base_url, name="stub")
     html = client_for("operator").post("/judging/endpoints/stub/test/").content.decode()
     assert "dot ok" in html and "answered in" in html
+
+
+@pytest.mark.parametrize("kind", ["judge", "judge_eval"])
+def test_the_judge_kinds_have_launch_forms_on_the_jobs_page(client_for, kind):
+    response = client_for("operator").get(f"/jobs/new/?kind={kind}")
+    assert response.status_code == 200
+    assert 'name="config-endpoint"' in response.content.decode()
