@@ -43,7 +43,11 @@ def _load(path: str) -> tuple[Any, Any]:
             if problems:
                 raise EndpointConfigError(f"Cannot load {path}: {'; '.join(problems)}")
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            import torch
+
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+            # On a GPU host the model goes to the GPU; CI and laptops stay on the CPU.
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
             model.eval()
             _models[path] = (tokenizer, model)
         return _models[path]
@@ -72,7 +76,10 @@ class LocalChatClient:
         encoded = tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
-        input_ids = encoded["input_ids"]
+        input_ids = encoded["input_ids"].to(model.device)
+        attention_mask = encoded.get("attention_mask")
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(model.device)
         generate_kwargs: dict[str, Any] = {
             "max_new_tokens": max_new,
             "do_sample": temperature > 0,
@@ -82,7 +89,7 @@ class LocalChatClient:
             generate_kwargs["temperature"] = temperature
         with self._lock, torch.no_grad():
             t0 = time.monotonic()
-            output = model.generate(input_ids=input_ids, attention_mask=encoded.get("attention_mask"), **generate_kwargs)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
             record.latency_s = time.monotonic() - t0
         new_tokens = output[0, input_ids.shape[1]:]
         if new_tokens.numel() == 0:
