@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,7 @@ def save_judge_run(
     totals = outcome.totals()
     run = JudgeRun.objects.create(
         paper=paper, rubric_version=version, rubric_hash=version.content_hash, kind=JudgeRun.Kind.MODEL,
-        judge_name=f"{endpoint_snapshot.get('name', '?')} ({endpoint_snapshot.get('model', '?')})",
+        judge_name=f"{endpoint_snapshot.get('name', '?')} ({endpoint_snapshot.get('model', '?')})"[:200],
         score=outcome.score, job=job, endpoint=endpoint, endpoint_snapshot=endpoint_snapshot,
         settings=judge_settings, code_only=bool(judge_settings.get("code_only")), split=paper.split,
         submission=submission, trajectory_id=trajectory_id,
@@ -227,8 +227,6 @@ def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
             problems = check_model_folder(config.model)
             result = ConnectionTest(not problems, "; ".join(problems) or f"model folder {config.model} looks loadable")
         else:
-            from dataclasses import replace
-
             config = replace(config, timeout_s=min(config.timeout_s, CONNECTION_TEST_TIMEOUT_S), max_retries=0)
             with ChatClient(config) as client:
                 answer = client.chat([{"role": "user", "content": "Reply with the single word OK."}], max_tokens=5)
