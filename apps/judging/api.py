@@ -11,6 +11,7 @@ from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
 from apps.judging.services import (
     check_endpoint_connection,
     request_judge_run,
+    run_graded_tree,
     store_submission_upload,
     submission_folder,
 )
@@ -130,6 +131,11 @@ class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
             {"job": job.pk, "priority": job.priority, "queue": job.queue, "submission": submission},
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @action(detail=True, methods=["get"], url_path="graded-tree")
+    def graded_tree(self, request, pk=None):
+        """The run as a PaperBench graded tree; inner nodes are invalid when a leaf below is."""
+        return Response(run_graded_tree(get_object_or_404(JudgeRun, pk=pk)))
 
     @action(detail=True, methods=["get"])
     def grades(self, request, pk=None):

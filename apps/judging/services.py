@@ -196,6 +196,29 @@ def save_judge_run(
     return run
 
 
+def run_graded_tree(run: JudgeRun) -> dict[str, Any]:
+    """A stored model run as a PaperBench graded tree (score, valid_score, explanation, judge_metadata)."""
+    from apps.rubrics.paperbench import flatten
+    from worker.judge.grader import JudgeOutcome, LeafResult, graded_tree
+
+    nodes = flatten(run.rubric_version.tree)
+    results = {
+        g.node_index: LeafResult(
+            index=g.node_index, node_id=g.node_id, category=g.category or None, valid=g.valid_score,
+            score=int(g.score) if g.score is not None else None, explanation=g.explanation,
+            invalid_reason=g.invalid_reason, files=g.files, calls=g.calls, prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens, cost_usd=g.cost_usd,
+        )
+        for g in run.grades.defer("prompt", "response", "responses")
+    }
+    stored = run.node_scores or {}
+    outcome = JudgeOutcome(
+        nodes, results, stored.get("scores") or [0.0] * len(nodes), stored.get("invalid") or [0] * len(nodes),
+        stored.get("graded") or [0] * len(nodes), "Code Development" if run.code_only else None,
+    )
+    return graded_tree(outcome)
+
+
 # --- Endpoints ------------------------------------------------------------------------------
 
 

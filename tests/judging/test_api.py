@@ -127,3 +127,20 @@ def test_a_judge_run_shows_totals_and_every_leaf_prompt_and_answer(client_for, s
     grades = viewer.get(f"/api/judge-runs/{run_id}/grades/").json()["results"]
     assert len(grades) == 5
     assert grades[0]["prompt"][0]["role"] == "system" and grades[0]["response"]
+
+
+def test_a_run_exports_as_a_paperbench_graded_tree_with_invalid_ancestors(client_for, stub, personas):
+    from apps.judging.services import request_judge_run
+    from tests.judging.test_judge_runs import run_job_inline
+
+    stub.state.malformed_when = "Images are normalised"
+    paper, version = make_paper_with_rubric("p1")
+    job = request_judge_run(paper=paper, endpoint=make_endpoint(stub.base_url, name="stub"),
+                            submission=stored_submission(), user=personas["operator"])
+    run_id = run_job_inline(job)["judge_run"]
+    tree = client_for("viewer").get(f"/api/judge-runs/{run_id}/graded-tree/").json()
+    assert tree["id"] == version.tree["id"] and tree["valid_score"] is False
+    assert tree["judge_metadata"] == {"invalid_leaves": 1, "graded_leaves": 5}
+    data = tree["sub_tasks"][0]
+    assert data["sub_tasks"][1]["valid_score"] is False and data["sub_tasks"][1]["score"] == 0.0
+    assert tree["sub_tasks"][1]["valid_score"] is True
