@@ -45,6 +45,10 @@ class ReviewSerializer(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True, default="")
 
 
+class PrefixSerializer(serializers.Serializer):
+    prefix_end = serializers.IntegerField(min_value=-1, allow_null=True)
+
+
 class NoLossSerializer(serializers.Serializer):
     turn = serializers.IntegerField(min_value=0)
     no_loss = serializers.BooleanField()
@@ -67,7 +71,7 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = TrajectorySerializer
     permission_classes = [RolePermission]
     write_permission = {
-        "import_file": "edit_papers", "export_dataset": "view_studio", "review": "grade", "no_loss": "grade", "annotations": "grade",
+        "import_file": "edit_papers", "export_dataset": "view_studio", "review": "grade", "prefix": "grade", "no_loss": "grade", "annotations": "grade",
     }
 
     def get_queryset(self):
@@ -158,6 +162,19 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             services.review_trajectory(trajectory, serializer.validated_data["review"],
                                        serializer.validated_data["reason"], request.user)
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=400)
+        return Response(TrajectorySerializer(trajectory).data)
+
+    @extend_schema(request=PrefixSerializer, responses={200: TrajectorySerializer})
+    @action(detail=True, methods=["post"])
+    def prefix(self, request: Request, pk: str | None = None) -> Response:
+        """Pin the split's prefix up to a turn (null: back to the automatic rule)."""
+        trajectory = self.get_object()
+        serializer = PrefixSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.set_prefix_end(trajectory, serializer.validated_data["prefix_end"])
         except ValueError as exc:
             return Response({"detail": str(exc)}, status=400)
         return Response(TrajectorySerializer(trajectory).data)

@@ -121,6 +121,8 @@ def trajectory_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "searchUrl": reverse("trajectory-search", args=[trajectory.pk]),
             "annotateUrl": reverse("trajectory-annotations", args=[trajectory.pk]),
             "noLossUrl": reverse("trajectory-no-loss", args=[trajectory.pk]),
+            "prefixUrl": reverse("trajectory-prefix", args=[trajectory.pk]),
+            "prefixEnd": trajectory.prefix_end,
             "estimated": trajectory.tokenizer == "",
             "canAnnotate": request.user.has_perm(perm("grade")),
         },

@@ -33,6 +33,7 @@
   const approx = cfg.estimated ? "~" : "";
 
   let current = 0;
+  let prefixEnd = cfg.prefixEnd; // the split's pinned prefix (null: automatic)
   let anchor = { index: 0, shift: 0 }; // keeps the view steady while heights get measured
   let programmaticTop = null;
   let search = { q: "", hits: [], pos: -1, set: new Set() };
@@ -131,6 +132,7 @@
     if (index.calls[i]) head.append(el("span", "turn-calls", index.calls[i]));
     if (flagged.has(i)) head.append(el("span", "badge flag", "blacklisted URL"));
     if (noLoss[i]) head.append(el("span", "badge noloss", "no loss"));
+    if (prefixEnd !== null && prefixEnd !== undefined && i <= prefixEnd) head.append(el("span", "badge prefix", "prefix"));
     for (const label of annotations[i] || []) head.append(el("span", "badge label", label));
     const tokens = el("span", "turn-tokens", `${approx}${fmt.format(index.tokens[i])} tok · Σ ${approx}${fmt.format(cumulative[i])}`);
     tokens.title = cfg.estimated ? "Estimated: characters / 4 + 4 per message" : "Tokens of this turn · cumulative";
@@ -373,6 +375,28 @@
     render();
   }
 
+  async function pinPrefix(i) {
+    if (!cfg.canAnnotate) return;
+    const body = await post(cfg.prefixUrl, { prefix_end: prefixEnd === i ? null : i });
+    prefixEnd = body.prefix_end;
+    for (const k of [...live.keys()]) rebuild(k);
+    render();
+  }
+
+  // Annotations are filterable: step through the turns that carry the chosen label.
+  const labelFilter = document.getElementById("label-filter");
+  function stepLabel(direction) {
+    const wanted = labelFilter.value;
+    if (!wanted) { labelFilter.focus(); return; }
+    const turns = Object.keys(annotations).map(Number)
+      .filter((i) => wanted === "*" || annotations[i].includes(wanted)).sort((a, b) => a - b);
+    if (!turns.length) return;
+    const next = direction > 0 ? turns.find((i) => i > current) ?? turns[0]
+      : [...turns].reverse().find((i) => i < current) ?? turns[turns.length - 1];
+    setCurrent(next);
+  }
+  labelFilter.addEventListener("change", () => { stepLabel(1); scroller.focus(); });
+
   const annotate = document.getElementById("annotate");
   const annotateForm = document.getElementById("annotate-form");
   const labelSelect = document.getElementById("annotate-label");
@@ -429,6 +453,9 @@
       e: () => toggleExpand(current),
       a: openAnnotate,
       x: () => toggleNoLoss(current),
+      p: () => pinPrefix(current),
+      "]": () => stepLabel(1),
+      "[": () => stepLabel(-1),
       A: () => review("accepted"),
       R: () => review("rejected"),
     };

@@ -130,3 +130,15 @@ def test_labels_are_an_editable_set(api_for):
     assert response.status_code == 201
     names = [label["name"] for label in api_for("viewer").get("/api/annotation-labels/").json()["results"]]
     assert "stuck in a loop" in names and "error" in names
+
+
+def test_the_prefix_is_pinned_and_unpinned_through_the_api(api_for):
+    trajectory = make_trajectory(10)
+    client = api_for("curator")
+    assert client.post(f"/api/trajectories/{trajectory.pk}/prefix/", {"prefix_end": 3},
+                       format="json").json()["prefix_end"] == 3
+    assert client.post(f"/api/trajectories/{trajectory.pk}/prefix/", {"prefix_end": 30},
+                       format="json").status_code == 400
+    client.post(f"/api/trajectories/{trajectory.pk}/prefix/", {"prefix_end": None}, format="json")
+    trajectory.refresh_from_db()
+    assert trajectory.prefix_end is None

@@ -111,3 +111,20 @@ def test_the_split_view_redraws_on_a_config_change_and_inspects_a_window(page, l
     page.wait_for_selector("#inspector .message.part-target")
     assert page.locator("#inspector h2").inner_text().startswith("Window 2")
     assert page.locator("#inspector .loss").count() > 0
+
+
+def test_a_curator_annotates_a_turn_from_the_keyboard(page, live_server, personas, browser_login):
+    from apps.trajectories.models import TurnAnnotation
+
+    trajectory = make_trajectory(30)
+    browser_login(personas["curator"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/#turn-7")
+    page.wait_for_selector("#turn-7.current .turn-text")
+    page.keyboard.press("a")
+    page.wait_for_selector("#annotate[open]")
+    page.keyboard.press("Tab")
+    page.keyboard.type("wrong file")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#turn-7 .badge.label")
+    annotation = TurnAnnotation.objects.get()
+    assert (annotation.turn_index, annotation.note, annotation.author) == (7, "wrong file", personas["curator"])
