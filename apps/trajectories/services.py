@@ -249,3 +249,24 @@ def annotate_turn(
     return TurnAnnotation.objects.create(
         trajectory=trajectory, turn_index=turn_index, label=label, note=note.strip(), author=user
     )
+
+
+# ------------------------------------------------------------------ token counts
+
+
+def recount_tokens(trajectory: Trajectory, counter: TokenCounter | None = None) -> Trajectory:
+    """Count every turn again with the configured tokenizer (or the estimate), in one batch.
+
+    Used when a tokenizer is configured after an import: the split plans on these counts.
+    """
+    counter = counter or token_counter()
+    turns = list(trajectory.turns.order_by("index").only("id", "text", "reasoning", "tool_calls", "token_count"))
+    counts = counter.count([turn_text(t.text, t.reasoning, t.tool_calls) for t in turns])
+    for turn, tokens in zip(turns, counts, strict=True):
+        turn.token_count = tokens
+    with transaction.atomic():
+        Turn.objects.bulk_update(turns, ["token_count"], batch_size=TURN_BATCH)
+        trajectory.total_tokens = sum(counts)
+        trajectory.tokenizer = counter.name
+        trajectory.save(update_fields=["total_tokens", "tokenizer"])
+    return trajectory

@@ -35,3 +35,18 @@ def test_the_import_job_refuses_a_path_outside_the_import_folder(tmp_path):
     with pytest.raises(ValueError, match="must be inside"):
         run(job, Progress(job.pk))
     assert Trajectory.objects.count() == 0
+
+
+def test_the_token_job_recounts_estimated_trajectories_with_the_tokenizer(settings, tmp_path):
+    from apps.trajectories.tokens import counter_for
+    from tests.trajectories.factories import make_trajectory, tiny_tokenizer
+    from worker.engines.trajectory_tokens import run as count
+
+    trajectory = make_trajectory(10)
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    job = Job.objects.create(kind="trajectory_tokens", title="count", config={})
+    result = count(job, Progress(job.pk))
+    trajectory.refresh_from_db()
+    assert result["trajectories"] == 1 and trajectory.tokenizer == "tok"
+    assert trajectory.total_tokens == sum(trajectory.turns.values_list("token_count", flat=True)) == result["tokens"]

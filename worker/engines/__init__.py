@@ -94,3 +94,27 @@ register(
         form="apps.judging.forms.JudgeEvalConfigForm",
     )
 )
+
+register(
+    JobKind(
+        name="sft",
+        label="Trajectory-splitting SFT",
+        queue="gpu",
+        engine="worker.engines.sft.run",
+        description="Splits the selected trajectories into overlapping windows (pinned prefix, truncated "
+        "history) and fine-tunes a local model on their assistant turns with TRL's SFTTrainer.",
+        form="apps.jobs.forms.SFTForm",
+        gpus=1,
+    )
+)
+
+register(
+    JobKind(
+        name="trajectory_tokens",
+        label="Count trajectory tokens",
+        queue="cpu",
+        engine="worker.engines.trajectory_tokens.run",
+        description="Counts every turn again with the configured tokenizer (KLONG_TOKENIZER_PATH); config: "
+        "trajectories (ids), or none for every trajectory counted with another tokenizer or estimated.",
+    )
+)
