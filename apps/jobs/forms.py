@@ -41,3 +41,34 @@ class PipelineForm(forms.Form):
         "checked before anything is queued.",
         widget=forms.Textarea(attrs={"rows": 8, "cols": 80, "spellcheck": "false"}),
     )
+
+
+class SFTForm(forms.Form):
+    """Trajectory-splitting SFT: which trajectories, how to split them, what to train."""
+
+    ids = forms.CharField(
+        required=False, label="Trajectory ids", help_text="Comma-separated; empty: every accepted trajectory."
+    )
+    base_model = forms.CharField(max_length=500, help_text="A local model folder (tokenizer with a chat template).")
+    l_max = forms.IntegerField(min_value=64, initial=4096, label="L_max", help_text="Context limit of a window.")
+    overlap_turns = forms.IntegerField(min_value=0, initial=2, help_text="Turns shared by adjacent windows.")
+    train_overlap_once = forms.BooleanField(required=False, help_text="Train each assistant turn in one window only.")
+    method = forms.ChoiceField(choices=[("full", "Full fine-tuning"), ("lora", "LoRA (peft)")], initial="full")
+    lora_r = forms.IntegerField(min_value=1, max_value=512, initial=16, label="LoRA rank")
+    learning_rate = forms.FloatField(min_value=0, max_value=1, initial=1e-5)
+    epochs = forms.FloatField(min_value=0.01, max_value=100, initial=1)
+    max_steps = forms.IntegerField(min_value=-1, initial=-1, help_text="-1: run the epochs; else stop after this many steps.")
+    batch_size = forms.IntegerField(min_value=1, max_value=512, initial=1)
+    grad_accum = forms.IntegerField(min_value=1, max_value=1024, initial=8, label="Gradient accumulation")
+    precision = forms.ChoiceField(choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
+                                  help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
+    save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
+
+    def clean_base_model(self) -> str:
+        from pathlib import Path
+
+        value = self.cleaned_data["base_model"]
+        folder = Path(value)
+        if not (folder / "config.json").is_file() or not any(folder.glob("tokenizer*")):
+            raise forms.ValidationError(f"{value} is not a model folder (config.json and a tokenizer).")
+        return value

@@ -104,6 +104,28 @@ class JobArtifact(models.Model):
         ordering = ["job", "created_at"]
 
 
+class ModelCheckpoint(models.Model):
+    """A trained model and its lineage: what it was trained from, on what, and how."""
+
+    job = models.ForeignKey(Job, null=True, on_delete=models.SET_NULL, related_name="checkpoints")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1000, help_text="The model folder, relative to the data folder.")
+    base_model = models.CharField(max_length=500)
+    method = models.CharField(max_length=20, default="full")
+    dataset_hash = models.CharField(max_length=64, blank=True)
+    manifest_hashes = models.JSONField(default=list, blank=True)
+    trajectory_ids = models.JSONField(default=list, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class JobLog(models.Model):
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs")
     level = models.CharField(max_length=10, default="info")

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apps.jobs.models import Job, ModelCheckpoint
+from apps.jobs.services import launch_job, retry_job
+from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
+from apps.trajectories.models import Trajectory, Turn
+from tests.jobs.test_jobs import wait_for
+from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
+from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
+from worker.training.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def agent_run(n_steps: int) -> list[TurnRow]:
+    rows = [TurnRow("system", "You reproduce papers."), TurnRow("user", "Reproduce the paper at /home/paper.")]
+    for i in range(n_steps):
+        rows.append(TurnRow("assistant", f"python train.py --epochs {i % 5} && python eval.py"))
+        rows.append(TurnRow("tool", f"epoch {i} loss {1.0 / (i + 1):.3f} accuracy 0.{i % 10}" * 3))
+    return rows
+
+
+def test_labels_are_exactly_the_windows_assistant_turns(tokenizer):
+    rows = agent_run(30)
+    config = SplitConfig(l_max=400, prefix_end=1, overlap_turns=2, history_budget=80)
+    manifest, examples = split_examples(rows, config, ChatTemplateTurns(tokenizer))
+    examples = list(examples)
+    assert len(examples) > 2
+    for example in examples:
+        window = manifest.window(example.window)
+        trained = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+        # Content and end-of-turn of each loss turn, in order; never a header, an observation or a marker.
+        expected = "".join(rows[i].text + "<|im_end|>\n" for i in window.loss_turns)
+        assert trained == expected
+        assert len(example.input_ids) <= config.l_max
+
+
+def test_no_loss_turns_carry_no_labels(tokenizer):
+    rows = agent_run(6)
+    rows[4] = TurnRow("assistant", rows[4].text, no_loss=True)
+    manifest, examples = split_examples(rows, SplitConfig(l_max=4096, prefix_end=1), ChatTemplateTurns(tokenizer))
+    trained = "".join(tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in examples)
+    assert trained.count("<|im_end|>") == 5
+
+
+class Recorder(Reporter):
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.metrics: list[tuple[int, dict]] = []
+        self.saves: list[int] = []
+        self.stop_at = stop_at
+        self.step = 0
+
+    def metric(self, step: int, **values: float) -> None:
+        self.metrics.append((step, values))
+
+    def progress(self, step: int, total: int) -> None:
+        self.step = step
+
+    def saved(self, step: int, path: Path) -> None:
+        self.saves.append(step)
+
+    def should_stop(self) -> bool:
+        return self.stop_at is not None and self.step >= self.stop_at
+
+
+def test_the_trainer_feeds_our_labels_unchanged(tiny_model, tokenizer, tmp_path):
+    _, examples = split_examples(agent_run(8), SplitConfig(l_max=200, prefix_end=1), ChatTemplateTurns(tokenizer))
+    examples = list(examples)
+    settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=200, batch_size=1)
+    trainer = build_trainer(examples, settings, Recorder())
+    batches = list(trainer.get_train_dataloader())
+    fed = sorted(tuple(b["labels"][0].tolist()) for b in batches)
+    assert fed == sorted(tuple(e.labels) for e in examples)
+
+
+def test_the_loss_falls_over_a_short_run(tiny_model, tokenizer, tmp_path):
+    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), ChatTemplateTurns(tokenizer))
+    settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=300, learning_rate=3e-3,
+                           max_steps=30, batch_size=2, save_steps=1000)
+    recorder = Recorder()
+    metrics = train_sft(list(examples), settings, recorder)
+    losses = [values["loss"] for _step, values in recorder.metrics]
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert (tmp_path / "final" / "config.json").is_file() and metrics["steps"] == 30
+    assert all(values["tokens_per_s"] > 0 for _step, values in recorder.metrics)
+
+
+def test_a_run_resumes_from_its_last_checkpoint(tiny_model, tokenizer, tmp_path):
+    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), ChatTemplateTurns(tokenizer))
+    examples = list(examples)
+    settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=300, max_steps=8, save_steps=3)
+    first = Recorder(stop_at=4)
+    train_sft(examples, settings, first)
+    assert first.saves[-1] == 4  # stopping saves where it stopped
+    second = Recorder()
+    metrics = train_sft(examples, settings, second)
+    assert metrics["resumed_from"] == "checkpoint-4" and metrics["steps"] == 8
+    assert [step for step, _ in second.metrics] == [5, 6, 7, 8]
+
+
+def make_trajectory(n_steps: int) -> Trajectory:
+    trajectory = Trajectory.objects.create(title="sft data", review=Trajectory.Review.ACCEPTED)
+    Turn.objects.bulk_create([
+        Turn(trajectory=trajectory, index=i, role=row.role, text=row.text) for i, row in enumerate(agent_run(n_steps))
+    ])
+    return trajectory
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_sft_job_trains_and_records_its_lineage(tiny_model, personas, celery_worker):
+    trajectory = make_trajectory(12)
+    job = launch_job("sft", {"ids": str(trajectory.pk), "base_model": str(tiny_model), "l_max": 300,
+                             "max_steps": 6, "learning_rate": 1e-3, "grad_accum": 1, "precision": "fp32"},
+                     personas["operator"])
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=120)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    checkpoint = ModelCheckpoint.objects.get(job=job)
+    assert checkpoint.trajectory_ids == [trajectory.pk] and len(checkpoint.manifest_hashes) == 1
+    assert checkpoint.base_model == str(tiny_model) and len(checkpoint.dataset_hash) == 64
+    assert job.metrics.filter(name="loss").count() == 6
+    assert job.artifacts.get().kind == "checkpoint"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_sft_job_keeps_its_checkpoint_and_a_retry_resumes(tiny_model, personas, celery_worker):
+    from apps.jobs.services import cancel_job
+
+    trajectory = make_trajectory(12)
+    job = launch_job("sft", {"ids": str(trajectory.pk), "base_model": str(tiny_model), "l_max": 300,
+                             "max_steps": 40, "save_steps": 1000, "grad_accum": 1, "precision": "fp32"},
+                     personas["operator"])
+    wait_for(lambda: Job.objects.filter(pk=job.pk, step__gte=3).exists(), timeout=120)
+    cancel_job(job)
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=60)
+    assert job.state == Job.State.CANCELLED and job.checkpoint["step"] >= 3
+    stopped_at = job.checkpoint["step"]
+    retry_job(job, personas["operator"])
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=180)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.result["resumed_from"] == f"checkpoint-{stopped_at}" and job.result["steps"] == 40
+    steps = list(job.metrics.filter(name="loss").values_list("step", flat=True))
+    assert steps == list(range(1, 41))  # nothing lost, nothing twice

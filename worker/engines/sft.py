@@ -1,0 +1,107 @@
+"""The SFT job: select trajectories, split them with the base model's tokenizer, train, record lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from apps.jobs.models import Job, ModelCheckpoint
+from worker.progress import JobCancelled, Progress
+from worker.training.examples import ChatTemplateTurns, Example, TurnRow, dataset_hash, split_examples
+from worker.training.sft import Reporter, SFTSettings, train_sft
+
+SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
+
+
+class JobReporter(Reporter):
+    """Training events into the job: metric points, progress, checkpoints, and the cancel button."""
+
+    def __init__(self, job_progress: Progress) -> None:
+        self.job_progress = job_progress
+        self.cancelled = False
+
+    def metric(self, step: int, **values: float) -> None:
+        self.job_progress.metric(step, **values)
+
+    def progress(self, step: int, total: int) -> None:
+        try:
+            self.job_progress.update(step / total if total else 0.0, f"step {step} of {total}", step=step)
+        except JobCancelled:
+            # Not from inside the trainer: should_stop() makes it stop at this step and save.
+            self.cancelled = True
+
+    def saved(self, step: int, path: Path) -> None:
+        self.job_progress.checkpoint({"step": step, "path": str(path)})
+        self.job_progress.log(f"Checkpoint at step {step}: {path.name}")
+
+    def should_stop(self) -> bool:
+        try:
+            self.job_progress.check_cancelled()
+        except JobCancelled:
+            self.cancelled = True
+        return self.cancelled
+
+
+def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], list[str], list[int]]:
+    """Examples of every selected trajectory, with their manifests' hashes and the trajectory ids."""
+    from apps.trajectories.split_service import config_from, export_selection
+    from apps.trajectories.tokens import turn_text
+
+    turns = ChatTemplateTurns(tokenizer)
+    split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
+    examples: list[Example] = []
+    hashes: list[str] = []
+    ids: list[int] = []
+    for trajectory in export_selection({"ids": config.get("ids", "")}):
+        stored = trajectory.turns.order_by("index").values_list("role", "text", "reasoning", "tool_calls", "no_loss")
+        # The text the model sees, as token counting renders it: reasoning, text, tool calls.
+        rows = [TurnRow(role, turn_text(text, reasoning, calls), no_loss) for role, text, reasoning, calls, no_loss in stored]
+        if not rows:
+            continue
+        manifest, windows = split_examples(rows, config_from(split_params, trajectory), turns)
+        examples.extend(windows)
+        hashes.append(manifest.content_hash)
+        ids.append(trajectory.pk)
+    return examples, hashes, ids
+
+
+def run(job: Job, progress: Progress) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    config = job.config
+    tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
+    progress.update(0.0, "splitting trajectories", force=True)
+    examples, manifest_hashes, trajectory_ids = build_examples(config, tokenizer)
+    progress.log(
+        f"{len(trajectory_ids)} trajectories split into {len(examples)} windows "
+        f"({sum(e.loss_tokens for e in examples)} loss tokens)"
+    )
+    output_dir = settings.DATA_DIR / "checkpoints" / f"job-{job.pk}"
+    train_settings = SFTSettings(
+        base_model=config["base_model"],
+        output_dir=output_dir,
+        max_length=int(config["l_max"]),
+        method=config.get("method", "full"),
+        lora_r=int(config.get("lora_r", 16)),
+        learning_rate=float(config.get("learning_rate", 1e-5)),
+        epochs=float(config.get("epochs", 1)),
+        max_steps=int(config.get("max_steps", -1)),
+        batch_size=int(config.get("batch_size", 1)),
+        grad_accum=int(config.get("grad_accum", 1)),
+        precision=config.get("precision", "fp32"),
+        save_steps=int(config.get("save_steps", 50)),
+    )
+    reporter = JobReporter(progress)
+    metrics = train_sft(examples, train_settings, reporter)
+    if reporter.cancelled:
+        raise JobCancelled()
+    data_hash = dataset_hash(manifest_hashes, tokenizer.name_or_path)
+    checkpoint = ModelCheckpoint.objects.create(
+        job=job, name=f"{job.title} #{job.pk}", path=str(Path(metrics["final_path"]).relative_to(settings.DATA_DIR)),
+        base_model=config["base_model"], method=train_settings.method, dataset_hash=data_hash,
+        manifest_hashes=manifest_hashes, trajectory_ids=trajectory_ids, config=config, metrics=metrics,
+    )
+    progress.artifact("model", checkpoint.path, kind="checkpoint", checkpoint=checkpoint.pk)
+    return {**metrics, "checkpoint": checkpoint.pk, "dataset_hash": data_hash, "trajectories": len(trajectory_ids)}

@@ -1,0 +1,156 @@
+"""Trajectory-splitting SFT on TRL's SFTTrainer, reporting through a job's Progress.
+
+The examples arrive pre-tokenised with their own labels (-100 = no loss), which SFTTrainer uses
+as they are; ``max_length`` is the split's l_max, so TRL's default truncation (1,024) never cuts
+a window silently. Cancellation and checkpoints go through a TrainerCallback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from worker.training.examples import Example
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    base_model: str
+    output_dir: Path
+    max_length: int
+    method: str = "full"  # or "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    learning_rate: float = 1e-5
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 1
+    grad_accum: int = 1
+    precision: str = "fp32"  # bf16 / fp16 on GPUs
+    save_steps: int = 50
+    logging_steps: int = 1
+    seed: int = 0
+
+
+class Reporter:
+    """What the training loop tells the outside world; the job engine implements it."""
+
+    def metric(self, step: int, **values: float) -> None: ...
+
+    def progress(self, step: int, total: int) -> None: ...
+
+    def saved(self, step: int, path: Path) -> None: ...
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder the trainer wrote, to resume from after a crash."""
+    checkpoints = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _callback(reporter: Reporter, started: list[float]):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            started[0] = time.perf_counter()
+            started[1] = state.num_input_tokens_seen or 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            values = {k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm", "epoch") if k in logs}
+            if "loss" in values:
+                elapsed = max(time.perf_counter() - started[0], 1e-9)
+                values["tokens_per_s"] = float(logs.get("num_tokens", 0.0)) / elapsed if "num_tokens" in logs else 0.0
+                reporter.metric(state.global_step, **values)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            reporter.progress(state.global_step, state.max_steps)
+            if reporter.should_stop():
+                # Stop at this step boundary and keep what was learnt so far.
+                control.should_training_stop = True
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            reporter.saved(state.global_step, Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    return ProgressCallback()
+
+
+def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter):
+    """An SFTTrainer over the examples, reporting to ``reporter``."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if not examples:
+        raise ValueError("No training examples: the selected trajectories have no assistant turns to learn.")
+    longest = max(len(e.input_ids) for e in examples)
+    if longest > settings.max_length:
+        raise ValueError(f"An example has {longest} tokens, more than max_length={settings.max_length}.")
+    cuda = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
+    model = AutoModelForCausalLM.from_pretrained(
+        settings.base_model, dtype=torch.bfloat16 if (cuda and settings.precision == "bf16") else None
+    )
+    peft_config = None
+    if settings.method == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, task_type="CAUSAL_LM",
+                                 target_modules="all-linear")
+    dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    args = SFTConfig(
+        output_dir=str(settings.output_dir),
+        max_length=settings.max_length,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps,
+        save_strategy="steps",
+        save_total_limit=2,
+        seed=settings.seed,
+        report_to=[],
+        bf16=cuda and settings.precision == "bf16",
+        fp16=cuda and settings.precision == "fp16",
+        use_cpu=not cuda,
+        # Inside a Celery prefork worker, subprocesses for data loading are not allowed.
+        dataset_num_proc=None,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    started = [0.0, 0.0]
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=peft_config, callbacks=[_callback(reporter, started)],
+    )
+
+
+def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter) -> dict[str, Any]:
+    """Train (or resume) and save the final model to ``output_dir/final``; returns the metrics."""
+    trainer = build_trainer(examples, settings, reporter)
+    tokenizer = trainer.processing_class
+    resume = last_checkpoint(settings.output_dir)
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    final = settings.output_dir / "final"
+    trainer.save_model(str(final))
+    tokenizer.save_pretrained(str(final))
+    return {
+        "train_loss": float(output.training_loss),
+        "steps": int(trainer.state.global_step),
+        "examples": len(examples),
+        "loss_tokens": sum(e.loss_tokens for e in examples),
+        "resumed_from": resume.name if resume else None,
+        "final_path": str(final),
+    }
+
