@@ -6,8 +6,8 @@ import pytest
 
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services import launch_job, retry_job
-from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
 from apps.trajectories.models import Trajectory, Turn
+from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
 from tests.jobs.test_jobs import wait_for
 from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
 from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
