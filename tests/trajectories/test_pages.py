@@ -161,3 +161,13 @@ def test_annotations_export_as_json_lines(client_for, personas):
     rows = [json.loads(line) for line in response.content.decode().splitlines()]
     assert rows == [{"trajectory": trajectory.pk, "turn": 2, "label": "fabricated result", "note": "made up",
                      "author": "curator", "created_at": rows[0]["created_at"]}]
+
+
+def test_an_upload_larger_than_memory_is_spooled_to_disk_and_imported(client_for):
+    # Above FILE_UPLOAD_MAX_MEMORY_SIZE (2 MiB) Django streams the upload to a temp file.
+    turns = b"".join(b'{"role": "tool", "text": "' + b"x" * 1000 + b'"}\n' for _ in range(3000))
+    body = b'{"klong_trajectory": 1}\n' + turns
+    response = client_for("curator").post(
+        "/trajectories/import/", {"file": SimpleUploadedFile("big.jsonl", body)}, HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 201 and response.json()["trajectories"][0]["turns"] == 3000
