@@ -47,10 +47,19 @@ class SFTForm(forms.Form):
     """Trajectory-splitting SFT: which trajectories, how to split them, what to train."""
 
     ids = forms.CharField(
-        required=False, label="Trajectory ids", help_text="Comma-separated; empty: every accepted trajectory."
+        required=False, label="Trajectory ids", help_text="Comma-separated; empty: the accepted trajectories "
+        "matching the filters below."
     )
+    paper = forms.CharField(required=False, max_length=200, help_text="Only this paper's trajectories (its id).")
+    source = forms.ChoiceField(
+        required=False, choices=[("", "any"), ("imported", "Imported"), ("distilled", "Distilled"), ("rollout", "RL rollout")]
+    )
+    min_score = forms.FloatField(required=False, min_value=0, max_value=1, help_text="Judged score at least this.")
     base_model = forms.CharField(max_length=500, help_text="A local model folder (tokenizer with a chat template).")
-    l_max = forms.IntegerField(min_value=64, initial=4096, label="L_max", help_text="Context limit of a window.")
+    l_max = forms.IntegerField(
+        min_value=64, initial=4096, label="L_max",
+        help_text="Context limit of a window. Preview the split of any trajectory on its Split page first.",
+    )
     overlap_turns = forms.IntegerField(min_value=0, initial=2, help_text="Turns shared by adjacent windows.")
     train_overlap_once = forms.BooleanField(required=False, help_text="Train each assistant turn in one window only.")
     method = forms.ChoiceField(choices=[("full", "Full fine-tuning"), ("lora", "LoRA (peft)")], initial="full")
@@ -63,6 +72,12 @@ class SFTForm(forms.Form):
     precision = forms.ChoiceField(choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
                                   help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
+
+    def clean_ids(self) -> str:
+        raw = self.cleaned_data["ids"].replace(" ", "")
+        if raw and not all(part.isdigit() for part in raw.split(",") if part):
+            raise forms.ValidationError("Trajectory ids are numbers separated by commas.")
+        return raw
 
     def clean_base_model(self) -> str:
         from pathlib import Path

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from apps.jobs import views
+from apps.jobs import checkpoints, views
 
 app_name = "jobs"
 urlpatterns = [
@@ -10,6 +10,8 @@ urlpatterns = [
     path("new/", views.job_launch, name="launch"),
     path("pipeline/", views.pipeline_launch, name="launch-pipeline"),
     path("workers/", views.workers, name="workers"),
+    path("checkpoints/", checkpoints.checkpoint_list, name="checkpoints"),
+    path("checkpoints/<int:pk>/download/", checkpoints.checkpoint_download, name="checkpoint-download"),
     path("selftest/", views.job_launch_selftest, name="launch-selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),

@@ -154,3 +154,34 @@ def test_a_cancelled_sft_job_keeps_its_checkpoint_and_a_retry_resumes(tiny_model
     assert job.result["resumed_from"] == f"checkpoint-{stopped_at}" and job.result["steps"] == 40
     steps = list(job.metrics.filter(name="loss").values_list("step", flat=True))
     assert steps == list(range(1, 41))  # nothing lost, nothing twice
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_downloads_as_a_zip_of_its_folder(client_for, settings):
+    import io
+    import zipfile
+
+    folder = settings.DATA_DIR / "checkpoints" / "job-1" / "final"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    checkpoint = ModelCheckpoint.objects.create(name="c", path="checkpoints/job-1/final", base_model="tiny")
+    response = client_for("viewer").get(f"/jobs/checkpoints/{checkpoint.pk}/download/")
+    assert response.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+    assert names == ["config.json"]
+    assert b"Download" in client_for("viewer").get("/jobs/checkpoints/").content
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_path_outside_the_data_folder_is_never_served(client_for):
+    checkpoint = ModelCheckpoint.objects.create(name="evil", path="../../etc", base_model="tiny")
+    assert client_for("viewer").get(f"/jobs/checkpoints/{checkpoint.pk}/download/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_sft_form_refuses_a_folder_that_is_not_a_model(client_for, tmp_path):
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "sft", "config": {"base_model": str(tmp_path)}}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "is not a model folder" in response.json()["config"]["base_model"][0]

@@ -44,9 +44,29 @@ class JobReporter(Reporter):
         return self.cancelled
 
 
+def select_trajectories(config: dict[str, Any]):
+    """The given ids, else accepted trajectories matching paper / source / minimum score.
+
+    Rejected trajectories are never trained on, whichever way they were chosen.
+    """
+    from apps.trajectories.models import Trajectory
+
+    chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED).order_by("pk")
+    if config.get("ids"):
+        return chosen.filter(pk__in=[int(i) for i in str(config["ids"]).split(",") if i])
+    chosen = chosen.filter(review=Trajectory.Review.ACCEPTED)
+    if config.get("paper"):
+        chosen = chosen.filter(paper__slug=config["paper"])
+    if config.get("source"):
+        chosen = chosen.filter(source=config["source"])
+    if config.get("min_score") is not None:
+        chosen = chosen.filter(final_score__gte=config["min_score"])
+    return chosen
+
+
 def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], list[str], list[int]]:
     """Examples of every selected trajectory, with their manifests' hashes and the trajectory ids."""
-    from apps.trajectories.split_service import config_from, export_selection
+    from apps.trajectories.split_service import config_from
     from apps.trajectories.tokens import turn_text
 
     turns = ChatTemplateTurns(tokenizer)
@@ -54,7 +74,7 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     examples: list[Example] = []
     hashes: list[str] = []
     ids: list[int] = []
-    for trajectory in export_selection({"ids": config.get("ids", "")}):
+    for trajectory in select_trajectories(config):
         stored = trajectory.turns.order_by("index").values_list("role", "text", "reasoning", "tool_calls", "no_loss")
         # The text the model sees, as token counting renders it: reasoning, text, tool calls.
         rows = [TurnRow(role, turn_text(text, reasoning, calls), no_loss) for role, text, reasoning, calls, no_loss in stored]

@@ -1,0 +1,40 @@
+"""Trained model checkpoints: the list with lineage, and download as a zip."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from apps.jobs.models import ModelCheckpoint
+
+
+def checkpoint_list(request: HttpRequest) -> HttpResponse:
+    page = Paginator(ModelCheckpoint.objects.select_related("job"), 25).get_page(request.GET.get("page"))
+    return render(request, "jobs/checkpoints.html", {"page": page})
+
+
+def checkpoint_folder(checkpoint: ModelCheckpoint) -> Path:
+    folder = (settings.DATA_DIR / checkpoint.path).resolve()
+    # The path is data, not code: never serve anything outside the data folder.
+    if settings.DATA_DIR.resolve() not in folder.parents or not folder.is_dir():
+        raise Http404("The checkpoint's files are not on this server.")
+    return folder
+
+
+def checkpoint_download(request: HttpRequest, pk: int) -> FileResponse:
+    checkpoint = get_object_or_404(ModelCheckpoint, pk=pk)
+    folder = checkpoint_folder(checkpoint)
+    archive = folder.with_suffix(".zip")
+    if not archive.exists() or archive.stat().st_mtime < folder.stat().st_mtime:
+        partial = archive.with_suffix(".zip.partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as out:  # weights do not compress
+            for file in sorted(folder.rglob("*")):
+                if file.is_file():
+                    out.write(file, file.relative_to(folder))
+        partial.replace(archive)  # never serve a half-written zip
+    return FileResponse(archive.open("rb"), as_attachment=True, filename=f"checkpoint-{checkpoint.pk}.zip")
