@@ -171,6 +171,10 @@ class InspectedWindow:
     overlong: bool
     messages: list[RenderedMessage]
     estimated: bool
+    # The whole window as the base model's chat template renders it ("" without a tokenizer
+    # that has a template), or why it could not be rendered.
+    template_text: str = ""
+    template_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "messages"},
@@ -188,8 +192,16 @@ def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Seque
     cut = _tokenizer_cut(counter) if same_tokenizer else _estimate_cut
     messages = render_window(texts, manifest, number, cut)
     window = manifest.window(number)
+    template_text, template_error = "", ""
+    if isinstance(counter, TokenizerCounter) and getattr(counter.tokenizer, "chat_template", None):
+        try:
+            template_text = counter.tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in messages], tokenize=False
+            )
+        except Exception as exc:  # a template may refuse a role order; show why, keep the page
+            template_error = f"{type(exc).__name__}: {exc}"
     return InspectedWindow(number, window.total_tokens, manifest.config.l_max, window.overlong, messages,
-                           trajectory.tokenizer == "")
+                           trajectory.tokenizer == "", str(template_text), template_error)
 
 
 # ------------------------------------------------------------------ dataset export

@@ -118,3 +118,19 @@ def test_the_api_exports_a_dataset(personas, settings, tmp_path):
                            format="json")
     assert response.status_code == 200
     assert set(zipfile.ZipFile(io.BytesIO(response.content)).namelist()) == {"dataset.jsonl", "manifest.json"}
+
+
+def test_the_inspector_renders_the_window_with_the_chat_template(client_for, settings, tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = tiny_tokenizer(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                               "{% endfor %}")
+    tokenizer.save_pretrained(folder)
+    settings.KLONG_TOKENIZER_PATH = str(folder)
+    counter_for.cache_clear()
+    trajectory = make_trajectory(12, texts={5: "<b>agent text</b>"})
+    response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/window/1/?l_max=4000")
+    html = response.content.decode()
+    assert "&lt;|im_start|&gt;system" in html and "&lt;b&gt;agent text&lt;/b&gt;" in html
