@@ -76,9 +76,12 @@ def launch_job(
     from worker.tasks import run_job
 
     config = validate_config(kind, config)
+    spec = KINDS[kind]
+    if spec.priority_for:
+        module_name, _, name = spec.priority_for.rpartition(".")
+        priority = getattr(import_module(module_name), name)(config)
     if not 0 <= priority <= 9:
         raise ValidationError({"priority": "priority must be between 0 (first) and 9 (last)."})
-    spec = KINDS[kind]
     job = Job.objects.create(
         kind=kind,
         title=title or spec.label,

@@ -35,6 +35,12 @@ def judge_priority(paper: Paper) -> int:
     return JUDGE_PRIORITY.get(paper.split, 9)
 
 
+def judge_priority_for_config(config: dict[str, Any]) -> int:
+    """The judge kind's priority rule, applied however a judge job is launched."""
+    paper = Paper.objects.filter(pk=config.get("paper")).first()
+    return judge_priority(paper) if paper else 9
+
+
 # --- Submissions --------------------------------------------------------------------------
 
 

@@ -160,3 +160,15 @@ def test_the_jobs_api_validates_a_judge_config_with_its_form(client_for):
     assert response.status_code == 400
     body = str(response.json())
     assert "No model endpoint named 'nope'" in body and "submission" in body
+
+
+@pytest.mark.django_db
+def test_the_eval_first_rule_holds_when_a_judge_job_is_launched_through_the_generic_api(stub, client_for):
+    paper, version = make_paper_with_rubric("p-generic", split="eval")
+    make_endpoint(stub.base_url)
+    config = {"paper": paper.pk, "rubric_version": version.pk, "endpoint": "stub", "submission": stored_submission()}
+    response = client_for("operator").post(
+        "/api/jobs/", {"kind": "judge", "config": config, "priority": 9}, content_type="application/json"
+    )
+    assert response.status_code == 202, response.json()
+    assert response.json()["priority"] == 0

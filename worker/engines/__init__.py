@@ -31,6 +31,9 @@ class JobKind:
     # Seconds before the task is asked to stop (SoftTimeLimitExceeded -> a failed job with that
     # reason); None: the worker-wide CELERY_TASK_SOFT_TIME_LIMIT.
     time_limit_s: int | None = None
+    # Dotted path to ``f(config) -> priority`` that overrides the launcher's choice, for kinds
+    # whose order is a rule (judging: eval papers before train papers), whoever launches them.
+    priority_for: str = ""
 
 
 KINDS: dict[str, JobKind] = {}
@@ -76,6 +79,7 @@ register(
         label="Judge a submission",
         queue="judge",
         engine="worker.engines.judge.run",
+        priority_for="apps.judging.services.judge_priority_for_config",
         description="Grades a submission against a paper's rubric version leaf by leaf with a model "
         "endpoint (PaperBench's protocol); stores every prompt, answer, token count and cost. Eval-split "
         "papers are queued at priority 0 and train-split ones at 9 (apps.judging.services.request_judge_run).",
