@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
@@ -49,6 +50,7 @@ def trajectory_list(request: HttpRequest) -> HttpResponse:
         "page": page, "filters": filters, "sort": values.get("sort") or "newest",
         "sort_columns": [("turns", "Turns"), ("tokens", "Tokens"), ("score", "Score")],
         "can_import": request.user.has_perm(perm("edit_papers")),
+        "can_export": bool(configured_tokenizer_path()),
     })
 
 
@@ -238,7 +240,7 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Prefix pinned up to turn {raw}." if raw else "Prefix back to automatic.")
-    return redirect(request.POST.get("next") or reverse("trajectories:split", args=[pk]))
+    return redirect(reverse("trajectories:split", args=[pk]))
 
 
 def dataset_export(request: HttpRequest) -> HttpResponse:
@@ -252,7 +254,10 @@ def dataset_export(request: HttpRequest) -> HttpResponse:
         data = split_service.export_dataset(trajectories, params)
     except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
         messages.error(request, str(exc))
-        return redirect(request.META.get("HTTP_REFERER") or reverse("trajectories:list"))
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            back = reverse("trajectories:list")
+        return redirect(back)
     response = HttpResponse(data, content_type="application/zip")
     response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
     return response

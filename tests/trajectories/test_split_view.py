@@ -134,3 +134,14 @@ def test_the_inspector_renders_the_window_with_the_chat_template(client_for, set
     response = client_for("viewer").get(f"/trajectories/{trajectory.pk}/split/window/1/?l_max=4000")
     html = response.content.decode()
     assert "&lt;|im_start|&gt;system" in html and "&lt;b&gt;agent text&lt;/b&gt;" in html
+
+
+def test_a_set_export_takes_the_accepted_trajectories_matching_the_filters(client_for, settings, tmp_path):
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    accepted = make_trajectory(12, review="accepted", model_name="claude")
+    make_trajectory(12, model_name="claude")  # not reviewed
+    make_trajectory(12, review="accepted", model_name="gpt")
+    response = client_for("viewer").get("/trajectories/dataset.zip?model=claude")
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("manifest.json"))
+    assert [t["trajectory"] for t in manifest["trajectories"]] == [accepted.pk]
