@@ -125,6 +125,8 @@ function start(root) {
     const item = el("div", "rx-item");
     item.setAttribute("role", "treeitem");
     item.dataset.pk = pk;
+    item.id = "rx-node-" + pk;
+    item.setAttribute("aria-selected", String(pk === selected));
     const row = el("div", "rx-row");
     row.style.setProperty("--depth", depthOf(pk));
     if (canEdit && pk !== rootPk) row.draggable = true;
@@ -214,11 +216,14 @@ function start(root) {
   function select(pk, { scroll = true } = {}) {
     if (!nodes.has(pk)) pk = rootPk;
     rows.get(selected)?.firstChild.classList.remove("selected");
+    rows.get(selected)?.setAttribute("aria-selected", "false");
     selected = pk;
     if (!rows.get(pk)?.isConnected) revealNode(pk);
     const row = rows.get(pk)?.firstChild;
     if (row) {
       row.classList.add("selected");
+      row.parentElement.setAttribute("aria-selected", "true");
+      treeEl.setAttribute("aria-activedescendant", "rx-node-" + pk);
       if (scroll) row.scrollIntoView({ block: "nearest" });
     }
     renderPanel();
