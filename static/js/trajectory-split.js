@@ -80,7 +80,7 @@
       barmode: "overlay", height: Math.min(900, 220 + rows * 18), margin: { l: 50, r: 10, t: 10, b: 40 },
       legend: { orientation: "h", y: 1.06 }, hovermode: "closest",
       xaxis: { domain: [0, 1], anchor: "y", title: { text: useTokens ? "cumulative tokens" : "turn" } },
-      yaxis: { domain: [0.36, 1], autorange: "reversed", title: { text: "window" }, dtick: rows > 30 ? undefined : 1 },
+      yaxis: { domain: [0.44, 1], autorange: "reversed", title: { text: "window" }, dtick: rows > 30 ? undefined : 1 },
       xaxis2: { domain: [0, 1], anchor: "y2", title: { text: "window" } },
       yaxis2: { domain: [0, 0.26], title: { text: "tokens" } },
       shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, yref: "y2", y0: fig.l_max, y1: fig.l_max,
