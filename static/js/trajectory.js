@@ -79,10 +79,15 @@
   function load(c) {
     if (chunks.has(c)) return;
     const start = c * CHUNK;
-    const promise = fetch(`${cfg.turnsUrl}?start=${start}&end=${start + CHUNK}`, {
-      headers: { Accept: "application/json" }, credentials: "same-origin",
-    })
-      .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+    // The page's inline script already asked for the chunk it opens on.
+    const prefetch = window.trajectoryPrefetch;
+    const request = prefetch && prefetch.chunk === c
+      ? prefetch.turns.then((body) => body || Promise.reject(new Error("prefetch failed")))
+      : fetch(`${cfg.turnsUrl}?start=${start}&end=${start + CHUNK}`, {
+        headers: { Accept: "application/json" }, credentials: "same-origin",
+      }).then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))));
+    if (prefetch && prefetch.chunk === c) window.trajectoryPrefetch = null;
+    const promise = request
       .then((body) => {
         chunks.set(c, body.turns);
         for (let i = start; i < start + CHUNK; i++) live.get(i)?.remove(), live.delete(i);
