@@ -270,3 +270,17 @@ def recount_tokens(trajectory: Trajectory, counter: TokenCounter | None = None) 
         trajectory.tokenizer = counter.name
         trajectory.save(update_fields=["total_tokens", "tokenizer"])
     return trajectory
+
+
+DEFAULT_LABELS = (
+    ("error", "#b03a2e", "The agent made a mistake here."),
+    ("fabricated result", "#7d3c98", "A number or claim not backed by a run."),
+    ("blacklisted access", "#000000", "Touches a URL on the paper's blacklist."),
+    ("good recovery", "#1e8449", "The agent noticed and fixed a problem."),
+)
+
+
+def ensure_default_labels() -> None:
+    """The starting label set (migration 0002 seeds it; a flushed test database needs it again)."""
+    for name, color, description in DEFAULT_LABELS:
+        AnnotationLabel.objects.get_or_create(name=name, defaults={"color": color, "description": description})

@@ -5,6 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from apps.trajectories.models import Trajectory, TurnAnnotation
+from apps.trajectories.services import ensure_default_labels
 from tests.trajectories.factories import make_trajectory
 from tests.trajectories.test_pages import BAD, GOOD
 
@@ -83,6 +84,7 @@ def test_the_list_api_takes_the_page_filters(api_for):
 
 
 def test_annotations_are_added_and_filtered_by_label(api_for, personas):
+    ensure_default_labels()
     trajectory = make_trajectory(10)
     client = api_for("curator")
     created = client.post(f"/api/trajectories/{trajectory.pk}/annotations/",
@@ -95,6 +97,7 @@ def test_annotations_are_added_and_filtered_by_label(api_for, personas):
 
 
 def test_a_viewer_cannot_annotate(api_for):
+    ensure_default_labels()
     trajectory = make_trajectory(10)
     response = api_for("viewer").post(f"/api/trajectories/{trajectory.pk}/annotations/",
                                       {"turn_index": 4, "label": "error"}, format="json")
@@ -102,6 +105,7 @@ def test_a_viewer_cannot_annotate(api_for):
 
 
 def test_a_turn_outside_the_trajectory_cannot_be_annotated(api_for):
+    ensure_default_labels()
     trajectory = make_trajectory(10)
     response = api_for("curator").post(f"/api/trajectories/{trajectory.pk}/annotations/",
                                        {"turn_index": 99, "label": "error"}, format="json")
@@ -126,6 +130,7 @@ def test_the_api_rejects_a_trajectory_with_a_reason(api_for):
 
 
 def test_labels_are_an_editable_set(api_for):
+    ensure_default_labels()
     response = api_for("curator").post("/api/annotation-labels/", {"name": "stuck in a loop"}, format="json")
     assert response.status_code == 201
     names = [label["name"] for label in api_for("viewer").get("/api/annotation-labels/").json()["results"]]

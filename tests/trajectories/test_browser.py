@@ -115,7 +115,9 @@ def test_the_split_view_redraws_on_a_config_change_and_inspects_a_window(page, l
 
 def test_a_curator_annotates_a_turn_from_the_keyboard(page, live_server, personas, browser_login):
     from apps.trajectories.models import TurnAnnotation
+    from apps.trajectories.services import ensure_default_labels
 
+    ensure_default_labels()  # transactional tests flush the labels the migration seeded
     trajectory = make_trajectory(30)
     browser_login(personas["curator"])
     page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/#turn-7")

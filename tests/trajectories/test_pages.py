@@ -153,7 +153,9 @@ def test_a_curator_accepts_a_trajectory(client_for, personas):
 
 def test_annotations_export_as_json_lines(client_for, personas):
     from apps.trajectories.models import AnnotationLabel
+    from apps.trajectories.services import ensure_default_labels
 
+    ensure_default_labels()
     trajectory = make_trajectory(4)
     TurnAnnotation.objects.create(trajectory=trajectory, turn_index=2, note="made up",
                                   label=AnnotationLabel.objects.get(name="fabricated result"), author=personas["curator"])
