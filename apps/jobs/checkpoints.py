@@ -7,8 +7,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.paginator import Paginator
+from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.core.pages import require_perm
 
 from apps.jobs.models import ModelCheckpoint
 
@@ -38,3 +42,24 @@ def checkpoint_download(request: HttpRequest, pk: int) -> FileResponse:
                     out.write(file, file.relative_to(folder))
         partial.replace(archive)  # never serve a half-written zip
     return FileResponse(archive.open("rb"), as_attachment=True, filename=f"checkpoint-{checkpoint.pk}.zip")
+
+
+@require_POST
+def checkpoint_endpoint(request: HttpRequest, pk: int) -> HttpResponse:
+    """Register the checkpoint as a local model endpoint, so agents and judges can call it."""
+    from apps.judging.models import ModelEndpoint
+
+    require_perm(request, "launch_jobs")
+    checkpoint = get_object_or_404(ModelCheckpoint, pk=pk)
+    endpoint, created = ModelEndpoint.objects.get_or_create(
+        name=f"checkpoint-{checkpoint.pk}",
+        defaults={
+            "backend": ModelEndpoint.Backend.TRANSFORMERS,
+            "model": str(checkpoint_folder(checkpoint)),
+            "description": f"{checkpoint.name} (from {checkpoint.base_model})",
+            "concurrency": 1,
+        },
+    )
+    verb = "Registered" if created else "Already registered:"
+    messages.success(request, f"{verb} model endpoint {endpoint.name}.")
+    return redirect("judging:endpoints")

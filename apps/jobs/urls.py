@@ -12,6 +12,7 @@ urlpatterns = [
     path("workers/", views.workers, name="workers"),
     path("checkpoints/", checkpoints.checkpoint_list, name="checkpoints"),
     path("checkpoints/<int:pk>/download/", checkpoints.checkpoint_download, name="checkpoint-download"),
+    path("checkpoints/<int:pk>/endpoint/", checkpoints.checkpoint_endpoint, name="checkpoint-endpoint"),
     path("selftest/", views.job_launch_selftest, name="launch-selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),

@@ -185,3 +185,16 @@ def test_the_sft_form_refuses_a_folder_that_is_not_a_model(client_for, tmp_path)
     )
     assert response.status_code == 400
     assert "is not a model folder" in response.json()["config"]["base_model"][0]
+
+
+@pytest.mark.django_db
+def test_a_checkpoint_becomes_a_local_model_endpoint(client_for, settings):
+    from apps.judging.models import ModelEndpoint
+
+    (settings.DATA_DIR / "checkpoints" / "job-2" / "final").mkdir(parents=True)
+    checkpoint = ModelCheckpoint.objects.create(name="c", path="checkpoints/job-2/final", base_model="tiny")
+    response = client_for("operator").post(f"/jobs/checkpoints/{checkpoint.pk}/endpoint/")
+    assert response.status_code == 302
+    endpoint = ModelEndpoint.objects.get(name=f"checkpoint-{checkpoint.pk}")
+    assert endpoint.backend == "transformers" and endpoint.model.endswith("checkpoints/job-2/final")
+    assert client_for("viewer").post(f"/jobs/checkpoints/{checkpoint.pk}/endpoint/").status_code == 403
