@@ -6,14 +6,13 @@ import zipfile
 from pathlib import Path
 
 from django.conf import settings
-from django.core.paginator import Paginator
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
-
 from apps.jobs.models import ModelCheckpoint
 
 
