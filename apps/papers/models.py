@@ -21,6 +21,7 @@ class Paper(models.Model):
     year = models.PositiveSmallIntegerField(null=True, blank=True)
     abstract = models.TextField(blank=True)
     markdown = models.TextField(blank=True, help_text="The paper as Markdown.")
+    pdf = models.FileField(upload_to="papers/pdf/", blank=True, help_text="The paper as uploaded, if a PDF.")
     addendum = models.TextField(blank=True)
     judge_addendum = models.TextField(blank=True)
     blacklist = models.JSONField(default=list, blank=True, help_text="URLs the agent must not use.")

@@ -92,7 +92,7 @@ def paper_import(request: HttpRequest) -> HttpResponse:
 def paper_edit(request: HttpRequest, slug: str) -> HttpResponse:
     require_perm(request, "edit_papers")
     paper = get_object_or_404(Paper, slug=slug)
-    form = PaperForm(request.POST or None, instance=paper)
+    form = PaperForm(request.POST or None, request.FILES or None, instance=paper)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Saved.")

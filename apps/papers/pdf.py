@@ -1,0 +1,39 @@
+"""A paper's PDF as Markdown text, with pypdf (pure Python, maintained, BSD).
+
+The text layer is taken as written, maths included; pages are separated by a rule so a reader
+can find their place. Scanned PDFs without a text layer give a clear error instead of an empty
+paper.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import BinaryIO
+
+
+class PdfError(ValueError):
+    pass
+
+
+def pdf_to_markdown(stream: BinaryIO, title: str = "") -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    stream.seek(0)  # a form's file field may have read it already
+    head = stream.read(5)
+    stream.seek(0)
+    if head != b"%PDF-":
+        raise PdfError("This file is not a PDF (it does not start with %PDF-).")
+    try:
+        reader = PdfReader(stream)
+        if reader.is_encrypted:
+            raise PdfError("This PDF is encrypted; upload an unprotected copy.")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except PdfReadError as exc:
+        raise PdfError(f"This PDF could not be read: {exc}") from None
+    if not any(page.strip() for page in pages):
+        raise PdfError("This PDF has no text layer (a scan?): paste the paper as Markdown instead.")
+    # Hyphenated line ends re-joined; runs of blank lines collapsed.
+    texts = [re.sub(r"\n{3,}", "\n\n", re.sub(r"(\w)-\n(\w)", r"\1\2", page.strip())) for page in pages]
+    body = "\n\n---\n\n".join(texts)
+    return f"# {title}\n\n{body}\n" if title else body + "\n"
