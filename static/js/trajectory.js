@@ -27,6 +27,7 @@
   const heights = new Float64Array(N);
   const offsets = new Float64Array(N + 1);
   const chunks = new Map(); // chunk number -> turns array, or a pending promise
+  const failures = new Map(); // chunk number -> failed fetches so far
   const live = new Map(); // turn -> element
   const expanded = new Set();
   const fmt = new Intl.NumberFormat();
@@ -93,7 +94,13 @@
         for (let i = start; i < start + CHUNK; i++) live.get(i)?.remove(), live.delete(i);
         schedule();
       })
-      .catch(() => chunks.delete(c));
+      .catch(() => {
+        // A failed fetch is retried with a growing pause while its turns are still in view.
+        chunks.delete(c);
+        const tries = (failures.get(c) || 0) + 1;
+        failures.set(c, tries);
+        if (tries <= 5) setTimeout(schedule, 250 * tries);
+      });
     chunks.set(c, promise);
   }
 
