@@ -83,9 +83,11 @@ def turn_index_data(trajectory: Trajectory) -> dict[str, Any]:
         data["calls"].append(",".join(str(c.get("name", "")) for c in calls) if calls else "")
         data["no_loss"].append(1 if no_loss else 0)
     data["flagged"] = _blacklisted_turns(trajectory)
-    annotations: dict[int, list[str]] = {}
-    for index, label in trajectory.annotations.values_list("turn_index", "label__name"):
-        annotations.setdefault(index, []).append(label)
+    # Per annotated turn: [label, note, author, date] rows, shown as badges with a tooltip.
+    annotations: dict[int, list[list[str]]] = {}
+    rows = trajectory.annotations.values_list("turn_index", "label__name", "note", "author__username", "created_at")
+    for index, label, note, author, created in rows:
+        annotations.setdefault(index, []).append([label, note, author or "", created.date().isoformat()])
     data["annotations"] = annotations
     return data
 

@@ -23,7 +23,7 @@
   index.tokens.reduce((sum, t, i) => (cumulative[i] = sum + t), 0);
   const flagged = new Set(index.flagged);
   const noLoss = index.no_loss.slice();
-  const annotations = index.annotations; // turn -> [label names]
+  const annotations = index.annotations; // turn -> [[label, note, author, date]]
   const heights = new Float64Array(N);
   const offsets = new Float64Array(N + 1);
   const chunks = new Map(); // chunk number -> turns array, or a pending promise
@@ -145,7 +145,11 @@
     if (flagged.has(i)) head.append(el("span", "badge flag", "blacklisted URL"));
     if (noLoss[i]) head.append(el("span", "badge noloss", "no loss"));
     if (prefixEnd !== null && prefixEnd !== undefined && i <= prefixEnd) head.append(el("span", "badge prefix", "prefix"));
-    for (const label of annotations[i] || []) head.append(el("span", "badge label", label));
+    for (const [label, note, author, date] of annotations[i] || []) {
+      const badge = el("span", "badge label", label);
+      badge.title = `${note ? `${note} — ` : ""}${author || "?"}, ${date}`;
+      head.append(badge);
+    }
     const tokens = el("span", "turn-tokens", `${approx}${fmt.format(index.tokens[i])} tok · Σ ${approx}${fmt.format(cumulative[i])}`);
     tokens.title = cfg.estimated ? "Estimated: characters / 4 + 4 per message" : "Tokens of this turn · cumulative";
     head.append(tokens);
@@ -401,7 +405,7 @@
     const wanted = labelFilter.value;
     if (!wanted) { labelFilter.focus(); return; }
     const turns = Object.keys(annotations).map(Number)
-      .filter((i) => wanted === "*" || annotations[i].includes(wanted)).sort((a, b) => a - b);
+      .filter((i) => wanted === "*" || annotations[i].some(([label]) => label === wanted)).sort((a, b) => a - b);
     if (!turns.length) return;
     const next = direction > 0 ? turns.find((i) => i > current) ?? turns[0]
       : [...turns].reverse().find((i) => i < current) ?? turns[turns.length - 1];
@@ -423,7 +427,7 @@
   async function saveAnnotation() {
     const turn = current;
     await post(cfg.annotateUrl, { turn_index: turn, label: labelSelect.value, note: note.value });
-    (annotations[turn] = annotations[turn] || []).push(labelSelect.value);
+    (annotations[turn] = annotations[turn] || []).push([labelSelect.value, note.value, "you", new Date().toISOString().slice(0, 10)]);
     rebuild(turn);
     render();
   }

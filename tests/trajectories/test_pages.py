@@ -173,3 +173,16 @@ def test_an_upload_larger_than_memory_is_spooled_to_disk_and_imported(client_for
         "/trajectories/import/", {"file": SimpleUploadedFile("big.jsonl", body)}, HTTP_ACCEPT="application/json"
     )
     assert response.status_code == 201 and response.json()["trajectories"][0]["turns"] == 3000
+
+
+def test_the_viewer_index_carries_annotations_with_note_author_and_date(client_for, personas):
+    from apps.trajectories.models import AnnotationLabel
+    from apps.trajectories.services import ensure_default_labels
+
+    ensure_default_labels()
+    trajectory = make_trajectory(6)
+    TurnAnnotation.objects.create(trajectory=trajectory, turn_index=3, note="loops", author=personas["curator"],
+                                  label=AnnotationLabel.objects.get(name="error"))
+    index = client_for("viewer").get(f"/trajectories/{trajectory.pk}/").context["turn_index"]
+    [[label, note, author, _date]] = index["annotations"][3]
+    assert (label, note, author) == ("error", "loops", "curator")
