@@ -5,7 +5,7 @@ from __future__ import annotations
 from rest_framework.routers import DefaultRouter
 
 from apps.jobs.api import JobViewSet
-from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet
+from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet, RubricCheckViewSet
 from apps.papers.api import PaperViewSet
 from apps.rubrics.api import RubricNodeViewSet, RubricVersionViewSet
 from apps.trajectories.api import AnnotationLabelViewSet, TrajectoryViewSet
@@ -18,4 +18,5 @@ router.register("trajectories", TrajectoryViewSet, basename="trajectory")
 router.register("annotation-labels", AnnotationLabelViewSet, basename="annotation-label")
 router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
+router.register("rubric-checks", RubricCheckViewSet, basename="rubric-check")
 router.register("jobs", JobViewSet, basename="job")

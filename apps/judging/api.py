@@ -7,7 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck
 from apps.judging.services import (
     check_endpoint_connection,
     request_judge_run,
@@ -142,3 +142,38 @@ class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
         run = get_object_or_404(JudgeRun, pk=pk)
         page = self.paginate_queryset(run.grades.all())
         return self.get_paginated_response(LeafGradeSerializer(page, many=True).data)
+
+
+class RubricCheckSerializer(serializers.ModelSerializer):
+    paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
+
+    class Meta:
+        model = RubricCheck
+        fields = ["id", "paper", "node_id", "command", "timeout_s", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def validate(self, attrs):
+        from apps.judging.services import validate_check_leaf
+
+        paper = attrs.get("paper") or self.instance.paper
+        node_id = attrs.get("node_id") or self.instance.node_id
+        try:
+            validate_check_leaf(paper, node_id)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"node_id": exc.messages}) from None
+        return attrs
+
+
+class RubricCheckViewSet(viewsets.ModelViewSet):
+    """Programmatic leaves: a command run in the submission's sandbox grades the leaf (exit 0 = pass)."""
+
+    serializer_class = RubricCheckSerializer
+    write_permission = "edit_rubrics"
+
+    def get_queryset(self):
+        checks = RubricCheck.objects.select_related("paper")
+        paper = self.request.query_params.get("paper")
+        return checks.filter(paper__slug=paper) if paper else checks
+
+    def perform_create(self, serializer):
+        serializer.save(created_by=self.request.user)

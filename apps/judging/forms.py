@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.judging.models import ModelEndpoint
+from apps.judging.models import ModelEndpoint, RubricCheck
 
 
 class JudgeConfigForm(forms.Form):
@@ -86,3 +86,24 @@ class JudgeEvalRequestForm(forms.Form):
     endpoint = forms.ModelChoiceField(queryset=ModelEndpoint.objects.all(), to_field_name="name")
     submission = forms.FileField(required=False, help_text="The graded submission as a tar/zip (optional).")
     code_only = forms.BooleanField(required=False, help_text="Grade Code Development leaves only.")
+
+
+class RubricCheckForm(forms.ModelForm):
+    class Meta:
+        model = RubricCheck
+        fields = ("paper", "node_id", "command", "timeout_s")
+        widgets = {"command": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})}
+        help_texts = {"node_id": "The leaf's id (from the rubric editor)."}
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        from apps.judging.services import validate_check_leaf
+
+        cleaned = super().clean()
+        if cleaned.get("paper") and cleaned.get("node_id"):
+            try:
+                validate_check_leaf(cleaned["paper"], cleaned["node_id"])
+            except ValidationError as exc:
+                self.add_error("node_id", exc.messages)
+        return cleaned

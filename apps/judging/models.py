@@ -122,3 +122,24 @@ class LeafGrade(models.Model):
     class Meta:
         ordering = ["run", "node_index"]
         constraints = [models.UniqueConstraint(fields=["run", "node_index"], name="leaf_grade_unique")]
+
+
+class RubricCheck(models.Model):
+    """A programmatic leaf: a command run in the submission's sandbox decides it (exit 0 = pass).
+
+    Stored beside the tree, keyed by the leaf's PaperBench id, so PaperBench export is unchanged.
+    """
+
+    paper = models.ForeignKey("papers.Paper", on_delete=models.CASCADE, related_name="rubric_checks")
+    node_id = models.CharField(max_length=100, help_text="The leaf's id in the rubric tree.")
+    command = models.TextField(help_text="Run with /bin/sh in the submission folder, without network.")
+    timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(1.0)])
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["paper", "node_id"]
+        constraints = [models.UniqueConstraint(fields=["paper", "node_id"], name="rubric_check_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.paper.slug}:{self.node_id}"

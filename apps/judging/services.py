@@ -269,3 +269,22 @@ def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
         last_test_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
     )
     return result
+
+
+# --- Programmatic leaves ----------------------------------------------------------------------
+
+
+def validate_check_leaf(paper: Paper, node_id: str) -> None:
+    """A check must name a leaf of the paper's latest rubric version."""
+    from apps.rubrics.paperbench import flatten, leaf_mask
+
+    version = paper.rubric_versions.order_by("-number").first()
+    if version is None:
+        raise ValidationError(f"Paper {paper.slug} has no saved rubric version yet.")
+    nodes = flatten(version.tree)
+    is_leaf = leaf_mask(nodes)
+    kinds = {is_leaf[n.index] for n in nodes if str(n.node_id) == str(node_id)}
+    if not kinds:
+        raise ValidationError(f"No node with id {node_id!r} in {paper.slug} v{version.number}.")
+    if True not in kinds:
+        raise ValidationError(f"Node {node_id!r} is not a leaf: only leaves can be programmatic.")

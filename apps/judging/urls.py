@@ -12,4 +12,5 @@ urlpatterns = [
     path("endpoints/", views.endpoint_list, name="endpoints"),
     path("endpoints/<slug:name>/test/", views.endpoint_test, name="endpoint-test"),
     path("judge-eval/", views.judge_eval, name="judge-eval"),
+    path("checks/", views.rubric_checks, name="checks"),
 ]

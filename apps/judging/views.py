@@ -105,3 +105,30 @@ def judge_eval(request: HttpRequest) -> HttpResponse:
     jobs = Job.objects.filter(kind="judge_eval").order_by("-created_at")[:50]
     return render(request, "judging/judge_eval.html", {"form": form, "jobs": jobs, "can_launch": can_launch},
                   status=400 if form.errors else 200)
+
+
+def rubric_checks(request: HttpRequest) -> HttpResponse:
+    """Programmatic leaves of a paper: list, add (curators) and delete."""
+    from apps.judging.forms import RubricCheckForm
+    from apps.judging.models import RubricCheck
+
+    form = RubricCheckForm()
+    if request.method == "POST":
+        require_perm(request, "edit_rubrics")
+        if "delete" in request.POST:
+            RubricCheck.objects.filter(pk=request.POST["delete"]).delete()
+            messages.info(request, "Check deleted.")
+            return redirect("judging:checks")
+        form = RubricCheckForm(request.POST)
+        if form.is_valid():
+            check = form.save(commit=False)
+            check.created_by = request.user
+            check.save()
+            messages.success(request, f"Leaf {check.node_id} of {check.paper.slug} is now decided by its check.")
+            return redirect("judging:checks")
+    return render(
+        request, "judging/checks.html",
+        {"checks": RubricCheck.objects.select_related("paper"), "form": form,
+         "can_edit": request.user.has_perm(perm("edit_rubrics"))},
+        status=400 if form.errors else 200,
+    )

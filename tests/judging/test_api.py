@@ -8,17 +8,10 @@ import pytest
 from apps.jobs.models import Job
 from apps.judging.models import ModelEndpoint
 from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_submission
-from tests.support.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.django_db
 ENDPOINT = {"name": "vllm-local", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
             "api_key_env": "VLLM_KEY", "concurrency": 32, "price_input_per_m": 0.5, "price_output_per_m": 1.5}
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
 
 
 def zip_bytes(members: dict[str, bytes]) -> io.BytesIO:

@@ -14,12 +14,6 @@ from worker.llm import ChatClient, EndpointConfig
 
 
 @pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
-
-
-@pytest.fixture
 def submission(tmp_path):
     return Submission(make_submission(tmp_path / "submission"))
 

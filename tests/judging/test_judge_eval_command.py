@@ -9,18 +9,12 @@ from django.core.management import CommandError, call_command
 
 from apps.rubrics.paperbench import flatten, leaf_mask
 from tests.judging.helpers import make_endpoint
-from tests.support.openai_stub import OpenAIStub, stub_score
+from tests.support.openai_stub import stub_score
 from worker.judge.metrics import compute_metrics
 
 # Shared sample data, read in place (never copied): /work/shared/data/paperbench/judge_eval.
 JUDGE_EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "paperbench" / "judge_eval"
 FILES = sorted(JUDGE_EVAL.glob("*.judge_eval.json"))
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
 
 
 @pytest.mark.django_db

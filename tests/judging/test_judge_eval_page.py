@@ -6,19 +6,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from apps.jobs.models import Job
 from tests.judging.helpers import make_endpoint
 from tests.judging.test_judge_eval_command import JUDGE_EVAL
-from tests.support.openai_stub import OpenAIStub
 from worker.engines.judge_eval import run as run_judge_eval
 from worker.progress import Progress
 
 pytestmark = pytest.mark.django_db
 TREE = JUDGE_EVAL / "semantic-self-consistency.judge_eval.json"
 FIXTURES = JUDGE_EVAL.parent / "fixtures"
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
 
 
 def upload(path) -> SimpleUploadedFile:

@@ -8,15 +8,9 @@ from apps.judging.models import JudgeRun
 from apps.judging.services import request_judge_run, submission_folder
 from apps.rubrics.paperbench import flatten
 from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_submission
-from tests.support.openai_stub import OpenAIStub, stub_score
+from tests.support.openai_stub import stub_score
 from worker.engines.judge import run as run_judge
 from worker.progress import Progress
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
 
 
 def run_job_inline(job: Job) -> dict:

@@ -17,12 +17,6 @@ from worker.llm import (
 MESSAGES = [{"role": "user", "content": "Say hello to the judge."}]
 
 
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
-
-
 def config(stub: OpenAIStub, **overrides) -> EndpointConfig:
     values = {"name": f"stub-{id(stub)}", "base_url": stub.base_url, "model": "stub-model", "max_retries": 3}
     values.update(overrides)

@@ -6,15 +6,8 @@ from apps.judging.models import JudgeRun, ModelEndpoint
 from apps.judging.services import request_judge_run
 from tests.judging.helpers import leaf, make_endpoint, make_paper_with_rubric, node, stored_submission
 from tests.judging.test_judge_runs import run_job_inline
-from tests.support.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def stub():
-    with OpenAIStub() as server:
-        yield server
 
 
 @pytest.fixture

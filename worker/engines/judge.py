@@ -7,16 +7,23 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
-from apps.judging.models import ModelEndpoint
+from apps.judging.models import ModelEndpoint, RubricCheck
 from apps.judging.services import save_judge_run, submission_folder
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
-from apps.rubrics.paperbench import flatten
-from worker.judge.grader import JudgeSettings, LeafResult, grade_tree
+from apps.rubrics.paperbench import flatten, leaf_mask
+from worker.judge.grader import JudgeSettings, LeafCheck, LeafResult, grade_tree
 from worker.judge.prompts import PaperContext
 from worker.judge.submission import Submission
 from worker.llm.client import make_client
 from worker.progress import Progress
+
+
+def leaf_checks(paper: Paper, nodes: list) -> dict[int, LeafCheck]:
+    """The paper's programmatic checks, by leaf index (a repeated id gets the check on each leaf)."""
+    by_id = {c.node_id: LeafCheck(c.command, c.timeout_s) for c in RubricCheck.objects.filter(paper=paper)}
+    is_leaf = leaf_mask(nodes)
+    return {n.index: by_id[str(n.node_id)] for n in nodes if is_leaf[n.index] and str(n.node_id) in by_id}
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:
@@ -31,10 +38,13 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     endpoint = ModelEndpoint.objects.get(name=config["endpoint"])
     endpoint_config = endpoint.to_config()  # snapshot now: later edits to the endpoint do not change this run
     folder = submission_folder(config["submission"])
-    judge_settings = JudgeSettings(
-        code_only=bool(config.get("code_only")), parse_retries=int(config.get("parse_retries", 2))
-    )
     nodes = flatten(version.tree)
+    judge_settings = JudgeSettings(
+        code_only=bool(config.get("code_only")), parse_retries=int(config.get("parse_retries", 2)),
+        checks=leaf_checks(paper, nodes),
+    )
+    if judge_settings.checks:
+        progress.log(f"{len(judge_settings.checks)} leaves are decided by programmatic checks")
     progress.log(
         f"Judging {paper.slug} v{version.number} ({version.leaf_count} leaves) with {endpoint.name} "
         f"at concurrency {endpoint_config.concurrency}{' (Code Development only)' if judge_settings.code_only else ''}"

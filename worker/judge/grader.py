@@ -20,6 +20,7 @@ from typing import Any
 
 from apps.rubrics.paperbench import FlatNode, leaf_mask, unflatten
 from apps.rubrics.scoring import ScoringPlan
+from worker.judge.checks import run_check
 from worker.judge.parsing import ParseError, parse_judgement
 from worker.judge.prompts import CODE_DEVELOPMENT, PaperContext, build_messages, prior_nodes
 from worker.judge.ranking import FileIndex
@@ -40,9 +41,17 @@ class JudgeSettings:
     parse_retries: int = 2  # extra calls when an answer has no usable verdict
     concurrency: int | None = None  # default: the endpoint's limit
     request_params: dict[str, Any] = field(default_factory=dict)
+    # Leaf index -> programmatic check; those leaves are graded by their command alone.
+    checks: dict[int, LeafCheck] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LeafCheck:
+    command: str
+    timeout_s: float = 60.0
 
 
 @dataclass(slots=True)
@@ -130,11 +139,29 @@ def _files_text(prep: _Prepared, requirement: str, category: str | None, s: Judg
     return "\n\n".join(parts) if parts else "(no relevant files)", used
 
 
+def grade_check(index: int, node: FlatNode, check: LeafCheck, submission: Submission) -> LeafResult:
+    """A programmatic leaf: its command decides, no model is asked."""
+    result = LeafResult(index=index, node_id=node.node_id, category=node.task_category, valid=False, score=None)
+    outcome = run_check(check.command, submission.root, check.timeout_s)
+    result.messages = [{"role": "check", "content": check.command}]
+    result.response = outcome.output
+    if outcome.error:
+        result.invalid_reason = outcome.error
+        return result
+    result.valid = True
+    result.score = 1 if outcome.passed else 0
+    result.explanation = outcome.explanation
+    return result
+
+
 def grade_leaf(
     index: int, nodes: Sequence[FlatNode], children: Sequence[Sequence[int]], prep: _Prepared, client: Chat,
     settings: JudgeSettings,
 ) -> LeafResult:
     node = nodes[index]
+    check = settings.checks.get(index)
+    if check is not None:
+        return grade_check(index, node, check, prep.submission)
     requirement = str(node.requirements or "")
     category = node.task_category
     result = LeafResult(index=index, node_id=node.node_id, category=category, valid=False, score=None)
