@@ -218,6 +218,10 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("KLONG_MAX_FORM_BYTES", 10 * 1024 * 1024, minimum=1024)
 KLONG_MAX_UPLOAD_BYTES = env_int("KLONG_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Trajectory files above this are imported by a job rather than inside the upload request.
+KLONG_IMPORT_INLINE_BYTES = env_int("KLONG_IMPORT_INLINE_BYTES", 32 * 1024 * 1024, minimum=1)
+# A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
+KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 

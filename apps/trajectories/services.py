@@ -4,7 +4,6 @@ import job all call these functions, never their own copy of the logic.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,7 +69,7 @@ class ImportResult:
 
 def configured_tokenizer_path() -> str:
     """KLONG_TOKENIZER_PATH: a local tokenizer folder; empty means estimated counts."""
-    return str(getattr(settings, "KLONG_TOKENIZER_PATH", "") or os.environ.get("KLONG_TOKENIZER_PATH", ""))
+    return settings.KLONG_TOKENIZER_PATH
 
 
 def token_counter() -> TokenCounter:

@@ -6,7 +6,6 @@ The upload page and the API both call ``import_upload``; it ends in the same
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -27,9 +26,7 @@ from apps.trajectories.services import ImportResult, import_trajectories
 # Files above this are imported by a job: counting tokens of a multi-GB log takes minutes
 # and must not hold a web request (or its transaction) that long.
 def inline_import_bytes() -> int:
-    # A setting when settings.py defines one, else the environment (same name), else 32 MiB.
-    value = getattr(settings, "KLONG_IMPORT_INLINE_BYTES", None) or os.environ.get("KLONG_IMPORT_INLINE_BYTES")
-    return int(value or 32 * 1024 * 1024)
+    return settings.KLONG_IMPORT_INLINE_BYTES
 
 
 class UploadTooLarge(ValueError):

@@ -49,15 +49,8 @@ def klong_jsonl(path: Path, runs: list[list[dict]], *, bad_line: int | None = No
 
 
 def tiny_tokenizer(folder: Path) -> Path:
-    """A byte-level BPE tokenizer trained in a second on a small corpus, saved as a HF folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A byte-level BPE tokenizer with a ChatML template, trained in a second, saved as a HF folder."""
+    from worker.training.tiny import build_tiny_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["the agent runs ls and reads the paper", "def forward(x): return x", "tool output"] * 50
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"]))
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-    wrapped.save_pretrained(folder)
+    build_tiny_tokenizer(folder, vocab_size=300)
     return folder

@@ -31,11 +31,10 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder."""
-    import torch
+def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
+    """Write a byte-level BPE tokenizer with the ChatML template to ``folder``; returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -52,7 +51,16 @@ def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 
     )
     fast.chat_template = CHATML_TEMPLATE
     fast.save_pretrained(folder)
+    return fast
 
+
+def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    folder = Path(folder)
+    fast = build_tiny_tokenizer(folder, vocab_size=vocab_size)
     torch.manual_seed(seed)
     config = Qwen2Config(
         vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
