@@ -13,24 +13,21 @@ import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import partial
 from typing import Any
 
 from apps.trajectories.models import Trajectory
 from apps.trajectories.services import configured_tokenizer_path
 from apps.trajectories.splitting import (
-    CUT_MARKER,
-    OMITTED_MARKER,
     RenderedMessage,
     SplitConfig,
     SplitManifest,
     TurnSpec,
-    build_example,
     mentions_paper,
     plan_split,
     render_window,
 )
 from apps.trajectories.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, TokenizerCounter, counter_for, turn_text
+from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
 CONFIG_FIELDS: dict[str, type] = {
@@ -233,21 +230,17 @@ def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
     return chosen
 
 
-def _chatml_ids(counter: TokenizerCounter, role: str, text: str) -> tuple[list[int], int]:
-    """A turn's ids framed as ChatML, and where its content starts (no loss on the header)."""
-    header = counter.encode(f"<|im_start|>{role}\n")
-    return header + counter.encode(text) + counter.encode("<|im_end|>\n"), len(header)
-
-
-def _marker_ids(counter: TokenizerCounter, template: str, limit: int, n: int) -> list[int]:
-    return counter.encode(template.format(n=n))[:limit]
+def turn_rows(trajectory: Trajectory) -> list[TurnRow]:
+    """The turns as the model sees them (reasoning, text, tool calls), with their no-loss marks."""
+    return [TurnRow(role, text, no_loss) for role, _tokens, no_loss, text in _turn_rows(trajectory)]
 
 
 def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[str, Any]) -> bytes:
-    """A zip with dataset.jsonl (one line per window: input_ids, labels with -100 = no loss)
-    and manifest.json (the tokenizer, the config and each trajectory's split manifest with its
-    content hash). Every turn is re-tokenised with the configured tokenizer and the split is
-    planned on those exact lengths, so every window fits l_max in real tokens.
+    """A zip with dataset.jsonl (one line per window with loss: input_ids, labels with -100 = no
+    loss) and manifest.json (the tokenizer, the config and each trajectory's split manifest with
+    its content hash). Every turn is rendered with the tokenizer's own chat template and the split
+    is planned on those exact lengths, so every window fits l_max in real tokens; the SFT job
+    builds its examples with the same function.
     """
     path = configured_tokenizer_path()
     if not path:
@@ -255,38 +248,28 @@ def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[st
                           "tokenizer folder.")
     counter = counter_for(path)
     assert isinstance(counter, TokenizerCounter)
+    if not getattr(counter.tokenizer, "chat_template", None):
+        raise ExportError(f"The tokenizer at {path} has no chat template to render turns with.")
+    turns = ChatTemplateTurns(counter.tokenizer)
     buffer = io.BytesIO()
     manifests = []
     windows = 0
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open("dataset.jsonl", "w") as out:
             for trajectory in trajectories:
-                config = config_from(config_params, trajectory)
-                rows = _turn_rows(trajectory)
-                framed = [_chatml_ids(counter, role, text) for role, _tokens, _no_loss, text in rows]
-                specs = [TurnSpec(i, role, len(ids), no_loss, mentions_paper(text))
-                         for i, ((role, _t, no_loss, text), (ids, _start)) in enumerate(zip(rows, framed, strict=True))]
-                if not specs:
+                rows = turn_rows(trajectory)
+                if not rows:
                     continue
-                manifest = plan_split(specs, config)
-                # A marker longer than its budget is clipped: the window must still fit l_max.
-                cut_ids = partial(_marker_ids, counter, CUT_MARKER, config.marker_tokens)
-                omitted_ids = partial(_marker_ids, counter, OMITTED_MARKER, config.marker_tokens)
-                turn_ids = [ids for ids, _start in framed]
-                loss_start = [start for _ids, start in framed]
-                for window in manifest.windows:
-                    input_ids, labels = build_example(
-                        turn_ids, manifest, window.number, cut_marker_ids=cut_ids,
-                        omitted_marker_ids=omitted_ids, loss_start=loss_start,
-                    )
-                    line = {"trajectory": trajectory.pk, "window": window.number, "input_ids": input_ids,
-                            "labels": labels}
+                manifest, examples = split_examples(rows, config_from(config_params, trajectory), turns)
+                for example in examples:
+                    line = {"trajectory": trajectory.pk, "window": example.window, "input_ids": example.input_ids,
+                            "labels": example.labels}
                     out.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
                     windows += 1
                 manifests.append({"trajectory": trajectory.pk, "title": trajectory.title,
                                   "manifest": manifest.to_dict()})
         archive.writestr("manifest.json", json.dumps({
-            "tokenizer": counter.name, "tokenizer_path": path, "chat_format": "chatml",
+            "tokenizer": counter.name, "tokenizer_path": path, "chat_format": "the tokenizer's chat template",
             "windows": windows, "trajectories": manifests,
         }, indent=1))
     if not manifests:

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from apps.jobs.models import Job, ModelCheckpoint
 from worker.progress import JobCancelled, Progress
-from worker.training.examples import ChatTemplateTurns, Example, TurnRow, dataset_hash, split_examples
+from worker.training.examples import ChatTemplateTurns, Example, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
@@ -66,8 +66,7 @@ def select_trajectories(config: dict[str, Any]):
 
 def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], list[str], list[int]]:
     """Examples of every selected trajectory, with their manifests' hashes and the trajectory ids."""
-    from apps.trajectories.split_service import config_from
-    from apps.trajectories.tokens import turn_text
+    from apps.trajectories.split_service import config_from, turn_rows
 
     turns = ChatTemplateTurns(tokenizer)
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
@@ -75,9 +74,7 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     hashes: list[str] = []
     ids: list[int] = []
     for trajectory in select_trajectories(config):
-        stored = trajectory.turns.order_by("index").values_list("role", "text", "reasoning", "tool_calls", "no_loss")
-        # The text the model sees, as token counting renders it: reasoning, text, tool calls.
-        rows = [TurnRow(role, turn_text(text, reasoning, calls), no_loss) for role, text, reasoning, calls, no_loss in stored]
+        rows = turn_rows(trajectory)
         if not rows:
             continue
         manifest, windows = split_examples(rows, config_from(split_params, trajectory), turns)

@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from apps.trajectories.splitting import (
+    CUT_MARKER,
     IGNORE_INDEX,
+    OMITTED_MARKER,
     SplitConfig,
     SplitManifest,
     TurnSpec,
@@ -23,9 +25,6 @@ from apps.trajectories.splitting import (
     mentions_paper,
     plan_split,
 )
-
-CUT_MARKER = "[... {n} tokens cut ...]"
-OMITTED_MARKER = "[{n} earlier turns omitted]"
 
 
 @dataclass(frozen=True)
