@@ -27,3 +27,15 @@ django.setup()
 def line(name: str, value: float, unit: str, target: str) -> None:
     """One figure, in the form every benchmark prints."""
     print(f"{name}: {value:.1f} {unit} (target: {target})", flush=True)
+
+
+def timed_ms(func, repeat: int) -> list[float]:
+    """Wall time of ``repeat`` calls, in milliseconds each."""
+    import time
+
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples

@@ -10,22 +10,12 @@ import io
 import statistics
 import time
 
-from _django import line  # first: sets up Django on the embedded defaults
+from _django import line, timed_ms  # first: sets up Django on the embedded defaults
 from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
 from klong_site import embedded_redis
-
-
-def timed_ms(func, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
 
 
 def main() -> None:

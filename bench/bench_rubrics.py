@@ -16,13 +16,12 @@ from __future__ import annotations
 import io
 import json
 import statistics
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import _django  # noqa: F401  (first: sets up Django on the embedded defaults in a fresh folder)
+from _django import timed_ms  # first: sets up Django on the embedded defaults in a fresh folder
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -37,14 +36,6 @@ from klong_site import embedded_redis
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "paperbench"
 BAM = SAMPLES / "rubrics" / "bam.rubric.json"
 
-
-def timed_ms(func: Callable[[], Any], repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
 
 
 def median(func: Callable[[], Any], repeat: int) -> float:

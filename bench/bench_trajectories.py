@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _django import line  # noqa: E402  (sets up Django on the embedded defaults)
+from _django import line, timed_ms  # noqa: E402  (sets up Django on the embedded defaults)
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
@@ -28,14 +28,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
-
-def timed_ms(func, repeat: int) -> list[float]:
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
 
 
 def synthetic_turns(n_turns: int, avg_chars: int = 4000) -> list[dict]:
