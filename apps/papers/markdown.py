@@ -25,8 +25,13 @@ _TAGS = {
 }
 
 
-def render_markdown(text: str) -> str:
-    """Sanitised HTML for untrusted Markdown (paper text, addenda)."""
+def render_markdown(text: str, *, raw_html: bool = True, images: bool = True) -> str:
+    """Sanitised HTML for untrusted Markdown (paper text, addenda, agent messages).
+
+    ``raw_html=False`` shows HTML in the text as the characters it is (agent output that writes
+    HTML means it as text); ``images=False`` drops images, so a message can never make the
+    reader's browser fetch a URL of the agent's choosing.
+    """
     pieces: list[str] = []
 
     def stash(match: re.Match[str]) -> str:
@@ -34,8 +39,13 @@ def render_markdown(text: str) -> str:
         return _TOKEN.format(len(pieces) - 1)
 
     protected = _MATH.sub(stash, text or "")
-    rendered = md.markdown(protected, extensions=["fenced_code", "tables", "sane_lists"], output_format="html")
-    clean = nh3.clean(rendered, tags=_TAGS, attributes={"a": {"href", "title"}, "img": {"src", "alt"},
+    converter = md.Markdown(extensions=["fenced_code", "tables", "sane_lists"], output_format="html")
+    if not raw_html:
+        converter.preprocessors.deregister("html_block")
+        converter.inlinePatterns.deregister("html")
+    rendered = converter.convert(protected)
+    tags = _TAGS if images else _TAGS - {"img"}
+    clean = nh3.clean(rendered, tags=tags, attributes={"a": {"href", "title"}, "img": {"src", "alt"},
                                                          "code": {"class"}, "span": {"class"}},
                       url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow")
     # Put the TeX back last, escaped, so nothing it contains is ever read as HTML.

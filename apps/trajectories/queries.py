@@ -92,12 +92,26 @@ def turn_index_data(trajectory: Trajectory) -> dict[str, Any]:
     return data
 
 
+# Messages the agent or its user wrote are often Markdown; tool output is shown as it came.
+MARKDOWN_ROLES = {"system", "user", "assistant"}
+MARKDOWN_MAX_CHARS = 50_000
+
+
+def turn_html(role: str, text: str) -> str:
+    """Sanitised HTML of a turn's Markdown ('' where the viewer shows the text as it is)."""
+    from apps.papers.markdown import render_markdown
+
+    if role not in MARKDOWN_ROLES or not text or len(text) > MARKDOWN_MAX_CHARS:
+        return ""
+    return render_markdown(text, raw_html=False, images=False)
+
+
 def turn_texts(trajectory: Trajectory, start: int, end: int) -> list[dict[str, Any]]:
-    """Turns start..end-1 with their text, for the viewer's on-demand chunks."""
+    """Turns start..end-1 with their text (and its sanitised Markdown), for the viewer's chunks."""
     rows = Turn.objects.filter(trajectory=trajectory, index__gte=start, index__lt=end).order_by("index")
     return [
-        {"i": t.index, "role": t.role, "text": t.text, "reasoning": t.reasoning, "calls": t.tool_calls,
-         "call_id": t.tool_call_id, "ts": t.timestamp.isoformat() if t.timestamp else None,
+        {"i": t.index, "role": t.role, "text": t.text, "html": turn_html(t.role, t.text), "reasoning": t.reasoning,
+         "calls": t.tool_calls, "call_id": t.tool_call_id, "ts": t.timestamp.isoformat() if t.timestamp else None,
          "source_role": t.source_role if t.source_role != t.role else ""}
         for t in rows
     ]

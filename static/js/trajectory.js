@@ -4,7 +4,8 @@
 // fetched in chunks of CHUNK turns only when they come into view, and only the turns near the
 // viewport exist in the DOM, absolutely positioned from a prefix sum of their heights
 // (estimated first, then measured). Agent text is untrusted: it only ever reaches the DOM
-// through textContent / text nodes, never innerHTML.
+// through textContent / text nodes, never innerHTML — except the server's nh3-sanitised HTML of
+// a turn's Markdown (data.html), shown in Markdown mode.
 "use strict";
 (() => {
   const index = JSON.parse(document.getElementById("turn-index").textContent);
@@ -106,6 +107,16 @@
 
   // ------------------------------------------------------------------ building one turn
 
+  let markdownMode = localStorage.getItem("klong-trajectory-markdown") !== "0";
+  function toggleMarkdown() {
+    markdownMode = !markdownMode;
+    localStorage.setItem("klong-trajectory-markdown", markdownMode ? "1" : "0");
+    const box = document.getElementById("markdown-toggle");
+    if (box) box.checked = markdownMode;
+    for (const k of [...live.keys()]) rebuild(k);
+    render();
+  }
+
   function el(tag, cls, text) {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
@@ -178,7 +189,13 @@
       // A search match past the cut would be invisible: show the whole turn instead.
       if (search.set.has(i) && !shown.toLowerCase().includes(search.q.toLowerCase())) shown = text;
     }
-    if (text) {
+    // Markdown mode shows the sanitised rendering of a whole message; a search hit or a
+    // collapsed long turn is shown as text, so highlights and the cut stay exact.
+    if (text && markdownMode && data.html && shown === text && !search.set.has(i)) {
+      const div = el("div", "turn-text markdown");
+      div.innerHTML = data.html;  // sanitised on the server (nh3): no script, no handlers
+      article.append(div);
+    } else if (text) {
       const pre = el("pre", "turn-text");
       appendHighlighted(pre, shown, search.set.has(i) ? search.q : "");
       article.append(pre);
@@ -455,6 +472,15 @@
     form.querySelector(`button[value="${value}"]`).click();
   }
 
+  const markdownBox = document.getElementById("markdown-toggle");
+  if (markdownBox) {
+    markdownBox.checked = markdownMode;
+    markdownBox.addEventListener("change", () => {
+      if (markdownBox.checked !== markdownMode) toggleMarkdown();
+      scroller.focus();
+    });
+  }
+
   document.addEventListener("keydown", (event) => {
     const target = event.target;
     if (target.closest("input, textarea, select, dialog[open]") || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -467,6 +493,7 @@
       n: () => step(1),
       N: () => step(-1),
       e: () => toggleExpand(current),
+      m: toggleMarkdown,
       a: openAnnotate,
       x: () => toggleNoLoss(current),
       p: () => pinPrefix(current),

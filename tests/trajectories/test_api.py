@@ -147,3 +147,19 @@ def test_the_prefix_is_pinned_and_unpinned_through_the_api(api_for):
     client.post(f"/api/trajectories/{trajectory.pk}/prefix/", {"prefix_end": None}, format="json")
     trajectory.refresh_from_db()
     assert trajectory.prefix_end is None
+
+
+@pytest.mark.django_db
+def test_turn_chunks_carry_sanitised_markdown_for_messages_but_not_tool_output(client_for):
+    from apps.trajectories.models import Trajectory, Turn
+
+    trajectory = Trajectory.objects.create(title="md", turn_count=2)
+    Turn.objects.create(trajectory=trajectory, index=0, role="assistant",
+                        text="**Plan**\n\n```python\nprint(1)\n```\n<script>alert(1)</script><img src=x onerror=alert(2)>")
+    Turn.objects.create(trajectory=trajectory, index=1, role="tool", text="**not markdown**")
+    turns = client_for("viewer").get(f"/api/trajectories/{trajectory.pk}/turns/").json()["turns"]
+    html = turns[0]["html"]
+    assert "<strong>Plan</strong>" in html and "<pre><code" in html
+    # HTML the agent wrote is shown as text; no tag of its own survives, images included.
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script" not in html and "<img" not in html
+    assert turns[1]["html"] == ""
