@@ -146,14 +146,15 @@ def bench_browser(ids: dict[int, int]) -> None:
     from django.contrib.auth import get_user_model
     from playwright.sync_api import sync_playwright
 
-    # The server runs in its own process, as in production: in this process it would share
-    # the GIL with Playwright's driver and time both.
+    # The server runs in its own process, as `make run` serves it (daphne, static files through
+    # whitenoise): in this process it would share the GIL with Playwright's driver.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    manage = str(Path(__file__).resolve().parents[1] / "manage.py")
-    server = subprocess.Popen([sys.executable, manage, "runserver", "--noreload", "--insecure", f"127.0.0.1:{port}"],
-                              env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daphne = str(Path(sys.executable).parent / "daphne")
+    server = subprocess.Popen([daphne, "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
+                              cwd=Path(__file__).resolve().parents[1], env=os.environ.copy(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
