@@ -54,19 +54,20 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def _callback(reporter: Reporter, started: list[float]):
+def _callback(reporter: Reporter):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
+        started = 0.0
+
         def on_train_begin(self, args, state, control, **kwargs):
-            started[0] = time.perf_counter()
-            started[1] = state.num_input_tokens_seen or 0
+            self.started = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             values = {k: float(logs[k]) for k in ("loss", "learning_rate", "grad_norm", "epoch") if k in logs}
             if "loss" in values:
-                elapsed = max(time.perf_counter() - started[0], 1e-9)
+                elapsed = max(time.perf_counter() - self.started, 1e-9)
                 values["tokens_per_s"] = float(logs.get("num_tokens", 0.0)) / elapsed if "num_tokens" in logs else 0.0
                 reporter.metric(state.global_step, **values)
 
@@ -129,10 +130,9 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    started = [0.0, 0.0]
     return SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[_callback(reporter, started)],
+        peft_config=peft_config, callbacks=[_callback(reporter)],
     )
 
 
