@@ -165,6 +165,14 @@ def bench_browser(ids: dict[int, int]) -> None:
     client = Client()
     client.force_login(get_user_model().objects.get(username="admin"))
     session = client.cookies["sessionid"].value
+    # "Cold" is the browser's side (new context, empty cache); the server process has served a
+    # page and a chunk before, as a running server has.
+    import urllib.request
+
+    warm = urllib.request.Request(f"{base}/trajectories/{ids[1000]}/", headers={"Cookie": f"sessionid={session}"})
+    urllib.request.urlopen(warm).read()
+    warm.full_url = f"{base}/api/trajectories/{ids[1000]}/turns/?start=0&end=100"
+    urllib.request.urlopen(warm).read()
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

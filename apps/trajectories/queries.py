@@ -4,6 +4,7 @@ text chunks and search. Reads only; writes live in services.py.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -95,13 +96,15 @@ def turn_index_data(trajectory: Trajectory) -> dict[str, Any]:
 # Messages the agent or its user wrote are often Markdown; tool output is shown as it came.
 MARKDOWN_ROLES = {"system", "user", "assistant"}
 MARKDOWN_MAX_CHARS = 50_000
+# Text with none of Markdown's marks is shown as it is: rendering it would only cost time.
+_MARKDOWN_MARKS = re.compile(r"[*_`#\[|>]|^\s*(?:[-+]|\d+\.)\s", re.MULTILINE)
 
 
 def turn_html(role: str, text: str) -> str:
     """Sanitised HTML of a turn's Markdown ('' where the viewer shows the text as it is)."""
     from apps.papers.markdown import render_markdown
 
-    if role not in MARKDOWN_ROLES or not text or len(text) > MARKDOWN_MAX_CHARS:
+    if role not in MARKDOWN_ROLES or not text or len(text) > MARKDOWN_MAX_CHARS or not _MARKDOWN_MARKS.search(text):
         return ""
     return render_markdown(text, raw_html=False, images=False)
 
