@@ -6,6 +6,7 @@ django.setup(), so nothing a developer has configured (DATABASE_URL, REDIS_URL) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -39,3 +40,33 @@ def timed_ms(func, repeat: int) -> list[float]:
         func()
         samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+@contextlib.contextmanager
+def daphne_server():
+    """daphne in its own process, as `make run` serves the app; yields its base URL once it listens.
+
+    In this process it would share the GIL with the measuring client and time both.
+    """
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
-from _django import ROOT, line  # first: sets up Django on the embedded defaults
+from _django import daphne_server, line  # first: sets up Django on the embedded defaults
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -33,11 +29,6 @@ from worker.progress import Progress, job_group, publish, set_state
 LATENCY_EVENTS = 400
 THROUGHPUT_SECONDS = 3.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,71 +67,63 @@ def main() -> None:
     client = Client(SERVER_NAME="localhost")
     client.force_login(admin)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    port = free_port()
-    daphne = subprocess.Popen(
-        [os.path.join(sys.prefix, "bin", "daphne"), "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1, created_by=admin)
-        url = f"ws://127.0.0.1:{port}/ws/jobs/{job.pk}/"
-        headers = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
-
-        # Latency: one event at a time, paced, as progress reports arrive in a real run.
-        with connect(url, additional_headers=headers, open_timeout=10) as ws:
-            json.loads(ws.recv(timeout=10))  # the snapshot
-            latencies = []
-            for i in range(LATENCY_EVENTS):
-                publish(job.pk, {"kind": "progress", "progress": i / LATENCY_EVENTS}, to_list=False)
-                event = json.loads(ws.recv(timeout=10))
-                latencies.append((time.time() - event["sent_at"]) * 1000)
-                time.sleep(0.002)
-        line("job_event_latency_p50", statistics.median(latencies), "ms", "< 50 ms")
-        line("job_event_latency_p99", percentile(latencies, 99), "ms", "< 200 ms")
-        base = baseline_layer_latency(job.pk)
-        line("channel_layer_latency_p50_baseline", statistics.median(base), "ms", "baseline")
-        print(f"websocket_vs_channel_layer_p50: {statistics.median(latencies) / statistics.median(base):.1f}x")
-
-        # Throughput: a tight loop of metric points (each also written to the database), then
-        # the final state, which must arrive last and exact.
-        received: list[dict] = []
-        with connect(url, additional_headers=headers, open_timeout=10) as ws:
-            json.loads(ws.recv(timeout=10))
-
-            def reader() -> None:
-                while True:
-                    for event in unpack(json.loads(ws.recv(timeout=30))):
-                        received.append(event)
-                        if event.get("kind") == "snapshot":
-                            return
-
-            thread = threading.Thread(target=reader)
-            thread.start()
-            progress = Progress(job.pk, attempt=1)
-            sent = 0
-            start = time.perf_counter()
-            while time.perf_counter() - start < THROUGHPUT_SECONDS:
-                sent += 1
-                progress.metric(sent, loss=1.0 / sent)
-            progress.flush()
-            set_state(job.pk, Job.State.SUCCEEDED, attempt=1, result={"points": sent})
-            thread.join(timeout=60)
-            elapsed = time.perf_counter() - start
-        points = [e["step"] for e in received if e.get("kind") == "metric"]
-        intact = points == list(range(1, sent + 1)) and received[-1]["state"] == "succeeded"
-        line("job_events_per_second_sustained", len(points) / elapsed, "events/s", ">= 500 events/s")
-        print(f"job_events_delivered: {len(points)} of {sent}, in order and final state exact: {intact}")
+        with daphne_server() as base:
+            measure(base, cookie, admin)
     finally:
-        daphne.terminate()
-        daphne.wait(timeout=10)
         if redis_proc is not None:
             redis_proc.terminate()
+
+
+def measure(base: str, cookie: str, admin) -> None:
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1, created_by=admin)
+    url = base.replace("http://", "ws://") + f"/ws/jobs/{job.pk}/"
+    headers = {"Cookie": cookie, "Origin": base}
+
+    # Latency: one event at a time, paced, as progress reports arrive in a real run.
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        json.loads(ws.recv(timeout=10))  # the snapshot
+        latencies = []
+        for i in range(LATENCY_EVENTS):
+            publish(job.pk, {"kind": "progress", "progress": i / LATENCY_EVENTS}, to_list=False)
+            event = json.loads(ws.recv(timeout=10))
+            latencies.append((time.time() - event["sent_at"]) * 1000)
+            time.sleep(0.002)
+    line("job_event_latency_p50", statistics.median(latencies), "ms", "< 50 ms")
+    line("job_event_latency_p99", percentile(latencies, 99), "ms", "< 200 ms")
+    base = baseline_layer_latency(job.pk)
+    line("channel_layer_latency_p50_baseline", statistics.median(base), "ms", "baseline")
+    print(f"websocket_vs_channel_layer_p50: {statistics.median(latencies) / statistics.median(base):.1f}x")
+
+    # Throughput: a tight loop of metric points (each also written to the database), then
+    # the final state, which must arrive last and exact.
+    received: list[dict] = []
+    with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        json.loads(ws.recv(timeout=10))
+
+        def reader() -> None:
+            while True:
+                for event in unpack(json.loads(ws.recv(timeout=30))):
+                    received.append(event)
+                    if event.get("kind") == "snapshot":
+                        return
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        progress = Progress(job.pk, attempt=1)
+        sent = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < THROUGHPUT_SECONDS:
+            sent += 1
+            progress.metric(sent, loss=1.0 / sent)
+        progress.flush()
+        set_state(job.pk, Job.State.SUCCEEDED, attempt=1, result={"points": sent})
+        thread.join(timeout=60)
+        elapsed = time.perf_counter() - start
+    points = [e["step"] for e in received if e.get("kind") == "metric"]
+    intact = points == list(range(1, sent + 1)) and received[-1]["state"] == "succeeded"
+    line("job_events_per_second_sustained", len(points) / elapsed, "events/s", ">= 500 events/s")
+    print(f"job_events_delivered: {len(points)} of {sent}, in order and final state exact: {intact}")
 
 
 if __name__ == "__main__":

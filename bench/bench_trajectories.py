@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _django import line, timed_ms  # noqa: E402  (sets up Django on the embedded defaults)
+from _django import daphne_server, line, timed_ms  # noqa: E402  (sets up Django on the embedded defaults)
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
@@ -138,30 +138,14 @@ def bench_tokenizer(folder: Path, texts: list[str]) -> None:
 
 
 def bench_browser(ids: dict[int, int]) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
+    with daphne_server() as base:
+        browse(base, ids)
 
+
+def browse(base: str, ids: dict[int, int]) -> None:
     from django.contrib.auth import get_user_model
     from playwright.sync_api import sync_playwright
 
-    # The server runs in its own process, as `make run` serves it (daphne, static files through
-    # whitenoise): in this process it would share the GIL with Playwright's driver.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    daphne = str(Path(sys.executable).parent / "daphne")
-    server = subprocess.Popen([daphne, "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
-                              cwd=Path(__file__).resolve().parents[1], env=os.environ.copy(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
     client = Client()
     client.force_login(get_user_model().objects.get(username="admin"))
     session = client.cookies["sessionid"].value
@@ -173,49 +157,45 @@ def bench_browser(ids: dict[int, int]) -> None:
     urllib.request.urlopen(warm).read()
     warm.full_url = f"{base}/api/trajectories/{ids[1000]}/turns/?start=0&end=100"
     urllib.request.urlopen(warm).read()
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            baseline = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        baseline = []
+        for _ in range(3):
+            context = browser.new_context()
+            page = context.new_page()
+            start = time.perf_counter()
+            page.goto(f"{base}/login/", wait_until="commit")
+            page.wait_for_selector("#id_username")
+            baseline.append((time.perf_counter() - start) * 1000)
+            context.close()
+        line("browser_login_page_on_screen_baseline", statistics.median(baseline), "ms", "baseline, cold")
+        for n, trajectory_id in ids.items():
+            samples, heaps, fetched, data = [], [], [], []
             for _ in range(3):
-                context = browser.new_context()
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
                 page = context.new_page()
+                responses: list = []
+                page.on("response", lambda r, responses=responses: responses.append(r))  # sized after timing
+                cdp = context.new_cdp_session(page)
+                cdp.send("Performance.enable")
                 start = time.perf_counter()
-                page.goto(f"{base}/login/", wait_until="commit")
-                page.wait_for_selector("#id_username")
-                baseline.append((time.perf_counter() - start) * 1000)
+                page.goto(f"{base}/trajectories/{trajectory_id}/#turn-{n - 1}", wait_until="commit")
+                page.wait_for_selector(f"#turn-{n - 1} .turn-text")
+                samples.append((time.perf_counter() - start) * 1000)
+                page.wait_for_load_state("networkidle")
+                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                heaps.append(metrics["JSHeapUsedSize"] / 1e6)
+                sizes = {r.url: len(r.body()) for r in responses if r.status == 200}
+                fetched.append(sum(sizes.values()) / 1e6)
+                data.append(sum(v for k, v in sizes.items() if "/static/" not in k) / 1e6)
                 context.close()
-            line("browser_login_page_on_screen_baseline", statistics.median(baseline), "ms", "baseline, cold")
-            for n, trajectory_id in ids.items():
-                samples, heaps, fetched, data = [], [], [], []
-                for _ in range(3):
-                    context = browser.new_context(viewport={"width": 1280, "height": 900})
-                    context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
-                    page = context.new_page()
-                    responses: list = []
-                    page.on("response", lambda r, responses=responses: responses.append(r))  # sized after timing
-                    cdp = context.new_cdp_session(page)
-                    cdp.send("Performance.enable")
-                    start = time.perf_counter()
-                    page.goto(f"{base}/trajectories/{trajectory_id}/#turn-{n - 1}", wait_until="commit")
-                    page.wait_for_selector(f"#turn-{n - 1} .turn-text")
-                    samples.append((time.perf_counter() - start) * 1000)
-                    page.wait_for_load_state("networkidle")
-                    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-                    heaps.append(metrics["JSHeapUsedSize"] / 1e6)
-                    sizes = {r.url: len(r.body()) for r in responses if r.status == 200}
-                    fetched.append(sum(sizes.values()) / 1e6)
-                    data.append(sum(v for k, v in sizes.items() if "/static/" not in k) / 1e6)
-                    context.close()
-                line(f"browser_last_turn_on_screen_{n}_turns", statistics.median(samples), "ms", "< 500 ms, cold")
-                line(f"browser_js_heap_{n}_turns", statistics.median(heaps), "MB", "< 30 MB")
-                line(f"browser_fetched_{n}_turns", statistics.median(fetched), "MB",
-                     "all bytes incl. plotly.min.js (cached after the first visit)")
-                line(f"browser_fetched_data_{n}_turns", statistics.median(data), "MB", "HTML + turn JSON only")
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+            line(f"browser_last_turn_on_screen_{n}_turns", statistics.median(samples), "ms", "< 500 ms, cold")
+            line(f"browser_js_heap_{n}_turns", statistics.median(heaps), "MB", "< 30 MB")
+            line(f"browser_fetched_{n}_turns", statistics.median(fetched), "MB",
+                 "all bytes incl. plotly.min.js (cached after the first visit)")
+            line(f"browser_fetched_data_{n}_turns", statistics.median(data), "MB", "HTML + turn JSON only")
+        browser.close()
 
 
 if __name__ == "__main__":
