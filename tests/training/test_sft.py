@@ -232,3 +232,19 @@ def test_an_sft_job_streams_its_training_metrics_to_a_websocket(tiny_model, pers
     points = [e for e in events if e["kind"] == "metric"]
     assert [p["step"] for p in points] == [1, 2, 3, 4]
     assert {"loss", "learning_rate", "grad_norm", "tokens_per_s"} <= set(points[0]["values"])
+
+
+@pytest.mark.django_db
+def test_sft_selects_accepted_trajectories_by_paper_source_and_score():
+    from apps.papers.models import Paper
+    from worker.engines.sft import select_trajectories
+
+    paper = Paper.objects.create(slug="p", title="P")
+    keep = Trajectory.objects.create(paper=paper, source="distilled", final_score=0.7, review="accepted")
+    Trajectory.objects.create(paper=paper, source="distilled", final_score=0.2, review="accepted")
+    Trajectory.objects.create(paper=paper, source="distilled", final_score=0.9, review="")
+    rejected = Trajectory.objects.create(paper=paper, source="distilled", final_score=0.9, review="rejected")
+    chosen = select_trajectories({"paper": "p", "source": "distilled", "min_score": 0.5})
+    assert list(chosen) == [keep]
+    assert list(select_trajectories({"ids": f"{keep.pk},{rejected.pk}"})) == [keep]
+    assert not select_trajectories({"paper": "missing"}).exists()

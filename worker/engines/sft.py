@@ -45,23 +45,23 @@ class JobReporter(Reporter):
 
 
 def select_trajectories(config: dict[str, Any]):
-    """The given ids, else accepted trajectories matching paper / source / minimum score.
-
-    Rejected trajectories are never trained on, whichever way they were chosen.
-    """
+    """The given ids, else accepted trajectories matching paper / source / minimum score (the
+    list page's filters). Rejected trajectories are never trained on, however they were chosen."""
+    from apps.papers.models import Paper
     from apps.trajectories.models import Trajectory
+    from apps.trajectories.queries import filter_trajectories
 
-    chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED).order_by("pk")
+    chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
     if config.get("ids"):
-        return chosen.filter(pk__in=[int(i) for i in str(config["ids"]).split(",") if i])
-    chosen = chosen.filter(review=Trajectory.Review.ACCEPTED)
+        return chosen.filter(pk__in=[int(i) for i in str(config["ids"]).split(",") if i]).order_by("pk")
+    paper = None
     if config.get("paper"):
-        chosen = chosen.filter(paper__slug=config["paper"])
-    if config.get("source"):
-        chosen = chosen.filter(source=config["source"])
-    if config.get("min_score") is not None:
-        chosen = chosen.filter(final_score__gte=config["min_score"])
-    return chosen
+        paper = Paper.objects.filter(slug=config["paper"]).first()
+        if paper is None:
+            return chosen.none()
+    values = {"paper": paper, "source": config.get("source"), "score_min": config.get("min_score"),
+              "review": Trajectory.Review.ACCEPTED}
+    return filter_trajectories(chosen, values)
 
 
 def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], list[str], list[int]]:
