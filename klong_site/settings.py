@@ -8,6 +8,7 @@ serves as Celery broker, result backend, cache and Channels layer alike.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import dj_database_url
 import plotly
 from django.core.exceptions import ImproperlyConfigured
 
+from apps.ops.storage import StorageConfigError, artifact_sync_enabled, storages_setting
 from klong_site.embedded_redis import embedded_redis_url, kombu_url
 from klong_site.env import env_bool, env_int, env_list, env_str, env_url
 
@@ -222,7 +224,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 KLONG_IMPORT_INLINE_BYTES = env_int("KLONG_IMPORT_INLINE_BYTES", 32 * 1024 * 1024, minimum=1)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
-MEDIA_ROOT = DATA_DIR / "media"
+# Media (uploaded PDFs) and, with KLONG_STORAGE=s3, the artifacts other machines fetch
+# (submissions, checkpoints, large imports): see apps/ops/storage.py and docs/deploy.md.
+MEDIA_ROOT = Path(env_str("KLONG_MEDIA_ROOT") or DATA_DIR / "media").resolve()
 MEDIA_URL = "/media/"
 
 # --- Static files: whitenoise, htmx from django-htmx, plotly.js from the plotly package --------
@@ -233,10 +237,13 @@ STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
 ]
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-}
+try:
+    STORAGES = storages_setting(os.environ, MEDIA_ROOT)
+except StorageConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# On: files written under the data folder are published to the media storage and fetched from
+# it by other machines (the S3 case); off: the data folder itself is shared (or one machine).
+KLONG_ARTIFACT_SYNC = env_bool("KLONG_ARTIFACT_SYNC", artifact_sync_enabled(STORAGES))
 # Serve straight from the source folders: no collectstatic step before the first start.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -252,11 +259,28 @@ KLONG_WORKER_PING_TIMEOUT = 1.0
 # re-queued by the next worker that starts (it resumes from its checkpoint).
 KLONG_JOB_HEARTBEAT_GRACE_S = env_int("KLONG_JOB_HEARTBEAT_GRACE_S", 120, minimum=0)
 
+# LOG_FORMAT=json: one JSON object per line (apps/ops/logs.py), for a log collector.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of: plain, json.")
+# Celery configures its own plain handler unless told to keep Django's (JSON) configuration.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT == "plain"
+
+# Prometheus metrics at /metrics (apps/ops/metrics.py): a bearer token, or an address in the
+# allowlist (comma-separated addresses or networks; default this machine only).
+KLONG_METRICS_TOKEN = env_str("KLONG_METRICS_TOKEN")
+KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", ["127.0.0.1/32", "::1/128"])
+# Workers write a heartbeat to Redis this often; the workers page marks one silent after 3 missed.
+KLONG_WORKER_HEARTBEAT_S = env_int("KLONG_WORKER_HEARTBEAT_S", 15, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "apps.ops.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }

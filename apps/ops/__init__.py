@@ -1,0 +1,1 @@
+"""Operations: media storage settings and artifact sync, Prometheus metrics, structured logs."""
