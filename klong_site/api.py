@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
+from apps.core.account import ApiTokenViewSet
 from apps.jobs.api import JobViewSet
 from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet, RubricCheckViewSet
 from apps.papers.api import PaperViewSet
@@ -20,3 +21,4 @@ router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
 router.register("rubric-checks", RubricCheckViewSet, basename="rubric-check")
 router.register("jobs", JobViewSet, basename="job")
+router.register("tokens", ApiTokenViewSet, basename="api-token")
