@@ -1,0 +1,549 @@
+"""KLong's progressive RL: staged rollouts, sub-trajectory rewards, group-relative advantages.
+
+Stages m = 1..M with growing timeouts T(m). Each iteration of stage m:
+1. n rollouts per task with the current policy, cut at T(m) (a cut rollout is kept: truncated);
+2. each rollout split into sub-trajectories with the SFT splitter (``split_examples`` on
+   ``apps.trajectories.splitting.plan_split``; same windows, same loss masks);
+3. Q(m,i,j) = the judge's rubric score of the submission state at the end of sub-trajectory i;
+4. A(m,i,j) = Q(m,i,j) - mean over the task's sub-trajectories (``rl_math.task_advantages``);
+5. a clipped policy-gradient update on each sub-trajectory's assistant tokens with its A,
+   optionally with a KL penalty to the frozen reference (the job's starting policy).
+At the end of a stage the policy is saved (a checkpoint) and the next stage starts from that
+folder with the longer timeout.
+
+Why a loop of our own rather than TRL's GRPOTrainer (with an external ``rollout_func``): the
+trainer's group is "one prompt, num_generations completions" and its advantage is computed per
+completion from reward functions, then normalised by the group's std. KLong's group is the n x K
+sub-trajectories of one task, each with its *own* input (pinned prefix + truncated history +
+its turns), and its advantage is Q minus the group mean, unscaled. Feeding that through
+GRPOTrainer would mean overriding its advantage computation and batching, i.e. most of it; the
+update itself is 40 lines of torch (``train_on_batch``), readable and exactly the spec.
+
+Partial rollouts: with ``partial_rollouts`` a producer thread runs the next batch's rollouts
+while this batch is judged and trained on. Every rollout records the policy version it ran
+with; a rollout older than ``max_staleness`` updates is dropped and run again. The old
+log-probabilities of the ratio are the pre-update policy's on the window's own input
+(recomputed): the rollout-time context is the agent's, not the window's, so the sampler's
+log-probabilities would not be of the same sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
+from worker.training.examples import ChatTemplateTurns, Example, TurnRow, split_examples
+from worker.training.rl_math import (
+    LossStats,
+    advantage_spread,
+    batch_advantages,
+    clipped_pg_loss,
+    token_logprobs,
+    too_stale,
+)
+
+HOUR = 3600.0
+DEFAULT_STAGES = ((2 * HOUR, 10), (4 * HOUR, 10), (6 * HOUR, 10))
+
+
+class RLError(RuntimeError):
+    """The run cannot go on (no rollouts judged, a task without a rubric, ...): the job fails with it."""
+
+
+class RLStopped(Exception):
+    """The reporter asked to stop (the cancel button)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    timeout_s: float
+    iterations: int
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.iterations < 1:
+            raise ValueError(f"a stage needs a positive timeout and at least one iteration, got {self}")
+
+
+def check_stages(stages: Sequence[Stage]) -> None:
+    """T(1) < T(2) < ... < T(M): the timeouts must grow (that is what makes it progressive)."""
+    if not stages:
+        raise ValueError("at least one stage is needed")
+    for a, b in zip(stages, stages[1:], strict=False):
+        if b.timeout_s <= a.timeout_s:
+            raise ValueError(f"stage timeouts must grow: {a.timeout_s:g} s is followed by {b.timeout_s:g} s")
+
+
+@dataclass(frozen=True)
+class RLSettings:
+    policy: str  # model folder the run starts from (also the KL reference)
+    output_dir: Path
+    stages: tuple[Stage, ...]
+    n_rollouts: int = 4
+    split: SplitConfig = field(default_factory=SplitConfig)
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    learning_rate: float = 1e-6
+    ppo_epochs: int = 1
+    minibatch_size: int = 8  # sub-trajectories per optimiser step
+    max_grad_norm: float = 1.0
+    partial_rollouts: bool = True
+    max_staleness: int = 1
+    seed: int = 0
+
+
+@dataclass
+class Task:
+    """One task (a paper with its rubric, or a toy task); ``data`` is what its runner needs."""
+
+    id: str
+    data: Any = None
+
+
+@dataclass
+class Rollout:
+    """One episode of the policy on a task, cut at the stage timeout if it got there.
+
+    ``states[t]`` is the submission state after turn t (a commit id, or the toy's text): what
+    the judge scores at the end of a sub-trajectory. ``elapsed_s`` is the agent's time (wall
+    clock for real agents, the toy's simulated clock); ``wall_s`` the real seconds it took.
+    """
+
+    task_id: str
+    index: int
+    policy_version: int
+    timeout_s: float
+    turns: list[TurnRow]
+    states: list[Any]
+    end_state: str  # submitted | timed_out | step_limit | error | cancelled
+    elapsed_s: float
+    wall_s: float = 0.0
+    tokens: int = 0  # assistant tokens generated
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return self.end_state == "timed_out"
+
+
+class Policy(Protocol):
+    """What a rollout runner generates with; ``version`` counts the updates published so far."""
+
+    version: int
+
+    def publish(self, model: Any, version: int) -> None:
+        """The weight-reload hook: make the rollouts from now on use ``model`` (version ``version``)."""
+
+
+class RolloutRunner(Protocol):
+    def run(self, task: Task, index: int, timeout_s: float, policy: Any, seed: int) -> Rollout: ...
+
+
+class Judge(Protocol):
+    def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
+        """Q for each (task, submission state): the rubric score in [0, 1]."""
+
+    def queue_depth(self) -> int:
+        """Judge requests waiting (the priority queue's depth): shown live on the job page."""
+
+
+class Reporter:
+    """What the loop tells the outside world; the job engine implements it (tests record it)."""
+
+    def metric(self, step: int, **values: float) -> None: ...
+
+    def progress(self, done: int, total: int, message: str) -> None: ...
+
+    def log(self, text: str) -> None: ...
+
+    def stage_done(self, stage: int, path: Path, info: dict[str, Any]) -> None: ...
+
+    def should_stop(self) -> bool:
+        return False
+
+
+# --------------------------------------------------------------------------- sub-trajectories
+
+
+@dataclass
+class SubTrajectory:
+    """Window i of rollout j: its training example (None without loss turns) and end state."""
+
+    task_id: str
+    rollout: int
+    window: int
+    end_turn: int
+    state: Any
+    example: Example | None
+    q: float = 0.0
+    advantage: float = 0.0
+
+
+def split_rollout(rollout: Rollout, config: SplitConfig, turns: ChatTemplateTurns) -> list[SubTrajectory]:
+    """The rollout's K sub-trajectories, truncated rollouts included (a cut run is still split)."""
+    if len(rollout.states) != len(rollout.turns):
+        raise ValueError(f"rollout {rollout.index}: {len(rollout.states)} states for {len(rollout.turns)} turns")
+    if not any(t.role == "assistant" for t in rollout.turns):
+        return []  # the policy never acted: nothing to judge or train
+    manifest, examples = split_examples(rollout.turns, config, turns)
+    by_window = {e.window: e for e in examples}
+    return [
+        SubTrajectory(rollout.task_id, rollout.index, w.number, w.target_end, rollout.states[w.target_end],
+                      by_window.get(w.number))
+        for w in manifest.windows
+    ]
+
+
+# --------------------------------------------------------------------------- rollout production
+
+
+def rollout_seed(seed: int, batch: int, task: int, index: int, *, again: bool = False) -> int:
+    """A sampling seed per rollout, stable across processes (``hash()`` of a str is not)."""
+    return (seed * 1_000_003 + batch * 10_007 + task * 101 + index + (500_009 if again else 0)) % 2**31
+
+
+class RolloutProducer:
+    """Makes each iteration's batch of n rollouts per task, ahead of time with partial rollouts.
+
+    ``next_batch(prefetch)`` returns this iteration's rollouts; with partial rollouts and
+    ``prefetch`` it then starts the next batch in a background thread at once, so those rollouts
+    run while the caller judges and trains. A prefetched rollout whose policy version is more
+    than ``max_staleness`` updates behind when it is taken is run again.
+    """
+
+    def __init__(self, tasks: Sequence[Task], runner: RolloutRunner, policy: Policy, settings: RLSettings,
+                 timeout_s: float, seed: int) -> None:
+        self.tasks = list(tasks)
+        self.runner = runner
+        self.policy = policy
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.seed = seed
+        self._batches = 0
+        self._pending: queue.Queue[tuple[list[Rollout], float] | BaseException] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.dropped_stale = 0
+
+    def _run_batch(self, batch_number: int) -> list[Rollout]:
+        out = []
+        for t, task in enumerate(self.tasks):
+            for j in range(self.settings.n_rollouts):
+                if self._stop.is_set():
+                    raise RLStopped()
+                seed = rollout_seed(self.seed, batch_number, t, j)
+                out.append(self.runner.run(task, j, self.timeout_s, self.policy, seed))
+        return out
+
+    def _background(self, batch_number: int, out: queue.Queue) -> None:
+        started = time.perf_counter()
+        try:
+            out.put((self._run_batch(batch_number), time.perf_counter() - started))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            out.put(exc)
+
+    def next_batch(self, prefetch: bool) -> tuple[list[Rollout], float]:
+        """(rollouts, seconds their generation took); the caller waits only for what is not ready."""
+        batch_number = self._batches
+        self._batches += 1
+        if self._pending is not None:
+            got = self._pending.get()
+            self._pending, self._thread = None, None
+            if isinstance(got, BaseException):
+                raise got
+            rollouts, generate_s = got
+            fresh = []
+            for r in rollouts:
+                if too_stale(r.policy_version, self.policy.version, self.settings.max_staleness):
+                    self.dropped_stale += 1
+                    started = time.perf_counter()
+                    t = next(k for k, task in enumerate(self.tasks) if task.id == r.task_id)
+                    task = self.tasks[t]
+                    seed = rollout_seed(self.seed, batch_number, t, r.index, again=True)
+                    r = self.runner.run(task, r.index, self.timeout_s, self.policy, seed)
+                    generate_s += time.perf_counter() - started
+                fresh.append(r)
+            rollouts = fresh
+        else:
+            started = time.perf_counter()
+            rollouts = self._run_batch(batch_number)
+            generate_s = time.perf_counter() - started
+        if prefetch and self.settings.partial_rollouts:
+            self._pending = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(
+                target=self._background, args=(self._batches, self._pending), name="rl-rollouts", daemon=True
+            )
+            self._thread.start()
+        return rollouts, generate_s
+
+    def close(self) -> None:
+        """Stop a prefetch in flight (at its next rollout) and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._thread = self._pending = None
+
+
+# --------------------------------------------------------------------------- local policy serving
+
+
+class LocalPolicy:
+    """Policy served on this worker with transformers: its own copy of the weights for generation.
+
+    The trainer's model changes during an update; rollouts generate with this copy, which
+    ``publish`` refreshes. The swap waits for a generation in flight (``lock``), so one call
+    never mixes two versions. Runners take ``lock`` around each generation and read
+    ``version`` at a rollout's start.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, version: int = 0) -> None:
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.version = version
+        self.lock = threading.RLock()
+
+    def publish(self, model: Any, version: int) -> None:
+        import torch
+
+        with self.lock, torch.no_grad():
+            for mine, theirs in zip(self.model.parameters(), model.parameters(), strict=True):
+                mine.copy_(theirs.detach())
+            self.version = version
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+
+# --------------------------------------------------------------------------- the update
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
+    width = max(len(r) for r in rows)
+    return [list(r) + [value] * (width - len(r)) for r in rows]
+
+
+def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[str, Any]:
+    import torch
+
+    examples = [s.example for s in subs]
+    input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
+    labels = torch.tensor(_pad([e.labels for e in examples], IGNORE_INDEX), device=device)
+    attention = torch.tensor(_pad([[1] * len(e.input_ids) for e in examples], 0), device=device)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        # logprob t predicts token t+1: the loss mask is the labels shifted by one
+        "mask": labels[:, 1:] != IGNORE_INDEX,
+        "advantages": torch.tensor([s.advantage for s in subs], dtype=torch.float32, device=device),
+    }
+
+
+def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
+                   settings: RLSettings, pad_id: int) -> LossStats | None:
+    """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
+    import torch
+
+    trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
+    if not trainable:
+        return None
+    device = next(model.parameters()).device
+    size = max(1, settings.minibatch_size)
+    batches = [_minibatch(trainable[k:k + size], pad_id, device) for k in range(0, len(trainable), size)]
+    model.eval()
+    with torch.no_grad():
+        # the ratio's denominator: the policy before this iteration's update, on the same inputs
+        for b in batches:
+            b["old_logp"] = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            if settings.kl_coef > 0:
+                b["ref_logp"] = token_logprobs(ref_model, b["input_ids"], b["attention_mask"])
+    model.train()
+    stats: list[LossStats] = []
+    for _ in range(settings.ppo_epochs):
+        for b in batches:
+            logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            loss, s = clipped_pg_loss(
+                logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
+                kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"),
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            stats.append(s)
+    model.eval()
+    tokens = sum(s.tokens for s in stats) or 1
+    return LossStats(
+        loss=sum(s.loss * s.tokens for s in stats) / tokens,
+        pg_loss=sum(s.pg_loss * s.tokens for s in stats) / tokens,
+        kl=sum(s.kl * s.tokens for s in stats) / tokens,
+        clip_fraction=sum(s.clip_fraction * s.tokens for s in stats) / tokens,
+        ratio_mean=sum(s.ratio_mean * s.tokens for s in stats) / tokens,
+        tokens=tokens // max(1, settings.ppo_epochs),
+    )
+
+
+# --------------------------------------------------------------------------- judging
+
+
+def judge_subtrajectories(subs: Sequence[SubTrajectory], tasks: dict[str, Task], judge: Judge) -> None:
+    """Set Q on every sub-trajectory. Each distinct (task, state) is judged once: windows that end
+    on the same submission state (nothing changed in between) share their score."""
+    keys: dict[tuple[str, Any], int] = {}
+    requests: list[tuple[Task, Any]] = []
+    for s in subs:
+        key = (s.task_id, s.state)
+        if key not in keys:
+            keys[key] = len(requests)
+            requests.append((tasks[s.task_id], s.state))
+    scores = judge.score(requests) if requests else []
+    if len(scores) != len(requests):
+        raise RLError(f"the judge returned {len(scores)} scores for {len(requests)} requests")
+    for s in subs:
+        s.q = float(scores[keys[(s.task_id, s.state)]])
+
+
+def assign_advantages(subs: Sequence[SubTrajectory]) -> dict[str, list[list[float]]]:
+    """A(m,i,j) on every sub-trajectory, group = the task; returns the advantages by task."""
+    groups: dict[str, dict[int, list[SubTrajectory]]] = {}
+    for s in subs:
+        groups.setdefault(s.task_id, {}).setdefault(s.rollout, []).append(s)
+    q = {task: [[s.q for s in rows[j]] for j in sorted(rows)] for task, rows in groups.items()}
+    advantages = batch_advantages(q)
+    for task, rows in groups.items():
+        for j, a_row in zip(sorted(rows), advantages[task], strict=True):
+            for s, a in zip(rows[j], a_row, strict=True):
+                s.advantage = a
+    return advantages
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _load_model(path: str, device: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
+
+
+def train_rl(
+    settings: RLSettings,
+    tasks: Sequence[Task],
+    runner: RolloutRunner,
+    judge: Judge,
+    reporter: Reporter,
+    *,
+    make_policy: Callable[[Any, Any, int], Policy] | None = None,
+    start_stage: int = 1,
+    start_from: str | None = None,
+) -> dict[str, Any]:
+    """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
+    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics."""
+    import torch
+    from transformers import AutoTokenizer
+
+    check_stages(settings.stages)
+    if not tasks:
+        raise RLError("no tasks to train on")
+    if settings.n_rollouts < 1:
+        raise RLError("n_rollouts must be at least 1")
+    torch.manual_seed(settings.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(settings.policy, local_files_only=True)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    turns = ChatTemplateTurns(tokenizer)
+    by_id = {t.id: t for t in tasks}
+    ref_model = None
+    if settings.kl_coef > 0:
+        ref_model = _load_model(settings.policy, device).eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+
+    total_iterations = sum(s.iterations for s in settings.stages)
+    step = sum(s.iterations for s in settings.stages[: start_stage - 1])
+    path = start_from or settings.policy
+    records: list[dict[str, Any]] = []
+    last: dict[str, float] = {}
+    for m in range(start_stage, len(settings.stages) + 1):
+        stage = settings.stages[m - 1]
+        # the stage starts from the previous stage's checkpoint (or the job's policy), reloaded
+        # from disk: exactly what a resumed job or a later job would load
+        model = _load_model(path, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+        policy = make_policy(model, tokenizer, step) if make_policy else LocalPolicy(model, tokenizer, step)
+        policy.publish(model, step)
+        reporter.log(f"stage {m}: timeout {stage.timeout_s:g} s, {stage.iterations} iterations, from {path}")
+        record: dict[str, Any] = {"stage": m, "timeout_s": stage.timeout_s, "iterations": stage.iterations,
+                                  "start_from": str(path), "first_step": step + 1}
+        producer = RolloutProducer(tasks, runner, policy, settings, stage.timeout_s, settings.seed + 1000 * m)
+        try:
+            for it in range(stage.iterations):
+                if reporter.should_stop():
+                    raise RLStopped()
+                t0 = time.perf_counter()
+                rollouts, generate_s = producer.next_batch(prefetch=it + 1 < stage.iterations)
+                t1 = time.perf_counter()
+                subs = [s for r in rollouts for s in split_rollout(r, settings.split, turns)]
+                if not subs:
+                    raise RLError("no rollout produced an assistant turn: nothing to judge or train")
+                depth = judge.queue_depth()
+                judge_subtrajectories(subs, by_id, judge)
+                advantages = assign_advantages(subs)
+                t2 = time.perf_counter()
+                stats = train_on_batch(model, ref_model, optimizer, subs, settings, pad_id)
+                step += 1
+                policy.publish(model, step)
+                t3 = time.perf_counter()
+                last = iteration_metrics(m, stage, rollouts, subs, advantages, stats, policy.version)
+                last.update(judge_queue_depth=float(max(depth, judge.queue_depth())),
+                            stale_rollouts_rerun=float(producer.dropped_stale),
+                            time_rollout_s=t1 - t0, time_generate_s=generate_s, time_judge_s=t2 - t1,
+                            time_train_s=t3 - t2, time_iteration_s=t3 - t0)
+                reporter.metric(step, **last)
+                reporter.progress(step, total_iterations,
+                                  f"stage {m}/{len(settings.stages)}, iteration {it + 1}/{stage.iterations}: "
+                                  f"reward {last['reward']:.3f}, truncated {last['truncation_rate']:.0%}")
+        finally:
+            producer.close()
+        path = settings.output_dir / f"stage-{m}"
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
+        records.append(record)
+        reporter.stage_done(m, path, record)
+    return {"stages": records, "final_path": str(path), "iterations": step, **{f"final_{k}": v for k, v in last.items()
+                                                                              if k in ("reward", "q_mean")}}
+
+
+def iteration_metrics(stage_number: int, stage: Stage, rollouts: Sequence[Rollout], subs: Sequence[SubTrajectory],
+                      advantages: dict[str, list[list[float]]], stats: LossStats | None,
+                      version: int) -> dict[str, float]:
+    """What the job page plots per iteration."""
+    finals: dict[tuple[str, int], float] = {}
+    for s in subs:  # windows come in order: the last one of a rollout holds its final score
+        finals[(s.task_id, s.rollout)] = s.q
+    n = max(1, len(rollouts))
+    out = {
+        "stage": float(stage_number),
+        "timeout_s": stage.timeout_s,
+        "reward": sum(finals.values()) / max(1, len(finals)),
+        "q_mean": sum(s.q for s in subs) / max(1, len(subs)),
+        "truncation_rate": sum(1 for r in rollouts if r.truncated) / n,
+        "rollout_turns": sum(len(r.turns) for r in rollouts) / n,
+        "rollout_tokens": sum(r.tokens for r in rollouts) / n,
+        "rollout_elapsed_s": sum(r.elapsed_s for r in rollouts) / n,
+        "subtrajectories_per_rollout": len(subs) / n,
+        "staleness": sum(version - 1 - r.policy_version for r in rollouts) / n,
+        **advantage_spread(advantages).as_metrics(),
+    }
+    if stats is not None:
+        out.update(loss=stats.loss, kl=stats.kl, clip_fraction=stats.clip_fraction, trained_tokens=float(stats.tokens))
+    return out

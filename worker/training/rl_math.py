@@ -1,0 +1,158 @@
+"""The maths of KLong's progressive RL: advantages, staleness, the clipped policy-gradient loss.
+
+No Django, and no torch at import time (the loss functions import it when called), so the job
+engine, the tests and the benchmark share these functions and the advantage maths is testable
+in microseconds.
+
+Advantage (../shared/docs/klong-method.md, "Progressive RL"): in stage m, task t has n rollouts
+j = 1..n, each split into K(m) sub-trajectories i = 1..K(m); Q(m,i,j) is the judge's rubric score
+of the submission at the end of sub-trajectory i of rollout j, and
+
+    A(m,i,j) = Q(m,i,j) - (1 / (n * K(m))) * sum_{j'} sum_{i'} Q(m,i',j')
+
+No division by a standard deviation (GRPO's default normalisation is not KLong's). The same
+A(m,i,j) weights every assistant token of sub-trajectory (i, j).
+
+Where the splitter gives rollouts different window counts (a rollout cut early at the timeout
+has fewer turns, so fewer windows), "n * K(m)" is the number of sub-trajectories the task's group
+actually has, sum_j K_j: the mean is over every sub-trajectory of the task, each counted once,
+which is the formula above whenever every K_j = K(m).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def task_advantages(q: Sequence[Sequence[float]]) -> list[list[float]]:
+    """A(i, j) for one task: ``q[j][i]`` is Q of sub-trajectory i of rollout j.
+
+    Returns the same shape. A task whose rollouts have no sub-trajectory at all gives empty lists.
+    """
+    count = sum(len(row) for row in q)
+    if count == 0:
+        return [[] for _ in q]
+    for j, row in enumerate(q):
+        for i, value in enumerate(row):
+            if not math.isfinite(value):
+                raise ValueError(f"Q of rollout {j}, sub-trajectory {i} is not a finite number: {value!r}")
+    # math.fsum: the mean of 1,000s of scores in [0, 1] must not drift with the summation order
+    mean = math.fsum(value for row in q for value in row) / count
+    return [[value - mean for value in row] for row in q]
+
+
+def batch_advantages(q_by_task: Mapping[Any, Sequence[Sequence[float]]]) -> dict[Any, list[list[float]]]:
+    """Advantages of a whole batch: each task is its own group (never mixed with another task)."""
+    return {task: task_advantages(q) for task, q in q_by_task.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """How spread out a batch's advantages are: the learning signal the batch carries."""
+
+    std: float
+    min: float
+    max: float
+    zero_groups: int  # tasks whose sub-trajectories all scored the same (no signal)
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"advantage_std": self.std, "advantage_min": self.min, "advantage_max": self.max,
+                "zero_advantage_tasks": float(self.zero_groups)}
+
+
+def advantage_spread(advantages: Mapping[Any, Sequence[Sequence[float]]]) -> Spread:
+    values = [a for groups in advantages.values() for row in groups for a in row]
+    if not values:
+        return Spread(0.0, 0.0, 0.0, len(advantages))
+    mean = math.fsum(values) / len(values)
+    std = math.sqrt(math.fsum((a - mean) ** 2 for a in values) / len(values))
+    zero = sum(1 for groups in advantages.values() if all(abs(a) < 1e-12 for row in groups for a in row))
+    return Spread(std, min(values), max(values), zero)
+
+
+def staleness(rollout_version: int, current_version: int) -> int:
+    """How many policy updates happened since the rollout's policy produced it."""
+    if rollout_version > current_version:
+        raise ValueError(f"rollout from policy version {rollout_version} is newer than the policy ({current_version})")
+    return current_version - rollout_version
+
+
+def too_stale(rollout_version: int, current_version: int, max_staleness: int) -> bool:
+    return staleness(rollout_version, current_version) > max_staleness
+
+
+# --------------------------------------------------------------------------------- the loss
+
+
+def token_logprobs(model: Any, input_ids: Any, attention_mask: Any) -> Any:
+    """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1)."""
+    import torch
+
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :].float()
+    targets = input_ids[:, 1:]
+    # log_softmax then gather: exact, and the (B, T, V) buffer is freed right after
+    return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class LossStats:
+    loss: float
+    pg_loss: float
+    kl: float
+    clip_fraction: float
+    ratio_mean: float
+    tokens: int
+
+
+def clipped_pg_loss(
+    logp: Any,
+    old_logp: Any,
+    advantages: Any,
+    mask: Any,
+    *,
+    clip_eps: float,
+    kl_coef: float = 0.0,
+    ref_logp: Any = None,
+) -> tuple[Any, LossStats]:
+    """The GRPO/PPO clipped objective over the masked (assistant) tokens, as a loss to minimise.
+
+    Per token: ratio = exp(logp - old_logp),
+        pg = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)
+    plus, with ``kl_coef`` > 0, kl_coef * KL(policy || reference) by the k3 estimator
+    exp(ref - logp) - (ref - logp) - 1 (unbiased, always >= 0). ``advantages`` is one value per
+    row (the sub-trajectory's A, broadcast to its tokens) or per token. The loss is the mean over
+    every masked token of the batch, so a long window weighs by its tokens, as in the SFT loss.
+    """
+    import torch
+
+    if clip_eps <= 0:
+        raise ValueError("clip_eps must be positive")
+    if kl_coef < 0:
+        raise ValueError("kl_coef cannot be negative")
+    mask = mask.to(logp.dtype)
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1).expand_as(logp)
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    per_token = -torch.minimum(unclipped, clipped)
+    tokens = mask.sum().clamp(min=1.0)
+    pg = (per_token * mask).sum() / tokens
+    kl = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    if kl_coef > 0:
+        if ref_logp is None:
+            raise ValueError("a KL penalty needs the reference model's log-probabilities")
+        delta = ref_logp - logp
+        kl = ((torch.exp(delta) - delta - 1.0) * mask).sum() / tokens
+    loss = pg + kl_coef * kl
+    with torch.no_grad():
+        clipped_tokens = ((ratio - 1.0).abs() > clip_eps).to(logp.dtype)
+        stats = LossStats(
+            loss=float(loss), pg_loss=float(pg), kl=float(kl),
+            clip_fraction=float((clipped_tokens * mask).sum() / tokens),
+            ratio_mean=float((ratio * mask).sum() / tokens), tokens=int(mask.sum()),
+        )
+    return loss, stats

@@ -1,0 +1,156 @@
+"""A toy RL task for tests, demos and the benchmark: a tiny local policy and a programmatic rubric.
+
+The "agent" writes a submission file turn by turn: each assistant turn is sampled from the
+policy (transformers, on this worker) and appended to the file; a tool turn acknowledges it.
+Time runs on a simulated clock (``seconds_per_token`` per generated token plus
+``seconds_per_turn`` per step), so a stage timeout of 2 h cuts the rollout after a fixed amount
+of work, exactly and reproducibly on any machine; the cut turn is kept, and so is the rollout.
+
+The judge scores the submission text against a PaperBench-format rubric tree whose leaves are
+programmatic checks (like ``RubricCheck`` commands, but Python predicates, so thousands of
+states are judged in milliseconds): the share of lowercase letters and the length of the file.
+The tree is scored by ``apps.rubrics.scoring`` exactly as a judged paper is.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from apps.rubrics.paperbench import flatten
+from apps.rubrics.scoring import ScoringPlan
+from worker.training.examples import TurnRow
+from worker.training.rl import LocalPolicy, Rollout, Task
+
+SYSTEM = "You are an agent. Write the submission in plain lowercase words."
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    instructions: str = "Write the submission: lowercase words only."
+    max_turns: int = 6  # assistant turns; then the agent submits on its own
+    tokens_per_turn: int = 12
+    seconds_per_token: float = 60.0  # simulated agent time per generated token
+    seconds_per_turn: float = 120.0  # simulated tool time per step
+    temperature: float = 1.0
+    letter_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    length_thresholds: tuple[int, ...] = ()  # characters; needs time, so longer stages score more
+
+
+def toy_tasks(count: int = 1, **options: Any) -> list[Task]:
+    return [Task(f"toy-{k + 1}", ToyTask(instructions=f"Task {k + 1}. " + ToyTask.instructions, **options))
+            for k in range(count)]
+
+
+def letter_share(text: str) -> float:
+    return sum(1 for c in text if "a" <= c <= "z") / len(text) if text else 0.0
+
+
+def toy_rubric(task: ToyTask) -> dict[str, Any]:
+    """The PaperBench rubric tree of a toy task (leaves are the programmatic checks below)."""
+    leaves = [
+        {"id": f"letters-{p:.2f}", "requirements": f"At least {p:.0%} of the submission's characters are a-z.",
+         "weight": 1, "sub_tasks": [], "task_category": "Code Development"}
+        for p in task.letter_thresholds
+    ] + [
+        {"id": f"length-{n}", "requirements": f"The submission has at least {n} characters.",
+         "weight": 1, "sub_tasks": [], "task_category": "Code Execution"}
+        for n in task.length_thresholds
+    ]
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "klong-toy")), "requirements": task.instructions,
+            "weight": 1, "sub_tasks": leaves, "task_category": None}
+
+
+def _check(node_id: str) -> Callable[[str], bool]:
+    kind, _, value = node_id.partition("-")
+    if kind == "letters":
+        return lambda text: letter_share(text) >= float(value)
+    return lambda text: len(text) >= int(value)
+
+
+class ToyJudge:
+    """Q = the rubric score of the submission text (0..1): every leaf a programmatic check."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_one(self, task: ToyTask, text: str) -> float:
+        nodes = flatten(toy_rubric(task))
+        plan = ScoringPlan.from_nodes(nodes)
+        leaves = {n.index: float(_check(str(n.node_id))(text)) for n in nodes if n.parent is not None}
+        self.calls += 1
+        return plan.score(leaves)[0]
+
+    def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
+        return [self.score_one(task.data, state or "") for task, state in requests]
+
+    def queue_depth(self) -> int:
+        return 0  # judged inline, nothing waits
+
+
+def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
+    """Sample up to ``max_new`` tokens (stopping at end-of-turn) with a per-rollout generator, so a
+    rollout is reproducible whatever else runs in the process (the trainer, other threads)."""
+    import torch
+
+    model, eos = policy.model, policy.tokenizer.eos_token_id
+    device = policy.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    out: list[int] = []
+    with torch.no_grad():
+        ids = torch.tensor([prompt_ids], device=device)
+        result = model(input_ids=ids, use_cache=True)
+        for _ in range(max_new):
+            logits = result.logits[0, -1].float() / max(temperature, 1e-5)
+            token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
+            out.append(token)
+            if token == eos:
+                break
+            result = model(input_ids=torch.tensor([[token]], device=device),
+                           past_key_values=result.past_key_values, use_cache=True)
+    return out
+
+
+class ToyRunner:
+    """Rollouts of the toy task with a ``LocalPolicy`` (held for the whole rollout: one version)."""
+
+    def run(self, task: Task, index: int, timeout_s: float, policy: LocalPolicy, seed: int) -> Rollout:
+        spec: ToyTask = task.data
+        tokenizer = policy.tokenizer
+        started = time.perf_counter()
+        turns = [TurnRow("system", SYSTEM), TurnRow("user", spec.instructions)]
+        states: list[Any] = ["", ""]
+        written: list[str] = []
+        clock = 0.0
+        tokens = 0
+        end_state = "submitted"
+        with policy.lock:
+            version = policy.version
+            for step in range(spec.max_turns):
+                budget = int((timeout_s - clock - spec.seconds_per_turn) // spec.seconds_per_token)
+                if budget <= 0:
+                    end_state = "timed_out"
+                    break
+                messages = [{"role": t.role, "content": t.text} for t in turns]
+                prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+                new = sample(policy, prompt_ids, min(spec.tokens_per_turn, budget), spec.temperature,
+                             seed * 31 + step)
+                tokens += len(new)
+                clock += spec.seconds_per_turn + len(new) * spec.seconds_per_token
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                written.append(text)
+                turns.append(TurnRow("assistant", text))
+                states.append("\n".join(written))
+                cut = budget < spec.tokens_per_turn and len(new) == budget and new[-1] != tokenizer.eos_token_id
+                if cut:
+                    end_state = "timed_out"  # forced truncation: the turn was cut at the timeout
+                    break
+                turns.append(TurnRow("tool", f"saved {len(text)} characters"))
+                states.append(states[-1])
+        return Rollout(task.id, index, version, timeout_s, turns, states, end_state, clock,
+                       time.perf_counter() - started, tokens)
