@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -64,6 +65,10 @@ class StubState:
         self.malformed = False  # every answer has no score in it
         self.malformed_when: str | None = None  # malformed only when the prompt contains this
         self.no_usage = False
+        # A script for callers that need more than the default answers (a rubric drafter, a tool-
+        # calling teacher): called with the request body; a str is the answer's content, a dict
+        # the whole assistant message (content, tool_calls), None falls through to the defaults.
+        self.responder: Callable[[dict[str, Any]], str | dict[str, Any] | None] | None = None
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests served at once: checks client concurrency limits
@@ -132,15 +137,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(failure, {"error": {"message": f"stub failure {failure}"}}, headers)
             return
         prompt_text = "\n".join(str(m.get("content", "")) for m in messages)
-        if state.malformed or (state.malformed_when and state.malformed_when in prompt_text):
+        scripted = state.responder(body) if state.responder is not None else None
+        message: dict[str, Any] = {"role": "assistant"}
+        if isinstance(scripted, dict):
+            message.update(scripted)
+            content = str(message.get("content") or "")
+        elif isinstance(scripted, str):
+            content = scripted
+        elif state.malformed or (state.malformed_when and state.malformed_when in prompt_text):
             content = "Hmm, hard to say. The code looks plausible overall."
         else:
             content = answer_for(messages)
+        message.setdefault("content", content)
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
         response: dict[str, Any] = {
             "id": "chatcmpl-stub",
             "object": "chat.completion",
             "model": body.get("model", "stub-model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         }
         if not state.no_usage:
             pt, ct = prompt_tokens(messages), stub_tokens(content)
