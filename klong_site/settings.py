@@ -243,6 +243,9 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 KLONG_IMPORT_INLINE_BYTES = env_int("KLONG_IMPORT_INLINE_BYTES", 32 * 1024 * 1024, minimum=1)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
+# SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for
+# CPU-only clusters and for exercising the multi-GPU launcher anywhere. 1: train in-process.
+KLONG_SFT_CPU_PROCESSES = env_int("KLONG_SFT_CPU_PROCESSES", 1, minimum=1)
 # Media (uploaded PDFs) and, with KLONG_STORAGE=s3, the artifacts other machines fetch
 # (submissions, checkpoints, large imports): see apps/ops/storage.py and docs/deploy.md.
 MEDIA_ROOT = Path(env_str("KLONG_MEDIA_ROOT") or DATA_DIR / "media").resolve()

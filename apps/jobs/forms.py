@@ -72,6 +72,11 @@ class SFTForm(forms.Form):
     precision = forms.ChoiceField(choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
                                   help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
+    gpus = forms.IntegerField(
+        min_value=0, max_value=64, initial=1, label="GPUs",
+        help_text="0 or 1: trains in the worker's own process. More than 1: one data-parallel process per GPU, "
+        "started with torchrun on a worker that has that many.",
+    )
 
     def clean_ids(self) -> str:
         raw = self.cleaned_data["ids"].replace(" ", "")

@@ -88,7 +88,8 @@ def launch_job(
         config=config,
         config_version=spec.config_version,
         queue=spec.queue,
-        gpus=spec.gpus,
+        # A kind whose form asks how many GPUs (SFT) overrides the kind's own count.
+        gpus=int(config.get("gpus", spec.gpus)),
         priority=priority,
         parent=parent,
         time_limit_s=time_limit_s or spec.time_limit_s,

@@ -10,7 +10,7 @@ from django.conf import settings
 from apps.jobs.models import Job, ModelCheckpoint
 from worker.progress import JobCancelled, Progress
 from worker.training.examples import ChatTemplateTurns, Example, dataset_hash, split_examples
-from worker.training.sft import Reporter, SFTSettings, train_sft
+from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
 
@@ -84,6 +84,22 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     return examples, hashes, ids
 
 
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
+    """How many data-parallel ranks to train with; 1 means in the worker's own process."""
+    if gpus > 1:
+        if visible < gpus:
+            raise ValueError(f"The job asks for {gpus} GPUs; this worker has {visible}. Run it on a worker "
+                             f"with at least {gpus} GPUs, or ask for fewer.")
+        return gpus
+    return cpu_processes if visible == 0 else 1
+
+
 def run(job: Job, progress: Progress) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -111,7 +127,12 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         save_steps=int(config.get("save_steps", 50)),
     )
     reporter = JobReporter(progress)
-    metrics = train_sft(examples, train_settings, reporter)
+    processes = training_processes(int(config.get("gpus", 1)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
+    if processes > 1:
+        progress.log(f"Launching {processes} data-parallel processes with torchrun")
+        metrics = train_distributed(examples, train_settings, reporter, processes)
+    else:
+        metrics = train_sft(examples, train_settings, reporter)
     if reporter.cancelled:
         raise JobCancelled()
     data_hash = dataset_hash(manifest_hashes, tokenizer.name_or_path)

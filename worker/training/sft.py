@@ -7,9 +7,14 @@ a window silently. Cancellation and checkpoints go through a TrainerCallback.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +149,8 @@ def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Repo
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = settings.output_dir / "final"
     trainer.save_model(str(final))
-    tokenizer.save_pretrained(str(final))
+    if trainer.is_world_process_zero():  # under torchrun every rank gets here; one writes
+        tokenizer.save_pretrained(str(final))
     return {
         "train_loss": float(output.training_loss),
         "steps": int(trainer.state.global_step),
@@ -154,3 +160,71 @@ def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Repo
         "final_path": str(final),
     }
 
+
+
+# The launch folder shared by the engine and the torchrun ranks (worker/training/sft_dist.py).
+LAUNCH_FILES = {"settings": "settings.json", "examples": "examples.jsonl", "events": "events.jsonl",
+                "stop": "stop", "result": "result.json", "log": "torchrun.log"}
+
+
+def _forward(event: dict[str, Any], reporter: Reporter) -> None:
+    if event["event"] == "metric":
+        reporter.metric(event["step"], **event["values"])
+    elif event["event"] == "progress":
+        reporter.progress(event["step"], event["total"])
+    elif event["event"] == "saved":
+        reporter.saved(event["step"], Path(event["path"]))
+
+
+def train_distributed(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter, processes: int,
+                      poll_s: float = 0.5) -> dict[str, Any]:
+    """``train_sft`` in ``processes`` data-parallel ranks started by torchrun, one per GPU.
+
+    The ranks run in their own process group: whatever ends this call (a finished run, a crash,
+    the task's time limit) ends them too. Events written by rank 0 reach ``reporter`` as they
+    come; ``reporter.should_stop()`` is relayed to the ranks through the stop file.
+    """
+    folder = settings.output_dir / "launch"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("events", "stop", "result"):
+        (folder / LAUNCH_FILES[name]).unlink(missing_ok=True)
+    (folder / LAUNCH_FILES["settings"]).write_text(json.dumps({**asdict(settings), "output_dir": str(settings.output_dir)}))
+    with open(folder / LAUNCH_FILES["examples"], "w") as out:
+        for example in examples:
+            out.write(json.dumps({"window": example.window, "input_ids": example.input_ids,
+                                  "labels": example.labels}) + "\n")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               "-m", "worker.training.sft_dist", str(folder)]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    log_path = folder / LAUNCH_FILES["log"]
+    with open(log_path, "w") as log:
+        ranks = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    offset = 0
+    try:
+        while True:
+            finished = ranks.poll() is not None
+            events_path = folder / LAUNCH_FILES["events"]
+            if events_path.exists():
+                with open(events_path) as events:
+                    events.seek(offset)
+                    # Only whole lines: rank 0 may be half-way through writing the last one.
+                    for line in iter(events.readline, ""):
+                        if not line.endswith("\n"):
+                            break
+                        offset += len(line)
+                        _forward(json.loads(line), reporter)
+            if finished:
+                break
+            if reporter.should_stop():
+                (folder / LAUNCH_FILES["stop"]).touch()
+            time.sleep(poll_s)
+    finally:
+        if ranks.poll() is None:
+            os.killpg(ranks.pid, signal.SIGKILL)
+            ranks.wait()
+    if ranks.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"torchrun with {processes} processes exited with status {ranks.returncode}:\n{tail}")
+    return json.loads((folder / LAUNCH_FILES["result"]).read_text())
