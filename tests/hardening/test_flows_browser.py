@@ -1,0 +1,168 @@
+"""The user flows end to end in Debian's Chromium: as a curator and an operator would use them.
+
+One test per flow, each a chain of steps on one logged-in page; a failure leaves a screenshot
+and the page's HTML in test-artifacts/ (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+from apps.jobs.models import Job
+from apps.papers.models import Paper
+from apps.rubrics.models import RubricNode
+from tests.factories import PASSWORD
+from tests.rubrics.helpers import small_tree
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _login(page, base: str, user) -> None:
+    page.goto(base + "/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
+def _paper_folder_zip() -> bytes:
+    """A PaperBench paper folder, zipped as a curator would upload it."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("flow-paper/rubric.json", json.dumps(small_tree()))
+        archive.writestr("flow-paper/config.yaml", "id: flow-paper\ntitle: A flow paper\n")
+        archive.writestr("flow-paper/paper.md", "# A flow paper\n\nWe reproduce *everything*.\n")
+        archive.writestr("flow-paper/blacklist.txt", "none\n")
+    return buffer.getvalue()
+
+
+def _status(page, key: str, status: str) -> None:
+    """Press ``key`` in the editor and wait for the status line that action reports."""
+    page.evaluate("() => { document.getElementById('rx-status').textContent = ''; }")
+    page.keyboard.press(key)
+    _wait_status(page, status)
+
+
+def _wait_status(page, status: str) -> None:
+    page.wait_for_function("(s) => document.getElementById('rx-status').textContent === s", arg=status)
+
+
+def _row(page, text: str):
+    return page.locator(".rx-row", has=page.locator(".rx-req", has_text=text)).first
+
+
+def _children(paper: Paper, node_id: str) -> list[str]:
+    parent = RubricNode.objects.get(paper=paper, node_id=node_id)
+    return list(parent.children.order_by("position").values_list("node_id", flat=True))
+
+
+def test_flow_curate_a_rubric(strict_page, live_server, personas):
+    page = strict_page
+    base = live_server.url
+    _login(page, base, personas["curator"])
+
+    # Import a PaperBench paper folder (zipped) through the import page.
+    page.goto(base + "/papers/import/")
+    page.set_input_files("#id_file", {"name": "flow-paper.zip", "mimeType": "application/zip",
+                                      "buffer": _paper_folder_zip()})
+    page.click("#import-form button[type=submit]")
+    page.wait_for_url(base + "/papers/flow-paper/")
+    paper = Paper.objects.get(slug="flow-paper")
+    assert paper.rubric_versions.count() == 1
+
+    # Edit requirements and a weight with the keyboard only.
+    page.goto(f"{base}/rubrics/{paper.slug}/edit/")
+    page.wait_for_selector("#rubric-editor[data-ready='1']")
+    _row(page, "Leaf b is done").click()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("Leaf b reports the table")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".rx-req:has-text('Leaf b reports the table')")
+    _wait_status(page, "Saved")
+    page.focus("#rx-field-weight")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("3")
+    page.keyboard.press("Tab")  # leaving the field commits it
+    _wait_status(page, "Saved")
+    b = RubricNode.objects.get(paper=paper, node_id="b")
+    assert (b.requirements, b.weight) == ("Leaf b reports the table", 3)
+
+    # Move subtree a into c with cut and paste, undo it, then move c's leaf under a for good.
+    _row(page, "Node a is reproduced").click()
+    page.keyboard.press("x")
+    _row(page, "Node c is reproduced").click()
+    _status(page, "v", "Moved")
+    assert _children(paper, "c") == ["c1", "a"]
+    _status(page, "Control+z", "Undone")
+    assert _children(paper, "root") == ["a", "b", "c"]
+    _row(page, "Node c is reproduced").click()
+    page.keyboard.press("x")
+    _row(page, "Node a is reproduced").click()
+    _status(page, "v", "Moved")
+    assert _children(paper, "a") == ["a1", "a2", "c"]
+
+    # Save a version, then diff it with the previous one on the versions page.
+    page.once("dialog", lambda dialog: dialog.accept("b reworded, c under a"))
+    page.click("#rx-save-version")
+    _wait_status(page, "Saved version 2")
+    page.goto(f"{base}/rubrics/{paper.slug}/versions/")
+    page.select_option("#diff-form select[name=a]", "1")
+    page.select_option("#diff-form select[name=b]", "2")
+    page.click("#diff-form button[type=submit]")
+    diff = page.locator("#diff")
+    assert "Leaf b reports the table" in " ".join(diff.locator(".diff-changed").all_inner_texts())
+    assert diff.locator(".diff-moved").count() == 1
+    assert "b reworded, c under a" in page.locator("#version-list").inner_text()
+    assert page.csp_violations == []
+
+
+def _number(page, selector: str) -> float:
+    return float(page.eval_on_selector(selector, "el => el.value"))
+
+
+# Points drawn in the metrics chart (plotly keeps its traces on the element).
+POINTS = "(document.getElementById('job-metrics').data || []).reduce((n, t) => n + t.x.length, 0)"
+
+
+def test_flow_launch_watch_cancel_and_relaunch_a_job(strict_page, daphne_url, personas, celery_worker):
+    page = strict_page
+    base = daphne_url
+    _login(page, base, personas["operator"])
+    page.goto(base + "/jobs/new/?kind=selftest")
+    page.fill("#id_config-steps", "60")
+    page.fill("#id_config-delay_s", "0.15")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/jobs/*/")
+    job = Job.objects.get()
+
+    # Live over the WebSocket: the bar and the chart move while the job runs.
+    page.wait_for_function("() => document.getElementById('job-live').textContent === 'live'")
+    page.wait_for_function("() => document.getElementById('job-progress').value > 0")
+    page.wait_for_function(f"() => {POINTS} > 0")
+    progress, points = _number(page, "#job-progress"), page.evaluate(f"() => {POINTS}")
+    page.wait_for_function("(p) => document.getElementById('job-progress').value > p", arg=progress)
+    page.wait_for_function(f"(n) => {POINTS} > n", arg=points)
+
+    # Cancel stops it part-way.
+    page.click("#job-cancel button")
+    page.wait_for_selector("#job-state.state-cancelled", timeout=30_000)
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED and 0 < job.step < 60
+
+    # Launch again with changes: the form comes pre-filled from the cancelled job.
+    page.click("text=Launch again with changes")
+    assert page.input_value("#id_config-steps") == "60"
+    page.fill("#id_config-steps", "4")
+    page.fill("#id_config-delay_s", "0")
+    page.fill("#id_config-echo", "second try")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#job-state.state-succeeded", timeout=30_000)
+    relaunched = Job.objects.exclude(pk=job.pk).get()
+    assert relaunched.config["steps"] == 4 and relaunched.result["echo"] == "second try"
+    assert page.locator("#job-percent").inner_text() == "100%"
+    assert page.csp_violations == []
