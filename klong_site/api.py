@@ -6,7 +6,9 @@ from rest_framework.routers import DefaultRouter
 
 from apps.core.account import ApiTokenViewSet
 from apps.jobs.api import JobViewSet
+from apps.jobs.checkpoint_api import CheckpointViewSet
 from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet, RubricCheckViewSet
+from apps.ops.api import WorkerViewSet
 from apps.papers.api import PaperViewSet
 from apps.rubrics.api import RubricNodeViewSet, RubricVersionViewSet
 from apps.trajectories.api import AnnotationLabelViewSet, TrajectoryViewSet
@@ -21,4 +23,6 @@ router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
 router.register("rubric-checks", RubricCheckViewSet, basename="rubric-check")
 router.register("jobs", JobViewSet, basename="job")
+router.register("checkpoints", CheckpointViewSet, basename="checkpoint")
+router.register("workers", WorkerViewSet, basename="worker")
 router.register("tokens", ApiTokenViewSet, basename="api-token")

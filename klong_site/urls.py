@@ -7,12 +7,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from apps.core import account
 from apps.core import views as core_views
+from apps.ops import views as ops_views
 from apps.core.login import RateLimitedLoginView
 from klong_site.api import router
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
+    path("metrics", ops_views.metrics, name="metrics"),
     path("login/", RateLimitedLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens/", account.api_tokens, name="api-tokens"),

@@ -22,5 +22,6 @@ app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name i
 app.conf.task_create_missing_queues = False
 app.autodiscover_tasks(["worker"])
 
-# Signal handlers and the klong_info control command, registered with the app.
+# Signal handlers, the klong_info control command and the Redis heartbeat, registered with the app.
+import worker.heartbeat  # noqa: E402, F401
 import worker.lifecycle  # noqa: E402, F401

@@ -30,7 +30,12 @@ def checkpoint_folder(checkpoint: ModelCheckpoint) -> Path:
 
 
 def checkpoint_download(request: HttpRequest, pk: int) -> FileResponse:
-    checkpoint = get_object_or_404(ModelCheckpoint, pk=pk)
+    return checkpoint_zip_response(get_object_or_404(ModelCheckpoint, pk=pk))
+
+
+def checkpoint_zip_response(checkpoint: ModelCheckpoint) -> FileResponse:
+    """The checkpoint's folder as a zip (built once, rebuilt when the folder changed); the page
+    and the API (``GET /api/checkpoints/<id>/download/``) both answer with it."""
     folder = checkpoint_folder(checkpoint)
     archive = folder.with_suffix(".zip")
     if not archive.exists() or archive.stat().st_mtime < folder.stat().st_mtime:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -20,7 +21,7 @@ from apps.jobs.services import (
     launch_pipeline,
     retry_job,
 )
-from apps.jobs.workers import worker_overview
+from apps.jobs.workers import MISSED_BEATS, worker_overview
 from worker.engines import KINDS
 
 STATE_FILTERS = [s for s, _ in Job.State.choices]
@@ -157,4 +158,9 @@ def job_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def workers(request: HttpRequest) -> HttpResponse:
-    return render(request, "jobs/workers.html", {"workers": worker_overview()})
+    rows = worker_overview()
+    return render(request, "jobs/workers.html", {
+        "workers": [row for row in rows if not row.silent], "silent": [row for row in rows if row.silent],
+        "heartbeat_s": settings.KLONG_WORKER_HEARTBEAT_S,
+        "silent_after_s": MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S,
+    })

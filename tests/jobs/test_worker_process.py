@@ -28,15 +28,16 @@ def worker_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_worker(name: str) -> subprocess.Popen:
+def start_worker(name: str, queues: str = "cpu", **env_vars: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": worker_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "KLONG_JOB_HEARTBEAT_GRACE_S": "1",
+        **env_vars,
     }
     return subprocess.Popen(
-        [os.path.join(sys.prefix, "bin", "celery"), "-A", "worker.celery", "worker", "-Q", "cpu", "-c", "1",
+        [os.path.join(sys.prefix, "bin", "celery"), "-A", "worker.celery", "worker", "-Q", queues, "-c", "1",
          "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )

@@ -122,3 +122,29 @@ register(
         "trajectories (ids), or none for every trajectory counted with another tokenizer or estimated.",
     )
 )
+
+register(
+    JobKind(
+        name="gpu_check",
+        label="GPU worker check",
+        queue="gpu",
+        engine="worker.engines.gpu_check.run",
+        description="Runs on a GPU worker and reports its CUDA devices, memory, NCCL and each device's bf16 "
+        "matmul TFLOP/s: proves a newly added GPU node takes gpu-queue work (docs/deploy.md).",
+        form="apps.ops.forms.GPUCheckForm",
+        gpus=1,
+    )
+)
+
+register(
+    JobKind(
+        name="rubric_draft",
+        label="Draft a rubric with a model",
+        queue="cpu",
+        engine="worker.engines.rubric_draft.run",
+        description="A model drafts a PaperBench rubric tree from a paper's Markdown (and its official code); "
+        "refused trees go back with the validator's problems. Saved as the draft and a model-draft version, "
+        "never over a curated rubric (docs/research-factory.md).",
+        form="apps.papers.forms.RubricDraftConfigForm",
+    )
+)

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+import sys
+
+from apps.client.klong_client import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""Worker heartbeats in Redis: every worker, on every machine, says every few seconds who it is,
+what it consumes and what it is doing.
+
+The workers page asks the live workers over the broker (``klong_info``), but a worker that died,
+lost its network or sits behind a solo pool busy with a task does not answer. The heartbeat hash
+keeps the last word of each one, so the page (and /metrics) can show a silent worker as silent
+instead of letting it vanish, and a fleet of hundreds is read with one HGETALL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+# Heartbeats older than this are dropped when read: a worker gone for a day is history.
+FORGET_AFTER_S = 24 * 3600
+_stop = threading.Event()
+
+
+def heartbeats_key() -> str:
+    # Under the cache prefix, so deployments (or test runs) sharing one Redis never mix fleets.
+    return f"{settings.CACHES['default']['KEY_PREFIX']}:worker-heartbeats"
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def sandbox_count() -> int | None:
+    """Sandboxes this worker runs now, if the sandbox backend is installed (worker.sandbox)."""
+    try:
+        from worker.sandbox import active_count  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        return int(active_count())
+    except Exception:  # a broken count must not stop the heartbeat
+        log.exception("sandbox count failed")
+        return None
+
+
+def describe(consumer: Any) -> dict:
+    """This worker's identity and load, as the workers page and /metrics show it."""
+    from apps.jobs.models import Job
+    from worker.lifecycle import _INFO
+
+    hostname = consumer.hostname
+    return {
+        "name": hostname,
+        "node": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": sorted(q.name for q in consumer.task_consumer.queues),
+        "concurrency": getattr(consumer.pool, "num_processes", None) or consumer.controller.concurrency,
+        "gpus": _INFO["gpus"],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "docker_host": os.environ.get("DOCKER_HOST", ""),
+        "sandboxes": sandbox_count(),
+        "running_jobs": Job.objects.filter(worker=hostname, state__in=[Job.State.RUNNING, Job.State.CANCELLING]).count(),
+        "seen_at": time.time(),
+    }
+
+
+def beat(info: dict, client=None) -> None:
+    (client or redis_client()).hset(heartbeats_key(), info["name"], json.dumps(info))
+
+
+def forget(name: str, client=None) -> None:
+    (client or redis_client()).hdel(heartbeats_key(), name)
+
+
+def read_heartbeats(now: float | None = None, client=None) -> dict[str, dict]:
+    """Every worker's last heartbeat with its age in seconds; very old ones are dropped."""
+    client = client or redis_client()
+    now = time.time() if now is None else now
+    beats = {}
+    for name, raw in client.hgetall(heartbeats_key()).items():
+        try:
+            info = json.loads(raw)
+            age = now - float(info["seen_at"])
+        except (ValueError, KeyError, TypeError):
+            client.hdel(heartbeats_key(), name)
+            continue
+        if age > FORGET_AFTER_S:
+            client.hdel(heartbeats_key(), name)
+            continue
+        beats[info["name"]] = {**info, "age_s": max(0.0, age)}
+    return beats
+
+
+def _loop(consumer: Any) -> None:
+    from django.db import close_old_connections
+
+    client = redis_client()
+    while not _stop.is_set():
+        try:
+            beat(describe(consumer), client)
+        except Exception:  # Redis or the database briefly away: try again at the next beat
+            log.warning("heartbeat failed", exc_info=True)
+        # A thread that lives as long as the worker must not keep a dead database connection.
+        close_old_connections()
+        _stop.wait(settings.KLONG_WORKER_HEARTBEAT_S)
+
+
+@worker_ready.connect
+def start_heartbeat(sender, **kwargs) -> None:
+    _stop.clear()
+    threading.Thread(target=_loop, args=(sender,), daemon=True, name="klong-heartbeat").start()
+
+
+@worker_shutdown.connect
+def stop_heartbeat(sender, **kwargs) -> None:
+    # A clean stop leaves no entry behind: only workers that died show as silent.
+    _stop.set()
+    try:
+        forget(sender.hostname)
+    except Exception:
+        log.warning("could not remove the heartbeat of %s", sender.hostname, exc_info=True)
