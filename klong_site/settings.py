@@ -294,6 +294,13 @@ KLONG_METRICS_TOKEN = env_str("KLONG_METRICS_TOKEN")
 KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", ["127.0.0.1/32", "::1/128"])
 # Workers write a heartbeat to Redis this often; the workers page marks one silent after 3 missed.
 KLONG_WORKER_HEARTBEAT_S = env_int("KLONG_WORKER_HEARTBEAT_S", 15, minimum=1)
+# Sandboxes (worker/sandbox, docs/sandboxes-and-agent.md): backend docker|bwrap|auto, the image
+# the docker backend runs (built locally by `manage.py build_sandbox_image`), and how many
+# sandboxes may run at once per Docker host (a Redis semaphore; 0 = no limit). DOCKER_HOST is
+# read by the Docker SDK itself, one per worker.
+KLONG_SANDBOX_BACKEND = env_str("KLONG_SANDBOX_BACKEND", "auto")
+KLONG_SANDBOX_IMAGE = env_str("KLONG_SANDBOX_IMAGE", "localhost/klong-sandbox:host")
+KLONG_SANDBOXES_PER_HOST = env_int("KLONG_SANDBOXES_PER_HOST", 4, minimum=0)
 
 LOGGING = {
     "version": 1,

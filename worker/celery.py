@@ -25,3 +25,4 @@ app.autodiscover_tasks(["worker"])
 # Signal handlers, the klong_info control command and the Redis heartbeat, registered with the app.
 import worker.heartbeat  # noqa: E402, F401
 import worker.lifecycle  # noqa: E402, F401
+import worker.sandbox.signals  # noqa: E402, F401

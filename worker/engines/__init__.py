@@ -34,6 +34,12 @@ class JobKind:
     # Dotted path to ``f(config) -> priority`` that overrides the launcher's choice, for kinds
     # whose order is a rule (judging: eval papers before train papers), whoever launches them.
     priority_for: str = ""
+    # Dotted path to ``f(config) -> (queue, gpus)`` for kinds whose placement depends on the config
+    # (RL: the gpu queue when it asks for GPUs, else the cpu queue).
+    placement_for: str = ""
+    # The engine opens sandboxes (worker/sandbox): when its task ends, any container it left
+    # behind is removed (worker/sandbox/signals.py).
+    uses_sandboxes: bool = False
 
 
 KINDS: dict[str, JobKind] = {}

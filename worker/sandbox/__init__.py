@@ -1,0 +1,168 @@
+"""Sandboxes: where an agent's commands run. One interface, two real backends.
+
+- ``docker``: a container through the Docker SDK (Docker, or podman serving the Docker API), with
+  CPU, memory and GPU requests, no network unless asked, labelled with its job so a sweep can
+  remove it if its worker dies (worker/sandbox/cleanup.py).
+- ``bwrap``: bubblewrap on the worker's own machine, for a single box without a container engine:
+  the host filesystem read-only, a private writable submission folder, no network unless asked.
+
+Both keep the submission folder's history in a git repository *outside* that folder, so the
+agent cannot rewrite it: ``snapshot()`` commits the folder as it is now and returns the commit,
+``export_submission()`` writes any commit's tree to a host folder for judging, ``restore()`` puts
+an old state back. No Django here; ``open_sandbox`` reads Django settings only when they are
+configured (the per-host concurrency limit).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+SUBMISSION_DIR = "/home/submission"
+LABEL = "klong.sandbox"  # every sandbox container carries it; klong.job names its job
+JOB_LABEL = "klong.job"
+EXPIRES_LABEL = "klong.expires"  # epoch seconds after which the sweep removes it whatever its job
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot be created or used (no backend, image missing, container gone)."""
+
+
+class SandboxBusy(SandboxError):
+    """Every sandbox slot of this host is taken and none came free in time."""
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    backend: str = "auto"  # "docker" | "bwrap" | "auto" (docker if its API answers, else bwrap)
+    image: str = ""  # docker image; bwrap ignores it (the host's root filesystem, read-only)
+    cpus: float = 1.0
+    memory_mb: int = 2048
+    gpus: int = 0
+    network: bool = False  # no network unless a job asks
+    wall_clock_s: float = 3600  # the sandbox is killed this long after it was opened
+    mounts_ro: dict[str, str] = field(default_factory=dict)  # host path -> sandbox path
+    submission_dir: str = SUBMISSION_DIR  # writable, snapshotted
+    job_id: int | None = None  # labels the container so cleanup finds it
+    docker_host: str = ""  # "" = DOCKER_HOST from the environment
+    max_output_bytes: int = 1_000_000  # kept of each stream of one exec; the rest is dropped
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "docker", "bwrap"):
+            raise ValueError(f"unknown sandbox backend {self.backend!r} (docker, bwrap or auto)")
+        if self.cpus <= 0 or self.memory_mb < 16 or self.gpus < 0 or self.wall_clock_s <= 0:
+            raise ValueError("cpus and wall_clock_s must be positive, memory_mb at least 16, gpus >= 0")
+        for path in [self.submission_dir, *self.mounts_ro.values()]:
+            if not path.startswith("/") or ".." in Path(path).parts:
+                raise ValueError(f"sandbox paths must be absolute without '..': {path!r}")
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+    duration_s: float
+    truncated: bool = False  # output beyond max_output_bytes was dropped
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    spec: SandboxSpec
+    backend: str
+
+    def exec(self, command: str, timeout_s: float = 60, workdir: str | None = None) -> ExecResult: ...
+
+    def write_file(self, path: str, data: bytes) -> None: ...
+
+    def read_file(self, path: str, max_bytes: int | None = None) -> bytes: ...
+
+    def snapshot(self, message: str) -> str | None: ...
+
+    def restore(self, commit: str) -> None: ...
+
+    def export_submission(self, dest: Path, commit: str | None = None) -> Path: ...
+
+    def close(self) -> None: ...
+
+
+def docker_client(docker_host: str = "", timeout: float = 60):
+    """A Docker SDK client for ``docker_host`` (or $DOCKER_HOST); raises SandboxError if none answers."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - docker is in requirements.txt
+        raise SandboxError("the docker package is not installed") from exc
+    try:
+        if docker_host:
+            client = docker.DockerClient(base_url=docker_host, timeout=timeout)
+        else:
+            client = docker.from_env(timeout=timeout)
+        client.ping()
+    except Exception as exc:
+        where = docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+        raise SandboxError(f"no Docker API answers at {where}: {type(exc).__name__}: {exc}") from None
+    return client
+
+
+def docker_available(docker_host: str = "") -> bool:
+    try:
+        docker_client(docker_host, timeout=5).close()
+        return True
+    except SandboxError:
+        return False
+
+
+def resolve_backend(spec: SandboxSpec) -> str:
+    if spec.backend != "auto":
+        return spec.backend
+    return "docker" if docker_available(spec.docker_host) else "bwrap"
+
+
+def open_sandbox(spec: SandboxSpec, *, slots: Any = "auto", acquire_timeout_s: float = 600) -> Sandbox:
+    """Open a sandbox (a context manager too: ``with open_sandbox(spec) as box:``).
+
+    ``slots`` limits sandboxes per Docker host: "auto" takes a ``HostSlots`` from Django settings
+    (KLONG_SANDBOXES_PER_HOST, Redis) when Django is configured, None means no limit.
+    """
+    backend = resolve_backend(spec)
+    if slots == "auto":
+        from worker.sandbox.limits import default_slots
+
+        slots = default_slots()
+    lease = None
+    if slots is not None:
+        host = (spec.docker_host or os.environ.get("DOCKER_HOST", "")) if backend == "docker" else "local-bwrap"
+        lease = slots.acquire(host or "default", hold_s=spec.wall_clock_s + 120, timeout_s=acquire_timeout_s)
+    try:
+        if backend == "docker":
+            from worker.sandbox.docker_backend import DockerSandbox
+
+            box: Any = DockerSandbox(spec)
+        else:
+            from worker.sandbox.bwrap_backend import BwrapSandbox
+
+            box = BwrapSandbox(spec)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
+    box._lease = lease
+    return box
+
+
+def deadline_left(opened_at: float, spec: SandboxSpec) -> float:
+    return spec.wall_clock_s - (time.monotonic() - opened_at)
+
+
+__all__ = [
+    "ExecResult", "JOB_LABEL", "LABEL", "Sandbox", "SandboxBusy", "SandboxError", "SandboxSpec",
+    "docker_available", "docker_client", "open_sandbox", "resolve_backend",
+]

@@ -1,0 +1,174 @@
+"""What both backends share: submission snapshots in git, output caps, closing once.
+
+The snapshot repository lives outside the submission folder (its GIT_DIR is elsewhere), so the
+agent can neither see it as part of its submission nor rewrite its history. A backend supplies
+``_git(args)`` (run git against that repository and the submission folder) and ``_teardown()``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from worker.sandbox import SandboxError, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+GIT_IDENTITY = [
+    "-c", "user.name=KLong sandbox", "-c", "user.email=sandbox@klong.invalid", "-c", "commit.gpgsign=false",
+    "-c", "core.autocrlf=false", "-c", "safe.directory=*", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null",
+]
+
+
+class OutputCap:
+    """Collects a stream's first ``limit`` bytes and counts what it drops, so a command that
+    prints gigabytes cannot fill the worker's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, chunk: bytes | None) -> None:
+        if not chunk:
+            return
+        room = self.limit - self.size
+        if room > 0:
+            self.parts.append(chunk[:room])
+            self.size += min(room, len(chunk))
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def drain(self, stream: IO[bytes]) -> None:
+        while chunk := stream.read(65536):
+            self.add(chunk)
+
+    def drain_in_thread(self, stream: IO[bytes]) -> threading.Thread:
+        thread = threading.Thread(target=self.drain, args=(stream,), daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)
+
+    def text(self) -> str:
+        text = self.data.decode("utf-8", errors="replace")
+        if self.dropped:
+            text += f"\n[... {self.dropped} more bytes of output dropped ...]"
+        return text
+
+
+def safe_extract(archive: bytes, dest: Path) -> None:
+    """Unpack a tar into ``dest`` refusing links out of it, device files and absolute paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+class BaseSandbox:
+    backend = "base"
+    spec: SandboxSpec
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.opened_at = time.monotonic()
+        self.base_commit: str | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._lease: Any = None
+
+    # -- backend hooks -------------------------------------------------------------------
+    def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+        raise NotImplementedError
+
+    def _teardown(self) -> None:
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------
+    def time_left(self) -> float:
+        return self.spec.wall_clock_s - (time.monotonic() - self.opened_at)
+
+    def _git_ok(self, args: Sequence[str], what: str) -> bytes:
+        code, out, err = self._git([*GIT_IDENTITY, *args])
+        if code != 0:
+            raise SandboxError(f"{what} failed (git exit {code}): {err.decode(errors='replace')[-500:]}")
+        return out
+
+    def _init_snapshots(self) -> None:
+        """An empty first commit: every later snapshot is a change against a known state."""
+        self._git_ok(["init", "--quiet"], "initialising the snapshot repository")
+        self.base_commit = self.snapshot("sandbox opened", allow_empty=True)
+
+    def snapshot(self, message: str, *, allow_empty: bool = False) -> str | None:
+        """Commit the submission folder as it is now; None when nothing changed since the last."""
+        self._git_ok(["add", "--all", "--force", "."], "staging the submission")
+        if not allow_empty:
+            code, _, _ = self._git(["diff", "--cached", "--quiet"])
+            if code == 0:
+                return None
+        self._git_ok(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", message[:2000] or "snapshot"],
+                     "committing the submission")
+        return self._git_ok(["rev-parse", "HEAD"], "reading the commit").decode().strip()
+
+    def _check_commit(self, commit: str) -> str:
+        if not commit or not all(c in "0123456789abcdef" for c in commit.lower()):
+            raise SandboxError(f"not a commit id: {commit!r}")
+        code, out, _ = self._git(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"])
+        if code != 0:
+            raise SandboxError(f"no snapshot {commit} in this sandbox")
+        return out.decode().strip()
+
+    def restore(self, commit: str) -> None:
+        """Put the submission folder back to a snapshot (history is kept: the next snapshot
+        records the restored state as a new commit)."""
+        commit = self._check_commit(commit)
+        self._git_ok(["read-tree", "-u", "--reset", commit], "restoring the snapshot")
+        self._git_ok(["clean", "-f", "-d", "-x", "-q"], "removing files the snapshot lacks")
+
+    def export_submission(self, dest: Path, commit: str | None = None) -> Path:
+        """Write the submission at ``commit`` (None: as it is now) into the host folder ``dest``."""
+        if commit is None:
+            self.snapshot("export")
+            commit = "HEAD"
+        else:
+            commit = self._check_commit(commit)
+        archive = self._git_ok(["archive", "--format=tar", commit], "archiving the submission")
+        dest = Path(dest)
+        safe_extract(archive, dest)
+        return dest
+
+    def close(self) -> None:
+        """Kill everything and remove the sandbox; safe to call twice or from another thread."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._teardown()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a sandbox forgotten by its caller still goes away
+        try:
+            if not self._closed:
+                self.close()
+        except Exception:
+            pass

@@ -1,0 +1,123 @@
+"""A sandbox never outlives its job.
+
+Three layers, each enough on its own for the case it covers:
+1. the engine closes its sandbox in ``finally`` (normal end, error, cancel, time limit);
+2. when a job's task ends, ``remove_job_sandboxes`` removes every container this process opened
+   for it (an engine that forgot, or crashed past its ``finally``);
+3. when a worker starts, ``sweep_orphans`` removes containers whose job has finished, whose
+   wall clock has passed, or whose owning process on this machine is gone (a worker killed with
+   SIGKILL). bwrap sandboxes need no sweep: bwrap runs with --die-with-parent.
+
+Containers are found by their labels: klong.sandbox, klong.job, klong.owner (host:pid) and
+klong.expires (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
+
+log = logging.getLogger(__name__)
+OWNER_LABEL = "klong.owner"
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _client(docker_host: str):
+    try:
+        return docker_client(docker_host, timeout=30)
+    except SandboxError:
+        return None  # no Docker API here: nothing of ours can be running on it
+
+
+def remove_job_sandboxes(job_id: int, docker_host: str = "", *, any_owner: bool = False) -> list[str]:
+    """Remove the containers of ``job_id`` opened by this process (or by anyone)."""
+    client = _client(docker_host)
+    if client is None:
+        return []
+    filters = {"label": [f"{LABEL}=1", f"{JOB_LABEL}={job_id}"]}
+    if not any_owner:
+        filters["label"].append(f"{OWNER_LABEL}={owner_id()}")
+    removed = []
+    try:
+        for container in client.containers.list(all=True, filters=filters):
+            _remove(container)
+            removed.append(container.id)
+    finally:
+        client.close()
+    if removed:
+        log.warning("job %s ended with %d sandbox container(s) still there; removed them", job_id, len(removed))
+    return removed
+
+
+def sweep_orphans(job_is_live: Callable[[int], bool], docker_host: str = "") -> list[str]:
+    """Remove sandbox containers nobody will close; returns their ids."""
+    client = _client(docker_host)
+    if client is None:
+        return []
+    here = socket.gethostname()
+    removed = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+            labels = container.labels or {}
+            reason = orphan_reason(labels, job_is_live, here)
+            if reason:
+                log.warning("removing sandbox container %s: %s", container.short_id, reason)
+                _remove(container)
+                removed.append(container.id)
+    finally:
+        client.close()
+    return removed
+
+
+def orphan_reason(labels: dict[str, str], job_is_live: Callable[[int], bool], here: str) -> str:
+    """Why a container with these labels should go ("" = keep it)."""
+    try:
+        if float(labels.get(EXPIRES_LABEL, "inf")) < time.time():
+            return "its wall clock has passed"
+    except ValueError:
+        pass
+    job = labels.get(JOB_LABEL, "")
+    if job.isdigit() and not job_is_live(int(job)):
+        return f"job {job} is not running"
+    host, _, pid = labels.get(OWNER_LABEL, "").rpartition(":")
+    if host == here and pid.isdigit() and not _pid_alive(int(pid)):
+        return f"its worker process {pid} is gone"
+    return ""
+
+
+def _remove(container) -> None:
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError:
+        log.warning("could not remove sandbox container %s", container.short_id, exc_info=True)
+
+
+def job_is_live(job_id: int) -> bool:
+    """Django side: a job whose sandboxes may still be in use (queued, running, cancelling)."""
+    from apps.jobs.models import Job
+
+    return Job.objects.filter(
+        pk=job_id, state__in=[Job.State.QUEUED, Job.State.RUNNING, Job.State.CANCELLING]
+    ).exists()

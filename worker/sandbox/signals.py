@@ -1,0 +1,48 @@
+"""Worker signals for sandboxes (imported by worker/celery.py, as worker/lifecycle.py is).
+
+- When a job's task ends, whatever sandbox containers this process still holds for it go.
+- When a worker is ready, a sweep removes containers left by dead workers or finished jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import task_postrun, worker_ready
+
+log = logging.getLogger(__name__)
+
+
+@task_postrun.connect
+def on_task_postrun(sender=None, args=None, **kwargs) -> None:
+    if getattr(sender, "name", "") != "klong.run_job" or not args:
+        return
+    from apps.jobs.models import Job
+    from worker.engines import KINDS
+
+    try:
+        kind = Job.objects.filter(pk=args[0]).values_list("kind", flat=True).first()
+        if kind and KINDS.get(kind) and KINDS[kind].uses_sandboxes:
+            from worker.sandbox.cleanup import remove_job_sandboxes
+
+            remove_job_sandboxes(int(args[0]))
+    except Exception:
+        log.exception("could not clean up the sandboxes of job %s", args[0])
+
+
+def _sweep() -> None:
+    from worker.sandbox.cleanup import job_is_live, sweep_orphans
+
+    try:
+        removed = sweep_orphans(job_is_live)
+        if removed:
+            log.warning("removed %d orphaned sandbox container(s)", len(removed))
+    except Exception:
+        log.exception("could not sweep orphaned sandboxes")
+
+
+@worker_ready.connect
+def on_worker_ready(sender=None, **kwargs) -> None:
+    # In a thread: listing containers must not hold up the worker's start.
+    threading.Thread(target=_sweep, daemon=True, name="klong-sandbox-sweep").start()
