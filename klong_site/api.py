@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
+from apps.audit.api import AuditQueueViewSet, AuditViewSet
 from apps.core.account import ApiTokenViewSet
 from apps.jobs.api import JobViewSet
 from apps.jobs.checkpoint_api import CheckpointViewSet
@@ -23,6 +24,8 @@ router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
 router.register("rubric-checks", RubricCheckViewSet, basename="rubric-check")
 router.register("jobs", JobViewSet, basename="job")
+router.register("audit", AuditViewSet, basename="audit")
+router.register("audit-queues", AuditQueueViewSet, basename="audit-queue")
 router.register("checkpoints", CheckpointViewSet, basename="checkpoint")
 router.register("workers", WorkerViewSet, basename="worker")
 router.register("tokens", ApiTokenViewSet, basename="api-token")

@@ -22,6 +22,7 @@ urlpatterns = [
     path("rubrics/", include("apps.rubrics.urls")),
     path("trajectories/", include("apps.trajectories.urls")),
     path("judging/", include("apps.judging.urls")),
+    path("audit/", include("apps.audit.urls")),
     path("jobs/", include("apps.jobs.urls")),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -118,6 +118,11 @@ class LeafGrade(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.FloatField(default=0.0)
     latency_s = models.FloatField(default=0.0)
+    # Human grades: who saved this leaf's grade and when (a human run may be graded over days).
+    graded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="leaf_grades"
+    )
+    graded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "node_index"]

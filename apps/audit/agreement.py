@@ -1,0 +1,409 @@
+"""Agreement between score sources (judges, humans): pure Python, no Django.
+
+Leaf level (one submission or many): accuracy and macro precision / recall / F1 exactly as
+PaperBench's JudgeEval computes them (``worker.judge.metrics.compute_metrics``, reused, not
+re-derived), plus Cohen's kappa, overall and per task category. A pair is skipped when either
+side has no valid 0/1 grade (an invalid judge leaf, a leaf a human has not graded yet).
+
+Across submissions: Pearson, Spearman (Pearson of average ranks) and Kendall's tau-b of the
+root scores of two judges, each with a percentile bootstrap confidence interval (resampling
+submissions with replacement, seeded, so a report can be reproduced); the pairs of submissions
+whose order flips between the two judges; and which top-level subtrees drive the difference.
+
+The subtree contribution is exact, not a heuristic: the root score is the weighted mean of its
+children, so root_a - root_b = sum over children c of (w_c / W) * (score_a(c) - score_b(c)).
+Each child's term is its contribution; they add up to the root difference.
+
+Conventions where a statistic is undefined (fewer than two points, a constant series, kappa
+when both raters use one single label): ``None``. scipy and scikit-learn return nan there.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from worker.judge.metrics import MetricSummary, compute_metrics
+
+Number = float | int
+Statistic = Callable[[Sequence[float], Sequence[float]], float | None]
+
+# Which statistics a judge comparison report can put its verdict on (name -> higher is better).
+VERDICT_METRICS: tuple[str, ...] = ("kendall", "spearman", "pearson", "macro_f1", "kappa")
+
+
+# --- Leaf level ------------------------------------------------------------------------------
+
+
+def cohen_kappa(y_a: Sequence[Number], y_b: Sequence[Number]) -> float | None:
+    """Cohen's kappa of two raters over the same items: (p_o - p_e) / (1 - p_e).
+
+    p_o is the observed agreement, p_e the agreement expected from each rater's label
+    frequencies. Undefined (None) with no items or when p_e == 1 (both used one label only).
+    """
+    if len(y_a) != len(y_b):
+        raise ValueError("the two raters differ in length")
+    n = len(y_a)
+    if n == 0:
+        return None
+    observed = sum(1 for a, b in zip(y_a, y_b, strict=True) if a == b) / n
+    labels = set(y_a) | set(y_b)
+    expected = sum((sum(1 for a in y_a if a == label) / n) * (sum(1 for b in y_b if b == label) / n)
+                   for label in labels)
+    if expected == 1:
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+@dataclass(slots=True)
+class LeafAgreement:
+    """JudgeEval metrics (truth = reference, prediction = candidate) and Cohen's kappa."""
+
+    accuracy: float | None
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    kappa: float | None
+    num_positives: int
+    num_negatives: int
+    num_samples: int
+    disagreements: int
+
+    @classmethod
+    def of(cls, y_true: Sequence[Number], y_pred: Sequence[Number]) -> LeafAgreement:
+        summary: MetricSummary = compute_metrics(list(y_true), list(y_pred))
+        return cls(
+            accuracy=summary.accuracy, precision=summary.precision, recall=summary.recall, f1=summary.f1,
+            kappa=cohen_kappa(y_true, y_pred), num_positives=summary.num_positives,
+            num_negatives=summary.num_negatives, num_samples=summary.num_samples,
+            disagreements=sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != p),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class LeafPair:
+    """One leaf graded by both sides. ``None`` = no valid grade on that side."""
+
+    category: str | None
+    reference: Number | None
+    candidate: Number | None
+
+
+@dataclass(slots=True)
+class LeafReport:
+    overall: LeafAgreement
+    per_category: dict[str, LeafAgreement]
+    skipped: int  # pairs without a valid grade on both sides
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"overall": self.overall.as_dict(),
+                "per_category": {k: v.as_dict() for k, v in self.per_category.items()},
+                "skipped": self.skipped}
+
+
+def leaf_report(pairs: Iterable[LeafPair]) -> LeafReport:
+    """Metrics over every pair graded on both sides, overall and per category (sorted by name)."""
+    truth: list[Number] = []
+    pred: list[Number] = []
+    by_category: dict[str, tuple[list[Number], list[Number]]] = {}
+    skipped = 0
+    for pair in pairs:
+        if pair.reference is None or pair.candidate is None:
+            skipped += 1
+            continue
+        truth.append(pair.reference)
+        pred.append(pair.candidate)
+        t, p = by_category.setdefault(pair.category or "(none)", ([], []))
+        t.append(pair.reference)
+        p.append(pair.candidate)
+    return LeafReport(
+        overall=LeafAgreement.of(truth, pred),
+        per_category={name: LeafAgreement.of(*by_category[name]) for name in sorted(by_category)},
+        skipped=skipped,
+    )
+
+
+# --- Correlations of root scores --------------------------------------------------------------
+
+
+def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    if len(x) != len(y):
+        raise ValueError("x and y differ in length")
+    n = len(x)
+    if n < 2:
+        return None
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return None
+    # Clamp: rounding can push a perfect correlation a hair past 1.
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def average_ranks(values: Sequence[Number]) -> list[float]:
+    """1-based ranks; tied values share the mean of the ranks they span (scipy's rankdata 'average')."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        mean_rank = (start + end) / 2 + 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = mean_rank
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    if len(x) != len(y):
+        raise ValueError("x and y differ in length")
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def kendall_tau(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    """Kendall's tau-b (ties accounted for on both sides; scipy's default variant). O(n^2):
+    submissions number in the hundreds, not millions."""
+    if len(x) != len(y):
+        raise ValueError("x and y differ in length")
+    n = len(x)
+    if n < 2:
+        return None
+    concordant = discordant = tied_x = tied_y = 0
+    for i in range(n):
+        xi, yi = x[i], y[i]
+        for j in range(i + 1, n):
+            dx, dy = xi - x[j], yi - y[j]
+            if dx == 0:
+                tied_x += 1
+            if dy == 0:
+                tied_y += 1
+            if dx and dy:
+                if (dx > 0) == (dy > 0):
+                    concordant += 1
+                else:
+                    discordant += 1
+    pairs = n * (n - 1) // 2
+    denominator = math.sqrt((pairs - tied_x) * (pairs - tied_y))
+    if denominator == 0:
+        return None
+    return (concordant - discordant) / denominator
+
+
+CORRELATIONS: dict[str, Statistic] = {"pearson": pearson, "spearman": spearman, "kendall": kendall_tau}
+
+
+def bootstrap_ci(
+    statistic: Statistic, x: Sequence[Number], y: Sequence[Number], *, n_resamples: int = 1000,
+    confidence: float = 0.95, seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(x, y)``, resampling the (x, y) pairs.
+
+    Resamples where the statistic is undefined (e.g. all points drawn equal) are dropped; with
+    fewer than half of them left, or fewer than 3 pairs, there is no interval (None).
+    """
+    if len(x) != len(y):
+        raise ValueError("x and y differ in length")
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must lie strictly between 0 and 1")
+    n = len(x)
+    if n < 3 or n_resamples < 1:
+        return None
+    rng = random.Random(seed)
+    values: list[float] = []
+    for _ in range(n_resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        value = statistic([x[i] for i in picks], [y[i] for i in picks])
+        if value is not None:
+            values.append(value)
+    if len(values) < n_resamples / 2:
+        return None
+    values.sort()
+    alpha = (1 - confidence) / 2
+    return _quantile(values, alpha), _quantile(values, 1 - alpha)
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    # Linear interpolation between closest ranks (numpy's default "linear" method).
+    position = q * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+@dataclass(slots=True)
+class Correlation:
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def correlations(
+    x: Sequence[Number], y: Sequence[Number], *, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+) -> dict[str, Correlation]:
+    out: dict[str, Correlation] = {}
+    for name, statistic in CORRELATIONS.items():
+        interval = bootstrap_ci(statistic, x, y, n_resamples=n_resamples, confidence=confidence, seed=seed)
+        out[name] = Correlation(statistic(x, y), *(interval or (None, None)))
+    return out
+
+
+# --- Order flips and subtrees ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class OrderFlip:
+    first: str
+    second: str
+    reference: tuple[float, float]
+    candidate: tuple[float, float]
+
+    @property
+    def size(self) -> float:
+        """How strongly the two judges disagree about this pair (sum of both gaps)."""
+        return abs(self.reference[0] - self.reference[1]) + abs(self.candidate[0] - self.candidate[1])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"first": self.first, "second": self.second, "reference": list(self.reference),
+                "candidate": list(self.candidate), "size": self.size}
+
+
+def order_flips(keys: Sequence[str], reference: Sequence[float], candidate: Sequence[float]) -> list[OrderFlip]:
+    """Pairs of submissions ranked one way by the reference and the other way by the candidate.
+
+    A tie on either side is not a flip. Largest disagreements first.
+    """
+    if not len(keys) == len(reference) == len(candidate):
+        raise ValueError("keys, reference and candidate differ in length")
+    flips = []
+    for i in range(len(keys)):
+        for j in range(i + 1, len(keys)):
+            if (reference[i] - reference[j]) * (candidate[i] - candidate[j]) < 0:
+                flips.append(OrderFlip(keys[i], keys[j], (reference[i], reference[j]), (candidate[i], candidate[j])))
+    flips.sort(key=lambda f: (-f.size, f.first, f.second))
+    return flips
+
+
+def leaf_disagreement_below(parents: Sequence[int], is_leaf: Sequence[bool], reference: Mapping[int, Number | None],
+                            candidate: Mapping[int, Number | None]) -> list[tuple[int, int]]:
+    """Per node: (leaves below it graded by both, of which the two disagree). Pre-order input
+    (parents[i] < i, -1 for the root), so one reverse pass adds each node into its parent."""
+    compared = [0] * len(parents)
+    differ = [0] * len(parents)
+    for i, leaf in enumerate(is_leaf):
+        if leaf:
+            a, b = reference.get(i), candidate.get(i)
+            if a is not None and b is not None:
+                compared[i] = 1
+                differ[i] = int(a != b)
+    for i in range(len(parents) - 1, 0, -1):
+        p = parents[i]
+        compared[p] += compared[i]
+        differ[p] += differ[i]
+    return list(zip(compared, differ, strict=True))
+
+
+def subtree_contributions(parents: Sequence[int], weights: Sequence[float], reference_scores: Sequence[float],
+                          candidate_scores: Sequence[float]) -> dict[int, float]:
+    """For each child c of the root: (w_c / W) * (reference(c) - candidate(c)); they sum to the
+    root difference (see the module docstring). Node scores are full per-node score lists."""
+    children = [i for i in range(1, len(parents)) if parents[i] == 0]
+    total = sum(weights[c] for c in children)
+    if total == 0:
+        return {c: 0.0 for c in children}
+    return {c: weights[c] / total * (reference_scores[c] - candidate_scores[c]) for c in children}
+
+
+# --- Judge comparison report -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PairedSubmission:
+    """One submission graded by both the reference and the candidate judge."""
+
+    key: str
+    label: str
+    reference_score: float
+    candidate_score: float
+    leaf_pairs: list[LeafPair] = field(default_factory=list)
+    # Top-level subtree label -> contribution to (reference root - candidate root).
+    subtrees: dict[str, float] = field(default_factory=dict)
+    reference_cost: float = 0.0
+    candidate_cost: float = 0.0
+
+
+def verdict(value: float | None, ci_low: float | None, threshold: float) -> str:
+    """``pass`` when even the interval's low end meets the threshold, ``fail`` when the value
+    itself misses it, ``uncertain`` in between (or when there is no interval)."""
+    if value is None:
+        return "undefined"
+    if value < threshold:
+        return "fail"
+    if ci_low is not None and ci_low >= threshold:
+        return "pass"
+    return "uncertain"
+
+
+def compare_judges(
+    submissions: Sequence[PairedSubmission], *, metric: str = "kendall", threshold: float = 0.8,
+    n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+) -> dict[str, Any]:
+    """A candidate judge against a reference over a set of submissions, with a verdict.
+
+    ``metric`` is one of VERDICT_METRICS: a correlation of root scores (its bootstrap interval
+    decides ``pass`` vs ``uncertain``), or a leaf-level ``macro_f1`` / ``kappa`` over every leaf
+    pair of every submission (no interval: ``pass`` or ``fail``).
+    """
+    if metric not in VERDICT_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(VERDICT_METRICS)}")
+    keys = [s.key for s in submissions]
+    ref = [s.reference_score for s in submissions]
+    cand = [s.candidate_score for s in submissions]
+    corr = correlations(ref, cand, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    leaves = leaf_report(p for s in submissions for p in s.leaf_pairs)
+    if metric in CORRELATIONS:
+        value, ci_low = corr[metric].value, corr[metric].ci_low
+    else:
+        value = leaves.overall.f1 if metric == "macro_f1" else leaves.overall.kappa
+        ci_low = value
+    subtree_names = sorted({name for s in submissions for name in s.subtrees})
+    n = len(submissions)
+    drivers = sorted(
+        ({"subtree": name,
+          "mean_abs_contribution": sum(abs(s.subtrees.get(name, 0.0)) for s in submissions) / n,
+          "mean_contribution": sum(s.subtrees.get(name, 0.0) for s in submissions) / n}
+         for name in subtree_names),
+        key=lambda d: -d["mean_abs_contribution"],
+    ) if n else []
+    return {
+        "submissions": [
+            {"key": s.key, "label": s.label, "reference": s.reference_score, "candidate": s.candidate_score,
+             "difference": s.reference_score - s.candidate_score, "subtrees": s.subtrees,
+             "reference_cost": s.reference_cost, "candidate_cost": s.candidate_cost}
+            for s in submissions
+        ],
+        "n": n,
+        "correlations": {k: v.as_dict() for k, v in corr.items()},
+        "leaves": leaves.as_dict(),
+        "flips": [f.as_dict() for f in order_flips(keys, ref, cand)],
+        "pairs": n * (n - 1) // 2,
+        "subtree_drivers": drivers,
+        "cost_per_submission": {
+            "reference": sum(s.reference_cost for s in submissions) / n if n else None,
+            "candidate": sum(s.candidate_cost for s in submissions) / n if n else None,
+        },
+        "metric": metric, "threshold": threshold, "confidence": confidence, "n_resamples": n_resamples,
+        "seed": seed, "value": value, "verdict": verdict(value, ci_low, threshold),
+    }

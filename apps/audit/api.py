@@ -1,0 +1,199 @@
+"""Judge audit API: comparisons, human grades, JudgeEval import, audit queues, judge reports, what-if.
+
+Each action validates with a serializer and calls the same service as the pages.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpResponse
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from apps.audit import services
+from apps.audit.agreement import VERDICT_METRICS
+from apps.audit.models import AuditQueue
+from apps.judging.models import JudgeRun
+from apps.papers.models import Paper
+
+
+def _bad(exc: DjangoValidationError) -> Response:
+    return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class GradeSerializer(serializers.Serializer):
+    run = serializers.PrimaryKeyRelatedField(queryset=JudgeRun.objects.select_related("rubric_version"),
+                                             help_text="The compared run whose submission and rubric are graded.")
+    node_index = serializers.IntegerField(min_value=0)
+    score = serializers.ChoiceField(choices=[0, 1])
+    note = serializers.CharField(required=False, allow_blank=True, max_length=services.MAX_NOTE_CHARS, default="")
+
+
+class ImportSerializer(serializers.Serializer):
+    paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
+    file = serializers.FileField(help_text="A PaperBench judge_eval JSON file (human grades on every leaf).")
+
+
+class ReportSerializer(serializers.Serializer):
+    reference = serializers.CharField(max_length=200)
+    candidate = serializers.CharField(max_length=200)
+    papers = serializers.CharField(required=False, allow_blank=True, default="", help_text="Paper slugs, comma-separated.")
+    metric = serializers.ChoiceField(choices=VERDICT_METRICS, default="kendall")
+    threshold = serializers.FloatField(default=0.8, min_value=-1.0, max_value=1.0)
+    n_resamples = serializers.IntegerField(default=1000, min_value=0, max_value=10_000)
+    confidence = serializers.FloatField(default=0.95, min_value=0.5, max_value=0.999)
+    seed = serializers.IntegerField(default=0)
+
+    def validate_papers(self, value: str) -> list[Paper]:
+        slugs = [s.strip() for s in value.split(",") if s.strip()]
+        papers = list(Paper.objects.filter(slug__in=slugs))
+        missing = sorted(set(slugs) - {p.slug for p in papers})
+        if missing:
+            raise serializers.ValidationError(f"No paper {missing[0]!r}.")
+        return papers
+
+
+class WhatIfSerializer(serializers.Serializer):
+    paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
+    version = serializers.CharField(required=False, allow_blank=True, default="draft",
+                                    help_text="A version number or 'draft'.")
+    tree = serializers.JSONField(required=False, help_text="Or an unsaved PaperBench tree (POST).")
+
+
+class AuditViewSet(viewsets.GenericViewSet):
+    """Side-by-side comparison of score sources, human grading, JudgeEval import, reports, what-if."""
+
+    queryset = JudgeRun.objects.none()
+    serializer_class = GradeSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    write_permission = {"grades": "grade", "import_judge_eval": "grade", "what_if": "view_studio"}
+
+    @action(detail=False, methods=["get"])
+    def compare(self, request):
+        """?runs=ID,ID,...: one tree, a column per run; ``format=csv`` for CSV."""
+        try:
+            comparison = services.build_comparison(services.parse_run_ids(request.query_params.get("runs")))
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        if request.query_params.get("format") == "csv":
+            return _csv(services.comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
+        return Response(services.comparison_json(comparison))
+
+    @action(detail=False, methods=["post"])
+    def grades(self, request):
+        """Save the caller's own 0/1 grade (and note) of one leaf; a judge's grade is never changed."""
+        serializer = GradeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            grade = services.grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
+                                        note=data["note"], user=request.user)
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        return Response(grade_json(grade), status=status.HTTP_201_CREATED)
+
+    @action(detail=False, methods=["post"], url_path="import-judge-eval")
+    def import_judge_eval(self, request):
+        serializer = ImportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        try:
+            result = services.import_judge_eval(paper=serializer.validated_data["paper"], data=upload.read(),
+                                                filename=upload.name, user=request.user)
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        return Response({"run": result.run.pk, "rubric_version": result.version.number,
+                         "created_version": result.created_version, "score": result.run.score,
+                         "match": result.match, "unmatched": result.unmatched}, status=status.HTTP_201_CREATED)
+
+    @action(detail=False, methods=["get"])
+    def judges(self, request):
+        return Response(services.judge_names())
+
+    @action(detail=False, methods=["get"])
+    def report(self, request):
+        """Candidate judge vs reference: correlations with bootstrap CIs, flips, verdict. ``format=csv``."""
+        serializer = ReportSerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        try:
+            report = services.judge_report(services.ReportRequest(**data))
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        if request.query_params.get("format") == "csv":
+            return _csv(services.report_csv(report), "judge-report.csv")
+        return Response(report)
+
+    @action(detail=False, methods=["get", "post"], url_path="what-if")
+    def what_if(self, request):
+        """Re-score every graded run of a paper under another version, the draft, or a posted tree."""
+        source = request.data if request.method == "POST" else request.query_params
+        serializer = WhatIfSerializer(data=source)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            if data.get("tree") is not None:
+                tree, label = data["tree"], "posted tree"
+                if not isinstance(tree, dict):
+                    raise DjangoValidationError("tree must be a JSON object (a PaperBench root node).")
+            else:
+                tree, label = services.what_if_tree(data["paper"], data.get("version"))
+            return Response(services.what_if(data["paper"], tree, label))
+        except DjangoValidationError as exc:
+            return _bad(exc)
+
+
+def grade_json(grade) -> dict:
+    return {"human_run": grade.run_id, "node_index": grade.node_index, "node_id": grade.node_id,
+            "score": grade.score, "note": grade.explanation,
+            "graded_by": grade.graded_by.get_username() if grade.graded_by else None,
+            "graded_at": grade.graded_at.isoformat() if grade.graded_at else None,
+            "root_score": JudgeRun.objects.values_list("score", flat=True).get(pk=grade.run_id)}
+
+
+def _csv(text: str, filename: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+class AuditQueueSerializer(serializers.ModelSerializer):
+    paper = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    assignees = serializers.SlugRelatedField(slug_field="username", many=True, write_only=True,
+                                             queryset=get_user_model().objects.all())
+    category = serializers.CharField(required=False, allow_blank=True, write_only=True, default="")
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditQueue
+        fields = ["id", "name", "paper", "base_run", "runs", "submission_key", "created_at", "assignees", "category",
+                  "progress"]
+        read_only_fields = ["id", "paper", "base_run", "submission_key", "created_at", "progress"]
+        extra_kwargs = {"name": {"required": False}}
+
+    def get_progress(self, queue: AuditQueue) -> list[dict]:
+        return services.queue_progress([queue])
+
+
+class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                        viewsets.GenericViewSet):
+    """Audit queues: the leaves where compared runs disagree, shared among graders; progress per user."""
+
+    queryset = AuditQueue.objects.select_related("paper")
+    serializer_class = AuditQueueSerializer
+    write_permission = {"create": "grade"}
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            queue = services.create_queue(run_ids=services.parse_run_ids(data.get("runs")),
+                                          assignees=data["assignees"], user=request.user, name=data.get("name", ""),
+                                          category=data.get("category", ""))
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        return Response(self.get_serializer(queue).data, status=status.HTTP_201_CREATED)

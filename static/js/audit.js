@@ -1,0 +1,204 @@
+/* Judge audit: side-by-side grid, filters and keyboard-first human grading.
+ *
+ * Stable hooks for end-to-end tests (data-testid):
+ *   audit-grid          the table; each node is a tr[data-testid=audit-row] with data-index,
+ *                       data-leaf (1/0), data-category, data-disagree, data-invalid, data-assigned;
+ *                       the current leaf row has class "current" and aria-selected="true"
+ *   source-N / root-N   column header N and its aggregated root score
+ *   my-cell             the signed-in user's own human grade cell in a leaf row
+ *                       (inside: [data-role=score], [data-role=pending], [data-role=note], [data-role=who])
+ *   filter-disagree, filter-invalid, filter-queue (checkboxes), filter-category, filter-subtree (selects),
+ *   visible-count       how many rows the filters leave visible
+ *   grade-bar, current-leaf, pending-score, note-input, save-button, grade-status
+ *   show-prompt         per judge cell: loads the prompt and answer into leaf-panel
+ *   export-csv, export-json, pair-metrics, queue-create
+ * Keys: j / ArrowDown next leaf, k / ArrowUp previous, 0 / 1 score, n note, Enter save and next,
+ * Escape leaves the note field. Keys are ignored while typing in another input.
+ */
+(() => {
+  "use strict";
+  const grid = document.getElementById("audit-grid");
+  if (!grid) return;
+  const config = JSON.parse(document.getElementById("audit-config").textContent);
+  const rows = Array.from(grid.querySelectorAll("tr[data-testid=audit-row]"));
+  const byIndex = new Map(rows.map((r) => [Number(r.dataset.index), r]));
+  const $ = (id) => document.getElementById(id);
+  const note = $("note-input");
+  const status = $("grade-status");
+  let current = null;
+  let pending = null;
+
+  // ---------------------------------------------------------------- filters
+  const filters = {
+    disagree: $("filter-disagree"), invalid: $("filter-invalid"), queue: $("filter-queue"),
+    category: $("filter-category"), subtree: $("filter-subtree"),
+  };
+
+  function subtreeRange(index) {
+    // Pre-order: a node's subtree is the run of rows after it that are deeper than it.
+    const start = rows.indexOf(byIndex.get(index));
+    const depth = Number(rows[start].dataset.depth);
+    let end = start + 1;
+    while (end < rows.length && Number(rows[end].dataset.depth) > depth) end += 1;
+    return [start, end];
+  }
+
+  function applyFilters() {
+    const onlyDisagree = filters.disagree?.checked;
+    const onlyInvalid = filters.invalid?.checked;
+    const onlyQueue = filters.queue?.checked;
+    const category = filters.category?.value || "";
+    const [from, to] = filters.subtree?.value ? subtreeRange(Number(filters.subtree.value)) : [0, rows.length];
+    const leafFilter = onlyDisagree || onlyInvalid || onlyQueue || category;
+    const visible = rows.map((row, i) => {
+      if (i < from || i >= to) return false;
+      if (row.dataset.leaf !== "1") return !leafFilter;
+      return !(onlyDisagree && row.dataset.disagree !== "1") && !(onlyInvalid && row.dataset.invalid !== "1")
+        && !(onlyQueue && row.dataset.assigned !== "1") && !(category && row.dataset.category !== category);
+    });
+    // Inner nodes stay visible above the leaves they hold, so a filtered leaf keeps its context.
+    if (leafFilter) {
+      const depthStack = [];
+      rows.forEach((row, i) => {
+        const depth = Number(row.dataset.depth);
+        while (depthStack.length && Number(rows[depthStack[depthStack.length - 1]].dataset.depth) >= depth) depthStack.pop();
+        if (visible[i] && row.dataset.leaf === "1") depthStack.forEach((k) => { if (k >= from && k < to) visible[k] = true; });
+        if (row.dataset.leaf !== "1") depthStack.push(i);
+      });
+    }
+    let shown = 0;
+    rows.forEach((row, i) => { row.hidden = !visible[i]; if (visible[i]) shown += 1; });
+    $("visible-count").textContent = String(shown);
+    if (current && current.hidden) select(visibleLeaves()[0] || null);
+  }
+  Object.values(filters).forEach((el) => el?.addEventListener("change", applyFilters));
+
+  // ---------------------------------------------------------------- selection
+  const visibleLeaves = () => rows.filter((r) => r.dataset.leaf === "1" && !r.hidden);
+  const myCell = (row) => row?.querySelector("[data-testid=my-cell]");
+
+  function select(row) {
+    if (current) { current.classList.remove("current"); current.removeAttribute("aria-selected"); }
+    current = row;
+    pending = null;
+    if (!row) { if ($("current-leaf")) $("current-leaf").textContent = "No leaf shown."; return; }
+    row.classList.add("current");
+    row.setAttribute("aria-selected", "true");
+    row.scrollIntoView({ block: "nearest" });
+    if (!config.canGrade) return;
+    $("current-leaf").textContent = row.querySelector(".req").textContent.trim();
+    const cell = myCell(row);
+    const saved = cell?.querySelector("[data-role=score]")?.textContent.trim();
+    $("pending-score").textContent = saved === "0" || saved === "1" ? `${saved} (saved)` : "—";
+    note.value = cell?.querySelector("[data-role=note]")?.getAttribute("title") || cell?.querySelector("[data-role=note]")?.textContent.trim() || "";
+    status.textContent = "";
+  }
+
+  function move(step) {
+    const leaves = visibleLeaves();
+    if (!leaves.length) return;
+    const at = leaves.indexOf(current);
+    const next = at < 0 ? (step > 0 ? leaves[0] : leaves[leaves.length - 1])
+      : leaves[Math.min(leaves.length - 1, Math.max(0, at + step))];
+    select(next);
+  }
+
+  grid.addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-testid=audit-row]");
+    if (row && row.dataset.leaf === "1" && !event.target.closest("button, a")) select(row);
+  });
+
+  // ---------------------------------------------------------------- grading
+  function setPending(score) {
+    if (!current) return;
+    pending = score;
+    $("pending-score").textContent = String(score);
+    const mark = myCell(current)?.querySelector("[data-role=pending]");
+    if (mark) mark.textContent = `→ ${score}`;
+  }
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"];
+  }
+
+  async function save() {
+    if (!current || !config.canGrade) return;
+    const cell = myCell(current);
+    const saved = cell?.querySelector("[data-role=score]")?.textContent.trim();
+    const score = pending !== null ? pending : (saved === "0" || saved === "1" ? Number(saved) : null);
+    if (score === null) { status.textContent = "Press 0 or 1 first."; return; }
+    const row = current;
+    status.textContent = "Saving…";
+    let response;
+    try {
+      response = await fetch(config.gradeUrl, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+        body: JSON.stringify({ run: config.baseRun, node_index: Number(row.dataset.index), score, note: note.value }),
+      });
+    } catch (err) {
+      status.textContent = `Not saved: ${err}`;
+      return;
+    }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      status.textContent = `Not saved: ${JSON.stringify(body.detail || body)}`;
+      return;
+    }
+    showSaved(row, body);
+    status.textContent = `Saved ${row.querySelector(".req .muted").textContent}: ${body.score}`;
+    if (row === current) { note.blur(); move(1); }
+  }
+
+  function showSaved(row, grade) {
+    const cell = myCell(row);
+    if (!cell) return;
+    const scoreEl = cell.querySelector("[data-role=score]");
+    const value = String(Math.round(grade.score));
+    scoreEl.textContent = value;
+    scoreEl.className = `score s${value}`;
+    cell.querySelector("[data-role=pending]").textContent = "";
+    const noteEl = cell.querySelector("[data-role=note]");
+    noteEl.textContent = grade.note.length > 160 ? `${grade.note.slice(0, 159)}…` : grade.note;
+    noteEl.setAttribute("title", grade.note);
+    cell.querySelector("[data-role=who]").textContent = `${grade.graded_by} · ${grade.graded_at.slice(0, 16).replace("T", " ")}`;
+    if ($("mine-root")) $("mine-root").textContent = Number(grade.root_score).toFixed(3);
+    if ($("mine-graded")) {
+      const graded = rows.filter((r) => ["0", "1"].includes(myCell(r)?.querySelector("[data-role=score]")?.textContent.trim())).length;
+      $("mine-graded").textContent = String(graded);
+    }
+    row.classList.add("flash");
+    setTimeout(() => row.classList.remove("flash"), 1000);
+  }
+
+  $("save-button")?.addEventListener("click", save);
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target === note) {
+      if (event.key === "Escape") { note.blur(); event.preventDefault(); }
+      else if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); save(); }
+      return;
+    }
+    if (target.closest?.("input, textarea, select, [contenteditable]")) return;
+    switch (event.key) {
+      case "j": case "ArrowDown": move(1); break;
+      case "k": case "ArrowUp": move(-1); break;
+      case "0": case "1": if (config.canGrade) setPending(Number(event.key)); else return; break;
+      case "n": if (config.canGrade && current) note.focus(); else return; break;
+      case "Enter": if (config.canGrade && current) save(); else return; break;
+      default: return;
+    }
+    event.preventDefault();
+  });
+
+  // The prompt panel: name the leaf the loaded prompt belongs to.
+  grid.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-testid=show-prompt]");
+    if (button) $("leaf-panel-title").textContent = button.dataset.panelTitle;
+  });
+
+  applyFilters();
+})();
