@@ -11,11 +11,13 @@ from apps.jobs.checkpoint_api import CheckpointViewSet
 from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet, RubricCheckViewSet
 from apps.ops.api import WorkerViewSet
 from apps.papers.api import PaperViewSet
+from apps.papers.intake_api import PaperCandidateViewSet
 from apps.rubrics.api import RubricNodeViewSet, RubricVersionViewSet
 from apps.trajectories.api import AnnotationLabelViewSet, TrajectoryViewSet
 
 router = DefaultRouter()
 router.register("papers", PaperViewSet, basename="paper")
+router.register("paper-candidates", PaperCandidateViewSet, basename="paper-candidate")
 router.register("rubric-versions", RubricVersionViewSet, basename="rubric-version")
 router.register("rubric-nodes", RubricNodeViewSet, basename="rubric-node")
 router.register("trajectories", TrajectoryViewSet, basename="trajectory")

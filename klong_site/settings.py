@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "apps.rubrics",
     "apps.trajectories",
     "apps.judging",
+    "apps.datasets",
     "apps.audit",
     "apps.jobs",
 ]

@@ -70,3 +70,121 @@ class PaperForm(forms.ModelForm):
         if commit:
             paper.save()
         return paper
+
+
+# --- Research-Factory intake ------------------------------------------------------------------
+
+
+def _venue_set(raw: str) -> frozenset[str]:
+    from apps.papers.candidates import normalise_venue
+
+    return frozenset(normalise_venue(v) for v in raw.split(",") if v.strip())
+
+
+class CandidateRuleFields(forms.Form):
+    """The filter on venue, year and citations, shared by the import form and the list page."""
+
+    venues = forms.CharField(required=False, max_length=300, help_text="Comma-separated, e.g. ICML, NeurIPS, ICLR "
+                             "(any spelling: 'Neural Information Processing Systems' counts as NeurIPS).")
+    year_min = forms.IntegerField(required=False, min_value=1900, max_value=2100, label="From year")
+    year_max = forms.IntegerField(required=False, min_value=1900, max_value=2100, label="To year")
+    min_citations = forms.IntegerField(required=False, min_value=0, help_text="Candidates without a count are dropped.")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("year_min") and data.get("year_max") and data["year_min"] > data["year_max"]:
+            self.add_error("year_max", "The last year is before the first.")
+        return data
+
+    def rule(self):
+        from apps.papers.candidates import CandidateFilter
+
+        data = self.cleaned_data
+        return CandidateFilter(_venue_set(data.get("venues") or ""), data.get("year_min"), data.get("year_max"),
+                               data.get("min_citations"))
+
+
+class CandidateImportForm(CandidateRuleFields):
+    file = forms.FileField(required=False, help_text="A .txt of arXiv ids (one per line), a .bib or a .csv "
+                           "(header: title, arxiv_id, venue, year, citations, url, pdf_url, authors, abstract).")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
+                           label="Or paste the list")
+    format = forms.ChoiceField(choices=[("", "guess from the file"), ("arxiv", "arXiv ids"), ("bibtex", "BibTeX"),
+                                        ("csv", "CSV")], required=False)
+    field_order = ("file", "text", "format", "venues", "year_min", "year_max", "min_citations")
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("file") and not (data.get("text") or "").strip():
+            raise forms.ValidationError("Upload a file or paste a list.")
+        return data
+
+
+class CandidateFilterForm(CandidateRuleFields):
+    q = forms.CharField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "any")])
+
+    def __init__(self, *args, **kwargs) -> None:
+        from apps.papers.models import PaperCandidate
+
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", "any"), *PaperCandidate.Status.choices]
+
+    def params(self) -> dict:
+        data = self.cleaned_data if self.is_valid() else {}
+        return {"q": data.get("q"), "status": data.get("status"), "venue": sorted(_venue_set(data.get("venues") or "")),
+                "year_min": data.get("year_min"), "year_max": data.get("year_max"),
+                "min_citations": data.get("min_citations")}
+
+
+class AttachPdfForm(forms.Form):
+    pdf = forms.FileField(label="PDF", help_text="The paper's PDF: its text layer becomes the paper's Markdown.")
+    split = forms.ChoiceField(choices=Paper.Split.choices, initial=Paper.Split.TRAIN,
+                              help_text="For a new paper; an existing one keeps its split.")
+
+
+class RubricDraftConfigForm(forms.Form):
+    """Config of a "rubric_draft" job (launch page and jobs API)."""
+
+    paper = forms.SlugField(max_length=200, help_text="Paper id; the paper needs its text as Markdown.")
+    endpoint = forms.SlugField(help_text="Model endpoint name (any backend).")
+    code_folder = forms.CharField(
+        required=False, max_length=1000,
+        help_text="Optional: the official code, a folder under official_code/ in the data folder.",
+    )
+    target_leaves = forms.IntegerField(min_value=2, max_value=2000, initial=30, help_text="Leaves to ask for.")
+    max_attempts = forms.IntegerField(min_value=1, max_value=5, initial=3,
+                                      help_text="A refused tree goes back to the model with the problems found.")
+    temperature = forms.FloatField(min_value=0, max_value=2, required=False)
+
+    def clean_paper(self) -> str:
+        slug = self.cleaned_data["paper"]
+        paper = Paper.objects.filter(slug=slug).first()
+        if paper is None:
+            raise forms.ValidationError(f"No paper with id {slug!r}.")
+        if not paper.markdown.strip():
+            raise forms.ValidationError(f"Paper {slug!r} has no Markdown text yet: attach its PDF first.")
+        return slug
+
+    def clean_endpoint(self) -> str:
+        from apps.judging.models import ModelEndpoint
+
+        name = self.cleaned_data["endpoint"]
+        if not ModelEndpoint.objects.filter(name=name).exists():
+            raise forms.ValidationError(f"No model endpoint named {name!r}.")
+        return name
+
+    def clean_code_folder(self) -> str:
+        from pathlib import Path
+
+        from django.conf import settings
+
+        value = (self.cleaned_data.get("code_folder") or "").strip()
+        if not value:
+            return ""
+        root = (Path(settings.DATA_DIR) / "official_code").resolve()
+        folder = (Path(settings.DATA_DIR) / value).resolve()
+        if root not in folder.parents or not folder.is_dir():
+            raise forms.ValidationError("The code folder must be an existing folder under official_code/ in the "
+                                        "data folder.")
+        return value

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -36,3 +37,46 @@ class Paper(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class PaperCandidate(models.Model):
+    """A paper proposed for Research-Factory, read from an arXiv, BibTeX or CSV list.
+
+    Candidates are triaged (kept or rejected) on the intake page; a kept one becomes a ``Paper``
+    when its PDF is attached and converted to Markdown.
+    """
+
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        KEPT = "kept", "Kept"
+        REJECTED = "rejected", "Rejected"
+        IMPORTED = "imported", "Imported"
+
+    title = models.CharField(max_length=500, blank=True)
+    arxiv_id = models.CharField(max_length=40, blank=True, db_index=True)
+    # Duplicate check: arXiv id without version, else the normalised title (see candidates.py).
+    key = models.CharField(max_length=600, unique=True)
+    authors = models.TextField(blank=True)
+    venue = models.CharField(max_length=100, blank=True, db_index=True, help_text="Normalised: NeurIPS, ICML, ICLR...")
+    venue_raw = models.CharField(max_length=500, blank=True)
+    year = models.PositiveSmallIntegerField(null=True, blank=True, db_index=True)
+    citations = models.PositiveIntegerField(null=True, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    pdf_url = models.URLField(max_length=500, blank=True)
+    abstract = models.TextField(blank=True)
+    extra = models.JSONField(default=dict, blank=True)
+    source_format = models.CharField(max_length=10)
+    source_name = models.CharField(max_length=300, blank=True)
+    source_line = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.NEW, db_index=True)
+    note = models.TextField(blank=True)
+    paper = models.ForeignKey(Paper, null=True, blank=True, on_delete=models.SET_NULL, related_name="candidates")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-year", "-citations", "title"]
+
+    def __str__(self) -> str:
+        return self.title or self.arxiv_id

@@ -141,3 +141,16 @@ register(
         gpus=1,
     )
 )
+
+register(
+    JobKind(
+        name="rubric_draft",
+        label="Draft a rubric with a model",
+        queue="cpu",
+        engine="worker.engines.rubric_draft.run",
+        description="A model drafts a PaperBench rubric tree from a paper's Markdown (and its official code); "
+        "refused trees go back with the validator's problems. Saved as the draft and a model-draft version, "
+        "never over a curated rubric (docs/research-factory.md).",
+        form="apps.papers.forms.RubricDraftConfigForm",
+    )
+)

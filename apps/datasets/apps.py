@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class DatasetsConfig(AppConfig):
+    name = "apps.datasets"
+    label = "datasets"
+    verbose_name = "Datasets"

@@ -1,0 +1,1 @@
+"""Research-Factory: rubric drafting and distillation by rejection sampling (pure parts)."""
