@@ -82,14 +82,18 @@ def launch_job(
         priority = getattr(import_module(module_name), name)(config)
     if not 0 <= priority <= 9:
         raise ValidationError({"priority": "priority must be between 0 (first) and 9 (last)."})
+    # A kind whose form asks how many GPUs (SFT, RL) overrides the kind's own count.
+    queue, gpus = spec.queue, int(config.get("gpus", spec.gpus))
+    if spec.placement_for:
+        module_name, _, name = spec.placement_for.rpartition(".")
+        queue, gpus = getattr(import_module(module_name), name)(config)
     job = Job.objects.create(
         kind=kind,
         title=title or spec.label,
         config=config,
         config_version=spec.config_version,
-        queue=spec.queue,
-        # A kind whose form asks how many GPUs (SFT) overrides the kind's own count.
-        gpus=int(config.get("gpus", spec.gpus)),
+        queue=queue,
+        gpus=gpus,
         priority=priority,
         parent=parent,
         time_limit_s=time_limit_s or spec.time_limit_s,

@@ -63,6 +63,8 @@
   }
 
   function handle(ev) {
+    // Kind-specific panels (job-rl.js) follow the same events without a second socket.
+    document.dispatchEvent(new CustomEvent("job:event", { detail: ev }));
     switch (ev.kind) {
       case "snapshot":
         reloadMetrics();

@@ -70,6 +70,7 @@ class StubState:
         # the whole assistant message (content, tool_calls), None falls through to the defaults.
         self.responder: Callable[[dict[str, Any]], str | dict[str, Any] | None] | None = None
         self.requests: list[dict[str, Any]] = []
+        self.reloads: list[dict[str, Any]] = []  # weight reloads asked of an inference server (RL)
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests served at once: checks client concurrency limits
         self.lock = threading.Lock()
@@ -109,6 +110,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         state = self.server.state
+        if self.path.rstrip("/").endswith(("/update_weights_from_disk", "/load_lora_adapter")):
+            # SGLang's and vLLM's weight-reload routes, as an RL trainer calls them after an update
+            with state.lock:
+                state.reloads.append({"path": self.path, **json.loads(raw or b"{}")})
+            self._send(200, {"success": True, "message": "weights loaded"})
+            return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._send(404, {"error": {"message": "not found"}})
             return

@@ -154,3 +154,17 @@ register(
         form="apps.papers.forms.RubricDraftConfigForm",
     )
 )
+
+register(
+    JobKind(
+        name="rl",
+        label="Progressive RL",
+        queue="cpu",
+        engine="worker.engines.rl.run",
+        placement_for="worker.engines.rl.placement",
+        description="KLong's progressive RL: stages with growing rollout timeouts (2 h, 4 h, 6 h), n rollouts "
+        "per task split into sub-trajectories, each judged on its submission state; advantage = Q minus the "
+        "task's mean; clipped policy-gradient updates; a checkpoint at every stage boundary (docs/rl.md).",
+        form="apps.jobs.forms_rl.RLForm",
+    )
+)

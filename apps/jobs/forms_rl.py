@@ -1,0 +1,155 @@
+"""The launch form of progressive-RL jobs (kind ``rl``): policy, tasks, stages, update settings.
+
+The page and the API both validate with it (``apps.jobs.services.validate_config``); every
+cleaned value is plain JSON, and the stages are kept as their normalised text
+("2h:10, 4h:10, 6h:10") so "Launch again with changes" shows them as typed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from django import forms
+
+DEFAULT_STAGES = "2h:10, 4h:10, 6h:10"
+_STAGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*:\s*(\d+)\s*$")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_stages(text: str) -> list[tuple[float, int]]:
+    """"2h:10, 4h:10" -> [(7200.0, 10), (14400.0, 10)]; raises ValueError with the reason."""
+    stages = []
+    for part in [p for p in text.split(",") if p.strip()]:
+        match = _STAGE_RE.match(part)
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not TIMEOUT:ITERATIONS (e.g. 2h:10, 90m:5, 600s:3).")
+        timeout = float(match.group(1)) * _UNIT_S[match.group(2)]
+        iterations = int(match.group(3))
+        if timeout <= 0 or iterations < 1:
+            raise ValueError(f"{part.strip()!r}: a stage needs a positive timeout and at least one iteration.")
+        stages.append((timeout, iterations))
+    if not stages:
+        raise ValueError("Give at least one stage.")
+    for (a, _), (b, _) in zip(stages, stages[1:], strict=False):
+        if b <= a:
+            raise ValueError("Stage timeouts must grow from one stage to the next (T(1) < T(2) < ...).")
+    return stages
+
+
+def format_stages(stages: list[tuple[float, int]]) -> str:
+    def span(seconds: float) -> str:
+        for unit, size in (("h", 3600.0), ("m", 60.0)):
+            if seconds >= size and seconds % size == 0:
+                return f"{seconds / size:g}{unit}"
+        return f"{seconds:g}s"
+
+    return ", ".join(f"{span(t)}:{n}" for t, n in stages)
+
+
+class RLForm(forms.Form):
+    """Progressive RL: which policy, which tasks, the stages and the update."""
+
+    policy_checkpoint = forms.ChoiceField(
+        required=False, label="Policy checkpoint",
+        help_text="A trained checkpoint (Jobs > Checkpoints), e.g. the result of an SFT job; or give a folder below.",
+    )
+    policy_model = forms.CharField(
+        required=False, max_length=500, label="Policy model folder",
+        help_text="A local model folder (config.json and a tokenizer with a chat template), instead of a checkpoint.",
+    )
+    task_source = forms.ChoiceField(
+        choices=[("papers", "Papers (agent in sandboxes, rubric judge)"), ("toy", "Toy task (programmatic rubric)")],
+        initial="papers", label="Tasks",
+        help_text="The toy task runs the policy on this worker with a simulated clock: a smoke test of the loop.",
+    )
+    papers = forms.MultipleChoiceField(
+        required=False, help_text="Papers with a saved rubric version; each is one task (group) of n rollouts.",
+    )
+    sandbox_image = forms.CharField(
+        required=False, max_length=300, help_text="Docker image the agent runs in (bubblewrap ignores it)."
+    )
+    sandbox_backend = forms.ChoiceField(
+        choices=[("auto", "auto"), ("docker", "Docker API"), ("bwrap", "bubblewrap")], initial="auto"
+    )
+    judge_endpoint = forms.ChoiceField(required=False, help_text="The model endpoint that grades the rubric leaves.")
+    toy_tasks = forms.IntegerField(min_value=1, max_value=16, initial=2, help_text="Toy task: number of tasks.")
+    stages = forms.CharField(
+        initial=DEFAULT_STAGES, max_length=500,
+        help_text="TIMEOUT:ITERATIONS per stage, comma-separated, timeouts growing (units s, m, h).",
+    )
+    n_rollouts = forms.IntegerField(min_value=1, max_value=256, initial=4, label="Rollouts per task (n)")
+    l_max = forms.IntegerField(
+        min_value=64, initial=32768, label="L_max",
+        help_text="Context limit of a sub-trajectory; with the overlap it decides how many (K) a rollout gives.",
+    )
+    overlap_turns = forms.IntegerField(min_value=0, initial=2, help_text="Turns shared by adjacent sub-trajectories.")
+    clip_eps = forms.FloatField(min_value=0.001, max_value=1.0, initial=0.2, label="Clip epsilon")
+    kl_coef = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.0, label="KL coefficient",
+                               help_text="0: no reference model; > 0: KL penalty to the starting policy.")
+    learning_rate = forms.FloatField(min_value=0.0, max_value=1.0, initial=1e-6)
+    ppo_epochs = forms.IntegerField(min_value=1, max_value=16, initial=1, label="Passes per iteration")
+    minibatch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8,
+                                        help_text="Sub-trajectories per optimiser step.")
+    partial_rollouts = forms.BooleanField(
+        required=False, initial=True, help_text="Run the next batch's rollouts while this batch is judged and trained."
+    )
+    max_staleness = forms.IntegerField(
+        min_value=0, max_value=16, initial=1, help_text="A rollout more updates behind the policy is run again."
+    )
+    policy_server_url = forms.URLField(
+        required=False, label="Inference server", help_text="For large policies: the OpenAI-compatible base URL of "
+        "a vLLM or SGLang server (…/v1); the weights are reloaded after every update. Empty: generate on the worker.",
+    )
+    policy_server_reload = forms.ChoiceField(
+        choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter")],
+        initial="sglang", label="Reload call",
+    )
+    gpus = forms.IntegerField(min_value=0, max_value=64, initial=0, help_text="0: the cpu queue; more: the gpu queue.")
+    seed = forms.IntegerField(min_value=0, initial=0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from apps.jobs.models import ModelCheckpoint
+        from apps.judging.models import ModelEndpoint
+        from apps.papers.models import Paper
+
+        self.fields["policy_checkpoint"].choices = [("", "—")] + [
+            (str(c.pk), f"#{c.pk} {c.name} ({c.method}, {c.created_at:%Y-%m-%d})")
+            for c in ModelCheckpoint.objects.all()[:200]
+        ]
+        self.fields["papers"].choices = [
+            (str(p.pk), f"{p.slug}: {p.title}"[:120])
+            for p in Paper.objects.filter(rubric_versions__isnull=False).distinct().order_by("slug")
+        ]
+        self.fields["judge_endpoint"].choices = [("", "—")] + [
+            (e.name, e.name) for e in ModelEndpoint.objects.order_by("name")
+        ]
+
+    def clean_stages(self) -> str:
+        try:
+            return format_stages(parse_stages(self.cleaned_data["stages"]))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_policy_model(self) -> str:
+        value = self.cleaned_data["policy_model"].strip()
+        if value:
+            folder = Path(value)
+            if not (folder / "config.json").is_file() or not any(folder.glob("tokenizer*")):
+                raise forms.ValidationError(f"{value} is not a model folder (config.json and a tokenizer).")
+        return value
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if bool(data.get("policy_checkpoint")) == bool(data.get("policy_model")):
+            self.add_error("policy_checkpoint", "Choose a checkpoint or give a model folder (one of the two).")
+        if data.get("task_source") == "papers":
+            if not data.get("papers"):
+                self.add_error("papers", "Choose at least one paper with a rubric version.")
+            if not data.get("judge_endpoint"):
+                self.add_error("judge_endpoint", "Papers are judged by a model endpoint: choose one.")
+        elif data.get("policy_server_url"):
+            self.add_error("policy_server_url", "The toy task generates on the worker: leave the server empty.")
+        return data

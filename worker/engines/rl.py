@@ -1,0 +1,141 @@
+"""The progressive-RL job (kind ``rl``): builds tasks, runner, judge and policy serving from the
+config, runs ``worker.training.rl.train_rl`` and records a checkpoint at every stage boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from apps.jobs.forms_rl import parse_stages
+from apps.jobs.models import Job, ModelCheckpoint
+from apps.trajectories.splitting import SplitConfig
+from worker.progress import JobCancelled, Progress
+from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
+
+
+def placement(config: dict[str, Any]) -> tuple[str, int]:
+    """(queue, gpus) of an RL job: the gpu queue when it asks for GPUs, else the cpu queue."""
+    gpus = int(config.get("gpus") or 0)
+    return ("gpu" if gpus > 0 else "cpu"), gpus
+
+
+class JobReporter(Reporter):
+    def __init__(self, job: Job, progress: Progress, total: int) -> None:
+        self.job = job
+        self.progress_ = progress
+        self.total = total
+        self.cancelled = False
+        progress.set_total(total, stage="rl")
+
+    def metric(self, step: int, **values: float) -> None:
+        self.progress_.metric(step, **values)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        try:
+            self.progress_.update(done / total if total else 0.0, message, step=done, force=True)
+        except JobCancelled:
+            self.cancelled = True
+
+    def log(self, text: str) -> None:
+        self.progress_.log(text)
+
+    def stage_done(self, stage: int, path: Path, info: dict[str, Any]) -> None:
+        config = self.job.config
+        relative = str(Path(path).resolve().relative_to(Path(settings.DATA_DIR).resolve()))
+        checkpoint = ModelCheckpoint.objects.create(
+            job=self.job, name=f"{self.job.title} #{self.job.pk} stage {stage}", path=relative,
+            base_model=info["start_from"], method="rl", config={**config, "stage": stage},
+            metrics={k: v for k, v in info.items() if k != "start_from"},
+        )
+        self.progress_.checkpoint({"step": info["last_step"], "stage": stage, "path": str(path),
+                                   "model_checkpoint": checkpoint.pk})
+        self.progress_.artifact(f"stage {stage} policy", relative, kind="checkpoint", checkpoint=checkpoint.pk)
+        self.progress_.log(f"stage {stage} done: checkpoint #{checkpoint.pk} at {relative}")
+
+    def should_stop(self) -> bool:
+        if not self.cancelled:
+            try:
+                self.progress_.check_cancelled()
+            except JobCancelled:
+                self.cancelled = True
+        return self.cancelled
+
+
+def policy_folder(config: dict[str, Any]) -> str:
+    if config.get("policy_checkpoint"):
+        checkpoint = ModelCheckpoint.objects.get(pk=int(config["policy_checkpoint"]))
+        return str(Path(settings.DATA_DIR) / checkpoint.path)
+    return str(config["policy_model"])
+
+
+def paper_tasks(config: dict[str, Any]) -> list[Task]:
+    from apps.papers.models import Paper
+    from worker.training.rl_agent import PaperTask
+
+    tasks = []
+    for paper in Paper.objects.filter(pk__in=[int(p) for p in config.get("papers", [])]).order_by("pk"):
+        version = paper.rubric_versions.order_by("-number").first()
+        if version is None:
+            raise RLError(f"paper {paper.slug} has no rubric version to judge against")
+        blacklist = [str(url) for url in paper.blacklist or []]
+        tasks.append(Task(paper.slug, PaperTask(
+            paper.pk, paper.slug, paper.markdown, addendum=paper.addendum, blacklist=blacklist,
+            image=config.get("sandbox_image", ""), rubric_version=version.pk,
+        )))
+    return tasks
+
+
+def run(job: Job, progress: Progress) -> dict[str, Any]:
+    config = job.config
+    stages = tuple(Stage(t, n) for t, n in parse_stages(config["stages"]))
+    output_dir = Path(settings.DATA_DIR) / "checkpoints" / f"job-{job.pk}"
+    rl_settings = RLSettings(
+        policy=policy_folder(config), output_dir=output_dir, stages=stages,
+        n_rollouts=int(config.get("n_rollouts", 4)),
+        split=SplitConfig(l_max=int(config.get("l_max", 32768)), overlap_turns=int(config.get("overlap_turns", 2))),
+        clip_eps=float(config.get("clip_eps", 0.2)), kl_coef=float(config.get("kl_coef", 0.0)),
+        learning_rate=float(config.get("learning_rate", 1e-6)), ppo_epochs=int(config.get("ppo_epochs", 1)),
+        minibatch_size=int(config.get("minibatch_size", 8)),
+        partial_rollouts=bool(config.get("partial_rollouts", True)),
+        max_staleness=int(config.get("max_staleness", 1)), seed=int(config.get("seed", 0)),
+    )
+    reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
+    make_policy = None
+    if config.get("task_source") == "toy":
+        from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
+
+        tasks, runner, judge = toy_tasks(int(config.get("toy_tasks", 2))), ToyRunner(), ToyJudge()
+    else:
+        from worker.training.rl_agent import AgentRunner, QueueJudge
+
+        tasks = paper_tasks(config)
+        runner = AgentRunner(Path(settings.DATA_DIR) / "submissions", sandbox_backend=config.get("sandbox_backend", "auto"),
+                             l_max=rl_settings.split.l_max, should_stop=reporter.should_stop)
+        judge = QueueJudge(config["judge_endpoint"], user=job.created_by)
+        if config.get("policy_server_url"):
+            from worker.training.rl_serving import RemotePolicy, ServerConfig
+
+            server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
+                                  reload=config.get("policy_server_reload", "sglang"))
+
+            def make_policy(model, tokenizer, version):
+                return RemotePolicy(server, output_dir / "served", tokenizer, version)
+
+    # A retried job resumes after its last finished stage, from that stage's checkpoint.
+    done = job.checkpoint or {}
+    start_stage = int(done.get("stage", 0)) + 1
+    if start_stage > len(stages):
+        return {"stages": [], "note": "every stage had finished before this attempt"}
+    if start_stage > 1:
+        progress.log(f"resuming at stage {start_stage} from {done['path']}")
+    try:
+        result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
+                          start_stage=start_stage, start_from=done.get("path"))
+    except RLStopped:
+        raise JobCancelled() from None
+    if reporter.cancelled:
+        raise JobCancelled()
+    result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))
+    return result

@@ -1,0 +1,122 @@
+"""Policy serving for large models: an OpenAI-compatible inference server, reloaded after each update.
+
+Small policies generate on the worker (``rl.LocalPolicy``). A large one is served by vLLM or
+SGLang on its own GPUs; the agent talks to it through the worker/llm HTTP client like to any
+endpoint, and after every update the trainer saves the new weights to a folder the server can
+read and asks it to load them:
+
+- SGLang: ``POST {server}/update_weights_from_disk {"model_path": folder}`` (``reload="sglang"``);
+- vLLM: ``POST {server}/v1/load_lora_adapter {"lora_name": name, "lora_path": folder}`` for LoRA
+  policies (``reload="vllm_lora"``; the rollouts then ask for the adapter's name as the model).
+  Full-weight reloads in vLLM need its development endpoints or a restart: not done here.
+
+Only the client side lives here (config, save, the reload call); it cannot be run end to end on
+a machine without such a server, and the tests check the calls against the loopback stub.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+RELOAD_STYLES = ("sglang", "vllm_lora")
+
+
+class ReloadError(RuntimeError):
+    """The inference server did not take the new weights: rollouts would use stale ones."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    base_url: str  # the OpenAI-compatible API, e.g. http://gpu-node:30000/v1
+    model: str  # the served model name (vLLM LoRA: the adapter name prefix)
+    reload: str = "sglang"
+    api_key_env: str = ""
+    timeout_s: float = 600.0  # loading a 100B model from disk takes minutes
+    keep_versions: int = 2  # weight folders kept on disk (the served one and the one before)
+
+    def __post_init__(self) -> None:
+        if self.reload not in RELOAD_STYLES:
+            raise ValueError(f"reload must be one of {', '.join(RELOAD_STYLES)}, got {self.reload!r}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+
+    @property
+    def server_root(self) -> str:
+        """The server's root (the base URL without its /v1), where SGLang's admin routes live."""
+        parts = urlsplit(self.base_url.rstrip("/"))
+        path = parts.path[: -len("/v1")] if parts.path.endswith("/v1") else parts.path
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def reload_request(config: ServerConfig, folder: Path, version: int) -> tuple[str, dict[str, Any]]:
+    """(URL, JSON body) of the reload call for a weight folder."""
+    if config.reload == "sglang":
+        return f"{config.server_root}/update_weights_from_disk", {"model_path": str(folder)}
+    return (f"{config.base_url.rstrip('/')}/load_lora_adapter",
+            {"lora_name": f"{config.model}-v{version}", "lora_path": str(folder)})
+
+
+class RemotePolicy:
+    """``Policy`` backed by an inference server: ``publish`` saves the weights and reloads them."""
+
+    def __init__(self, config: ServerConfig, weights_dir: Path, tokenizer: Any = None, version: int = 0) -> None:
+        self.config = config
+        self.weights_dir = Path(weights_dir)
+        self.tokenizer = tokenizer
+        self.version = version
+        self.lock = threading.RLock()
+        self._published: list[Path] = []
+
+    @property
+    def served_model(self) -> str:
+        """The model name rollouts must ask for (a LoRA adapter has one per version)."""
+        if self.config.reload == "vllm_lora":
+            return f"{self.config.model}-v{self.version}"
+        return self.config.model
+
+    def publish(self, model: Any, version: int) -> None:
+        import requests
+
+        folder = self.weights_dir / f"policy-v{version}"
+        model.save_pretrained(folder)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        url, body = reload_request(self.config, folder, version)
+        headers = {}
+        if self.config.api_key_env:
+            import os
+
+            key = os.environ.get(self.config.api_key_env)
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+        with self.lock:
+            try:
+                response = requests.post(url, json=body, headers=headers, timeout=self.config.timeout_s)
+            except requests.RequestException as exc:
+                raise ReloadError(f"cannot reach the inference server at {url}: {exc}") from exc
+            ok = response.ok
+            if ok and self.config.reload == "sglang":
+                try:
+                    ok = bool(response.json().get("success", True))
+                except ValueError:
+                    ok = False
+            if not ok:
+                raise ReloadError(f"the inference server refused the weights ({response.status_code}): "
+                                  f"{response.text[:300]}")
+            self.version = version
+        self._published.append(folder)
+        while len(self._published) > max(1, self.config.keep_versions):
+            shutil.rmtree(self._published.pop(0), ignore_errors=True)
+
+    def chat_client(self) -> Any:
+        """A worker/llm client for the agent, pointed at the served policy."""
+        from worker.llm.client import make_client
+        from worker.llm.config import EndpointConfig
+
+        return make_client(EndpointConfig(name="rl-policy", model=self.served_model, base_url=self.config.base_url,
+                                          api_key_env=self.config.api_key_env, timeout_s=self.config.timeout_s))
