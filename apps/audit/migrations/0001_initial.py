@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('judging', '0004_leafgrade_graded_at_leafgrade_graded_by'),
+        ('judging', '0004_leaf_grade_graded_by'),
         ('papers', '0003_candidates'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
