@@ -187,7 +187,9 @@ class ChatClient:
             record.completion_tokens = estimate_tokens(text)
         record.cost_usd = self.config.cost(record.prompt_tokens, record.completion_tokens)
         record.ok = True
-        return ChatResult(text=text, record=record, finish_reason=choice.get("finish_reason"))
+        calls = choice["message"].get("tool_calls")
+        return ChatResult(text=text, record=record, finish_reason=choice.get("finish_reason"),
+                          tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [])
 
 
 def _retry_after(response: requests.Response) -> float | None:

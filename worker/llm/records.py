@@ -32,6 +32,9 @@ class ChatResult:
     text: str
     record: CallRecord
     finish_reason: str | None = None
+    # OpenAI-shaped tool calls ({"id", "type": "function", "function": {"name", "arguments"}})
+    # when the server returned structured ones; the agent reads calls from the text otherwise.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LLMError(Exception):
