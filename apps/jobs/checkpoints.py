@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
 from apps.jobs.models import ModelCheckpoint
+from apps.ops.artifacts import fetch_artifact
 
 
 def checkpoint_list(request: HttpRequest) -> HttpResponse:
@@ -24,7 +25,10 @@ def checkpoint_list(request: HttpRequest) -> HttpResponse:
 def checkpoint_folder(checkpoint: ModelCheckpoint) -> Path:
     folder = (settings.DATA_DIR / checkpoint.path).resolve()
     # The path is data, not code: never serve anything outside the data folder.
-    if settings.DATA_DIR.resolve() not in folder.parents or not folder.is_dir():
+    if settings.DATA_DIR.resolve() not in folder.parents:
+        raise Http404("The checkpoint's files are not on this server.")
+    # Trained on another machine (KLONG_STORAGE=s3): fetched from the bucket on first use.
+    if not folder.is_dir() and not fetch_artifact(folder):
         raise Http404("The checkpoint's files are not on this server.")
     return folder
 

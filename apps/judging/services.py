@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.ops.artifacts import fetch_artifact, publish_artifact
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from worker.judge.grader import JudgeOutcome
@@ -56,7 +57,8 @@ def submission_folder(relative: str) -> Path:
     root = submissions_root()
     if root not in full.parents:
         raise ValidationError(f"A submission must be a folder under {SUBMISSIONS}/ in the data folder.")
-    if not full.is_dir():
+    # Stored by another machine (KLONG_STORAGE=s3): fetched from the bucket on first use.
+    if not full.is_dir() and not fetch_artifact(full):
         raise ValidationError(f"Submission folder {relative!r} does not exist.")
     return full
 
@@ -80,6 +82,7 @@ def store_submission_upload(upload) -> str:
         except SubmissionError as exc:
             raise ValidationError(f"Submission refused: {exc}") from None
     _unwrap_single_folder(dest)
+    publish_artifact(dest)  # for the judge worker, which may run on another machine
     return f"{SUBMISSIONS}/{name}"
 
 

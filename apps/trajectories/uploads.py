@@ -19,6 +19,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
 from apps.jobs.models import Job
+from apps.ops.artifacts import publish_artifact
 from apps.papers.models import Paper
 from apps.trajectories.services import ImportResult, import_trajectories
 
@@ -89,6 +90,7 @@ def import_upload(
 
         folder = Path(settings.DATA_DIR) / "imports" / uuid.uuid4().hex
         path = stage_upload(uploaded, folder)
+        publish_artifact(folder)  # the import job may run on another machine
         job = launch_job(
             "trajectory_import",
             {"path": str(path), "paper": paper.pk if paper else None, "skip_bad": skip_bad,

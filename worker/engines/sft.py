@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job, ModelCheckpoint
+from apps.ops.artifacts import publish_artifact
 from worker.progress import JobCancelled, Progress
 from worker.training.examples import ChatTemplateTurns, Example, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
@@ -45,13 +46,16 @@ class JobReporter(Reporter):
 
 
 def select_trajectories(config: dict[str, Any]):
-    """The given ids, else accepted trajectories matching paper / source / minimum score (the
-    list page's filters). Rejected trajectories are never trained on, however they were chosen."""
+    """A named dataset's trajectories, or the given ids, else accepted trajectories matching paper /
+    source / minimum score (the list page's filters). Rejected trajectories are never trained on,
+    however they were chosen."""
     from apps.papers.models import Paper
     from apps.trajectories.models import Trajectory
     from apps.trajectories.queries import filter_trajectories
 
     chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
+    if config.get("dataset"):
+        return chosen.filter(datasets__name=config["dataset"]).order_by("pk")
     if config.get("ids"):
         return chosen.filter(pk__in=[int(i) for i in str(config["ids"]).split(",") if i]).order_by("pk")
     paper = None
@@ -142,4 +146,5 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         manifest_hashes=manifest_hashes, trajectory_ids=trajectory_ids, config=config, metrics=metrics,
     )
     progress.artifact("model", checkpoint.path, kind="checkpoint", checkpoint=checkpoint.pk)
+    publish_artifact(Path(metrics["final_path"]))  # for the web servers and other workers (KLONG_STORAGE=s3)
     return {**metrics, "checkpoint": checkpoint.pk, "dataset_hash": data_hash, "trajectories": len(trajectory_ids)}

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
+from apps.ops.artifacts import discard_artifact, fetch_artifact
 from apps.papers.models import Paper
 from apps.trajectories.services import ImportedTrajectory, import_trajectories
 from worker.progress import Progress
@@ -25,6 +26,9 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     # A job config can come from the jobs API: never let it read arbitrary server files.
     if not path.is_relative_to(import_root()):
         raise ValueError(f"path must be inside {import_root()} (use manage.py import_trajectories for others)")
+    if config.get("cleanup"):
+        # Staged by the web server: on this machine already, or fetched from the media storage.
+        fetch_artifact(Path(str(config["cleanup"])).resolve())
     paper = Paper.objects.get(pk=config["paper"]) if config.get("paper") else None
     done = 0
 
@@ -44,5 +48,6 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         cleanup = Path(str(config.get("cleanup") or "")).resolve()
         if config.get("cleanup") and cleanup.is_relative_to(import_root()) and cleanup != import_root():
             shutil.rmtree(cleanup, ignore_errors=True)
+            discard_artifact(cleanup)
     progress.update(1.0, f"{len(result.trajectories)} trajectories imported", force=True)
     return result.as_dict()
