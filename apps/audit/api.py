@@ -73,12 +73,12 @@ class AuditViewSet(viewsets.GenericViewSet):
 
     @action(detail=False, methods=["get"])
     def compare(self, request):
-        """?runs=ID,ID,...: one tree, a column per run; ``format=csv`` for CSV."""
+        """?runs=ID,ID,...: one tree, a column per run; ``export=csv`` for CSV."""
         try:
             comparison = services.build_comparison(services.parse_run_ids(request.query_params.get("runs")))
         except DjangoValidationError as exc:
             return _bad(exc)
-        if request.query_params.get("format") == "csv":
+        if request.query_params.get("export") == "csv":
             return _csv(services.comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
         return Response(services.comparison_json(comparison))
 
@@ -115,7 +115,7 @@ class AuditViewSet(viewsets.GenericViewSet):
 
     @action(detail=False, methods=["get"])
     def report(self, request):
-        """Candidate judge vs reference: correlations with bootstrap CIs, flips, verdict. ``format=csv``."""
+        """Candidate judge vs reference: correlations with bootstrap CIs, flips, verdict. ``export=csv``."""
         serializer = ReportSerializer(data=request.query_params)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -123,7 +123,7 @@ class AuditViewSet(viewsets.GenericViewSet):
             report = services.judge_report(services.ReportRequest(**data))
         except DjangoValidationError as exc:
             return _bad(exc)
-        if request.query_params.get("format") == "csv":
+        if request.query_params.get("export") == "csv":
             return _csv(services.report_csv(report), "judge-report.csv")
         return Response(report)
 

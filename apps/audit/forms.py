@@ -42,14 +42,23 @@ class ReportForm(forms.Form):
     papers = forms.ModelMultipleChoiceField(queryset=Paper.objects.all(), to_field_name="slug", required=False,
                                             help_text="Default: every paper graded by both.",
                                             widget=forms.SelectMultiple(attrs={"size": 4}))
-    metric = forms.ChoiceField(choices=[(m, m) for m in VERDICT_METRICS], initial="kendall")
-    threshold = forms.FloatField(initial=0.8, min_value=-1.0, max_value=1.0)
-    confidence = forms.FloatField(initial=0.95, min_value=0.5, max_value=0.999)
-    n_resamples = forms.IntegerField(initial=1000, min_value=0, max_value=10_000, label="Bootstrap resamples")
-    seed = forms.IntegerField(initial=0)
+    metric = forms.ChoiceField(choices=[(m, m) for m in VERDICT_METRICS], initial="kendall", required=False)
+    threshold = forms.FloatField(initial=0.8, min_value=-1.0, max_value=1.0, required=False)
+    confidence = forms.FloatField(initial=0.95, min_value=0.5, max_value=0.999, required=False)
+    n_resamples = forms.IntegerField(initial=1000, min_value=0, max_value=10_000, label="Bootstrap resamples",
+                                     required=False)
+    seed = forms.IntegerField(initial=0, required=False)
 
     def __init__(self, *args, judges: list[str] = (), **kwargs):
         super().__init__(*args, **kwargs)
         choices = [(j, j) for j in judges]
         self.fields["reference"].choices = choices
         self.fields["candidate"].choices = choices
+
+    def clean(self):
+        data = super().clean()
+        # A bare link (?reference=..&candidate=..) gets the defaults shown on the form.
+        for name in ("metric", "threshold", "confidence", "n_resamples", "seed"):
+            if data.get(name) in (None, ""):
+                data[name] = self.fields[name].initial
+        return data

@@ -1,0 +1,228 @@
+"""Comparison, human grading, queues, reports, what-if and exports through the API and the pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from apps.audit import services
+from apps.audit.models import AuditItem
+from apps.judging.models import JudgeRun, LeafGrade
+from tests.audit.helpers import leaf_indexes, make_run
+from tests.judging.helpers import make_paper_with_rubric
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(personas):
+    """One paper, two model judges and a human on submission A, the judges on B and C too."""
+    paper, version = make_paper_with_rubric("audit-paper")
+    leaves = leaf_indexes(version)  # 5 leaves
+    a = {i: 1.0 for i in leaves}
+    b = {**a, leaves[0]: 0.0, leaves[4]: None}  # disagrees on leaf 0, invalid on leaf 4
+    big = make_run(version, "big-judge", a, submission="submissions/a", cost=2.0)
+    cheap = make_run(version, "cheap-judge", b, submission="submissions/a", cost=0.25)
+    for name, scores_big, scores_cheap in (("b", {leaves[0]: 1.0}, {leaves[0]: 1.0}),
+                                           ("c", {}, {leaves[2]: 1.0})):
+        make_run(version, "big-judge", scores_big, submission=f"submissions/{name}", cost=2.0)
+        make_run(version, "cheap-judge", scores_cheap, submission=f"submissions/{name}", cost=0.25)
+    return {"paper": paper, "version": version, "leaves": leaves, "big": big, "cheap": cheap, **personas}
+
+
+def test_comparison_puts_sources_side_by_side_and_flags_disagreements(world):
+    c = services.build_comparison([world["big"].pk, world["cheap"].pk])
+    leaves = world["leaves"]
+    assert [s.label for s in c.sources] == ["big-judge", "cheap-judge"]
+    rows = {r["index"]: r for r in c.rows}
+    assert rows[leaves[0]]["disagree"] and not rows[leaves[1]]["disagree"]
+    assert rows[leaves[4]]["invalid"] and not rows[leaves[4]]["disagree"]  # invalid is not a disagreement
+    assert c.disagreements == 1
+    assert c.sources[0].scores[0] == pytest.approx(1.0)
+    assert c.sources[1].scores[0] == pytest.approx(world["cheap"].score)
+    metrics = c.metrics[0]["overall"]
+    assert (metrics["num_samples"], metrics["disagreements"], metrics["accuracy"]) == (4, 1, 0.75)
+    assert c.metrics[0]["skipped"] == 1
+
+
+def test_compare_page_renders_grid_with_own_column(world, client_for):
+    response = client_for("curator").get(f"/audit/compare/?runs={world['big'].pk},{world['cheap'].pk}")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="audit-grid"' in html and html.count('data-testid="my-cell"') == 5
+    assert "you (curator)" in html and 'data-disagree="1"' in html
+    viewer_html = client_for("viewer").get(f"/audit/compare/?runs={world['big'].pk}").content.decode()
+    assert 'data-testid="my-cell"' not in viewer_html and 'data-testid="grade-bar"' not in viewer_html
+
+
+@pytest.mark.parametrize(("runs", "message"), [
+    ("", "Pick at least one run"), ("1,x", "Not a run id"), ("999999", "No judge run with id 999999"),
+    (",".join(str(i) for i in range(1, 12)), "at most 8"),
+])
+def test_bad_run_lists_are_400_with_a_message(world, client_for, runs, message):
+    for url in (f"/audit/compare/?runs={runs}", f"/api/audit/compare/?runs={runs}"):
+        response = client_for("viewer").get(url)
+        assert response.status_code == 400
+        assert message in response.content.decode()
+
+
+def test_runs_of_two_papers_cannot_be_compared(world, client_for):
+    _other, version = make_paper_with_rubric("other-paper")
+    run = make_run(version, "big-judge", {})
+    response = client_for("viewer").get(f"/api/audit/compare/?runs={world['big'].pk},{run.pk}")
+    assert response.status_code == 400 and "same paper" in response.json()["detail"][0]
+
+
+def test_a_human_grade_is_its_own_source_and_never_touches_the_judge(world, client_for):
+    leaf = world["leaves"][0]
+    client = client_for("curator")
+    response = client.post("/api/audit/grades/", {"run": world["cheap"].pk, "node_index": leaf, "score": 1,
+                                                  "note": "the loader is there"}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    human = JudgeRun.objects.get(pk=body["human_run"])
+    assert human.kind == "human" and human.graded_by == world["curator"] and human.submission == "submissions/a"
+    assert body["graded_by"] == "curator" and body["note"] == "the loader is there"
+    assert LeafGrade.objects.get(run=world["cheap"], node_index=leaf).score == 0.0  # the judge keeps its grade
+    # Saving again updates the same human grade, not a second run.
+    client.post("/api/audit/grades/", {"run": world["big"].pk, "node_index": leaf, "score": 0},
+                content_type="application/json")
+    assert JudgeRun.objects.filter(kind="human", graded_by=world["curator"]).count() == 1
+    assert LeafGrade.objects.get(run=human, node_index=leaf).score == 0.0
+    human.refresh_from_db()
+    assert human.n_leaves == 1 and human.score == 0.0
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"score": 2}, "score"), ({"score": "yes"}, "score"), ({"node_index": -1}, "node_index"),
+    ({"run": 999999}, "run"), ({"note": "x" * 10_001}, "note"),
+])
+def test_bad_grades_are_400(world, client_for, payload, field):
+    data = {"run": world["big"].pk, "node_index": world["leaves"][0], "score": 1, **payload}
+    response = client_for("curator").post("/api/audit/grades/", data, content_type="application/json")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_grading_an_inner_node_or_missing_node_is_400(world, client_for):
+    client = client_for("curator")
+    for index, message in ((0, "not a leaf"), (500, "no node 500")):
+        response = client.post("/api/audit/grades/", {"run": world["big"].pk, "node_index": index, "score": 1},
+                               content_type="application/json")
+        assert response.status_code == 400 and message in response.json()["detail"][0]
+
+
+def test_permissions(world, client, client_for):
+    grade = {"run": world["big"].pk, "node_index": world["leaves"][0], "score": 1}
+    assert client_for("viewer").post("/api/audit/grades/", grade, content_type="application/json").status_code == 403
+    assert client_for("operator").post("/api/audit/grades/", grade, content_type="application/json").status_code == 403
+    assert client.post("/api/audit/grades/", grade, content_type="application/json").status_code in (401, 403)
+    assert client.get("/api/audit/compare/?runs=1").status_code in (401, 403)
+    assert client_for("outsider").get(f"/api/audit/compare/?runs={world['big'].pk}").status_code == 403
+    for url in ("/audit/", f"/audit/compare/?runs={world['big'].pk}", "/audit/report/", "/audit/what-if/"):
+        response = client.get(url)
+        assert response.status_code == 302 and "/login/" in response["Location"]
+        assert client_for("outsider").get(url).status_code == 403
+        assert client_for("viewer").get(url).status_code == 200
+    assert client_for("viewer").post("/audit/queues/", {"runs": "1"}).status_code == 403
+    assert client_for("viewer").post("/audit/import/", {}).status_code == 403
+    assert not JudgeRun.objects.filter(kind="human").exists()
+
+
+def test_queue_shares_disagreements_and_tracks_progress(world, client_for):
+    from tests.factories import make_user
+
+    second = make_user("curator", "curator2")
+    ids = f"{world['big'].pk},{world['cheap'].pk}"
+    # Make a second disagreement so both graders get one leaf.
+    LeafGrade.objects.filter(run=world["cheap"], node_index=world["leaves"][1]).update(score=0.0)
+    response = client_for("admin").post("/api/audit-queues/", {"runs": [world["big"].pk, world["cheap"].pk],
+                                                               "assignees": ["curator", "curator2"]},
+                                        content_type="application/json")
+    assert response.status_code == 201, response.content
+    queue_id = response.json()["id"]
+    assert {p["user"]: p["total"] for p in response.json()["progress"]} == {"curator": 1, "curator2": 1}
+    item = AuditItem.objects.get(queue_id=queue_id, assignee=world["curator"])
+    client_for("curator").post("/api/audit/grades/", {"run": world["cheap"].pk, "node_index": item.node_index,
+                                                      "score": 1}, content_type="application/json")
+    progress = {p["user"]: p for p in client_for("viewer").get(f"/api/audit-queues/{queue_id}/").json()["progress"]}
+    assert progress["curator"]["done"] == 1 and progress["curator2"]["done"] == 0
+    page = client_for("curator").get(f"/audit/compare/?runs={ids}&queue={queue_id}").content.decode()
+    assert page.count('data-assigned="1"') == 1
+    assert second.audit_items.count() == 1
+    # Nobody who cannot grade is assigned, and agreeing runs make no queue.
+    bad = client_for("admin").post("/api/audit-queues/", {"runs": [world["big"].pk, world["cheap"].pk],
+                                                          "assignees": ["viewer"]}, content_type="application/json")
+    assert bad.status_code == 400 and "may not grade" in bad.json()["detail"][0]
+    same = client_for("admin").post("/api/audit-queues/", {"runs": [world["big"].pk, world["big"].pk],
+                                                           "assignees": ["curator"]}, content_type="application/json")
+    assert same.status_code == 400
+
+
+def test_judge_report_api_csv_and_page(world, client_for):
+    client = client_for("viewer")
+    query = "reference=big-judge&candidate=cheap-judge&metric=kendall&threshold=0.5&n_resamples=200"
+    report = client.get(f"/api/audit/report/?{query}").json()
+    assert report["n"] == 3
+    assert report["cost_per_submission"] == {"reference": 2.0, "candidate": 0.25}
+    # Kendall: (a, b) and (a, c) concordant, (b, c) discordant -> 1/3, below the 0.5 threshold.
+    assert report["value"] == pytest.approx(1 / 3) and report["verdict"] == "fail"
+    # Root scores a, b, c: big 1.0, 0.167, 0.0; cheap 0.667, 0.167, 0.25 -> b and c swap order.
+    assert len(report["flips"]) == 1
+    assert [j["judge"] for j in report["landscape"]] == ["cheap-judge"]
+    rows = list(csv.reader(io.StringIO(client.get(f"/api/audit/report/?{query}&export=csv").content.decode())))
+    assert rows[0][1] == "reference: big-judge" and len(rows) > 4
+    page = client.get(f"/audit/report/?{query}")
+    assert page.status_code == 200 and 'data-testid="verdict"' in page.content.decode()
+    exported = json.loads(client.get(f"/audit/report/export.json?{query}").content)
+    assert exported["flips"] == report["flips"]
+    assert client.get("/api/audit/report/?reference=big-judge&candidate=big-judge").status_code == 400
+    assert client.get("/api/audit/report/?reference=big-judge&candidate=nobody").status_code == 400
+    assert client.get("/api/audit/report/?reference=big-judge&candidate=cheap-judge&metric=zz").status_code == 400
+    assert client.get("/audit/report/?reference=big-judge&candidate=nobody").status_code == 400
+
+
+def test_comparison_exports(world, client_for):
+    client = client_for("viewer")
+    ids = f"{world['big'].pk},{world['cheap'].pk}"
+    rows = list(csv.DictReader(io.StringIO(client.get(f"/audit/compare/export.csv?runs={ids}").content.decode())))
+    leaf0 = next(r for r in rows if r["index"] == str(world["leaves"][0]))
+    assert leaf0["big-judge score"] == "1.0" and leaf0["cheap-judge score"] == "0.0" and leaf0["disagree"] == "1"
+    data = client.get(f"/audit/compare/export.json?runs={ids}").json()
+    assert [s["label"] for s in data["sources"]] == ["big-judge", "cheap-judge"] and data["disagreements"] == 1
+    assert client.get(f"/audit/compare/export.xml?runs={ids}").status_code == 400
+
+
+def test_csv_export_neutralises_formulas(world, client_for):
+    LeafGrade.objects.filter(run=world["big"]).update(explanation="=HYPERLINK(\"http://x\")")
+    text = client_for("viewer").get(f"/api/audit/compare/?runs={world['big'].pk}&export=csv").content.decode()
+    assert "'=HYPERLINK" in text
+
+
+def test_what_if_shows_rank_changes_under_new_weights(world, client_for):
+    from apps.rubrics.services import create_version
+
+    tree = world["version"].tree
+    # Data pipeline weight 2 -> 50, Training 3 -> 1: cheap-judge's b (a Data leaf) overtakes c (a Training leaf).
+    tree["sub_tasks"][0]["weight"] = 50
+    tree["sub_tasks"][1]["weight"] = 1
+    create_version(world["paper"], message="heavier data", tree=tree)
+    client = client_for("viewer")
+    result = client.get(f"/api/audit/what-if/?paper={world['paper'].slug}&version=2").json()
+    assert result["runs"] == 6 and result["tree"] == "v2"
+    cheap = next(j for j in result["judges"] if j["judge"] == "cheap-judge")
+    by_sub = {r["submission"].split(" · ")[1]: r for r in cheap["rows"]}
+    assert (by_sub["submissions/b"]["old_rank"], by_sub["submissions/b"]["new_rank"]) == (3, 2)
+    assert by_sub["submissions/b"]["new"] == pytest.approx(25 / 52)
+    assert (by_sub["submissions/c"]["old_rank"], by_sub["submissions/c"]["new_rank"]) == (2, 3)
+    assert cheap["changed"] == 2 and result["rank_changes"] == 2  # big-judge keeps its order
+    assert all(r["old"] == pytest.approx(JudgeRun.objects.get(pk=r["run"]).score) for r in cheap["rows"])
+    page = client.get(f"/audit/what-if/?paper={world['paper'].slug}&version=2")
+    assert page.status_code == 200 and 'data-testid="what-if-summary"' in page.content.decode()
+    assert client.get(f"/api/audit/what-if/?paper={world['paper'].slug}&version=9").status_code == 400
+    assert client.get(f"/audit/what-if/?paper={world['paper'].slug}&version=x").status_code == 400
+    posted = client.post("/api/audit/what-if/", {"paper": world["paper"].slug, "tree": tree},
+                         content_type="application/json")
+    assert posted.status_code == 200 and posted.json()["tree"] == "posted tree"
