@@ -39,13 +39,15 @@ def redis_client():
 
 
 def sandbox_count() -> int | None:
-    """Sandboxes this worker runs now, if the sandbox backend is installed (worker.sandbox)."""
+    """Sandboxes running now on this worker's Docker host (every worker sharing the host reports
+    the same count: the per-host slots in Redis, worker/sandbox/limits.py); None without limits."""
     try:
-        from worker.sandbox import active_count  # type: ignore[attr-defined]
+        from worker.sandbox.limits import default_slots
     except ImportError:
         return None
     try:
-        return int(active_count())
+        slots = default_slots()
+        return None if slots is None else int(slots.in_use(os.environ.get("DOCKER_HOST", "")))
     except Exception:  # a broken count must not stop the heartbeat
         log.exception("sandbox count failed")
         return None

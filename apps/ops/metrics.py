@@ -124,9 +124,8 @@ class KlongCollector:
         age = GaugeMetricFamily("klong_worker_heartbeat_age_seconds", "Seconds since a worker's last heartbeat",
                                 labels=["worker", "node"])
         running = GaugeMetricFamily("klong_worker_running_jobs", "Jobs a worker runs now", labels=["worker"])
-        sandboxes = GaugeMetricFamily("klong_sandboxes", "Sandboxes running, per worker and Docker host",
-                                      labels=["worker", "docker_host"])
-        total_sandboxes = 0
+        sandboxes = GaugeMetricFamily("klong_sandboxes", "Sandboxes running, per Docker host", labels=["docker_host"])
+        per_host: dict[str, int] = {}
         for name, beat in sorted(beats.items()):
             age.add_metric([name, beat.get("node", "")], beat["age_s"])
             if beat["age_s"] > alive_after:
@@ -134,15 +133,18 @@ class KlongCollector:
             per_queue.update(beat.get("queues", []))
             running.add_metric([name], beat.get("running_jobs") or 0)
             if beat.get("sandboxes") is not None:
-                sandboxes.add_metric([name, beat.get("docker_host", "")], beat["sandboxes"])
-                total_sandboxes += beat["sandboxes"]
+                # Workers sharing a Docker host all report its count: one series per host.
+                host = beat.get("docker_host", "")
+                per_host[host] = max(per_host.get(host, 0), beat["sandboxes"])
         workers = GaugeMetricFamily("klong_workers", "Workers with a fresh heartbeat, per queue", labels=["queue"])
         from worker.celery import QUEUES
 
         for queue in QUEUES:
             workers.add_metric([queue], per_queue.get(queue, 0))
         total = GaugeMetricFamily("klong_sandboxes_total", "Sandboxes running across all workers")
-        total.add_metric([], total_sandboxes)
+        for host, count in sorted(per_host.items()):
+            sandboxes.add_metric([host], count)
+        total.add_metric([], sum(per_host.values()))
         yield from (workers, age, running, sandboxes, total)
 
 

@@ -56,17 +56,21 @@ def test_queue_depth_counts_waiting_tasks_of_every_priority(client):
 def test_workers_and_sandboxes_come_from_fresh_heartbeats_only(client):
     fresh = {"name": "gpu7@node-a", "node": "node-a", "queues": ["gpu"], "docker_host": "tcp://sandbox-1:2376",
              "sandboxes": 3, "running_jobs": 1, "seen_at": time.time()}
+    same_host = {**fresh, "name": "cpu3@node-a", "queues": ["cpu"]}
+    other_host = {**fresh, "name": "cpu4@node-c", "queues": ["cpu"], "docker_host": "tcp://sandbox-2:2376", "sandboxes": 2}
     stale = {**fresh, "name": "gpu8@node-b", "node": "node-b", "sandboxes": 5, "seen_at": time.time() - 600}
-    beat(fresh)
-    beat(stale)
+    beats = [fresh, same_host, other_host, stale]
+    for info in beats:
+        beat(info)
     try:
         text = scrape(client)
     finally:
-        forget(fresh["name"])
-        forget(stale["name"])
-    assert value(text, 'klong_workers{queue="gpu"}') == 1
-    assert value(text, 'klong_sandboxes{docker_host="tcp://sandbox-1:2376",worker="gpu7@node-a"}') == 3
-    assert value(text, "klong_sandboxes_total") == 3
+        for info in beats:
+            forget(info["name"])
+    assert value(text, 'klong_workers{queue="gpu"}') == 1 and value(text, 'klong_workers{queue="cpu"}') == 2
+    # Two workers on one Docker host report its count once.
+    assert value(text, 'klong_sandboxes{docker_host="tcp://sandbox-1:2376"}') == 3
+    assert value(text, "klong_sandboxes_total") == 5
     assert value(text, 'klong_worker_heartbeat_age_seconds{node="node-b",worker="gpu8@node-b"}') >= 600
     assert value(text, 'klong_scrape_error{part="redis"}') == 0
 
