@@ -201,8 +201,8 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 # the operator opts in with the two variables above, so `check --deploy` need not nag about them.
 SILENCED_SYSTEM_CHECKS = ["security.W005", "security.W021"]
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", SESSION_COOKIE_SECURE)
-# Health probes from the load balancer speak plain HTTP on the private network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Health probes from the load balancer and Prometheus scrapes speak plain HTTP on the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 if env_bool("BEHIND_TLS_PROXY", False):
     # Only behind a proxy that sets this header itself: otherwise a client could forge it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
