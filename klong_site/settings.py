@@ -255,7 +255,8 @@ MEDIA_URL = "/media/"
 
 # --- Static files: whitenoise, htmx from django-htmx, plotly.js from the plotly package --------
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "staticfiles"
+# The app image collects into its own folder (deploy/Dockerfile); by default the data folder.
+STATIC_ROOT = Path(env_str("KLONG_STATIC_ROOT") or DATA_DIR / "staticfiles")
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
