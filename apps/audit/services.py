@@ -49,23 +49,25 @@ class Tree:
         return [i for i, leaf in enumerate(self.plan.is_leaf) if leaf]
 
 
-_TREES: OrderedDict[int, Tree] = OrderedDict()
-_MATCHES: OrderedDict[tuple[int, int], LeafMatch] = OrderedDict()
+_TREES: OrderedDict[tuple[int, str], Tree] = OrderedDict()
+_MATCHES: OrderedDict[tuple[tuple[int, str], tuple[int, str]], LeafMatch] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 32
 
 
 def tree_of(version: RubricVersion) -> Tree:
-    """Versions are immutable, so their parsed tree and scoring plan are kept per process."""
+    """Versions are immutable, so their parsed tree and scoring plan are kept per process (keyed
+    by pk and content hash: a pk can come back after a rollback or a restored database)."""
+    key = (version.pk, version.content_hash)
     with _CACHE_LOCK:
-        cached = _TREES.get(version.pk)
+        cached = _TREES.get(key)
         if cached is not None:
-            _TREES.move_to_end(version.pk)
+            _TREES.move_to_end(key)
             return cached
     nodes = flatten(version.tree)
     tree = Tree(nodes, ScoringPlan.from_nodes(nodes))
     with _CACHE_LOCK:
-        _TREES[version.pk] = tree
+        _TREES[key] = tree
         while len(_TREES) > _CACHE_SIZE:
             _TREES.popitem(last=False)
     return tree
@@ -75,7 +77,7 @@ def version_match(target: RubricVersion, source: RubricVersion) -> LeafMatch | N
     """Source-version leaf index -> target-version leaf index; None when it is the same version."""
     if target.pk == source.pk:
         return None
-    key = (target.pk, source.pk)
+    key = ((target.pk, target.content_hash), (source.pk, source.content_hash))
     with _CACHE_LOCK:
         if key in _MATCHES:
             return _MATCHES[key]
