@@ -99,7 +99,7 @@ class RLForm(forms.Form):
         min_value=0, max_value=16, initial=1, help_text="A rollout more updates behind the policy is run again."
     )
     policy_server_url = forms.URLField(
-        required=False, label="Inference server", help_text="For large policies: the OpenAI-compatible base URL of "
+        required=False, label="Inference server", assume_scheme="http", help_text="For large policies: the OpenAI-compatible base URL of "
         "a vLLM or SGLang server (…/v1); the weights are reloaded after every update. Empty: generate on the worker.",
     )
     policy_server_reload = forms.ChoiceField(

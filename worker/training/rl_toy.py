@@ -110,8 +110,9 @@ def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature
             out.append(token)
             if token == eos:
                 break
-            result = model(input_ids=torch.tensor([[token]], device=device),
-                           past_key_values=result.past_key_values, use_cache=True)
+            # transformers 5 returns the KV cache as ``cache`` (``past_key_values`` before)
+            cache = getattr(result, "cache", None) or result.past_key_values
+            result = model(input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True)
     return out
 
 

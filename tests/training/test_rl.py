@@ -1,0 +1,166 @@
+"""Progressive RL on a tiny policy and the toy task: stages, truncation, partial rollouts, learning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apps.trajectories.splitting import SplitConfig
+from worker.training.examples import ChatTemplateTurns
+from worker.training.rl import LocalPolicy, Reporter, RLSettings, Stage, split_rollout, train_rl
+from worker.training.rl_toy import ToyJudge, ToyRunner, letter_share, toy_tasks
+from worker.training.tiny import build_tiny_model
+
+# Windows small enough that a toy rollout splits into several sub-trajectories.
+SPLIT = SplitConfig(l_max=96, prefix_end=1, overlap_turns=1, history_budget=24, marker_tokens=8, snippet_min_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def policy_folder(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("rl-policy"))
+
+
+@pytest.fixture(scope="module")
+def local_policy(policy_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(policy_folder)
+    return LocalPolicy(model, AutoTokenizer.from_pretrained(policy_folder))
+
+
+class Recorder(Reporter):
+    def __init__(self) -> None:
+        self.points: list[tuple[int, dict]] = []
+        self.stages: list[tuple[int, Path, dict]] = []
+
+    def metric(self, step: int, **values: float) -> None:
+        self.points.append((step, values))
+
+    def stage_done(self, stage: int, path: Path, info: dict) -> None:
+        self.stages.append((stage, path, info))
+
+    def series(self, name: str) -> list[float]:
+        return [values[name] for _, values in self.points]
+
+
+class RecordingRunner(ToyRunner):
+    """The toy runner, noting each rollout's timeout and the weights it generated with."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    def run(self, task, index, timeout_s, policy, seed):
+        rollout = super().run(task, index, timeout_s, policy, seed)
+        first = next(policy.model.parameters())
+        self.seen.append({"timeout_s": timeout_s, "version": rollout.policy_version,
+                          "weights": float(first.detach().double().sum()), "truncated": rollout.truncated})
+        return rollout
+
+
+def settings_for(folder: Path, out: Path, stages, **overrides) -> RLSettings:
+    options = {"n_rollouts": 4, "split": SPLIT, "learning_rate": 3e-2, "minibatch_size": 16, "seed": 0}
+    return RLSettings(policy=str(folder), output_dir=out, stages=tuple(stages), **{**options, **overrides})
+
+
+def test_a_rollout_cut_at_the_timeout_is_kept_and_split(local_policy):
+    [task] = toy_tasks(1, max_turns=6, tokens_per_turn=8)
+    # 1,500 s: two whole turns (120 s + 8 x 60 s each), then 300 s left = a turn cut after 3 tokens
+    rollout = ToyRunner().run(task, 0, 1500.0, local_policy, seed=7)
+    assert rollout.truncated and rollout.end_state == "timed_out"
+    assert rollout.turns[-1].role == "assistant" and rollout.tokens == 8 + 8 + 3
+    assert rollout.elapsed_s == pytest.approx(3 * 120 + 19 * 60)
+    subs = split_rollout(rollout, SPLIT, ChatTemplateTurns(local_policy.tokenizer))
+    assert len(subs) >= 2, "a truncated rollout is still split into sub-trajectories"
+    assert subs[-1].end_turn == len(rollout.turns) - 1  # the cut turn is a training target
+    assert subs[-1].example is not None and subs[-1].example.loss_tokens > 0
+    assert [s.state for s in subs] == [rollout.states[s.end_turn] for s in subs]
+    q = ToyJudge().score([(task, s.state) for s in subs])
+    assert q[-1] == ToyJudge().score_one(task.data, rollout.states[-1])
+
+
+def test_the_same_seed_gives_the_same_rollout(local_policy):
+    [task] = toy_tasks(1, max_turns=2, tokens_per_turn=6)
+    a = ToyRunner().run(task, 0, 10_000.0, local_policy, seed=3)
+    b = ToyRunner().run(task, 0, 10_000.0, local_policy, seed=3)
+    assert a.turns == b.turns and not a.truncated and a.end_state == "submitted"
+
+
+def test_stage_two_starts_from_stage_ones_checkpoint_with_its_longer_timeout(policy_folder, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    runner = RecordingRunner()
+    reporter = Recorder()
+    stages = [Stage(1500.0, 2), Stage(4000.0, 1)]
+    result = train_rl(settings_for(policy_folder, tmp_path, stages, n_rollouts=2), toy_tasks(1, max_turns=4, tokens_per_turn=8),
+                      runner, ToyJudge(), reporter)
+    first, second = result["stages"]
+    assert second["start_from"] == first["checkpoint"] == str(tmp_path / "stage-1")
+    assert [s[0] for s in reporter.stages] == [1, 2] and Path(second["checkpoint"], "config.json").is_file()
+    stage1 = [r for r in runner.seen if r["timeout_s"] == 1500.0]
+    stage2 = [r for r in runner.seen if r["timeout_s"] == 4000.0]
+    assert len(stage1) == 4 and len(stage2) == 2 and len(runner.seen) == 6
+    saved = float(next(AutoModelForCausalLM.from_pretrained(first["checkpoint"]).parameters()).detach().double().sum())
+    initial = float(next(AutoModelForCausalLM.from_pretrained(policy_folder).parameters()).detach().double().sum())
+    assert saved != initial  # stage 1 trained
+    assert stage2[0]["weights"] == pytest.approx(saved, abs=1e-9)  # stage 2 generated with stage 1's weights
+    assert all(r["truncated"] for r in stage1) and not any(r["truncated"] for r in stage2)
+    assert reporter.series("stage") == [1.0, 1.0, 2.0] and reporter.series("timeout_s") == [1500.0, 1500.0, 4000.0]
+
+
+def test_partial_rollouts_record_their_policy_version_and_respect_the_staleness_limit(policy_folder, tmp_path):
+    def run(max_staleness: int) -> tuple[RecordingRunner, Recorder]:
+        runner, reporter = RecordingRunner(), Recorder()
+        train_rl(settings_for(policy_folder, tmp_path / str(max_staleness), [Stage(1500.0, 3)], n_rollouts=2,
+                              max_staleness=max_staleness),
+                 toy_tasks(1, max_turns=3, tokens_per_turn=6), runner, ToyJudge(), reporter)
+        return runner, reporter
+
+    runner, reporter = run(max_staleness=1)
+    # batches 2 and 3 were generated ahead, while the previous batch trained: by version 0 and 1
+    assert [r["version"] for r in runner.seen] == [0, 0, 0, 0, 1, 1]
+    assert reporter.series("staleness") == [0.0, 1.0, 1.0] and reporter.series("stale_rollouts_rerun")[-1] == 0
+    runner, reporter = run(max_staleness=0)
+    # too stale: each prefetched rollout is run again with the current policy before training
+    assert reporter.series("staleness") == [0.0, 0.0, 0.0] and reporter.series("stale_rollouts_rerun")[-1] == 4
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mean_reward_rises_over_a_short_run(policy_folder, tmp_path, seed):
+    reporter = Recorder()
+    train_rl(settings_for(policy_folder, tmp_path, [Stage(1500.0, 8)], seed=seed, learning_rate=5e-2),
+             toy_tasks(2, max_turns=4, tokens_per_turn=8), ToyRunner(), ToyJudge(), reporter)
+    reward = reporter.series("reward")
+    before, after = sum(reward[:2]) / 2, sum(reward[-2:]) / 2
+    assert after >= before + 0.25, f"seed {seed}: reward {reward}"
+    assert reporter.series("advantage_std")[0] > 0
+
+
+def test_the_toy_rubric_scores_the_share_of_lowercase_letters():
+    [task] = toy_tasks(1, letter_thresholds=(0.5, 0.9), length_thresholds=(10,))
+    judge = ToyJudge()
+    assert letter_share("ab1!") == 0.5
+    assert judge.score_one(task.data, "ab1!") == pytest.approx(1 / 3)
+    assert judge.score_one(task.data, "abcdefghij") == 1.0 and judge.score_one(task.data, "") == 0.0
+
+
+def test_the_inference_server_is_asked_to_reload_each_published_version(local_policy, tmp_path):
+    from tests.support.openai_stub import OpenAIStub
+    from worker.training.rl_serving import ReloadError, RemotePolicy, ServerConfig
+
+    with OpenAIStub() as stub:
+        policy = RemotePolicy(ServerConfig(base_url=stub.base_url, model="policy", keep_versions=1), tmp_path,
+                              local_policy.tokenizer)
+        policy.publish(local_policy.model, 1)
+        policy.publish(local_policy.model, 2)
+        assert [r["path"] for r in stub.state.reloads] == ["/update_weights_from_disk"] * 2
+        assert stub.state.reloads[-1]["model_path"] == str(tmp_path / "policy-v2") and policy.version == 2
+        assert (tmp_path / "policy-v2" / "config.json").is_file() and not (tmp_path / "policy-v1").exists()
+        lora = RemotePolicy(ServerConfig(base_url=stub.base_url, model="policy", reload="vllm_lora"), tmp_path)
+        lora.publish(local_policy.model, 3)
+        assert stub.state.reloads[-1] == {"path": "/v1/load_lora_adapter", "lora_name": "policy-v3",
+                                          "lora_path": str(tmp_path / "policy-v3")}
+        assert lora.served_model == "policy-v3"
+    with pytest.raises(ReloadError, match="cannot reach"):
+        policy.publish(local_policy.model, 4)
+    assert policy.version == 2  # a failed reload never claims the new version
