@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from apps.audit.api import AuditQueueViewSet, AuditViewSet
 from apps.core.account import ApiTokenViewSet
+from apps.datasets.api import DatasetViewSet
 from apps.jobs.api import JobViewSet
 from apps.jobs.checkpoint_api import CheckpointViewSet
 from apps.judging.api import JudgeRunViewSet, ModelEndpointViewSet, RubricCheckViewSet
@@ -26,6 +27,7 @@ router.register("judge-runs", JudgeRunViewSet, basename="judge-run")
 router.register("model-endpoints", ModelEndpointViewSet, basename="model-endpoint")
 router.register("rubric-checks", RubricCheckViewSet, basename="rubric-check")
 router.register("jobs", JobViewSet, basename="job")
+router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("audit", AuditViewSet, basename="audit")
 router.register("audit-queues", AuditQueueViewSet, basename="audit-queue")
 router.register("checkpoints", CheckpointViewSet, basename="checkpoint")

@@ -24,6 +24,7 @@ urlpatterns = [
     path("judging/", include("apps.judging.urls")),
     path("audit/", include("apps.audit.urls")),
     path("jobs/", include("apps.jobs.urls")),
+    path("datasets/", include("apps.datasets.urls")),
     path("api/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script as a file: no inline script for the CSP to allow.

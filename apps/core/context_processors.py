@@ -9,6 +9,7 @@ NAVIGATION = (
     ("Rubrics", "rubrics:list"),
     ("Trajectories", "trajectories:list"),
     ("Judging", "judging:list"),
+    ("Datasets", "datasets:list"),
     ("Audit", "audit:home"),
     ("Jobs", "jobs:list"),
 )

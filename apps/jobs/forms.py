@@ -43,12 +43,22 @@ class PipelineForm(forms.Form):
     )
 
 
+def _dataset_choices() -> list[tuple[str, str]]:
+    from apps.datasets.models import Dataset
+
+    return [("", "none (use the ids or filters)"), *((d.name, d.name) for d in Dataset.objects.order_by("name"))]
+
+
 class SFTForm(forms.Form):
     """Trajectory-splitting SFT: which trajectories, how to split them, what to train."""
 
     ids = forms.CharField(
         required=False, label="Trajectory ids", help_text="Comma-separated; empty: the accepted trajectories "
         "matching the filters below."
+    )
+    dataset = forms.ChoiceField(
+        required=False, choices=_dataset_choices,
+        help_text="Or a named dataset (e.g. what a distillation kept): its trajectories, rejected ones still skipped.",
     )
     paper = forms.CharField(required=False, max_length=200, help_text="Only this paper's trajectories (its id).")
     source = forms.ChoiceField(
@@ -77,6 +87,12 @@ class SFTForm(forms.Form):
         help_text="0 or 1: trains in the worker's own process. More than 1: one data-parallel process per GPU, "
         "started with torchrun on a worker that has that many.",
     )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("ids") and data.get("dataset"):
+            self.add_error("dataset", "Choose trajectory ids or a dataset, not both.")
+        return data
 
     def clean_ids(self) -> str:
         raw = self.cleaned_data["ids"].replace(" ", "")

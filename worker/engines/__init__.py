@@ -168,3 +168,17 @@ register(
         form="apps.jobs.forms_rl.RLForm",
     )
 )
+
+register(
+    JobKind(
+        name="distill",
+        label="Research-Factory distillation",
+        queue="cpu",
+        engine="worker.engines.distill.run",
+        description="N teacher agent runs per train paper in sandboxes, each final submission judged through the "
+        "judge queue; runs scoring at least the threshold (or the top-k per paper) are kept: rejection sampling. "
+        "The kept trajectories form a named dataset for SFT (docs/research-factory.md).",
+        form="apps.datasets.forms.DistillConfigForm",
+        uses_sandboxes=True,
+    )
+)

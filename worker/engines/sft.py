@@ -46,13 +46,16 @@ class JobReporter(Reporter):
 
 
 def select_trajectories(config: dict[str, Any]):
-    """The given ids, else accepted trajectories matching paper / source / minimum score (the
-    list page's filters). Rejected trajectories are never trained on, however they were chosen."""
+    """A named dataset's trajectories, or the given ids, else accepted trajectories matching paper /
+    source / minimum score (the list page's filters). Rejected trajectories are never trained on,
+    however they were chosen."""
     from apps.papers.models import Paper
     from apps.trajectories.models import Trajectory
     from apps.trajectories.queries import filter_trajectories
 
     chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
+    if config.get("dataset"):
+        return chosen.filter(datasets__name=config["dataset"]).order_by("pk")
     if config.get("ids"):
         return chosen.filter(pk__in=[int(i) for i in str(config["ids"]).split(",") if i]).order_by("pk")
     paper = None

@@ -1,0 +1,142 @@
+"""End-to-end distillation on a toy paper: a loopback teacher solves (or botches, or cheats on) a
+toy task through real tool calls in real bubblewrap sandboxes; the judge (programmatic leaves plus
+a model leaf) runs through the judge queue; rejection sampling keeps the good run as a dataset
+that the SFT job can select. Run by a real Celery worker."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from apps.datasets.models import Dataset
+from apps.jobs.models import Job
+from apps.judging.models import JudgeRun, RubricCheck
+from apps.papers.models import Paper
+from apps.rubrics.services import create_version
+from apps.trajectories.models import Trajectory
+from tests.factory.conftest import make_endpoint
+from tests.judging.helpers import leaf, node
+from worker.factory.sampling import RunScore, histogram, select_runs, summarise
+
+GOOD = "def add(a, b):\n    return a + b\n"
+BAD = "def add(a, b):\n    return a - b\n"
+OFFICIAL = "https://github.com/toy-lab/official-add"
+
+
+def test_rejection_sampling_keeps_threshold_passers_up_to_top_k_and_never_flagged_or_unjudged_runs():
+    runs = [RunScore("p", 0, 0.9), RunScore("p", 1, 0.95), RunScore("p", 2, 0.9, cost_usd=1.0),
+            RunScore("p", 3, None), RunScore("p", 4, 1.0, flagged=True), RunScore("q", 0, 0.2)]
+    verdicts = select_runs(runs, threshold=0.5, top_k=2)
+    assert [k for k, v in verdicts.items() if v.kept] == [("p", 1), ("p", 0)]
+    assert verdicts[("p", 2)].reason == "rank 3 of its paper, beyond top-2"
+    assert verdicts[("p", 4)].reason.startswith("disqualified") and verdicts[("p", 3)].reason == "not judged"
+    assert verdicts[("q", 0)].reason == "score 0.200 < threshold 0.5"
+    assert [k for k, v in select_runs(runs, None, 1).items() if v.kept] == [("p", 1), ("q", 0)]
+    summary = summarise(runs, verdicts)
+    assert (summary["kept"], summary["judged"], summary["acceptance_rate"]) == (2, 5, 2 / 6)
+    assert summary["cost_usd"] == 1.0 and histogram([0.0, 0.95, 1.0, 0.5]) == [1, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+
+
+def call(name: str, **arguments) -> dict:
+    return {"content": f"Calling {name}.", "tool_calls": [
+        {"id": f"call-{name}", "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}]}
+
+
+class ScriptedTeacher:
+    """The teacher's answers, one script per run in order: write solution.py, run it, submit.
+    Judge prompts (a <criterion>) fall through to the stub's own verdicts."""
+
+    def __init__(self, plans: list[str]) -> None:
+        self.plans = plans
+        self.run = -1
+
+    def __call__(self, body: dict):
+        messages = body["messages"]
+        if any("<criterion>" in str(m.get("content", "")) for m in messages):
+            return None
+        step = sum(1 for m in messages if m.get("role") == "assistant")
+        if step == 0:
+            self.run += 1
+        plan = self.plans[self.run]
+        if plan == "cheat" and step == 0:
+            return call("bash", cmd=f"git clone {OFFICIAL} /tmp/official")
+        if step == 0:
+            return call("write_file", file="solution.py", content=GOOD if plan == "good" else BAD)
+        if step == 1:
+            return call("bash", cmd="python3 -c 'import solution; print(solution.add(2, 3))'")
+        return call("submit", end_message="done")
+
+
+@pytest.fixture
+def toy_paper(transactional_db):
+    paper = Paper.objects.create(slug="toy-add", title="Toy addition", split=Paper.Split.TRAIN,
+                                 markdown="# Toy addition\nImplement add(a, b) in solution.py.", blacklist=[OFFICIAL])
+    works, exists = leaf("add(2, 3) returns 5", weight=3), leaf("solution.py defines add", weight=3)
+    tree = node("Reproduce toy addition", works, exists, leaf("The code is readable", weight=1))
+    create_version(paper, message="curated", tree=tree)
+    RubricCheck.objects.create(paper=paper, node_id=works["id"],
+                               command="python3 -c 'import solution; assert solution.add(2, 3) == 5'")
+    RubricCheck.objects.create(paper=paper, node_id=exists["id"], command="grep -q 'def add' solution.py")
+    return paper
+
+
+def wait_for(job_id: int, timeout_s: float = 30.0) -> Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if job.is_finished:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job.state}: {job.message}")
+
+
+def test_a_distillation_keeps_the_good_run_rejects_the_bad_and_the_cheat_and_feeds_sft(
+        toy_paper, stub, personas, client_for, celery_worker, tmp_path):
+    stub.state.responder = ScriptedTeacher(["good", "bad", "cheat"])
+    make_endpoint("teacher", stub)
+    make_endpoint("judge", stub)
+    api = client_for("operator")
+    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 3, "threshold": 0.8,
+              "dataset": "toy-distilled", "sandbox_backend": "bwrap", "max_steps": 6, "time_limit_s": 60,
+              "l_max": 4096, "tool_timeout_s": 20, "judge_help_after_s": 0.5}
+    answer = api.post("/api/jobs/", {"kind": "distill", "config": config}, content_type="application/json")
+    assert answer.status_code in (201, 202), answer.content
+    job = wait_for(answer.json()["id"])
+    assert job.state == "succeeded", job.error
+    result = job.result
+    assert (result["runs"], result["judged"], result["kept"]) == (3, 3, 1), json.dumps(result["runs_detail"][2])
+    good, bad, cheat = sorted(result["runs_detail"], key=lambda r: r["index"])
+    assert good["kept"] and good["score"] >= 0.8 and good["end_state"] == "submitted"
+    assert not bad["kept"] and bad["score"] < 0.8 and "< threshold 0.8" in bad["reason"]
+    assert cheat["flagged"] and cheat["score"] == 0.0 and not cheat["kept"]
+    # Each submission was graded by a judge job at the train priority, its checks run for real.
+    judge_jobs = Job.objects.filter(kind="judge").order_by("pk")
+    assert [(j.priority, j.queue, j.state) for j in judge_jobs] == [(9, "judge", "succeeded")] * 2
+    runs = {r.trajectory_id: r for r in JudgeRun.objects.all()}
+    assert runs[good["trajectory"]].score == good["score"] and runs[bad["trajectory"]].score == bad["score"]
+    assert result["cost_usd"] > 0 and result["acceptance_rate"] == pytest.approx(1 / 3)
+    # Kept and rejected trajectories, every turn saved, the tool calls among them.
+    kept = Trajectory.objects.get(pk=good["trajectory"])
+    assert (kept.review, kept.source, kept.final_score) == ("accepted", "distilled", good["score"])
+    assert kept.turns.filter(role="tool").count() >= 3 and kept.turns.filter(tool_calls__isnull=False).exists()
+    assert Trajectory.objects.get(pk=bad["trajectory"]).review == "rejected"
+    assert OFFICIAL in Trajectory.objects.get(pk=cheat["trajectory"]).review_reason
+    dataset = Dataset.objects.get(name="toy-distilled")
+    assert list(dataset.trajectories.values_list("pk", flat=True)) == [good["trajectory"]]
+    assert dataset.origin_job_id == job.pk and dataset.threshold == 0.8
+    page = api.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="distill-acceptance">33%' in page and 'data-score-histogram="distill-histogram"' in page
+    # The SFT job selects the dataset by name, and only its trajectories.
+    from apps.jobs.services import validate_config
+    from worker.engines.sft import select_trajectories
+
+    assert 'value="toy-distilled"' in api.get("/jobs/new/?kind=sft").content.decode()
+    model = tmp_path / "model"  # the form only checks that a model folder is there
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "tokenizer.json").write_text("{}")
+    sft = validate_config("sft", {"dataset": "toy-distilled", "base_model": str(model)})
+    assert [t.pk for t in select_trajectories(sft)] == [good["trajectory"]]
+
