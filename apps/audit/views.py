@@ -145,7 +145,14 @@ def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _report_form(request: HttpRequest) -> ReportForm:
     judges = [j["judge_name"] for j in services.judge_names()]
-    return ReportForm(request.GET if "reference" in request.GET else None, judges=judges)
+    if "reference" not in request.GET:
+        return ReportForm(None, judges=judges)
+    # A bare link (?reference=..&candidate=..) shows and uses the form's defaults for the rest.
+    data = request.GET.copy()
+    for name, field in ReportForm.base_fields.items():
+        if field.initial is not None and not data.get(name):
+            data[name] = field.initial
+    return ReportForm(data, judges=judges)
 
 
 def _report_from(form: ReportForm) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 /* Judge audit: side-by-side grid, filters and keyboard-first human grading.
  *
  * Stable hooks for end-to-end tests (data-testid):
- *   audit-grid          the table; each node is a tr[data-testid=audit-row] with data-index,
+ *   audit-grid          the table (data-ready="1" once this script has run); each node is a tr[data-testid=audit-row] with data-index,
  *                       data-leaf (1/0), data-category, data-disagree, data-invalid, data-assigned;
  *                       the current leaf row has class "current" and aria-selected="true"
  *   source-N / root-N   column header N and its aggregated root score
@@ -201,4 +201,5 @@
   });
 
   applyFilters();
+  grid.dataset.ready = "1";
 })();
