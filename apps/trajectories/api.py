@@ -30,6 +30,7 @@ class TrajectorySerializer(serializers.ModelSerializer):
             "id", "paper", "title", "source", "source_format", "model_name", "scaffold", "task", "source_name",
             "started_at", "ended_at", "wall_time_s", "end_state", "final_score", "policy_version", "turn_count",
             "total_tokens", "tokenizer", "prefix_end", "review", "review_reason", "reviewed_at", "created_at",
+            "live",
         ]
         read_only_fields = fields
 

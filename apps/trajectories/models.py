@@ -17,6 +17,7 @@ class Trajectory(models.Model):
     class EndState(models.TextChoices):
         SUBMITTED = "submitted", "Submitted"
         TIMED_OUT = "timed_out", "Timed out"
+        STEP_LIMIT = "step_limit", "Step limit"
         CANCELLED = "cancelled", "Cancelled"
         ERROR = "error", "Error"
 
@@ -34,6 +35,8 @@ class Trajectory(models.Model):
     end_state = models.CharField(max_length=10, choices=EndState.choices, blank=True)
     final_score = models.FloatField(null=True, blank=True)
     policy_version = models.CharField(max_length=100, blank=True)
+    # True while an agent run is still writing turns (TrajectoryRecorder): the page follows it.
+    live = models.BooleanField(default=False)
     turn_count = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     tokenizer = models.CharField(max_length=200, blank=True, help_text="Empty = estimated counts.")

@@ -228,8 +228,10 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
                 outcome = run_tool(sandbox, name, call["function"].get("arguments"),
                                    timeout_s=min(config.tool_timeout_s, max(1.0, left)))
                 commit = sandbox.snapshot(f"turn {len(turns)}: {name}") if outcome.changes_files else None
-            except SandboxError as exc:  # the sandbox itself is gone (wall clock, engine failure)
+            except SandboxError as exc:  # the sandbox itself is gone (wall clock, cancel, engine failure)
                 add("tool", f"{name} failed: {exc}", tool_call_id=call["id"], began=tool_began, tool=name)
+                if should_stop is not None and should_stop():
+                    return finish("cancelled")
                 if getattr(sandbox, "closed", False):
                     return finish("timed_out" if time.monotonic() - started >= config.time_limit_s else "error",
                                   f"the sandbox is gone: {exc}")
@@ -241,6 +243,8 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
             if outcome.submitted:
                 submitted = True
                 break
+            if should_stop is not None and should_stop():
+                return finish("cancelled")
         if submitted:
             return finish("submitted")
 

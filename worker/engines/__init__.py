@@ -182,3 +182,17 @@ register(
         uses_sandboxes=True,
     )
 )
+
+register(
+    JobKind(
+        name="agent_run",
+        label="Run an agent on a paper",
+        queue="cpu",
+        engine="worker.engines.agent_run.run",
+        description="One agent (bash, python, read/write/search files, submit) reproduces one paper in a sandbox "
+        "with a chosen model endpoint; every turn is recorded live as a trajectory, the submission is snapshotted "
+        "at each change and exported for judging (docs/sandboxes-and-agent.md).",
+        form="apps.jobs.forms_agent.AgentRunForm",
+        uses_sandboxes=True,
+    )
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shlex
 import tarfile
 import threading
 import time
@@ -20,10 +21,13 @@ from worker.sandbox import SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
 
+UNCHANGED = "klong-snapshot-unchanged"
 GIT_IDENTITY = [
     "-c", "user.name=KLong sandbox", "-c", "user.email=sandbox@klong.invalid", "-c", "commit.gpgsign=false",
     "-c", "core.autocrlf=false", "-c", "safe.directory=*", "-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null",
 ]
+
+GIT = ["git", *GIT_IDENTITY]
 
 
 class OutputCap:
@@ -65,11 +69,21 @@ class OutputCap:
         return text
 
 
+def _skip_unsafe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    # The "data" filter, except that a member it refuses (a symlink out of the folder, a device)
+    # is left out instead of failing the export: an agent must not be able to sabotage judging.
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        log.warning("export: left out %s (it points outside the submission)", member.name)
+        return None
+
+
 def safe_extract(archive: bytes, dest: Path) -> None:
-    """Unpack a tar into ``dest`` refusing links out of it, device files and absolute paths."""
+    """Unpack a tar into ``dest`` leaving out links out of it, device files and absolute paths."""
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, filter=_skip_unsafe)
 
 
 class BaseSandbox:
@@ -85,7 +99,10 @@ class BaseSandbox:
         self._lease: Any = None
 
     # -- backend hooks -------------------------------------------------------------------
-    def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+    def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+        """Run a shell script whose git commands see the snapshot repository (GIT_DIR) and the
+        submission folder (GIT_WORK_TREE). One call per operation: on the docker backend each
+        call is an exec round trip."""
         raise NotImplementedError
 
     def _teardown(self) -> None:
@@ -95,27 +112,37 @@ class BaseSandbox:
     def time_left(self) -> float:
         return self.spec.wall_clock_s - (time.monotonic() - self.opened_at)
 
+    def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+        return self._git_shell(shlex.join([*GIT, *args]), timeout_s)
+
     def _git_ok(self, args: Sequence[str], what: str) -> bytes:
-        code, out, err = self._git([*GIT_IDENTITY, *args])
+        code, out, err = self._git(args)
         if code != 0:
             raise SandboxError(f"{what} failed (git exit {code}): {err.decode(errors='replace')[-500:]}")
         return out
 
-    def _init_snapshots(self) -> None:
+    def _commit_script(self, message: str, allow_empty: bool) -> str:
+        git = shlex.join(GIT)
+        commit = f"{git} commit --quiet --allow-empty --no-verify -m {shlex.quote(message[:2000] or 'snapshot')}"
+        changed = "true" if allow_empty else f"! {git} diff --cached --quiet"
+        return (f"{git} add --all --force . && if {changed}; then {commit} && {git} rev-parse HEAD; "
+                f"else echo {UNCHANGED}; fi")
+
+    def _init_snapshots(self, before: str = "") -> None:
         """An empty first commit: every later snapshot is a change against a known state."""
-        self._git_ok(["init", "--quiet"], "initialising the snapshot repository")
-        self.base_commit = self.snapshot("sandbox opened", allow_empty=True)
+        script = f"{before}{shlex.join([*GIT, 'init', '--quiet'])} && {self._commit_script('sandbox opened', True)}"
+        self.base_commit = self._commit_from(self._git_shell(script), "initialising the snapshots")
+
+    def _commit_from(self, answer: tuple[int, bytes, bytes], what: str) -> str | None:
+        code, out, err = answer
+        if code != 0:
+            raise SandboxError(f"{what} failed (exit {code}): {err.decode(errors='replace')[-500:]}")
+        text = out.decode().strip()
+        return None if text == UNCHANGED else text
 
     def snapshot(self, message: str, *, allow_empty: bool = False) -> str | None:
         """Commit the submission folder as it is now; None when nothing changed since the last."""
-        self._git_ok(["add", "--all", "--force", "."], "staging the submission")
-        if not allow_empty:
-            code, _, _ = self._git(["diff", "--cached", "--quiet"])
-            if code == 0:
-                return None
-        self._git_ok(["commit", "--quiet", "--allow-empty", "--no-verify", "-m", message[:2000] or "snapshot"],
-                     "committing the submission")
-        return self._git_ok(["rev-parse", "HEAD"], "reading the commit").decode().strip()
+        return self._commit_from(self._git_shell(self._commit_script(message, allow_empty)), "the snapshot")
 
     def _check_commit(self, commit: str) -> str:
         if not commit or not all(c in "0123456789abcdef" for c in commit.lower()):

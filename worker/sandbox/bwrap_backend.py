@@ -166,12 +166,12 @@ class BwrapSandbox(BaseSandbox):
             raise SandboxError(f"cannot read {path}: {err.text().strip()[-300:] or 'not a file'}")
         return out.data[:limit]
 
-    def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+    def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         # On the host, against this sandbox's own folders: git never reads the agent's config.
         env = {"PATH": SANDBOX_PATH, "HOME": str(self.root), "GIT_DIR": str(self.git_dir),
                "GIT_WORK_TREE": str(self.submission), "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C"}
         try:
-            done = subprocess.run(["git", *args], cwd=self.submission, env=env, capture_output=True,
+            done = subprocess.run(["/bin/sh", "-c", script], cwd=self.submission, env=env, capture_output=True,
                                   timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             return 124, b"", b"git timed out"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import shlex
 import tarfile
 import time
 from collections.abc import Sequence
@@ -85,10 +86,8 @@ class DockerSandbox(BaseSandbox):
         try:
             self.container = self.client.containers.run(**container_kwargs(spec, spec.image))
             self.id = self.container.id
-            made = self._exec_raw(["mkdir", "-p", spec.submission_dir, GIT_DIR], 60, "/")
-            if made[0] != 0:
-                raise SandboxError(f"cannot create {spec.submission_dir}: {made[2].text()[-300:]}")
-            self._init_snapshots()
+            # One exec for the folders, the repository and the first commit.
+            self._init_snapshots(before=f"mkdir -p {shlex.quote(spec.submission_dir)} {GIT_DIR} && cd {GIT_DIR} && ")
         except BaseException as exc:
             self.close()
             if isinstance(exc, docker.errors.APIError):
@@ -110,15 +109,20 @@ class DockerSandbox(BaseSandbox):
         wrapped = ["timeout", "-k", "1", f"{timeout:.2f}", *argv]
         api = self.client.api
         started = time.monotonic()
-        exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True, workdir=workdir or self.spec.submission_dir,
-                                  environment=env)["Id"]
         out = OutputCap(limit or self.spec.max_output_bytes)
         err = OutputCap(self.spec.max_output_bytes)
-        for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
-            out.add(chunk_out)
-            err.add(chunk_err)
+        try:
+            exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True,
+                                      workdir=workdir or self.spec.submission_dir, environment=env)["Id"]
+            for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                out.add(chunk_out)
+                err.add(chunk_err)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except Exception as exc:  # the container was removed under us (cancel, wall clock) or the API died
+            if self._closed:
+                raise SandboxError("the sandbox was closed while the command ran") from None
+            raise SandboxError(f"the Docker API failed: {type(exc).__name__}: {exc}") from None
         duration = time.monotonic() - started
-        code = api.exec_inspect(exec_id).get("ExitCode")
         code = 137 if code is None else int(code)
         timed_out = code in TIMEOUT_CODES and duration >= timeout - 0.05
         return code, out, err, timed_out, duration
@@ -157,11 +161,10 @@ class DockerSandbox(BaseSandbox):
             raise SandboxError(f"cannot read {path}: {err.text().strip()[-300:] or 'not a file'}")
         return out.data[:limit]
 
-    def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
+    def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         env = {"GIT_DIR": GIT_DIR, "GIT_WORK_TREE": self.spec.submission_dir, "GIT_CONFIG_NOSYSTEM": "1",
                "HOME": "/root"}
-        code, out, err, _, _ = self._exec_raw(["git", *args], timeout_s, self.spec.submission_dir,
-                                              limit=1 << 30, env=env)
+        code, out, err, _, _ = self._exec_raw(["sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env)
         if code == 127:
             raise SandboxError(f"the image {self.spec.image} has no git: snapshots need it")
         return code, out.data, err.data

@@ -1,0 +1,115 @@
+"""Real sandboxes for the tests: bubblewrap on this machine, and containers through podman's
+Docker API (started here on a private unix socket when no Docker API answers already)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from worker.sandbox import SandboxSpec, docker_available, open_sandbox
+
+BACKENDS = ["bwrap", "docker"]
+
+
+def _start_podman_service() -> tuple[subprocess.Popen, str]:
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: the docker backend is tested against podman's Docker API "
+                    "(apt-get install podman runc; .ci/run does it)")
+    folder = tempfile.mkdtemp(prefix="klong-podman-")
+    socket = f"unix://{folder}/podman.sock"
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", socket],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if docker_available(socket):
+            return proc, socket
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail("podman system service did not answer within 30 s")
+
+
+@pytest.fixture(scope="session")
+def docker_host():
+    """A Docker API: $DOCKER_HOST if it answers, else a podman service started for the session."""
+    existing = os.environ.get("DOCKER_HOST", "")
+    if existing and docker_available(existing):
+        yield existing
+        return
+    proc, socket = _start_podman_service()
+    os.environ["DOCKER_HOST"] = socket  # workers and cleanup in this process find the same engine
+    try:
+        yield socket
+    finally:
+        if existing:
+            os.environ["DOCKER_HOST"] = existing
+        else:
+            os.environ.pop("DOCKER_HOST", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_host) -> str:
+    """The default sandbox image, built from this host's tools if the engine lacks it."""
+    from worker.sandbox import docker_client
+    from worker.sandbox.image import DEFAULT_IMAGE, ensure_image
+
+    client = docker_client(docker_host)
+    try:
+        return ensure_image(client, DEFAULT_IMAGE)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def make_spec(request):
+    """``make_spec(backend, **fields)``: a spec for that backend (docker gets the engine and image)."""
+
+    def make(backend: str, **fields) -> SandboxSpec:
+        if backend == "docker":
+            fields.setdefault("image", request.getfixturevalue("sandbox_image"))
+            fields.setdefault("docker_host", request.getfixturevalue("docker_host"))
+        fields.setdefault("wall_clock_s", 120)
+        fields.setdefault("memory_mb", 512)
+        return SandboxSpec(backend=backend, **fields)
+
+    return make
+
+
+@pytest.fixture
+def open_box(make_spec):
+    """``open_box(backend, **fields)``: an open sandbox, closed after the test."""
+    boxes = []
+
+    def make(backend: str, **fields):
+        box = open_sandbox(make_spec(backend, **fields), slots=None)
+        boxes.append(box)
+        return box
+
+    yield make
+    for box in boxes:
+        box.close()
+
+
+def host_processes_with(marker: str) -> list[str]:
+    """Command lines of this machine's processes containing ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found

@@ -1,0 +1,158 @@
+"""Both sandbox backends, for real: bubblewrap here, containers through podman's Docker API."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from tests.sandbox.conftest import BACKENDS, host_processes_with
+from worker.sandbox import SandboxError, SandboxSpec, docker_client, open_sandbox
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def shared(backend, request, tmp_path_factory):
+    """One sandbox per backend for the tests that do not need a fresh one (a container start
+    costs a second or two): 256 MB of memory, a read-only paper folder."""
+    paper = tmp_path_factory.mktemp("paper")
+    (paper / "paper.md").write_text("# The paper\n")
+    fields = {"memory_mb": 256, "wall_clock_s": 300, "mounts_ro": {str(paper): "/home/paper"}}
+    if backend == "docker":
+        fields.update(image=request.getfixturevalue("sandbox_image"), docker_host=request.getfixturevalue("docker_host"))
+    box = open_sandbox(SandboxSpec(backend=backend, **fields), slots=None)
+    box.paper_folder = paper
+    yield box
+    box.close()
+
+
+def _containers(docker_host: str, job_id: int) -> list:
+    client = docker_client(docker_host)
+    try:
+        return client.containers.list(all=True, filters={"label": f"klong.job={job_id}"})
+    finally:
+        client.close()
+
+
+def test_commands_run_in_the_submission_folder_with_a_clean_environment(shared, monkeypatch):
+    monkeypatch.setenv("KLONG_PROBE_SECRET", "s3cret")
+    box = shared
+    result = box.exec("pwd; echo out; echo err >&2; env; exit 3")
+    assert result.exit_code == 3 and not result.timed_out
+    assert result.stdout.splitlines()[:2] == ["/home/submission", "out"]
+    assert result.stderr.strip() == "err"
+    assert "s3cret" not in result.stdout  # the worker's variables (API keys) never reach the agent
+    box.write_file("/home/submission/data/raw.bin", bytes(range(256)))
+    assert box.read_file("/home/submission/data/raw.bin") == bytes(range(256))
+    assert box.read_file("/home/submission/data/raw.bin", max_bytes=10) == bytes(range(10))
+    with pytest.raises(SandboxError):
+        box.read_file("/home/submission/missing.txt")
+
+
+def test_the_network_is_unreachable(shared):
+    box = shared
+    probe = ("python3 -c \"import socket; s = socket.socket(); s.settimeout(3); "
+             "s.connect(('1.1.1.1', 53)); print('connected')\"")
+    result = box.exec(probe, timeout_s=20)
+    assert result.exit_code != 0 and "connected" not in result.stdout
+    assert "unreachable" in result.stderr.lower() or "network" in result.stderr.lower()
+    links = box.exec("cat /proc/net/dev").stdout
+    assert [line.split(":")[0].strip() for line in links.splitlines()[2:]] == ["lo"]
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_children(shared):
+    box = shared
+    marker = f"{300 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 997}"
+    started = time.monotonic()
+    result = box.exec(f"sleep {marker} & sleep {marker}; echo never", timeout_s=1)
+    assert result.timed_out and "never" not in result.stdout
+    assert time.monotonic() - started < 8
+    deadline = time.monotonic() + 5
+    while host_processes_with(f"sleep {marker}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert host_processes_with(f"sleep {marker}") == []
+    assert box.exec("echo still usable").stdout.strip() == "still usable"
+
+
+def test_the_wall_clock_ends_and_removes_the_sandbox_and_closing_again_is_harmless(backend, open_box, request):
+    job_id = 900_000 + uuid.uuid4().int % 99_999
+    box = open_box(backend, wall_clock_s=3 if backend == "docker" else 1.5, job_id=job_id)
+    result = box.exec("sleep 30", timeout_s=60)
+    assert result.timed_out and result.duration_s < 6
+    if not box.closed:  # the command took the last second: the next call finds the clock run out
+        box.exec("true")
+    assert box.closed
+    with pytest.raises(SandboxError):
+        box.exec("true")
+    box.close()
+    box.close()
+    if backend == "docker":
+        assert _containers(request.getfixturevalue("docker_host"), job_id) == []
+    else:
+        assert not box.root.exists()
+
+
+def test_snapshots_record_restore_and_export_any_state(shared, tmp_path):
+    box = shared
+    assert box.base_commit
+    box.snapshot("settle")
+    assert box.snapshot("nothing new") is None
+    box.write_file("/home/submission/snap/main.py", b"print(1)\n")
+    first = box.snapshot("first")
+    assert first and box.snapshot("unchanged") is None
+    box.exec("cd snap && echo 'print(2)' > main.py && mkdir -p out && echo 0.9 > out/score.txt")
+    second = box.snapshot("second")
+    assert second not in (None, first)
+
+    box.restore(first)
+    assert box.exec("cat snap/main.py; ls snap; ls -a").stdout.split()[:2] == ["print(1)", "main.py"]
+    exported = box.export_submission(tmp_path / "second", second)
+    assert (exported / "snap" / "main.py").read_text() == "print(2)\n"
+    assert (exported / "snap" / "out" / "score.txt").read_text() == "0.9\n"
+    assert ".git" not in box.exec("ls -a /home/submission").stdout  # the history lives outside
+    with pytest.raises(SandboxError):
+        box.restore("deadbeef" * 5)
+    with pytest.raises(SandboxError):
+        box.export_submission(tmp_path / "bad", "HEAD; rm -rf /")
+
+
+def test_an_exported_submission_never_follows_links_out_of_it(shared, tmp_path):
+    box = shared
+    box.exec("echo ok > kept.txt && ln -sf /etc/passwd leak && ln -sf kept.txt alias")
+    folder = box.export_submission(tmp_path / "export")
+    assert (folder / "kept.txt").read_text() == "ok\n"
+    assert not (folder / "leak").exists() and not (folder / "leak").is_symlink()
+    assert os.readlink(folder / "alias") == "kept.txt"
+
+
+def test_memory_beyond_the_limit_is_refused(shared):
+    box = shared
+    small = box.exec("python3 -c \"x = bytearray(32 * 1024 * 1024); print('fits')\"", timeout_s=60)
+    assert small.stdout.strip() == "fits"
+    big = box.exec("python3 -c \"x = bytearray(1024 * 1024 * 1024); print('fits')\"", timeout_s=60)
+    assert big.exit_code != 0 and "fits" not in big.stdout
+
+
+def test_paper_mounts_are_read_only_and_the_host_is_untouched(shared):
+    box, paper = shared, shared.paper_folder
+    assert box.read_file("/home/paper/paper.md") == b"# The paper\n"
+    assert box.exec("echo changed > /home/paper/paper.md").exit_code != 0
+    assert box.exec("touch /home/paper/new").exit_code != 0
+    box.exec("echo x > /etc/klong-probe")  # the container's own /etc, or refused: never the host's
+    with pytest.raises(SandboxError):
+        box.write_file("/home/paper/paper.md", b"overwritten")
+    assert (paper / "paper.md").read_text() == "# The paper\n" and not (paper / "new").exists()
+    assert not os.path.exists("/etc/klong-probe")
+
+
+def test_a_spec_with_relative_or_escaping_paths_is_refused(backend):
+    with pytest.raises(ValueError):
+        SandboxSpec(backend=backend, submission_dir="submission")
+    with pytest.raises(ValueError):
+        SandboxSpec(backend=backend, mounts_ro={"/tmp": "/home/../etc"})
