@@ -230,7 +230,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Papers, rubric trees, trajectories, judging and training jobs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema and its docs page need a role, like every other page.
+    "SERVE_PERMISSIONS": ["apps.core.permissions.RolePermission"],
     # Swagger UI from our own static files: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

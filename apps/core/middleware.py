@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
+from django.contrib.auth.views import LogoutView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -20,6 +21,9 @@ class LoginRequiredMiddleware(DjangoLoginRequired):
         response = super().process_view(request, view_func, view_args, view_kwargs)
         if response is not None or not getattr(view_func, "login_required", True):
             return response
+        # A user whose role was taken away must still be able to log out.
+        if getattr(view_func, "view_class", None) is LogoutView:
+            return None
         if not request.user.has_perm(perm("view_studio")):
             return render(request, "403_no_role.html", status=403)
         return None
