@@ -110,14 +110,14 @@ def test_bootstrap_interval_is_seeded_and_close_to_scipy():
     rng = random.Random(7)
     x = [rng.random() for _ in range(40)]
     y = [v + rng.gauss(0, 0.2) for v in x]
-    ours = bootstrap_ci(spearman, x, y, n_resamples=2000, seed=3)
-    assert ours == bootstrap_ci(spearman, x, y, n_resamples=2000, seed=3)
-    theirs = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True, vectorized=False,
-                             n_resamples=2000, method="percentile", random_state=0).confidence_interval
+    ours = bootstrap_ci(pearson, x, y, n_resamples=1000, seed=3)
+    assert ours == bootstrap_ci(pearson, x, y, n_resamples=1000, seed=3)
+    theirs = stats.bootstrap((x, y), lambda a, b: stats.pearsonr(a, b).statistic, paired=True, vectorized=False,
+                             n_resamples=1000, method="percentile", random_state=0).confidence_interval
     # Different random draws: the two percentile intervals agree to Monte Carlo error.
-    assert ours[0] == pytest.approx(theirs.low, abs=0.04)
-    assert ours[1] == pytest.approx(theirs.high, abs=0.04)
-    assert ours[0] < spearman(x, y) < ours[1]
+    assert ours[0] == pytest.approx(theirs.low, abs=0.05)
+    assert ours[1] == pytest.approx(theirs.high, abs=0.05)
+    assert ours[0] < pearson(x, y) < ours[1]
 
 
 def test_bootstrap_needs_three_pairs():

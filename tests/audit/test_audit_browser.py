@@ -68,7 +68,7 @@ def test_keyboard_grading_saves_own_grades_and_moves_on(page, live_server, perso
     assert visible.count() == 1 and visible.get_attribute("data-index") == str(leaves[2])
 
 
-def test_a_viewer_can_browse_but_not_grade(page, live_server, personas, browser_login):
+def test_a_viewer_can_browse_and_read_the_report_but_not_grade(page, live_server, personas, browser_login):
     big, cheap, leaves = _runs()
     _open(page, live_server, browser_login, personas["viewer"], big, cheap)
     assert page.get_by_test_id("grade-bar").count() == 0
@@ -80,11 +80,7 @@ def test_a_viewer_can_browse_but_not_grade(page, live_server, personas, browser_
     # The judge's prompt and answer load a click away.
     page.locator(f"tr[data-index='{leaves[2]}'] [data-testid=show-prompt]").nth(1).click()
     page.wait_for_function("document.getElementById('leaf-panel-body').textContent.includes('Grade leaf')")
-
-
-def test_report_draws_its_plots(page, live_server, personas, browser_login):
-    big, cheap, leaves = _runs()
-    browser_login(personas["viewer"])
+    # The judge comparison report draws its four plots (plotly from our static files).
     page.goto(f"{live_server.url}/audit/report/?reference=big-judge&candidate=cheap-judge&n_resamples=50")
     for name in ("plot-scatter", "plot-categories", "plot-heatmap", "plot-cost"):
         page.wait_for_selector(f"[data-testid={name}] .main-svg")
