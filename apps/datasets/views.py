@@ -15,7 +15,8 @@ from worker.factory.sampling import histogram
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    rows = Dataset.objects.select_related("origin_job", "created_by").annotate(n=Count("trajectories"))
+    rows = (Dataset.objects.select_related("origin_job", "created_by").annotate(n=Count("trajectories"))
+            .order_by("-created_at", "-pk"))
     form = DatasetForm(request.POST or None)
     if request.method == "POST":
         require_perm(request, "launch_jobs")

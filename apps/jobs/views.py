@@ -97,6 +97,8 @@ def job_launch(request: HttpRequest) -> HttpResponse:
                 return redirect("jobs:detail", pk=job.pk)
     else:
         initial = {**config_initial(kind), **(source.config if source else {})}
+        # Links from other pages pre-fill options: /jobs/new/?kind=rubric_draft&paper=bam
+        initial.update({k: v for k, v in request.GET.items() if k in form_class.base_fields})
         config_form = form_class(initial=initial, prefix="config")
         launch = LaunchForm(initial={"priority": source.priority if source else 5,
                                      "title": source.title if source else ""})

@@ -140,3 +140,29 @@ def test_a_distillation_keeps_the_good_run_rejects_the_bad_and_the_cheat_and_fee
     sft = validate_config("sft", {"dataset": "toy-distilled", "base_model": str(model)})
     assert [t.pk for t in select_trajectories(sft)] == [good["trajectory"]]
 
+
+
+def test_cancelling_a_distillation_stops_the_agent_mid_run_and_keeps_its_turns(
+        toy_paper, stub, client_for, celery_worker):
+    def busy_teacher(body: dict):
+        if any("<criterion>" in str(m.get("content", "")) for m in body["messages"]):
+            return None
+        return call("bash", cmd="sleep 0.2; echo still working")
+
+    stub.state.responder = busy_teacher
+    make_endpoint("teacher", stub)
+    make_endpoint("judge", stub)
+    api = client_for("operator")
+    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 2, "top_k": 1,
+              "threshold": None, "dataset": "never", "sandbox_backend": "bwrap", "max_steps": 200, "l_max": 4096}
+    job_id = api.post("/api/jobs/", {"kind": "distill", "config": config}, content_type="application/json").json()["id"]
+    deadline = time.monotonic() + 20
+    while not Trajectory.objects.filter(turn_count__gte=4).exists():
+        assert time.monotonic() < deadline, "the teacher never got going"
+        time.sleep(0.1)
+    assert api.post(f"/api/jobs/{job_id}/cancel/").status_code in (200, 202)
+    job = wait_for(job_id, 20)
+    assert job.state == "cancelled"
+    trajectory = Trajectory.objects.get()  # the second run never started
+    assert trajectory.end_state == "cancelled" and not trajectory.live and trajectory.turns.count() >= 4
+    assert not Dataset.objects.exists() and not Job.objects.filter(kind="judge").exists()

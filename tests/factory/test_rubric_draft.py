@@ -97,3 +97,12 @@ def test_the_launch_form_refuses_a_paper_without_markdown_and_an_unknown_endpoin
         launch_job("rubric_draft", {"paper": "empty", "endpoint": "nope"}, personas["operator"])
     assert "attach its PDF first" in caught.value.errors["paper"][0]
     assert "No model endpoint named 'nope'" in caught.value.errors["endpoint"][0]
+
+
+@pytest.mark.django_db
+def test_the_paper_page_links_to_a_prefilled_rubric_draft_launch(paper, client_for):
+    operator = client_for("operator")
+    assert "?kind=rubric_draft&amp;paper=toy" in operator.get("/papers/toy/").content.decode()
+    form = operator.get("/jobs/new/?kind=rubric_draft&paper=toy").content.decode()
+    assert 'name="config-paper" value="toy"' in form
+    assert "kind=rubric_draft" not in client_for("viewer").get("/papers/toy/").content.decode()

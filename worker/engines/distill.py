@@ -114,6 +114,15 @@ def _export(job: Job, paper: Paper, index: int, sandbox: Any, commit: str) -> tu
     return relative, ""
 
 
+def _cancel_judges(records: list[dict[str, Any]]) -> None:
+    """A cancelled distillation cancels the judge jobs it queued that have not finished."""
+    from apps.jobs.services import cancel_job
+
+    ids = [r["judge_job"] for r in records if r.get("judge_job")]
+    for judge_job in Job.objects.filter(pk__in=ids).exclude(state__in=Job.FINISHED):
+        cancel_job(judge_job)
+
+
 def _run_queued_judge(judge_job: Job) -> None:
     """Run a judge job in this worker when none has taken it: a single-worker install would
     otherwise wait forever on the job it queued. The task's own claim (a conditional update)
@@ -127,7 +136,6 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
                wait: bool = True) -> None:
     """Queue a judge job per unjudged submission; with ``wait``, wait for them all, filling in
     each record's score and cost."""
-    from apps.jobs.services import cancel_job
     from apps.judging.services import request_judge_run
 
     config = job.config
@@ -158,8 +166,7 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
         try:
             progress.check_cancelled()
         except JobCancelled:
-            for other in Job.objects.filter(pk__in=list(pending)).exclude(state__in=Job.FINISHED):
-                cancel_job(other)
+            _cancel_judges(records)
             raise
         for done in Job.objects.filter(pk__in=list(pending), state__in=Job.FINISHED):
             record = pending.pop(done.pk)
@@ -206,20 +213,24 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         progress.log(f"Resuming after {len(records)} finished runs")
     total = len(slugs) * n_runs
     progress.set_total(total, stage="teacher runs")
-    for slug in slugs:
-        for index in range(n_runs):
-            if (slug, index) in done:
-                continue
-            progress.update(len(records) / total, f"{slug}: teacher run {index + 1} of {n_runs}", step=len(records),
-                            force=True)
-            record = teacher_run(job, papers[slug], index, teacher, progress)
-            records.append(record)
-            progress.log(f"{slug} run {index + 1}: {record['end_state']} after {record['steps']} steps"
-                         + (" (flagged by the monitor)" if record["flagged"] else "")
-                         + (f"; {record['error']}" if record["error"] else ""))
-            # Judge as runs finish: judge workers grade while the teacher goes on.
-            judge_runs(job, [record], judge, progress, wait=False)
-            progress.checkpoint({"step": len(records), "runs": records})
+    try:
+        for slug in slugs:
+            for index in range(n_runs):
+                if (slug, index) in done:
+                    continue
+                progress.update(len(records) / total, f"{slug}: teacher run {index + 1} of {n_runs}",
+                                step=len(records), force=True)
+                record = teacher_run(job, papers[slug], index, teacher, progress)
+                records.append(record)
+                progress.log(f"{slug} run {index + 1}: {record['end_state']} after {record['steps']} steps"
+                             + (" (flagged by the monitor)" if record["flagged"] else "")
+                             + (f"; {record['error']}" if record["error"] else ""))
+                # Judge as runs finish: judge workers grade while the teacher goes on.
+                judge_runs(job, [record], judge, progress, wait=False)
+                progress.checkpoint({"step": len(records), "runs": records})
+    except JobCancelled:
+        _cancel_judges(records)
+        raise
     if records and all(r.get("error") and not r.get("submission") for r in records):
         # Nothing to judge and nothing to keep: a broken setup (no sandbox backend, endpoint down).
         raise DistillError(f"every teacher run failed; the first: {records[0]['error']}")
