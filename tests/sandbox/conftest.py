@@ -113,3 +113,28 @@ def host_processes_with(marker: str) -> list[str]:
         if marker in cmdline and "pytest" not in cmdline:
             found.append(cmdline)
     return found
+
+
+@pytest.fixture
+def stub():
+    """The loopback OpenAI-compatible server (the one stand-in for remote model APIs)."""
+    from tests.support.openai_stub import OpenAIStub
+
+    with OpenAIStub() as server:
+        yield server
+
+
+class Script:
+    """A stub responder answering with scripted assistant messages in order, then ``then``."""
+
+    def __init__(self, *replies, then=None) -> None:
+        self.replies = list(replies)
+        self.then = then
+        self.bodies: list[dict] = []
+
+    def __call__(self, body: dict):
+        self.bodies.append(body)
+        if self.replies:
+            reply = self.replies.pop(0)
+            return reply(body) if callable(reply) else reply
+        return self.then(body) if callable(self.then) else self.then

@@ -41,6 +41,12 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(stub_tokens(str(m.get("content", ""))) for m in messages)
 
 
+def tool_call(name: str, call_id: str = "", **arguments: Any) -> dict[str, Any]:
+    """One OpenAI-shaped tool call, for a responder's scripted assistant messages."""
+    call_id = call_id or "call_" + hashlib.sha256(f"{name}{sorted(arguments.items())}".encode()).hexdigest()[:10]
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
 def answer_for(messages: list[dict[str, Any]]) -> str:
     last = str(messages[-1].get("content", "")) if messages else ""
     text = "\n".join(str(m.get("content", "")) for m in messages)

@@ -77,8 +77,15 @@ def rootfs_files(programs: Iterable[str] = PROGRAMS) -> list[Path]:
     # target of every symlinked file, so the links inside the image resolve.
     real: set[Path] = set()
     for path in files:
-        real.add(Path(os.path.realpath(path.parent)) / path.name)
-        real.add(path.resolve())
+        hop = Path(os.path.realpath(path.parent)) / path.name
+        # every link of a chain (/usr/bin/awk -> /etc/alternatives/awk -> /usr/bin/mawk)
+        for _ in range(10):
+            real.add(hop)
+            if not hop.is_symlink():
+                break
+            target = Path(os.readlink(hop))
+            target = target if target.is_absolute() else hop.parent / target
+            hop = Path(os.path.realpath(target.parent)) / target.name
     return sorted(real)
 
 
