@@ -60,4 +60,4 @@ def test_an_sft_job_trains_through_torchrun_and_records_the_checkpoint(tiny_mode
     assert job.result["world_size"] == 2 and job.result["steps"] == 4
     assert list(job.metrics.filter(name="loss").values_list("step", flat=True)) == [1, 2, 3, 4]
     assert ModelCheckpoint.objects.get(job=job).trajectory_ids == [trajectory.pk]
-    assert "torchrun" in " ".join(job.logs.values_list("message", flat=True))
+    assert "torchrun" in " ".join(job.logs.values_list("text", flat=True))

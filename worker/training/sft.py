@@ -225,6 +225,7 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
             os.killpg(ranks.pid, signal.SIGKILL)
             ranks.wait()
     if ranks.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"torchrun with {processes} processes exited with status {ranks.returncode}:\n{tail}")
+        tail = log_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"torchrun with {processes} processes exited with status {ranks.returncode} "
+                           f"(every rank's output: {log_path}):\n{tail}")
     return json.loads((folder / LAUNCH_FILES["result"]).read_text())
