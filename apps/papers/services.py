@@ -13,6 +13,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -25,6 +26,7 @@ from apps.papers.models import Paper
 from apps.rubrics import services as rubrics
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.validation import Problem
+from worker.judge.submission import SubmissionError, check_member_name
 
 RUBRIC_FILE = "rubric.json"
 # Bundle attribute -> file name in a paper folder (and suffix in the flat layout).
@@ -146,24 +148,37 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise BundleError("The upload is not a zip file (or a rubric .json)") from None
-    with archive:
-        members = {i.filename: i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename}
-        # Uncompressed size counts too: a small zip may expand into gigabytes.
-        if sum(i.file_size for i in members.values()) > max_bytes:
-            raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes", 413)
-        rubric_names = [m for m in members if PurePosixPath(m).name == RUBRIC_FILE]
-        if not rubric_names:
-            raise BundleError(f"The zip has no {RUBRIC_FILE}")
-        if len(rubric_names) > 1:
-            raise BundleError(f"The zip has {len(rubric_names)} {RUBRIC_FILE} files; upload one paper per zip")
-        folder = PurePosixPath(rubric_names[0]).parent
-        texts: dict[str, str] = {}
-        for attr, file_name in TEXT_FILES.items():
-            member = str(folder / file_name) if str(folder) != "." else file_name
-            if member in members:
-                texts[attr] = archive.read(member).decode("utf-8", errors="replace")
-        slug_source = folder.name if str(folder) != "." else PurePosixPath(name).stem
-        return PaperBundle(slugify(slug_source) or "paper", archive.read(rubric_names[0]), name, texts)
+    try:
+        with archive:
+            return _bundle_from_zip(archive, name, max_bytes)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        # A damaged or forged archive (e.g. sizes in the headers that lie): refused, never a 500.
+        raise BundleError(f"The zip is damaged or forged: {exc}") from None
+
+
+def _bundle_from_zip(archive: zipfile.ZipFile, name: str, max_bytes: int) -> PaperBundle:
+    for info in archive.infolist():
+        try:
+            check_member_name(info.filename)
+        except SubmissionError as exc:
+            raise BundleError(f"The zip is refused: {exc}") from None
+    members = {i.filename: i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename}
+    # Uncompressed size counts too: a small zip may expand into gigabytes.
+    if sum(i.file_size for i in members.values()) > max_bytes:
+        raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes", 413)
+    rubric_names = [m for m in members if PurePosixPath(m).name == RUBRIC_FILE]
+    if not rubric_names:
+        raise BundleError(f"The zip has no {RUBRIC_FILE}")
+    if len(rubric_names) > 1:
+        raise BundleError(f"The zip has {len(rubric_names)} {RUBRIC_FILE} files; upload one paper per zip")
+    folder = PurePosixPath(rubric_names[0]).parent
+    texts: dict[str, str] = {}
+    for attr, file_name in TEXT_FILES.items():
+        member = str(folder / file_name) if str(folder) != "." else file_name
+        if member in members:
+            texts[attr] = archive.read(member).decode("utf-8", errors="replace")
+    slug_source = folder.name if str(folder) != "." else PurePosixPath(name).stem
+    return PaperBundle(slugify(slug_source) or "paper", archive.read(rubric_names[0]), name, texts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ class UploadLimits:
     max_file_bytes: int = 200 * 1024 * 1024
 
 
-def _check_member_name(name: str) -> PurePosixPath:
+def check_member_name(name: str) -> PurePosixPath:
+    """A relative path inside the archive's folder; absolute paths, ``..`` and NULs are refused."""
     if not name or "\x00" in name:
         raise SubmissionError("an archive member has an empty or invalid name")
     normalised = name.replace("\\", "/")
@@ -109,7 +110,7 @@ def _extract_zip(archive: Path, dest: Path, limits: UploadLimits) -> None:
             raise SubmissionError(f"the archive has more than {limits.max_files} files")
         plan = []
         for info in infos:
-            rel = _check_member_name(info.filename)
+            rel = check_member_name(info.filename)
             mode = (info.external_attr >> 16) & 0o170000
             if mode and mode not in (stat.S_IFREG, stat.S_IFDIR):
                 # zipfile would write a symlink's target as a file; refuse it like tar links.
@@ -132,7 +133,7 @@ def _extract_tar(archive: Path, dest: Path, limits: UploadLimits) -> None:
         for member in tf:
             if len(members) >= limits.max_files:
                 raise SubmissionError(f"the archive has more than {limits.max_files} files")
-            rel = _check_member_name(member.name)
+            rel = check_member_name(member.name)
             if member.issym() or member.islnk():
                 link = PurePosixPath(member.linkname.replace("\\", "/"))
                 base = rel.parent if member.issym() else PurePosixPath()
