@@ -1,0 +1,150 @@
+"""The agent_run job end to end: API launch, a real Celery worker, a podman container, cleanup."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from django.conf import settings
+
+from apps.jobs.models import Job
+from apps.papers.models import Paper
+from apps.trajectories.models import Trajectory
+from tests.judging.helpers import make_endpoint
+from tests.sandbox.conftest import Script
+from tests.sandbox.test_agent import TASK, say, solving_script
+from tests.support.openai_stub import tool_call
+from worker.sandbox import SandboxBusy, SandboxSpec, docker_client, open_sandbox
+from worker.sandbox.cleanup import job_is_live, remove_job_sandboxes, sweep_orphans
+from worker.sandbox.limits import HostSlots
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def containers(docker_host: str, job_id: int) -> list:
+    client = docker_client(docker_host)
+    try:
+        return client.containers.list(all=True, filters={"label": f"klong.job={job_id}"})
+    finally:
+        client.close()
+
+
+def launch(client, paper: Paper, **config):
+    config = {"paper": paper.pk, "endpoint": "teacher", "backend": "docker", "max_steps": 10, "l_max": 8192,
+              "reserve_tokens": 1024, "time_limit_s": 120, "memory_mb": 512, **config}
+    return client.post("/api/jobs/", {"kind": "agent_run", "config": config}, content_type="application/json")
+
+
+def toy_paper() -> Paper:
+    return Paper.objects.create(slug=f"toy-{uuid.uuid4().hex[:6]}", title="Toy paper", markdown=TASK.paper_markdown,
+                                blacklist=list(TASK.blacklist))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submission(
+    stub, client_for, celery_worker, sandbox_image
+):
+    stub.state.responder = Script(*solving_script())
+    paper = toy_paper()
+    make_endpoint(stub.base_url, name="teacher")
+    response = launch(client_for("operator"), paper, image=sandbox_image)
+    assert response.status_code == 202, response.content
+    job = wait_for(lambda: Job.objects.filter(pk=response.json()["id"]).exclude(
+        state__in=[Job.State.QUEUED, Job.State.RUNNING]).first())
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.result["end_state"] == "submitted" and job.result["steps"] == 5
+    trajectory = Trajectory.objects.get(pk=job.result["trajectory"])
+    assert (trajectory.source, trajectory.paper, trajectory.live) == ("distilled", paper, False)
+    assert trajectory.turn_count == 12 and trajectory.meta["job"] == job.pk
+    answer = settings.DATA_DIR / job.result["submission"] / "answer.txt"
+    assert answer.read_text() == "42\n"
+    assert job.artifacts.get(name="submission").meta["commit"] == job.result["final_commit"]
+    assert containers(settings_docker_host(), job.pk) == []
+
+
+def settings_docker_host() -> str:
+    import os
+
+    return os.environ["DOCKER_HOST"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_an_agent_run_kills_its_command_and_removes_its_container(
+    stub, client_for, celery_worker, sandbox_image, docker_host
+):
+    stub.state.responder = Script(say("Long job.", tool_call("bash", "c1", cmd="sleep 120")),
+                                  then=say("", tool_call("submit")))
+    paper = toy_paper()
+    make_endpoint(stub.base_url, name="teacher")
+    operator = client_for("operator")
+    job_id = launch(operator, paper, image=sandbox_image).json()["id"]
+    # the sleep is running in the container: its assistant turn is stored, the container is up
+    wait_for(lambda: Trajectory.objects.filter(meta__job=job_id, turn_count__gte=3).exists() and containers(
+        docker_host, job_id))
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert operator.post(f"/api/jobs/{job_id}/cancel/").status_code in (200, 202)
+    job = wait_for(lambda: Job.objects.filter(pk=job_id, state=Job.State.CANCELLED).first(), timeout=30)
+    assert time.monotonic() - started < 15
+    assert containers(docker_host, job_id) == []
+    trajectory = Trajectory.objects.get(meta__job=job.pk)
+    assert (trajectory.end_state, trajectory.live) == ("cancelled", False)
+
+
+@pytest.mark.django_db
+def test_a_bad_agent_run_config_is_refused_with_the_reason(stub, client_for):
+    make_endpoint(stub.base_url, name="teacher")
+    paper = toy_paper()
+    response = launch(client_for("operator"), paper, endpoint="nobody")
+    assert response.status_code == 400 and "endpoint" in response.json()["config"]
+    response = launch(client_for("operator"), paper, backend="bwrap", gpus=1)
+    assert response.status_code == 400 and "gpus" in response.json()["config"]
+    assert launch(client_for("viewer"), paper).status_code == 403
+    page = client_for("operator").get("/jobs/new/?kind=agent_run")
+    assert page.status_code == 200 and b'name="config-endpoint"' in page.content
+
+
+@pytest.mark.django_db
+def test_the_sweep_removes_containers_of_finished_jobs_and_keeps_live_ones(make_spec, personas):
+    finished = Job.objects.create(kind="agent_run", state=Job.State.SUCCEEDED, created_by=personas["operator"])
+    running = Job.objects.create(kind="agent_run", state=Job.State.RUNNING, created_by=personas["operator"])
+    orphan = open_sandbox(make_spec("docker", job_id=finished.pk), slots=None)  # as if its worker had died
+    live = open_sandbox(make_spec("docker", job_id=running.pk), slots=None)
+    try:
+        removed = sweep_orphans(job_is_live)
+        assert orphan.id in removed and live.id not in removed
+        assert containers(live.spec.docker_host, finished.pk) == []
+        assert live.exec("echo alive").stdout.strip() == "alive"
+        assert remove_job_sandboxes(running.pk) == [live.id]  # what a task's end does
+    finally:
+        orphan.close()
+        live.close()
+
+
+@pytest.mark.django_db
+def test_sandboxes_per_host_are_limited_by_redis_slots(redis_server):
+    import redis
+
+    slots = HostSlots(redis.Redis.from_url(redis_server), limit=2, prefix=f"test-slots-{uuid.uuid4().hex}")
+    host = "local-bwrap"  # the key open_sandbox uses for bubblewrap sandboxes
+    first = slots.acquire(host, hold_s=30)
+    slots.acquire(host, hold_s=1.0)  # never released: it lapses
+    assert slots.try_acquire(host, hold_s=30) is None
+    assert slots.try_acquire("tcp://gpu-host:2375", hold_s=30) is not None  # each Docker host has its own
+    with pytest.raises(SandboxBusy):
+        open_sandbox(SandboxSpec(backend="bwrap"), slots=slots, acquire_timeout_s=0.1)
+    first.release()
+    with open_sandbox(SandboxSpec(backend="bwrap"), slots=slots, acquire_timeout_s=1) as box:
+        assert slots.in_use(host) == 2 and box.exec("true").ok
+    assert slots.in_use(host) == 1  # closing released the sandbox's slot
+    time.sleep(1.1)
+    assert slots.in_use(host) == 0
