@@ -167,12 +167,9 @@ class RubricDraftConfigForm(forms.Form):
         return slug
 
     def clean_endpoint(self) -> str:
-        from apps.judging.models import ModelEndpoint
+        from apps.judging.forms import JudgeConfigForm
 
-        name = self.cleaned_data["endpoint"]
-        if not ModelEndpoint.objects.filter(name=name).exists():
-            raise forms.ValidationError(f"No model endpoint named {name!r}.")
-        return name
+        return JudgeConfigForm.clean_endpoint(self)
 
     def clean_code_folder(self) -> str:
         from pathlib import Path

@@ -101,6 +101,12 @@ def test_importing_through_the_page_stores_candidates_and_skips_ones_already_lis
     assert PaperCandidate.objects.count() == 2
     listing = client.get("/papers/candidates/?venues=iclr&year_min=2024").content.decode()
     assert ">Routing</a>" in listing and ">KLong</a>" not in listing
+    routing = PaperCandidate.objects.get(title="Routing")
+    client.post("/papers/candidates/triage/", {"ids": [routing.pk], "status": "kept", "query": "status=new"})
+    routing.refresh_from_db()
+    assert routing.status == "kept"
+    assert client_for("viewer").post("/papers/candidates/triage/", {"ids": [routing.pk], "status": "rejected"}
+                                     ).status_code == 403
 
 
 @pytest.mark.django_db
@@ -135,6 +141,8 @@ def test_attaching_a_pdf_makes_a_paper_with_markdown_and_refuses_non_pdfs(client
     candidate = PaperCandidate.objects.create(key="arxiv:2602.17547", title="KLong", arxiv_id="2602.17547",
                                               venue="ICML", year=2026, source_format="arxiv")
     api = client_for("curator")
+    assert "Attach the PDF" in api.get(f"/papers/candidates/{candidate.pk}/").content.decode()
+    assert "Attach the PDF" not in client_for("viewer").get(f"/papers/candidates/{candidate.pk}/").content.decode()
     refused = api.post(f"/api/paper-candidates/{candidate.pk}/attach-pdf/",
                        {"pdf": SimpleUploadedFile("x.pdf", b"PK\x03\x04zip")})
     assert refused.status_code == 400 and "not a PDF" in refused.json()["pdf"][0]
