@@ -60,7 +60,7 @@ class KlongClient:
         if not url:
             raise ValueError("No server address: pass url= or set KLONG_URL (e.g. https://studio.example.org).")
         if not token:
-            raise ValueError("No API token: pass token= or set KLONG_TOKEN (create one under Account > API tokens).")
+            raise ValueError("No API token: pass token= or set KLONG_TOKEN (create one at /account/tokens/).")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
