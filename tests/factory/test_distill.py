@@ -117,6 +117,10 @@ def test_a_distillation_keeps_the_good_run_rejects_the_bad_and_the_cheat_and_fee
     runs = {r.trajectory_id: r for r in JudgeRun.objects.all()}
     assert runs[good["trajectory"]].score == good["score"] and runs[bad["trajectory"]].score == bad["score"]
     assert result["cost_usd"] > 0 and result["acceptance_rate"] == pytest.approx(1 / 3)
+    live = {name: sorted(job.metrics.filter(name=name).values_list("value", flat=True))
+            for name in ("score", "cost_usd", "teacher_cost_usd", "acceptance_rate")}
+    assert live["score"] == sorted([good["score"], bad["score"]]) and live["acceptance_rate"] == [pytest.approx(1 / 3)]
+    assert max(live["cost_usd"]) == pytest.approx(result["cost_usd"]) and len(live["teacher_cost_usd"]) == 3
     # Kept and rejected trajectories, every turn saved, the tool calls among them.
     kept = Trajectory.objects.get(pk=good["trajectory"])
     assert (kept.review, kept.source, kept.final_score) == ("accepted", "distilled", good["score"])

@@ -174,6 +174,9 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
                 record["score"] = float(done.result["score"])
                 record["judge_run"] = done.result.get("judge_run")
                 record["judge_cost_usd"] = float(done.result.get("cost_usd") or 0.0)
+                # Live on the job page: each score as it arrives, and the money spent so far.
+                judged = sum(1 for r in records if r.get("score") is not None)
+                progress.metric(judged, score=record["score"], cost_usd=_cost(records))
             else:
                 record["judge_error"] = f"judge job {done.pk} {done.state}: {done.error or 'no score'}"
                 progress.log(f"{record['paper']} run {record['index'] + 1}: {record['judge_error']}", level="warning")
@@ -187,6 +190,11 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
         else:
             if pending:
                 time.sleep(0.2)
+
+
+def _cost(records: list[dict[str, Any]]) -> float:
+    return round(sum(float(r.get("teacher_cost_usd") or 0.0) + float(r.get("judge_cost_usd") or 0.0)
+                     for r in records), 6)
 
 
 def _scores(records: list[dict[str, Any]]) -> list[RunScore]:
@@ -225,6 +233,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
                 progress.log(f"{slug} run {index + 1}: {record['end_state']} after {record['steps']} steps"
                              + (" (flagged by the monitor)" if record["flagged"] else "")
                              + (f"; {record['error']}" if record["error"] else ""))
+                progress.metric(len(records), teacher_cost_usd=_cost(records))
                 # Judge as runs finish: judge workers grade while the teacher goes on.
                 judge_runs(job, [record], judge, progress, wait=False)
                 progress.checkpoint({"step": len(records), "runs": records})
@@ -238,7 +247,6 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     judge_runs(job, records, judge, progress)
     progress.checkpoint({"step": len(records), "runs": records})
     verdicts = select_runs(_scores(records), threshold, top_k)
-    scored = 0
     for record in sorted(records, key=lambda r: (r["paper"], r["index"])):
         verdict = verdicts[(record["paper"], int(record["index"]))]
         record["kept"] = verdict.kept
@@ -246,13 +254,11 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         trajectory = Trajectory.objects.get(pk=record["trajectory"])
         if record.get("score") is not None:
             Trajectory.objects.filter(pk=trajectory.pk).update(final_score=record["score"])
-            scored += 1
-            progress.metric(scored, score=record["score"])
         if not record.get("flagged"):  # the recorder already rejected a flagged run, naming the URL
             review_trajectory(trajectory, Trajectory.Review.ACCEPTED if verdict.kept else Trajectory.Review.REJECTED,
                               f"distill job #{job.pk}: {record['reason']}", job.created_by)
     summary = summarise(_scores(records), verdicts)
-    progress.metric(total, acceptance_rate=float(summary["acceptance_rate"]), cost_usd=float(summary["cost_usd"]))
+    progress.metric(total, acceptance_rate=float(summary["acceptance_rate"]))
     kept_ids = [r["trajectory"] for r in records if r["kept"]]
     dataset = create_dataset(
         config["dataset"], kept_ids, user=job.created_by, origin_job=job, threshold=threshold, top_k=top_k,
