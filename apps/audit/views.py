@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 
 from apps.audit import services
 from apps.audit.forms import ImportJudgeEvalForm, QueueForm, ReportForm
+from apps.audit.grid import grid_rows
 from apps.audit.models import AuditQueue
 from apps.core.pages import require_perm
 from apps.core.roles import perm
@@ -67,15 +68,12 @@ def compare(request: HttpRequest) -> HttpResponse:
         if queue is None:
             return _bad_request(request, "No such audit queue.")
         assigned = set(queue.items.filter(assignee=request.user).values_list("node_index", flat=True))
-    for row in comparison.rows:
-        row["columns"] = list(zip(comparison.sources, row["cells"], row["node_scores"], strict=True))
-        row["assigned"] = row["index"] in assigned
     inner = [r for r in comparison.rows if not r["leaf"]]
     categories = sorted({r["category"] for r in comparison.rows if r["leaf"] and r["category"]})
     mine = next((s for s in comparison.sources if s.mine), None)
     ids = ",".join(map(str, comparison.run_ids))
     return render(request, "audit/compare.html", {
-        "c": comparison, "rows": comparison.rows, "inner": inner, "categories": categories, "can_grade": can_grade,
+        "c": comparison, "rows": comparison.rows, "grid_rows": grid_rows(comparison, assigned), "inner": inner, "categories": categories, "can_grade": can_grade,
         "mine": mine, "queue": queue, "ids": ids, "queue_form": QueueForm(initial={"category": ""}),
         "config": {"baseRun": comparison.base.pk, "gradeUrl": reverse("audit-grades"), "canGrade": can_grade,
                    "mineColumn": comparison.sources.index(mine) if mine else None},

@@ -226,3 +226,12 @@ def test_what_if_shows_rank_changes_under_new_weights(world, client_for):
     posted = client.post("/api/audit/what-if/", {"paper": world["paper"].slug, "tree": tree},
                          content_type="application/json")
     assert posted.status_code == 200 and posted.json()["tree"] == "posted tree"
+
+
+def test_judge_and_rubric_text_is_escaped_in_the_grid(world, client_for):
+    LeafGrade.objects.filter(run=world["big"]).update(explanation='<script>alert(1)</script>"quoted"',
+                                                      invalid_reason="<b>x</b>")
+    LeafGrade.objects.filter(run=world["cheap"], node_index=world["leaves"][4]).update(invalid_reason="<img src=x>")
+    html = client_for("curator").get(f"/audit/compare/?runs={world['big'].pk},{world['cheap'].pk}").content.decode()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;quoted&quot;" in html
+    assert "<img src=x>" not in html and "&lt;img src=x&gt;" in html
