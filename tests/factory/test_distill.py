@@ -170,3 +170,34 @@ def test_cancelling_a_distillation_stops_the_agent_mid_run_and_keeps_its_turns(
     trajectory = Trajectory.objects.get()  # the second run never started
     assert trajectory.end_state == "cancelled" and not trajectory.live and trajectory.turns.count() >= 4
     assert not Dataset.objects.exists() and not Job.objects.filter(kind="judge").exists()
+
+
+def test_a_retried_distillation_resumes_after_its_last_finished_run(toy_paper, stub, personas, celery_worker):
+    from django.conf import settings
+
+    from apps.jobs.services import validate_config
+    from worker.tasks import run_job
+
+    teacher = ScriptedTeacher(["bad"])  # only the run that never finished is run again
+    stub.state.responder = teacher
+    make_endpoint("teacher", stub)
+    make_endpoint("judge", stub)
+    finished = Trajectory.objects.create(paper=toy_paper, title="run 1", source="distilled", end_state="submitted")
+    folder = settings.DATA_DIR / "submissions" / "resumed-run-1"
+    folder.mkdir(parents=True)
+    (folder / "solution.py").write_text(GOOD)
+    record = {"paper": "toy-add", "index": 0, "trajectory": finished.pk, "submission": "submissions/resumed-run-1",
+              "error": "", "end_state": "submitted", "steps": 3, "flagged": False, "teacher_cost_usd": 0.5}
+    config = validate_config("distill", {
+        "papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 2, "threshold": 0.8,
+        "dataset": "resumed", "sandbox_backend": "bwrap", "max_steps": 6, "l_max": 4096, "judge_help_after_s": 0})
+    # As a worker that died after the first run leaves it once the retry has re-queued it.
+    job = Job.objects.create(kind="distill", config=config, queue="cpu", attempt=1, created_by=personas["operator"],
+                             checkpoint={"step": 1, "runs": [record]})
+    run_job(job.pk)
+    job.refresh_from_db()
+    assert job.state == "succeeded", job.error
+    assert teacher.run == 0 and Trajectory.objects.count() == 2
+    kept = [r["trajectory"] for r in job.result["runs_detail"] if r["kept"]]
+    assert kept == [finished.pk] and job.result["judged"] == 2
+    assert job.result["cost_usd"] > 0.5
