@@ -293,9 +293,10 @@ if LOG_FORMAT not in ("plain", "json"):
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT == "plain"
 
 # Prometheus metrics at /metrics (apps/ops/metrics.py): a bearer token, or an address in the
-# allowlist (comma-separated addresses or networks; default this machine only).
+# allowlist (comma-separated addresses or networks). Default none: behind a proxy on the same
+# machine every request would come from 127.0.0.1, so "this machine" is no safe default.
 KLONG_METRICS_TOKEN = env_str("KLONG_METRICS_TOKEN")
-KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", ["127.0.0.1/32", "::1/128"])
+KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", [])
 # Workers write a heartbeat to Redis this often; the workers page marks one silent after 3 missed.
 KLONG_WORKER_HEARTBEAT_S = env_int("KLONG_WORKER_HEARTBEAT_S", 15, minimum=1)
 # Sandboxes (worker/sandbox, docs/sandboxes-and-agent.md): backend docker|bwrap|auto, the image

@@ -7,8 +7,7 @@ import ipaddress
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_GET
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from apps.ops.metrics import render_metrics
@@ -40,10 +39,11 @@ def metrics_allowed(request: HttpRequest) -> bool:
 
 
 @login_not_required
-@require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
+    # Access first: a stranger learns nothing, not even which methods exist.
     if not metrics_allowed(request):
-        response = HttpResponse("Metrics need a bearer token (KLONG_METRICS_TOKEN) or an allowlisted address "
-                                "(KLONG_METRICS_ALLOW).\n", status=403, content_type="text/plain")
-        return response
+        return HttpResponse("Metrics need a bearer token (KLONG_METRICS_TOKEN) or an allowlisted address "
+                            "(KLONG_METRICS_ALLOW).\n", status=403, content_type="text/plain")
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
     return HttpResponse(render_metrics(), content_type=CONTENT_TYPE_LATEST)

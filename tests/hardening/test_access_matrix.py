@@ -86,8 +86,9 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "audit:queue": (V, None),
     "datasets:list": (V, None),
     "datasets:detail": (V, None),
-    # Guarded by a bearer token or an address allowlist, not a role (apps/ops; tests/ops).
-    "metrics": (PUBLIC, None),
+    # No session opens it, whatever the role: only a bearer token or an allowlisted address
+    # (none by default; apps/ops, tests/ops/test_metrics.py).
+    "metrics": (None, None),
     # The API: (GET, POST) and for detail routes (GET, POST, PATCH, DELETE).
     "api-root": (V, None),
     "api-schema": (V, None),

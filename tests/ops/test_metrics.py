@@ -16,6 +16,12 @@ from worker.heartbeat import beat, forget
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def scraper_address(settings):
+    """The test client's address (127.0.0.1) is the scraper's."""
+    settings.KLONG_METRICS_ALLOW = ["127.0.0.1/32"]
+
+
 def scrape(client, **headers) -> str:
     response = client.get("/metrics", **headers)
     assert response.status_code == 200, response.content
@@ -90,6 +96,14 @@ def test_judge_calls_cost_and_leaf_latency(client):
     assert value(text, 'klong_judge_leaf_latency_seconds_bucket{le="60.0"}') == 4
     assert value(text, "klong_judge_leaf_latency_seconds_count") == 4
     assert value(text, "klong_judge_leaf_latency_seconds_sum") == pytest.approx(47.7)
+
+
+def test_metrics_are_refused_to_everyone_until_a_token_or_an_address_is_configured(client, admin_client, settings):
+    settings.KLONG_METRICS_ALLOW = []
+    assert client.get("/metrics").status_code == 403
+    assert client.post("/metrics").status_code == 403
+    # A session is not a way in either: Prometheus has none, and a browser should not need it.
+    assert admin_client.get("/metrics").status_code == 403
 
 
 def test_metrics_need_an_allowlisted_address_or_the_token(client, settings):
