@@ -107,13 +107,22 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
 
         tasks, runner, judge = toy_tasks(int(config.get("toy_tasks", 2))), ToyRunner(), ToyJudge()
+        if config.get("judge_endpoint"):
+            # a model judge instead of the programmatic checks: PaperBench's protocol on the toy text
+            from apps.judging.models import ModelEndpoint
+            from worker.llm.client import make_client
+            from worker.training.rl_toy import ModelJudge
+
+            endpoint = ModelEndpoint.objects.get(name=config["judge_endpoint"]).to_config()
+            judge = ModelJudge(make_client(endpoint), concurrency=endpoint.concurrency)
     else:
         from worker.training.rl_agent import AgentRunner, QueueJudge
 
         tasks = paper_tasks(config)
-        runner = AgentRunner(Path(settings.DATA_DIR) / "submissions", sandbox_backend=config.get("sandbox_backend", "auto"),
-                             l_max=rl_settings.split.l_max, should_stop=reporter.should_stop)
-        judge = QueueJudge(config["judge_endpoint"], user=job.created_by)
+        runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=config.get("sandbox_backend", "auto"),
+                             image=config.get("sandbox_image", ""), l_max=rl_settings.split.l_max,
+                             should_stop=reporter.should_stop)
+        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
         if config.get("policy_server_url"):
             from worker.training.rl_serving import RemotePolicy, ServerConfig
 

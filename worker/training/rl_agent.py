@@ -13,7 +13,6 @@ queue's depth is the number of judge jobs waiting.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -82,89 +81,128 @@ class LocalPolicyChat:
         return ChatResult(tokenizer.decode(new, skip_special_tokens=True), record, finish)
 
 
-def turn_text(content: str, tool_calls: Sequence[dict[str, Any]]) -> str:
-    """An agent turn as training text: its content, then each tool call as a tagged JSON line."""
-    calls = "".join(f"\n<tool_call>{json.dumps(c, sort_keys=True)}</tool_call>" for c in tool_calls or ())
-    return (content or "") + calls
-
-
 class AgentRunner:
-    """``RolloutRunner`` for papers: one sandbox per rollout, the agent cut at the stage timeout."""
+    """``RolloutRunner`` for papers: one sandbox per rollout, the agent cut at the stage timeout.
 
-    def __init__(self, submissions_root: Path, *, sandbox_backend: str = "auto", l_max: int = 32768,
-                 max_steps: int = 1000, memory_mb: int = 4096, cpus: float = 2.0,
-                 should_stop: Callable[[], bool] | None = None) -> None:
-        self.submissions_root = Path(submissions_root)
+    Every rollout is also recorded turn by turn as a Trajectory (source "rollout", with its
+    policy version), so a running rollout can be watched on its trajectory page.
+    """
+
+    def __init__(self, work_dir: Path, *, job_id: int | None = None, sandbox_backend: str = "auto",
+                 image: str = "", l_max: int = 32768, max_steps: int = 1000, memory_mb: int = 4096,
+                 cpus: float = 2.0, should_stop: Callable[[], bool] | None = None) -> None:
+        self.work_dir = Path(work_dir)  # the data folder: papers/ and submissions/ go under it
+        self.job_id = job_id
         self.sandbox_backend = sandbox_backend
+        self.image = image
         self.l_max = l_max
         self.max_steps = max_steps
         self.memory_mb = memory_mb
         self.cpus = cpus
         self.should_stop = should_stop
-        self.run_id = uuid.uuid4().hex[:10]
+        self.run_id = f"job{job_id}" if job_id else uuid.uuid4().hex[:10]
 
     def _chat(self, policy: Any) -> Any:
         return policy.chat_client() if hasattr(policy, "chat_client") else LocalPolicyChat(policy)
 
     def run(self, task: Task, index: int, timeout_s: float, policy: Any, seed: int) -> Rollout:
+        import threading
+
+        from django.db import connections
+
+        try:
+            return self._run(task, index, timeout_s, policy)
+        finally:
+            if threading.current_thread() is not threading.main_thread():
+                connections.close_all()  # a rollout thread's own connections; the thread ends soon
+
+    def _run(self, task: Task, index: int, timeout_s: float, policy: Any) -> Rollout:
+        from apps.papers.models import Paper
+        from apps.trajectories.recorder import TrajectoryRecorder
         from worker.agent import AgentConfig, AgentTask, run_agent
         from worker.sandbox import SandboxSpec, open_sandbox
 
         paper: PaperTask = task.data
         version = policy.version
         started = time.perf_counter()
-        spec = SandboxSpec(backend=self.sandbox_backend, image=paper.image, cpus=self.cpus,
-                           memory_mb=self.memory_mb, network=False, wall_clock_s=timeout_s + 300)
-        config = AgentConfig(max_steps=self.max_steps, time_limit_s=timeout_s, l_max=self.l_max,
-                             tokenizer=getattr(policy, "tokenizer", None))
         agent_task = AgentTask(paper_markdown=paper.markdown, addendum=paper.addendum,
                                instructions=paper.instructions, blacklist=list(paper.blacklist))
-        with open_sandbox(spec) as sandbox:
-            result = run_agent(self._chat(policy), sandbox, agent_task, config, should_stop=self.should_stop)
-            rows, commits = self._rows(result)
-            folders = self._export(sandbox, task, index, {c for c in commits if c})
+        mounts = agent_task.write_files(self.work_dir / "rl" / self.run_id / "papers" / paper.slug)
+        spec = SandboxSpec(backend=self.sandbox_backend, image=paper.image or self.image, cpus=self.cpus,
+                           memory_mb=self.memory_mb, network=False, wall_clock_s=timeout_s + 300,
+                           mounts_ro=mounts, job_id=self.job_id)
+        config = AgentConfig(max_steps=self.max_steps, time_limit_s=timeout_s, l_max=self.l_max,
+                             tokenizer=getattr(policy, "tokenizer", None))
+        recorder = TrajectoryRecorder.start(
+            paper=Paper.objects.filter(pk=paper.paper_id).first(), source="rollout", model="rl-policy",
+            policy_version=f"v{version}", title=f"{paper.slug} RL {self.run_id} rollout {index + 1} (policy v{version})",
+            meta={"rl_job": self.job_id, "rollout": index, "timeout_s": timeout_s},
+        )
+        try:
+            with open_sandbox(spec) as sandbox:
+                result = run_agent(self._chat(policy), sandbox, agent_task, config, on_turn=recorder.add_turn,
+                                   should_stop=self.should_stop)
+                rows, commits = rollout_rows(result)
+                # a flagged run is disqualified: every state scores 0, nothing is exported
+                wanted = set() if result.flagged else {c for c in commits if c}
+                folders = self._export(sandbox, task, index, version, wanted)
+            recorder.finish(result, submission_url=folders.get(result.final_commit, ""))
+        except Exception as exc:
+            recorder.abandon(f"{type(exc).__name__}: {exc}")
+            raise
         states = [folders.get(c, EMPTY_SUBMISSION) if c else EMPTY_SUBMISSION for c in commits]
-        tokens = int(result.usage.get("completion_tokens", 0)) if isinstance(result.usage, dict) else 0
+        usage = result.usage or {}
         return Rollout(task.id, index, version, timeout_s, rows, states, result.end_state, result.wall_s,
-                       time.perf_counter() - started, tokens,
-                       meta={"final_commit": result.final_commit, "flagged": result.flagged, "error": result.error})
+                       time.perf_counter() - started, int(usage.get("completion_tokens", 0)),
+                       meta={"final_commit": result.final_commit, "flagged": result.flagged, "error": result.error,
+                             "trajectory": recorder.trajectory.pk})
 
-    @staticmethod
-    def _rows(result: Any) -> tuple[list[TurnRow], list[str | None]]:
-        rows: list[TurnRow] = []
-        commits: list[str | None] = []
-        current: str | None = None
-        for turn in result.turns:
-            rows.append(TurnRow(turn.role, turn_text(turn.content, turn.tool_calls)))
-            current = turn.submission_commit or current  # unchanged turns keep the last commit
-            commits.append(current)
-        return rows, commits
-
-    def _export(self, sandbox: Any, task: Task, index: int, commits: set[str]) -> dict[str, str]:
+    def _export(self, sandbox: Any, task: Task, index: int, version: int, commits: set[str]) -> dict[str, str]:
         folders = {}
         for commit in sorted(commits):
-            name = f"rl-{self.run_id}-{task.id}-{index}-{commit[:12]}"
-            dest = self.submissions_root / name
-            sandbox.export_submission(dest, commit)
-            folders[commit] = f"{self.submissions_root.name}/{name}"
+            relative = f"submissions/rl-{self.run_id}-{task.id}-v{version}-{index + 1}-{commit[:12]}"
+            sandbox.export_submission(self.work_dir / relative, commit)
+            folders[commit] = relative
         return folders
+
+
+def rollout_rows(result: Any) -> tuple[list[TurnRow], list[str | None]]:
+    """The agent's turns as training rows (rendered as the trajectory store and the agent's
+    context render them) and the submission commit current after each turn."""
+    from apps.trajectories.tokens import turn_text
+
+    rows: list[TurnRow] = []
+    commits: list[str | None] = []
+    current: str | None = None
+    for turn in result.turns:
+        rows.append(TurnRow(turn.role, turn_text(turn.content, "", turn.tool_calls)))
+        current = turn.submission_commit or current  # unchanged turns keep the last commit
+        commits.append(current)
+    return rows, commits
 
 
 class QueueJudge:
     """``Judge`` through the judge job kind: one judge job per distinct submission, waited for.
 
     Train-split papers queue at priority 9 and eval ones at 0, so evaluation judging is never
-    starved by the RL flood. A judge job that fails (endpoint down, every leaf invalid) fails
-    the iteration: a made-up 0 would be a false reward.
+    starved by the RL flood. A judge job still queued after ``help_after_s`` while nothing more
+    urgent waits is run by this worker itself (the task's conditional claim runs it once, here
+    or on a judge worker), so a single-worker install never waits forever on its own request.
+    A judge job that fails (endpoint down, every leaf invalid) fails the iteration: a made-up 0
+    would be a false reward.
     """
 
-    def __init__(self, endpoint_name: str, user: Any = None, poll_s: float = 1.0, timeout_s: float = 6 * 3600,
-                 code_only: bool = False) -> None:
+    def __init__(self, endpoint_name: str, user: Any = None, *, poll_s: float = 0.2, help_after_s: float = 30.0,
+                 timeout_s: float = 6 * 3600, code_only: bool = False,
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.endpoint_name = endpoint_name
         self.user = user
         self.poll_s = poll_s
+        self.help_after_s = help_after_s
         self.timeout_s = timeout_s
         self.code_only = code_only
+        self.should_stop = should_stop
+        self.jobs: list[int] = []  # every judge job this judge queued, for the record
 
     def queue_depth(self) -> int:
         from apps.jobs.models import Job
@@ -172,7 +210,6 @@ class QueueJudge:
         return Job.objects.filter(kind="judge", state=Job.State.QUEUED).count()
 
     def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
-        from apps.jobs.models import Job
         from apps.judging.models import ModelEndpoint
         from apps.judging.services import request_judge_run
         from apps.papers.models import Paper
@@ -180,26 +217,47 @@ class QueueJudge:
 
         endpoint = ModelEndpoint.objects.get(name=self.endpoint_name)
         scores: list[float | None] = [None] * len(requests)
-        jobs: dict[int, int] = {}
+        pending: dict[int, int] = {}
         for k, (task, state) in enumerate(requests):
             if state == EMPTY_SUBMISSION:
-                scores[k] = 0.0
+                scores[k] = 0.0  # nothing submitted yet (or a disqualified run): no judge call
                 continue
             paper_task: PaperTask = task.data
             paper = Paper.objects.get(pk=paper_task.paper_id)
             version = RubricVersion.objects.get(pk=paper_task.rubric_version) if paper_task.rubric_version else None
             job = request_judge_run(paper=paper, endpoint=endpoint, submission=state, user=self.user,
                                     version=version, code_only=self.code_only)
-            jobs[job.pk] = k
-        deadline = time.monotonic() + self.timeout_s
-        while jobs:
-            for job in Job.objects.filter(pk__in=list(jobs), state__in=Job.FINISHED):
-                k = jobs.pop(job.pk)
+            pending[job.pk] = k
+            self.jobs.append(job.pk)
+        self._wait(pending, scores)
+        return [float(s) for s in scores]
+
+    def _wait(self, pending: dict[int, int], scores: list[float | None]) -> None:
+        from apps.jobs.models import Job
+        from apps.jobs.services import cancel_job
+
+        started = time.monotonic()
+        while pending:
+            if self.should_stop is not None and self.should_stop():
+                for job in Job.objects.filter(pk__in=list(pending)).exclude(state__in=Job.FINISHED):
+                    cancel_job(job)
+                raise RLError("stopped while waiting for the judge")
+            for job in Job.objects.filter(pk__in=list(pending), state__in=Job.FINISHED):
+                k = pending.pop(job.pk)
                 if job.state != Job.State.SUCCEEDED or job.result.get("score") is None:
                     raise RLError(f"judge job {job.pk} ended {job.state}: {job.error or 'no score'}")
                 scores[k] = float(job.result["score"])
-            if jobs:
-                if time.monotonic() > deadline:
-                    raise RLError(f"{len(jobs)} judge jobs did not finish within {self.timeout_s:g} s")
-                time.sleep(self.poll_s)
-        return [float(s) for s in scores]
+            if not pending:
+                return
+            waited = time.monotonic() - started
+            if waited > self.timeout_s:
+                raise RLError(f"{len(pending)} judge jobs did not finish within {self.timeout_s:g} s")
+            queued = Job.objects.filter(pk__in=list(pending), state=Job.State.QUEUED).order_by("priority", "pk").first()
+            if queued is not None and waited >= self.help_after_s and not Job.objects.filter(
+                kind="judge", state=Job.State.QUEUED, priority__lt=queued.priority
+            ).exists():
+                from worker.tasks import run_job
+
+                run_job(queued.pk)
+                continue
+            time.sleep(self.poll_s)

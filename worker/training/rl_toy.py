@@ -14,6 +14,7 @@ The tree is scored by ``apps.rubrics.scoring`` exactly as a judged paper is.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -89,6 +90,53 @@ class ToyJudge:
 
     def queue_depth(self) -> int:
         return 0  # judged inline, nothing waits
+
+
+class ModelJudge:
+    """Q from a model judge: the toy submission graded leaf by leaf with PaperBench's protocol
+    (``worker.judge.grader.grade_tree``) through a worker/llm client, states judged concurrently.
+
+    The same path a paper's judge job takes, minus the job row: used when a toy run names a judge
+    endpoint, and by the benchmark against the loopback stub to time judging as it really runs.
+    """
+
+    def __init__(self, client: Any, concurrency: int = 4) -> None:
+        self.client = client
+        self.concurrency = concurrency
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    def score_one(self, task: ToyTask, text: str) -> float:
+        import tempfile
+        from pathlib import Path
+
+        from worker.judge.grader import grade_tree
+        from worker.judge.prompts import PaperContext
+        from worker.judge.submission import Submission
+
+        with tempfile.TemporaryDirectory(prefix="klong-rl-toy-") as folder:
+            Path(folder, "submission.txt").write_text(text)
+            outcome = grade_tree(flatten(toy_rubric(task)), PaperContext("Toy task", task.instructions),
+                                 Submission(Path(folder)), self.client)
+        return float(outcome.score)
+
+    def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._waiting = len(requests)
+
+        def one(request: tuple[Task, Any]) -> float:
+            try:
+                return self.score_one(request[0].data, request[1] or "")
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rl-judge") as pool:
+            return list(pool.map(one, requests))
+
+    def queue_depth(self) -> int:
+        return max(0, self._waiting)
 
 
 def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
