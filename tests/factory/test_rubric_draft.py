@@ -48,12 +48,20 @@ def run_draft(paper, stub, operator, **config) -> Job:
 @pytest.mark.django_db
 def test_a_refused_tree_goes_back_with_its_problems_and_the_fixed_one_becomes_a_model_draft_version(
         paper, stub, personas):
+    from django.conf import settings
+
+    code = settings.DATA_DIR / "official_code" / "toy"
+    (code / ".git").mkdir(parents=True)
+    (code / "merge.py").write_text("def merge_sort(xs):\n    return sorted(xs)\n")
+    (code / ".git" / "config").write_text("not code")
     good = small_tree()
     answers = iter([fenced(node("Root", leaf("Sorts", weight=-1), leaf("Merges"))), fenced(good)])
     stub.state.responder = lambda body: next(answers)
-    job = run_draft(paper, stub, personas["operator"], max_attempts=3)
+    job = run_draft(paper, stub, personas["operator"], max_attempts=3, code_folder="official_code/toy")
     assert job.state == "succeeded", job.error
     assert job.result["applied"] and job.result["attempts"] == 2 and job.result["leaves"] == 5
+    prompt = stub.requests[0]["messages"][1]["content"]
+    assert "## merge.py\n```\ndef merge_sort(xs)" in prompt and "not code" not in prompt
     feedback = stub.requests[1]["messages"][-1]["content"]
     assert "refused by the validator" in feedback and "weight" in feedback
     assert stub.requests[1]["messages"][-2]["role"] == "assistant"
@@ -97,6 +105,10 @@ def test_the_launch_form_refuses_a_paper_without_markdown_and_an_unknown_endpoin
         launch_job("rubric_draft", {"paper": "empty", "endpoint": "nope"}, personas["operator"])
     assert "attach its PDF first" in caught.value.errors["paper"][0]
     assert "No model endpoint named 'nope'" in caught.value.errors["endpoint"][0]
+    with pytest.raises(JobConfigError) as outside:
+        launch_job("rubric_draft", {"paper": "empty", "endpoint": "nope", "code_folder": "../../etc"},
+                   personas["operator"])
+    assert "under official_code/" in outside.value.errors["code_folder"][0]
 
 
 @pytest.mark.django_db
