@@ -337,18 +337,19 @@ def order_flips(keys: Sequence[str], reference: Sequence[float], candidate: Sequ
     return flips
 
 
-def leaf_disagreement_below(parents: Sequence[int], is_leaf: Sequence[bool], reference: Mapping[int, Number | None],
-                            candidate: Mapping[int, Number | None]) -> list[tuple[int, int]]:
-    """Per node: (leaves below it graded by both, of which the two disagree). Pre-order input
-    (parents[i] < i, -1 for the root), so one reverse pass adds each node into its parent."""
+def leaf_disagreement_below(parents: Sequence[int], is_leaf: Sequence[bool],
+                            *sources: Mapping[int, Number | None]) -> list[tuple[int, int]]:
+    """Per node: (leaves below it graded validly by at least two sources, of which the sources'
+    grades are not all equal). Pre-order input (parents[i] < i, -1 for the root), so one
+    reverse pass adds each node into its parent. With two sources: compared and disagreeing."""
     compared = [0] * len(parents)
     differ = [0] * len(parents)
     for i, leaf in enumerate(is_leaf):
         if leaf:
-            a, b = reference.get(i), candidate.get(i)
-            if a is not None and b is not None:
+            grades = [g for g in (source.get(i) for source in sources) if g is not None]
+            if len(grades) >= 2:
                 compared[i] = 1
-                differ[i] = int(a != b)
+                differ[i] = int(len(set(grades)) > 1)
     for i in range(len(parents) - 1, 0, -1):
         p = parents[i]
         compared[p] += compared[i]

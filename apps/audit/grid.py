@@ -50,6 +50,14 @@ def _cell(cell: Cell | None, mine: bool, prompt_url: str | None, panel_title: st
     return "".join(parts)
 
 
+def _below(row: dict) -> str:
+    if not row["disagree_below"]:
+        return ""
+    return (f' <span class="badge disagree-count" data-testid="disagree-below" title="leaves below where the '
+            f'sources disagree, of those graded by two or more">{row["disagree_below"]}/{row["compared_below"]} '
+            f'disagree</span>')
+
+
 def grid_rows(comparison: Comparison, assigned: set[int]) -> SafeString:
     """The grid's <tr> rows (see static/js/audit.js for the data attributes it relies on)."""
     leaf_url = reverse("judging:leaf", args=[0, 0])
@@ -67,7 +75,8 @@ def grid_rows(comparison: Comparison, assigned: set[int]) -> SafeString:
             f'{LEAF_FOCUS if leaf else ""}>'
             f'<td style="padding-left: {row["depth"] * 1.0 + 0.2:.1f}rem" class="req">'
             f'{QUEUE_DOT if flag else ""}'
-            f'<span class="muted">{number}</span> <span class="text">{escape(row["requirements"])}</span></td>'
+            f'<span class="muted">{number}</span> <span class="text">{escape(row["requirements"])}</span>'
+            f'{_below(row) if not leaf else ""}</td>'
             f'<td class="muted">{escape(row["category"])}</td><td class="num">{escape(str(row["weight"]))}</td>'
         )
         for k, source in enumerate(comparison.sources):

@@ -21,7 +21,15 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from apps.audit.agreement import VERDICT_METRICS, LeafPair, PairedSubmission, compare_judges, leaf_report
+from apps.audit.agreement import (
+    VERDICT_METRICS,
+    LeafPair,
+    PairedSubmission,
+    compare_judges,
+    leaf_disagreement_below,
+    leaf_report,
+    subtree_contributions,
+)
 from apps.audit.matching import LeafMatch, match_leaves
 from apps.audit.models import AuditItem, AuditQueue
 from apps.judging.models import JudgeRun, LeafGrade
@@ -93,9 +101,13 @@ def submission_key(run: JudgeRun) -> str:
     """What a run graded: its trajectory, else its submission folder, else only itself."""
     if run.trajectory_id:
         return f"trajectory:{run.trajectory_id}"
-    if run.submission:
-        return f"submission:{run.submission}"
-    return f"run:{run.pk}"
+    return f"submission:{_submission_of(run)}"
+
+
+def _submission_of(run: JudgeRun) -> str:
+    # A run with neither trajectory nor folder graded something only it knows: human runs made
+    # beside it record "run:<pk>" as their submission, so they pair with it.
+    return run.submission or f"run:{run.pk}"
 
 
 def submission_label(run: JudgeRun) -> str:
@@ -107,7 +119,7 @@ def submission_label(run: JudgeRun) -> str:
 def _same_submission(run: JudgeRun) -> Q:
     if run.trajectory_id:
         return Q(trajectory_id=run.trajectory_id)
-    return Q(trajectory__isnull=True, submission=run.submission) if run.submission else Q(pk=run.pk)
+    return Q(trajectory__isnull=True, submission=_submission_of(run))
 
 
 # --- Grades of a run on a target tree ----------------------------------------------------------
@@ -257,6 +269,8 @@ def build_comparison(run_ids: Sequence[int], user=None, *, with_own: bool = Fals
 def _rows(tree: Tree, sources: list[Source]) -> list[dict[str, Any]]:
     nodes, plan = tree.nodes, tree.plan
     depth = [0] * len(nodes)
+    below = leaf_disagreement_below(plan.parents, plan.is_leaf,
+                                    *({i: c.score for i, c in s.cells.items()} for s in sources))
     rows = []
     for i, node in enumerate(nodes):
         parent = plan.parents[i]
@@ -269,7 +283,7 @@ def _rows(tree: Tree, sources: list[Source]) -> list[dict[str, Any]]:
             "node_id": str(node.node_id), "requirements": str(node.requirements or ""), "weight": node.weight,
             "category": node.task_category or "", "leaf": leaf,
             "cells": cells, "node_scores": [s.scores[i] for s in sources],
-            "disagree": leaf and len(valid_scores) > 1,
+            "disagree": leaf and len(valid_scores) > 1, "compared_below": below[i][0], "disagree_below": below[i][1],
             "invalid": leaf and any(c is not None and not c.valid for c in cells),
         })
     return rows
@@ -309,6 +323,7 @@ def comparison_json(comparison: Comparison) -> dict[str, Any]:
         "nodes": [
             {"index": r["index"], "number": r["number"], "id": r["node_id"], "requirements": r["requirements"],
              "weight": r["weight"], "category": r["category"] or None, "leaf": r["leaf"], "disagree": r["disagree"],
+             "leaves_compared_below": r["compared_below"], "leaves_disagreeing_below": r["disagree_below"],
              "scores": r["node_scores"] if not r["leaf"] else [c.score if c else None for c in r["cells"]],
              "explanations": [c.explanation if c else None for c in r["cells"]] if r["leaf"] else None}
             for r in comparison.rows
@@ -390,7 +405,7 @@ def grade_leaf(*, base: JudgeRun, node_index: Any, score: Any, note: str = "", u
             paper_id=base.paper_id, trajectory_id=base.trajectory_id, rubric_version=base.rubric_version,
             rubric_hash=base.rubric_version.content_hash, kind=JudgeRun.Kind.HUMAN,
             judge_name=f"human:{user.get_username()}"[:200], graded_by=user, split=base.split,
-            submission=base.submission or ("" if base.trajectory_id else submission_key(base)),
+            submission=base.submission if base.trajectory_id else _submission_of(base),
         )
     tree = tree_of(base.rubric_version)
     node = tree.nodes[index]
@@ -574,8 +589,6 @@ def paired_submissions(reference: str, candidate: str, papers: Sequence[Paper] |
         cand_cells, _ = run_cells(cand_run, ref_run.rubric_version)
         ref_scores = tree.plan.score(leaf_scores(ref_cells))
         cand_scores = tree.plan.score(leaf_scores(cand_cells))
-        from apps.audit.agreement import subtree_contributions
-
         contributions = subtree_contributions(tree.plan.parents, tree.plan.weights, ref_scores, cand_scores)
         paired.append(PairedSubmission(
             key=f"{ref_run.pk}:{cand_run.pk}", label=submission_label(ref_run),

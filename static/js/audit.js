@@ -4,6 +4,7 @@
  *   audit-grid          the table (data-ready="1" once this script has run); each node is a tr[data-testid=audit-row] with data-index,
  *                       data-leaf (1/0), data-category, data-disagree, data-invalid, data-assigned;
  *                       the current leaf row has class "current" and aria-selected="true"
+ *   disagree-below      on inner nodes: "k/n disagree" (leaves below where the sources differ)
  *   source-N / root-N   column header N and its aggregated root score
  *   my-cell             the signed-in user's own human grade cell in a leaf row
  *                       (inside: [data-role=score], [data-role=pending], [data-role=note], [data-role=who])

@@ -153,6 +153,11 @@ def test_leaf_disagreement_counts_roll_up():
     counts = leaf_disagreement_below(plan.parents, plan.is_leaf, ref, cand)
     assert counts[0] == (4, 2)  # one leaf has no candidate grade
     assert counts[plan.parents[leaves[0]]] == (2, 1)
+    # Three sources: a leaf counts when two or more graded it, and disagrees when they are not all equal.
+    third = {leaves[3]: 0, leaves[4]: 1}
+    counts = leaf_disagreement_below(plan.parents, plan.is_leaf, ref, cand, third)
+    assert counts[leaves[3]] == (1, 1) and counts[leaves[4]] == (1, 0)
+    assert counts[0] == (5, 3)
 
 
 @pytest.mark.parametrize(("value", "low", "expected"), [

@@ -41,6 +41,9 @@ def test_comparison_puts_sources_side_by_side_and_flags_disagreements(world):
     assert rows[leaves[0]]["disagree"] and not rows[leaves[1]]["disagree"]
     assert rows[leaves[4]]["invalid"] and not rows[leaves[4]]["disagree"]  # invalid is not a disagreement
     assert c.disagreements == 1
+    # The root and the Data subtree hold the one disagreement; 4 leaves have two valid grades.
+    assert (rows[0]["compared_below"], rows[0]["disagree_below"]) == (4, 1)
+    assert rows[1]["disagree_below"] == 1 and rows[4]["disagree_below"] == 0
     assert c.sources[0].scores[0] == pytest.approx(1.0)
     assert c.sources[1].scores[0] == pytest.approx(world["cheap"].score)
     metrics = c.metrics[0]["overall"]
@@ -235,3 +238,16 @@ def test_judge_and_rubric_text_is_escaped_in_the_grid(world, client_for):
     html = client_for("curator").get(f"/audit/compare/?runs={world['big'].pk},{world['cheap'].pk}").content.decode()
     assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;quoted&quot;" in html
     assert "<img src=x>" not in html and "&lt;img src=x&gt;" in html
+
+
+def test_a_run_without_trajectory_or_folder_gets_one_human_run_beside_it(world, client_for):
+    lone = make_run(world["version"], "lone-judge", {world["leaves"][0]: 1.0})
+    client = client_for("curator")
+    for leaf in world["leaves"][:2]:
+        response = client.post("/api/audit/grades/", {"run": lone.pk, "node_index": leaf, "score": 1},
+                               content_type="application/json")
+        assert response.status_code == 201
+    human = JudgeRun.objects.get(kind="human")
+    assert human.grades.count() == 2 and services.submission_key(human) == services.submission_key(lone)
+    sources = services.build_comparison([lone.pk], world["curator"], with_own=True).sources
+    assert [s.mine for s in sources] == [False, True] and sources[1].graded == 2
