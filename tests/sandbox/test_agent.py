@@ -192,3 +192,20 @@ def test_text_tool_calls_work_for_models_without_native_tools(stub, agent_box):
     second = stub.requests[1]
     assert "tools" not in second and all("tool_calls" not in m for m in second["messages"])
     assert '"name": "bash"' in second["messages"][2]["content"]  # the call as training renders it
+
+
+def test_the_agent_runs_on_the_local_transformers_backend_with_exact_token_counts(agent_box, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tests.support.tiny_model import build_tiny_chat_model
+
+    folder = build_tiny_chat_model(tmp_path / "tiny")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    config = EndpointConfig(name="policy", model=str(folder), backend="transformers", params={"max_tokens": 8})
+    agent_config = AgentConfig(max_steps=2, l_max=2048, reserve_tokens=64, tokenizer=tokenizer)
+    result = run_agent(make_client(config), agent_box(), TASK, agent_config)
+    # a random tiny model writes no tool call: it is nudged, and the run ends at its step limit
+    assert result.end_state == "step_limit" and result.steps == 2, result.error
+    answers = [t for t in result.turns if t.role == "assistant"]
+    assert all(0 < t.meta["prompt_tokens"] <= agent_config.l_max for t in answers)
+    assert answers[1].meta["prompt_tokens"] > answers[0].meta["prompt_tokens"]  # the nudge and answer are in

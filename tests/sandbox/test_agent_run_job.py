@@ -16,8 +16,10 @@ from tests.sandbox.conftest import Script
 from tests.sandbox.test_agent import TASK, say, solving_script
 from tests.support.openai_stub import tool_call
 from worker.sandbox import SandboxBusy, SandboxSpec, docker_client, open_sandbox
-from worker.sandbox.cleanup import job_is_live, remove_job_sandboxes, sweep_orphans
+from worker.sandbox.cleanup import job_is_live, sweep_orphans
 from worker.sandbox.limits import HostSlots
+from worker.sandbox.signals import on_task_postrun
+from worker.tasks import run_job
 
 
 def wait_for(predicate, timeout: float = 60.0):
@@ -124,7 +126,9 @@ def test_the_sweep_removes_containers_of_finished_jobs_and_keeps_live_ones(make_
         assert orphan.id in removed and live.id not in removed
         assert containers(live.spec.docker_host, finished.pk) == []
         assert live.exec("echo alive").stdout.strip() == "alive"
-        assert remove_job_sandboxes(running.pk) == [live.id]  # what a task's end does
+        # the end of the job's task removes what its engine left open (worker/sandbox/signals.py)
+        on_task_postrun(sender=run_job, args=(running.pk,))
+        assert containers(live.spec.docker_host, running.pk) == []
     finally:
         orphan.close()
         live.close()
