@@ -38,6 +38,12 @@ def fleet(django_db_setup, django_db_blocker):
             stop(proc)
 
 
+@pytest.fixture(autouse=True)
+def quick_broadcasts(settings):
+    # Both workers answer within milliseconds here; the page's default wait is a full second.
+    settings.KLONG_WORKER_PING_TIMEOUT = 0.3
+
+
 def finished(job: Job, timeout: float = 60) -> Job:
     return wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=timeout)
 
