@@ -152,3 +152,32 @@ def test_sandboxes_per_host_are_limited_by_redis_slots(redis_server):
     assert slots.in_use(host) == 1  # closing released the sandbox's slot
     time.sleep(1.1)
     assert slots.in_use(host) == 0
+
+
+@pytest.mark.django_db
+def test_the_paper_page_links_to_an_agent_run_with_the_paper_filled_in(client_for):
+    paper = toy_paper()
+    page = client_for("operator").get(f"/papers/{paper.slug}/").content.decode()
+    link = f"/jobs/new/?kind=agent_run&amp;paper={paper.pk}"
+    assert link in page
+    form = client_for("operator").get(link.replace("&amp;", "&")).content.decode()
+    assert f'name="config-paper" value="{paper.pk}"' in form
+    assert link not in client_for("viewer").get(f"/papers/{paper.slug}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_a_running_trajectory_page_follows_the_run_until_it_ends(client_for):
+    from apps.trajectories.recorder import TrajectoryRecorder
+    from worker.agent import AgentResult, AgentTurn
+
+    recorder = TrajectoryRecorder.start(source="rollout", model="policy", policy_version="7")
+    recorder.add_turn(AgentTurn(0, "system", "You are an agent.", started_at=1.0, ended_at=2.0))
+    viewer = client_for("viewer")
+    page = viewer.get(f"/trajectories/{recorder.trajectory.pk}/").content.decode()
+    assert 'id="live-banner"' in page and "trajectory-live.js" in page
+    row = viewer.get(f"/api/trajectories/{recorder.trajectory.pk}/").json()
+    assert (row["live"], row["turn_count"], row["policy_version"]) == (True, 1, "7")
+    recorder.finish(AgentResult(turns=[], end_state="step_limit", final_commit=None, steps=0, wall_s=1.0,
+                                flagged=False))
+    assert 'id="live-banner"' not in viewer.get(f"/trajectories/{recorder.trajectory.pk}/").content.decode()
+    assert viewer.get(f"/api/trajectories/{recorder.trajectory.pk}/").json()["end_state"] == "step_limit"
