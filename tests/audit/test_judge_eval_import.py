@@ -120,3 +120,19 @@ def test_viewer_cannot_import(client_for):
     paper = paper_with_rubric("semantic-self-consistency")
     assert upload(client_for("viewer"), paper.slug, judge_eval_bytes("semantic-self-consistency")).status_code == 403
     assert upload(client_for("curator"), "no-such-paper", b"{}").status_code == 400
+
+
+def test_management_command_imports_and_reports_errors():
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    Paper.objects.create(slug="stay-on-topic", title="Stay on topic")
+    out = io.StringIO()
+    call_command("import_judge_eval", "stay-on-topic",
+                 str(DATA / "judge_eval" / "stay-on-topic-with-classifier-free-guidance.judge_eval.json"), stdout=out)
+    assert json.loads(out.getvalue())["match"]["matched"] == 116
+    with pytest.raises(CommandError, match="No paper"):
+        call_command("import_judge_eval", "nope", "x.json")
+    with pytest.raises(CommandError, match="Cannot read"):
+        call_command("import_judge_eval", "stay-on-topic", "/nonexistent/x.json")
