@@ -8,6 +8,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -24,7 +26,7 @@ def _bad(exc: DjangoValidationError) -> Response:
     return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
 
 
-class GradeSerializer(serializers.Serializer):
+class HumanGradeSerializer(serializers.Serializer):
     run = serializers.PrimaryKeyRelatedField(queryset=JudgeRun.objects.select_related("rubric_version"),
                                              help_text="The compared run whose submission and rubric are graded.")
     node_index = serializers.IntegerField(min_value=0)
@@ -32,12 +34,12 @@ class GradeSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=services.MAX_NOTE_CHARS, default="")
 
 
-class ImportSerializer(serializers.Serializer):
+class JudgeEvalImportSerializer(serializers.Serializer):
     paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
     file = serializers.FileField(help_text="A PaperBench judge_eval JSON file (human grades on every leaf).")
 
 
-class ReportSerializer(serializers.Serializer):
+class JudgeReportSerializer(serializers.Serializer):
     reference = serializers.CharField(max_length=200)
     candidate = serializers.CharField(max_length=200)
     papers = serializers.CharField(required=False, allow_blank=True, default="", help_text="Paper slugs, comma-separated.")
@@ -56,7 +58,7 @@ class ReportSerializer(serializers.Serializer):
         return papers
 
 
-class WhatIfSerializer(serializers.Serializer):
+class RubricWhatIfSerializer(serializers.Serializer):
     paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
     version = serializers.CharField(required=False, allow_blank=True, default="draft",
                                     help_text="A version number or 'draft'.")
@@ -67,10 +69,13 @@ class AuditViewSet(viewsets.GenericViewSet):
     """Side-by-side comparison of score sources, human grading, JudgeEval import, reports, what-if."""
 
     queryset = JudgeRun.objects.none()
-    serializer_class = GradeSerializer
+    serializer_class = HumanGradeSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     write_permission = {"grades": "grade", "import_judge_eval": "grade", "what_if": "view_studio"}
 
+    @extend_schema(parameters=[OpenApiParameter("runs", str, required=True, description="Run ids, comma-separated"),
+                               OpenApiParameter("export", str, enum=["csv"], description="csv: a CSV file")],
+                   responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def compare(self, request):
         """?runs=ID,ID,...: one tree, a column per run; ``export=csv`` for CSV."""
@@ -82,10 +87,11 @@ class AuditViewSet(viewsets.GenericViewSet):
             return _csv(services.comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
         return Response(services.comparison_json(comparison))
 
+    @extend_schema(request=HumanGradeSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["post"])
     def grades(self, request):
         """Save the caller's own 0/1 grade (and note) of one leaf; a judge's grade is never changed."""
-        serializer = GradeSerializer(data=request.data)
+        serializer = HumanGradeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
@@ -95,9 +101,10 @@ class AuditViewSet(viewsets.GenericViewSet):
             return _bad(exc)
         return Response(grade_json(grade), status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=JudgeEvalImportSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["post"], url_path="import-judge-eval")
     def import_judge_eval(self, request):
-        serializer = ImportSerializer(data=request.data)
+        serializer = JudgeEvalImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         try:
@@ -109,14 +116,16 @@ class AuditViewSet(viewsets.GenericViewSet):
                          "created_version": result.created_version, "score": result.run.score,
                          "match": result.match, "unmatched": result.unmatched}, status=status.HTTP_201_CREATED)
 
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def judges(self, request):
         return Response(services.judge_names())
 
+    @extend_schema(parameters=[JudgeReportSerializer], responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def report(self, request):
         """Candidate judge vs reference: correlations with bootstrap CIs, flips, verdict. ``export=csv``."""
-        serializer = ReportSerializer(data=request.query_params)
+        serializer = JudgeReportSerializer(data=request.query_params)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         try:
@@ -127,11 +136,13 @@ class AuditViewSet(viewsets.GenericViewSet):
             return _csv(services.report_csv(report), "judge-report.csv")
         return Response(report)
 
+    @extend_schema(parameters=[OpenApiParameter("paper", str), OpenApiParameter("version", str)],
+                   request=RubricWhatIfSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get", "post"], url_path="what-if")
     def what_if(self, request):
         """Re-score every graded run of a paper under another version, the draft, or a posted tree."""
         source = request.data if request.method == "POST" else request.query_params
-        serializer = WhatIfSerializer(data=source)
+        serializer = RubricWhatIfSerializer(data=source)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
