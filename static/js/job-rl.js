@@ -83,7 +83,7 @@
     ];
     const titled = (text) => ({ title: { text }, automargin: true });
     Plotly.react(document.getElementById("rl-plots"), traces, {
-      grid: { rows: 5, columns: 1, pattern: "coupled" }, shapes, height: 640,
+      grid: { rows: 5, columns: 1, pattern: "coupled", ygap: 0.35 }, shapes, height: 640,
       margin: { t: 10, r: 10, b: 40, l: 60 }, xaxis: { title: { text: "iteration" } },
       yaxis: titled("reward"), yaxis2: titled("advantage"), yaxis3: titled("length"),
       yaxis4: { ...titled("truncated"), range: [0, 1.05] }, yaxis5: titled("judge queue"),

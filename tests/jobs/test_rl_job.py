@@ -120,3 +120,29 @@ def test_an_rl_job_streams_its_metrics_and_checkpoints_every_stage(tiny_policy, 
     assert job.checkpoint["stage"] == 2 and job.result["checkpoints"] == [c.pk for c in checkpoints]
     page = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="rl-panel"' in page and 'data-stages="20m:2, 40m:1"' in page and "js/job-rl.js" in page
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_job_page_draws_the_stage_timeline_and_the_rl_plots(page, live_server, personas, browser_login):
+    from apps.jobs.models import JobMetric
+
+    job = Job.objects.create(kind="rl", state=Job.State.RUNNING, title="rl <b>run</b>",
+                             config={**TOY, "stages": "20m:2, 40m:3"}, created_by=personas["operator"])
+    rows = []
+    for step, (stage, reward, truncated) in enumerate([(1, 0.2, 1.0), (1, 0.4, 1.0), (2, 0.5, 0.5)], start=1):
+        for name, value in {"stage": stage, "reward": reward, "q_mean": reward, "advantage_std": 0.1,
+                            "advantage_min": -0.2, "advantage_max": 0.2, "rollout_turns": 6, "rollout_tokens": 30,
+                            "truncation_rate": truncated, "judge_queue_depth": step}.items():
+            rows.append(JobMetric(job=job, step=step, name=name, value=value))
+    JobMetric.objects.bulk_create(rows)
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/jobs/{job.pk}/")
+    stages = page.locator("#rl-timeline li")
+    page.wait_for_function("document.querySelectorAll('#rl-timeline li.done').length === 1")
+    assert stages.count() == 2
+    assert stages.nth(0).inner_text() == "Stage 1 · timeout 20m · 2/2 iterations"
+    assert stages.nth(1).inner_text() == "Stage 2 · timeout 40m · 1/3 iterations"
+    assert "reward 0.500, truncated 50%, judge queue 3" in page.locator("#rl-summary").inner_text()
+    # one trace per figure series: reward, q_mean, three advantage lines, two lengths, truncation, queue
+    page.wait_for_function("document.querySelectorAll('#rl-plots .scatterlayer .trace').length === 9")
