@@ -264,7 +264,7 @@ STATICFILES_DIRS = [
     ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
 ]
 try:
-    STORAGES = storages_setting(os.environ, MEDIA_ROOT)
+    STORAGES = storages_setting(os.environ)
 except StorageConfigError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 # On: files written under the data folder are published to the media storage and fetched from

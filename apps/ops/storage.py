@@ -17,7 +17,6 @@ Two ways to share files between machines:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 STORAGE_KINDS = ("filesystem", "s3")
 
@@ -26,15 +25,16 @@ class StorageConfigError(ValueError):
     """A storage variable is missing or wrong; the message names it."""
 
 
-def storages_setting(env: Mapping[str, str], media_root: Path) -> dict:
+def storages_setting(env: Mapping[str, str]) -> dict:
     """Django's STORAGES for the chosen kind; static files are always served by whitenoise."""
     kind = env.get("KLONG_STORAGE", "filesystem").strip().lower() or "filesystem"
     if kind not in STORAGE_KINDS:
         raise StorageConfigError(f"KLONG_STORAGE={kind!r} is not one of: {', '.join(STORAGE_KINDS)}.")
     staticfiles = {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}
     if kind == "filesystem":
-        default = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media_root)}}
-        return {"default": default, "staticfiles": staticfiles}
+        # No location option: the storage follows settings.MEDIA_ROOT (KLONG_MEDIA_ROOT), also when
+        # a test or a management command overrides it.
+        return {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage"}, "staticfiles": staticfiles}
     bucket = env.get("KLONG_S3_BUCKET", "").strip()
     if not bucket:
         raise StorageConfigError("KLONG_S3_BUCKET is missing: KLONG_STORAGE=s3 needs the bucket's name.")

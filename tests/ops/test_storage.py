@@ -21,13 +21,14 @@ from apps.ops.storage import StorageConfigError, artifact_sync_enabled, storages
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_filesystem_storage_is_the_default_and_s3_is_switched_on_by_env(tmp_path):
+def test_filesystem_storage_is_the_default_and_s3_is_switched_on_by_env():
     from storages.backends.s3 import S3Storage
 
-    local = storages_setting({}, tmp_path)
-    assert local["default"]["OPTIONS"] == {"location": str(tmp_path)} and not artifact_sync_enabled(local)
+    local = storages_setting({})
+    assert local["default"] == {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    assert not artifact_sync_enabled(local)
     s3 = storages_setting({"KLONG_STORAGE": "s3", "KLONG_S3_BUCKET": "klong", "KLONG_S3_PREFIX": "/prod/",
-                           "KLONG_S3_ENDPOINT_URL": "http://minio:9000", "KLONG_S3_REGION": "eu-west-1"}, tmp_path)
+                           "KLONG_S3_ENDPOINT_URL": "http://minio:9000", "KLONG_S3_REGION": "eu-west-1"})
     options = s3["default"]["OPTIONS"]
     assert s3["default"]["BACKEND"] == "storages.backends.s3.S3Storage" and artifact_sync_enabled(s3)
     assert (options["bucket_name"], options["location"], options["endpoint_url"]) == ("klong", "prod", "http://minio:9000")
@@ -42,9 +43,9 @@ def test_filesystem_storage_is_the_default_and_s3_is_switched_on_by_env(tmp_path
     ({"KLONG_STORAGE": "s3"}, "KLONG_S3_BUCKET is missing"),
     ({"KLONG_STORAGE": "s3", "KLONG_S3_BUCKET": "b", "KLONG_S3_ENDPOINT_URL": "minio:9000"}, "must start with http"),
 ])
-def test_a_wrong_storage_variable_is_named_in_the_error(env, message, tmp_path):
+def test_a_wrong_storage_variable_is_named_in_the_error(env, message):
     with pytest.raises(StorageConfigError, match=message):
-        storages_setting(env, tmp_path)
+        storages_setting(env)
 
 
 @pytest.fixture
