@@ -218,16 +218,21 @@ def what_if(request: HttpRequest) -> HttpResponse:
     result = None
     versions: list[int] = []
     slug = request.GET.get("paper")
+    selected = request.GET.get("version") or ""
     if slug:
+        from apps.rubrics.services import has_draft
+
         paper = get_object_or_404(Paper, slug=slug)
         versions = list(paper.rubric_versions.order_by("-number").values_list("number", flat=True))
+        # Default: the editor's draft (the edit not saved yet), else the latest version.
+        if not selected:
+            selected = "draft" if has_draft(paper) or not versions else str(versions[0])
         try:
-            tree, label = services.what_if_tree(paper, request.GET.get("version", "draft"))
+            tree, label = services.what_if_tree(paper, selected)
             result = services.what_if(paper, tree, label)
         except ValidationError as exc:
             return render(request, "audit/what_if.html", {"papers": papers, "paper": paper, "versions": versions,
-                                                          "errors": exc.messages}, status=400)
+                                                          "errors": exc.messages, "selected": selected}, status=400)
     return render(request, "audit/what_if.html", {
-        "papers": papers, "paper": paper, "versions": versions, "result": result,
-        "selected": request.GET.get("version", "draft"),
+        "papers": papers, "paper": paper, "versions": versions, "result": result, "selected": selected,
     })

@@ -72,7 +72,8 @@
     $("visible-count").textContent = String(shown);
     if (current && current.hidden) select(visibleLeaves()[0] || null);
   }
-  Object.values(filters).forEach((el) => el?.addEventListener("change", applyFilters));
+  // After a filter change the keys go back to the grid at once.
+  Object.values(filters).forEach((el) => el?.addEventListener("change", () => { applyFilters(); el.blur(); }));
 
   // ---------------------------------------------------------------- selection
   const visibleLeaves = () => rows.filter((r) => r.dataset.leaf === "1" && !r.hidden);

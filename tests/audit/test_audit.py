@@ -224,6 +224,9 @@ def test_what_if_shows_rank_changes_under_new_weights(world, client_for):
     assert all(r["old"] == pytest.approx(JudgeRun.objects.get(pk=r["run"]).score) for r in cheap["rows"])
     page = client.get(f"/audit/what-if/?paper={world['paper'].slug}&version=2")
     assert page.status_code == 200 and 'data-testid="what-if-summary"' in page.content.decode()
+    # Without a draft the page starts from the latest version.
+    default = client.get(f"/audit/what-if/?paper={world['paper'].slug}").content.decode()
+    assert "<strong>2</strong> submissions change rank under v2" in default
     assert client.get(f"/api/audit/what-if/?paper={world['paper'].slug}&version=9").status_code == 400
     assert client.get(f"/audit/what-if/?paper={world['paper'].slug}&version=x").status_code == 400
     posted = client.post("/api/audit/what-if/", {"paper": world["paper"].slug, "tree": tree},
