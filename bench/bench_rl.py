@@ -54,6 +54,11 @@ def run(model: Path, out: Path, judge: ModelJudge, partial: bool) -> dict[str, f
 
 
 def main() -> None:
+    import torch
+
+    # One intra-op thread for both modes: on a tiny model OpenMP's fork/join per op costs more
+    # than it saves, and on shared cores it would time the scheduler rather than the overlap.
+    torch.set_num_threads(1)
     stub = subprocess.Popen([sys.executable, "-m", "tests.support.openai_stub", "--delay", str(JUDGE_DELAY_S)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

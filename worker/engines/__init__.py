@@ -166,6 +166,8 @@ register(
         "per task split into sub-trajectories, each judged on its submission state; advantage = Q minus the "
         "task's mean; clipped policy-gradient updates; a checkpoint at every stage boundary (docs/rl.md).",
         form="apps.jobs.forms_rl.RLForm",
+        # Real runs take days (three stages of 2-6 h rollouts, many iterations): not the 6 h default.
+        time_limit_s=14 * 24 * 3600,
     )
 )
 
