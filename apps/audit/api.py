@@ -108,8 +108,9 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         try:
-            result = services.import_judge_eval(paper=serializer.validated_data["paper"], data=upload.read(),
-                                                filename=upload.name, user=request.user)
+            result = services.import_judge_eval(paper=serializer.validated_data["paper"],
+                                                data=services.read_upload(upload), filename=upload.name,
+                                                user=request.user)
         except DjangoValidationError as exc:
             return _bad(exc)
         return Response({"run": result.run.pk, "rubric_version": result.version.number,

@@ -40,7 +40,6 @@ from apps.rubrics.scoring import ScoringPlan
 
 MAX_SOURCES = 8
 MAX_NOTE_CHARS = 10_000
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
 GRADED_KEYS = ("score", "valid_score", "explanation", "judge_metadata")
 
 
@@ -448,6 +447,20 @@ def _strip_grades(tree: dict[str, Any]) -> dict[str, Any]:
             for k, v in tree.items() if k not in GRADED_KEYS}
 
 
+def _check_size(size: int) -> None:
+    from django.conf import settings
+
+    limit = int(settings.KLONG_MAX_UPLOAD_BYTES)
+    if size > limit:
+        raise ValidationError(f"The file is larger than {limit} bytes (KLONG_MAX_UPLOAD_BYTES).")
+
+
+def read_upload(upload) -> bytes:
+    """An uploaded file's bytes, refused before reading when it is over the upload limit."""
+    _check_size(getattr(upload, "size", 0) or 0)
+    return upload.read()
+
+
 @transaction.atomic
 def import_judge_eval(*, paper: Paper, data: bytes, filename: str, user) -> ImportResult:
     """A PaperBench human-graded tree (judge_eval JSON) as a human grading of ``paper``.
@@ -457,8 +470,7 @@ def import_judge_eval(*, paper: Paper, data: bytes, filename: str, user) -> Impo
     """
     from apps.rubrics.services import RubricRefused, import_rubric_tree, latest_version, parse_rubric_value
 
-    if len(data) > MAX_IMPORT_BYTES:
-        raise ValidationError(f"The file is larger than {MAX_IMPORT_BYTES} bytes.")
+    _check_size(len(data))
     try:
         graded = load_json_bytes(data)
         source = flatten(graded)

@@ -104,8 +104,8 @@ def import_judge_eval(request: HttpRequest) -> HttpResponse:
         return _bad_request(request, [f"{k}: {' '.join(v)}" for k, v in form.errors.items()], "Cannot import")
     upload = form.cleaned_data["file"]
     try:
-        result = services.import_judge_eval(paper=form.cleaned_data["paper"], data=upload.read(), filename=upload.name,
-                                            user=request.user)
+        result = services.import_judge_eval(paper=form.cleaned_data["paper"], data=services.read_upload(upload),
+                                            filename=upload.name, user=request.user)
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot import")
     m = result.match

@@ -136,3 +136,11 @@ def test_management_command_imports_and_reports_errors():
         call_command("import_judge_eval", "nope", "x.json")
     with pytest.raises(CommandError, match="Cannot read"):
         call_command("import_judge_eval", "stay-on-topic", "/nonexistent/x.json")
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(client_for, settings):
+    paper = paper_with_rubric("semantic-self-consistency")
+    settings.KLONG_MAX_UPLOAD_BYTES = 1024
+    response = upload(client_for("curator"), paper.slug, judge_eval_bytes("semantic-self-consistency"))
+    assert response.status_code == 400 and "larger than 1024 bytes" in response.json()["detail"][0]
+    assert not JudgeRun.objects.exists()
