@@ -59,10 +59,8 @@ def agent_box(make_spec, tmp_path):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("backend", ["bwrap", "docker"])
-def test_a_scripted_teacher_solves_the_toy_task_and_each_turn_is_saved_as_it_happens(
-    backend, stub, client, agent_box, tmp_path
-):
+def test_a_scripted_teacher_solves_the_toy_task_and_each_turn_is_saved_as_it_happens(stub, client, agent_box, tmp_path):
+    # bubblewrap here; the same script runs in a podman container in test_agent_run_job.py
     stub.state.responder = Script(*solving_script())
     recorder = TrajectoryRecorder.start(source="distilled", model="stub-teacher", title="toy")
     seen_live = []
@@ -72,7 +70,7 @@ def test_a_scripted_teacher_solves_the_toy_task_and_each_turn_is_saved_as_it_hap
         row = Trajectory.objects.get(pk=recorder.trajectory.pk)
         seen_live.append((row.live, row.turn_count, turn.index))
 
-    box = agent_box(backend)
+    box = agent_box()
     result = run_agent(client, box, TASK, AgentConfig(max_steps=10, l_max=8192), on_turn=on_turn)
 
     assert result.end_state == "submitted" and result.steps == 5 and not result.flagged

@@ -156,3 +156,9 @@ def test_a_spec_with_relative_or_escaping_paths_is_refused(backend):
         SandboxSpec(backend=backend, submission_dir="submission")
     with pytest.raises(ValueError):
         SandboxSpec(backend=backend, mounts_ro={"/tmp": "/home/../etc"})
+
+
+def test_a_sandbox_that_asks_for_the_network_gets_an_interface(backend, open_box):
+    box = open_box(backend, network=True)
+    links = box.exec("cat /proc/net/dev").stdout
+    assert [line.split(":")[0].strip() for line in links.splitlines()[2:]] != ["lo"]

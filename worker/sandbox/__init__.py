@@ -38,7 +38,7 @@ class SandboxBusy(SandboxError):
 @dataclass(frozen=True)
 class SandboxSpec:
     backend: str = "auto"  # "docker" | "bwrap" | "auto" (docker if its API answers, else bwrap)
-    image: str = ""  # docker image; bwrap ignores it (the host's root filesystem, read-only)
+    image: str = ""  # docker image ("" = KLONG_SANDBOX_IMAGE); bwrap ignores it (host root, read-only)
     cpus: float = 1.0
     memory_mb: int = 2048
     gpus: int = 0

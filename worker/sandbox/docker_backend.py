@@ -64,6 +64,20 @@ def container_kwargs(spec: SandboxSpec, image: str) -> dict:
     return kwargs
 
 
+def default_image() -> str:
+    """KLONG_SANDBOX_IMAGE when Django is configured, else the image worker/sandbox/image.py builds."""
+    from worker.sandbox.image import DEFAULT_IMAGE
+
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return getattr(settings, "KLONG_SANDBOX_IMAGE", "") or DEFAULT_IMAGE
+    except ImportError:
+        pass
+    return DEFAULT_IMAGE
+
+
 class DockerSandbox(BaseSandbox):
     backend = "docker"
 
@@ -71,20 +85,19 @@ class DockerSandbox(BaseSandbox):
         super().__init__(spec)
         import docker.errors
 
-        if not spec.image:
-            raise SandboxError("the docker backend needs an image (see worker/sandbox/image.py)")
+        self.image = spec.image or default_image()
         # Reads may block as long as a command runs: the client timeout covers the wall clock.
         self.client = docker_client(spec.docker_host, timeout=spec.wall_clock_s + 60)
         try:
-            self.client.images.get(spec.image)
+            self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             self.client.close()
             raise SandboxError(
-                f"image {spec.image} is not on the Docker host; build it with `manage.py build_sandbox_image`"
+                f"image {self.image} is not on the Docker host; build it with `manage.py build_sandbox_image`"
             ) from None
         self.container = None
         try:
-            self.container = self.client.containers.run(**container_kwargs(spec, spec.image))
+            self.container = self.client.containers.run(**container_kwargs(spec, self.image))
             self.id = self.container.id
             # One exec for the folders, the repository and the first commit.
             self._init_snapshots(before=f"mkdir -p {shlex.quote(spec.submission_dir)} {GIT_DIR} && cd {GIT_DIR} && ")
@@ -166,7 +179,7 @@ class DockerSandbox(BaseSandbox):
                "HOME": "/root"}
         code, out, err, _, _ = self._exec_raw(["sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env)
         if code == 127:
-            raise SandboxError(f"the image {self.spec.image} has no git: snapshots need it")
+            raise SandboxError(f"the image {self.image} has no git: snapshots need it")
         return code, out.data, err.data
 
     def _teardown(self) -> None:
