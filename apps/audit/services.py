@@ -179,10 +179,6 @@ class Source:
     lost: int = 0
     mine: bool = False
 
-    @property
-    def key(self) -> str:
-        return str(self.run.pk) if self.run is not None else "mine"
-
 
 @dataclass(slots=True)
 class Comparison:
@@ -191,12 +187,9 @@ class Comparison:
     tree: Tree
     sources: list[Source]
     rows: list[dict[str, Any]]
+    run_ids: list[int] = field(default_factory=list)  # the runs asked for, in column order
     metrics: list[dict[str, Any]] = field(default_factory=list)
     disagreements: int = 0
-
-    @property
-    def run_ids(self) -> list[int]:
-        return [s.run.pk for s in self.sources if s.run is not None and not s.mine]
 
 
 def parse_run_ids(raw: str | Sequence[Any] | None) -> list[int]:
@@ -210,7 +203,7 @@ def parse_run_ids(raw: str | Sequence[Any] | None) -> list[int]:
             value = int(str(item).strip())
         except ValueError:
             raise ValidationError(f"Not a run id: {str(item)[:40]!r}.") from None
-        if value < 1:
+        if not 1 <= value < 2**63:
             raise ValidationError(f"Not a run id: {value}.")
         if value not in ids:
             ids.append(value)
@@ -259,7 +252,7 @@ def build_comparison(run_ids: Sequence[int], user=None, *, with_own: bool = Fals
         cells = run_cells(mine, version)[0] if mine is not None else {}
         sources.append(Source(mine, f"you ({user.get_username()})", JudgeRun.Kind.HUMAN, cells,
                               tree.plan.score(leaf_scores(cells)), len(cells), mine=True))
-    comparison = Comparison(base, version, tree, sources, _rows(tree, sources))
+    comparison = Comparison(base, version, tree, sources, _rows(tree, sources), [r.pk for r in runs])
     comparison.disagreements = sum(1 for r in comparison.rows if r["disagree"])
     comparison.metrics = _pairwise_metrics(tree, sources)
     return comparison

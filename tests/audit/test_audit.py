@@ -63,7 +63,7 @@ def test_compare_page_renders_grid_with_own_column(world, client_for):
 
 @pytest.mark.parametrize(("runs", "message"), [
     ("", "Pick at least one run"), ("1,x", "Not a run id"), ("999999", "No judge run with id 999999"),
-    (",".join(str(i) for i in range(1, 12)), "at most 8"),
+    (",".join(str(i) for i in range(1, 12)), "at most 8"), (str(10**20), "Not a run id"),
 ])
 def test_bad_run_lists_are_400_with_a_message(world, client_for, runs, message):
     for url in (f"/audit/compare/?runs={runs}", f"/api/audit/compare/?runs={runs}"):
@@ -100,7 +100,8 @@ def test_a_human_grade_is_its_own_source_and_never_touches_the_judge(world, clie
 
 
 @pytest.mark.parametrize(("payload", "field"), [
-    ({"score": 2}, "score"), ({"score": "yes"}, "score"), ({"node_index": -1}, "node_index"),
+    ({"score": 2}, "score"), ({"score": "yes"}, "score"), ({"score": True}, "score"), ({"node_index": -1}, "node_index"),
+    ({"run": 10**20}, "run"), ({"node_index": 10**20}, "detail"), ({"run": "abc"}, "run"), ({"note": ["a"]}, "note"),
     ({"run": 999999}, "run"), ({"note": "x" * 10_001}, "note"),
 ])
 def test_bad_grades_are_400(world, client_for, payload, field):
