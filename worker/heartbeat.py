@@ -38,8 +38,16 @@ def redis_client():
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
+def sandbox_host() -> str:
+    """The key this worker's sandboxes are counted under, as worker.sandbox.open_sandbox names it:
+    the Docker host (DOCKER_HOST, "default" for the local socket), or the machine-local bubblewrap."""
+    if getattr(settings, "KLONG_SANDBOX_BACKEND", "auto") == "bwrap":
+        return "local-bwrap"
+    return os.environ.get("DOCKER_HOST", "") or "default"
+
+
 def sandbox_count() -> int | None:
-    """Sandboxes running now on this worker's Docker host (every worker sharing the host reports
+    """Sandboxes running now on this worker's sandbox host (every worker sharing the host reports
     the same count: the per-host slots in Redis, worker/sandbox/limits.py); None without limits."""
     try:
         from worker.sandbox.limits import default_slots
@@ -47,7 +55,7 @@ def sandbox_count() -> int | None:
         return None
     try:
         slots = default_slots()
-        return None if slots is None else int(slots.in_use(os.environ.get("DOCKER_HOST", "")))
+        return None if slots is None else int(slots.in_use(sandbox_host()))
     except Exception:  # a broken count must not stop the heartbeat
         log.exception("sandbox count failed")
         return None
@@ -67,7 +75,7 @@ def describe(consumer: Any) -> dict:
         "concurrency": getattr(consumer.pool, "num_processes", None) or consumer.controller.concurrency,
         "gpus": _INFO["gpus"],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "docker_host": os.environ.get("DOCKER_HOST", ""),
+        "docker_host": sandbox_host(),
         "sandboxes": sandbox_count(),
         "running_jobs": Job.objects.filter(worker=hostname, state__in=[Job.State.RUNNING, Job.State.CANCELLING]).count(),
         "seen_at": time.time(),

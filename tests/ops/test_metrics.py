@@ -81,6 +81,26 @@ def test_workers_and_sandboxes_come_from_fresh_heartbeats_only(client):
     assert value(text, 'klong_scrape_error{part="redis"}') == 0
 
 
+def test_a_heartbeat_counts_the_sandboxes_holding_slots_on_the_workers_docker_host(settings, monkeypatch):
+    import uuid
+
+    from worker.heartbeat import sandbox_count
+    from worker.sandbox.limits import default_slots
+
+    settings.KLONG_SANDBOXES_PER_HOST = 4
+    host = f"tcp://sandbox-{uuid.uuid4().hex[:8]}:2375"  # unique: the slots live in a shared Redis
+    monkeypatch.setenv("DOCKER_HOST", host)
+    slots = default_slots()
+    leases = [slots.acquire(host, hold_s=60, timeout_s=1) for _ in range(3)]
+    try:
+        assert sandbox_count() == 3
+        leases.pop().release()
+        assert sandbox_count() == 2
+    finally:
+        for lease in leases:
+            lease.release()
+
+
 def test_judge_calls_cost_and_leaf_latency(client):
     paper, version = make_paper_with_rubric("bam")
     run = JudgeRun.objects.create(paper=paper, rubric_version=version, rubric_hash=version.content_hash,
