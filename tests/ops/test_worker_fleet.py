@@ -36,6 +36,11 @@ def fleet(django_db_setup, django_db_blocker):
     finally:
         for proc in workers.values():
             stop(proc)
+        # Killed, they could not remove their heartbeats: leave a shared Redis as it was.
+        from worker.heartbeat import forget
+
+        for name in NODES:
+            forget(f"{name}@{socket.gethostname()}")
 
 
 @pytest.fixture(autouse=True)
