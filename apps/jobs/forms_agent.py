@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from apps.judging.models import ModelEndpoint
+from apps.judging.forms import JudgeConfigForm
 from apps.papers.models import Paper
 
 
@@ -47,11 +47,7 @@ class AgentRunForm(forms.Form):
             raise forms.ValidationError(f"No paper with id {pk}.")
         return pk
 
-    def clean_endpoint(self) -> str:
-        name = self.cleaned_data["endpoint"]
-        if not ModelEndpoint.objects.filter(name=name).exists():
-            raise forms.ValidationError(f"No model endpoint named {name!r}.")
-        return name
+    clean_endpoint = JudgeConfigForm.clean_endpoint
 
     def clean(self):
         data = super().clean()

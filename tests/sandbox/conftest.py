@@ -100,6 +100,17 @@ def open_box(make_spec):
         box.close()
 
 
+def containers(docker_host: str, job_id: int) -> list:
+    """The sandbox containers labelled with ``job_id`` on that engine, stopped ones too."""
+    from worker.sandbox import docker_client
+
+    client = docker_client(docker_host)
+    try:
+        return client.containers.list(all=True, filters={"label": f"klong.job={job_id}"})
+    finally:
+        client.close()
+
+
 def host_processes_with(marker: str) -> list[str]:
     """Command lines of this machine's processes containing ``marker``."""
     found = []

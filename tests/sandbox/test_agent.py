@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 
 import pytest
 
@@ -14,7 +15,6 @@ from tests.sandbox.conftest import Script
 from tests.support.openai_stub import tool_call
 from worker.agent import AgentConfig, AgentTask, run_agent
 from worker.llm import EndpointConfig, make_client
-from worker.sandbox import open_sandbox
 
 TASK = AgentTask(paper_markdown="# Toy paper\nThe answer is 6 * 7.", instructions="Write the answer to answer.txt.",
                  blacklist=["https://github.com/toy-author/official-code"])
@@ -43,19 +43,14 @@ def client(stub):
 
 
 @pytest.fixture
-def agent_box(make_spec, tmp_path):
+def agent_box(open_box, tmp_path):
     """``agent_box(backend, **fields)``: a sandbox with TASK's paper mounted read-only."""
-    boxes = []
 
     def make(backend: str = "bwrap", **fields):
-        fields.setdefault("mounts_ro", TASK.write_files(tmp_path / f"paper-{len(boxes)}"))
-        box = open_sandbox(make_spec(backend, **fields), slots=None)
-        boxes.append(box)
-        return box
+        fields.setdefault("mounts_ro", TASK.write_files(tmp_path / f"paper-{uuid.uuid4().hex[:8]}"))
+        return open_box(backend, **fields)
 
-    yield make
-    for box in boxes:
-        box.close()
+    return make
 
 
 @pytest.mark.django_db

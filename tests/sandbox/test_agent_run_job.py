@@ -11,33 +11,16 @@ from django.conf import settings
 from apps.jobs.models import Job
 from apps.papers.models import Paper
 from apps.trajectories.models import Trajectory
+from tests.jobs.test_jobs import wait_for
 from tests.judging.helpers import make_endpoint
-from tests.sandbox.conftest import Script
+from tests.sandbox.conftest import Script, containers
 from tests.sandbox.test_agent import TASK, say, solving_script
 from tests.support.openai_stub import tool_call
-from worker.sandbox import SandboxBusy, SandboxSpec, docker_client, open_sandbox
+from worker.sandbox import SandboxBusy, SandboxSpec, open_sandbox
 from worker.sandbox.cleanup import job_is_live, sweep_orphans
 from worker.sandbox.limits import HostSlots
 from worker.sandbox.signals import on_task_postrun
 from worker.tasks import run_job
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-def containers(docker_host: str, job_id: int) -> list:
-    client = docker_client(docker_host)
-    try:
-        return client.containers.list(all=True, filters={"label": f"klong.job={job_id}"})
-    finally:
-        client.close()
 
 
 def launch(client, paper: Paper, **config):
@@ -53,7 +36,7 @@ def toy_paper() -> Paper:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submission(
-    stub, client_for, celery_worker, sandbox_image
+    stub, client_for, celery_worker, sandbox_image, docker_host
 ):
     stub.state.responder = Script(*solving_script())
     paper = toy_paper()
@@ -61,7 +44,7 @@ def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submis
     response = launch(client_for("operator"), paper, image=sandbox_image)
     assert response.status_code == 202, response.content
     job = wait_for(lambda: Job.objects.filter(pk=response.json()["id"]).exclude(
-        state__in=[Job.State.QUEUED, Job.State.RUNNING]).first())
+        state__in=[Job.State.QUEUED, Job.State.RUNNING]).first(), timeout=60)
     assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["end_state"] == "submitted" and job.result["steps"] == 5
     trajectory = Trajectory.objects.get(pk=job.result["trajectory"])
@@ -70,13 +53,7 @@ def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submis
     answer = settings.DATA_DIR / job.result["submission"] / "answer.txt"
     assert answer.read_text() == "42\n"
     assert job.artifacts.get(name="submission").meta["commit"] == job.result["final_commit"]
-    assert containers(settings_docker_host(), job.pk) == []
-
-
-def settings_docker_host() -> str:
-    import os
-
-    return os.environ["DOCKER_HOST"]
+    assert containers(docker_host, job.pk) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -91,7 +68,7 @@ def test_cancelling_an_agent_run_kills_its_command_and_removes_its_container(
     job_id = launch(operator, paper, image=sandbox_image).json()["id"]
     # the sleep is running in the container: its assistant turn is stored, the container is up
     wait_for(lambda: Trajectory.objects.filter(meta__job=job_id, turn_count__gte=3).exists() and containers(
-        docker_host, job_id))
+        docker_host, job_id), timeout=60)
     time.sleep(0.5)
     started = time.monotonic()
     assert operator.post(f"/api/jobs/{job_id}/cancel/").status_code in (200, 202)

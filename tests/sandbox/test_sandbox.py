@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tests.sandbox.conftest import BACKENDS, host_processes_with
-from worker.sandbox import SandboxError, SandboxSpec, docker_client, open_sandbox
+from tests.sandbox.conftest import BACKENDS, containers, host_processes_with
+from worker.sandbox import SandboxError, SandboxSpec, open_sandbox
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -30,14 +30,6 @@ def shared(backend, request, tmp_path_factory):
     box.paper_folder = paper
     yield box
     box.close()
-
-
-def _containers(docker_host: str, job_id: int) -> list:
-    client = docker_client(docker_host)
-    try:
-        return client.containers.list(all=True, filters={"label": f"klong.job={job_id}"})
-    finally:
-        client.close()
 
 
 def test_commands_run_in_the_submission_folder_with_a_clean_environment(shared, monkeypatch):
@@ -93,7 +85,7 @@ def test_the_wall_clock_ends_and_removes_the_sandbox_and_closing_again_is_harmle
     box.close()
     box.close()
     if backend == "docker":
-        assert _containers(request.getfixturevalue("docker_host"), job_id) == []
+        assert containers(request.getfixturevalue("docker_host"), job_id) == []
     else:
         assert not box.root.exists()
 

@@ -185,43 +185,36 @@ def _call_from_json(data: Any) -> dict[str, Any] | None:
             "function": {"name": name, "arguments": arguments}}
 
 
+def _parse_call(raw: str) -> dict[str, Any] | None:
+    try:
+        return _call_from_json(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def _call_lines(text: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each line with the call it is, if it is a JSON call object on its own."""
+    rows = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        is_object = stripped.startswith("{") and stripped.endswith("}")
+        rows.append((line, _parse_call(stripped) if is_object else None))
+    return rows
+
+
 def calls_from_text(text: str) -> list[dict[str, Any]]:
     """Tool calls written in a model's text, for models without native tool calling:
     ``<tool_call>{...}</tool_call>`` blocks (Hermes/Qwen style), else lines that are a JSON call
     object (how recorded turns are rendered for training: apps/trajectories/tokens.turn_text)."""
-    calls = []
-    for block in _TAGGED.findall(text or ""):
-        try:
-            call = _call_from_json(json.loads(block))
-        except ValueError:
-            continue
-        if call:
-            calls.append(call)
-    if calls:
-        return calls
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line.startswith("{") and line.endswith("}"):
-            try:
-                call = _call_from_json(json.loads(line))
-            except ValueError:
-                continue
-            if call:
-                calls.append(call)
-    return calls
+    tagged = [call for block in _TAGGED.findall(text or "") if (call := _parse_call(block))]
+    if tagged:
+        return tagged
+    return [call for _, call in _call_lines(text or "") if call]
 
 
 def strip_calls(text: str) -> str:
     """The text of a turn without the tool calls written in it (they are kept as tool_calls)."""
-    text = _TAGGED.sub("", text or "")
-    kept = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("{") and stripped.endswith("}"):
-            try:
-                if _call_from_json(json.loads(stripped)):
-                    continue
-            except ValueError:
-                pass
-        kept.append(line)
-    return "\n".join(kept).strip()
+    text = text or ""
+    if _TAGGED.search(text):
+        return _TAGGED.sub("", text).strip()
+    return "\n".join(line for line, call in _call_lines(text) if not call).strip()
