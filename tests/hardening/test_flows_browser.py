@@ -166,3 +166,49 @@ def test_flow_launch_watch_cancel_and_relaunch_a_job(strict_page, daphne_url, pe
     assert relaunched.config["steps"] == 4 and relaunched.result["echo"] == "second try"
     assert page.locator("#job-percent").inner_text() == "100%"
     assert page.csp_violations == []
+
+
+def test_flow_audit_judge_scores_side_by_side(strict_page, live_server, personas):
+    """Two judge runs and a human grading of one submission: filter, grade by keyboard, watch the figures."""
+    from tests.audit.helpers import leaf_indexes, make_run
+    from tests.judging.helpers import make_paper_with_rubric
+
+    page = strict_page
+    _paper, version = make_paper_with_rubric("audit-flow")
+    leaves = leaf_indexes(version)
+    human = make_run(version, "admin", {i: 1.0 for i in leaves}, kind="human", submission="submissions/a",
+                     graded_by=personas["admin"])
+    big = make_run(version, "big-judge", {**{i: 1.0 for i in leaves}, leaves[1]: 0.0}, submission="submissions/a")
+    cheap = make_run(version, "cheap-judge", {**{i: 1.0 for i in leaves}, leaves[3]: 0.0}, submission="submissions/a")
+    base = live_server.url
+    _login(page, base, personas["curator"])
+    url = f"{base}/audit/compare/?runs={human.pk},{big.pk},{cheap.pk}"
+    page.goto(url)
+    page.wait_for_selector("[data-testid=audit-grid][data-ready='1']")
+    figures_before = page.get_by_test_id("pair-metrics").inner_text()
+
+    # Only the leaves where the sources disagree.
+    page.get_by_test_id("filter-disagree").check()
+    visible = page.locator("tr[data-testid=audit-row][data-leaf='1']:visible")
+    assert sorted(int(i) for i in visible.evaluate_all("rows => rows.map(r => r.dataset.index)")) == [leaves[1], leaves[3]]
+
+    # Grade both with the keyboard: j to the first, 0 and Enter (save and next), 1 and Enter.
+    page.keyboard.press("j")
+    page.keyboard.press("0")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.getElementById('mine-graded')?.textContent === '1'")
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.getElementById('mine-graded')?.textContent === '2'")
+    from apps.judging.models import JudgeRun
+
+    mine = JudgeRun.objects.get(kind="human", graded_by=personas["curator"])
+    assert dict(mine.grades.values_list("node_index", "score")) == {leaves[1]: 0.0, leaves[3]: 1.0}
+    assert page.locator("#mine-root").inner_text() == f"{mine.score:.3f}"
+
+    # The agreement figures now count the new grades.
+    page.goto(url)
+    page.wait_for_selector("[data-testid=audit-grid][data-ready='1']")
+    figures_after = page.get_by_test_id("pair-metrics").inner_text()
+    assert figures_after != figures_before and "curator" in figures_after
+    assert page.csp_violations == []
