@@ -158,3 +158,25 @@ def test_a_running_trajectory_page_follows_the_run_until_it_ends(client_for):
                                 flagged=False))
     assert 'id="live-banner"' not in viewer.get(f"/trajectories/{recorder.trajectory.pk}/").content.decode()
     assert viewer.get(f"/api/trajectories/{recorder.trajectory.pk}/").json()["end_state"] == "step_limit"
+
+
+@pytest.mark.django_db
+def test_a_requeued_agent_run_starts_afresh_and_closes_the_dead_attempts_trajectory(stub, personas):
+    from apps.jobs.services import launch_job
+    from worker.engines.agent_run import run as run_agent_job
+    from worker.progress import Progress
+
+    stub.state.responder = Script(say("", tool_call("bash", "c1", cmd="echo 1 > a.txt")),
+                                  then=say("", tool_call("submit")))
+    make_endpoint(stub.base_url, name="teacher")
+    paper = toy_paper()
+    job = launch_job("agent_run", {"paper": paper.pk, "endpoint": "teacher", "backend": "bwrap", "l_max": 8192,
+                                   "reserve_tokens": 1024}, personas["operator"])
+    dead = Trajectory.objects.create(paper=paper, live=True, meta={"job": job.pk}, turn_count=5)
+    Job.objects.filter(pk=job.pk).update(state=Job.State.RUNNING, attempt=2)
+    job.refresh_from_db()
+    result = run_agent_job(job, Progress(job.pk))
+    dead.refresh_from_db()
+    assert (dead.live, dead.end_state, dead.turn_count) == (False, "error", 5)
+    assert result["end_state"] == "submitted" and result["trajectory"] != dead.pk
+    assert (settings.DATA_DIR / result["submission"] / "a.txt").read_text() == "1\n"

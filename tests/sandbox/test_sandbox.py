@@ -154,3 +154,16 @@ def test_a_sandbox_that_asks_for_the_network_gets_an_interface(backend, open_box
     box = open_box(backend, network=True)
     links = box.exec("cat /proc/net/dev").stdout
     assert [line.split(":")[0].strip() for line in links.splitlines()[2:]] != ["lo"]
+
+
+def test_docker_requests_limits_gpus_and_labels_for_its_job():
+    from worker.sandbox.docker_backend import container_kwargs
+
+    spec = SandboxSpec(backend="docker", cpus=1.5, memory_mb=3000, gpus=2, job_id=42, wall_clock_s=600)
+    kwargs = container_kwargs(spec, "img")
+    assert (kwargs["nano_cpus"], kwargs["mem_limit"], kwargs["memswap_limit"]) == (1_500_000_000, "3000m", "3000m")
+    (request,) = kwargs["device_requests"]
+    assert (request.count, request.capabilities) == (2, [["gpu"]])
+    assert kwargs["network_mode"] == "none" and kwargs["command"] == ["sleep", "600"]
+    assert kwargs["labels"]["klong.job"] == "42" and kwargs["labels"]["klong.sandbox"] == "1"
+    assert "device_requests" not in container_kwargs(SandboxSpec(backend="docker"), "img")

@@ -13,10 +13,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from apps.jobs.models import Job
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
+from apps.trajectories.models import Trajectory
 from apps.trajectories.recorder import TrajectoryRecorder
 from worker.agent import AgentConfig, AgentTask, AgentTurn, run_agent
 from worker.llm.client import make_client
@@ -83,6 +85,11 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     max_steps = agent_config.max_steps
     progress.set_total(max_steps, "agent")
+    # A re-queued job (its worker died) starts a fresh run; the dead attempt's trajectory stops
+    # being shown as live and keeps its turns.
+    Trajectory.objects.filter(meta__job=job.pk, live=True).update(
+        live=False, end_state=Trajectory.EndState.ERROR, ended_at=timezone.now()
+    )
     recorder = TrajectoryRecorder.start(
         paper=paper, source=config.get("source", "distilled"), model=endpoint_config.model,
         policy_version=config.get("policy_version", ""), task=paper.slug,
