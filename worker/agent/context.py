@@ -78,26 +78,25 @@ class Counter:
         return text[: head * CHARS_PER_TOKEN], text[len(text) - tail * CHARS_PER_TOKEN:] if tail else ""
 
 
-def plan_context(turns: Sequence[ContextTurn], counts: Sequence[int], config: SplitConfig,
+def plan_context(specs: Sequence[TurnSpec], texts: Sequence[str], config: SplitConfig,
                  cut: Callable[[str, int, int], tuple[str, str]]) -> list[RenderedMessage]:
     """The last window of the run so far, as the split renders it (see the module docstring)."""
-    specs = [TurnSpec(i, t.role, max(1, counts[i]), False, mentions_paper(t.text)) for i, t in enumerate(turns)]
     try:
         manifest = plan_split(specs, config)
     except SplitError:
         # A pinned prefix too big for the window: pin only the system prompt and the task.
         base = 0
-        while base + 1 < len(turns) and turns[base + 1].role != "assistant":
+        while base + 1 < len(specs) and specs[base + 1].role != "assistant":
             base += 1
         manifest = plan_split(specs, replace(config, prefix_end=base))
-    texts = [t.text for t in turns]
     if not manifest.windows:  # only the prefix so far (system prompt and task): all of it, whole
-        return [RenderedMessage(i, t.role, texts[i], "prefix", False) for i, t in enumerate(turns)]
+        return [RenderedMessage(i, spec.role, texts[i], "prefix", False) for i, spec in enumerate(specs)]
     return render_window(texts, manifest, len(manifest.windows), cut)
 
 
 class ContextBuilder:
-    """Builds the messages of each step; caches every turn's token count (turns never change)."""
+    """Builds the messages of each step. Turns never change once added, so each turn's text,
+    count and spec are computed once: a step costs the plan and the render, not a recount."""
 
     def __init__(self, l_max: int, reserve_tokens: int, tokenizer: Any = None, *, history_budget: float = 0.25,
                  recent_full_turns: int = 4, decay: float = 0.5) -> None:
@@ -108,15 +107,18 @@ class ContextBuilder:
         self.config = SplitConfig(l_max=window, overlap_turns=0, history_budget=history_budget,
                                   recent_full_turns=recent_full_turns, decay=decay,
                                   marker_tokens=max(8, math.ceil(len("[... 1000000 tokens cut ...]") / 4) + 4))
+        # per turn, computed once: its training text, token count and split spec
+        self.texts: list[str] = []
         self.counts: list[int] = []
-
-    def count(self, turn: ContextTurn) -> int:
-        return self.counter.count(turn.text)
+        self.specs: list[TurnSpec] = []
 
     def messages(self, turns: Sequence[ContextTurn], structured: bool) -> tuple[list[dict[str, Any]], list[RenderedMessage]]:
-        while len(self.counts) < len(turns):
-            self.counts.append(self.count(turns[len(self.counts)]))
-        rendered = plan_context(turns, self.counts, self.config, self.counter.cut)
+        for i in range(len(self.specs), len(turns)):
+            text = turns[i].text
+            self.texts.append(text)
+            self.counts.append(self.counter.count(text))
+            self.specs.append(TurnSpec(i, turns[i].role, max(1, self.counts[i]), False, mentions_paper(text)))
+        rendered = plan_context(self.specs[:len(turns)], self.texts[:len(turns)], self.config, self.counter.cut)
         if not structured:
             return [{"role": m.role, "content": m.content} for m in rendered], rendered
         return structured_messages(turns, rendered), rendered
