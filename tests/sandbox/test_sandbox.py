@@ -167,3 +167,15 @@ def test_docker_requests_limits_gpus_and_labels_for_its_job():
     assert kwargs["network_mode"] == "none" and kwargs["command"] == ["sleep", "600"]
     assert kwargs["labels"]["klong.job"] == "42" and kwargs["labels"]["klong.sandbox"] == "1"
     assert "device_requests" not in container_kwargs(SandboxSpec(backend="docker"), "img")
+
+
+def test_bubblewrap_commands_have_no_capabilities_and_see_no_host_secrets(open_box, tmp_path):
+    secret = tmp_path / "secret.txt"  # under /tmp, like podman's socket: hidden
+    secret.write_text("s3cret")
+    box = open_box("bwrap")
+    status = box.exec("grep CapEff /proc/self/status").stdout
+    assert status.split()[-1] == "0000000000000000"
+    assert box.exec("cat /etc/shadow").stdout == ""
+    assert box.exec(f"cat {secret}").exit_code != 0
+    assert box.exec("ls /run").stdout.strip() == ""  # PostgreSQL's socket lives there on the host
+    assert box.exec("mknod /tmp/disk b 8 0").exit_code != 0
