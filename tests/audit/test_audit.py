@@ -255,3 +255,19 @@ def test_a_run_without_trajectory_or_folder_gets_one_human_run_beside_it(world, 
     assert human.grades.count() == 2 and services.submission_key(human) == services.submission_key(lone)
     sources = services.build_comparison([lone.pk], world["curator"], with_own=True).sources
     assert [s.mine for s in sources] == [False, True] and sources[1].graded == 2
+
+
+def test_pages_pick_runs_and_create_a_queue(world, client_for):
+    client = client_for("curator")
+    home = client.get(f"/audit/?paper={world['paper'].slug}").content.decode()
+    assert f'data-testid="pick-run-{world["big"].pk}"' in home and "submissions/a" in home
+    ids = f"{world['big'].pk},{world['cheap'].pk}"
+    response = client.post("/audit/queues/", {"runs": ids, "assignees": ["curator"], "name": "check leaf 1.1"})
+    assert response.status_code == 302
+    page = client.get(response["Location"]).content.decode()
+    assert "check leaf 1.1" in page and 'data-testid="queue-items"' in page and "<td>curator</td>" in page
+    # Repeated ?runs= (the picker's checkboxes) works like runs=a,b.
+    picked = client.get(f"/audit/compare/?runs={world['big'].pk}&runs={world['cheap'].pk}")
+    assert picked.status_code == 200 and "cheap-judge" in picked.content.decode()
+    missing = client.post("/audit/queues/", {"runs": ids})
+    assert missing.status_code == 400 and "assignees" in missing.content.decode()
