@@ -179,3 +179,17 @@ def test_bubblewrap_commands_have_no_capabilities_and_see_no_host_secrets(open_b
     assert box.exec(f"cat {secret}").exit_code != 0
     assert box.exec("ls /run").stdout.strip() == ""  # PostgreSQL's socket lives there on the host
     assert box.exec("mknod /tmp/disk b 8 0").exit_code != 0
+
+
+def test_files_and_folders_copy_in_and_out(shared, tmp_path):
+    data = tmp_path / "dataset"
+    (data / "split").mkdir(parents=True)
+    (data / "split" / "train.csv").write_text("x,y\n1,2\n")
+    shared.copy_in(data, "/home/submission/copied/dataset")
+    assert shared.exec("cat copied/dataset/split/train.csv").stdout == "x,y\n1,2\n"
+    shared.exec("cd copied/dataset && echo 0.5 > result.txt && ln -sf /etc/hostname host")
+    out = shared.copy_out("copied/dataset", tmp_path / "out")
+    assert (out / "result.txt").read_text() == "0.5\n" and (out / "split" / "train.csv").exists()
+    assert not (out / "host").exists()  # a link out of the folder is left out
+    with pytest.raises(SandboxError):
+        shared.copy_out("copied/dataset", tmp_path / "small", max_bytes=100)

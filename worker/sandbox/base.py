@@ -14,10 +14,10 @@ import tarfile
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from worker.sandbox import SandboxError, SandboxSpec
+from worker.sandbox import ExecResult, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class OutputCap:
         return text
 
 
+# What a backend's _run returns: exit code, stdout, stderr, timed out, seconds.
+RawResult = tuple[int, OutputCap, OutputCap, bool, float]
+
+
 def _skip_unsafe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     # The "data" filter, except that a member it refuses (a symlink out of the folder, a device)
     # is left out instead of failing the export: an agent must not be able to sabotage judging.
@@ -99,6 +103,15 @@ class BaseSandbox:
         self._lease: Any = None
 
     # -- backend hooks -------------------------------------------------------------------
+    def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
+             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+        """Run ``argv`` in the sandbox: (exit code, stdout, stderr, timed out, seconds)."""
+        raise NotImplementedError
+
+    def _put_tar(self, folder: str, data: bytes) -> None:
+        """Unpack a tar archive into ``folder`` inside the sandbox (created if missing)."""
+        raise NotImplementedError
+
     def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         """Run a shell script whose git commands see the snapshot repository (GIT_DIR) and the
         submission folder (GIT_WORK_TREE). One call per operation: on the docker backend each
@@ -111,6 +124,74 @@ class BaseSandbox:
     # -- shared --------------------------------------------------------------------------
     def time_left(self) -> float:
         return self.spec.wall_clock_s - (time.monotonic() - self.opened_at)
+
+    def _exec_raw(self, argv: Sequence[str], timeout_s: float, workdir: str | None = None, limit: int | None = None,
+                  stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+        """``_run`` within the sandbox's wall clock: past it, the sandbox is removed."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        left = self.time_left()
+        if left <= 0:
+            self.close()
+            err = OutputCap(200)
+            err.add(b"sandbox wall-clock limit reached; the sandbox was removed")
+            return 137, OutputCap(0), err, True, 0.0
+        result = self._run(argv, max(0.1, min(timeout_s, left)), workdir, limit, stdin, env)
+        if result[3] and self.time_left() <= 0:
+            self.close()
+        return result
+
+    def exec(self, command: str, timeout_s: float = 60, workdir: str | None = None) -> ExecResult:
+        code, out, err, timed_out, duration = self._exec_raw(["/bin/sh", "-c", command], timeout_s, workdir)
+        return ExecResult(code, out.text(), err.text(), timed_out, duration, bool(out.dropped or err.dropped))
+
+    def _inside(self, path: str) -> PurePosixPath:
+        """A sandbox path; a relative one is in the submission folder."""
+        return PurePosixPath(path if path.startswith("/") else f"{self.spec.submission_dir}/{path}")
+
+    def write_file(self, path: str, data: bytes) -> None:
+        # Unpacked inside the sandbox: a link the agent planted cannot lead a write to the host.
+        target = self._inside(path)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(target.name)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        self._put_tar(str(target.parent), buffer.getvalue())
+
+    def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
+        limit = max_bytes if max_bytes is not None else self.spec.max_output_bytes
+        code, out, err, _, _ = self._exec_raw(
+            ["/bin/sh", "-c", 'test -f "$1" && head -c "$2" -- "$1"', "read_file", str(self._inside(path)), str(limit)],
+            120, "/", limit=limit + 1,
+        )
+        if code != 0:
+            raise SandboxError(f"cannot read {path}: {err.text().strip()[-300:] or 'not a file'}")
+        return out.data[:limit]
+
+    def copy_in(self, host_path: Path, sandbox_path: str) -> None:
+        """Copy a host file or folder to ``sandbox_path`` (e.g. a dataset, an official code folder)."""
+        host_path, target = Path(host_path), self._inside(sandbox_path)
+        if not host_path.exists():
+            raise SandboxError(f"{host_path} does not exist")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(str(host_path), arcname=target.name)
+        self._put_tar(str(target.parent), buffer.getvalue())
+
+    def copy_out(self, sandbox_path: str, dest: Path, max_bytes: int = 1 << 30) -> Path:
+        """Copy a file or folder out of the sandbox into the host folder ``dest``; returns the copy.
+        Links out of it, devices and absolute paths are left out (the agent wrote it)."""
+        source = self._inside(sandbox_path)
+        code, out, err, _, _ = self._exec_raw(
+            ["tar", "-C", str(source.parent), "-cf", "-", "--", source.name], 600, "/", limit=max_bytes + 1
+        )
+        if code != 0:
+            raise SandboxError(f"cannot copy {sandbox_path} out: {err.text().strip()[-300:]}")
+        if out.dropped or out.size > max_bytes:
+            raise SandboxError(f"{sandbox_path} is larger than {max_bytes} bytes")
+        safe_extract(out.data, Path(dest))
+        return Path(dest) / source.name
 
     def _git(self, args: Sequence[str], timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         return self._git_shell(shlex.join([*GIT, *args]), timeout_s)

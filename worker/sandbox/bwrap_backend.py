@@ -27,8 +27,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.sandbox import ExecResult, SandboxError, SandboxSpec
-from worker.sandbox.base import BaseSandbox, OutputCap
+from worker.sandbox import SandboxError, SandboxSpec
+from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
 
 HIDDEN = ("/root", "/run", "/tmp", "/var/tmp", "/home", "/srv", "/mnt", "/media")
 # Files uid 0 could still read without capabilities (it owns them): shown empty.
@@ -100,40 +100,25 @@ class BwrapSandbox(BaseSandbox):
         limit = self.spec.memory_mb * 1024 * 1024
         return [self.prlimit, f"--as={limit}", "--core=0", "--"] if self.prlimit else []
 
-    def exec_argv(self, command: Sequence[str], timeout_s: float = 60, workdir: str | None = None,
-                  stdin: bytes | None = None) -> ExecResult:
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
-        if self.time_left() <= 0:
-            self.close()
-            return ExecResult(137, "", "sandbox wall-clock limit reached; the sandbox was removed", True, 0.0)
-        code, out, err, timed_out, duration = self._run(command, timeout_s, workdir, stdin)
-        return ExecResult(code, out.text(), err.text(), timed_out, duration, bool(out.dropped or err.dropped))
-
-    def _run(self, command: Sequence[str], timeout_s: float, workdir: str | None, stdin: bytes | None,
-             limit: int | None = None) -> tuple[int, OutputCap, OutputCap, bool, float]:
-        left = self.time_left()
-        timeout = max(0.1, min(timeout_s, left))
+    def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
+             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [*self._limits(), *self._argv(command, workdir)], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env(), start_new_session=True,
-            close_fds=True,
+            [*self._limits(), *self._argv(argv, workdir)], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**self._env(), **(env or {})},
+            start_new_session=True, close_fds=True,
         )
         with self._procs_lock:
             self._procs.add(proc)
         out, err = OutputCap(limit or self.spec.max_output_bytes), OutputCap(self.spec.max_output_bytes)
         readers = [out.drain_in_thread(proc.stdout), err.drain_in_thread(proc.stderr)]
         if stdin is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(stdin)
-            except BrokenPipeError:
-                pass
-            finally:
-                proc.stdin.close()
+            proc.stdin.close()
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
@@ -143,35 +128,15 @@ class BwrapSandbox(BaseSandbox):
                 self._procs.discard(proc)
         for reader in readers:
             reader.join(timeout=5)
-        duration = time.monotonic() - started
         code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-        if timed_out and self.time_left() <= 0:
-            self.close()
-        return code, out, err, timed_out, duration
+        return code, out, err, timed_out, time.monotonic() - started
 
-    def exec(self, command: str, timeout_s: float = 60, workdir: str | None = None) -> ExecResult:
-        return self.exec_argv(["/bin/sh", "-c", command], timeout_s, workdir)
-
-    def write_file(self, path: str, data: bytes) -> None:
-        # Written from inside the sandbox: a symlink planted by the agent cannot reach the host.
-        result = self.exec_argv(
-            ["/bin/sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "write_file", path],
-            timeout_s=120, stdin=data,
-        )
-        if result.exit_code != 0:
-            raise SandboxError(f"cannot write {path}: {result.stderr.strip()[-300:]}")
-
-    def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
-        limit = max_bytes if max_bytes is not None else self.spec.max_output_bytes
-        code, out, err, _, _ = self._run(
-            ["/bin/sh", "-c", 'test -f "$1" && head -c "$2" -- "$1"', "read_file", path, str(limit)], 120, None,
-            None, limit=limit + 1,
+    def _put_tar(self, folder: str, data: bytes) -> None:
+        code, _, err, _, _ = self._exec_raw(
+            ["/bin/sh", "-c", 'mkdir -p -- "$1" && tar -C "$1" -xof -', "put", folder], 300, "/", stdin=data
         )
         if code != 0:
-            raise SandboxError(f"cannot read {path}: {err.text().strip()[-300:] or 'not a file'}")
-        return out.data[:limit]
+            raise SandboxError(f"cannot write into {folder}: {err.text().strip()[-300:]}")
 
     def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         # On the host, against this sandbox's own folders: git never reads the agent's config.

@@ -13,17 +13,14 @@ worker/sandbox/image.py, has it).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import shlex
-import tarfile
 import time
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
-from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, ExecResult, SandboxError, SandboxSpec, docker_client
-from worker.sandbox.base import BaseSandbox, OutputCap
+from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client
+from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
 from worker.sandbox.cleanup import OWNER_LABEL, owner_id
 
 log = logging.getLogger(__name__)
@@ -107,19 +104,11 @@ class DockerSandbox(BaseSandbox):
                 raise SandboxError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
             raise
 
-    def _exec_raw(self, argv: Sequence[str], timeout_s: float, workdir: str | None,
-                  limit: int | None = None, env: dict[str, str] | None = None,
-                  ) -> tuple[int, OutputCap, OutputCap, bool, float]:
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
-        left = self.time_left()
-        if left <= 0:
-            self.close()
-            cap = OutputCap(100)
-            cap.add(b"sandbox wall-clock limit reached; the sandbox was removed")
-            return 137, OutputCap(0), cap, True, 0.0
-        timeout = max(0.1, min(timeout_s, left))
-        wrapped = ["timeout", "-k", "1", f"{timeout:.2f}", *argv]
+    def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
+             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+        if stdin is not None:
+            raise SandboxError("the docker backend takes no stdin: files go in with put_archive")
+        wrapped = ["timeout", "-k", "1", f"{timeout_s:.2f}", *argv]
         api = self.client.api
         started = time.monotonic()
         out = OutputCap(limit or self.spec.max_output_bytes)
@@ -137,47 +126,25 @@ class DockerSandbox(BaseSandbox):
             raise SandboxError(f"the Docker API failed: {type(exc).__name__}: {exc}") from None
         duration = time.monotonic() - started
         code = 137 if code is None else int(code)
-        timed_out = code in TIMEOUT_CODES and duration >= timeout - 0.05
-        return code, out, err, timed_out, duration
+        return code, out, err, code in TIMEOUT_CODES and duration >= timeout_s - 0.05, duration
 
-    def exec(self, command: str, timeout_s: float = 60, workdir: str | None = None) -> ExecResult:
-        code, out, err, timed_out, duration = self._exec_raw(["sh", "-c", command], timeout_s, workdir)
-        return ExecResult(code, out.text(), err.text(), timed_out, duration, bool(out.dropped or err.dropped))
-
-    def write_file(self, path: str, data: bytes) -> None:
+    def _put_tar(self, folder: str, data: bytes) -> None:
         import docker.errors
 
-        target = PurePosixPath(path if path.startswith("/") else f"{self.spec.submission_dir}/{path}")
-        made = self._exec_raw(["mkdir", "-p", "--", str(target.parent)], 60, "/")
+        made = self._exec_raw(["mkdir", "-p", "--", folder], 60, "/")
         if made[0] != 0:
-            raise SandboxError(f"cannot write {path}: {made[2].text().strip()[-300:]}")
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            info = tarfile.TarInfo(target.name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+            raise SandboxError(f"cannot write into {folder}: {made[2].text().strip()[-300:]}")
         try:
-            ok = self.client.api.put_archive(self.id, str(target.parent), buffer.getvalue())
+            ok = self.client.api.put_archive(self.id, folder, data)
         except docker.errors.APIError as exc:
-            raise SandboxError(f"cannot write {path}: {exc.explanation or exc}") from None
+            raise SandboxError(f"cannot write into {folder}: {exc.explanation or exc}") from None
         if not ok:
-            raise SandboxError(f"cannot write {path}")
-
-    def read_file(self, path: str, max_bytes: int | None = None) -> bytes:
-        limit = max_bytes if max_bytes is not None else self.spec.max_output_bytes
-        code, out, err, _, _ = self._exec_raw(
-            ["sh", "-c", 'test -f "$1" && head -c "$2" -- "$1"', "read_file", path, str(limit)], 120, "/", limit + 1
-        )
-        if code != 0:
-            raise SandboxError(f"cannot read {path}: {err.text().strip()[-300:] or 'not a file'}")
-        return out.data[:limit]
+            raise SandboxError(f"cannot write into {folder}")
 
     def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         env = {"GIT_DIR": GIT_DIR, "GIT_WORK_TREE": self.spec.submission_dir, "GIT_CONFIG_NOSYSTEM": "1",
                "HOME": "/root"}
-        code, out, err, _, _ = self._exec_raw(["sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env)
+        code, out, err, _, _ = self._exec_raw(["/bin/sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env)
         if code == 127:
             raise SandboxError(f"the image {self.image} has no git: snapshots need it")
         return code, out.data, err.data
