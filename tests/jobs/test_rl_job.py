@@ -146,3 +146,20 @@ def test_the_job_page_draws_the_stage_timeline_and_the_rl_plots(page, live_serve
     assert "reward 0.500, truncated 50%, judge queue 3" in page.locator("#rl-summary").inner_text()
     # one trace per figure series: reward, q_mean, three advantage lines, two lengths, truncation, queue
     page.wait_for_function("document.querySelectorAll('#rl-plots .scatterlayer .trace').length === 9")
+
+
+@pytest.mark.django_db
+def test_a_retried_rl_job_resumes_after_its_last_finished_stage(tiny_policy, personas):
+    from worker.engines.rl import run
+    from worker.progress import Progress
+
+    stage1 = Path(settings.DATA_DIR) / "checkpoints" / "resume-stage-1"
+    shutil.copytree(tiny_policy, stage1, dirs_exist_ok=True)
+    job = Job.objects.create(kind="rl", state=Job.State.RUNNING, created_by=personas["operator"],
+                             config={**TOY, "policy_model": str(tiny_policy)},
+                             checkpoint={"step": 2, "stage": 1, "path": str(stage1)})
+    result = run(job, Progress(job.pk))
+    [stage] = result["stages"]  # only stage 2 ran, from stage 1's checkpoint, steps counted on
+    assert stage["stage"] == 2 and stage["start_from"] == str(stage1) and stage["first_step"] == 3
+    assert list(job.metrics.filter(name="reward").values_list("step", flat=True)) == [3]
+    assert ModelCheckpoint.objects.get(job=job).base_model == str(stage1)

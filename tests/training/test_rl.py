@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -108,20 +109,38 @@ def test_stage_two_starts_from_stage_ones_checkpoint_with_its_longer_timeout(pol
     assert reporter.series("stage") == [1.0, 1.0, 2.0] and reporter.series("timeout_s") == [1500.0, 1500.0, 4000.0]
 
 
+class GatedPolicy(LocalPolicy):
+    """Publishes update k only once ``seen_before[k]`` rollouts have run: training slower than the
+    prefetch, deterministically, so the test knows which version each rollout gets."""
+
+    def __init__(self, model, tokenizer, version, runner: RecordingRunner, seen_before: dict[int, int]) -> None:
+        super().__init__(model, tokenizer, version)
+        self.runner = runner
+        self.seen_before = seen_before
+
+    def publish(self, model, version: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(self.runner.seen) < self.seen_before.get(version, 0) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        super().publish(model, version)
+
+
 def test_partial_rollouts_record_their_policy_version_and_respect_the_staleness_limit(policy_folder, tmp_path):
-    def run(max_staleness: int) -> tuple[RecordingRunner, Recorder]:
+    def run(max_staleness: int, seen_before: dict[int, int]) -> tuple[RecordingRunner, Recorder]:
         runner, reporter = RecordingRunner(), Recorder()
         train_rl(settings_for(policy_folder, tmp_path / str(max_staleness), [Stage(1500.0, 3)], n_rollouts=2,
                               max_staleness=max_staleness),
-                 toy_tasks(1, max_turns=3, tokens_per_turn=6), runner, ToyJudge(), reporter)
+                 toy_tasks(1, max_turns=3, tokens_per_turn=6), runner, ToyJudge(), reporter,
+                 make_policy=lambda model, tokenizer, v: GatedPolicy(model, tokenizer, v, runner, seen_before))
         return runner, reporter
 
-    runner, reporter = run(max_staleness=1)
-    # batches 2 and 3 were generated ahead, while the previous batch trained: by version 0 and 1
+    # update k lands once the next batch (2 rollouts) has been generated ahead with version k - 1
+    runner, reporter = run(max_staleness=1, seen_before={1: 4, 2: 6})
     assert [r["version"] for r in runner.seen] == [0, 0, 0, 0, 1, 1]
     assert reporter.series("staleness") == [0.0, 1.0, 1.0] and reporter.series("stale_rollouts_rerun")[-1] == 0
-    runner, reporter = run(max_staleness=0)
     # too stale: each prefetched rollout is run again with the current policy before training
+    runner, reporter = run(max_staleness=0, seen_before={1: 4, 2: 8})
+    assert [r["version"] for r in runner.seen] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
     assert reporter.series("staleness") == [0.0, 0.0, 0.0] and reporter.series("stale_rollouts_rerun")[-1] == 4
 
 
