@@ -54,6 +54,8 @@ def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submis
     assert answer.read_text() == "42\n"
     assert job.artifacts.get(name="submission").meta["commit"] == job.result["final_commit"]
     assert containers(docker_host, job.pk) == []
+    page = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    assert f'href="/trajectories/{trajectory.pk}/"' in page and "docker sandbox" in page
 
 
 @pytest.mark.django_db(transaction=True)
