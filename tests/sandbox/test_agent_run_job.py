@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
@@ -118,7 +119,7 @@ def test_sandboxes_per_host_are_limited_by_redis_slots(redis_server):
     import redis
 
     slots = HostSlots(redis.Redis.from_url(redis_server), limit=2, prefix=f"test-slots-{uuid.uuid4().hex}")
-    host = "local-bwrap"  # the key open_sandbox uses for bubblewrap sandboxes
+    host = f"bwrap:{socket.gethostname()}"  # the key open_sandbox uses for this machine's bubblewrap sandboxes
     first = slots.acquire(host, hold_s=30)
     slots.acquire(host, hold_s=1.0)  # never released: it lapses
     assert slots.try_acquire(host, hold_s=30) is None

@@ -16,6 +16,7 @@ configured (the per-host concurrency limit).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ def open_sandbox(spec: SandboxSpec, *, slots: Any = "auto", acquire_timeout_s: f
         slots = default_slots()
     lease = None
     if slots is not None:
-        host = (spec.docker_host or os.environ.get("DOCKER_HOST", "")) if backend == "docker" else "local-bwrap"
+        # docker: slots per engine, shared by every worker using it; bwrap: per machine
+        host = (spec.docker_host or os.environ.get("DOCKER_HOST", "")) if backend == "docker" else f"bwrap:{socket.gethostname()}"
         lease = slots.acquire(host or "default", hold_s=spec.wall_clock_s + 120, timeout_s=acquire_timeout_s)
     try:
         if backend == "docker":

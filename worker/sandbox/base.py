@@ -206,7 +206,8 @@ class BaseSandbox:
         git = shlex.join(GIT)
         commit = f"{git} commit --quiet --allow-empty --no-verify -m {shlex.quote(message[:2000] or 'snapshot')}"
         changed = "true" if allow_empty else f"! {git} diff --cached --quiet"
-        return (f"{git} add --all --force . && if {changed}; then {commit} && {git} rev-parse HEAD; "
+        return (f'mkdir -p "$GIT_WORK_TREE" && cd "$GIT_WORK_TREE" && '
+                f"{git} add --all --force . && if {changed}; then {commit} && {git} rev-parse HEAD; "
                 f"else echo {UNCHANGED}; fi")
 
     def _init_snapshots(self, before: str = "") -> None:

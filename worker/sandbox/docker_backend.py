@@ -108,14 +108,18 @@ class DockerSandbox(BaseSandbox):
              stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
         if stdin is not None:
             raise SandboxError("the docker backend takes no stdin: files go in with put_archive")
-        wrapped = ["timeout", "-k", "1", f"{timeout_s:.2f}", *argv]
+        # The working folder is made first: an agent that ran `rm -rf /home/submission` still
+        # gets a working sandbox (and an empty submission) rather than an exec that cannot start.
+        folder = workdir or self.spec.submission_dir
+        wrapped = ["timeout", "-k", "1", f"{timeout_s:.2f}",
+                   "/bin/sh", "-c", 'mkdir -p -- "$0" && cd -- "$0" && exec "$@"', folder, *argv]
         api = self.client.api
         started = time.monotonic()
         out = OutputCap(limit or self.spec.max_output_bytes)
         err = OutputCap(self.spec.max_output_bytes)
         try:
-            exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True,
-                                      workdir=workdir or self.spec.submission_dir, environment=env)["Id"]
+            exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True, workdir="/",
+                                      environment=env)["Id"]
             for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
                 out.add(chunk_out)
                 err.add(chunk_err)
