@@ -175,6 +175,16 @@ def test_a_token_needs_a_name(client_for):
     assert response.status_code == 400 and "name" in response.json()
 
 
+# --- Conflicts ---------------------------------------------------------------------------------
+
+def test_deleting_a_paper_that_judge_runs_still_use_is_a_409_naming_them(client_for, personas):
+    world = build_world("in use", personas["admin"])
+    response = client_for("curator").delete(f"/api/papers/{world.paper.pk}/")
+    assert response.status_code == 409
+    assert response.json()["detail"].startswith("It is still used by judge runs")
+    assert world.paper.__class__.objects.filter(pk=world.paper.pk).exists()
+
+
 # --- Uploads ----------------------------------------------------------------------------------
 
 def _zip(members: dict[str, bytes]) -> io.BytesIO:
