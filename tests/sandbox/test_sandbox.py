@@ -193,3 +193,12 @@ def test_files_and_folders_copy_in_and_out(shared, tmp_path):
     assert not (out / "host").exists()  # a link out of the folder is left out
     with pytest.raises(SandboxError):
         shared.copy_out("copied/dataset", tmp_path / "small", max_bytes=100)
+
+
+def test_files_over_the_snapshot_limit_stay_out_of_snapshots(backend, open_box, tmp_path):
+    box = open_box(backend, snapshot_max_file_mb=1)
+    box.exec("mkdir -p ckpt && head -c 1500000 /dev/zero > 'ckpt/model weights.bin' && echo 1 > train.py")
+    commit = box.snapshot("with a checkpoint")
+    exported = box.export_submission(tmp_path / "export", commit)
+    assert sorted(p.name for p in exported.rglob("*")) == ["train.py"]
+    assert box.exec("ls ckpt").stdout.strip() == "model weights.bin"  # still there for the agent

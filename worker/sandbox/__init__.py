@@ -50,6 +50,7 @@ class SandboxSpec:
     job_id: int | None = None  # labels the container so cleanup finds it
     docker_host: str = ""  # "" = DOCKER_HOST from the environment
     max_output_bytes: int = 1_000_000  # kept of each stream of one exec; the rest is dropped
+    snapshot_max_file_mb: int = 100  # larger files (checkpoints, datasets) are left out of snapshots
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "docker", "bwrap"):

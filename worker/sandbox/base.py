@@ -206,9 +206,14 @@ class BaseSandbox:
         git = shlex.join(GIT)
         commit = f"{git} commit --quiet --allow-empty --no-verify -m {shlex.quote(message[:2000] or 'snapshot')}"
         changed = "true" if allow_empty else f"! {git} diff --cached --quiet"
-        return (f'mkdir -p "$GIT_WORK_TREE" && cd "$GIT_WORK_TREE" && '
-                f"{git} add --all --force . && if {changed}; then {commit} && {git} rev-parse HEAD; "
-                f"else echo {UNCHANGED}; fi")
+        # Files over snapshot_max_file_mb (checkpoints, datasets) stay out of every snapshot: they
+        # would make each commit slow and the history huge, and reproduce.sh regenerates them.
+        # `add --force` so the agent's own .gitignore cannot hide files from the record.
+        big = self.spec.snapshot_max_file_mb * 1024
+        add = (f"find . -type f -size +{big}k -printf ':(exclude,literal)%P\\0' | "
+               f"xargs -0 {git} add --all --force -- .")
+        return (f'mkdir -p "$GIT_WORK_TREE" && cd "$GIT_WORK_TREE" && {add} && '
+                f"if {changed}; then {commit} && {git} rev-parse HEAD; else echo {UNCHANGED}; fi")
 
     def _init_snapshots(self, before: str = "") -> None:
         """An empty first commit: every later snapshot is a change against a known state."""
