@@ -110,26 +110,49 @@ def build_rootfs_tar(programs: Iterable[str] = PROGRAMS) -> bytes:
     return buffer.getvalue()
 
 
+# Bump when the way the root filesystem is assembled changes: images built before are rebuilt.
+RECIPE_VERSION = 2
+RECIPE_LABEL = "klong.recipe"
+
+
 def recipe_hash(programs: Iterable[str] = PROGRAMS) -> str:
-    return hashlib.sha256(("\n".join(programs) + sys.version).encode()).hexdigest()[:12]
+    """What the image is built from: the recipe version, the programs, this host's Python."""
+    text = f"{RECIPE_VERSION}\n" + "\n".join(programs) + sys.version
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def ensure_image(client, tag: str = DEFAULT_IMAGE, *, rebuild: bool = False) -> str:
-    """The image ``tag``, imported from a host root filesystem if it is not there yet."""
+    """The image ``tag``, imported from a host root filesystem unless it is there from the same
+    recipe (an image built by an older recipe is rebuilt)."""
     import docker.errors
 
+    wanted = recipe_hash()
     if not rebuild:
         try:
-            client.images.get(tag)
-            return tag
+            image = client.images.get(tag)
+            if (image.labels or {}).get(RECIPE_LABEL) == wanted or not _ours(image):
+                return tag  # up to date, or an image someone else put under this tag: used as it is
         except docker.errors.ImageNotFound:
             pass
     repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
     data = build_rootfs_tar()
-    # The Docker API's import (docker import / podman import). podman's compat API ignores the
-    # tag it is given, so the image is tagged by id afterwards.
-    answer = client.api.import_image_from_data(data, repository=repository, tag=version)
+    # The Docker API's import (docker import / podman import), with the recipe as a label.
+    # podman's compat API ignores the tag it is given, so the image is tagged by id afterwards.
+    answer = client.api.import_image_from_data(
+        data, repository=repository, tag=version,
+        changes=[f"LABEL {RECIPE_LABEL}={wanted}", "LABEL klong.sandbox.image=host"],
+    )
     image_id = json.loads(answer.strip().splitlines()[-1])["status"]
     client.images.get(image_id).tag(repository, version)
     client.images.get(tag)
     return tag
+
+
+def _ours(image) -> bool:
+    """Built by this module: labelled so, or (before the label existed) a one-layer import with no
+    labels and no command, which is what `import` of a root filesystem gives."""
+    labels = image.labels or {}
+    if labels:
+        return labels.get("klong.sandbox.image") == "host"
+    config = image.attrs.get("Config") or {}
+    return not config.get("Cmd") and len((image.attrs.get("RootFS") or {}).get("Layers") or []) == 1
