@@ -9,6 +9,8 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from apps.core.errors import DISK_FULL_MESSAGE, is_disk_full
+
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +25,9 @@ def exception_handler(exc, context):
         users = sorted({str(obj._meta.verbose_name_plural) for obj in objects})
         return Response({"detail": f"It is still used by {', '.join(users)}: delete or move those first."},
                         status=status.HTTP_409_CONFLICT)
+    if is_disk_full(exc):
+        log.error("disk full in %s", context.get("view"), exc_info=exc)
+        return Response({"detail": DISK_FULL_MESSAGE}, status=status.HTTP_507_INSUFFICIENT_STORAGE)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)

@@ -66,12 +66,17 @@ def stage_upload(uploaded: UploadedFile, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / safe_name(uploaded.name or "")
     temp_path = getattr(uploaded, "temporary_file_path", None)
-    if temp_path is not None:
-        shutil.move(temp_path(), target)
-    else:
-        with target.open("wb") as out:
-            for chunk in uploaded.chunks():
-                out.write(chunk)
+    try:
+        if temp_path is not None:
+            shutil.move(temp_path(), target)
+        else:
+            with target.open("wb") as out:
+                for chunk in uploaded.chunks():
+                    out.write(chunk)
+    except OSError:
+        # A full disk (or any write error) must not leave half a file for an import job to read.
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 

