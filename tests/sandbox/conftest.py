@@ -42,19 +42,23 @@ def docker_host():
         yield existing
         return
     proc, socket = _start_podman_service()
-    os.environ["DOCKER_HOST"] = socket  # workers and cleanup in this process find the same engine
     try:
         yield socket
     finally:
-        if existing:
-            os.environ["DOCKER_HOST"] = existing
-        else:
-            os.environ.pop("DOCKER_HOST", None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture
+def docker_env(docker_host, monkeypatch) -> str:
+    """DOCKER_HOST set for this test only: the worker thread and the cleanup read it from the
+    environment (set for the whole session, it would turn other tests' "auto" sandboxes into
+    containers)."""
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    return docker_host
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,9 @@ def toy_paper() -> Paper:
 
 @pytest.mark.django_db(transaction=True)
 def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submission(
-    stub, client_for, celery_worker, sandbox_image, docker_host
+    stub, client_for, celery_worker, sandbox_image, docker_env
 ):
+    docker_host = docker_env
     stub.state.responder = Script(*solving_script())
     paper = toy_paper()
     make_endpoint(stub.base_url, name="teacher")
@@ -61,8 +62,9 @@ def test_an_agent_run_from_the_api_records_its_trajectory_and_exports_its_submis
 
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_an_agent_run_kills_its_command_and_removes_its_container(
-    stub, client_for, celery_worker, sandbox_image, docker_host
+    stub, client_for, celery_worker, sandbox_image, docker_env
 ):
+    docker_host = docker_env
     stub.state.responder = Script(say("Long job.", tool_call("bash", "c1", cmd="sleep 120")),
                                   then=say("", tool_call("submit")))
     paper = toy_paper()
@@ -96,7 +98,7 @@ def test_a_bad_agent_run_config_is_refused_with_the_reason(stub, client_for):
 
 
 @pytest.mark.django_db
-def test_the_sweep_removes_containers_of_finished_jobs_and_keeps_live_ones(make_spec, personas):
+def test_the_sweep_removes_containers_of_finished_jobs_and_keeps_live_ones(make_spec, personas, docker_env):
     finished = Job.objects.create(kind="agent_run", state=Job.State.SUCCEEDED, created_by=personas["operator"])
     running = Job.objects.create(kind="agent_run", state=Job.State.RUNNING, created_by=personas["operator"])
     orphan = open_sandbox(make_spec("docker", job_id=finished.pk), slots=None)  # as if its worker had died
