@@ -93,6 +93,8 @@ def test_a_bad_agent_run_config_is_refused_with_the_reason(stub, client_for):
     response = launch(client_for("operator"), paper, backend="bwrap", gpus=1)
     assert response.status_code == 400 and "gpus" in response.json()["config"]
     assert launch(client_for("viewer"), paper).status_code == 403
+    gpu_run = launch(client_for("operator"), paper, gpus=1)
+    assert gpu_run.status_code == 202 and Job.objects.get(pk=gpu_run.json()["id"]).queue == "gpu"
     page = client_for("operator").get("/jobs/new/?kind=agent_run")
     assert page.status_code == 200 and b'name="config-endpoint"' in page.content
 

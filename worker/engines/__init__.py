@@ -196,5 +196,6 @@ register(
         "at each change and exported for judging (docs/sandboxes-and-agent.md).",
         form="apps.jobs.forms_agent.AgentRunForm",
         uses_sandboxes=True,
+        placement_for="worker.engines.agent_run.placement",
     )
 )

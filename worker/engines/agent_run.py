@@ -58,6 +58,12 @@ class CancelWatch:
         self._thread.join(timeout=5)
 
 
+def placement(config: dict[str, Any]) -> tuple[str, int]:
+    """(queue, gpus): a run whose sandbox asks for GPUs goes to a worker on a GPU Docker host."""
+    gpus = int(config.get("gpus") or 0)
+    return ("gpu" if gpus else "cpu"), gpus
+
+
 def submission_path(job: Job) -> str:
     return f"submissions/agent-run-{job.pk}"
 
