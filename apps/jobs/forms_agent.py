@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from django import forms
-from django.conf import settings
 
 from apps.judging.forms import JudgeConfigForm
 from apps.papers.models import Paper
-
-
-def _default_image() -> str:
-    return settings.KLONG_SANDBOX_IMAGE
 
 
 class AgentRunForm(forms.Form):
@@ -43,8 +38,11 @@ class AgentRunForm(forms.Form):
 
     def clean_paper(self) -> int:
         pk = self.cleaned_data["paper"]
-        if not Paper.objects.filter(pk=pk).exists():
+        paper = Paper.objects.filter(pk=pk).only("markdown", "slug").first()
+        if paper is None:
             raise forms.ValidationError(f"No paper with id {pk}.")
+        if not paper.markdown.strip():
+            raise forms.ValidationError(f"Paper {paper.slug} has no Markdown yet: attach its PDF or text first.")
         return pk
 
     clean_endpoint = JudgeConfigForm.clean_endpoint

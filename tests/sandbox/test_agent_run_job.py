@@ -90,6 +90,9 @@ def test_a_bad_agent_run_config_is_refused_with_the_reason(stub, client_for):
     paper = toy_paper()
     response = launch(client_for("operator"), paper, endpoint="nobody")
     assert response.status_code == 400 and "endpoint" in response.json()["config"]
+    empty = Paper.objects.create(slug=f"empty-{uuid.uuid4().hex[:6]}", title="Not converted yet")
+    response = launch(client_for("operator"), empty)
+    assert response.status_code == 400 and "no Markdown" in response.json()["config"]["paper"][0]
     response = launch(client_for("operator"), paper, backend="bwrap", gpus=1)
     assert response.status_code == 400 and "gpus" in response.json()["config"]
     assert launch(client_for("viewer"), paper).status_code == 403
