@@ -202,3 +202,13 @@ def test_files_over_the_snapshot_limit_stay_out_of_snapshots(backend, open_box, 
     exported = box.export_submission(tmp_path / "export", commit)
     assert sorted(p.name for p in exported.rglob("*")) == ["train.py"]
     assert box.exec("ls ckpt").stdout.strip() == "model weights.bin"  # still there for the agent
+
+
+def test_missing_engines_and_images_fail_with_the_reason_and_auto_falls_back_to_bubblewrap(docker_host, tmp_path):
+    nowhere = f"unix://{tmp_path}/no-engine.sock"
+    with pytest.raises(SandboxError, match="no Docker API answers"):
+        open_sandbox(SandboxSpec(backend="docker", docker_host=nowhere), slots=None)
+    with pytest.raises(SandboxError, match="build_sandbox_image"):
+        open_sandbox(SandboxSpec(backend="docker", docker_host=docker_host, image="localhost/missing:x"), slots=None)
+    with open_sandbox(SandboxSpec(backend="auto", docker_host=nowhere), slots=None) as box:
+        assert box.backend == "bwrap"

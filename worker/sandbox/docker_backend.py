@@ -83,6 +83,7 @@ class DockerSandbox(BaseSandbox):
         import docker.errors
 
         self.image = spec.image or default_image()
+        self.container = None
         # Reads may block as long as a command runs: the client timeout covers the wall clock.
         self.client = docker_client(spec.docker_host, timeout=spec.wall_clock_s + 60)
         try:
@@ -92,7 +93,6 @@ class DockerSandbox(BaseSandbox):
             raise SandboxError(
                 f"image {self.image} is not on the Docker host; build it with `manage.py build_sandbox_image`"
             ) from None
-        self.container = None
         try:
             self.container = self.client.containers.run(**container_kwargs(spec, self.image))
             self.id = self.container.id
@@ -165,5 +165,7 @@ class DockerSandbox(BaseSandbox):
             except docker.errors.APIError:
                 log.warning("could not remove sandbox container %s; the sweep will", self.container.id,
                             exc_info=True)
-        self.client.close()
+        client = getattr(self, "client", None)  # absent when no Docker API answered
+        if client is not None:
+            client.close()
 
