@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+
+from tests.jobs.test_worker_process import worker_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 # Kept by CI as artifacts (.ci/run); ignored by git.
@@ -56,16 +57,6 @@ def strict_page(browser):
     context.close()
 
 
-def _database_url() -> str:
-    """The URL of the database the tests use right now (the test database, not the configured one)."""
-    settings = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{settings['NAME']}"
-    user = settings.get("USER") or "postgres"
-    password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
-
-
 @pytest.fixture
 def daphne_url(transactional_db):
     """daphne serving the app from its own process on the test database: real WebSockets.
@@ -75,7 +66,7 @@ def daphne_url(transactional_db):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "DATABASE_URL": _database_url(), "DB_CONN_MAX_AGE": "0"}
+    env = {**os.environ, "DATABASE_URL": worker_database_url(), "DB_CONN_MAX_AGE": "0"}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
