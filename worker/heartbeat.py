@@ -41,9 +41,10 @@ def redis_client():
 def sandbox_host() -> str:
     """The key this worker's sandboxes are counted under, as worker.sandbox.open_sandbox names it:
     the Docker host (DOCKER_HOST, "default" for the local socket), or the machine-local bubblewrap."""
-    if getattr(settings, "KLONG_SANDBOX_BACKEND", "auto") == "bwrap":
-        return "local-bwrap"
-    return os.environ.get("DOCKER_HOST", "") or "default"
+    from worker.sandbox import slot_key
+
+    backend = "bwrap" if getattr(settings, "KLONG_SANDBOX_BACKEND", "auto") == "bwrap" else "docker"
+    return slot_key(backend)
 
 
 def sandbox_count() -> int | None:

@@ -17,7 +17,7 @@ from tests.judging.helpers import make_endpoint
 from tests.sandbox.conftest import Script, containers
 from tests.sandbox.test_agent import TASK, say, solving_script
 from tests.support.openai_stub import tool_call
-from worker.sandbox import SandboxBusy, SandboxSpec, open_sandbox
+from worker.sandbox import SandboxBusy, SandboxSpec, open_sandbox, slot_key
 from worker.sandbox.cleanup import job_is_live, sweep_orphans
 from worker.sandbox.limits import HostSlots
 from worker.sandbox.signals import on_task_postrun
@@ -126,7 +126,8 @@ def test_sandboxes_per_host_are_limited_by_redis_slots(redis_server):
     import redis
 
     slots = HostSlots(redis.Redis.from_url(redis_server), limit=2, prefix=f"test-slots-{uuid.uuid4().hex}")
-    host = f"bwrap:{socket.gethostname()}"  # the key open_sandbox uses for this machine's bubblewrap sandboxes
+    host = slot_key("bwrap")  # this machine's bubblewrap sandboxes, as open_sandbox and the heartbeat count them
+    assert host == f"bwrap:{socket.gethostname()}"
     first = slots.acquire(host, hold_s=30)
     slots.acquire(host, hold_s=1.0)  # never released: it lapses
     assert slots.try_acquire(host, hold_s=30) is None

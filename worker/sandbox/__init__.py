@@ -132,6 +132,15 @@ def resolve_backend(spec: SandboxSpec) -> str:
     return "docker" if docker_available(spec.docker_host) else "bwrap"
 
 
+def slot_key(backend: str, docker_host: str = "") -> str:
+    """The key a sandbox's slot is counted under (worker/sandbox/limits.py, the heartbeat's
+    count): a Docker engine is shared by every worker using it, so docker slots are per
+    DOCKER_HOST ("default" for the local socket); bubblewrap sandboxes are per machine."""
+    if backend == "docker":
+        return docker_host or os.environ.get("DOCKER_HOST", "") or "default"
+    return f"bwrap:{socket.gethostname()}"
+
+
 def open_sandbox(spec: SandboxSpec, *, slots: Any = "auto", acquire_timeout_s: float = 600) -> Sandbox:
     """Open a sandbox (a context manager too: ``with open_sandbox(spec) as box:``).
 
@@ -145,9 +154,8 @@ def open_sandbox(spec: SandboxSpec, *, slots: Any = "auto", acquire_timeout_s: f
         slots = default_slots()
     lease = None
     if slots is not None:
-        # docker: slots per engine, shared by every worker using it; bwrap: per machine
-        host = (spec.docker_host or os.environ.get("DOCKER_HOST", "")) if backend == "docker" else f"bwrap:{socket.gethostname()}"
-        lease = slots.acquire(host or "default", hold_s=spec.wall_clock_s + 120, timeout_s=acquire_timeout_s)
+        lease = slots.acquire(slot_key(backend, spec.docker_host), hold_s=spec.wall_clock_s + 120,
+                              timeout_s=acquire_timeout_s)
     try:
         if backend == "docker":
             from worker.sandbox.docker_backend import DockerSandbox
@@ -171,5 +179,5 @@ def deadline_left(opened_at: float, spec: SandboxSpec) -> float:
 
 __all__ = [
     "ExecResult", "JOB_LABEL", "LABEL", "Sandbox", "SandboxBusy", "SandboxError", "SandboxSpec",
-    "docker_available", "docker_client", "open_sandbox", "resolve_backend",
+    "docker_available", "docker_client", "open_sandbox", "resolve_backend", "slot_key",
 ]
