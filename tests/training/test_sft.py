@@ -248,3 +248,16 @@ def test_sft_selects_accepted_trajectories_by_paper_source_and_score():
     assert list(chosen) == [keep]
     assert list(select_trajectories({"ids": f"{keep.pk},{rejected.pk}"})) == [keep]
     assert not select_trajectories({"paper": "missing"}).exists()
+
+
+@pytest.mark.django_db
+def test_an_sft_checkpoint_opens_the_rl_form_with_itself_as_the_policy(client_for, personas):
+    job = Job.objects.create(kind="sft", state=Job.State.SUCCEEDED, created_by=personas["operator"])
+    checkpoint = ModelCheckpoint.objects.create(job=job, name="sft result", path="checkpoints/x", base_model="tiny")
+    job.artifacts.create(name="model", path="checkpoints/x", kind="checkpoint", meta={"checkpoint": checkpoint.pk})
+    link = f"/jobs/new/?kind=rl&amp;policy_checkpoint={checkpoint.pk}"
+    assert link in client_for("operator").get("/jobs/checkpoints/").content.decode()
+    assert link in client_for("operator").get(f"/jobs/{job.pk}/").content.decode()
+    assert link not in client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()  # viewers cannot launch
+    form = client_for("operator").get(f"/jobs/new/?kind=rl&policy_checkpoint={checkpoint.pk}").content.decode()
+    assert f'<option value="{checkpoint.pk}" selected>#{checkpoint.pk} sft result' in form
