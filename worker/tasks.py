@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -14,6 +18,41 @@ from worker.engines import engine_for
 from worker.progress import JobCancelled, JobLost, Progress, publish, set_state
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# The database went away under the job (PostgreSQL restarted, the connection cut): the job is
+# queued again and resumes from its checkpoint, at most this many attempts in all.
+DATABASE_LOST = (OperationalError, InterfaceError)
+MAX_ATTEMPTS_AFTER_DATABASE_LOSS = 3
+
+
+def with_database(write: Callable[[], T], tries: int = 6, first_pause_s: float = 0.5) -> T:
+    """Run ``write``, reconnecting with growing pauses while the database is unreachable."""
+    pause = first_pause_s
+    for attempt in range(tries):
+        try:
+            return write()
+        except DATABASE_LOST:
+            if attempt == tries - 1:
+                raise
+            # A dead connection stays dead: drop it so the next query opens a new one.
+            connection.close()
+            time.sleep(pause)
+            pause *= 2
+    raise AssertionError("unreachable")
+
+
+def requeue_after_database_loss(job: Job, reason: str) -> bool:
+    """Put a job whose database connection died back in the queue, fenced by its attempt."""
+    from apps.jobs.services import task_options
+
+    if job.attempt >= MAX_ATTEMPTS_AFTER_DATABASE_LOSS:
+        return False
+    requeued = Job.objects.filter(pk=job.pk, attempt=job.attempt, state=Job.State.RUNNING).update(
+        state=Job.State.QUEUED, message=f"database connection lost ({reason[:200]}); resuming from the last checkpoint",
+    )
+    if requeued:
+        run_job.apply_async(args=(job.pk,), **task_options(job))
+    return bool(requeued)
 
 
 def claim(job_id: int, worker: str) -> Job | None:
@@ -55,12 +94,19 @@ def run_job(self, job_id: int) -> str:
         outcome = (Job.State.CANCELLED, {"message": "cancelled by user"})
     except SoftTimeLimitExceeded:
         outcome = (Job.State.FAILED, {"error": "The job ran past its time limit and was stopped."})
+    except DATABASE_LOST as exc:
+        reason = str(exc).strip()
+        log.warning("job %s lost its database connection: %s", job_id, reason)
+        connection.close()
+        if with_database(lambda: requeue_after_database_loss(job, reason)):
+            return "requeued"
+        outcome = (Job.State.FAILED, {"error": f"Lost the database connection {job.attempt} times; last: {reason}"})
     except Exception as exc:
         log.exception("job %s failed", job_id)
         outcome = (Job.State.FAILED, {"error": f"{type(exc).__name__}: {exc}"})
-    progress.flush()
+    with_database(progress.flush)
     state, fields = outcome
-    if not set_state(job_id, state, attempt=job.attempt, **fields):
+    if not with_database(lambda: set_state(job_id, state, attempt=job.attempt, **fields)):
         return "lost"
     if job.parent_id:
         from apps.jobs.services import advance_pipeline

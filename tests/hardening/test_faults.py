@@ -82,12 +82,12 @@ def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut()
         stop(worker)
         redis.kill()
         redis.wait(timeout=5)
-    # Finished or failed with its reason; and whatever it reported is there, each step once, in order.
-    assert job.state == Job.State.SUCCEEDED or (job.state == Job.State.FAILED and job.error), (job.state, job.error)
-    steps = list(job.metrics.filter(name="loss").values_list("step", flat=True))
-    assert steps == list(range(1, len(steps) + 1))
-    if job.state == Job.State.SUCCEEDED:
-        assert len(steps) == 50
+    # It finished (resumed from its checkpoint after losing the database), every step once, in order.
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert list(job.metrics.filter(name="loss").values_list("step", flat=True)) == list(range(1, 51))
+    if connection.vendor == "postgresql":
+        # The cut connection failed a write: the job was queued again and resumed from its checkpoint.
+        assert job.attempt == 2 and job.logs.filter(text__startswith="Resuming after step").count() == 1
 
 
 def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas):
@@ -110,6 +110,7 @@ def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas)
         worker.wait(timeout=10)
     finally:
         stop(worker)
+        path.unlink(missing_ok=True)
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING  # a new worker re-queues it (tests/jobs/test_worker_process.py)
     # A file is imported in one transaction: the killed import left nothing, not part of a run.
@@ -133,6 +134,8 @@ def test_a_full_disk_during_an_upload_is_a_507_and_leaves_no_file_or_record(clie
         Path(target).write_bytes(Path(source).read_bytes()[:100])
         raise _disk_full()
 
+    imports = Path(settings.DATA_DIR) / "imports"
+    files_before = {p for p in imports.rglob("*") if p.is_file()}
     monkeypatch.setattr(uploads.shutil, "move", half_then_full)
     upload = io.BytesIO(b'{"klong_trajectory": 1}\n' + b'{"role": "user", "text": "hello"}\n' * 50)
     upload.name = "runs.jsonl"
@@ -144,7 +147,7 @@ def test_a_full_disk_during_an_upload_is_a_507_and_leaves_no_file_or_record(clie
         response = client.post("/trajectories/import/", {"file": upload})
         assert b"disk is full, so nothing was saved" in response.content
     assert response.status_code == 507
-    assert [p for p in (Path(settings.DATA_DIR) / "imports").rglob("*") if p.is_file()] == []
+    assert {p for p in imports.rglob("*") if p.is_file()} == files_before
     assert not Job.objects.exists() and not Trajectory.objects.exists()
 
 
