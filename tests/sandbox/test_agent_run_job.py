@@ -191,3 +191,15 @@ def test_a_requeued_agent_run_starts_afresh_and_closes_the_dead_attempts_traject
     assert (dead.live, dead.end_state, dead.turn_count) == (False, "error", 5)
     assert result["end_state"] == "submitted" and result["trajectory"] != dead.pk
     assert (settings.DATA_DIR / result["submission"] / "a.txt").read_text() == "1\n"
+
+
+@pytest.mark.django_db
+def test_the_sweep_leaves_another_installations_containers_alone(make_spec, personas, docker_env, monkeypatch):
+    finished = Job.objects.create(kind="agent_run", state=Job.State.SUCCEEDED, created_by=personas["operator"])
+    monkeypatch.setattr("worker.sandbox.docker_backend.deployment_id", lambda: "another-installation")
+    theirs = open_sandbox(make_spec("docker", job_id=finished.pk), slots=None)  # their job with our job's id
+    try:
+        assert theirs.id not in sweep_orphans(job_is_live)
+        assert theirs.exec("echo alive").stdout.strip() == "alive"
+    finally:
+        theirs.close()

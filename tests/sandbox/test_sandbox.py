@@ -212,3 +212,25 @@ def test_missing_engines_and_images_fail_with_the_reason_and_auto_falls_back_to_
         open_sandbox(SandboxSpec(backend="docker", docker_host=docker_host, image="localhost/missing:x"), slots=None)
     with open_sandbox(SandboxSpec(backend="auto", docker_host=nowhere), slots=None) as box:
         assert box.backend == "bwrap"
+
+
+def test_an_image_with_an_unprivileged_user_keeps_its_history_out_of_the_agents_reach(docker_host, sandbox_image):
+    from worker.sandbox import docker_client
+
+    client = docker_client(docker_host)
+    try:
+        draft = client.containers.create(sandbox_image, ["true"])
+        image = draft.commit(repository="localhost/klong-sandbox-test", tag="unprivileged",
+                             changes=["USER 10002", "ENV PATH=/opt/venv/bin:/usr/bin:/bin"])
+        draft.remove()
+    finally:
+        client.close()
+    with open_sandbox(SandboxSpec(backend="docker", image=image.id, docker_host=docker_host), slots=None) as box:
+        assert box.exec("id -u; echo $PATH").stdout.split() == ["10002", "/opt/venv/bin:/usr/bin:/bin"]
+        box.write_file("train.py", b"print(1)\n")
+        first = box.snapshot("first")
+        assert box.exec("stat -c %u train.py").stdout.strip() == "10002"
+        assert box.exec("ls /var/lib/klong-snapshots").exit_code != 0  # the history is root's alone
+        box.exec("echo broken > train.py")
+        box.restore(first)
+        assert box.exec("echo 'print(2)' >> train.py && cat train.py").stdout == "print(1)\nprint(2)\n"

@@ -101,11 +101,14 @@ class BaseSandbox:
         self._closed = False
         self._close_lock = threading.Lock()
         self._lease: Any = None
+        # (uid, gid) that files put into the sandbox belong to: the user commands run as
+        self.owner: tuple[int, int] = (0, 0)
 
     # -- backend hooks -------------------------------------------------------------------
     def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
-             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
-        """Run ``argv`` in the sandbox: (exit code, stdout, stderr, timed out, seconds)."""
+             stdin: bytes | None = None, env: dict[str, str] | None = None, user: str | None = None) -> RawResult:
+        """Run ``argv`` in the sandbox: (exit code, stdout, stderr, timed out, seconds). ``user``
+        (docker): run as that user instead of the image's, e.g. root for the snapshots."""
         raise NotImplementedError
 
     def _put_tar(self, folder: str, data: bytes) -> None:
@@ -126,7 +129,8 @@ class BaseSandbox:
         return self.spec.wall_clock_s - (time.monotonic() - self.opened_at)
 
     def _exec_raw(self, argv: Sequence[str], timeout_s: float, workdir: str | None = None, limit: int | None = None,
-                  stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+                  stdin: bytes | None = None, env: dict[str, str] | None = None, user: str | None = None,
+                  ) -> RawResult:
         """``_run`` within the sandbox's wall clock: past it, the sandbox is removed."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
@@ -136,7 +140,7 @@ class BaseSandbox:
             err = OutputCap(200)
             err.add(b"sandbox wall-clock limit reached; the sandbox was removed")
             return 137, OutputCap(0), err, True, 0.0
-        result = self._run(argv, max(0.1, min(timeout_s, left)), workdir, limit, stdin, env)
+        result = self._run(argv, max(0.1, min(timeout_s, left)), workdir, limit, stdin, env, user)
         if result[3] and self.time_left() <= 0:
             self.close()
         return result
@@ -156,6 +160,7 @@ class BaseSandbox:
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             info = tarfile.TarInfo(target.name)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            info.uid, info.gid = self.owner
             tar.addfile(info, io.BytesIO(data))
         self._put_tar(str(target.parent), buffer.getvalue())
 
@@ -176,8 +181,13 @@ class BaseSandbox:
             raise SandboxError(f"{host_path} does not exist")
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(str(host_path), arcname=target.name)
+            tar.add(str(host_path), arcname=target.name, filter=self._owned)
         self._put_tar(str(target.parent), buffer.getvalue())
+
+    def _owned(self, info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid = self.owner
+        info.uname = info.gname = ""
+        return info
 
     def copy_out(self, sandbox_path: str, dest: Path, max_bytes: int = 1 << 30) -> Path:
         """Copy a file or folder out of the sandbox into the host folder ``dest``; returns the copy.
@@ -245,6 +255,10 @@ class BaseSandbox:
         commit = self._check_commit(commit)
         self._git_ok(["read-tree", "-u", "--reset", commit], "restoring the snapshot")
         self._git_ok(["clean", "-f", "-d", "-x", "-q"], "removing files the snapshot lacks")
+        self._after_restore()
+
+    def _after_restore(self) -> None:
+        """Hand restored files back to the user commands run as (docker with a non-root image)."""
 
     def export_submission(self, dest: Path, commit: str | None = None) -> Path:
         """Write the submission at ``commit`` (None: as it is now) into the host folder ``dest``."""

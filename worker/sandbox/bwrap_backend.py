@@ -101,7 +101,8 @@ class BwrapSandbox(BaseSandbox):
         return [self.prlimit, f"--as={limit}", "--core=0", "--"] if self.prlimit else []
 
     def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
-             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+             stdin: bytes | None = None, env: dict[str, str] | None = None, user: str | None = None) -> RawResult:
+        # one user here (uid 0 without capabilities); ``user`` is for docker images with USER
         started = time.monotonic()
         proc = subprocess.Popen(
             [*self._limits(), *self._argv(argv, workdir)], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,

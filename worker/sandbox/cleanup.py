@@ -8,12 +8,14 @@ Three layers, each enough on its own for the case it covers:
    wall clock has passed, or whose owning process on this machine is gone (a worker killed with
    SIGKILL). bwrap sandboxes need no sweep: bwrap runs with --die-with-parent.
 
-Containers are found by their labels: klong.sandbox, klong.job, klong.owner (host:pid) and
-klong.expires (epoch seconds).
+Containers are found by their labels: klong.sandbox, klong.job, klong.owner (host:pid),
+klong.expires (epoch seconds) and klong.deployment (this installation: a job id means nothing
+to another installation sharing the engine, so neither cleanup touches its containers).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -24,6 +26,26 @@ from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker
 
 log = logging.getLogger(__name__)
 OWNER_LABEL = "klong.owner"
+# Which KLong installation a container belongs to: job ids are only unique within one database,
+# and two installations (or two test runs) may share a container engine.
+DEPLOYMENT_LABEL = "klong.deployment"
+
+
+def deployment_id() -> str:
+    """A short id of this installation: its database (every worker of a fleet shares it);
+    "" without Django settings."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return ""
+        db = settings.DATABASES["default"]
+        identity = f"{db['ENGINE']}|{db.get('HOST', '')}|{db.get('PORT', '')}|{db['NAME']}"
+        if "sqlite" in db["ENGINE"]:  # one machine; a test database's name is the same in every run
+            identity += f"|{settings.DATA_DIR}"
+    except Exception:
+        return ""
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def owner_id() -> str:
@@ -52,7 +74,7 @@ def remove_job_sandboxes(job_id: int, docker_host: str = "", *, any_owner: bool 
     client = _client(docker_host)
     if client is None:
         return []
-    filters = {"label": [f"{LABEL}=1", f"{JOB_LABEL}={job_id}"]}
+    filters = {"label": [f"{LABEL}=1", f"{JOB_LABEL}={job_id}", f"{DEPLOYMENT_LABEL}={deployment_id()}"]}
     if not any_owner:
         filters["label"].append(f"{OWNER_LABEL}={owner_id()}")
     removed = []
@@ -75,7 +97,8 @@ def sweep_orphans(job_is_live: Callable[[int], bool], docker_host: str = "") -> 
     here = socket.gethostname()
     removed = []
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+        ours = {"label": [f"{LABEL}=1", f"{DEPLOYMENT_LABEL}={deployment_id()}"]}
+        for container in client.containers.list(all=True, filters=ours):
             labels = container.labels or {}
             reason = orphan_reason(labels, job_is_live, here)
             if reason:

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 
 from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client
 from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
-from worker.sandbox.cleanup import OWNER_LABEL, owner_id
+from worker.sandbox.cleanup import DEPLOYMENT_LABEL, OWNER_LABEL, deployment_id, owner_id
 
 log = logging.getLogger(__name__)
 GIT_DIR = "/var/lib/klong-snapshots"
-SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 # A command timed out: GNU timeout exits 124 after TERM worked, 137 when KILL was needed.
 TIMEOUT_CODES = (124, 137)
 
@@ -42,12 +41,13 @@ def container_kwargs(spec: SandboxSpec, image: str) -> dict:
         # An init as pid 1 reaps what a killed command leaves behind (podman ships catatonit).
         "init": True,
         "labels": {LABEL: "1", JOB_LABEL: str(spec.job_id or ""), EXPIRES_LABEL: str(int(deadline)),
-                   OWNER_LABEL: owner_id()},
+                   OWNER_LABEL: owner_id(), DEPLOYMENT_LABEL: deployment_id()},
         "nano_cpus": int(spec.cpus * 1e9),
         "mem_limit": f"{spec.memory_mb}m",
         "memswap_limit": f"{spec.memory_mb}m",  # the same as memory: no swap to hide in
         "pids_limit": 4096,
-        "environment": {"HOME": "/home", "PATH": SANDBOX_PATH, "SUBMISSION_DIR": spec.submission_dir},
+        # Only what is ours: the image keeps its own PATH and HOME (a venv on PATH, the user's home).
+        "environment": {"SUBMISSION_DIR": spec.submission_dir},
         "working_dir": "/",
         "security_opt": ["no-new-privileges"],
         "volumes": {host: {"bind": inside, "mode": "ro"} for host, inside in spec.mounts_ro.items()},
@@ -87,17 +87,28 @@ class DockerSandbox(BaseSandbox):
         # Reads may block as long as a command runs: the client timeout covers the wall clock.
         self.client = docker_client(spec.docker_host, timeout=spec.wall_clock_s + 60)
         try:
-            self.client.images.get(self.image)
+            image = self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             self.client.close()
             raise SandboxError(
                 f"image {self.image} is not on the Docker host; build it with `manage.py build_sandbox_image`"
             ) from None
+        # Commands run as the image's USER; the snapshots as root, in a folder only root can open,
+        # so an image with an unprivileged user keeps its history out of the agent's reach.
+        self.user = (image.attrs.get("Config") or {}).get("User") or ""
         try:
             self.container = self.client.containers.run(**container_kwargs(spec, self.image))
             self.id = self.container.id
+            sub = shlex.quote(spec.submission_dir)
+            handover = ""
+            if self.user not in ("", "root", "0", "0:0"):
+                ids = self._exec_raw(["/bin/sh", "-c", "id -u; id -g"], 60, "/")[1].text().split()
+                self.owner = (int(ids[0]), int(ids[1]))
+                handover = f"chown {self.owner[0]}:{self.owner[1]} {sub} && "
             # One exec for the folders, the repository and the first commit.
-            self._init_snapshots(before=f"mkdir -p {shlex.quote(spec.submission_dir)} {GIT_DIR} && cd {GIT_DIR} && ")
+            self._init_snapshots(
+                before=f"mkdir -p {sub} {GIT_DIR} && chmod 700 {GIT_DIR} && {handover}cd {GIT_DIR} && "
+            )
         except BaseException as exc:
             self.close()
             if isinstance(exc, docker.errors.APIError):
@@ -105,7 +116,7 @@ class DockerSandbox(BaseSandbox):
             raise
 
     def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
-             stdin: bytes | None = None, env: dict[str, str] | None = None) -> RawResult:
+             stdin: bytes | None = None, env: dict[str, str] | None = None, user: str | None = None) -> RawResult:
         if stdin is not None:
             raise SandboxError("the docker backend takes no stdin: files go in with put_archive")
         # The working folder is made first: an agent that ran `rm -rf /home/submission` still
@@ -119,7 +130,7 @@ class DockerSandbox(BaseSandbox):
         err = OutputCap(self.spec.max_output_bytes)
         try:
             exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True, workdir="/",
-                                      environment=env)["Id"]
+                                      environment=env, user=user or "")["Id"]
             for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
                 out.add(chunk_out)
                 err.add(chunk_err)
@@ -148,10 +159,17 @@ class DockerSandbox(BaseSandbox):
     def _git_shell(self, script: str, timeout_s: float = 120) -> tuple[int, bytes, bytes]:
         env = {"GIT_DIR": GIT_DIR, "GIT_WORK_TREE": self.spec.submission_dir, "GIT_CONFIG_NOSYSTEM": "1",
                "HOME": "/root"}
-        code, out, err, _, _ = self._exec_raw(["/bin/sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env)
+        code, out, err, _, _ = self._exec_raw(["/bin/sh", "-c", script], timeout_s, "/", limit=1 << 30, env=env,
+                                              user="root")
         if code == 127:
-            raise SandboxError(f"the image {self.image} has no git: snapshots need it")
+            raise SandboxError(f"the image {self.image} lacks a program the snapshots need (git, find, xargs, "
+                               f"chown): {err.data.decode(errors='replace').strip()[-300:]}")
         return code, out.data, err.data
+
+    def _after_restore(self) -> None:
+        if self.owner != (0, 0):
+            uid, gid = self.owner
+            self._exec_raw(["chown", "-R", f"{uid}:{gid}", self.spec.submission_dir], 300, "/", user="root")
 
     def _teardown(self) -> None:
         import docker.errors

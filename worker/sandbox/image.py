@@ -26,7 +26,7 @@ from pathlib import Path
 
 DEFAULT_IMAGE = "localhost/klong-sandbox:host"
 PROGRAMS = (
-    "sh", "bash", "dash", "env", "ls", "cat", "cp", "mv", "rm", "mkdir", "rmdir", "touch", "chmod", "ln",
+    "sh", "bash", "dash", "env", "ls", "cat", "cp", "mv", "rm", "mkdir", "rmdir", "touch", "chmod", "chown", "ln",
     "echo", "printf", "head", "tail", "wc", "sort", "uniq", "cut", "tr", "tee", "dirname", "basename",
     "pwd", "id", "sleep", "timeout", "kill", "true", "false", "test", "date", "stat", "du", "df", "find",
     "xargs", "grep", "sed", "awk", "mawk", "diff", "tar", "gzip", "git", "python3", "realpath", "readlink",
@@ -111,7 +111,7 @@ def build_rootfs_tar(programs: Iterable[str] = PROGRAMS) -> bytes:
 
 
 # Bump when the way the root filesystem is assembled changes: images built before are rebuilt.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 RECIPE_LABEL = "klong.recipe"
 
 
