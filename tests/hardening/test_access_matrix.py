@@ -212,12 +212,14 @@ def _params(name: str, params: tuple[str, ...], world: World) -> dict[str, objec
 
 
 ROLE_NAMES = ("outsider", *ROLES)
+# Everyone the matrix asks: no session at all, a user without a role, each role.
+CALLERS = ("anonymous", *ROLE_NAMES)
 
 
 def _has(role: str, need: str) -> bool:
     if need in (PUBLIC, ANY):
         return True
-    return role != "outsider" and need in ROLES[role]
+    return role in ROLES and need in ROLES[role]
 
 
 def _need(name: str, method: str) -> str | None:
@@ -225,13 +227,18 @@ def _need(name: str, method: str) -> str | None:
     return spec[("GET", "POST", "PATCH", "DELETE").index(method)]
 
 
-def _verdict(name: str, role: str, method: str, status: int, writes: list[str]) -> str | None:
+def _verdict(name: str, role: str, method: str, status: int, writes: list[str], location: str = "") -> str | None:
     """None when the answer is right for ``role``; else what was wrong.
 
     A refused write must be refused outright (403, or 405 where the method is not offered), or at
     least leave the database untouched: some read pages answer a POST as they answer a GET.
     """
     need = _need(name, method)
+    if role == "anonymous" and need != PUBLIC:
+        if writes:
+            return f"anonymous, yet it wrote: {writes[0][:120]}"
+        refused = status in (401, 403) or (status == 302 and location.startswith("/login/"))
+        return None if refused else f"anonymous got {status} {location}".strip()
     if role == "outsider" and PUBLIC not in EXPECTED[name]:
         return None if status == 403 else f"a user without a role got {status}, not 403"
     if need is not None and _has(role, need):
@@ -248,7 +255,7 @@ def _verdict(name: str, role: str, method: str, status: int, writes: list[str]) 
 WRITE_SQL = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
-def _request(client: Client, method: str, path: str) -> tuple[int, list[str]]:
+def _request(client: Client, method: str, path: str) -> tuple[int, list[str], str]:
     """One request, rolled back so every role meets the same objects; with the writes it ran."""
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         if method in ("PATCH", "DELETE"):
@@ -258,7 +265,7 @@ def _request(client: Client, method: str, path: str) -> tuple[int, list[str]]:
         transaction.set_rollback(True)
     writes = [q["sql"] for q in queries.captured_queries
               if WRITE_SQL.match(q["sql"]) and "django_session" not in q["sql"]]
-    return response.status_code, writes
+    return response.status_code, writes, response.get("Location", "")
 
 
 def _checks(role: str, name: str) -> list[str]:
@@ -268,7 +275,7 @@ def _checks(role: str, name: str) -> list[str]:
     for method in ("GET", "POST", "PATCH", "DELETE") if api else ("GET", "POST"):
         need = _need(name, method)
         # Everyone may read what viewers read: a higher role's GET of those pages proves nothing new.
-        if role in ("outsider", "viewer") or need not in (V, None) or method != "GET" and need is None and role == "viewer":
+        if role in ("anonymous", "outsider", "viewer") or need not in (V, None):
             methods.append(method)
     return methods
 
@@ -280,11 +287,12 @@ def test_every_url_has_an_expectation():
     assert stale == [], f"EXPECTED names URLs that no longer exist: {stale}"
 
 
-@pytest.mark.parametrize("role", ROLE_NAMES)
+@pytest.mark.parametrize("role", CALLERS)
 def test_every_url_answers_each_role_as_expected(role, personas):
     world = build_world("world", personas["admin"])
     client = Client()
-    client.force_login(personas[role])
+    if role != "anonymous":
+        client.force_login(personas[role])
     wrong = {}
     names = url_names()
     logging.getLogger("django.request").setLevel(logging.CRITICAL)
@@ -294,8 +302,8 @@ def test_every_url_answers_each_role_as_expected(role, personas):
                 continue  # would end this client's session; the logout test below covers it
             path = reverse(name, kwargs=_params(name, names[name], world))
             for method in _checks(role, name):
-                status, writes = _request(client, method, path)
-                problem = _verdict(name, role, method, status, writes)
+                status, writes, location = _request(client, method, path)
+                problem = _verdict(name, role, method, status, writes, location)
                 if problem:
                     wrong[f"{method} {path} ({name})"] = problem
     finally:
@@ -346,7 +354,7 @@ def test_every_websocket_answers_each_role_as_expected(personas):
     answers = {}
     for route in routes:
         path = _ws_path(route, world)
-        for who in ("anonymous", *ROLE_NAMES):
+        for who in CALLERS:
             user = None if who == "anonymous" else personas[who]
             answers[(path, who)] = async_to_sync(attempt)(path, headers_for(user))
     expected = {key: key[1] not in ("anonymous", "outsider") for key in answers}
