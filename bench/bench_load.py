@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +130,7 @@ end
 
 
 def _wrk(base: str, paths: list[str], cookie: str, connections: int, seconds: int, folder: Path) -> dict[str, float]:
+    folder.mkdir(parents=True, exist_ok=True)
     script = folder / "pages.lua"
     script.write_text(LUA % (", ".join(f'"{p}"' for p in paths), cookie))
     threads = min(2, connections)
@@ -144,6 +146,28 @@ def _wrk(base: str, paths: list[str], cookie: str, connections: int, seconds: in
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"), "p99": ms("99%"),
             "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0),
             "requests": float(re.search(r"(\d+) requests in", out).group(1))}
+
+
+def _wrk_split(bases: list[str], paths: list[str], cookie: str, connections: int, seconds: int,
+               folder: Path) -> dict[str, float]:
+    """The users spread over several web processes, as a proxy in front of them would spread them."""
+    share = connections // len(bases)
+    with ThreadPoolExecutor(len(bases)) as pool:
+        runs = list(pool.map(lambda i: _wrk(bases[i], paths, cookie, share, seconds, folder / str(i)),
+                             range(len(bases))))
+    # Percentiles cannot be merged exactly: the worse process's figure stands for all.
+    return {"rps": sum(r["rps"] for r in runs), "p50": max(r["p50"] for r in runs),
+            "p99": max(r["p99"] for r in runs), "errors": sum(r["errors"] for r in runs),
+            "requests": sum(r["requests"] for r in runs)}
+
+
+def _daphne(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
+                             "klong_site.asgi:application"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port, proc, "daphne")
+    return proc, port
 
 
 def _watch_job(base: str, job_id: int, cookie: str, stop: threading.Event, counter: list[int]) -> None:
@@ -185,7 +209,8 @@ def main() -> int:
     from apps.jobs.services import launch_job
     from klong_site import embedded_redis
 
-    redis = daphne = worker = None
+    redis = worker = None
+    servers: list[subprocess.Popen] = []
     try:
         redis = embedded_redis.start(settings.DATA_DIR)
         call_command("migrate", verbosity=0)
@@ -196,17 +221,14 @@ def main() -> int:
         paths = _pages()
         connections.close_all()
 
-        port = _free_port()
         env = os.environ.copy()
-        daphne = subprocess.Popen([str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port),
-                                   "klong_site.asgi:application"], cwd=ROOT, env=env, start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daphne, port = _daphne(env)
+        servers.append(daphne)
         worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "worker.celery", "worker",
                                    "-Q", "cpu", "-c", "1", "--without-gossip", "--without-mingle", "--loglevel", "ERROR"],
                                   cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
-        _wait_port(port, daphne, "daphne")
         cookie = _login(base, "bench-viewer", "bench-pass-1234")
         # Warm every page once (and check each answers) before anything is timed.
         import requests
@@ -235,10 +257,15 @@ def main() -> int:
         before = events[0]
         load = _wrk(base, paths, cookie, USERS, DURATION_S, data_dir)
         streamed = events[0] - before
+        # The same users over two web processes (one per core), as behind nginx in docs/deploy.md.
+        second, second_port = _daphne(env)
+        servers.append(second)
+        requests.get(f"http://127.0.0.1:{second_port}/", cookies={"sessionid": cookie}, timeout=30)
+        split = _wrk_split([base, f"http://127.0.0.1:{second_port}"], paths, cookie, USERS, DURATION_S, data_dir)
         stop.set()
         watcher.join(timeout=5)
         kind = "PostgreSQL" if database else "SQLite"
-        print(f"# {len(paths)} pages, {kind}, daphne (1 process), {os.cpu_count()} CPUs", flush=True)
+        print(f"# {len(paths)} pages, {kind}, {os.cpu_count()} CPUs; first one daphne process, then two", flush=True)
         print(f"load_single_user_p50: {baseline['p50']:.1f} ms (baseline, 1 user)", flush=True)
         print(f"load_single_user_rps: {baseline['rps']:.1f} req/s (baseline, 1 user)", flush=True)
         print(f"load_{USERS}_users_rps: {load['rps']:.1f} req/s ({load['rps'] / baseline['rps']:.2f}x one user)",
@@ -248,11 +275,17 @@ def main() -> int:
         print(f"load_{USERS}_users_errors: {load['errors']:.0f} of {load['requests']:.0f} requests (target: 0)",
               flush=True)
         print(f"load_job_events_streamed: {streamed} events during the load (target: > 0)", flush=True)
+        print(f"load_{USERS}_users_2_processes_rps: {split['rps']:.1f} req/s", flush=True)
+        print(f"load_{USERS}_users_2_processes_p50: {split['p50']:.1f} ms", flush=True)
+        print(f"load_{USERS}_users_2_processes_p99: {split['p99']:.1f} ms (target: < {P99_TARGET_MS} ms)", flush=True)
+        print(f"load_{USERS}_users_2_processes_errors: {split['errors']:.0f} of {split['requests']:.0f} requests "
+              "(target: 0)", flush=True)
         slowest = sorted(alone.items(), key=lambda item: -item[1])[:4]
         print("# slowest pages alone: " + ", ".join(f"{path} {ms:.0f} ms" for path, ms in slowest), flush=True)
     finally:
         _stop(worker)
-        _stop(daphne)
+        for server in servers:
+            _stop(server)
         connections.close_all()
         if redis is not None:
             redis.terminate()
