@@ -4,6 +4,7 @@
   const banner = document.getElementById("live-banner");
   if (!banner) return;
   const url = banner.dataset.url;
+  const POLL_MS = 2000; // one small API read per viewer every 2 s while the agent runs
   let count = Number(banner.dataset.count);
   const poll = async () => {
     try {
@@ -20,7 +21,7 @@
     } catch (error) {
       // the server is restarting or the network dropped: try again at the next tick
     }
-    window.setTimeout(poll, 3000);
+    window.setTimeout(poll, POLL_MS);
   };
-  window.setTimeout(poll, 3000);
+  window.setTimeout(poll, POLL_MS);
 })();

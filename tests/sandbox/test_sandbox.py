@@ -74,7 +74,7 @@ def test_a_command_past_its_timeout_is_killed_with_its_children(shared):
 
 def test_the_wall_clock_ends_and_removes_the_sandbox_and_closing_again_is_harmless(backend, open_box, request):
     job_id = 900_000 + uuid.uuid4().int % 99_999
-    box = open_box(backend, wall_clock_s=3 if backend == "docker" else 1.5, job_id=job_id)
+    box = open_box(backend, wall_clock_s=2.5 if backend == "docker" else 1.5, job_id=job_id)
     result = box.exec("sleep 30", timeout_s=60)
     assert result.timed_out and result.duration_s < 6
     if not box.closed:  # the command took the last second: the next call finds the clock run out
