@@ -26,8 +26,12 @@ NODES = {"cpu1": "cpu,judge", "gpu1": "gpu,judge"}
 @pytest.fixture(scope="module")
 def fleet(django_db_setup, django_db_blocker):
     from worker.celery import app
+    from worker.heartbeat import heartbeats_key, redis_client
 
     app.control.purge()
+    # A fresh cluster: heartbeats left by worker processes that earlier test modules killed would
+    # count as nodes of this fleet for a minute.
+    redis_client().delete(heartbeats_key())
     workers = {name: start_worker(name, queues, KLONG_WORKER_HEARTBEAT_S="1") for name, queues in NODES.items()}
     try:
         names = {f"{name}@{socket.gethostname()}" for name in NODES}
