@@ -203,3 +203,20 @@ def test_the_sweep_leaves_another_installations_containers_alone(make_spec, pers
         assert theirs.exec("echo alive").stdout.strip() == "alive"
     finally:
         theirs.close()
+
+
+@pytest.mark.django_db
+def test_the_sweep_removes_bubblewrap_folders_a_killed_worker_left(make_spec, personas):
+    from worker.sandbox.cleanup import sweep_bwrap_folders
+
+    finished = Job.objects.create(kind="agent_run", state=Job.State.SUCCEEDED, created_by=personas["operator"])
+    running = Job.objects.create(kind="agent_run", state=Job.State.RUNNING, created_by=personas["operator"])
+    left = open_sandbox(make_spec("bwrap", job_id=finished.pk), slots=None)
+    live = open_sandbox(make_spec("bwrap", job_id=running.pk), slots=None)
+    try:
+        left_root = left.root
+        left._closed = True  # as if its worker had been killed: nobody will close it
+        assert sweep_bwrap_folders(job_is_live) == [str(left_root)]
+        assert not left_root.exists() and live.exec("echo alive").stdout.strip() == "alive"
+    finally:
+        live.close()

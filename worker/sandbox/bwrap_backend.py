@@ -36,6 +36,12 @@ MASKED_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 
 
+def bwrap_prefix(job_id: int | None) -> str:
+    from worker.sandbox.cleanup import deployment_id
+
+    return f"klong-bwrap-{deployment_id() or 'x'}-{job_id or 'x'}-"
+
+
 def hidden_paths() -> list[str]:
     """HIDDEN plus KLONG_BWRAP_HIDE (comma-separated, e.g. the data folder), those that exist."""
     extra = [p.strip() for p in os.environ.get("KLONG_BWRAP_HIDE", "").split(",") if p.strip()]
@@ -54,7 +60,9 @@ class BwrapSandbox(BaseSandbox):
         for host in spec.mounts_ro:
             if not os.path.exists(host):
                 raise SandboxError(f"mount source {host} does not exist")
-        self.root = Path(tempfile.mkdtemp(prefix=f"klong-bwrap-{spec.job_id or 'x'}-"))
+        # Named for the installation and the job, so a sweep can tell a dead worker's folder
+        # (worker/sandbox/cleanup.py: sweep_bwrap_folders) from one still in use.
+        self.root = Path(tempfile.mkdtemp(prefix=bwrap_prefix(spec.job_id)))
         self.submission = self.root / "submission"
         self.git_dir = self.root / "snapshots.git"
         for name in ("submission", "home", "tmp"):

@@ -110,6 +110,24 @@ def sweep_orphans(job_is_live: Callable[[int], bool], docker_host: str = "") -> 
     return removed
 
 
+def sweep_bwrap_folders(job_is_live: Callable[[int], bool], root: str | None = None) -> list[str]:
+    """Remove the folders of bwrap sandboxes whose job is not running: a worker killed with
+    SIGKILL takes its sandboxes' processes with it (--die-with-parent) but leaves their files.
+    Only this installation's folders (named klong-bwrap-<installation>-<job>-...)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    prefix = f"klong-bwrap-{deployment_id() or 'x'}-"
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(prefix + "*"):
+        job = folder.name[len(prefix):].split("-", 1)[0]
+        if folder.is_dir() and job.isdigit() and not job_is_live(int(job)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
+
+
 def orphan_reason(labels: dict[str, str], job_is_live: Callable[[int], bool], here: str) -> str:
     """Why a container with these labels should go ("" = keep it)."""
     try:

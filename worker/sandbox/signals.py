@@ -32,12 +32,13 @@ def on_task_postrun(sender=None, args=None, **kwargs) -> None:
 
 
 def _sweep() -> None:
-    from worker.sandbox.cleanup import job_is_live, sweep_orphans
+    from worker.sandbox.cleanup import job_is_live, sweep_bwrap_folders, sweep_orphans
 
     try:
         removed = sweep_orphans(job_is_live)
-        if removed:
-            log.warning("removed %d orphaned sandbox container(s)", len(removed))
+        folders = sweep_bwrap_folders(job_is_live)
+        if removed or folders:
+            log.warning("removed %d orphaned sandbox container(s) and %d bwrap folder(s)", len(removed), len(folders))
     except Exception:
         log.exception("could not sweep orphaned sandboxes")
 
