@@ -6,7 +6,8 @@ Three layers, each enough on its own for the case it covers:
    for it (an engine that forgot, or crashed past its ``finally``);
 3. when a worker starts, ``sweep_orphans`` removes containers whose job has finished, whose
    wall clock has passed, or whose owning process on this machine is gone (a worker killed with
-   SIGKILL). bwrap sandboxes need no sweep: bwrap runs with --die-with-parent.
+   SIGKILL); and the folders of bwrap sandboxes whose job is not running (their processes died
+   with the worker, bwrap runs with --die-with-parent, but their files stay).
 
 Containers are found by their labels: klong.sandbox, klong.job, klong.owner (host:pid),
 klong.expires (epoch seconds) and klong.deployment (this installation: a job id means nothing
