@@ -108,6 +108,8 @@ def test_snapshots_record_restore_and_export_any_state(shared, tmp_path):
     assert (exported / "snap" / "main.py").read_text() == "print(2)\n"
     assert (exported / "snap" / "out" / "score.txt").read_text() == "0.9\n"
     assert ".git" not in box.exec("ls -a /home/submission").stdout  # the history lives outside
+    # The state before the agent wrote anything exports as an empty folder (judged as empty).
+    assert list(box.export_submission(tmp_path / "empty", box.base_commit).iterdir()) == []
     with pytest.raises(SandboxError):
         box.restore("deadbeef" * 5)
     with pytest.raises(SandboxError):

@@ -267,8 +267,12 @@ class BaseSandbox:
             commit = "HEAD"
         else:
             commit = self._check_commit(commit)
-        archive = self._git_ok(["archive", "--format=tar", commit], "archiving the submission")
         dest = Path(dest)
+        if not self._git_ok(["ls-tree", "--name-only", commit], "listing the submission").strip():
+            # An empty submission: git archive gives a tar with no member, which tarfile refuses.
+            dest.mkdir(parents=True, exist_ok=True)
+            return dest
+        archive = self._git_ok(["archive", "--format=tar", commit], "archiving the submission")
         safe_extract(archive, dest)
         return dest
 
