@@ -94,6 +94,7 @@ def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas)
     from apps.jobs.services import launch_job
     from worker.celery import app
     from worker.engines.trajectory_import import import_root
+    from worker.heartbeat import forget
 
     # Long runs, so the kill lands while a trajectory is being written.
     turns = [{"role": "system", "text": "s"}, {"role": "user", "text": "u"}]
@@ -111,6 +112,8 @@ def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas)
     finally:
         stop(worker)
         path.unlink(missing_ok=True)
+        # Killed, it could not take its heartbeat back: other tests count the workers they see.
+        forget(f"import@{socket.gethostname()}")
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING  # a new worker re-queues it (tests/jobs/test_worker_process.py)
     # A file is imported in one transaction: the killed import left nothing, not part of a run.
