@@ -129,7 +129,8 @@ def _number(page, selector: str) -> float:
 POINTS = "(document.getElementById('job-metrics').data || []).reduce((n, t) => n + t.x.length, 0)"
 
 
-def test_flow_launch_watch_cancel_and_relaunch_a_job(strict_page, daphne_url, personas, celery_worker):
+def test_flow_launch_watch_cancel_and_relaunch_a_job(daphne_url, strict_page, personas, celery_worker):
+    # daphne first: torn down last, after the page has closed its WebSocket (else it waits for it).
     page = strict_page
     base = daphne_url
     _login(page, base, personas["operator"])
