@@ -535,15 +535,22 @@
   // A deep link renders its turn first: no fetch of turns 0-99 that nobody looks at.
   if (/^#turn-\d+$/.test(window.location.hash)) fromHash();
   else render();
-  // Plotly is 4 MB: load it after the turns are on screen, so it never delays them.
+  // Plotly is 4 MB and blocks the page for a few hundred ms while it is evaluated: ask for it only
+  // once the turns in view are on screen (their chunk fetched, rendered and a frame painted).
+  // Started earlier, it races the chunk fetch and often wins, delaying the turns behind it.
   const plotlySrc = document.currentScript?.dataset.plotly || document.querySelector("script[data-plotly]")?.dataset.plotly;
-  if (window.Plotly) minimap();
-  else if (plotlySrc) {
-    const script = document.createElement("script");
-    script.src = plotlySrc;
-    script.async = true;
-    script.addEventListener("load", minimap);
-    document.head.append(script);
-  }
+  const shown = chunks.get(Math.floor(current / CHUNK));
+  Promise.resolve(shown instanceof Promise ? shown : null)
+    .then(() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0))))
+    .then(() => {
+      if (window.Plotly) minimap();
+      else if (plotlySrc) {
+        const script = document.createElement("script");
+        script.src = plotlySrc;
+        script.async = true;
+        script.addEventListener("load", minimap);
+        document.head.append(script);
+      }
+    });
   window.trajectoryViewer = { setCurrent, get current() { return current; }, live };
 })();

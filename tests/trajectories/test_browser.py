@@ -42,6 +42,9 @@ def test_a_deep_link_opens_a_1000_turn_run_at_that_turn(page, live_server, perso
     assert page.locator("#turn-512").get_attribute("class").split().count("current") == 1
     # Virtualised: only the turns near the viewport exist in the page.
     assert page.locator(".turn").count() < 100
+    # The minimap (Plotly, loaded once the turns are on screen) follows, a point per turn.
+    page.wait_for_selector("#minimap .main-svg")
+    assert page.evaluate("document.getElementById('minimap').data[0].x.length") == 1000
 
 
 def test_search_moves_to_the_next_and_previous_match_and_highlights_it(page, live_server, personas, browser_login):
