@@ -57,8 +57,9 @@ def test_behind_tls_pages_send_hsts_and_plain_http_is_redirected(client_for):
     client = client_for("viewer")
     assert client.get("/papers/")["Location"].startswith("https://")
     assert client.get("/papers/", secure=True)["Strict-Transport-Security"] == "max-age=31536000"
-    # The load balancer's health probe stays on plain HTTP.
+    # The load balancer's health probe and Prometheus's scrape stay on plain HTTP.
     assert client.get("/healthz").status_code != 301
+    assert client.get("/metrics").status_code != 301
 
 
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
