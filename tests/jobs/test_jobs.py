@@ -36,6 +36,30 @@ def ws_headers(client: Client) -> list[tuple[bytes, bytes]]:
     return [(b"origin", b"http://localhost"), (b"cookie", cookie)]
 
 
+def run_and_watch(job, queue: str, client: Client, timeout: float = 120) -> list[dict]:
+    """Queue ``job`` on the real worker while a WebSocket client watches it; every event it got,
+    batches unpacked, up to the final snapshot."""
+    from asgiref.sync import async_to_sync, sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from klong_site.asgi import application
+    from worker.tasks import run_job
+
+    headers = ws_headers(client)
+
+    async def watch() -> list[dict]:
+        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
+        assert (await communicator.connect())[0]
+        events = [await communicator.receive_json_from(timeout=10)]
+        await sync_to_async(run_job.apply_async)(args=(job.pk,), queue=queue)
+        while not (events[-1]["kind"] == "snapshot" and events[-1]["state"] in ("succeeded", "failed")):
+            events.append(await communicator.receive_json_from(timeout=timeout))
+        await communicator.disconnect()
+        return events
+
+    return flatten(async_to_sync(watch)())
+
+
 @pytest.mark.embedded
 @pytest.mark.django_db(transaction=True)
 def test_a_job_launched_through_the_api_runs_on_the_worker(client_for, celery_worker):

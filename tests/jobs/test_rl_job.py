@@ -82,30 +82,13 @@ def test_bad_rl_configs_get_clear_errors(client_for, tiny_policy):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_rl_job_streams_its_metrics_and_checkpoints_every_stage(tiny_policy, personas, client_for, celery_worker):
-    from asgiref.sync import async_to_sync, sync_to_async
-    from channels.testing import WebsocketCommunicator
-
-    from klong_site.asgi import application
-    from tests.jobs.test_jobs import flatten, ws_headers
-    from worker.tasks import run_job
+    from tests.jobs.test_jobs import run_and_watch
 
     start = policy_checkpoint(tiny_policy)
     job = Job.objects.create(kind="rl", queue="cpu", created_by=personas["operator"], title="toy rl",
                              config={**TOY, "policy_checkpoint": str(start.pk), "partial_rollouts": True,
                                      "max_staleness": 1, "clip_eps": 0.2, "kl_coef": 0.05, "seed": 0})
-    headers = ws_headers(client_for("viewer"))
-
-    async def watch() -> list[dict]:
-        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
-        assert (await communicator.connect())[0]
-        events = [await communicator.receive_json_from(timeout=10)]
-        await sync_to_async(run_job.apply_async)(args=(job.pk,), queue="cpu")
-        while not (events[-1]["kind"] == "snapshot" and events[-1]["state"] in ("succeeded", "failed")):
-            events.append(await communicator.receive_json_from(timeout=120))
-        await communicator.disconnect()
-        return events
-
-    events = flatten(async_to_sync(watch)())
+    events = run_and_watch(job, "cpu", client_for("viewer"))
     assert events[-1]["state"] == "succeeded", events[-1]["error"]
     points = [e for e in events if e["kind"] == "metric"]
     assert [p["step"] for p in points] == [1, 2, 3]

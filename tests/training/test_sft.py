@@ -202,12 +202,7 @@ def test_a_checkpoint_becomes_a_local_model_endpoint(client_for, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_sft_job_streams_its_training_metrics_to_a_websocket(tiny_model, personas, client_for, celery_worker):
-    from asgiref.sync import async_to_sync, sync_to_async
-    from channels.testing import WebsocketCommunicator
-
-    from klong_site.asgi import application
-    from tests.jobs.test_jobs import flatten, ws_headers
-    from worker.tasks import run_job
+    from tests.jobs.test_jobs import run_and_watch
 
     trajectory = make_trajectory(8)
     job = Job.objects.create(
@@ -215,19 +210,7 @@ def test_an_sft_job_streams_its_training_metrics_to_a_websocket(tiny_model, pers
         config={"ids": str(trajectory.pk), "base_model": str(tiny_model), "l_max": 300, "max_steps": 4,
                 "grad_accum": 1, "precision": "fp32", "save_steps": 1000},
     )
-    headers = ws_headers(client_for("viewer"))
-
-    async def watch() -> list[dict]:
-        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
-        assert (await communicator.connect())[0]
-        events = [await communicator.receive_json_from(timeout=10)]
-        await sync_to_async(run_job.apply_async)(args=(job.pk,), queue="gpu")
-        while not (events[-1]["kind"] == "snapshot" and events[-1]["state"] in ("succeeded", "failed")):
-            events.append(await communicator.receive_json_from(timeout=120))
-        await communicator.disconnect()
-        return events
-
-    events = flatten(async_to_sync(watch)())
+    events = run_and_watch(job, "gpu", client_for("viewer"))
     assert events[-1]["state"] == "succeeded", events[-1]["error"]
     points = [e for e in events if e["kind"] == "metric"]
     assert [p["step"] for p in points] == [1, 2, 3, 4]
