@@ -22,6 +22,7 @@ from apps.jobs.models import Job
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from worker.factory.sampling import RunScore, select_runs, summarise
+from worker.judge.helping import help_with_queued_judge
 from worker.progress import JobCancelled, Progress
 
 
@@ -123,15 +124,6 @@ def _cancel_judges(records: list[dict[str, Any]]) -> None:
         cancel_job(judge_job)
 
 
-def _run_queued_judge(judge_job: Job) -> None:
-    """Run a judge job in this worker when none has taken it: a single-worker install would
-    otherwise wait forever on the job it queued. The task's own claim (a conditional update)
-    makes sure it runs once, here or on a judge worker."""
-    from worker.tasks import run_job
-
-    run_job(judge_job.pk)
-
-
 def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, progress: Progress, *,
                wait: bool = True) -> None:
     """Queue a judge job per unjudged submission; with ``wait``, wait for them all, filling in
@@ -180,16 +172,11 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
             else:
                 record["judge_error"] = f"judge job {done.pk} {done.state}: {done.error or 'no score'}"
                 progress.log(f"{record['paper']} run {record['index'] + 1}: {record['judge_error']}", level="warning")
-        waiting = Job.objects.filter(pk__in=list(pending), state=Job.State.QUEUED).order_by("priority", "pk")
-        for queued in waiting:
-            more_urgent = Job.objects.filter(kind="judge", state=Job.State.QUEUED, priority__lt=queued.priority)
-            if time.monotonic() - queued_since[queued.pk] >= help_after and not more_urgent.exists():
-                progress.log(f"judge job #{queued.pk} still queued after {help_after:g} s: running it here")
-                _run_queued_judge(queued)
-                break
-        else:
-            if pending:
-                time.sleep(0.2)
+        helped = help_with_queued_judge(pending, lambda pk: time.monotonic() - queued_since[pk], help_after)
+        if helped is not None:
+            progress.log(f"judge job #{helped} still queued after {help_after:g} s: ran it here")
+        elif pending:
+            time.sleep(0.2)
 
 
 def _cost(records: list[dict[str, Any]]) -> float:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.judge.helping import help_with_queued_judge
 from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
 from worker.training.examples import TurnRow
 from worker.training.rl import LocalPolicy, RLError, Rollout, Task
@@ -252,12 +253,5 @@ class QueueJudge:
             waited = time.monotonic() - started
             if waited > self.timeout_s:
                 raise RLError(f"{len(pending)} judge jobs did not finish within {self.timeout_s:g} s")
-            queued = Job.objects.filter(pk__in=list(pending), state=Job.State.QUEUED).order_by("priority", "pk").first()
-            if queued is not None and waited >= self.help_after_s and not Job.objects.filter(
-                kind="judge", state=Job.State.QUEUED, priority__lt=queued.priority
-            ).exists():
-                from worker.tasks import run_job
-
-                run_job(queued.pk)
-                continue
-            time.sleep(self.poll_s)
+            if help_with_queued_judge(pending, lambda _pk, waited=waited: waited, self.help_after_s) is None:
+                time.sleep(self.poll_s)
