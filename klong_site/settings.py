@@ -124,6 +124,13 @@ TEMPLATES = [
 DATABASE_URL = env_url("DATABASE_URL", DATABASE_SCHEMES)
 if DATABASE_URL:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0))
+    # DB_POOL_SIZE > 0 (the web server sets it, see asgi.py): a psycopg connection pool shared by the
+    # threads that serve requests, instead of a new PostgreSQL connection (a backend process) for
+    # each request. Django requires CONN_MAX_AGE = 0 with a pool.
+    _pool_size = env_int("DB_POOL_SIZE", 0, minimum=0)
+    if _pool_size and _db["ENGINE"] == "django.db.backends.postgresql":
+        _db["CONN_MAX_AGE"] = 0
+        _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _pool_size, "timeout": 30}
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "klong.sqlite3")}
 if _db["ENGINE"] == "django.db.backends.sqlite3":

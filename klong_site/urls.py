@@ -7,8 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from apps.core import account
 from apps.core import views as core_views
-from apps.ops import views as ops_views
 from apps.core.login import RateLimitedLoginView
+from apps.ops import views as ops_views
 from klong_site.api import router
 
 urlpatterns = [

@@ -92,8 +92,23 @@ def check_worker() -> Check:
     return _timed("worker", probe)
 
 
+def check_worker_heartbeats() -> Check:
+    """Workers with a fresh heartbeat in Redis (one read): for pages, where a ping broadcast would
+    make a view wait up to a second for replies. /healthz still pings."""
+    def probe() -> str:
+        from worker.heartbeat import read_heartbeats
+
+        fresh_s = 3 * settings.KLONG_WORKER_HEARTBEAT_S
+        names = sorted(name for name, beat in read_heartbeats().items() if beat["age_s"] <= fresh_s)
+        if not names:
+            raise RuntimeError(f"no Celery worker sent a heartbeat in the last {fresh_s} s")
+        return f"{len(names)} worker(s): {', '.join(names)}"
+
+    return _timed("worker", probe)
+
+
 def check_all(worker: Callable[[], Check] = check_worker) -> list[Check]:
-    """Database, Redis, then the workers through ``worker`` (the dashboard passes a cached probe)."""
+    """Database, Redis, then the workers through ``worker`` (the dashboard passes the heartbeat probe)."""
     checks = [check_database(), check_redis()]
     # A worker ping through a dead Redis would only repeat the Redis error after a timeout.
     if checks[1].ok:

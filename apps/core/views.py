@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import contextlib
-
 from django.contrib.auth.decorators import login_not_required
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.types import OpenApiTypes
@@ -19,20 +16,6 @@ from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.trajectories.models import Trajectory, Turn
 
-WORKER_STATUS_CACHE_S = 5
-
-
-def _worker_status() -> health.Check:
-    """A ping costs up to a second when no worker answers; the dashboard reuses it briefly."""
-    cached = cache.get("dashboard:worker-status")
-    if cached:
-        return health.Check(**cached)
-    check = health.check_worker()
-    # Redis can still fail between the check and here: the dashboard renders all the same.
-    with contextlib.suppress(Exception):
-        cache.set("dashboard:worker-status", check.as_dict(), WORKER_STATUS_CACHE_S)
-    return check
-
 
 def home(request: HttpRequest) -> HttpResponse:
     counts = {
@@ -47,7 +30,7 @@ def home(request: HttpRequest) -> HttpResponse:
         "counts": counts,
         "recent_jobs": Job.objects.select_related("created_by")[:8],
         "running_jobs": Job.objects.filter(state__in=[Job.State.RUNNING, Job.State.CANCELLING]).count(),
-        "checks": health.check_all(worker=_worker_status),
+        "checks": health.check_all(worker=health.check_worker_heartbeats),
     }
     return render(request, "core/home.html", context)
 

@@ -26,8 +26,24 @@ def test_the_dashboard_shows_counts_recent_jobs_and_services(client_for, persona
     assert "My self-test" in html
     checks = {c.name: c for c in response.context["checks"]}
     assert checks["database"].ok and checks["redis"].ok
+
+
+def test_the_dashboard_tells_workers_by_their_heartbeats_without_a_ping(client_for):
+    import time
+
+    from worker.heartbeat import beat, heartbeats_key, redis_client
+
+    redis_client().delete(heartbeats_key())
+    checks = {c.name: c for c in client_for("viewer").get("/").context["checks"]}
     # No worker runs in this test: the dashboard says so instead of failing.
-    assert not checks["worker"].ok and "no Celery worker answered" in checks["worker"].detail
+    assert not checks["worker"].ok and "no Celery worker sent a heartbeat" in checks["worker"].detail
+    beat({"name": "cpu1@node-a", "seen_at": time.time()})
+    beat({"name": "old@node-b", "seen_at": time.time() - 3600})  # stopped long ago: not counted
+    try:
+        checks = {c.name: c for c in client_for("viewer").get("/").context["checks"]}
+        assert checks["worker"].ok and checks["worker"].detail == "1 worker(s): cpu1@node-a"
+    finally:
+        redis_client().delete(heartbeats_key())
 
 
 def test_unknown_routes_get_the_styled_404_page(client_for):
