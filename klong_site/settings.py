@@ -130,6 +130,9 @@ if DATABASE_URL:
     _pool_size = env_int("DB_POOL_SIZE", 0, minimum=0)
     if _pool_size and _db["ENGINE"] == "django.db.backends.postgresql":
         _db["CONN_MAX_AGE"] = 0
+        # With health checks the pool tests each connection as it lends it, so one PostgreSQL
+        # dropped (a restart) is replaced instead of failing a request.
+        _db["CONN_HEALTH_CHECKS"] = True
         _db.setdefault("OPTIONS", {})["pool"] = {"min_size": 2, "max_size": _pool_size, "timeout": 30}
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "klong.sqlite3")}

@@ -90,6 +90,21 @@ def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut()
         assert job.attempt == 2 and job.logs.filter(text__startswith="Resuming after step").count() == 1
 
 
+@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").split(":")[0] not in ("postgres", "postgresql"),
+                    reason="PostgreSQL only: the web server's connection pool and cut connections")
+def test_the_web_server_answers_after_postgresql_cut_its_pooled_connections(daphne_url, client_for):
+    import requests
+
+    cookies = {"sessionid": client_for("viewer").cookies["sessionid"].value}
+    assert [requests.get(f"{daphne_url}/papers/", cookies=cookies, timeout=30).status_code for _ in range(3)] == [200] * 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert cursor.fetchone()[0] >= 1  # the pool's connections were open, and are gone now
+    # The pool tests each connection it lends: a dead one is replaced, no request fails.
+    assert [requests.get(f"{daphne_url}/papers/", cookies=cookies, timeout=30).status_code for _ in range(5)] == [200] * 5
+
+
 def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas):
     from apps.jobs.services import launch_job
     from worker.celery import app
