@@ -34,8 +34,10 @@ def _keys(request: HttpRequest, username: str) -> tuple[str, str]:
 
 
 def _count(key: str) -> tuple[int, float]:
-    value = cache.get(key)
-    return (value or (0, 0.0)) if isinstance(value, tuple | list) else (0, 0.0)
+    """Failures counted under ``key`` and when the window started."""
+    failures = cache.get(key)
+    started = cache.get(f"{key}:start")
+    return (int(failures), float(started)) if failures and started else (0, 0.0)
 
 
 def seconds_locked(request: HttpRequest, username: str) -> int:
@@ -54,15 +56,20 @@ def record_failure(request: HttpRequest, username: str) -> None:
     _, _, window = _limits()
     now = time.time()
     for key in _keys(request, username):
-        failures, started = _count(key)
-        if not failures:
-            started = now
-        # Not atomic: two racing failures may count once; the limit only needs to be roughly right.
-        cache.set(key, (failures + 1, started), timeout=max(1, int(started + window - now)))
+        # add() sets only a missing key and incr() is one INCRBY in Redis, so failures sent in
+        # parallel all count (a read-then-write would let a burst of guesses count once).
+        cache.add(f"{key}:start", now, timeout=window)
+        cache.add(key, 0, timeout=window)
+        try:
+            cache.incr(key)
+        except ValueError:  # the window ended between add() and incr(): this failure opens a new one
+            cache.set(f"{key}:start", now, timeout=window)
+            cache.set(key, 1, timeout=window)
 
 
 def clear_failures(request: HttpRequest, username: str) -> None:
-    cache.delete(_keys(request, username)[0])
+    key = _keys(request, username)[0]
+    cache.delete_many([key, f"{key}:start"])
 
 
 class RateLimitedAuthenticationForm(AuthenticationForm):

@@ -127,6 +127,21 @@ def test_logins_are_refused_after_repeated_failures_with_a_clear_message(persona
     assert elsewhere.post("/login/", {"username": user.username, "password": PASSWORD}).status_code == 302
 
 
+def test_failures_sent_in_parallel_all_count():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.test import RequestFactory
+
+    from apps.core.login import _count, _keys, record_failure
+
+    request = RequestFactory().post("/login/", REMOTE_ADDR="10.9.2.1")
+    # A burst of guesses at once: a read-then-write counter would count many of them once.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: record_failure(request, "burst-user"), range(40)))
+    per_user, per_address = (_count(key)[0] for key in _keys(request, "burst-user"))
+    assert (per_user, per_address) == (40, 40)
+
+
 @override_settings(KLONG_LOGIN_MAX_FAILURES=3)
 def test_a_successful_login_clears_the_failures(personas):
     user, address = personas["viewer"], "10.9.1.1"
