@@ -12,21 +12,15 @@ Runs on the embedded defaults (SQLite + the embedded Redis) in a temporary data 
 
 from __future__ import annotations
 
-import io
 import random
 import statistics
 import time
 
-from _django import timed_ms  # first: sets up Django on the embedded defaults in a fresh folder
+from _django import admin_client, timed_ms  # first: sets up Django on the embedded defaults in a fresh folder
 from bench_rubrics import line, synthetic_tree
-from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
-from django.test.utils import setup_test_environment
 
 from apps.audit import agreement
-from klong_site import embedded_redis
 
 
 def median(func, repeat: int) -> float:
@@ -118,18 +112,9 @@ def bench_report() -> None:
 
 
 def main() -> None:
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
-    try:
-        setup_test_environment()
-        call_command("migrate", verbosity=0)
-        call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
-        client = Client()
-        client.force_login(get_user_model().objects.filter(is_superuser=True).first())
+    with admin_client() as client:
         bench_pages(client)
         bench_report()
-    finally:
-        if redis_proc is not None:
-            redis_proc.terminate()
 
 
 if __name__ == "__main__":

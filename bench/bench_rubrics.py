@@ -13,7 +13,6 @@ Runs on the embedded defaults (SQLite + the embedded Redis) in a temporary data 
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import uuid
@@ -21,17 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _django import timed_ms  # first: sets up Django on the embedded defaults in a fresh folder
+from _django import admin_client, timed_ms  # first: sets up Django on the embedded defaults in a fresh folder
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
-from django.test.utils import setup_test_environment
 
 from apps.papers.services import PaperBundle, import_paper
 from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import ScoringPlan
-from klong_site import embedded_redis
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "paperbench"
 BAM = SAMPLES / "rubrics" / "bam.rubric.json"
@@ -135,24 +130,13 @@ def bench_scoring() -> None:
 
 
 def main() -> None:
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
-    try:
-        setup_test_environment()
-        call_command("migrate", verbosity=0)
-        call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
-
-
-        client = Client()
-        client.force_login(get_user_model().objects.filter(is_superuser=True).first())
+    with admin_client() as client:
         if BAM.is_file():
             bench_tree("bam", BAM.read_bytes(), client)
         else:
             print(f"# {BAM} not found: bam figures skipped", flush=True)
         bench_tree("synthetic_2000", json.dumps(synthetic_tree(2000), indent=4).encode(), client)
         bench_scoring()
-    finally:
-        if redis_proc is not None:
-            redis_proc.terminate()
 
 
 if __name__ == "__main__":
