@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from apps.datasets.services import create_dataset
 from apps.jobs.models import Job, JobLog, JobMetric
 from apps.judging.models import JudgeRun, LeafGrade
 from apps.papers.models import Paper
@@ -214,6 +215,41 @@ def _seed_job(rng: random.Random, admin) -> None:
     JobLog.objects.create(job=job, text="Training finished; checkpoint written to demo/ckpt-400.")
 
 
+# Demo RL stages as the RL form writes them: a timeout and an iteration count each.
+DEMO_RL_STAGES = ((2, 12), (4, 10), (6, 8))
+
+
+def _seed_rl_job(rng: random.Random, admin) -> None:
+    """A finished progressive-RL job with synthetic per-iteration figures, so the stage timeline
+    and its plots have something to show before anyone has trained."""
+    finished = timezone.now() - timedelta(hours=1)
+    job = Job.objects.create(
+        kind="rl", title="Demo: progressive RL (synthetic metrics)", state=Job.State.SUCCEEDED, queue="gpu",
+        config={"stages": ", ".join(f"{hours}h:{iterations}" for hours, iterations in DEMO_RL_STAGES),
+                "n_rollouts": 4, "clip_eps": 0.2, "kl_coef": 0.02, "policy_model": "demo/ckpt-400"},
+        progress=1.0, message="done", created_by=admin, worker="demo",
+        result={"stages": len(DEMO_RL_STAGES), "note": "synthetic figures"},
+        started_at=finished - timedelta(hours=30), finished_at=finished,
+    )
+    metrics, step, reward = [], 0, 0.18
+    for stage, (hours, iterations) in enumerate(DEMO_RL_STAGES, start=1):
+        for _ in range(iterations):
+            step += 1
+            reward = min(0.9, reward + rng.uniform(0.0, 0.025))
+            spread = max(0.05, 0.22 - 0.004 * step + rng.gauss(0, 0.01))
+            turns = 100 * hours + rng.randint(-40, 40)
+            values = {
+                "stage": stage, "reward": reward + rng.gauss(0, 0.02), "q_mean": reward,
+                "advantage_std": spread, "advantage_min": -2.2 * spread, "advantage_max": 2.0 * spread,
+                "rollout_turns": turns, "rollout_tokens": turns * 450,
+                "truncation_rate": max(0.0, 0.85 - 0.3 * stage + rng.gauss(0, 0.04)),
+                "judge_queue_depth": rng.randint(0, 12),
+            }
+            metrics += [JobMetric(job=job, step=step, name=name, value=round(value, 4)) for name, value in values.items()]
+    JobMetric.objects.bulk_create(metrics)
+    JobLog.objects.create(job=job, text="Synthetic demo figures: launch an RL job from a checkpoint to see real ones.")
+
+
 def demo_exists() -> bool:
     return Paper.objects.filter(slug__in=[p.slug for p in PAPERS]).exists()
 
@@ -225,3 +261,8 @@ def seed_demo(admin=None, seed: int = 2602_17547) -> None:
     for paper in PAPERS:
         _seed_paper(paper, rng, admin)
     _seed_job(rng, admin)
+    _seed_rl_job(rng, admin)
+    # What a distillation job keeps: the demo runs its model judge scored 0.5 or more.
+    kept = Trajectory.objects.filter(paper__slug__in=[p.slug for p in PAPERS], final_score__gte=0.5)
+    create_dataset("demo-distilled", kept.values_list("pk", flat=True), user=admin, threshold=0.5,
+                   notes="Demo runs whose model-judge score is at least 0.5 (rejection sampling).")

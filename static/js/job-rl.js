@@ -78,14 +78,16 @@
       trace("reward", "y"), trace("q_mean", "y"),
       trace("advantage_std", "y2"), trace("advantage_min", "y2", { line: { dash: "dot" } }),
       trace("advantage_max", "y2", { line: { dash: "dot" } }),
-      trace("rollout_turns", "y3"), trace("rollout_tokens", "y3"),
+      // Turns and tokens differ by ~500x: tokens get their own scale on the right.
+      trace("rollout_turns", "y3"), trace("rollout_tokens", "y6", { line: { dash: "dot" } }),
       trace("truncation_rate", "y4"), trace("judge_queue_depth", "y5"),
     ];
     const titled = (text) => ({ title: { text }, automargin: true });
     Plotly.react(document.getElementById("rl-plots"), traces, {
       grid: { rows: 5, columns: 1, pattern: "coupled", ygap: 0.35 }, shapes, height: 640,
       margin: { t: 10, r: 10, b: 40, l: 60 }, xaxis: { title: { text: "iteration" } },
-      yaxis: titled("reward"), yaxis2: titled("advantage"), yaxis3: titled("length"),
+      yaxis: titled("reward"), yaxis2: titled("advantage"), yaxis3: titled("turns"),
+      yaxis6: { ...titled("tokens"), overlaying: "y3", side: "right", showgrid: false },
       yaxis4: { ...titled("truncated"), range: [0, 1.05] }, yaxis5: titled("judge queue"),
       legend: { orientation: "h" },
     }, { displaylogo: false, responsive: true });

@@ -41,10 +41,25 @@ def test_demo_judge_scores_follow_from_their_leaf_grades(personas):
 
 def test_demo_has_a_finished_job_with_a_loss_curve(personas, client_for):
     seed_demo(personas["admin"])
-    job = Job.objects.get(state=Job.State.SUCCEEDED)
+    job = Job.objects.get(kind="sft", state=Job.State.SUCCEEDED)
     assert job.metrics.filter(name="loss").count() == 400
     response = client_for("viewer").get(f"/jobs/{job.pk}/")
     assert response.status_code == 200 and len(response.context["metrics"]["loss"]["x"]) == 400
+
+
+def test_demo_has_an_rl_job_whose_stages_fill_the_timeline_and_a_distilled_dataset(personas, client_for):
+    from apps.core.demo import DEMO_RL_STAGES
+    from apps.datasets.models import Dataset
+
+    seed_demo(personas["admin"])
+    job = Job.objects.get(kind="rl")
+    iterations = sum(n for _hours, n in DEMO_RL_STAGES)
+    stages = list(job.metrics.filter(name="stage").order_by("step").values_list("value", flat=True))
+    assert len(stages) == iterations and stages == sorted(stages) and stages[-1] == len(DEMO_RL_STAGES)
+    page = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="rl-panel"' in page and 'data-stages="2h:12, 4h:10, 6h:8"' in page
+    dataset = Dataset.objects.get(name="demo-distilled")
+    assert dataset.trajectories.count() == Trajectory.objects.filter(final_score__gte=0.5).count() > 0
 
 
 def test_seed_demo_command_runs_once(capsys):
