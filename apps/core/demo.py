@@ -231,6 +231,7 @@ def _seed_rl_job(rng: random.Random, admin) -> None:
         result={"stages": len(DEMO_RL_STAGES), "note": "synthetic figures"},
         started_at=finished - timedelta(hours=30), finished_at=finished,
     )
+    Job.objects.filter(pk=job.pk).update(created_at=finished - timedelta(hours=30, minutes=2))
     metrics, step, reward = [], 0, 0.18
     for stage, (hours, iterations) in enumerate(DEMO_RL_STAGES, start=1):
         for _ in range(iterations):
