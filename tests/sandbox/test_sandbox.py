@@ -171,6 +171,35 @@ def test_docker_requests_limits_gpus_and_labels_for_its_job():
     assert "device_requests" not in container_kwargs(SandboxSpec(backend="docker"), "img")
 
 
+def test_read_only_folders_go_to_a_remote_docker_host_as_copies(open_box, docker_host, tmp_path):
+    from worker.sandbox import docker_client
+    from worker.sandbox.docker_backend import copies_mounts
+
+    # A tcp:// or ssh:// engine cannot see this machine's paths: copies are the default there.
+    assert copies_mounts(SandboxSpec(backend="docker", docker_host="tcp://gpu-node-7:2375"))
+    assert not copies_mounts(SandboxSpec(backend="docker", docker_host="unix:///run/docker.sock"))
+    paper = tmp_path / "paper"
+    (paper / "figures").mkdir(parents=True)
+    (paper / "paper.md").write_text("# The paper\n")
+    (paper / "figures" / "f1.txt").write_text("figure\n")
+    box = open_box("docker", mounts_ro={str(paper): "/home/paper"}, copy_mounts=True, job_id=987654)
+    assert box.read_file("/home/paper/figures/f1.txt") == b"figure\n"
+    assert box.exec("cat /home/paper/paper.md").stdout == "# The paper\n"  # the agent's user can read it
+    assert box.exec("echo changed > /home/paper/paper.md").exit_code != 0
+    client = docker_client(docker_host)
+    try:
+        mounts = client.api.inspect_container(box.id)["Mounts"]
+        assert [(m["Type"], m["Destination"], m["RW"]) for m in mounts if m["Destination"] == "/home/paper"] == [
+            ("volume", "/home/paper", False)]
+        assert not any(m.get("Source") == str(paper) for m in mounts)  # nothing of this machine's disk
+        box.close()
+        # Closing removes the copies with the container.
+        assert client.volumes.list(filters={"label": "klong.job=987654"}) == []
+    finally:
+        client.close()
+    assert (paper / "paper.md").read_text() == "# The paper\n"
+
+
 def test_bubblewrap_commands_have_no_capabilities_and_see_no_host_secrets(open_box, tmp_path):
     secret = tmp_path / "secret.txt"  # under /tmp, like podman's socket: hidden
     secret.write_text("s3cret")

@@ -49,6 +49,9 @@ class SandboxSpec:
     submission_dir: str = SUBMISSION_DIR  # writable, snapshotted
     job_id: int | None = None  # labels the container so cleanup finds it
     docker_host: str = ""  # "" = DOCKER_HOST from the environment
+    # Docker: read-only folders as copies in volumes instead of bind mounts. None: copy when the
+    # engine is on another machine (a tcp:// or ssh:// DOCKER_HOST), where our paths don't exist.
+    copy_mounts: bool | None = None
     max_output_bytes: int = 1_000_000  # kept of each stream of one exec; the rest is dropped
     snapshot_max_file_mb: int = 100  # larger files (checkpoints, datasets) are left out of snapshots
 

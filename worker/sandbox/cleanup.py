@@ -83,6 +83,7 @@ def remove_job_sandboxes(job_id: int, docker_host: str = "", *, any_owner: bool 
         for container in client.containers.list(all=True, filters=filters):
             _remove(container)
             removed.append(container.id)
+        _prune_volumes(client, filters)
     finally:
         client.close()
     if removed:
@@ -106,9 +107,18 @@ def sweep_orphans(job_is_live: Callable[[int], bool], docker_host: str = "") -> 
                 log.warning("removing sandbox container %s: %s", container.short_id, reason)
                 _remove(container)
                 removed.append(container.id)
+        _prune_volumes(client, ours)
     finally:
         client.close()
     return removed
+
+
+def _prune_volumes(client, filters: dict) -> None:
+    """Copied read-only folders (worker/sandbox/docker_backend.py) that no container uses any more."""
+    try:
+        client.volumes.prune(filters=filters)
+    except Exception:  # an engine without volume pruning: the volumes wait for the next sweep
+        log.warning("could not prune sandbox volumes", exc_info=True)
 
 
 def sweep_bwrap_folders(job_is_live: Callable[[int], bool], root: str | None = None) -> list[str]:

@@ -13,11 +13,15 @@ worker/sandbox/image.py, has it).
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import os
 import shlex
+import tarfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client
 from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
@@ -29,8 +33,25 @@ GIT_DIR = "/var/lib/klong-snapshots"
 TIMEOUT_CODES = (124, 137)
 
 
-def container_kwargs(spec: SandboxSpec, image: str) -> dict:
-    """The ``containers.run`` arguments for a spec (pure: tests read them without an engine)."""
+REMOTE_SCHEMES = ("tcp://", "ssh://", "http://", "https://")
+
+
+def copies_mounts(spec: SandboxSpec) -> bool:
+    """Whether the read-only folders go in as copies (see SandboxSpec.copy_mounts)."""
+    if spec.copy_mounts is not None:
+        return spec.copy_mounts
+    return (spec.docker_host or os.environ.get("DOCKER_HOST", "")).startswith(REMOTE_SCHEMES)
+
+
+def sandbox_labels(spec: SandboxSpec, deadline: float) -> dict[str, str]:
+    """What cleanup finds a sandbox's container and volumes by."""
+    return {LABEL: "1", JOB_LABEL: str(spec.job_id or ""), EXPIRES_LABEL: str(int(deadline)),
+            OWNER_LABEL: owner_id(), DEPLOYMENT_LABEL: deployment_id()}
+
+
+def container_kwargs(spec: SandboxSpec, image: str, volumes: dict[str, dict] | None = None) -> dict:
+    """The ``containers.run`` arguments for a spec (pure: tests read them without an engine).
+    ``volumes``: the copied read-only folders (volume name -> mount) replacing the bind mounts."""
     import docker.types
 
     deadline = time.time() + spec.wall_clock_s
@@ -40,8 +61,7 @@ def container_kwargs(spec: SandboxSpec, image: str) -> dict:
         "detach": True,
         # An init as pid 1 reaps what a killed command leaves behind (podman ships catatonit).
         "init": True,
-        "labels": {LABEL: "1", JOB_LABEL: str(spec.job_id or ""), EXPIRES_LABEL: str(int(deadline)),
-                   OWNER_LABEL: owner_id(), DEPLOYMENT_LABEL: deployment_id()},
+        "labels": sandbox_labels(spec, deadline),
         "nano_cpus": int(spec.cpus * 1e9),
         "mem_limit": f"{spec.memory_mb}m",
         "memswap_limit": f"{spec.memory_mb}m",  # the same as memory: no swap to hide in
@@ -50,7 +70,9 @@ def container_kwargs(spec: SandboxSpec, image: str) -> dict:
         "environment": {"SUBMISSION_DIR": spec.submission_dir},
         "working_dir": "/",
         "security_opt": ["no-new-privileges"],
-        "volumes": {host: {"bind": inside, "mode": "ro"} for host, inside in spec.mounts_ro.items()},
+        "volumes": volumes if volumes is not None else {
+            host: {"bind": inside, "mode": "ro"} for host, inside in spec.mounts_ro.items()
+        },
     }
     if spec.network:
         kwargs["network_mode"] = "bridge"
@@ -75,6 +97,14 @@ def default_image() -> str:
     return DEFAULT_IMAGE
 
 
+def _readable_by_all(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Root's, readable by the agent's user whatever it is; the mount makes it read-only."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else (info.mode | 0o444) & 0o755
+    return info
+
+
 class DockerSandbox(BaseSandbox):
     backend = "docker"
 
@@ -84,6 +114,7 @@ class DockerSandbox(BaseSandbox):
 
         self.image = spec.image or default_image()
         self.container = None
+        self.volumes: list[str] = []  # copied read-only folders, removed with the container
         # Reads may block as long as a command runs: the client timeout covers the wall clock.
         self.client = docker_client(spec.docker_host, timeout=spec.wall_clock_s + 60)
         try:
@@ -97,7 +128,8 @@ class DockerSandbox(BaseSandbox):
         # so an image with an unprivileged user keeps its history out of the agent's reach.
         self.user = (image.attrs.get("Config") or {}).get("User") or ""
         try:
-            self.container = self.client.containers.run(**container_kwargs(spec, self.image))
+            copies = self._copy_mounts() if copies_mounts(spec) else None
+            self.container = self.client.containers.run(**container_kwargs(spec, self.image, copies))
             self.id = self.container.id
             sub = shlex.quote(spec.submission_dir)
             handover = ""
@@ -114,6 +146,32 @@ class DockerSandbox(BaseSandbox):
             if isinstance(exc, docker.errors.APIError):
                 raise SandboxError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
             raise
+
+    def _copy_mounts(self) -> dict[str, dict]:
+        """Each read-only folder copied into a volume of its own through the API (a short-lived
+        container holds it while the files go in), then mounted read-only like a bind mount."""
+        mounts = {}
+        labels = sandbox_labels(self.spec, time.time() + self.spec.wall_clock_s)
+        for host, inside in self.spec.mounts_ro.items():
+            source = Path(host)
+            if not source.is_dir():
+                raise SandboxError(f"{host} is not a folder: only folders are copied to a remote Docker host")
+            volume = self.client.volumes.create(labels=labels)
+            self.volumes.append(volume.name)
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for child in sorted(source.iterdir()):
+                    tar.add(str(child), arcname=child.name, filter=_readable_by_all)
+            filler = self.client.containers.create(self.image, command=["true"], user="0", labels=labels,
+                                                   network_mode="none",
+                                                   volumes={volume.name: {"bind": "/fill", "mode": "rw"}})
+            try:
+                if not self.client.api.put_archive(filler.id, "/fill", buffer.getvalue()):
+                    raise SandboxError(f"cannot copy {host} to the Docker host")
+            finally:
+                filler.remove(force=True)
+            mounts[volume.name] = {"bind": inside, "mode": "ro"}
+        return mounts
 
     def _run(self, argv: Sequence[str], timeout_s: float, workdir: str | None, limit: int | None = None,
              stdin: bytes | None = None, env: dict[str, str] | None = None, user: str | None = None) -> RawResult:
@@ -185,5 +243,12 @@ class DockerSandbox(BaseSandbox):
                             exc_info=True)
         client = getattr(self, "client", None)  # absent when no Docker API answered
         if client is not None:
+            for name in getattr(self, "volumes", []):
+                try:
+                    client.volumes.get(name).remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError:
+                    log.warning("could not remove sandbox volume %s; the sweep will", name, exc_info=True)
             client.close()
 
