@@ -23,7 +23,9 @@ def _start_podman_service() -> tuple[subprocess.Popen, str]:
                     "(apt-get install podman runc; .ci/run does it)")
     folder = tempfile.mkdtemp(prefix="klong-podman-")
     socket = f"unix://{folder}/podman.sock"
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", socket],
+    # cwd: conmon leaves an "oom" file in the service's working folder when a container hits its
+    # memory limit; not in the checkout.
+    proc = subprocess.Popen(["podman", "system", "service", "--time=0", socket], cwd=folder,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
