@@ -84,8 +84,8 @@ class SFTForm(forms.Form):
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
     gpus = forms.IntegerField(
         min_value=0, max_value=64, initial=1, label="GPUs",
-        help_text="0 or 1: trains in the worker's own process. More than 1: one data-parallel process per GPU, "
-        "started with torchrun on a worker that has that many.",
+        help_text="0: trains on a CPU worker. 1: on a GPU worker, in its own process. More than 1: one "
+        "data-parallel process per GPU, started with torchrun on a worker that has that many.",
     )
 
     def clean(self):

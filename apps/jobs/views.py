@@ -21,7 +21,7 @@ from apps.jobs.services import (
     launch_pipeline,
     retry_job,
 )
-from apps.jobs.workers import MISSED_BEATS, worker_overview
+from apps.jobs.workers import MISSED_BEATS, queues_with_live_workers, worker_overview
 from worker.engines import KINDS
 
 STATE_FILTERS = [s for s, _ in Job.State.choices]
@@ -61,6 +61,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "children": job.children.all(),
             "eta_s": eta_seconds(job),
             "kind": KINDS.get(job.kind),
+            # A queued job nobody will take (e.g. a GPU job on a machine without GPUs) says so.
+            "unserved_queue": job.state == Job.State.QUEUED and job.queue not in queues_with_live_workers(),
         },
     )
 

@@ -45,6 +45,12 @@ def _heartbeats() -> dict[str, dict]:
         return {}
 
 
+def queues_with_live_workers() -> set[str]:
+    """Queues some worker with a fresh heartbeat consumes (one Redis read, no broadcast)."""
+    fresh_s = MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S
+    return {queue for beat in _heartbeats().values() if beat["age_s"] <= fresh_s for queue in beat.get("queues", [])}
+
+
 def worker_overview(timeout: float | None = None) -> list[WorkerRow]:
     """Workers that answer now, plus workers known only from their heartbeat (busy or gone)."""
     from worker.celery import app

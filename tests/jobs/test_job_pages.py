@@ -115,3 +115,19 @@ def test_a_pipeline_with_a_bad_stage_shows_which_one_on_the_page(client_for):
     assert response.status_code == 400
     assert b"stage 2.steps: Ensure this value is greater than or equal to 1." in response.content
     assert not Job.objects.exists()
+
+
+def test_a_queued_job_that_no_running_worker_takes_says_so(client_for, personas):
+    import time
+
+    from worker.heartbeat import beat, heartbeats_key, redis_client
+
+    redis_client().delete(heartbeats_key())
+    job = Job.objects.create(kind="sft", queue="gpu", created_by=personas["operator"])
+    try:
+        page = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+        assert 'data-testid="unserved-queue"' in page and "launch it again with GPUs = 0" in page
+        beat({"name": "gpu1@node", "queues": ["gpu", "judge"], "seen_at": time.time()})
+        assert 'data-testid="unserved-queue"' not in client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    finally:
+        redis_client().delete(heartbeats_key())

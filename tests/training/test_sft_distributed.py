@@ -61,3 +61,11 @@ def test_an_sft_job_trains_through_torchrun_and_records_the_checkpoint(tiny_mode
     assert list(job.metrics.filter(name="loss").values_list("step", flat=True)) == [1, 2, 3, 4]
     assert ModelCheckpoint.objects.get(job=job).trajectory_ids == [trajectory.pk]
     assert "torchrun" in " ".join(job.logs.values_list("text", flat=True))
+
+
+@pytest.mark.django_db
+def test_an_sft_job_goes_to_the_cpu_queue_with_no_gpus_and_to_the_gpu_queue_with_any(tiny_model, personas):  # noqa: F811
+    config = {"ids": "1", "base_model": str(tiny_model), "l_max": 300}
+    on_cpu = launch_job("sft", {**config, "gpus": 0}, personas["operator"])
+    on_gpus = launch_job("sft", {**config, "gpus": 4}, personas["operator"])
+    assert (on_cpu.queue, on_cpu.gpus) == ("cpu", 0) and (on_gpus.queue, on_gpus.gpus) == ("gpu", 4)

@@ -115,6 +115,7 @@ register(
         "history) and fine-tunes a local model on their assistant turns with TRL's SFTTrainer.",
         form="apps.jobs.forms.SFTForm",
         gpus=1,
+        placement_for="worker.engines.sft.placement",
     )
 )
 

@@ -88,6 +88,12 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     return examples, hashes, ids
 
 
+def placement(config: dict[str, Any]) -> tuple[str, int]:
+    """(queue, gpus): GPUs = 0 trains on a CPU worker, any other count on a GPU worker."""
+    gpus = int(config.get("gpus", 1) or 0)
+    return ("gpu" if gpus > 0 else "cpu"), gpus
+
+
 def visible_gpus() -> int:
     import torch
 
