@@ -220,6 +220,11 @@ def _runs_in_order(ids: list[int]) -> list[JudgeRun]:
     ordered = [runs[i] for i in ids]
     if len({r.paper_id for r in ordered}) > 1:
         raise ValidationError("All compared runs must grade the same paper.")
+    # Leaf by leaf only means something on one submission; across submissions, the report compares.
+    if len({submission_key(r) for r in ordered}) > 1:
+        graded = "; ".join(f"run {r.pk}: {submission_label(r)}" for r in ordered)
+        raise ValidationError(f"These runs grade different submissions ({graded}). Pick runs of one submission; "
+                              "the judge comparison report compares judges across submissions.")
     return ordered
 
 

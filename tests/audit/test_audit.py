@@ -72,6 +72,16 @@ def test_bad_run_lists_are_400_with_a_message(world, client_for, runs, message):
         assert message in response.content.decode()
 
 
+def test_runs_of_two_submissions_are_not_compared_leaf_by_leaf(world, client_for):
+    from apps.judging.models import JudgeRun
+
+    other = JudgeRun.objects.get(judge_name="big-judge", submission="submissions/b")
+    for url in (f"/audit/compare/?runs={world['big'].pk},{other.pk}", f"/api/audit/compare/?runs={world['big'].pk},{other.pk}"):
+        response = client_for("viewer").get(url)
+        assert response.status_code == 400
+        assert "grade different submissions" in response.content.decode() and "submissions/b" in response.content.decode()
+
+
 def test_runs_of_two_papers_cannot_be_compared(world, client_for):
     _other, version = make_paper_with_rubric("other-paper")
     run = make_run(version, "big-judge", {})
