@@ -96,12 +96,11 @@ def check_worker_heartbeats() -> Check:
     """Workers with a fresh heartbeat in Redis (one read): for pages, where a ping broadcast would
     make a view wait up to a second for replies. /healthz still pings."""
     def probe() -> str:
-        from worker.heartbeat import read_heartbeats
+        from apps.jobs.workers import live_heartbeats, silent_after_s
 
-        fresh_s = 3 * settings.KLONG_WORKER_HEARTBEAT_S
-        names = sorted(name for name, beat in read_heartbeats().items() if beat["age_s"] <= fresh_s)
+        names = sorted(live_heartbeats())
         if not names:
-            raise RuntimeError(f"no Celery worker sent a heartbeat in the last {fresh_s} s")
+            raise RuntimeError(f"no Celery worker sent a heartbeat in the last {silent_after_s():g} s")
         return f"{len(names)} worker(s): {', '.join(names)}"
 
     return _timed("worker", probe)

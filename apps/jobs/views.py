@@ -21,7 +21,7 @@ from apps.jobs.services import (
     launch_pipeline,
     retry_job,
 )
-from apps.jobs.workers import MISSED_BEATS, queues_with_live_workers, worker_overview
+from apps.jobs.workers import queues_with_live_workers, silent_after_s, worker_overview
 from worker.engines import KINDS
 
 STATE_FILTERS = [s for s, _ in Job.State.choices]
@@ -166,5 +166,5 @@ def workers(request: HttpRequest) -> HttpResponse:
     return render(request, "jobs/workers.html", {
         "workers": [row for row in rows if not row.silent], "silent": [row for row in rows if row.silent],
         "heartbeat_s": settings.KLONG_WORKER_HEARTBEAT_S,
-        "silent_after_s": MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S,
+        "silent_after_s": silent_after_s(),
     })

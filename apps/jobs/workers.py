@@ -32,7 +32,7 @@ class WorkerRow:
     def silent(self) -> bool:
         if self.answered:
             return False
-        return self.heartbeat_age_s is None or self.heartbeat_age_s > MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S
+        return self.heartbeat_age_s is None or self.heartbeat_age_s > silent_after_s()
 
 
 def _heartbeats() -> dict[str, dict]:
@@ -45,10 +45,19 @@ def _heartbeats() -> dict[str, dict]:
         return {}
 
 
+def silent_after_s() -> float:
+    return MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S
+
+
+def live_heartbeats() -> dict[str, dict]:
+    """Workers whose last heartbeat is fresh: one Redis read, where a ping broadcast waits out its
+    timeout for replies (the dashboard and job pages use this)."""
+    limit = silent_after_s()
+    return {name: beat for name, beat in _heartbeats().items() if beat["age_s"] <= limit}
+
+
 def queues_with_live_workers() -> set[str]:
-    """Queues some worker with a fresh heartbeat consumes (one Redis read, no broadcast)."""
-    fresh_s = MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S
-    return {queue for beat in _heartbeats().values() if beat["age_s"] <= fresh_s for queue in beat.get("queues", [])}
+    return {queue for beat in live_heartbeats().values() for queue in beat.get("queues", [])}
 
 
 def worker_overview(timeout: float | None = None) -> list[WorkerRow]:
