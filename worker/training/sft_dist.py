@@ -70,7 +70,29 @@ def main(folder: Path) -> None:
     if rank == 0:
         metrics["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
         (folder / LAUNCH_FILES["result"]).write_text(json.dumps(metrics))
+    if reporter.events is not None:
+        reporter.events.close()
+    leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Join the ranks, then tear the process group down before the interpreter does.
+
+    Left to interpreter shutdown, a gloo process group's worker threads can be destroyed while
+    still joinable: the rank dies with "terminate called without an active exception" (SIGABRT)
+    after a run that finished, and torchrun reports the whole job failed.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # Everything is written and the process group is gone: skip the rest of interpreter
+    # teardown (C++ static destructors of torch's thread pools are the other source of aborts).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
