@@ -144,14 +144,21 @@ def test_partial_rollouts_record_their_policy_version_and_respect_the_staleness_
     assert reporter.series("staleness") == [0.0, 0.0, 0.0] and reporter.series("stale_rollouts_rerun")[-1] == 4
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_mean_reward_rises_over_a_short_run(policy_folder, tmp_path, seed):
+# Partial rollouts make a run depend on thread timing (a prefetched rollout takes whichever
+# policy version is published when it starts), so the seeded runs have them off and are the same
+# on every run; one run with them on (the default) shows learning survives the staleness.
+@pytest.mark.parametrize(("seed", "partial", "iterations"), [(0, False, 8), (1, False, 8), (2, False, 8),
+                                                             (2, True, 10)])
+def test_mean_reward_rises_over_a_short_run(policy_folder, tmp_path, seed, partial, iterations):
     reporter = Recorder()
-    train_rl(settings_for(policy_folder, tmp_path, [Stage(1500.0, 8)], seed=seed, learning_rate=5e-2),
+    train_rl(settings_for(policy_folder, tmp_path, [Stage(1500.0, iterations)], seed=seed, learning_rate=5e-2,
+                          partial_rollouts=partial),
              toy_tasks(2, max_turns=4, tokens_per_turn=8), ToyRunner(), ToyJudge(), reporter)
     reward = reporter.series("reward")
-    before, after = sum(reward[:2]) / 2, sum(reward[-2:]) / 2
-    assert after >= before + 0.25, f"seed {seed}: reward {reward}"
+    assert len(reward) == iterations
+    # each iteration's reward is a mean over only 8 rollouts: compare three iterations at each end
+    before, after = sum(reward[:3]) / 3, sum(reward[-3:]) / 3
+    assert after >= before + 0.2, f"seed {seed}, partial rollouts {partial}: reward {reward}"
     assert reporter.series("advantage_std")[0] > 0
 
 
