@@ -17,3 +17,19 @@ _run = uuid.uuid4().hex[:8]
 os.environ.setdefault("SECRET_KEY", f"klong-test-secret-{uuid.uuid4().hex}")
 os.environ.setdefault("KLONG_CACHE_PREFIX", f"klong-test-{_run}")
 os.environ.setdefault("KLONG_CHANNELS_PREFIX", f"klong-test-{_run}")
+
+# klong_site/asgi.py sets the web server's database pool variables with os.environ.setdefault
+# when a test module imports it for its WebSocket routes. This process's settings are loaded by
+# then and do not change, but the subprocesses that tests start (workers, manage.py commands)
+# would inherit them, so a test's outcome would depend on which modules were collected:
+# put the environment back once collection is over.
+_ASGI_VARIABLES = ("DB_POOL_SIZE", "DB_CONN_MAX_AGE")
+_inherited = {name: os.environ.get(name) for name in _ASGI_VARIABLES}
+
+
+def pytest_collection_finish(session) -> None:  # noqa: ARG001 (pytest's hook signature)
+    for name, value in _inherited.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
