@@ -190,13 +190,34 @@ class AuditQueueSerializer(serializers.ModelSerializer):
         return services.queue_progress([queue])
 
 
+class ReassignSerializer(serializers.Serializer):
+    from_user = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(),
+                                             help_text="The grader whose open leaves are handed on.")
+    to_users = serializers.SlugRelatedField(slug_field="username", many=True, queryset=get_user_model().objects.all(),
+                                            help_text="Who takes them, round-robin.")
+
+
 class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                         viewsets.GenericViewSet):
     """Audit queues: the leaves where compared runs disagree, shared among graders; progress per user."""
 
-    queryset = AuditQueue.objects.select_related("paper")
+    queryset = AuditQueue.objects.select_related("paper", "base_run")
     serializer_class = AuditQueueSerializer
-    write_permission = {"create": "grade"}
+    write_permission = {"create": "grade", "reassign": "grade"}
+
+    @extend_schema(request=ReassignSerializer, responses=AuditQueueSerializer)
+    @action(detail=True, methods=["post"])
+    def reassign(self, request, pk=None):
+        """Hand a grader's open leaves to others (the queue's creator, an admin, or the grader themself)."""
+        queue = self.get_object()
+        body = ReassignSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            moved = services.reassign_items(queue, from_user=body.validated_data["from_user"],
+                                            to_users=body.validated_data["to_users"], user=request.user)
+        except DjangoValidationError as exc:
+            return _bad(exc)
+        return Response({**self.get_serializer(queue).data, "moved": moved})
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -36,6 +36,23 @@ class QueueForm(forms.Form):
         self.fields["assignees"].queryset = graders()
 
 
+class ReassignForm(forms.Form):
+    """Hand one grader's open leaves of a queue to others (the service checks who may)."""
+
+    from_user = forms.ModelChoiceField(queryset=get_user_model().objects.none(), to_field_name="username",
+                                       label="Open leaves of")
+    to_users = forms.ModelMultipleChoiceField(queryset=get_user_model().objects.none(), to_field_name="username",
+                                              label="Hand them to", widget=forms.SelectMultiple(attrs={"size": 4}),
+                                              help_text="Shared round-robin when you pick several.")
+
+    def __init__(self, *args, queue=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        users = get_user_model().objects
+        self.fields["from_user"].queryset = (users.filter(audit_items__queue=queue, audit_items__done_at__isnull=True)
+                                             .distinct().order_by("username") if queue else users.none())
+        self.fields["to_users"].queryset = graders().order_by("username")
+
+
 class ReportForm(forms.Form):
     reference = forms.ChoiceField(help_text="The judge you trust (e.g. the expensive one, or humans).")
     candidate = forms.ChoiceField(help_text="The judge that would replace it.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -522,13 +522,9 @@ def import_judge_eval(*, paper: Paper, data: bytes, filename: str, user) -> Impo
 def create_queue(*, run_ids: Sequence[int], assignees: Sequence[Any], user, name: str = "",
                  category: str = "") -> AuditQueue:
     """Every leaf where the compared runs disagree, shared round-robin among ``assignees``."""
-    from apps.core.roles import perm
-
     if not assignees:
         raise ValidationError("Assign the queue to at least one user.")
-    cannot = [a.get_username() for a in assignees if not a.has_perm(perm("grade"))]
-    if cannot:
-        raise ValidationError(f"These users may not grade: {', '.join(cannot)}.")
+    _may_not_grade(assignees)
     comparison = build_comparison(run_ids)
     if len(comparison.sources) < 2:
         raise ValidationError("A queue compares at least two runs.")
@@ -546,13 +542,59 @@ def create_queue(*, run_ids: Sequence[int], assignees: Sequence[Any], user, name
                   assignee=assignees[k % len(assignees)])
         for k, r in enumerate(rows)
     ])
-    # Leaves an assignee already graded count as done at once.
+    _mark_already_graded(queue, assignees)
+    return queue
+
+
+def _may_not_grade(users: Iterable[Any]) -> None:
+    from apps.core.roles import perm
+
+    cannot = [u.get_username() for u in users if not u.has_perm(perm("grade"))]
+    if cannot:
+        raise ValidationError(f"These users may not grade: {', '.join(cannot)}.")
+
+
+def _mark_already_graded(queue: AuditQueue, assignees: Iterable[Any]) -> None:
+    """Leaves an assignee already graded in their own human run count as done at once."""
     for assignee in assignees:
-        mine = own_human_run(base, assignee)
+        mine = own_human_run(queue.base_run, assignee)
         if mine is not None:
             graded = list(mine.grades.values_list("node_index", flat=True))
-            queue.items.filter(assignee=assignee, node_index__in=graded).update(done_at=timezone.now())
-    return queue
+            queue.items.filter(assignee=assignee, node_index__in=graded, done_at__isnull=True).update(
+                done_at=timezone.now())
+
+
+def may_reassign(queue: AuditQueue, user, from_user) -> bool:
+    """The queue's creator and admins hand anyone's leaves on; a grader hands on their own."""
+    from apps.core.roles import perm
+
+    return user.has_perm(perm("manage_users")) or user.pk in (queue.created_by_id, from_user.pk)
+
+
+@transaction.atomic
+def reassign_items(queue: AuditQueue, *, from_user, to_users: Sequence[Any], user) -> int:
+    """Hand ``from_user``'s open leaves of the queue to ``to_users``, round-robin; returns how many.
+
+    Done leaves stay with whoever graded them, so progress per user keeps its history. A new
+    assignee who has already graded a leaf gets it as done.
+    """
+    if not may_reassign(queue, user, from_user):
+        raise PermissionDenied("Only the queue's creator, an admin or the grader themself may hand their leaves on.")
+    to_users = list(dict.fromkeys(to_users))  # keep the order given, drop repeats
+    if not to_users:
+        raise ValidationError("Pick at least one grader to take the leaves.")
+    if from_user in to_users:
+        raise ValidationError(f"{from_user.get_username()} is both giving and taking the leaves: pick someone else.")
+    _may_not_grade(to_users)
+    items = list(queue.items.select_for_update().filter(assignee=from_user, done_at__isnull=True)
+                 .order_by("node_index"))
+    if not items:
+        raise ValidationError(f"{from_user.get_username()} has no open leaves in this queue.")
+    for k, item in enumerate(items):
+        item.assignee = to_users[k % len(to_users)]
+    AuditItem.objects.bulk_update(items, ["assignee"])
+    _mark_already_graded(queue, to_users)
+    return len(items)
 
 
 def queue_progress(queues: Iterable[AuditQueue] | None = None) -> list[dict[str, Any]]:

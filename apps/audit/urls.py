@@ -12,6 +12,7 @@ urlpatterns = [
     path("import/", views.import_judge_eval, name="import"),
     path("queues/", views.queue_create, name="queue-create"),
     path("queues/<int:pk>/", views.queue_detail, name="queue"),
+    path("queues/<int:pk>/reassign/", views.queue_reassign, name="queue-reassign"),
     path("report/", views.report, name="report"),
     path("report/export.<str:fmt>", views.report_export, name="report-export"),
     path("what-if/", views.what_if, name="what-if"),

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.audit import services
-from apps.audit.forms import ImportJudgeEvalForm, QueueForm, ReportForm
+from apps.audit.forms import ImportJudgeEvalForm, QueueForm, ReassignForm, ReportForm
 from apps.audit.grid import grid_rows
 from apps.audit.models import AuditQueue
 from apps.core.pages import require_perm
@@ -132,13 +132,35 @@ def queue_create(request: HttpRequest) -> HttpResponse:
 
 
 def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    queue = get_object_or_404(AuditQueue.objects.select_related("paper", "created_by"), pk=pk)
+    queue = get_object_or_404(AuditQueue.objects.select_related("paper", "created_by", "base_run"), pk=pk)
     items = queue.items.select_related("assignee")
     runs = ",".join(map(str, queue.runs))
+    may_grade = request.user.has_perm(perm("grade"))
     return render(request, "audit/queue.html", {
         "queue": queue, "items": items, "progress": services.queue_progress([queue]),
         "compare_url": f"{reverse('audit:compare')}?runs={runs}&queue={queue.pk}",
+        "reassign_form": ReassignForm(queue=queue, initial={"from_user": request.user.get_username()})
+        if may_grade else None,
     })
+
+
+@require_POST
+def queue_reassign(request: HttpRequest, pk: int) -> HttpResponse:
+    require_perm(request, "grade")
+    queue = get_object_or_404(AuditQueue.objects.select_related("base_run"), pk=pk)
+    form = ReassignForm(request.POST, queue=queue)
+    if not form.is_valid():
+        return _bad_request(request, [f"{k}: {' '.join(v)}" for k, v in form.errors.items()], "Cannot hand the leaves on")
+    data = form.cleaned_data
+    try:
+        moved = services.reassign_items(queue, from_user=data["from_user"], to_users=list(data["to_users"]),
+                                        user=request.user)
+    except ValidationError as exc:
+        return _bad_request(request, exc.messages, "Cannot hand the leaves on")
+    names = ", ".join(u.get_username() for u in data["to_users"])
+    leaves = "leaf" if moved == 1 else "leaves"
+    messages.success(request, f"{moved} open {leaves} of {data['from_user'].get_username()} handed to {names}.")
+    return redirect("audit:queue", pk=queue.pk)
 
 
 def _report_form(request: HttpRequest) -> ReportForm:

@@ -175,6 +175,63 @@ def test_queue_shares_disagreements_and_tracks_progress(world, client_for):
     assert same.status_code == 400
 
 
+def test_open_leaves_are_handed_on_by_the_grader_the_creator_or_an_admin(world, client_for, personas):
+    from tests.factories import make_user
+
+    personas.update(curator2=make_user("curator", "curator2"), curator3=make_user("curator", "curator3"))
+    leaves = world["leaves"]
+    LeafGrade.objects.filter(run=world["cheap"], node_index__in=leaves[1:3]).update(score=0.0)  # 3 disagreements
+    runs = [world["big"].pk, world["cheap"].pk]
+    created = client_for("admin").post("/api/audit-queues/", {"runs": runs, "assignees": ["curator"]},
+                                       content_type="application/json")
+    queue_id = created.json()["id"]
+    url = f"/api/audit-queues/{queue_id}/reassign/"
+    first, second, third = AuditItem.objects.filter(queue_id=queue_id).order_by("node_index")
+
+    def grade(user, item):
+        response = client_for(user).post("/api/audit/grades/", {"run": world["cheap"].pk, "node_index": item.node_index,
+                                                                "score": 1}, content_type="application/json")
+        assert response.status_code in (200, 201), response.content
+
+    grade("curator", first)  # done: stays with curator
+    grade("curator3", third)  # graded before it is curator3's: done as soon as it arrives
+    moved = client_for("curator").post(url, {"from_user": "curator", "to_users": ["curator2", "curator3"]},
+                                       content_type="application/json")
+    assert moved.status_code == 200, moved.content
+    assert moved.json()["moved"] == 2
+    progress = {p["user"]: (p["done"], p["total"]) for p in moved.json()["progress"]}
+    assert progress == {"curator": (1, 1), "curator2": (0, 1), "curator3": (1, 1)}
+    assert AuditItem.objects.get(pk=second.pk).assignee.username == "curator2"
+
+    def refused(user, body, code):
+        response = client_for(user).post(url, body, content_type="application/json")
+        assert response.status_code == code, response.content
+        return json.dumps(response.json())
+
+    assert "has no open leaves" in refused("curator", {"from_user": "curator", "to_users": ["curator2"]}, 400)
+    assert "may not grade: viewer" in refused("admin", {"from_user": "curator2", "to_users": ["viewer"]}, 400)
+    assert "both giving and taking" in refused("admin", {"from_user": "curator2", "to_users": ["curator2"]}, 400)
+    assert "creator" in refused("curator3", {"from_user": "curator2", "to_users": ["curator3"]}, 403)
+    refused("admin", {"from_user": "curator2", "to_users": []}, 400)
+    refused("admin", {"from_user": "nobody", "to_users": ["curator"]}, 400)
+    refused("viewer", {"from_user": "curator2", "to_users": ["curator"]}, 403)
+    assert AuditItem.objects.get(pk=second.pk).assignee.username == "curator2"  # nothing moved by a refusal
+
+    # The page: curator2 sees the form with themself picked; the admin hands curator2's leaf back.
+    page = client_for("curator2").get(f"/audit/queues/{queue_id}/").content.decode()
+    assert 'data-testid="queue-reassign"' in page and '<option value="curator2" selected>' in page
+    assert 'data-testid="queue-reassign"' not in client_for("viewer").get(f"/audit/queues/{queue_id}/").content.decode()
+    admin = client_for("admin")
+    handed = admin.post(f"/audit/queues/{queue_id}/reassign/", {"from_user": "curator2", "to_users": ["curator"]})
+    assert handed.status_code == 302
+    assert AuditItem.objects.get(pk=second.pk).assignee.username == "curator"
+    assert "1 open leaf of curator2 handed to curator." in admin.get(handed["Location"]).content.decode()
+    missing = admin.post(f"/audit/queues/{queue_id}/reassign/", {"from_user": "curator"})
+    assert missing.status_code == 400 and "to_users" in missing.content.decode()
+    assert client_for("curator3").post(f"/audit/queues/{queue_id}/reassign/", {
+        "from_user": "curator", "to_users": ["curator3"]}).status_code == 403
+
+
 def test_judge_report_api_csv_and_page(world, client_for):
     client = client_for("viewer")
     query = "reference=big-judge&candidate=cheap-judge&metric=kendall&threshold=0.5&n_resamples=200"

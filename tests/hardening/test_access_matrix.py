@@ -84,6 +84,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "audit:import": (None, G),
     "audit:queue-create": (None, G),
     "audit:queue": (V, None),
+    "audit:queue-reassign": (None, G),
     "datasets:list": (V, None),
     "datasets:detail": (V, None),
     # No session opens it, whatever the role: only a bearer token or an allowlisted address
@@ -159,6 +160,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "audit-import-judge-eval": (None, G),
     "audit-queue-list": (V, G),
     "audit-queue-detail": (V, None),
+    "audit-queue-reassign": (None, G),
 }
 # /healthz answers 503 while a service is down: in the tests no worker answers its ping.
 DEGRADED_OK = {"healthz"}
