@@ -107,6 +107,14 @@ def test_stage_two_starts_from_stage_ones_checkpoint_with_its_longer_timeout(pol
     assert stage2[0]["weights"] == pytest.approx(saved, abs=1e-9)  # stage 2 generated with stage 1's weights
     assert all(r["truncated"] for r in stage1) and not any(r["truncated"] for r in stage2)
     assert reporter.series("stage") == [1.0, 1.0, 2.0] and reporter.series("timeout_s") == [1500.0, 1500.0, 4000.0]
+    # the optimizer goes on where stage 1 left it: stage 2's state counts stage 1's steps too
+    import torch
+
+    def adam_steps(folder: str) -> float:
+        state = torch.load(Path(folder, "optimizer.pt"), weights_only=True)["state"]
+        return float(next(iter(state.values()))["step"])
+
+    assert adam_steps(second["checkpoint"]) > adam_steps(first["checkpoint"]) >= 2
 
 
 class GatedPolicy(LocalPolicy):

@@ -8,8 +8,8 @@ Stages m = 1..M with growing timeouts T(m). Each iteration of stage m:
 4. A(m,i,j) = Q(m,i,j) - mean over the task's sub-trajectories (``rl_math.task_advantages``);
 5. a clipped policy-gradient update on each sub-trajectory's assistant tokens with its A,
    optionally with a KL penalty to the frozen reference (the job's starting policy).
-At the end of a stage the policy is saved (a checkpoint) and the next stage starts from that
-folder with the longer timeout.
+At the end of a stage the policy is saved (a checkpoint, with the optimizer state) and the next
+stage starts from that folder with the longer timeout.
 
 Why a loop of our own rather than TRL's GRPOTrainer (with an external ``rollout_func``): the
 trainer's group is "one prompt, num_generations completions" and its advantage is computed per
@@ -428,6 +428,10 @@ def assign_advantages(subs: Sequence[SubTrajectory]) -> dict[str, list[list[floa
 # --------------------------------------------------------------------------- the run
 
 
+# Beside each stage checkpoint's weights: the optimizer state the next stage (or a resumed job) continues.
+OPTIMIZER_FILE = "optimizer.pt"
+
+
 def _load_model(path: str, device: str) -> Any:
     from transformers import AutoModelForCausalLM
 
@@ -478,6 +482,11 @@ def train_rl(
         # from disk: exactly what a resumed job or a later job would load
         model = _load_model(path, device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
+        # AdamW's moments carry over from the stage before (saved beside its weights), so a stage
+        # boundary is not a cold restart of the optimizer: a fresh one takes its first steps at
+        # full size on each parameter, a jolt the policy does not need when only the timeout grew.
+        if (Path(path) / OPTIMIZER_FILE).is_file():
+            optimizer.load_state_dict(torch.load(Path(path) / OPTIMIZER_FILE, map_location=device, weights_only=True))
         policy = make_policy(model, tokenizer, step) if make_policy else LocalPolicy(model, tokenizer, step)
         policy.publish(model, step)
         reporter.log(f"stage {m}: timeout {stage.timeout_s:g} s, {stage.iterations} iterations, from {path}")
@@ -516,6 +525,7 @@ def train_rl(
         path = settings.output_dir / f"stage-{m}"
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
+        torch.save(optimizer.state_dict(), path / OPTIMIZER_FILE)
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
