@@ -117,6 +117,22 @@ def test_stage_two_starts_from_stage_ones_checkpoint_with_its_longer_timeout(pol
     assert adam_steps(second["checkpoint"]) > adam_steps(first["checkpoint"]) >= 2
 
 
+def test_a_starting_policy_with_a_trainers_optimizer_file_starts_a_fresh_optimizer(policy_folder, tmp_path):
+    """An SFT checkpoint-N folder holds the HF Trainer's optimizer.pt (two parameter groups): not ours."""
+    import shutil
+
+    import torch
+
+    start = tmp_path / "sft-checkpoint"
+    shutil.copytree(policy_folder, start)
+    weights = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    trainer_optimizer = torch.optim.AdamW([{"params": weights[:1]}, {"params": weights[1:], "weight_decay": 0.0}])
+    torch.save(trainer_optimizer.state_dict(), start / "optimizer.pt")
+    result = train_rl(settings_for(start, tmp_path / "out", [Stage(1500.0, 1)], n_rollouts=2),
+                      toy_tasks(1, max_turns=2, tokens_per_turn=6), ToyRunner(), ToyJudge(), Recorder())
+    assert result["iterations"] == 1 and Path(result["final_path"], "optimizer.pt").is_file()
+
+
 class GatedPolicy(LocalPolicy):
     """Publishes update k only once ``seen_before[k]`` rollouts have run: training slower than the
     prefetch, deterministically, so the test knows which version each rollout gets."""

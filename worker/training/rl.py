@@ -485,7 +485,10 @@ def train_rl(
         # AdamW's moments carry over from the stage before (saved beside its weights), so a stage
         # boundary is not a cold restart of the optimizer: a fresh one takes its first steps at
         # full size on each parameter, a jolt the policy does not need when only the timeout grew.
-        if (Path(path) / OPTIMIZER_FILE).is_file():
+        # Only from a stage checkpoint of this job: the starting policy may be an SFT checkpoint
+        # whose optimizer.pt is the HF Trainer's, with other parameter groups.
+        from_stage = m > start_stage or start_from is not None
+        if from_stage and (Path(path) / OPTIMIZER_FILE).is_file():
             optimizer.load_state_dict(torch.load(Path(path) / OPTIMIZER_FILE, map_location=device, weights_only=True))
         policy = make_policy(model, tokenizer, step) if make_policy else LocalPolicy(model, tokenizer, step)
         policy.publish(model, step)
