@@ -524,7 +524,7 @@ def create_queue(*, run_ids: Sequence[int], assignees: Sequence[Any], user, name
     """Every leaf where the compared runs disagree, shared round-robin among ``assignees``."""
     if not assignees:
         raise ValidationError("Assign the queue to at least one user.")
-    _may_not_grade(assignees)
+    _refuse_non_graders(assignees)
     comparison = build_comparison(run_ids)
     if len(comparison.sources) < 2:
         raise ValidationError("A queue compares at least two runs.")
@@ -546,7 +546,7 @@ def create_queue(*, run_ids: Sequence[int], assignees: Sequence[Any], user, name
     return queue
 
 
-def _may_not_grade(users: Iterable[Any]) -> None:
+def _refuse_non_graders(users: Iterable[Any]) -> None:
     from apps.core.roles import perm
 
     cannot = [u.get_username() for u in users if not u.has_perm(perm("grade"))]
@@ -585,7 +585,7 @@ def reassign_items(queue: AuditQueue, *, from_user, to_users: Sequence[Any], use
         raise ValidationError("Pick at least one grader to take the leaves.")
     if from_user in to_users:
         raise ValidationError(f"{from_user.get_username()} is both giving and taking the leaves: pick someone else.")
-    _may_not_grade(to_users)
+    _refuse_non_graders(to_users)
     items = list(queue.items.select_for_update().filter(assignee=from_user, done_at__isnull=True)
                  .order_by("node_index"))
     if not items:
