@@ -311,6 +311,9 @@ KLONG_METRICS_TOKEN = env_str("KLONG_METRICS_TOKEN")
 KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", [])
 # Workers write a heartbeat to Redis this often; the workers page marks one silent after 3 missed.
 KLONG_WORKER_HEARTBEAT_S = env_int("KLONG_WORKER_HEARTBEAT_S", 15, minimum=1)
+# The GPUs one worker on the gpu queue drives: with N > 1 it also takes jobs that need 2..N GPUs
+# (queues gpu-2 ... gpu-N, worker/queues.py). 1 (the default) for one worker per GPU.
+KLONG_WORKER_GPUS = env_int("KLONG_WORKER_GPUS", 1, minimum=1)
 # Sandboxes (worker/sandbox, docs/sandboxes-and-agent.md): backend docker|bwrap|auto, the image
 # the docker backend runs (built locally by `manage.py build_sandbox_image`), and how many
 # sandboxes may run at once per Docker host (a Redis semaphore; 0 = no limit). DOCKER_HOST is

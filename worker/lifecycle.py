@@ -1,4 +1,5 @@
-"""Worker start-up: re-queue jobs whose worker died, and describe this worker (queues, GPUs).
+"""Worker start-up: re-queue jobs whose worker died, describe this worker (queues, GPUs), and
+subscribe a multi-GPU worker to the queues of the jobs it can take.
 
 A worker killed with SIGKILL never acknowledges its task, but Redis only hands such a message out
 again after the visibility timeout (hours, since jobs run for hours). So each worker, once ready,
@@ -13,6 +14,7 @@ import os
 import threading
 from datetime import timedelta
 
+from celery import bootsteps
 from celery.signals import worker_ready
 from celery.worker.control import inspect_command
 from django.conf import settings
@@ -75,6 +77,23 @@ def _on_ready(hostname: str) -> None:
 def on_worker_ready(sender, **kwargs) -> None:
     # In a thread: the worker must keep answering control messages (pings) meanwhile.
     threading.Thread(target=_on_ready, args=(sender.hostname,), daemon=True, name="klong-ready").start()
+
+
+class GPUQueues(bootsteps.Step):
+    """A worker on the gpu queue with KLONG_WORKER_GPUS = N also consumes gpu-2 ... gpu-N.
+
+    A worker bootstep, because its __init__ runs after ``-Q`` has chosen the queues and before the
+    consumer subscribes (a ``celeryd_after_setup`` handler runs before ``-Q`` and is overwritten).
+    """
+
+    def __init__(self, worker, **kwargs) -> None:
+        from worker.queues import gpu_queues_for_worker
+
+        queues = worker.app.amqp.queues
+        if "gpu" in queues.consume_from:
+            for name in gpu_queues_for_worker(settings.KLONG_WORKER_GPUS)[1:]:
+                queues.select_add(queues[name])
+        super().__init__(worker, **kwargs)
 
 
 @inspect_command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+from worker.queues import MAX_GPUS
+
 
 class SelftestForm(forms.Form):
     steps = forms.IntegerField(min_value=1, max_value=1000, initial=20, help_text="Steps to run (1-1000).")
@@ -83,7 +85,7 @@ class SFTForm(forms.Form):
                                   help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
     gpus = forms.IntegerField(
-        min_value=0, max_value=64, initial=1, label="GPUs",
+        min_value=0, max_value=MAX_GPUS, initial=1, label="GPUs",
         help_text="0: trains on a CPU worker. 1: on a GPU worker, in its own process. More than 1: one "
         "data-parallel process per GPU, started with torchrun on a worker that has that many.",
     )

@@ -6,6 +6,7 @@ from django import forms
 
 from apps.judging.forms import JudgeConfigForm
 from apps.papers.models import Paper
+from worker.queues import MAX_GPUS
 
 
 class AgentRunForm(forms.Form):
@@ -33,7 +34,7 @@ class AgentRunForm(forms.Form):
     image = forms.CharField(max_length=300, required=False, help_text="Docker image; default KLONG_SANDBOX_IMAGE.")
     cpus = forms.FloatField(min_value=0.1, max_value=256, initial=2)
     memory_mb = forms.IntegerField(min_value=64, max_value=4_000_000, initial=4096, label="Memory (MB)")
-    gpus = forms.IntegerField(min_value=0, max_value=16, initial=0, label="GPUs", help_text="Docker backend only.")
+    gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0, label="GPUs", help_text="Docker backend only.")
     network = forms.BooleanField(required=False, help_text="Let the sandbox reach the network (off by default).")
 
     def clean_paper(self) -> int:

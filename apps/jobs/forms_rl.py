@@ -13,6 +13,8 @@ from typing import Any
 
 from django import forms
 
+from worker.queues import MAX_GPUS
+
 DEFAULT_STAGES = "2h:10, 4h:10, 6h:10"
 _STAGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*:\s*(\d+)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -106,7 +108,8 @@ class RLForm(forms.Form):
         choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter")],
         initial="sglang", label="Reload call",
     )
-    gpus = forms.IntegerField(min_value=0, max_value=64, initial=0, help_text="0: the cpu queue; more: the gpu queue.")
+    gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
+                              help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
     seed = forms.IntegerField(min_value=0, initial=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

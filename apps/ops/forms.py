@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from django import forms
 
+from worker.queues import MAX_GPUS
+
 
 class GPUCheckForm(forms.Form):
     matmul_seconds = forms.FloatField(
         min_value=0, max_value=60, initial=2.0, label="Matmul benchmark (s)",
         help_text="Seconds of bf16 matrix multiplies per visible GPU, to measure its TFLOP/s (0: skip).",
+    )
+    gpus = forms.IntegerField(
+        min_value=1, max_value=MAX_GPUS, initial=1, label="GPUs",
+        help_text="Check a worker that takes jobs needing this many GPUs (the gpu-N queue): it must see as many.",
     )
     require_gpu = forms.BooleanField(
         required=False, initial=True,

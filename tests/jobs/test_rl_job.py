@@ -56,9 +56,11 @@ def test_the_api_launches_on_the_cpu_queue_without_gpus_and_the_gpu_queue_with(c
     config = {**TOY, "policy_checkpoint": str(checkpoint.pk)}
     cpu = client.post("/api/jobs/", {"kind": "rl", "config": config}, content_type="application/json")
     gpu = client.post("/api/jobs/", {"kind": "rl", "config": {**config, "gpus": 1}}, content_type="application/json")
-    assert cpu.status_code == gpu.status_code == 202
+    node = client.post("/api/jobs/", {"kind": "rl", "config": {**config, "gpus": 4}}, content_type="application/json")
+    assert cpu.status_code == gpu.status_code == node.status_code == 202
     assert (cpu.json()["queue"], cpu.json()["gpus"]) == ("cpu", 0)
     assert (gpu.json()["queue"], gpu.json()["gpus"]) == ("gpu", 1)
+    assert (node.json()["queue"], node.json()["gpus"]) == ("gpu-4", 4)  # only workers with 4+ GPUs take it
     assert Job.objects.get(pk=cpu.json()["id"]).config["stages"] == "20m:2, 40m:1"
 
 
@@ -76,6 +78,7 @@ def test_bad_rl_configs_get_clear_errors(client_for, tiny_policy):
     papers = errors({**TOY, "policy_model": str(tiny_policy), "task_source": "papers"})
     assert "at least one paper" in papers["papers"][0] and "endpoint" in papers["judge_endpoint"][0]
     assert "not a model folder" in errors({**TOY, "policy_model": "/nonexistent"})["policy_model"][0]
+    assert "less than or equal to 16" in errors({**TOY, "policy_model": str(tiny_policy), "gpus": 17})["gpus"][0]
     assert client_for("viewer").post("/api/jobs/", {"kind": "rl", "config": TOY},
                                      content_type="application/json").status_code == 403
 

@@ -18,6 +18,7 @@ import yaml
 from django.core.management import get_commands
 
 from worker.celery import QUEUES
+from worker.queues import gpu_queues_for_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -31,8 +32,9 @@ def code_text() -> str:
     return "\n".join(p.read_text() for d in ("klong_site", "apps", "worker") for p in (ROOT / d).rglob("*.py"))
 
 
-def check_command(words: list[str]) -> set[str]:
-    """Check one container command against the code; returns the Celery queues it consumes."""
+def check_command(words: list[str], env: dict[str, str]) -> set[str]:
+    """Check one container command against the code; returns the Celery queues it consumes
+    (a worker on the gpu queue also takes gpu-2 ... gpu-N with KLONG_WORKER_GPUS = N)."""
     if "manage.py" in words:
         assert words[words.index("manage.py") + 1] in get_commands(), words
         return set()
@@ -42,6 +44,9 @@ def check_command(words: list[str]) -> set[str]:
         return set()
     assert words[:4] == ["celery", "-A", "worker.celery", "worker"], words
     queues = set(words[words.index("-Q") + 1].split(","))
+    if "gpu" in queues:
+        gpus = re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(env.get("KLONG_WORKER_GPUS", "1")))  # "${X:-8}" -> 8
+        queues |= set(gpu_queues_for_worker(int(gpus)))
     assert queues <= set(QUEUES), f"unknown queue in {words}"
     assert int(words[words.index("-c") + 1]) >= 1
     return queues
@@ -63,10 +68,12 @@ def test_compose_runs_every_part_with_real_commands_and_consumes_every_queue():
             # Built from the repository root (compose paths are relative to deploy/).
             assert (DEPLOY / service["build"]["context"]).resolve() == ROOT
             assert (ROOT / service["build"]["dockerfile"]).is_file()
-            consumed[name] = check_command(service["command"])
+            consumed[name] = check_command(service["command"], service.get("environment", {}))
             variables |= set(service.get("environment", {}))
-    assert consumed["worker-gpu"] == {"gpu"} and consumed["worker-judge"] == {"judge"}
-    assert set().union(*consumed.values()) == set(QUEUES)
+    # One 8-GPU machine: jobs asking for 1 to 8 GPUs, and only those, have a worker.
+    assert consumed["worker-gpu"] == {"gpu", *(f"gpu-{k}" for k in range(2, 9))}
+    assert consumed["worker-judge"] == {"judge"}
+    assert set().union(*consumed.values()) == {"cpu", "judge", *consumed["worker-gpu"]}
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
     assert services["web"]["environment"]["REDIS_URL"] == services["worker-gpu"]["environment"]["REDIS_URL"]
@@ -83,13 +90,16 @@ def test_kubernetes_workers_use_real_queues_gpus_and_one_docker_host_each():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         line = " ".join(container.get("command", []) + container.get("args", []))
         words = shlex.split(line[line.index("celery"):]) if "sh -c" in line else container["args"]
-        consumed[name] = check_command([w for w in words if w])
-        variables |= {e["name"] for e in container.get("env", [])}
+        env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        consumed[name] = check_command([w for w in words if w], env)
+        variables |= set(env)
     configmap = next(d for d in documents if d["kind"] == "ConfigMap")
     check_variables(variables | set(configmap["data"]))
-    assert set().union(*consumed.values()) == set(QUEUES)
     gpu = deployments["klong-worker-gpu"]["spec"]["template"]["spec"]["containers"][0]
-    assert consumed["klong-worker-gpu"] == {"gpu"} and gpu["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    cards = gpu["resources"]["limits"]["nvidia.com/gpu"]
+    # The pod takes the jobs its GPUs can hold: as many queues as cards, no more.
+    assert consumed["klong-worker-gpu"] == set(gpu_queues_for_worker(cards)) and cards >= 1
+    assert set().union(*consumed.values()) == {"cpu", "judge", *consumed["klong-worker-gpu"]}
     # A container lives on one engine: the sandbox hosts are addressed one by one, never balanced.
     service = next(d for d in documents if d["kind"] == "Service" and d["metadata"]["name"] == "klong-sandbox")
     assert service["spec"]["clusterIP"] == "None"
@@ -103,7 +113,7 @@ def test_the_app_image_copies_what_exists_and_the_sandbox_image_matches_the_sand
         assert (ROOT / source).exists(), source
     pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("torch==")]
     assert len(pins) == 1  # the CPU-index install in the Dockerfile greps this line
-    check_command(shlex.split(re.search(r'^CMD \[(.*)\]', dockerfile, re.MULTILINE).group(1).replace(",", " ")))
+    check_command(shlex.split(re.search(r'^CMD \[(.*)\]', dockerfile, re.MULTILINE).group(1).replace(",", " ")), {})
     sandbox = (DEPLOY / "sandbox.Dockerfile").read_text()
     assert f"WORKDIR {SUBMISSION_DIR}" in sandbox and re.search(r"^USER (?!root)", sandbox, re.MULTILINE)
 

@@ -1,6 +1,8 @@
 """Two real Celery worker processes, as on two machines: a CPU node (queues cpu, judge) and a
-GPU-labelled node (queues gpu, judge). Jobs go to the worker of their queue, judge work is shared
-and served eval-first across both, and both show on the workers page, the API and /metrics."""
+GPU-labelled node with two cards (queues gpu, judge, and gpu-2 through KLONG_WORKER_GPUS). Jobs go
+to the worker of their queue, a job needing more GPUs than any worker has waits with a warning,
+judge work is shared and served eval-first across both, and both show on the workers page, the
+API and /metrics."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tests.support.openai_stub import OpenAIStub
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 NODES = {"cpu1": "cpu,judge", "gpu1": "gpu,judge"}
+NODE_ENV = {"gpu1": {"KLONG_WORKER_GPUS": "2"}}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,8 @@ def fleet(django_db_setup, django_db_blocker):
     # A fresh cluster: heartbeats left by worker processes that earlier test modules killed would
     # count as nodes of this fleet for a minute.
     redis_client().delete(heartbeats_key())
-    workers = {name: start_worker(name, queues, KLONG_WORKER_HEARTBEAT_S="1") for name, queues in NODES.items()}
+    workers = {name: start_worker(name, queues, KLONG_WORKER_HEARTBEAT_S="1", **NODE_ENV.get(name, {}))
+               for name, queues in NODES.items()}
     try:
         names = {f"{name}@{socket.gethostname()}" for name in NODES}
         wait_for(lambda: names <= {n for reply in app.control.ping(timeout=0.5) or [] for n in reply}, timeout=60)
@@ -57,13 +61,22 @@ def finished(job: Job, timeout: float = 60) -> Job:
     return wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=timeout)
 
 
-def test_each_job_runs_on_a_worker_of_its_queue(fleet, personas):
+def test_each_job_runs_on_a_worker_of_its_queue(fleet, personas, client_for):
     user = personas["operator"]
     cpu_job = launch_job("selftest", {"steps": 2, "delay_s": 0}, user)
     gpu_job = launch_job("gpu_check", {"matmul_seconds": 0, "require_gpu": False}, user)
     strict = launch_job("gpu_check", {"matmul_seconds": 0, "require_gpu": True}, user)
-    cpu_job, gpu_job, strict = finished(cpu_job), finished(gpu_job), finished(strict)
+    two = launch_job("gpu_check", {"matmul_seconds": 0, "require_gpu": False, "gpus": 2}, user)
+    eight = launch_job("gpu_check", {"matmul_seconds": 0, "require_gpu": False, "gpus": 8}, user)
+    cpu_job, gpu_job, strict, two = finished(cpu_job), finished(gpu_job), finished(strict), finished(two)
     assert (gpu_job.queue, gpu_job.state) == ("gpu", Job.State.SUCCEEDED), gpu_job.error
+    # gpu1 has KLONG_WORKER_GPUS=2: it takes two-GPU jobs too; nobody takes an eight-GPU one.
+    assert (two.queue, two.state, two.worker.split("@")[0]) == ("gpu-2", Job.State.SUCCEEDED, "gpu1"), two.error
+    eight.refresh_from_db()
+    assert (eight.queue, eight.state) == ("gpu-8", Job.State.QUEUED)
+    page = client_for("operator").get(f"/jobs/{eight.pk}/").content.decode()
+    assert 'data-testid="unserved-queue"' in page and "gpu-8" in page
+    assert client_for("operator").post(f"/api/jobs/{eight.pk}/cancel/").status_code == 200
     assert cpu_job.worker.startswith("cpu1@") and cpu_job.state == Job.State.SUCCEEDED
     assert gpu_job.worker.startswith("gpu1@") and gpu_job.result["gpus"] == []
     # This machine has no GPU: the check asked to require one fails with the reason, on the GPU node.
@@ -108,7 +121,7 @@ def test_the_workers_page_api_and_metrics_show_both_nodes(fleet, client_for, set
     for name in NODES:
         assert f"{name}@{socket.gethostname()}" in html
     rows = {row["name"].split("@")[0]: row for row in client_for("viewer").get("/api/workers/").json()}
-    assert rows["gpu1"]["queues"] == ["gpu", "judge"] and rows["cpu1"]["queues"] == ["cpu", "judge"]
+    assert rows["gpu1"]["queues"] == ["gpu", "gpu-2", "judge"] and rows["cpu1"]["queues"] == ["cpu", "judge"]
     assert rows["gpu1"]["node"] == socket.gethostname() and not rows["gpu1"]["silent"]
     text = client_for("viewer").get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
     assert 'klong_workers{queue="judge"} 2.0' in text and 'klong_workers{queue="gpu"} 1.0' in text

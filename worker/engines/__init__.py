@@ -35,7 +35,7 @@ class JobKind:
     # whose order is a rule (judging: eval papers before train papers), whoever launches them.
     priority_for: str = ""
     # Dotted path to ``f(config) -> (queue, gpus)`` for kinds whose placement depends on the config
-    # (RL: the gpu queue when it asks for GPUs, else the cpu queue).
+    # (RL: the GPU queue of its count when it asks for GPUs, else the cpu queue; worker/queues.py).
     placement_for: str = ""
     # The engine opens sandboxes (worker/sandbox): when its task ends, any container it left
     # behind is removed (worker/sandbox/signals.py).
@@ -140,6 +140,7 @@ register(
         "matmul TFLOP/s: proves a newly added GPU node takes gpu-queue work (docs/deploy.md).",
         form="apps.ops.forms.GPUCheckForm",
         gpus=1,
+        placement_for="worker.engines.gpu_check.placement",
     )
 )
 

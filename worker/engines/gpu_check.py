@@ -1,4 +1,5 @@
-"""GPU worker check: a job on the ``gpu`` queue that reports what the worker that took it can use.
+"""GPU worker check: a job on a GPU queue (``gpu``, or ``gpu-N`` with ``gpus``: N) that reports
+what the worker that took it can use.
 
 Run it after adding a GPU node: it proves the node consumes the gpu queue, sees the devices it
 was given (``CUDA_VISIBLE_DEVICES``), can reach the database and the live page, and measures each
@@ -14,6 +15,7 @@ from typing import Any
 
 from apps.jobs.models import Job
 from worker.progress import Progress
+from worker.queues import gpu_queue
 
 MATMUL_SIZE = 4096
 
@@ -34,6 +36,12 @@ def _tflops(device: str, seconds: float) -> float:
     return 2 * MATMUL_SIZE**3 * done / (time.perf_counter() - started) / 1e12
 
 
+def placement(config: dict[str, Any]) -> tuple[str, int]:
+    """(queue, gpus): the check goes where jobs needing that many GPUs go."""
+    gpus = int(config.get("gpus", 1) or 1)
+    return gpu_queue(gpus), gpus
+
+
 def run(job: Job, progress: Progress) -> dict[str, Any]:
     import torch
 
@@ -48,6 +56,10 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
             f"No CUDA device is visible to worker {job.worker}: check the driver, the container's GPU "
             "access (--gpus / nvidia.com/gpu) and CUDA_VISIBLE_DEVICES."
         )
+    wanted = int(config.get("gpus", 1))
+    if 0 < count < wanted:
+        raise RuntimeError(f"The check came through the queue of {wanted}-GPU jobs; worker {job.worker} sees "
+                           f"{count}: set KLONG_WORKER_GPUS to the cards it really has (docs/deploy.md).")
     progress.set_total(max(count, 1))
     for index in range(count):
         props = torch.cuda.get_device_properties(index)
