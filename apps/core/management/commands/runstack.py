@@ -40,10 +40,11 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _gpu_available() -> bool:
-    # Checked in a child so the supervisor itself never imports torch (seconds, and memory).
-    probe = "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+def _gpu_count() -> int:
+    # Counted in a child so the supervisor itself never imports torch (seconds, and memory).
+    probe = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
 
 
 class Command(BaseCommand):
@@ -71,8 +72,9 @@ class Command(BaseCommand):
     def _on_signal(self, signum, frame) -> None:
         self._stopping = True
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        proc = subprocess.Popen(argv, start_new_session=True, cwd=settings.BASE_DIR)
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        proc = subprocess.Popen(argv, start_new_session=True, cwd=settings.BASE_DIR,
+                                env={**os.environ, **env} if env else None)
         self.children.append(Child(name, proc))
 
     def _start_all(self, host: str, port: int, concurrency: int, no_worker: bool) -> None:
@@ -92,7 +94,8 @@ class Command(BaseCommand):
             [os.path.join(bin_dir, "daphne"), "-b", host, "-p", str(port), "--proxy-headers", "klong_site.asgi:application"],
         )
         if not no_worker:
-            queues = "cpu,judge,gpu" if _gpu_available() else "cpu,judge"
+            gpus = _gpu_count()
+            queues = "cpu,judge,gpu" if gpus else "cpu,judge"
             self._spawn(
                 "worker",
                 [
@@ -100,6 +103,8 @@ class Command(BaseCommand):
                     "-Q", queues, "-c", str(concurrency), "-n", f"klong-{queues.replace(',', '-')}@%h",
                     "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                 ],
+                # One machine, one worker: it takes jobs asking for up to all of its GPUs.
+                env={"KLONG_WORKER_GPUS": os.environ.get("KLONG_WORKER_GPUS", str(max(gpus, 1)))},
             )
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
         self.stdout.write(self.style.SUCCESS(f"KLong Studio is running at http://{shown}:{port}/  (Ctrl-C stops it)"))
