@@ -75,6 +75,21 @@ def claim(job_id: int, worker: str) -> Job | None:
     return job
 
 
+TIME_LIMIT_ERROR = "The job ran past its time limit and was stopped."
+
+
+def raised_during(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception it was raised while handling (its cause or context) is a ``kind``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @shared_task(bind=True, name="klong.run_job", acks_late=True, task_reject_on_worker_lost=True)
 def run_job(self, job_id: int) -> str:
     job = claim(job_id, self.request.hostname or "")
@@ -93,7 +108,8 @@ def run_job(self, job_id: int) -> str:
     except JobCancelled:
         outcome = (Job.State.CANCELLED, {"message": "cancelled by user"})
     except SoftTimeLimitExceeded:
-        outcome = (Job.State.FAILED, {"error": "The job ran past its time limit and was stopped."})
+        connection.close()  # the limit may have struck mid-query: the connection is not usable
+        outcome = (Job.State.FAILED, {"error": TIME_LIMIT_ERROR})
     except DATABASE_LOST as exc:
         reason = str(exc).strip()
         log.warning("job %s lost its database connection: %s", job_id, reason)
@@ -102,8 +118,14 @@ def run_job(self, job_id: int) -> str:
             return "requeued"
         outcome = (Job.State.FAILED, {"error": f"Lost the database connection {job.attempt} times; last: {reason}"})
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        outcome = (Job.State.FAILED, {"error": f"{type(exc).__name__}: {exc}"})
+        if raised_during(exc, SoftTimeLimitExceeded):
+            # The limit struck inside a transaction, whose rollback then failed on the interrupted
+            # connection ("can't change 'autocommit' now"): still the time limit, not a bug.
+            connection.close()
+            outcome = (Job.State.FAILED, {"error": TIME_LIMIT_ERROR})
+        else:
+            log.exception("job %s failed", job_id)
+            outcome = (Job.State.FAILED, {"error": f"{type(exc).__name__}: {exc}"})
     with_database(progress.flush)
     state, fields = outcome
     if not with_database(lambda: set_state(job_id, state, attempt=job.attempt, **fields)):

@@ -89,6 +89,23 @@ def test_a_job_past_its_time_limit_fails_with_that_reason(personas):
     assert 0 < job.step < 200
 
 
+def test_a_time_limit_that_breaks_a_transactions_rollback_is_still_reported_as_the_time_limit():
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from worker.tasks import raised_during
+
+    def rollback_fails_after_the_limit():
+        try:
+            raise SoftTimeLimitExceeded()
+        except SoftTimeLimitExceeded:
+            raise RuntimeError("can't change 'autocommit' now") from None  # as atomic's __exit__ did
+
+    with pytest.raises(RuntimeError) as caught:
+        rollback_fails_after_the_limit()
+    assert raised_during(caught.value, SoftTimeLimitExceeded)
+    assert not raised_during(ValueError("a bug"), SoftTimeLimitExceeded)
+
+
 def test_a_stale_runner_cannot_overwrite_the_attempt_that_replaced_it(personas):
     from worker.progress import JobLost, Progress, set_state
 

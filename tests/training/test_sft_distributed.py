@@ -64,8 +64,10 @@ def test_an_sft_job_trains_through_torchrun_and_records_the_checkpoint(tiny_mode
 
 
 @pytest.mark.django_db
-def test_an_sft_job_goes_to_the_cpu_queue_with_no_gpus_and_to_the_gpu_queue_with_any(tiny_model, personas):  # noqa: F811
+def test_an_sft_job_goes_to_the_cpu_queue_with_no_gpus_and_to_the_queue_of_its_gpu_count(tiny_model, personas):  # noqa: F811
     config = {"ids": "1", "base_model": str(tiny_model), "l_max": 300}
     on_cpu = launch_job("sft", {**config, "gpus": 0}, personas["operator"])
-    on_gpus = launch_job("sft", {**config, "gpus": 4}, personas["operator"])
-    assert (on_cpu.queue, on_cpu.gpus) == ("cpu", 0) and (on_gpus.queue, on_gpus.gpus) == ("gpu", 4)
+    on_one = launch_job("sft", {**config, "gpus": 1}, personas["operator"])
+    on_four = launch_job("sft", {**config, "gpus": 4}, personas["operator"])
+    assert (on_cpu.queue, on_cpu.gpus) == ("cpu", 0) and (on_one.queue, on_one.gpus) == ("gpu", 1)
+    assert (on_four.queue, on_four.gpus) == ("gpu-4", 4)
