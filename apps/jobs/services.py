@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.jobs.models import Job
 from worker.engines import KINDS, JobKind
 from worker.progress import publish, set_state
+from worker.queues import gpu_queue
 
 
 class JobConfigError(ValidationError):
@@ -82,11 +83,9 @@ def launch_job(
         priority = getattr(import_module(module_name), name)(config)
     if not 0 <= priority <= 9:
         raise ValidationError({"priority": "priority must be between 0 (first) and 9 (last)."})
-    # A kind whose form asks how many GPUs (SFT, RL) overrides the kind's own count.
-    queue, gpus = spec.queue, int(config.get("gpus", spec.gpus))
-    if spec.placement_for:
-        module_name, _, name = spec.placement_for.rpartition(".")
-        queue, gpus = getattr(import_module(module_name), name)(config)
+    # A kind whose form asks how many GPUs (SFT, RL, agent runs) overrides the kind's own count.
+    gpus = int(config.get("gpus", spec.gpus) or 0)
+    queue = gpu_queue(gpus) if spec.routed_by_gpus else spec.queue
     job = Job.objects.create(
         kind=kind,
         title=title or spec.label,

@@ -34,9 +34,9 @@ class JobKind:
     # Dotted path to ``f(config) -> priority`` that overrides the launcher's choice, for kinds
     # whose order is a rule (judging: eval papers before train papers), whoever launches them.
     priority_for: str = ""
-    # Dotted path to ``f(config) -> (queue, gpus)`` for kinds whose placement depends on the config
-    # (RL: the GPU queue of its count when it asks for GPUs, else the cpu queue; worker/queues.py).
-    placement_for: str = ""
+    # The config's "gpus" (default ``gpus``) picks the queue instead of ``queue``: cpu for 0, else
+    # the queue of jobs needing that many GPUs (worker/queues.py). SFT, RL, agent runs, the GPU check.
+    routed_by_gpus: bool = False
     # The engine opens sandboxes (worker/sandbox): when its task ends, any container it left
     # behind is removed (worker/sandbox/signals.py).
     uses_sandboxes: bool = False
@@ -115,7 +115,7 @@ register(
         "history) and fine-tunes a local model on their assistant turns with TRL's SFTTrainer.",
         form="apps.jobs.forms.SFTForm",
         gpus=1,
-        placement_for="worker.engines.sft.placement",
+        routed_by_gpus=True,
     )
 )
 
@@ -140,7 +140,7 @@ register(
         "matmul TFLOP/s: proves a newly added GPU node takes gpu-queue work (docs/deploy.md).",
         form="apps.ops.forms.GPUCheckForm",
         gpus=1,
-        placement_for="worker.engines.gpu_check.placement",
+        routed_by_gpus=True,
     )
 )
 
@@ -163,7 +163,7 @@ register(
         label="Progressive RL",
         queue="cpu",
         engine="worker.engines.rl.run",
-        placement_for="worker.engines.rl.placement",
+        routed_by_gpus=True,
         description="KLong's progressive RL: stages with growing rollout timeouts (2 h, 4 h, 6 h), n rollouts "
         "per task split into sub-trajectories, each judged on its submission state; advantage = Q minus the "
         "task's mean; clipped policy-gradient updates; a checkpoint at every stage boundary (docs/rl.md).",
@@ -198,6 +198,6 @@ register(
         "at each change and exported for judging (docs/sandboxes-and-agent.md).",
         form="apps.jobs.forms_agent.AgentRunForm",
         uses_sandboxes=True,
-        placement_for="worker.engines.agent_run.placement",
+        routed_by_gpus=True,
     )
 )

@@ -23,7 +23,6 @@ from apps.trajectories.recorder import TrajectoryRecorder
 from worker.agent import AgentConfig, AgentTask, AgentTurn, run_agent
 from worker.llm.client import make_client
 from worker.progress import JobCancelled, Progress
-from worker.queues import gpu_queue
 from worker.sandbox import SandboxSpec, open_sandbox
 
 CANCEL_POLL_S = 1.0
@@ -57,12 +56,6 @@ class CancelWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-
-
-def placement(config: dict[str, Any]) -> tuple[str, int]:
-    """(queue, gpus): a run whose sandbox asks for GPUs goes to a worker on a GPU Docker host."""
-    gpus = int(config.get("gpus") or 0)
-    return gpu_queue(gpus), gpus
 
 
 def submission_path(job: Job) -> str:

@@ -15,7 +15,6 @@ from typing import Any
 
 from apps.jobs.models import Job
 from worker.progress import Progress
-from worker.queues import gpu_queue
 
 MATMUL_SIZE = 4096
 
@@ -34,12 +33,6 @@ def _tflops(device: str, seconds: float) -> float:
         torch.cuda.synchronize(device)
         done += 10
     return 2 * MATMUL_SIZE**3 * done / (time.perf_counter() - started) / 1e12
-
-
-def placement(config: dict[str, Any]) -> tuple[str, int]:
-    """(queue, gpus): the check goes where jobs needing that many GPUs go."""
-    gpus = int(config.get("gpus", 1) or 1)
-    return gpu_queue(gpus), gpus
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:

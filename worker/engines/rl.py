@@ -12,14 +12,7 @@ from apps.jobs.forms_rl import parse_stages
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.trajectories.splitting import SplitConfig
 from worker.progress import JobCancelled, Progress
-from worker.queues import gpu_queue
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
-
-
-def placement(config: dict[str, Any]) -> tuple[str, int]:
-    """(queue, gpus) of an RL job: the GPU queue of its count when it asks for GPUs, else the cpu queue."""
-    gpus = int(config.get("gpus") or 0)
-    return gpu_queue(gpus), gpus
 
 
 class JobReporter(Reporter):

@@ -10,7 +10,6 @@ from django.conf import settings
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.ops.artifacts import publish_artifact
 from worker.progress import JobCancelled, Progress
-from worker.queues import gpu_queue
 from worker.training.examples import ChatTemplateTurns, Example, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
@@ -87,12 +86,6 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
         hashes.append(manifest.content_hash)
         ids.append(trajectory.pk)
     return examples, hashes, ids
-
-
-def placement(config: dict[str, Any]) -> tuple[str, int]:
-    """(queue, gpus): GPUs = 0 trains on a CPU worker, k on a worker with at least k (worker/queues.py)."""
-    gpus = int(config.get("gpus", 1) or 0)
-    return gpu_queue(gpus), gpus
 
 
 def visible_gpus() -> int:
