@@ -107,22 +107,20 @@ def run_job(self, job_id: int) -> str:
         return "lost"
     except JobCancelled:
         outcome = (Job.State.CANCELLED, {"message": "cancelled by user"})
-    except SoftTimeLimitExceeded:
-        connection.close()  # the limit may have struck mid-query: the connection is not usable
-        outcome = (Job.State.FAILED, {"error": TIME_LIMIT_ERROR})
-    except DATABASE_LOST as exc:
-        reason = str(exc).strip()
-        log.warning("job %s lost its database connection: %s", job_id, reason)
-        connection.close()
-        if with_database(lambda: requeue_after_database_loss(job, reason)):
-            return "requeued"
-        outcome = (Job.State.FAILED, {"error": f"Lost the database connection {job.attempt} times; last: {reason}"})
     except Exception as exc:
         if raised_during(exc, SoftTimeLimitExceeded):
-            # The limit struck inside a transaction, whose rollback then failed on the interrupted
-            # connection ("can't change 'autocommit' now"): still the time limit, not a bug.
+            # The limit may strike mid-query: the interrupted transaction's rollback then fails too
+            # ("can't change 'autocommit' now") and that error arrives here. The reason is still the
+            # limit, and the connection is unusable.
             connection.close()
             outcome = (Job.State.FAILED, {"error": TIME_LIMIT_ERROR})
+        elif isinstance(exc, DATABASE_LOST):
+            reason = str(exc).strip()
+            log.warning("job %s lost its database connection: %s", job_id, reason)
+            connection.close()
+            if with_database(lambda: requeue_after_database_loss(job, reason)):
+                return "requeued"
+            outcome = (Job.State.FAILED, {"error": f"Lost the database connection {job.attempt} times; last: {reason}"})
         else:
             log.exception("job %s failed", job_id)
             outcome = (Job.State.FAILED, {"error": f"{type(exc).__name__}: {exc}"})
