@@ -36,6 +36,15 @@ class SandboxBusy(SandboxError):
     """Every sandbox slot of this host is taken and none came free in time."""
 
 
+def sandbox_uid() -> int:
+    """The unprivileged user (and group) sandboxed commands run as, on every backend:
+    KLONG_SANDBOX_UID, default 65534 (nobody). Never 0: root owns the host's secrets."""
+    value = os.environ.get("KLONG_SANDBOX_UID", "").strip() or "65534"
+    if not value.isdigit() or int(value) == 0:
+        raise SandboxError(f"KLONG_SANDBOX_UID={value!r} must be a positive user id (not 0: root)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class SandboxSpec:
     backend: str = "auto"  # "docker" | "bwrap" | "auto" (docker if its API answers, else bwrap)
@@ -54,12 +63,16 @@ class SandboxSpec:
     copy_mounts: bool | None = None
     max_output_bytes: int = 1_000_000  # kept of each stream of one exec; the rest is dropped
     snapshot_max_file_mb: int = 100  # larger files (checkpoints, datasets) are left out of snapshots
+    # Processes (threads count too) the sandbox's commands may run at once: a fork bomb stops here.
+    max_processes: int = 256
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "docker", "bwrap"):
             raise ValueError(f"unknown sandbox backend {self.backend!r} (docker, bwrap or auto)")
         if self.cpus <= 0 or self.memory_mb < 16 or self.gpus < 0 or self.wall_clock_s <= 0:
             raise ValueError("cpus and wall_clock_s must be positive, memory_mb at least 16, gpus >= 0")
+        if self.max_processes < 8:
+            raise ValueError("max_processes must be at least 8 (a shell and its pipeline)")
         for path in [self.submission_dir, *self.mounts_ro.values()]:
             if not path.startswith("/") or ".." in Path(path).parts:
                 raise ValueError(f"sandbox paths must be absolute without '..': {path!r}")
@@ -182,5 +195,5 @@ def deadline_left(opened_at: float, spec: SandboxSpec) -> float:
 
 __all__ = [
     "ExecResult", "JOB_LABEL", "LABEL", "Sandbox", "SandboxBusy", "SandboxError", "SandboxSpec",
-    "docker_available", "docker_client", "open_sandbox", "resolve_backend", "slot_key",
+    "docker_available", "docker_client", "open_sandbox", "resolve_backend", "sandbox_uid", "slot_key",
 ]
