@@ -37,7 +37,8 @@ def test_a_check_past_its_timeout_fails_with_the_reason(tmp_path):
 def test_without_bubblewrap_a_check_cannot_run_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     result = run_check("true", make_submission(tmp_path / "s"))
-    assert result.error == "cannot sandbox the check: bubblewrap (bwrap) is not installed on this worker"
+    assert result.error == ("cannot sandbox the check: bubblewrap (bwrap) is not installed on this worker "
+                            "(apt-get install bubblewrap)")
 
 
 def leaf_ids(version) -> list[str]:
