@@ -86,3 +86,12 @@ def test_viewers_cannot_add_checks_and_curators_can_from_the_page(client_for):
     response = client_for("curator").post("/judging/checks/", data)
     assert response.status_code == 302 and RubricCheck.objects.get().node_id == leaf
 
+
+
+@pytest.mark.django_db
+def test_a_check_timeout_above_the_maximum_is_refused(client_for):
+    paper, version = make_paper_with_rubric("p")
+    data = {"paper": "p", "node_id": leaf_ids(version)[0], "command": "true", "timeout_s": 10**6}
+    response = client_for("curator").post("/api/rubric-checks/", data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["timeout_s"] == ["Ensure this value is less than or equal to 600."]
