@@ -31,9 +31,9 @@ _PREPARE = (
 )
 
 
-def max_timeout_s() -> float:
-    """The longest a check may run (KLONG_CHECK_MAX_TIMEOUT_S, 600): longer timeouts are cut to it."""
-    return float(env_int("KLONG_CHECK_MAX_TIMEOUT_S", 600, minimum=1))
+def max_timeout_s() -> int:
+    """The longest a check may run, in seconds (KLONG_CHECK_MAX_TIMEOUT_S, 600): longer timeouts are cut to it."""
+    return env_int("KLONG_CHECK_MAX_TIMEOUT_S", 600, minimum=1)
 
 
 def check_limits(timeout_s: float) -> Limits:
