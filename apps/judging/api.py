@@ -146,6 +146,8 @@ class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
 
 class RubricCheckSerializer(serializers.ModelSerializer):
     paper = serializers.SlugRelatedField(slug_field="slug", queryset=Paper.objects.all())
+    # The model's own validators: DRF would turn the callable maximum into a max_value it cannot print.
+    timeout_s = serializers.FloatField(required=False, validators=RubricCheck._meta.get_field("timeout_s").validators)
 
     class Meta:
         model = RubricCheck

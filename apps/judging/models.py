@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from worker.judge.checks import max_timeout_s
 from worker.llm.config import EndpointConfig
 
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "The name of an environment variable, e.g. OPENAI_API_KEY.")
@@ -137,8 +138,12 @@ class RubricCheck(models.Model):
 
     paper = models.ForeignKey("papers.Paper", on_delete=models.CASCADE, related_name="rubric_checks")
     node_id = models.CharField(max_length=100, help_text="The leaf's id in the rubric tree.")
-    command = models.TextField(help_text="Run with /bin/sh in the submission folder, without network.")
-    timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(1.0)])
+    command = models.TextField(
+        max_length=10_000,
+        help_text="Run with /bin/sh in a private copy of the submission, confined: no network, no host files, "
+                  "limits on processes, memory and time (docs/security.md).",
+    )
+    timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(1.0), MaxValueValidator(max_timeout_s)])
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -37,7 +37,8 @@ def test_a_check_past_its_timeout_fails_with_the_reason(tmp_path):
 def test_without_bubblewrap_a_check_cannot_run_and_says_why(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     result = run_check("true", make_submission(tmp_path / "s"))
-    assert result.error == "cannot sandbox the check: bubblewrap (bwrap) is not installed on this worker"
+    assert result.error == ("cannot sandbox the check: bubblewrap (bwrap) is not installed on this worker "
+                            "(apt-get install bubblewrap)")
 
 
 def leaf_ids(version) -> list[str]:
@@ -85,3 +86,12 @@ def test_viewers_cannot_add_checks_and_curators_can_from_the_page(client_for):
     response = client_for("curator").post("/judging/checks/", data)
     assert response.status_code == 302 and RubricCheck.objects.get().node_id == leaf
 
+
+
+@pytest.mark.django_db
+def test_a_check_timeout_above_the_maximum_is_refused(client_for):
+    paper, version = make_paper_with_rubric("p")
+    data = {"paper": "p", "node_id": leaf_ids(version)[0], "command": "true", "timeout_s": 10**6}
+    response = client_for("curator").post("/api/rubric-checks/", data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["timeout_s"] == ["Ensure this value is less than or equal to 600."]

@@ -1,19 +1,50 @@
 """Programmatic leaves: a shell command run against the submission, exit status 0 = pass.
 
-The command runs under bubblewrap: no network, its own process ids, the host read-only, and a
-private copy of the submission at /tmp/submission (writable, thrown away after), so a check can
-neither reach out nor change what the model judges see. Exact and cheap, for tests and toy tasks.
+A check's command is written by a curator and reads what an agent wrote: both are untrusted. It
+runs under the one confinement policy the agent's own sandbox uses (worker/sandbox/confine.py): an
+unprivileged user in its own user namespace, no capabilities, no network, only the host's system
+folders (read-only), limits on processes, memory, CPU time, file and output size, and a maximum
+timeout. Its only writable place is a private copy of the submission at /tmp/submission, inside a
+sized tmpfs that is thrown away after, so a check can neither reach out nor change what the model
+judges see. Exact and cheap, for tests and toy tasks.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-OUTPUT_LIMIT = 4000
+from klong_site.env import env_int
+from worker.sandbox import SandboxError
+from worker.sandbox.confine import Bind, Limits, MiB, confined_argv, confined_env, hand_over, run_confined
+
+OUTPUT_LIMIT = 4000  # characters of output kept in the leaf's explanation
+READ_LIMIT = 64 * 1024  # bytes of each stream read from the check; the rest is counted and dropped
+WORKDIR = "/tmp/submission"
+# Copies the staged submission into the tmpfs; 125 (and the marker) says the copy, not the check, failed.
+COPY_FAILED = "klong: the submission does not fit in the check's private copy"
+_PREPARE = (
+    f'mkdir -p {WORKDIR} && cp -R -p /.submission/. {WORKDIR}/ '
+    f'|| {{ echo "{COPY_FAILED}" >&2; exit 125; }}; cd {WORKDIR} && exec /bin/sh -c "$1"'
+)
+
+
+def max_timeout_s() -> int:
+    """The longest a check may run, in seconds (KLONG_CHECK_MAX_TIMEOUT_S, 600): longer timeouts are cut to it."""
+    return env_int("KLONG_CHECK_MAX_TIMEOUT_S", 600, minimum=1)
+
+
+def check_limits(timeout_s: float) -> Limits:
+    return Limits(
+        max_processes=env_int("KLONG_CHECK_MAX_PROCESSES", 64, minimum=8),
+        memory_bytes=env_int("KLONG_CHECK_MEMORY_MB", 1024, minimum=16) * MiB,
+        cpu_s=max(1, int(timeout_s) + 1),
+        file_bytes=env_int("KLONG_CHECK_TMP_MB", 512, minimum=1) * MiB,
+        open_files=256,
+        tmp_bytes=env_int("KLONG_CHECK_TMP_MB", 512, minimum=1) * MiB,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,32 +60,39 @@ class CheckResult:
         return f"Programmatic check {verdict} (exit status {self.exit_code}).\n{self.output}".strip()
 
 
-def sandbox_command(command: str, root: Path) -> list[str]:
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise FileNotFoundError("bubblewrap (bwrap) is not installed on this worker")
-    return [
-        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session",
-        # Under the private /tmp: the host's root is read-only, so no new top-level folder.
-        "--bind", str(root), "/tmp/submission", "--chdir", "/tmp/submission",
-        "/bin/sh", "-c", command,
-    ]
+def sandbox_command(command: str, staged: Path, timeout_s: float) -> list[str]:
+    """The confined command line: the staged submission read-only at /.submission, copied into the
+    private tmpfs, then the check's command in the copy."""
+    return confined_argv(
+        ["/bin/sh", "-c", _PREPARE, "check", command], binds=[Bind(str(staged), "/.submission")], workdir="/tmp",
+        limits=check_limits(timeout_s),
+    )
 
 
 def run_check(command: str, submission: Path, timeout_s: float = 60.0) -> CheckResult:
-    with tempfile.TemporaryDirectory(prefix="klong-check-") as scratch:
-        root = Path(scratch) / "submission"
-        shutil.copytree(submission, root, symlinks=True)
-        try:
-            done = subprocess.run(
-                sandbox_command(command, root), capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL
-            )
-        except FileNotFoundError as exc:
-            return CheckResult(False, None, "", f"cannot sandbox the check: {exc}")
-        except subprocess.TimeoutExpired:
-            return CheckResult(False, None, f"timed out after {timeout_s:g} s")
-    output = (done.stdout + done.stderr).decode(errors="replace")
+    timeout_s = min(timeout_s, max_timeout_s())
+    scratch = Path(tempfile.mkdtemp(prefix="klong-check-"))
+    try:
+        staged = scratch / "submission"
+        # A copy the sandbox's user may read whatever the stored files' owners and modes.
+        shutil.copytree(submission, staged, symlinks=True)
+        hand_over(staged)
+        scratch.chmod(0o711)
+        argv = sandbox_command(command, staged, timeout_s)
+        code, out, err, timed_out, _ = run_confined(
+            argv, env=confined_env("/tmp"), timeout_s=timeout_s, out_limit=READ_LIMIT, err_limit=READ_LIMIT
+        )
+    except SandboxError as exc:
+        return CheckResult(False, None, "", f"cannot sandbox the check: {exc}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if timed_out:
+        return CheckResult(False, None, f"timed out after {timeout_s:g} s")
+    if code == 125 and COPY_FAILED in err.text():
+        limit = check_limits(timeout_s).tmp_bytes // MiB
+        return CheckResult(False, None, "", f"the submission does not fit in the check's {limit} MiB private copy "
+                                            "(KLONG_CHECK_TMP_MB)")
+    output = out.text() + err.text()
     if len(output) > OUTPUT_LIMIT:
         output = "…" + output[-OUTPUT_LIMIT:]
-    return CheckResult(done.returncode == 0, done.returncode, output)
+    return CheckResult(code == 0, code, output)
