@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
-from worker.llm.config import DEFAULT_KEY_PREFIX
+from worker.llm.config import key_policy
 
 
 class JudgeConfigForm(forms.Form):
@@ -46,10 +46,14 @@ class ModelEndpointForm(forms.ModelForm):
             "price_output_per_m", "concurrency", "timeout_s", "max_retries", "description",
         ]
         help_texts = {
-            "api_key_env": f"The environment variable holding the key (never the key itself): its name starts "
-                           f"with {DEFAULT_KEY_PREFIX}, or an admin listed it in KLONG_ENDPOINT_KEY_VARS.",
             "params": 'Default request options as a JSON object, e.g. {"temperature": 0, "max_tokens": 2048}.',
         }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["api_key_env"].help_text = (
+            f"The environment variable holding the key (never the key itself), one of the {key_policy().describe()}."
+        )
 
     def clean(self):
         data = super().clean()
