@@ -19,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from apps.ops.storage import StorageConfigError, artifact_sync_enabled, storages_setting
 from klong_site.embedded_redis import embedded_redis_url, kombu_url
 from klong_site.env import env_bool, env_int, env_list, env_str, env_url
+from worker.llm.config import DEFAULT_KEY_PREFIX, DEFAULT_MAX_REPLY_BYTES, EndpointConfigError, KeyPolicy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("KLONG_DATA_DIR") or BASE_DIR / "data").resolve()
@@ -321,6 +322,17 @@ KLONG_WORKER_GPUS = env_int("KLONG_WORKER_GPUS", 1, minimum=1)
 KLONG_SANDBOX_BACKEND = env_str("KLONG_SANDBOX_BACKEND", "auto")
 KLONG_SANDBOX_IMAGE = env_str("KLONG_SANDBOX_IMAGE", "localhost/klong-sandbox:host")
 KLONG_SANDBOXES_PER_HOST = env_int("KLONG_SANDBOXES_PER_HOST", 4, minimum=0)
+
+# Model endpoints (docs/judging.md): an endpoint's key comes only from an environment variable
+# whose name starts with the prefix or is listed in KLONG_ENDPOINT_KEY_VARS (never SECRET_KEY and
+# the like, whatever is listed), and no reply from an endpoint is read past the size limit.
+KLONG_ENDPOINT_KEY_PREFIX = env_str("KLONG_ENDPOINT_KEY_PREFIX", DEFAULT_KEY_PREFIX)
+KLONG_ENDPOINT_KEY_VARS = env_list("KLONG_ENDPOINT_KEY_VARS", [])
+try:
+    KeyPolicy(KLONG_ENDPOINT_KEY_PREFIX, frozenset(KLONG_ENDPOINT_KEY_VARS)).check()
+except EndpointConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+KLONG_ENDPOINT_MAX_REPLY_BYTES = env_int("KLONG_ENDPOINT_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES, minimum=1024)
 
 LOGGING = {
     "version": 1,

@@ -136,6 +136,17 @@ class RLForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from None
 
+    def clean_policy_server_url(self) -> str:
+        from worker.llm.config import EndpointConfigError, check_base_url
+
+        value = self.cleaned_data["policy_server_url"]
+        if value:
+            try:
+                check_base_url(value)  # http(s) only, as for every endpoint (URLField also takes ftp)
+            except EndpointConfigError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return value
+
     def clean_policy_model(self) -> str:
         value = self.cleaned_data["policy_model"].strip()
         if value:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from apps.judging.forms import ModelEndpointForm
 from apps.judging.models import JudgeRun, ModelEndpoint
 
 
@@ -13,5 +14,6 @@ class JudgeRunAdmin(admin.ModelAdmin):
 
 @admin.register(ModelEndpoint)
 class ModelEndpointAdmin(admin.ModelAdmin):
+    form = ModelEndpointForm  # the same rules as the page and the API (key variables, URL, params)
     list_display = ("name", "backend", "model", "base_url", "api_key_env", "concurrency", "last_test_ok")
     search_fields = ("name", "model")

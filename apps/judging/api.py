@@ -7,7 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck, endpoint_field_errors
 from apps.judging.services import (
     check_endpoint_connection,
     request_judge_run,
@@ -27,12 +27,19 @@ class ModelEndpointSerializer(serializers.ModelSerializer):
             "last_test_ok", "last_test_message", "created_at", "updated_at",
         ]
         read_only_fields = ["id", "last_test_at", "last_test_ok", "last_test_message", "created_at", "updated_at"]
+        extra_kwargs = {"params": {"help_text": "Default request options: a JSON object of generation options."}}
 
     def validate(self, attrs):
-        backend = attrs.get("backend", getattr(self.instance, "backend", ModelEndpoint.Backend.OPENAI))
-        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
-        if backend == ModelEndpoint.Backend.OPENAI and not base_url:
-            raise serializers.ValidationError({"base_url": "An OpenAI-compatible endpoint needs a base URL."})
+        values = {name: attrs.get(name, getattr(self.instance, name, default))
+                  for name, default in (("backend", ModelEndpoint.Backend.OPENAI), ("base_url", ""),
+                                        ("api_key_env", ""), ("params", {}))}
+        errors = endpoint_field_errors(**values)
+        # A PATCH is held to the rules for what it changes (and the URL when it changes the
+        # backend): a row saved before a rule existed can still be edited, and is refused when used.
+        checked = set(attrs) | ({"base_url"} if "backend" in attrs or self.instance is None else set())
+        errors = {name: message for name, message in errors.items() if name in checked}
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
 
@@ -46,8 +53,10 @@ class ModelEndpointViewSet(viewsets.ModelViewSet):
 
     @action(detail=True, methods=["post"], url_path="test-connection")
     def test_connection(self, request, name=None):
+        """200 with the outcome ({"ok", "message", ...}); 400 with the reason when the endpoint as
+        configured cannot be tested (URL, key variable, params, or a URL that redirects elsewhere)."""
         result = check_endpoint_connection(self.get_object())
-        return Response(result.as_dict(), status=status.HTTP_200_OK)
+        return Response(result.as_dict(), status=status.HTTP_400_BAD_REQUEST if result.refused else status.HTTP_200_OK)
 
 
 class JudgeRunSerializer(serializers.ModelSerializer):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
-from apps.judging.models import ModelEndpoint, RubricCheck
+from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
+from worker.llm.config import key_policy
 
 
 class JudgeConfigForm(forms.Form):
@@ -44,11 +45,25 @@ class ModelEndpointForm(forms.ModelForm):
             "name", "backend", "base_url", "model", "api_key_env", "params", "price_input_per_m",
             "price_output_per_m", "concurrency", "timeout_s", "max_retries", "description",
         ]
+        help_texts = {
+            "params": 'Default request options as a JSON object, e.g. {"temperature": 0, "max_tokens": 2048}.',
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["api_key_env"].help_text = (
+            f"The environment variable holding the key (never the key itself), one of the {key_policy().describe()}."
+        )
 
     def clean(self):
         data = super().clean()
-        if data.get("backend") == ModelEndpoint.Backend.OPENAI and not data.get("base_url"):
-            self.add_error("base_url", "An OpenAI-compatible endpoint needs a base URL.")
+        errors = endpoint_field_errors(
+            backend=data.get("backend", ""), base_url=data.get("base_url", ""),
+            api_key_env=data.get("api_key_env", ""), params=data.get("params"),
+        )
+        for name, message in errors.items():
+            if name not in self.errors:  # a field that failed its own checks keeps that message
+                self.add_error(name, message)
         return data
 
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 from worker.judge.checks import max_timeout_s
-from worker.llm.config import EndpointConfig
+from worker.llm.config import EndpointConfig, EndpointConfigError, check_base_url, check_params, key_variable_problem
 
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "The name of an environment variable, e.g. OPENAI_API_KEY.")
 
@@ -13,7 +15,8 @@ ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "The name of an environme
 class ModelEndpoint(models.Model):
     """A stored model endpoint: how to reach a model, what it costs, how hard to push it.
 
-    The API key is never stored: only the name of the environment variable the worker reads it from.
+    The API key is never stored: only the name of the environment variable the worker reads it
+    from, one the admin allowed (KLONG_ENDPOINT_KEY_PREFIX, KLONG_ENDPOINT_KEY_VARS).
     """
 
     class Backend(models.TextChoices):
@@ -48,12 +51,35 @@ class ModelEndpoint(models.Model):
         return self.name
 
     def to_config(self) -> EndpointConfig:
+        """The config the clients use; ``EndpointConfigError`` when the row breaks a rule (a row
+        saved before the rule existed is refused here, and kept as it is)."""
+        params = self.params or {}
         return EndpointConfig(
             name=self.name, backend=self.backend, base_url=self.base_url, model=self.model,
-            api_key_env=self.api_key_env, params=dict(self.params or {}),
+            api_key_env=self.api_key_env, params=dict(params) if isinstance(params, dict) else params,
             price_input_per_m=self.price_input_per_m, price_output_per_m=self.price_output_per_m,
             concurrency=self.concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
         )
+
+
+def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, params: Any) -> dict[str, str]:
+    """What is wrong with an endpoint's fields, field by field: the page's form and the API both ask."""
+    errors: dict[str, str] = {}
+    if backend == ModelEndpoint.Backend.OPENAI:
+        if not base_url:
+            errors["base_url"] = "An OpenAI-compatible endpoint needs a base URL."
+        else:
+            try:
+                check_base_url(base_url)
+            except EndpointConfigError as exc:
+                errors["base_url"] = str(exc)
+    if api_key_env and (problem := key_variable_problem(api_key_env)):
+        errors["api_key_env"] = problem
+    try:
+        check_params({} if params is None else params)
+    except EndpointConfigError as exc:
+        errors["params"] = str(exc)
+    return errors
 
 
 class JudgeRun(models.Model):

@@ -24,6 +24,7 @@ from apps.rubrics.models import RubricVersion
 from worker.judge.grader import JudgeOutcome
 from worker.judge.submission import SubmissionError, UploadLimits, extract_archive
 from worker.llm.config import EndpointConfigError
+from worker.llm.records import LLMError
 
 # Eval judging always goes first: a flood of train-split requests cannot starve it (lower = sooner).
 JUDGE_PRIORITY = {Paper.Split.EVAL: 0, Paper.Split.HELD_OUT: 0, Paper.Split.TRAIN: 9}
@@ -237,6 +238,9 @@ class ConnectionTest:
     message: str
     latency_s: float | None = None
     reply: str = ""
+    # The endpoint as configured cannot be tested (its URL, key variable or params, or a URL that
+    # redirects elsewhere): the API answers 400 rather than a test outcome.
+    refused: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "message": self.message, "latency_s": self.latency_s, "reply": self.reply}
@@ -247,11 +251,12 @@ def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
 
     It runs inside the request on purpose: the user waits for this answer anyway, and the call is
     bounded by CONNECTION_TEST_TIMEOUT_S. A local model is only checked on disk: loading torch
-    into the web process is not worth a button.
+    into the web process is not worth a button. The outcome says reachable or not, the HTTP
+    status, or "not an OpenAI-compatible API", and nothing of what the server sent but the
+    model's answer: the URL may point at any server the web process can reach.
     """
     from worker.llm.client import ChatClient
     from worker.llm.local import check_model_folder
-    from worker.llm.records import LLMError
 
     try:
         config = endpoint.to_config()
@@ -266,12 +271,26 @@ def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
                 True, f"answered in {answer.record.latency_s:.2f} s ({answer.record.prompt_tokens} + "
                 f"{answer.record.completion_tokens} tokens)", answer.record.latency_s, answer.text[:200],
             )
-    except (EndpointConfigError, LLMError) as exc:
-        result = ConnectionTest(False, str(exc))
+    except EndpointConfigError as exc:
+        result = ConnectionTest(False, str(exc), refused=True)
+    except LLMError as exc:
+        result = ConnectionTest(False, connection_failure(exc), refused=exc.status is not None and 300 <= exc.status < 400)
     ModelEndpoint.objects.filter(pk=endpoint.pk).update(
         last_test_at=timezone.now(), last_test_ok=result.ok, last_test_message=result.message[:2000]
     )
     return result
+
+
+def connection_failure(exc: LLMError) -> str:
+    """A failed test call in words: the client's own reason, or the HTTP status with a hint."""
+    status = exc.status
+    if status is None or status < 400:
+        # No reply, a redirect, or a reply that is no chat completion: the client's words hold
+        # no part of the reply.
+        return str(exc)
+    hint = {401: "check the key", 403: "check the key", 404: "check the base URL and the model name",
+            429: "rate-limited"}.get(status, "")
+    return f"reachable, but it answered HTTP {status}" + (f" ({hint})" if hint else "")
 
 
 # --- Programmatic leaves ----------------------------------------------------------------------

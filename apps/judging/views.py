@@ -19,6 +19,7 @@ from apps.judging.services import (
     store_submission_upload,
 )
 from apps.rubrics.paperbench import flatten, leaf_mask, node_number
+from worker.llm.config import key_policy
 
 
 def judge_run_list(request: HttpRequest) -> HttpResponse:
@@ -70,7 +71,8 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
             return redirect("judging:endpoints")
     return render(
         request, "judging/endpoints.html",
-        {"endpoints": ModelEndpoint.objects.all(), "form": form, "can_edit": can_edit},
+        {"endpoints": ModelEndpoint.objects.all(), "form": form, "can_edit": can_edit,
+         "key_variables": key_policy().describe()},
         status=400 if form.errors else 200,
     )
 

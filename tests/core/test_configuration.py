@@ -51,6 +51,8 @@ def test_env_url_rejects_an_unsupported_scheme(monkeypatch):
         ("DATABASE_URL", "mysql://db/klong", "DATABASE_URL='mysql://db/klong' is not a supported URL"),
         ("REDIS_URL", "memcached://x", "REDIS_URL='memcached://x' is not a supported URL"),
         ("SECRET_KEY", "short", "SECRET_KEY is too short"),
+        ("KLONG_ENDPOINT_KEY_VARS", "OPENAI_API_KEY,SECRET_KEY", "KLONG_ENDPOINT_KEY_PREFIX / KLONG_ENDPOINT_KEY_VARS "
+         "would let endpoints send SECRET_KEY"),
     ],
 )
 def test_a_wrong_variable_stops_manage_py_with_a_clear_line(tmp_path, variable, value, message):

@@ -78,6 +78,8 @@ def test_bad_rl_configs_get_clear_errors(client_for, tiny_policy):
     papers = errors({**TOY, "policy_model": str(tiny_policy), "task_source": "papers"})
     assert "at least one paper" in papers["papers"][0] and "endpoint" in papers["judge_endpoint"][0]
     assert "not a model folder" in errors({**TOY, "policy_model": "/nonexistent"})["policy_model"][0]
+    server = {**TOY, "policy_model": str(tiny_policy), "task_source": "papers", "policy_server_url": "ftp://gpu.example.org/v1"}
+    assert "http:// or https://" in errors(server)["policy_server_url"][0]
     assert "less than or equal to 16" in errors({**TOY, "policy_model": str(tiny_policy), "gpus": 17})["gpus"][0]
     assert client_for("viewer").post("/api/jobs/", {"kind": "rl", "config": TOY},
                                      content_type="application/json").status_code == 403

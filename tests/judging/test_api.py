@@ -11,7 +11,7 @@ from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_
 
 pytestmark = pytest.mark.django_db
 ENDPOINT = {"name": "vllm-local", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-            "api_key_env": "VLLM_KEY", "concurrency": 32, "price_input_per_m": 0.5, "price_output_per_m": 1.5}
+            "api_key_env": "KLONG_ENDPOINT_KEY_VLLM", "concurrency": 32, "price_input_per_m": 0.5, "price_output_per_m": 1.5}
 
 
 def zip_bytes(members: dict[str, bytes]) -> io.BytesIO:
@@ -37,7 +37,7 @@ def test_viewers_can_list_endpoints_but_not_create_them(client_for):
 def test_operators_create_endpoints_that_name_the_key_variable_only(client_for):
     response = client_for("operator").post("/api/model-endpoints/", ENDPOINT, content_type="application/json")
     assert response.status_code == 201, response.content
-    assert response.json()["api_key_env"] == "VLLM_KEY"
+    assert response.json()["api_key_env"] == "KLONG_ENDPOINT_KEY_VLLM"
     assert ModelEndpoint.objects.get(name="vllm-local").concurrency == 32
 
 

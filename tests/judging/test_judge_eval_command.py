@@ -47,3 +47,11 @@ def test_judge_eval_prints_paperbench_metrics_for_the_stub_judge(stub, path):
 def test_judge_eval_names_an_unknown_endpoint():
     with pytest.raises(CommandError, match="No model endpoint named 'nope'"):
         call_command("judge_eval", str(FILES[0]), "--endpoint", "nope")
+
+
+@pytest.mark.django_db
+def test_judge_eval_refuses_an_endpoint_that_names_a_server_secret_and_sends_nothing(stub):
+    make_endpoint(stub.base_url, name="old", api_key_env="SECRET_KEY")  # saved before the rule
+    with pytest.raises(CommandError, match=r"\$SECRET_KEY is not an allowed key variable"):
+        call_command("judge_eval", str(FILES[0]), "--endpoint", "old")
+    assert stub.hits == []

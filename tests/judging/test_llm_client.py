@@ -117,17 +117,17 @@ def test_concurrent_calls_never_exceed_the_endpoint_limit(stub):
 
 
 def test_the_snapshot_names_the_key_variable_but_never_holds_the_key(stub, monkeypatch):
-    monkeypatch.setenv("KLONG_TEST_JUDGE_KEY", "sk-secret-value")
-    cfg = config(stub, api_key_env="KLONG_TEST_JUDGE_KEY")
+    monkeypatch.setenv("KLONG_ENDPOINT_KEY_TEST_JUDGE", "sk-secret-value")
+    cfg = config(stub, api_key_env="KLONG_ENDPOINT_KEY_TEST_JUDGE")
     assert cfg.api_key() == "sk-secret-value"
     snapshot = cfg.snapshot()
-    assert snapshot["api_key_env"] == "KLONG_TEST_JUDGE_KEY"
+    assert snapshot["api_key_env"] == "KLONG_ENDPOINT_KEY_TEST_JUDGE"
     assert "sk-secret-value" not in repr(snapshot)
     assert EndpointConfig.from_snapshot(snapshot) == cfg
 
 
 def test_a_missing_key_variable_is_a_configuration_error(stub, monkeypatch):
-    monkeypatch.delenv("KLONG_TEST_MISSING_KEY", raising=False)
-    client = ChatClient(config(stub, api_key_env="KLONG_TEST_MISSING_KEY"))
-    with pytest.raises(EndpointConfigError, match="KLONG_TEST_MISSING_KEY"):
+    monkeypatch.delenv("KLONG_ENDPOINT_KEY_TEST_MISSING", raising=False)
+    client = ChatClient(config(stub, api_key_env="KLONG_ENDPOINT_KEY_TEST_MISSING"))
+    with pytest.raises(EndpointConfigError, match="KLONG_ENDPOINT_KEY_TEST_MISSING"):
         client.chat(MESSAGES)

@@ -70,7 +70,7 @@ def test_viewers_cannot_add_or_test_endpoints(client_for, stub):
 def test_operators_add_an_endpoint_through_the_form(client_for):
     response = client_for("operator").post("/judging/endpoints/", {
         "name": "gpt-oss", "backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "gpt-oss-120b",
-        "api_key_env": "VLLM_API_KEY", "params": "{}", "price_input_per_m": "0.1", "price_output_per_m": "0.5",
+        "api_key_env": "KLONG_ENDPOINT_KEY_VLLM", "params": "{}", "price_input_per_m": "0.1", "price_output_per_m": "0.5",
         "concurrency": "64", "timeout_s": "120", "max_retries": "4",
     })
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -2,7 +2,9 @@
 
 It is the only stand-in for a remote model: answers are derived from the prompt alone, so a test
 can compute what the "model" will say. Switches simulate what real endpoints do: a fixed delay,
-bursts of 429/500, malformed answers, missing usage, and being down.
+bursts of 429/500, malformed answers, missing usage, and being down; ``reply_with`` makes it a
+hostile or wrong server (a redirect, an internal page, a huge reply), and ``hits`` records every
+request it got (method, path, headers) whatever it answered.
 
 Judge prompts (a ``<criterion>`` element in the last user message) get an Expectations /
 Reality / Score answer ending in a JSON verdict whose score is ``stub_score(criterion)``;
@@ -17,6 +19,7 @@ import argparse
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -77,6 +80,11 @@ class StubState:
         self.responder: Callable[[dict[str, Any]], str | dict[str, Any] | None] | None = None
         self.requests: list[dict[str, Any]] = []
         self.reloads: list[dict[str, Any]] = []  # weight reloads asked of an inference server (RL)
+        self.hits: list[dict[str, Any]] = []  # every request: {"method", "path", "headers"}
+        # (status, headers, body) sent for every request instead of the answers above, the body
+        # one byte every drip_s seconds when that is set (a server that stalls a reader).
+        self.fixed_reply: tuple[int, dict[str, str], bytes] | None = None
+        self.drip_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests served at once: checks client concurrency limits
         self.lock = threading.Lock()
@@ -106,13 +114,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _fixed_reply(self) -> bool:
+        """Record the request; True when ``reply_with`` answered it."""
+        state = self.server.state
+        with state.lock:
+            state.hits.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+            fixed = state.fixed_reply
+        if fixed is None:
+            return False
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, headers, body = fixed
+        self.send_response(status)
+        headers = {"Content-Length": str(len(body)), **headers}
+        if not headers["Content-Length"]:  # Content_Length="": no length, the body ends when the connection does
+            del headers["Content-Length"]
+            headers["Connection"] = "close"
+            self.close_connection = True
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            if state.drip_s:
+                for i in range(len(body)):
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(state.drip_s)
+            else:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped reading: that is what was tested
+        return True
+
     def do_GET(self) -> None:
+        if self._fixed_reply():
+            return
         if self.path.rstrip("/").endswith("/models"):
             self._send(200, {"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
         else:
             self._send(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
+        if self._fixed_reply():
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         state = self.server.state
@@ -180,6 +223,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512  # a judge opens up to its concurrency limit of connections at once
     state: StubState
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-reply (a size or time limit doing its job) is no fault of the stub.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
 
 class OpenAIStub:
     """Start with ``with OpenAIStub() as stub:``; ``stub.base_url`` ends in ``/v1``."""
@@ -219,9 +267,19 @@ class OpenAIStub:
         self.state.fail_statuses.extend(statuses)
         self.state.retry_after = retry_after
 
+    def reply_with(self, status: int, body: bytes = b"", *, drip_s: float = 0.0, **headers: str) -> None:
+        """Answer every request with this status, body and headers (``Location="..."`` for a
+        redirect, ``Content_Length=""`` for none), the body a byte every ``drip_s`` seconds if set."""
+        self.state.fixed_reply = (status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+        self.state.drip_s = drip_s
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests
+
+    @property
+    def hits(self) -> list[dict[str, Any]]:
+        return self.state.hits
 
 
 def main() -> None:

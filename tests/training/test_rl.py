@@ -214,3 +214,26 @@ def test_the_inference_server_is_asked_to_reload_each_published_version(local_po
     with pytest.raises(ReloadError, match="cannot reach"):
         policy.publish(local_policy.model, 4)
     assert policy.version == 2  # a failed reload never claims the new version
+
+
+def test_the_inference_server_gets_no_server_secret_no_followed_redirect_and_shows_no_page(local_policy, tmp_path,
+                                                                                           monkeypatch):
+    from tests.support.openai_stub import OpenAIStub
+    from worker.llm.config import EndpointConfigError
+    from worker.training.rl_serving import ReloadError, RemotePolicy, ServerConfig
+
+    monkeypatch.setenv("SECRET_KEY", "s3cret-value-that-must-never-leave-the-server")
+    with OpenAIStub() as server, OpenAIStub() as target:
+        leaky = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy", api_key_env="SECRET_KEY"), tmp_path)
+        with pytest.raises(EndpointConfigError, match=r"\$SECRET_KEY is not an allowed key variable"):
+            leaky.publish(local_policy.model, 1)
+        assert server.hits == []
+        policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy"), tmp_path)
+        server.reply_with(307, Location=target.base_url + "/update_weights_from_disk")
+        with pytest.raises(ReloadError, match="redirects to another address"):
+            policy.publish(local_policy.model, 2)
+        server.reply_with(500, b"<html>INTERNAL-ADMIN-PAGE</html>")
+        with pytest.raises(ReloadError, match=r"refused the weights \(HTTP 500\)$"):
+            policy.publish(local_policy.model, 3)
+        assert len(server.hits) == 2 and target.hits == []
+    assert (leaky.version, policy.version) == (0, 0)

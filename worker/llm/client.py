@@ -5,10 +5,15 @@
 concurrency limit shared by every client of that endpoint in the process, and a ``CallRecord``
 (tokens, cost, latency) for each call. ``make_client`` also returns the local transformers
 backend, which has the same ``chat`` method.
+
+An endpoint is untrusted: redirects are never followed (a 3xx is an error naming the problem),
+a reply is read in pieces up to a size limit and a deadline, and an error repeats nothing of the
+reply but the message of an OpenAI-style error object.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -17,13 +22,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
-from worker.llm.config import EndpointConfig
+from worker.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
 from worker.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMRequestRejected, LLMUnavailable
 
 Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+ERROR_REPLY_BYTES = 64 * 1024  # an error reply is read only for its message
+REDIRECTED = "the endpoint redirects to another address; give the final URL as its base URL"
 
 
 class Chat(Protocol):
@@ -61,10 +69,88 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
 
+def max_reply_bytes() -> int:
+    """KLONG_ENDPOINT_MAX_REPLY_BYTES from Django settings when they are configured."""
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return int(getattr(settings, "KLONG_ENDPOINT_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES))
+    except ImportError:
+        pass
+    return DEFAULT_MAX_REPLY_BYTES
+
+
+class ReplyTooLarge(ValueError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the reply is larger than {limit} bytes (KLONG_ENDPOINT_MAX_REPLY_BYTES)")
+
+
+def read_reply(response: requests.Response, limit: int, deadline: float, *, truncate: bool = False) -> bytes:
+    """The body of a reply sent with ``stream=True``, decompressed, read in pieces.
+
+    At most ``limit`` bytes (more raises ``ReplyTooLarge``, or is cut off with ``truncate``), all
+    by ``deadline`` (``time.monotonic()``; else ``TimeoutError``): a hostile server can neither
+    fill the memory nor hold the caller by sending a byte now and then. A broken connection
+    raises ``ConnectionError``, a damaged compressed body ``ValueError``.
+    """
+    declared = response.headers.get("Content-Length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise ReplyTooLarge(limit)
+    body = bytearray()
+    try:
+        while len(body) <= limit:
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            # read1: one receive's worth, so the deadline is checked between receives.
+            piece = response.raw.read1(64 * 1024, decode_content=True)
+            if not piece:
+                break
+            body += piece
+    except TimeoutError:
+        raise
+    except urllib3.exceptions.ReadTimeoutError:
+        raise TimeoutError from None
+    except urllib3.exceptions.DecodeError:
+        raise ValueError("the reply's compressed body is damaged") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise ConnectionError(f"the connection broke while reading the reply: {type(exc).__name__}") from None
+    if len(body) > limit:
+        if not truncate:
+            raise ReplyTooLarge(limit)
+        del body[limit:]
+    return bytes(body)
+
+
+def error_detail(body: bytes) -> str:
+    """The message of an OpenAI-style error reply (``{"error": {"message": ...}}``, or vLLM's and
+    SGLang's ``{"object": "error", "message": ...}``); '' for any other body, which is never repeated."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    error = data.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+    elif data.get("object") == "error":
+        message = data.get("message")
+    else:
+        return ""
+    return _snippet(message) if isinstance(message, str) else ""
+
+
+def _count(value: Any) -> int | None:
+    # A reported token count is used only when it is a plausible one (hostile servers lie).
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9 else None
+
+
 class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 class ChatClient:
@@ -77,10 +163,12 @@ class ChatClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        reply_limit: int | None = None,
     ) -> None:
         self.config = config
         self._sleep = sleep
         self._rng = rng
+        self._reply_limit = reply_limit or max_reply_bytes()
         self._limit = endpoint_limit(config)
         if session is None:
             session = requests.Session()
@@ -132,7 +220,8 @@ class ChatClient:
                 if record.attempts > retries:
                     record.total_s = time.monotonic() - started
                     raise LLMUnavailable(
-                        f"{cfg.name}: gave up after {record.attempts} attempt(s); last error: {exc}", record
+                        f"{cfg.name}: gave up after {record.attempts} attempt(s); last error: {exc}", record,
+                        status=exc.status,
                     ) from None
                 delay = backoff_delay(record.attempts, cfg.backoff_base_s, cfg.backoff_max_s, self._rng)
                 if exc.retry_after is not None:
@@ -149,38 +238,61 @@ class ChatClient:
 
     def _post(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
         timeout = self.config.timeout_s
+        deadline = time.monotonic() + timeout
         try:
             response = self._session.post(
                 self.url, json=body, headers=headers, timeout=(min(10.0, timeout), timeout),
-                proxies=self._proxies, verify=self._verify,
+                proxies=self._proxies, verify=self._verify, stream=True, allow_redirects=False,
             )
         except requests.Timeout:
             raise _Transient(f"timed out after {timeout:g} s") from None
         except requests.ConnectionError as exc:
             raise _Transient(f"cannot connect to {self.config.base_url}: {type(exc).__name__}") from None
-        status = response.status_code
-        if status in RETRY_STATUSES:
-            raise _Transient(f"HTTP {status}: {_snippet(response.text)}", _retry_after(response))
-        if status >= 400:
-            raise LLMRequestRejected(f"HTTP {status}: {_snippet(response.text)}")
+        except requests.RequestException as exc:
+            raise LLMRequestRejected(f"the request could not be sent: {type(exc).__name__}") from None
+        with response:
+            status = response.status_code
+            if 300 <= status < 400:
+                raise LLMRequestRejected(f"HTTP {status}: {REDIRECTED}", status=status)
+            try:
+                if status >= 400:
+                    detail = error_detail(read_reply(response, ERROR_REPLY_BYTES, deadline, truncate=True))
+                    reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+                    if status in RETRY_STATUSES:
+                        raise _Transient(reason, _retry_after(response), status)
+                    raise LLMRequestRejected(reason, status=status)
+                raw = read_reply(response, self._reply_limit, deadline)
+            except TimeoutError:
+                raise _Transient(f"timed out after {timeout:g} s", status=status) from None
+            except ConnectionError as exc:
+                raise _Transient(str(exc), status=status) from None
+            except ValueError as exc:
+                raise LLMBadResponse(f"HTTP {status}: {exc}", status=status) from None
         try:
-            data = response.json()
-        except ValueError:
-            raise LLMBadResponse(f"HTTP {status} with a body that is not JSON: {_snippet(response.text)}") from None
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise LLMBadResponse(f"HTTP {status}: the reply is not JSON: not an OpenAI-compatible API",
+                                 status=status) from None
         if not isinstance(data, dict):
-            raise LLMBadResponse("the response is not a JSON object")
+            raise LLMBadResponse(f"HTTP {status}: the reply is not a JSON object: not an OpenAI-compatible API",
+                                 status=status)
         return data
 
     def _result(self, data: dict[str, Any], messages: Sequence[Message], record: CallRecord) -> ChatResult:
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
+            if not isinstance(text, str):
+                raise TypeError
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise LLMBadResponse(f"no choices[0].message in the response: {_snippet(str(data))}", record) from None
-        usage = data.get("usage") or {}
-        if isinstance(usage.get("prompt_tokens"), int) and isinstance(usage.get("completion_tokens"), int):
-            record.prompt_tokens = usage["prompt_tokens"]
-            record.completion_tokens = usage["completion_tokens"]
+            raise LLMBadResponse("the reply has no choices[0].message with text content: not an OpenAI-compatible "
+                                 "chat completion", record, status=200) from None
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt_tokens, completion_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        if prompt_tokens is not None and completion_tokens is not None:
+            record.prompt_tokens = prompt_tokens
+            record.completion_tokens = completion_tokens
         else:
             record.usage_estimated = True
             record.prompt_tokens = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
@@ -188,7 +300,8 @@ class ChatClient:
         record.cost_usd = self.config.cost(record.prompt_tokens, record.completion_tokens)
         record.ok = True
         calls = choice["message"].get("tool_calls")
-        return ChatResult(text=text, record=record, finish_reason=choice.get("finish_reason"),
+        finish = choice.get("finish_reason")
+        return ChatResult(text=text, record=record, finish_reason=finish if isinstance(finish, str) else None,
                           tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [])
 
 

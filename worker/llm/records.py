@@ -38,11 +38,13 @@ class ChatResult:
 
 
 class LLMError(Exception):
-    """A call failed for good; ``record`` tells what was tried."""
+    """A call failed for good; ``record`` tells what was tried, ``status`` the HTTP status of the
+    last reply (None when there was none: refused connection, timeout)."""
 
-    def __init__(self, message: str, record: CallRecord | None = None) -> None:
+    def __init__(self, message: str, record: CallRecord | None = None, *, status: int | None = None) -> None:
         super().__init__(message)
         self.record = record
+        self.status = status
 
 
 class LLMUnavailable(LLMError):
@@ -50,8 +52,8 @@ class LLMUnavailable(LLMError):
 
 
 class LLMRequestRejected(LLMError):
-    """The server refused the request itself (4xx other than 408/429): retrying cannot help."""
+    """The server refused the request itself (4xx other than 408/429), or redirected it: retrying cannot help."""
 
 
 class LLMBadResponse(LLMError):
-    """The server answered 200 with a body that is not a chat completion."""
+    """The server answered 200 with a body that is not a chat completion, or one too large to read."""

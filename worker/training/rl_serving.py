@@ -16,8 +16,10 @@ a machine without such a server, and the tests check the calls against the loopb
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,11 @@ class ServerConfig:
     keep_versions: int = 2  # weight folders kept on disk (the served one and the one before)
 
     def __post_init__(self) -> None:
+        from worker.llm.config import check_base_url
+
         if self.reload not in RELOAD_STYLES:
             raise ValueError(f"reload must be one of {', '.join(RELOAD_STYLES)}, got {self.reload!r}")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
+        check_base_url(self.base_url)  # an EndpointConfigError (a ValueError) names the problem
 
     @property
     def server_root(self) -> str:
@@ -80,38 +83,50 @@ class RemotePolicy:
         return self.config.model
 
     def publish(self, model: Any, version: int) -> None:
-        import requests
-
         folder = self.weights_dir / f"policy-v{version}"
         model.save_pretrained(folder)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)
         url, body = reload_request(self.config, folder, version)
-        headers = {}
-        if self.config.api_key_env:
-            import os
-
-            key = os.environ.get(self.config.api_key_env)
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
         with self.lock:
-            try:
-                response = requests.post(url, json=body, headers=headers, timeout=self.config.timeout_s)
-            except requests.RequestException as exc:
-                raise ReloadError(f"cannot reach the inference server at {url}: {exc}") from exc
-            ok = response.ok
-            if ok and self.config.reload == "sglang":
-                try:
-                    ok = bool(response.json().get("success", True))
-                except ValueError:
-                    ok = False
-            if not ok:
-                raise ReloadError(f"the inference server refused the weights ({response.status_code}): "
-                                  f"{response.text[:300]}")
+            self._reload(url, body)
             self.version = version
         self._published.append(folder)
         while len(self._published) > max(1, self.config.keep_versions):
             shutil.rmtree(self._published.pop(0), ignore_errors=True)
+
+    def _reload(self, url: str, body: dict[str, Any]) -> None:
+        """Ask the server to load the weights: the same rules as every endpoint call (an allowed key
+        variable, no redirects, a bounded reply, nothing of the reply but an OpenAI-style message)."""
+        import requests
+
+        from worker.llm.client import ERROR_REPLY_BYTES, REDIRECTED, error_detail, read_reply
+        from worker.llm.config import read_api_key
+
+        key = read_api_key(self.config.api_key_env, "The policy server")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        deadline = time.monotonic() + self.config.timeout_s
+        try:
+            with requests.post(url, json=body, headers=headers, timeout=self.config.timeout_s, stream=True,
+                               allow_redirects=False) as response:
+                status = response.status_code
+                if 300 <= status < 400:
+                    raise ReloadError(f"the inference server answered HTTP {status}: {REDIRECTED}")
+                reply = read_reply(response, ERROR_REPLY_BYTES, deadline, truncate=True)
+        except requests.RequestException as exc:
+            raise ReloadError(f"cannot reach the inference server at {url}: {type(exc).__name__}") from exc
+        except (TimeoutError, ConnectionError, ValueError) as exc:
+            raise ReloadError(f"no complete answer from the inference server at {url}: {str(exc) or 'timed out'}") from exc
+        ok = response.ok
+        if ok and self.config.reload == "sglang":
+            try:
+                answer = json.loads(reply)
+                ok = bool(answer.get("success", True)) if isinstance(answer, dict) else False
+            except (ValueError, RecursionError):
+                ok = False
+        if not ok:
+            detail = error_detail(reply)
+            raise ReloadError(f"the inference server refused the weights (HTTP {status})" + (f": {detail}" if detail else ""))
 
     def chat_client(self) -> Any:
         """A worker/llm client for the agent, pointed at the served policy."""

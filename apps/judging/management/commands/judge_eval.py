@@ -14,6 +14,7 @@ from worker.judge.metrics import evaluate_judge
 from worker.judge.prompts import PaperContext
 from worker.judge.submission import Submission, SubmissionError
 from worker.llm.client import make_client
+from worker.llm.config import EndpointConfigError
 
 
 class Command(BaseCommand):
@@ -46,11 +47,14 @@ class Command(BaseCommand):
                 folder = Submission(submission or Path(empty))
             except SubmissionError as exc:
                 raise CommandError(str(exc)) from None
-            client = make_client(row.to_config())
             try:
-                report = evaluate_judge(expected, client, context, folder, JudgeSettings(code_only=code_only))
-            finally:
-                client.close()
+                client = make_client(row.to_config())
+                try:
+                    report = evaluate_judge(expected, client, context, folder, JudgeSettings(code_only=code_only))
+                finally:
+                    client.close()
+            except EndpointConfigError as exc:  # the endpoint breaks a rule (URL, key variable, params)
+                raise CommandError(str(exc)) from None
         judged = report.pop("judged_tree")
         if output is not None:
             output.write_text(json.dumps(judged, indent=2))
