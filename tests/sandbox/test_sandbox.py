@@ -22,6 +22,7 @@ def shared(backend, request, tmp_path_factory):
     """One sandbox per backend for the tests that do not need a fresh one (a container start
     costs a second or two): 256 MB of memory, a read-only paper folder."""
     paper = tmp_path_factory.mktemp("paper")
+    paper.chmod(0o755)  # as the worker writes it (tmp_path's are private): the agent's user reads it
     (paper / "paper.md").write_text("# The paper\n")
     fields = {"memory_mb": 256, "wall_clock_s": 300, "mounts_ro": {str(paper): "/home/paper"}}
     if backend == "docker":
@@ -235,12 +236,18 @@ def test_files_over_the_snapshot_limit_stay_out_of_snapshots(backend, open_box, 
     assert box.exec("ls ckpt").stdout.strip() == "model weights.bin"  # still there for the agent
 
 
-def test_missing_engines_and_images_fail_with_the_reason_and_auto_falls_back_to_bubblewrap(docker_host, tmp_path):
+def test_missing_engines_and_images_fail_with_the_reason_and_auto_falls_back_to_bubblewrap(docker_host, tmp_path,
+                                                                                          sandbox_image):
     nowhere = f"unix://{tmp_path}/no-engine.sock"
     with pytest.raises(SandboxError, match="no Docker API answers"):
         open_sandbox(SandboxSpec(backend="docker", docker_host=nowhere), slots=None)
     with pytest.raises(SandboxError, match="build_sandbox_image"):
         open_sandbox(SandboxSpec(backend="docker", docker_host=docker_host, image="localhost/missing:x"), slots=None)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)  # the agent's unprivileged user could not open the paper
+    with pytest.raises(SandboxError, match="not readable by the sandbox's user"):
+        open_sandbox(SandboxSpec(backend="docker", docker_host=docker_host, image=sandbox_image,
+                                 mounts_ro={str(private): "/home/paper"}), slots=None)
     with open_sandbox(SandboxSpec(backend="auto", docker_host=nowhere), slots=None) as box:
         assert box.backend == "bwrap"
 
@@ -258,6 +265,8 @@ def test_an_image_with_an_unprivileged_user_keeps_its_history_out_of_the_agents_
         client.close()
     with open_sandbox(SandboxSpec(backend="docker", image=image.id, docker_host=docker_host), slots=None) as box:
         assert box.exec("id -u; echo $PATH").stdout.split() == ["10002", "/opt/venv/bin:/usr/bin:/bin"]
+        # podman hands the user a container is created with its added capabilities: not the agent's
+        assert box.exec("grep -E '^Cap(Eff|Amb):' /proc/self/status").stdout.split()[1::2] == ["0" * 16] * 2
         box.write_file("train.py", b"print(1)\n")
         first = box.snapshot("first")
         assert box.exec("stat -c %u train.py").stdout.strip() == "10002"
@@ -265,3 +274,68 @@ def test_an_image_with_an_unprivileged_user_keeps_its_history_out_of_the_agents_
         box.exec("echo broken > train.py")
         box.restore(first)
         assert box.exec("echo 'print(2)' >> train.py && cat train.py").stdout == "print(1)\nprint(2)\n"
+
+
+def test_docker_commands_run_unprivileged_within_limits_and_leave_no_engine_process(open_box, tmp_path):
+    from worker.sandbox import docker_client, sandbox_uid
+    from worker.sandbox.cleanup import local_conmons
+
+    box = open_box("docker", max_processes=24)
+    assert box.exec("id -u").stdout.strip() == str(sandbox_uid())
+    status = dict(line.split(":\t") for line in box.exec("cat /proc/self/status").stdout.splitlines())
+    assert (status["CapEff"], status["CapPrm"], status["CapAmb"]) == ("0" * 16,) * 3
+    assert status["NoNewPrivs"] == "1"
+    # Not even within reach: the bounding set keeps only CHOWN and DAC_OVERRIDE, for the snapshot scripts.
+    assert status["CapBnd"] == "0000000000000003"
+    # Forks until the engine refuses: the container's processes (its init, sleep, this shell) count too.
+    bomb = ("import os, signal, time\nkids = []\ntry:\n    while len(kids) < 200:\n        pid = os.fork()\n"
+            "        if pid == 0:\n            time.sleep(60)\n            os._exit(0)\n        kids.append(pid)\n"
+            "except OSError:\n    pass\nprint(len(kids))\nfor pid in kids:\n    os.kill(pid, signal.SIGKILL)\n")
+    box.write_file("/tmp/bomb.py", bomb.encode())
+    forked = int(box.exec("python3 /tmp/bomb.py", timeout_s=30).stdout)
+    assert 5 < forked < 24
+    # The agent's work goes on: private files and folders are snapshotted, restored and exported.
+    box.exec("mkdir -m 700 secret && echo 1 > secret/w.txt && chmod 600 secret/w.txt && echo 'print(1)' > train.py"
+             " && chmod 000 train.py")
+    first = box.snapshot("private files")
+    box.exec("rm -rf secret; chmod 644 train.py; echo 'print(2)' > train.py")
+    box.restore(first)
+    assert box.exec("cat secret/w.txt && echo 3 >> secret/w.txt && stat -c %u secret/w.txt").stdout.split() == [
+        "1", str(sandbox_uid())]
+    exported = box.export_submission(tmp_path / "first", first)
+    assert (exported / "secret" / "w.txt").read_text() == "1\n" and (exported / "train.py").exists()
+    # Files put in by the worker go only where the agent itself may write.
+    box.exec("ln -s /var/lib/klong-snapshots history")
+    for target in ("/var/lib/klong-snapshots/config", "history/config", "/etc/passwd"):
+        with pytest.raises(SandboxError, match="cannot write"):
+            box.write_file(target, b"[core]\n\tfsmonitor = touch /tmp/pwned\n")
+    box.write_file("notes.md", b"ok\n")
+    assert box.snapshot("after the attempts") and box.exec("ls /tmp/pwned").exit_code != 0
+
+    # podman keeps each finished exec's conmon pair for 5 minutes (exit_command_delay): two per command.
+    assert [c for c in local_conmons() if c.container == box.id and c.of_exec] == []
+    # A command whose exit code nobody reads (the sandbox closed under it: a cancel, the wall clock).
+    client = docker_client(box.spec.docker_host)
+    try:
+        client.api.exec_start(client.api.exec_create(box.id, ["sleep", "30"])["Id"], detach=True)
+    finally:
+        client.close()
+    box.close()
+    deadline = time.monotonic() + 5  # the container's own conmon ends with it
+    while [c for c in local_conmons() if c.container == box.id] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [c for c in local_conmons() if c.container == box.id] == []
+
+
+def test_the_sweep_ends_engine_processes_of_removed_containers_only(open_box, docker_host):
+    from worker.sandbox.cleanup import local_conmons, sweep_engine_leftovers
+
+    box = open_box("docker")
+    box._reaps_conmons = False  # as a worker that could not end them (another user, killed mid-command)
+    box.exec("true")
+    left = {c.pid for c in local_conmons() if c.container == box.id and c.of_exec}
+    assert len(left) == 2
+    assert left.isdisjoint(c.pid for c in sweep_engine_leftovers(docker_host))  # its container is still there
+    box.close()
+    assert left <= {c.pid for c in sweep_engine_leftovers(docker_host)}
+    assert [c for c in local_conmons() if c.pid in left] == []

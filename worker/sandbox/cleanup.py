@@ -12,6 +12,12 @@ Three layers, each enough on its own for the case it covers:
 Containers are found by their labels: klong.sandbox, klong.job, klong.owner (host:pid),
 klong.expires (epoch seconds) and klong.deployment (this installation: a job id means nothing
 to another installation sharing the engine, so neither cleanup touches its containers).
+
+podman leaves one more thing per command: each exec session's conmon (a pair of processes)
+sleeps ``exit_command_delay`` (containers.conf, 5 minutes by default, "to mimic Docker") after
+the command ended before it runs its cleanup, and outlives the container. A sandbox ends its
+own exec sessions' conmons once it has read their exit code (worker/sandbox/docker_backend.py);
+``sweep_engine_leftovers`` ends those whose container is gone.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
 
@@ -173,3 +181,136 @@ def job_is_live(job_id: int) -> bool:
     return Job.objects.filter(
         pk=job_id, state__in=[Job.State.QUEUED, Job.State.RUNNING, Job.State.CANCELLING]
     ).exists()
+
+
+@dataclass(frozen=True)
+class Conmon:
+    """A conmon process of a podman on this machine: it watches one container or one exec session."""
+
+    pid: int
+    parent: int
+    container: str
+    session: str  # the exec session's id; the container's own conmon has the container's id here
+    bundle: str  # its folder under the engine's storage root
+
+    @property
+    def of_exec(self) -> bool:
+        return self.session != self.container
+
+
+def _option(argv: list[str], *names: str) -> str:
+    for index, arg in enumerate(argv[:-1]):
+        if arg in names:
+            return argv[index + 1]
+    return ""
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)  # os.open: a scan reads a file per process, open() costs twice as much
+    try:
+        return os.read(fd, 1 << 16)
+    finally:
+        os.close(fd)
+
+
+def local_conmons(naming: str = "", proc: str = "/proc") -> list[Conmon]:
+    """The conmon processes this machine shows (whose command line contains ``naming``): none
+    where the engine is Docker, runs on another machine or in another pid namespace."""
+    found = []
+    needle = naming.encode()
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            if _read(f"{proc}/{name}/comm") != b"conmon\n":
+                continue
+            raw = _read(f"{proc}/{name}/cmdline")
+            if needle not in raw:
+                continue
+            parent = int(_read(f"{proc}/{name}/stat").rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # it ended while we looked
+            continue
+        argv = raw.decode(errors="replace").split("\0")
+        container = _option(argv, "-c", "--cid")
+        if container:
+            found.append(Conmon(int(name), parent, container, _option(argv, "-u", "--cuuid") or container,
+                                _option(argv, "-b", "--bundle")))
+    return found
+
+
+def end_conmons(select: Callable[[Conmon], bool], naming: str = "", rounds: int = 5) -> list[Conmon]:
+    """Kill the conmons ``select`` picks (of those naming ``naming``). A conmon forks one child, the sleeper that runs its exit
+    command: when one was found without its child, another look catches a child forked just
+    before the kill. PermissionError when they are not ours to signal (a worker that is not the
+    engine's user)."""
+    ended: list[Conmon] = []
+    for _ in range(rounds):
+        chosen = [conmon for conmon in local_conmons(naming) if select(conmon)]
+        for conmon in chosen:
+            try:
+                os.kill(conmon.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            ended.append(conmon)
+        pids = {conmon.pid for conmon in chosen}
+        if all(conmon.parent in pids or conmon.pid in {c.parent for c in chosen} for conmon in chosen):
+            break
+    return ended
+
+
+def _resident_mb(pids: Iterable[int]) -> float:
+    total_kb = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                total_kb += next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        except (OSError, ValueError):
+            continue
+    return total_kb / 1024
+
+
+def storage_root(client) -> str:
+    """Where the engine keeps its containers: a podman's conmons run from folders under it."""
+    try:
+        return (client.info().get("DockerRootDir") or "").rstrip("/")
+    except Exception:
+        log.warning("could not ask the engine where it keeps its containers", exc_info=True)
+        return ""
+
+
+def sweep_engine_leftovers(docker_host: str = "") -> list[Conmon]:
+    """Kill the exec-session conmons on this machine whose container the engine no longer has
+    (podman keeps each for exit_command_delay after its command, whatever became of the
+    container). The engine is taken to be local when conmons run from folders under its storage
+    root: another engine's (Docker's root, a rootless podman of another user) are left alone, and
+    nothing is asked of the engine when no exec session's conmon is in sight."""
+    sessions = [conmon for conmon in local_conmons() if conmon.of_exec]
+    client = _client(docker_host) if sessions else None
+    if client is None:
+        return []
+    import docker.errors
+
+    try:
+        root = storage_root(client)
+        candidates = [c for c in sessions if root and c.bundle.startswith(f"{root}/")]
+        gone: set[str] = set()
+        for container in {c.container for c in candidates}:
+            try:
+                client.api.inspect_container(container)
+            except docker.errors.NotFound:
+                gone.add(container)
+    finally:
+        client.close()
+    leftovers = [c for c in candidates if c.container in gone]
+    if not leftovers:
+        return []
+    memory = _resident_mb(c.pid for c in leftovers)
+    try:
+        ended = end_conmons(lambda c: c.of_exec and c.container in gone)
+    except PermissionError:
+        log.warning("%d conmon processes of removed containers hold %.0f MB; this worker may not end them "
+                    "(lower exit_command_delay in the engine's containers.conf)", len(leftovers), memory)
+        return []
+    log.warning("ended %d conmon processes (%.0f MB) left by exec sessions of %d removed container(s)",
+                len(ended), memory, len(gone))
+    return ended

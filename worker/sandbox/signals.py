@@ -1,7 +1,8 @@
 """Worker signals for sandboxes (imported by worker/celery.py, as worker/lifecycle.py is).
 
 - When a job's task ends, whatever sandbox containers this process still holds for it go.
-- When a worker is ready, a sweep removes containers left by dead workers or finished jobs.
+- When a worker is ready, a sweep removes containers left by dead workers or finished jobs, and
+  ends the processes a local podman kept for exec sessions of containers that are gone.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def on_task_postrun(sender=None, args=None, **kwargs) -> None:
 
 
 def _sweep() -> None:
-    from worker.sandbox.cleanup import job_is_live, sweep_bwrap_folders, sweep_orphans
+    from worker.sandbox.cleanup import job_is_live, sweep_bwrap_folders, sweep_engine_leftovers, sweep_orphans
 
     try:
         removed = sweep_orphans(job_is_live)
+        sweep_engine_leftovers()  # logs what it ended
         folders = sweep_bwrap_folders(job_is_live)
         if removed or folders:
             log.warning("removed %d orphaned sandbox container(s) and %d bwrap folder(s)", len(removed), len(folders))
