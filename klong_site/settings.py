@@ -92,6 +92,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A login refused by the login limit answers 429, on /login/ and /admin/login/ alike.
+    "apps.core.login.LoginLimitMiddleware",
     # A full disk: 507 with a message rather than a 500 (apps/core/errors.py).
     "apps.core.errors.DiskFullMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -189,6 +191,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Auth ------------------------------------------------------------------------------------
 LOGIN_URL = "login"
+# LoginLimit refuses every password check while a login is locked (apps/core/login.py); it never
+# authenticates anyone itself, so sessions and permissions stay with ModelBackend.
+AUTHENTICATION_BACKENDS = ["apps.core.login.LoginLimit", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [

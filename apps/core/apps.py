@@ -10,7 +10,12 @@ class CoreConfig(AppConfig):
     verbose_name = "KLong Studio core"
 
     def ready(self) -> None:
+        from django.contrib import admin
+
+        from apps.core import login  # noqa: F401  (connects the login limit's signal receivers)
         from apps.core.roles import ensure_roles
 
         # After every migrate (and after each test-database flush) the role groups exist.
         post_migrate.connect(ensure_roles, sender=self, dispatch_uid="klong-ensure-roles")
+        # The admin's login page says when the login limit (apps/core/login.py) refused it.
+        admin.site.login_form = login.RateLimitedAdminAuthenticationForm

@@ -153,6 +153,41 @@ def test_a_successful_login_clears_the_failures(personas):
     assert Client(REMOTE_ADDR=address).post("/login/", {"username": user.username, "password": PASSWORD}).status_code == 302
 
 
+LOGIN_PATHS = ("/login/", "/admin/login/")
+
+
+@override_settings(KLONG_LOGIN_MAX_FAILURES=3, KLONG_LOGIN_WINDOW_S=60)
+def test_every_login_path_shares_one_limit(personas):
+    """Failures on the site's login and on the admin's count together; both refuse once locked."""
+    admin = personas["admin"]
+    admin.is_staff = True
+    admin.save()
+    client = Client(REMOTE_ADDR="10.9.3.1")
+    for path in ("/admin/login/", "/login/", "/admin/login/"):
+        assert client.post(path, {"username": admin.username, "password": "wrong"}).status_code == 200
+    for path in LOGIN_PATHS:
+        locked = client.post(path, {"username": admin.username, "password": PASSWORD})
+        assert locked.status_code == 429, path
+        assert "Too many failed logins. Try again in 1 minute." in locked.content.decode()
+        assert 0 < int(locked["Retry-After"]) <= 60
+        assert "_auth_user_id" not in client.session
+
+
+@override_settings(KLONG_LOGIN_MAX_FAILURES=3, KLONG_LOGIN_WINDOW_S=60)
+def test_spellings_of_a_username_share_its_count(personas):
+    """Django's login form reads full-width letters as plain ones (NFKC): so must the count."""
+    user = personas["viewer"]
+    # A user of its own, so the failures below cannot lock the viewer out by address alone.
+    client = Client(REMOTE_ADDR="10.9.4.1")
+    assert client.post("/login/", {"username": "ｖｉｅｗｅｒ", "password": PASSWORD}).status_code == 302
+    client.post("/logout/")
+    for spelling in ("ｖｉｅｗｅｒ", "VIEWER", "Ｖｉｅｗｅｒ"):
+        assert client.post("/login/", {"username": spelling, "password": "wrong"}).status_code == 200
+    for spelling in (user.username, "ｖｉｅｗｅｒ", "ｖiewer"):
+        assert client.post("/login/", {"username": spelling, "password": PASSWORD}).status_code == 429, spelling
+    assert "_auth_user_id" not in client.session
+
+
 # --- API tokens -------------------------------------------------------------------------------
 
 def test_a_token_created_on_the_page_works_once_shown_and_stops_when_revoked(client_for, personas):
