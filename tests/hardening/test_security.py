@@ -226,6 +226,80 @@ def test_a_token_needs_a_name(client_for):
     assert response.status_code == 400 and "name" in response.json()
 
 
+def test_a_token_cannot_mint_tokens(client_for, personas):
+    """A leaked key that could mint keys would outlive its own revocation: creating needs a session."""
+    from apps.core.tokens import create_token
+
+    _token, key = create_token(personas["operator"], "script")
+    api = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    refused = api.post("/api/tokens/", {"name": "child"}, content_type="application/json")
+    assert refused.status_code == 403 and "not with another API token" in refused.json()["detail"]
+    assert list(personas["operator"].api_tokens.values_list("name", flat=True)) == ["script"]
+    # The token still lists and revokes, and a session still creates.
+    assert [t["name"] for t in api.get("/api/tokens/").json()["results"]] == ["script"]
+    assert client_for("operator").post("/api/tokens/", {"name": "laptop"},
+                                       content_type="application/json").status_code == 201
+
+
+def test_a_tokens_last_use_is_stamped_at_most_once_a_minute(personas):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.core.tokens import create_token
+
+    token, key = create_token(personas["viewer"], "script")
+    api = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/papers/").status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at is not None
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/papers/").status_code == 200
+    assert not [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_token_reads_do_not_wait_for_a_write_in_progress(personas):
+    """Stamping last_used_at gives way to a lock held elsewhere (SQLite: a long import holds the whole
+    database; PostgreSQL: the token's row): the read answers at once, the stamp waits a minute."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from apps.core.tokens import create_token
+
+    token, key = create_token(personas["viewer"], "script")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_a_write_lock() -> None:
+        try:
+            with transaction.atomic():
+                ApiToken.objects.filter(pk=token.pk).update(name="busy")
+                holding.set()
+                release.wait(timeout=5)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_a_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(timeout=10)
+        started = time.monotonic()
+        answers = [Client().get("/api/papers/", HTTP_AUTHORIZATION=f"Token {key}").status_code for _ in range(3)]
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert answers == [200, 200, 200]
+    assert elapsed < 2, f"three reads took {elapsed:.1f} s behind a write lock"
+    token.refresh_from_db()
+    assert token.last_used_at is None
+    if connection.vendor == "sqlite":  # the brief wait was for that write only
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 20_000
+
+
 # --- Conflicts ---------------------------------------------------------------------------------
 
 def test_deleting_a_paper_that_judge_runs_still_use_is_a_409_naming_them(client_for, personas):
