@@ -96,6 +96,9 @@ MIDDLEWARE = [
     "apps.core.login.LoginLimitMiddleware",
     # A full disk: 507 with a message rather than a 500 (apps/core/errors.py).
     "apps.core.errors.DiskFullMiddleware",
+    # A NUL in a query parameter or form field: 400 with a message (PostgreSQL refuses NUL in text).
+    # After CsrfViewMiddleware, which has parsed page forms by then.
+    "apps.core.errors.RejectNulMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, so every view (including third-party ones) is behind a login unless it opts out.
@@ -237,6 +240,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.RolePermission"],
+    # DRF's parsers, refusing NUL characters (apps/core/api.py).
+    "DEFAULT_PARSER_CLASSES": ["apps.core.api.JSONParser", "apps.core.api.FormParser", "apps.core.api.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

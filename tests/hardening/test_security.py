@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -308,6 +309,39 @@ def test_deleting_a_paper_that_judge_runs_still_use_is_a_409_naming_them(client_
     assert response.status_code == 409
     assert response.json()["detail"].startswith("It is still used by judge runs")
     assert world.paper.__class__.objects.filter(pk=world.paper.pk).exists()
+
+
+# --- NUL characters ---------------------------------------------------------------------------
+
+def test_a_nul_in_a_query_parameter_is_refused_with_a_message_on_every_page(client_for, personas):
+    """PostgreSQL refuses NUL in text: ``?q=%00`` on a list page answered 503 "database unavailable"."""
+    world = build_world("nul", personas["admin"])
+    client = client_for("viewer")
+    names = url_names()
+    wrong = {}
+    for name in sorted(set(names) & set(EXPECTED)):
+        if EXPECTED[name][0] is None or name == "metrics":
+            continue
+        path = reverse(name, kwargs=_params(name, names[name], world))
+        response = client.get(path, {"q": "attention\x00"})
+        if (response.status_code != 400
+                or "The field 'q' contains a NUL character" not in html.unescape(response.content.decode())):
+            wrong[path] = response.status_code
+    assert wrong == {}
+
+
+def test_a_nul_in_a_form_field_or_a_json_body_is_refused_with_a_message(client_for):
+    page = client_for("viewer").post("/account/tokens/", {"name": "laptop\x00"})
+    assert page.status_code == 400
+    assert "The field 'name' contains a NUL character" in html.unescape(page.content.decode())
+    api = client_for("curator").post("/api/papers/", {"slug": "nul", "title": "NUL", "blacklist": ["a\x00b"]},
+                                     content_type="application/json")
+    assert api.status_code == 400
+    assert api.json() == {"detail": "The field 'blacklist.0' contains a NUL character (\\0), which is not "
+                                    "allowed: remove it and try again."}
+    from apps.papers.models import Paper
+
+    assert not ApiToken.objects.exists() and not Paper.objects.filter(slug="nul").exists()
 
 
 # --- Uploads ----------------------------------------------------------------------------------
