@@ -230,6 +230,9 @@ if env_bool("BEHIND_TLS_PROXY", False):
 KLONG_LOGIN_MAX_FAILURES = env_int("KLONG_LOGIN_MAX_FAILURES", 5, minimum=1)
 KLONG_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("KLONG_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
 KLONG_LOGIN_WINDOW_S = env_int("KLONG_LOGIN_WINDOW_S", 900, minimum=1)
+# Open WebSockets re-check their session and role this often (apps/core/sockets.py): a session
+# that expired closes its sockets within this time. Logout and role changes close them at once.
+KLONG_SOCKET_SESSION_CHECK_S = env_int("KLONG_SOCKET_SESSION_CHECK_S", 60, minimum=1)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
