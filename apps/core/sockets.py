@@ -6,8 +6,9 @@ away. ``SessionBoundConsumer`` (the base of every consumer) closes it:
 
 - on logout at once: each socket joins its session's group, and ``user_logged_out`` sends the
   group a close (code 4401);
-- on a change of roles or permissions, a deactivated or deleted user: every socket re-checks its
-  session and user from the database (4401 if the session is gone, 4403 if the role is);
+- when a role or permission is taken away, or a user is changed (deactivated, a new password) or
+  deleted: every socket re-checks its session and user from the database (4401 if the session is
+  gone, 4403 if the role is);
 - on expiry, or anything that reached no socket (Redis down, a password changed elsewhere): each
   socket re-checks every ``KLONG_SOCKET_SESSION_CHECK_S`` seconds.
 """
@@ -125,8 +126,8 @@ def _send(group: str, kind: str) -> None:
         return
     try:
         async_to_sync(layer.group_send)(group, {"type": kind})
-    except Exception:  # Redis down must not fail a logout or an admin's save
-        log.warning("could not tell sockets in %s: %s", group, kind, exc_info=True)
+    except Exception as exc:  # Redis down must not fail a logout or an admin's save
+        log.warning("could not tell the sockets in %s of %s (%s): they re-check on their own", group, kind, exc)
 
 
 @receiver(user_logged_out, dispatch_uid="klong-sockets-logout")
@@ -141,7 +142,8 @@ def _tell_sockets_access_changed() -> None:
 
 
 def _roles_changed(sender, action: str, **kwargs) -> None:
-    if action.startswith("post_"):
+    # Only a removal can take access away (adding roles at migrate or createadmin tells no one).
+    if action in ("post_remove", "post_clear"):
         _tell_sockets_access_changed()
 
 
@@ -152,7 +154,7 @@ def _user_changed(sender, instance, created: bool = False, update_fields=None, *
 
 
 def connect_access_signals() -> None:
-    """Roles (groups), permissions, deactivation and deletion of users all change who may watch."""
+    """Roles (groups) and permissions taken away, users changed or deleted: who may watch changes."""
     user_model = get_user_model()
     for through in (user_model.groups.through, user_model.user_permissions.through, Group.permissions.through):
         m2m_changed.connect(_roles_changed, sender=through, dispatch_uid=f"klong-sockets-{through.__name__}")
