@@ -75,7 +75,7 @@ class DiskFullMiddleware:
 
 
 class RejectNulMiddleware:
-    """400 for a NUL in a query parameter or a page's form field, before the view runs.
+    """400 for a NUL in a query parameter, a path part or a page's form field, before the view runs.
 
     Every list filter and search reads the query string, some straight into a query. Page forms
     were parsed already by the CSRF check; API bodies are parsed later by DRF, whose parsers
@@ -89,7 +89,8 @@ class RejectNulMiddleware:
         return self.get_response(request)
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
-        field = field_with_nul(request.GET)
+        # A path part too: API detail routes take any character but "/" and "." as the lookup.
+        field = field_with_nul(view_kwargs) or field_with_nul(request.GET)
         if field is None and request.method == "POST" and not is_api_view(view_func):
             field = field_with_nul(request.POST)
         if field is None:

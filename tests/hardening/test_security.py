@@ -330,7 +330,7 @@ def test_a_nul_in_a_query_parameter_is_refused_with_a_message_on_every_page(clie
     assert wrong == {}
 
 
-def test_a_nul_in_a_form_field_or_a_json_body_is_refused_with_a_message(client_for):
+def test_a_nul_in_a_form_field_a_json_body_or_a_path_is_refused_with_a_message(client_for):
     page = client_for("viewer").post("/account/tokens/", {"name": "laptop\x00"})
     assert page.status_code == 400
     assert "The field 'name' contains a NUL character" in html.unescape(page.content.decode())
@@ -342,6 +342,9 @@ def test_a_nul_in_a_form_field_or_a_json_body_is_refused_with_a_message(client_f
     from apps.papers.models import Paper
 
     assert not ApiToken.objects.exists() and not Paper.objects.filter(slug="nul").exists()
+    # API detail routes take any character but "/" and "." as the lookup.
+    lookup = client_for("viewer").get("/api/model-endpoints/a%00b/")
+    assert lookup.status_code == 400 and "The field 'name' contains a NUL character" in lookup.json()["detail"]
 
 
 # --- Uploads ----------------------------------------------------------------------------------
