@@ -93,8 +93,13 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A login refused by the login limit answers 429, on /login/ and /admin/login/ alike.
+    "apps.core.login.LoginLimitMiddleware",
     # A full disk: 507 with a message rather than a 500 (apps/core/errors.py).
     "apps.core.errors.DiskFullMiddleware",
+    # A NUL in a query parameter or form field: 400 with a message (PostgreSQL refuses NUL in text).
+    # After CsrfViewMiddleware, which has parsed page forms by then.
+    "apps.core.errors.RejectNulMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, so every view (including third-party ones) is behind a login unless it opts out.
@@ -190,6 +195,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Auth ------------------------------------------------------------------------------------
 LOGIN_URL = "login"
+# LoginLimit refuses every password check while a login is locked (apps/core/login.py); it never
+# authenticates anyone itself, so sessions and permissions stay with ModelBackend.
+AUTHENTICATION_BACKENDS = ["apps.core.login.LoginLimit", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 AUTH_PASSWORD_VALIDATORS = [
@@ -223,6 +231,9 @@ if env_bool("BEHIND_TLS_PROXY", False):
 KLONG_LOGIN_MAX_FAILURES = env_int("KLONG_LOGIN_MAX_FAILURES", 5, minimum=1)
 KLONG_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("KLONG_LOGIN_MAX_FAILURES_PER_ADDRESS", 50, minimum=1)
 KLONG_LOGIN_WINDOW_S = env_int("KLONG_LOGIN_WINDOW_S", 900, minimum=1)
+# Open WebSockets re-check their session and role this often (apps/core/sockets.py): a session
+# that expired closes its sockets within this time. Logout and role changes close them at once.
+KLONG_SOCKET_SESSION_CHECK_S = env_int("KLONG_SOCKET_SESSION_CHECK_S", 60, minimum=1)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 
@@ -233,6 +244,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.RolePermission"],
+    # DRF's parsers, refusing NUL characters (apps/core/api.py).
+    "DEFAULT_PARSER_CLASSES": ["apps.core.api.JSONParser", "apps.core.api.FormParser", "apps.core.api.MultiPartParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -7,6 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from apps.core.models import ApiToken
@@ -49,7 +51,8 @@ class ApiTokenSerializer(serializers.ModelSerializer):
 
 class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
                       viewsets.GenericViewSet):
-    """Your API tokens (everyone's for a user manager). Creating one answers its key, once."""
+    """Your API tokens (everyone's for a user manager). Creating one (with a session, never with a
+    token) answers its key, once."""
 
     serializer_class = ApiTokenSerializer
     # Any role may hold tokens; they carry exactly the rights of their user.
@@ -61,6 +64,10 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Des
         return visible_tokens(self.request.user)
 
     def create(self, request, *args, **kwargs):
+        # A token that could mint tokens would let a leaked key outlive its own revocation.
+        if not isinstance(request.successful_authenticator, SessionAuthentication):
+            raise PermissionDenied("API tokens are created by a logged-in user (the Tokens page, or this "
+                                   "endpoint with a session), not with another API token.")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:

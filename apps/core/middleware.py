@@ -5,6 +5,7 @@ from django.contrib.auth.views import LogoutView
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from apps.core.errors import is_api_view
 from apps.core.roles import perm
 
 
@@ -16,7 +17,7 @@ class LoginRequiredMiddleware(DjangoLoginRequired):
     """
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
-        if getattr(view_func, "cls", None) is not None and hasattr(view_func.cls, "permission_classes"):
+        if is_api_view(view_func):
             return None
         response = super().process_view(request, view_func, view_args, view_kwargs)
         if response is not None or not getattr(view_func, "login_required", True):

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from apps.core.roles import perm
+from apps.core.sockets import SessionBoundConsumer, may_watch
 from apps.jobs.models import Job
 from worker.progress import JOBS_GROUP, job_group, job_snapshot
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+class JobConsumer(SessionBoundConsumer):
     """Live events of one job (``/ws/jobs/<id>/``) or of all jobs (``/ws/jobs/``).
 
     A watcher must be logged in and allowed to see the job; it gets a snapshot from the database
-    right after joining, so a late or reconnecting page is never behind.
+    right after joining, so a late or reconnecting page is never behind. The socket closes when
+    the session that opened it ends (``SessionBoundConsumer``).
     """
 
     async def connect(self) -> None:
@@ -25,13 +25,14 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             return
         self.group = job_group(job_id) if job_id else JOBS_GROUP
         await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.accept()
+        await self.accept_for_session()
         if job_id:
             await self.send_json(snapshot)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        await super().disconnect(code)
 
     async def receive_json(self, content, **kwargs) -> None:
         # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply.
@@ -42,7 +43,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
 
     @database_sync_to_async
     def _snapshot_if_allowed(self, user, job_id) -> dict | None:
-        if user is None or not user.is_authenticated or not user.has_perm(perm("view_studio")):
+        if not may_watch(user):
             return None
         if job_id is None:
             return {}

@@ -17,9 +17,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from apps.core.api import FormParser, MultiPartParser
 from apps.papers import services as paper_services
 from apps.papers.models import Paper
 from apps.rubrics import services as rubric_services

@@ -6,10 +6,10 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.core.api import FormParser, MultiPartParser
 from apps.core.permissions import RolePermission
 from apps.papers.models import Paper
 from apps.trajectories import services

@@ -109,7 +109,9 @@
     let opened = false;
     ws.onopen = () => { opened = true; failures = 0; retryMs = 500; $("job-live").textContent = "live"; };
     ws.onmessage = (m) => handle(JSON.parse(m.data));
-    ws.onclose = () => {
+    ws.onclose = (event) => {
+      // 4401: the session ended (logout, expiry); 4403: the role was taken away. Reconnecting would be refused.
+      if (event.code === 4401 || event.code === 4403) { $("job-live").textContent = "not live: log in again"; return; }
       const state = $("job-state").textContent.toLowerCase();
       if (finished.has(state)) { $("job-live").textContent = ""; return; }
       if (!opened && ++failures >= 3) { $("job-live").textContent = "polling"; poll(); return; }

@@ -32,7 +32,12 @@
     const ws = new WebSocket(`${scheme}://${location.host}/ws/jobs/`);
     ws.onopen = () => { delay = 500; if (!announcedNew) live.textContent = "live"; };
     ws.onmessage = (m) => apply(JSON.parse(m.data));
-    ws.onclose = () => { if (!announcedNew) live.textContent = "reconnecting…"; setTimeout(() => connect(Math.min(delay * 2, 15000)), delay); };
+    ws.onclose = (event) => {
+      // 4401: the session ended (logout, expiry); 4403: the role was taken away. Reconnecting would be refused.
+      if (event.code === 4401 || event.code === 4403) { live.textContent = "not live: log in again"; return; }
+      if (!announcedNew) live.textContent = "reconnecting…";
+      setTimeout(() => connect(Math.min(delay * 2, 15000)), delay);
+    };
   }
   connect(500);
 })();

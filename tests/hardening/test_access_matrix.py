@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.models import Session
 from django.db import connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from apps.core.roles import ROLES
+from apps.core.sockets import SessionBoundConsumer
 from klong_site.asgi import application
 from tests.hardening.world import World, build_world
 
@@ -361,3 +366,103 @@ def test_every_websocket_answers_each_role_as_expected(personas):
             answers[(path, who)] = async_to_sync(attempt)(path, headers_for(user))
     expected = {key: key[1] not in ("anonymous", "outsider") for key in answers}
     assert answers == expected
+
+
+# --- Sockets end with their session -----------------------------------------------------------
+
+def test_every_websocket_route_is_bound_to_its_session():
+    inner = application.application_mapping["websocket"]
+    while not hasattr(inner, "routes"):
+        inner = getattr(inner, "application", None) or inner.inner
+    unbound = [str(route.pattern) for route in inner.routes
+               if not issubclass(route.callback.consumer_class, SessionBoundConsumer)]
+    assert unbound == []
+
+
+def _logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+async def _open(path: str, client: Client) -> WebsocketCommunicator:
+    """A socket opened by ``client``'s session, through the real ASGI stack (origin, session, auth)."""
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)])
+    connected, _code = await communicator.connect(timeout=5)
+    assert connected, path
+    return communicator
+
+
+async def _until_closed(communicator: WebsocketCommunicator, timeout: float = 3) -> list:
+    """What the socket receives until it closes: event texts, then ("closed", code).
+
+    Stops after ``timeout`` seconds of silence with the socket still open.
+    """
+    received = []
+    while not await communicator.receive_nothing(timeout=timeout):
+        output = await communicator.receive_output()
+        if output["type"] == "websocket.close":
+            return [*received, ("closed", output.get("code"))]
+        received.append(output.get("text", "")[:40])
+    return received
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sockets_close_on_logout_and_receive_nothing_after(personas):
+    """A viewer's /ws/jobs/ socket went on receiving events after logout."""
+    from worker.progress import publish
+
+    job = build_world("sockets", personas["admin"]).job
+    leaving, staying = _logged_in(personas["viewer"]), _logged_in(personas["viewer"])
+
+    async def scenario():
+        sockets = [await _open(path, leaving) for path in ("/ws/jobs/", f"/ws/jobs/{job.pk}/")]
+        other = await _open("/ws/jobs/", staying)
+        snapshot = await sockets[1].receive_json_from(timeout=3)
+        await sync_to_async(leaving.post)("/logout/")
+        for step in range(10):
+            await sync_to_async(publish)(job.pk, {"kind": "progress", "step": step})
+        after = [await _until_closed(socket) for socket in sockets]
+        # The same user's other session is not logged out: its socket still gets the events.
+        still_open = await other.receive_json_from(timeout=3)
+        await other.disconnect()
+        return snapshot, after, still_open
+
+    snapshot, after, still_open = async_to_sync(scenario)()
+    assert snapshot["kind"] == "snapshot"
+    assert after == [[("closed", 4401)], [("closed", 4401)]]
+    assert still_open["kind"] == "progress"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sockets_close_when_their_user_loses_the_role(personas):
+    viewer = personas["viewer"]
+    viewers, curators = _logged_in(viewer), _logged_in(personas["curator"])
+
+    async def scenario():
+        losing, keeping = await _open("/ws/jobs/", viewers), await _open("/ws/jobs/", curators)
+        await database_sync_to_async(viewer.groups.clear)()
+        closed = await _until_closed(losing)
+        untouched = await keeping.receive_nothing(timeout=0.5)
+        await keeping.disconnect()
+        return closed, untouched
+
+    closed, untouched = async_to_sync(scenario)()
+    assert closed == [("closed", 4403)]
+    assert untouched
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(KLONG_SOCKET_SESSION_CHECK_S=0.2)
+def test_sockets_close_when_their_session_expires(personas):
+    client = _logged_in(personas["viewer"])
+
+    async def scenario():
+        socket = await _open("/ws/jobs/", client)
+        await socket.receive_nothing(timeout=0.5)  # a valid session passes the periodic check
+        await database_sync_to_async(Session.objects.filter(session_key=client.session.session_key).update)(
+            expire_date=timezone.now() - timedelta(seconds=1))
+        return await _until_closed(socket)
+
+    assert async_to_sync(scenario)() == [("closed", 4401)]

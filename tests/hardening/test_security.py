@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -153,6 +154,41 @@ def test_a_successful_login_clears_the_failures(personas):
     assert Client(REMOTE_ADDR=address).post("/login/", {"username": user.username, "password": PASSWORD}).status_code == 302
 
 
+LOGIN_PATHS = ("/login/", "/admin/login/")
+
+
+@override_settings(KLONG_LOGIN_MAX_FAILURES=3, KLONG_LOGIN_WINDOW_S=60)
+def test_every_login_path_shares_one_limit(personas):
+    """Failures on the site's login and on the admin's count together; both refuse once locked."""
+    admin = personas["admin"]
+    admin.is_staff = True
+    admin.save()
+    client = Client(REMOTE_ADDR="10.9.3.1")
+    for path in ("/admin/login/", "/login/", "/admin/login/"):
+        assert client.post(path, {"username": admin.username, "password": "wrong"}).status_code == 200
+    for path in LOGIN_PATHS:
+        locked = client.post(path, {"username": admin.username, "password": PASSWORD})
+        assert locked.status_code == 429, path
+        assert "Too many failed logins. Try again in 1 minute." in locked.content.decode()
+        assert 0 < int(locked["Retry-After"]) <= 60
+        assert "_auth_user_id" not in client.session
+
+
+@override_settings(KLONG_LOGIN_MAX_FAILURES=3, KLONG_LOGIN_WINDOW_S=60)
+def test_spellings_of_a_username_share_its_count(personas):
+    """Django's login form reads full-width letters as plain ones (NFKC): so must the count."""
+    user = personas["viewer"]
+    # A user of its own, so the failures below cannot lock the viewer out by address alone.
+    client = Client(REMOTE_ADDR="10.9.4.1")
+    assert client.post("/login/", {"username": "ｖｉｅｗｅｒ", "password": PASSWORD}).status_code == 302
+    client.post("/logout/")
+    for spelling in ("ｖｉｅｗｅｒ", "VIEWER", "Ｖｉｅｗｅｒ"):
+        assert client.post("/login/", {"username": spelling, "password": "wrong"}).status_code == 200
+    for spelling in (user.username, "ｖｉｅｗｅｒ", "ｖiewer"):
+        assert client.post("/login/", {"username": spelling, "password": PASSWORD}).status_code == 429, spelling
+    assert "_auth_user_id" not in client.session
+
+
 # --- API tokens -------------------------------------------------------------------------------
 
 def test_a_token_created_on_the_page_works_once_shown_and_stops_when_revoked(client_for, personas):
@@ -191,6 +227,80 @@ def test_a_token_needs_a_name(client_for):
     assert response.status_code == 400 and "name" in response.json()
 
 
+def test_a_token_cannot_mint_tokens(client_for, personas):
+    """A leaked key that could mint keys would outlive its own revocation: creating needs a session."""
+    from apps.core.tokens import create_token
+
+    _token, key = create_token(personas["operator"], "script")
+    api = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    refused = api.post("/api/tokens/", {"name": "child"}, content_type="application/json")
+    assert refused.status_code == 403 and "not with another API token" in refused.json()["detail"]
+    assert list(personas["operator"].api_tokens.values_list("name", flat=True)) == ["script"]
+    # The token still lists and revokes, and a session still creates.
+    assert [t["name"] for t in api.get("/api/tokens/").json()["results"]] == ["script"]
+    assert client_for("operator").post("/api/tokens/", {"name": "laptop"},
+                                       content_type="application/json").status_code == 201
+
+
+def test_a_tokens_last_use_is_stamped_at_most_once_a_minute(personas):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.core.tokens import create_token
+
+    token, key = create_token(personas["viewer"], "script")
+    api = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.get("/api/papers/").status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at is not None
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get("/api/papers/").status_code == 200
+    assert not [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_token_reads_do_not_wait_for_a_write_in_progress(personas):
+    """Stamping last_used_at gives way to a lock held elsewhere (SQLite: a long import holds the whole
+    database; PostgreSQL: the token's row): the read answers at once, the stamp waits a minute."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    from apps.core.tokens import create_token
+
+    token, key = create_token(personas["viewer"], "script")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_a_write_lock() -> None:
+        try:
+            with transaction.atomic():
+                ApiToken.objects.filter(pk=token.pk).update(name="busy")
+                holding.set()
+                release.wait(timeout=5)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_a_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(timeout=10)
+        started = time.monotonic()
+        answers = [Client().get("/api/papers/", HTTP_AUTHORIZATION=f"Token {key}").status_code for _ in range(3)]
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        holder.join()
+    assert answers == [200, 200, 200]
+    assert elapsed < 2, f"three reads took {elapsed:.1f} s behind a write lock"
+    token.refresh_from_db()
+    assert token.last_used_at is None
+    if connection.vendor == "sqlite":  # the brief wait was for that write only
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 20_000
+
+
 # --- Conflicts ---------------------------------------------------------------------------------
 
 def test_deleting_a_paper_that_judge_runs_still_use_is_a_409_naming_them(client_for, personas):
@@ -199,6 +309,42 @@ def test_deleting_a_paper_that_judge_runs_still_use_is_a_409_naming_them(client_
     assert response.status_code == 409
     assert response.json()["detail"].startswith("It is still used by judge runs")
     assert world.paper.__class__.objects.filter(pk=world.paper.pk).exists()
+
+
+# --- NUL characters ---------------------------------------------------------------------------
+
+def test_a_nul_in_a_query_parameter_is_refused_with_a_message_on_every_page(client_for, personas):
+    """PostgreSQL refuses NUL in text: ``?q=%00`` on a list page answered 503 "database unavailable"."""
+    world = build_world("nul", personas["admin"])
+    client = client_for("viewer")
+    names = url_names()
+    wrong = {}
+    for name in sorted(set(names) & set(EXPECTED)):
+        if EXPECTED[name][0] is None or name == "metrics":
+            continue
+        path = reverse(name, kwargs=_params(name, names[name], world))
+        response = client.get(path, {"q": "attention\x00"})
+        if (response.status_code != 400
+                or "The field 'q' contains a NUL character" not in html.unescape(response.content.decode())):
+            wrong[path] = response.status_code
+    assert wrong == {}
+
+
+def test_a_nul_in_a_form_field_a_json_body_or_a_path_is_refused_with_a_message(client_for):
+    page = client_for("viewer").post("/account/tokens/", {"name": "laptop\x00"})
+    assert page.status_code == 400
+    assert "The field 'name' contains a NUL character" in html.unescape(page.content.decode())
+    api = client_for("curator").post("/api/papers/", {"slug": "nul", "title": "NUL", "blacklist": ["a\x00b"]},
+                                     content_type="application/json")
+    assert api.status_code == 400
+    assert api.json() == {"detail": "The field 'blacklist.0' contains a NUL character (\\0), which is not "
+                                    "allowed: remove it and try again."}
+    from apps.papers.models import Paper
+
+    assert not ApiToken.objects.exists() and not Paper.objects.filter(slug="nul").exists()
+    # API detail routes take any character but "/" and "." as the lookup.
+    lookup = client_for("viewer").get("/api/model-endpoints/a%00b/")
+    assert lookup.status_code == 400 and "The field 'name' contains a NUL character" in lookup.json()["detail"]
 
 
 # --- Uploads ----------------------------------------------------------------------------------
