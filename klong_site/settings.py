@@ -236,6 +236,12 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "apps.core.api.exception_handler",
+    # DRF's three parsers, the JSON one with the depth limit (KLONG_MAX_JSON_DEPTH).
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "KLong Studio API",
@@ -256,6 +262,16 @@ KLONG_MAX_UPLOAD_BYTES = env_int("KLONG_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, mi
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Trajectory files above this are imported by a job rather than inside the upload request.
 KLONG_IMPORT_INLINE_BYTES = env_int("KLONG_IMPORT_INLINE_BYTES", 32 * 1024 * 1024, minimum=1)
+# Untrusted input (apps/core/untrusted.py). JSON nesting: the deepest real input, a PaperBench
+# rubric tree (bam), nests 20 levels; Python's json gives up near 1,000, hence the maximum.
+KLONG_MAX_JSON_DEPTH = env_int("KLONG_MAX_JSON_DEPTH", 64, minimum=8, maximum=500)
+# Decompressed bytes of one archive (.eval log, paper zip, submission) in total and per member,
+# counted while decompressing.
+KLONG_MAX_UNPACKED_BYTES = env_int("KLONG_MAX_UNPACKED_BYTES", 1024 * 1024 * 1024, minimum=1024)
+KLONG_MAX_UNPACKED_MEMBER_BYTES = env_int("KLONG_MAX_UNPACKED_MEMBER_BYTES", 256 * 1024 * 1024, minimum=1024)
+# A stored turn's text (or reasoning, tool-call arguments) longer than this is cut to its head
+# and tail with a marker; the import report lists it.
+KLONG_MAX_TURN_CHARS = env_int("KLONG_MAX_TURN_CHARS", 1_000_000, minimum=1000)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
 # SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for

@@ -12,12 +12,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from apps.audit import services
 from apps.audit.agreement import VERDICT_METRICS
 from apps.audit.models import AuditQueue
+from apps.core.parsers import JSONParser
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
 

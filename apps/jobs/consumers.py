@@ -33,8 +33,9 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply.
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply. What a
+        # client sends is never parsed (malformed or deeply nested JSON would end the socket).
         await self.send_json({"kind": "error", "error": "this socket is read-only"})
 
     async def job_event(self, message: dict) -> None:
