@@ -244,8 +244,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.RolePermission"],
-    # DRF's parsers, refusing NUL characters (apps/core/api.py).
-    "DEFAULT_PARSER_CLASSES": ["apps.core.api.JSONParser", "apps.core.api.FormParser", "apps.core.api.MultiPartParser"],
+    # DRF's parsers, refusing NUL characters, the JSON one with the depth limit (apps/core/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "apps.core.parsers.JSONParser", "apps.core.parsers.FormParser", "apps.core.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -270,6 +272,16 @@ KLONG_MAX_UPLOAD_BYTES = env_int("KLONG_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, mi
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 # Trajectory files above this are imported by a job rather than inside the upload request.
 KLONG_IMPORT_INLINE_BYTES = env_int("KLONG_IMPORT_INLINE_BYTES", 32 * 1024 * 1024, minimum=1)
+# Untrusted input (apps/core/untrusted.py). JSON nesting: the deepest real input, a PaperBench
+# rubric tree (bam), nests 20 levels; Python's json gives up near 1,000, hence the maximum.
+KLONG_MAX_JSON_DEPTH = env_int("KLONG_MAX_JSON_DEPTH", 64, minimum=8, maximum=500)
+# Decompressed bytes of one archive (.eval log, paper zip, submission) in total and per member,
+# counted while decompressing.
+KLONG_MAX_UNPACKED_BYTES = env_int("KLONG_MAX_UNPACKED_BYTES", 1024 * 1024 * 1024, minimum=1024)
+KLONG_MAX_UNPACKED_MEMBER_BYTES = env_int("KLONG_MAX_UNPACKED_MEMBER_BYTES", 256 * 1024 * 1024, minimum=1024)
+# A stored turn's text (or reasoning, tool-call arguments) longer than this is cut to its head
+# and tail with a marker; the import report lists it.
+KLONG_MAX_TURN_CHARS = env_int("KLONG_MAX_TURN_CHARS", 1_000_000, minimum=1000)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
 # SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for

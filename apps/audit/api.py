@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from apps.audit import services
 from apps.audit.agreement import VERDICT_METRICS
 from apps.audit.models import AuditQueue
-from apps.core.api import FormParser, JSONParser, MultiPartParser
+from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
 

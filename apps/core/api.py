@@ -5,13 +5,11 @@ import logging
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
 from django.db.models import ProtectedError, RestrictedError
-from rest_framework import parsers, status
-from rest_framework.exceptions import ParseError
-from rest_framework.parsers import DataAndFiles
+from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.core.errors import DISK_FULL_MESSAGE, field_with_nul, is_disk_full, nul_message
+from apps.core.errors import DISK_FULL_MESSAGE, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +35,3 @@ def exception_handler(exc, context):
         log.exception("database error in %s", context.get("view"))
         return Response({"detail": "The database is unavailable; try again shortly."}, status=503)
     return None
-
-
-class RefuseNulMixin:
-    """A DRF parser that refuses a NUL anywhere in the body with a 400 naming the field.
-
-    PostgreSQL cannot store NUL in text nor ``\\u0000`` in jsonb: serializers' text fields refuse
-    it already, but JSON fields (configs, blacklists, trees) and values a view reads itself would
-    reach the database with it. Files in a multipart body are not looked at: they are data.
-    """
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        parsed = super().parse(stream, media_type, parser_context)
-        field = field_with_nul(parsed.data if isinstance(parsed, DataAndFiles) else parsed)
-        if field is not None:
-            raise ParseError(nul_message(field))
-        return parsed
-
-
-class JSONParser(RefuseNulMixin, parsers.JSONParser):
-    pass
-
-
-class FormParser(RefuseNulMixin, parsers.FormParser):
-    pass
-
-
-class MultiPartParser(RefuseNulMixin, parsers.MultiPartParser):
-    pass

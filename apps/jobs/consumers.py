@@ -34,8 +34,9 @@ class JobConsumer(SessionBoundConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         await super().disconnect(code)
 
-    async def receive_json(self, content, **kwargs) -> None:
-        # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply.
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        # Watching is read-only: actions go through the HTTP API, where CSRF and roles apply. What a
+        # client sends is never parsed (malformed or deeply nested JSON would end the socket).
         await self.send_json({"kind": "error", "error": "this socket is read-only"})
 
     async def job_event(self, message: dict) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django import forms
+from django.forms.fields import InvalidJSONInput
 
+from apps.core.untrusted import JsonTooDeep, loads_json
 from worker.queues import MAX_GPUS
 
 
@@ -28,6 +30,31 @@ class LaunchForm(forms.Form):
     )
 
 
+class BoundedJSONField(forms.JSONField):
+    """A JSON form field whose nesting is limited (KLONG_MAX_JSON_DEPTH): an error, not a 500."""
+
+    def to_python(self, value):
+        if isinstance(value, str) and (error := _depth_error(value)):
+            raise forms.ValidationError(str(error), code="too_deep")
+        return super().to_python(value)
+
+    def bound_data(self, data, initial):
+        # The form comes back with the text as typed, not parsed again.
+        if isinstance(data, str) and _depth_error(data):
+            return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
+def _depth_error(text: str) -> JsonTooDeep | None:
+    try:
+        loads_json(text)
+    except JsonTooDeep as exc:
+        return exc
+    except ValueError:
+        pass  # not JSON at all: the field says so itself
+    return None
+
+
 PIPELINE_EXAMPLE = """[
   {"kind": "selftest", "config": {"steps": 5}},
   {"kind": "selftest", "config": {"steps": 10, "echo": "second stage"}}
@@ -37,7 +64,7 @@ PIPELINE_EXAMPLE = """[
 class PipelineForm(forms.Form):
     title = forms.CharField(max_length=300, required=False)
     priority = forms.IntegerField(min_value=0, max_value=9, initial=5, help_text="0 runs first, 9 last.")
-    stages = forms.JSONField(
+    stages = BoundedJSONField(
         initial=PIPELINE_EXAMPLE,
         help_text='A list of stages, run in order: [{"kind": ..., "config": {...}}, ...]. Every config is '
         "checked before anything is queued.",

@@ -6,7 +6,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.core.api import FormParser, JSONParser, MultiPartParser
+from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck, endpoint_field_errors
 from apps.judging.services import (
     check_endpoint_connection,

@@ -22,7 +22,7 @@ from apps.ops.artifacts import fetch_artifact, publish_artifact
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from worker.judge.grader import JudgeOutcome
-from worker.judge.submission import SubmissionError, UploadLimits, extract_archive
+from worker.judge.submission import SubmissionError, extract_archive
 from worker.llm.config import EndpointConfigError
 from worker.llm.records import LLMError
 
@@ -79,7 +79,7 @@ def store_submission_upload(upload) -> str:
             tmp.write(chunk)
         tmp.flush()
         try:
-            extract_archive(Path(tmp.name), dest, UploadLimits(max_total_bytes=limit * 5))
+            extract_archive(Path(tmp.name), dest)  # KLONG_MAX_UNPACKED_BYTES and _MEMBER_BYTES
         except SubmissionError as exc:
             raise ValidationError(f"Submission refused: {exc}") from None
     _unwrap_single_folder(dest)

@@ -19,7 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from apps.core.api import FormParser, MultiPartParser
+from apps.core.parsers import FormParser, MultiPartParser
 from apps.papers import services as paper_services
 from apps.papers.models import Paper
 from apps.rubrics import services as rubric_services

@@ -13,7 +13,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.core.api import FormParser, JSONParser, MultiPartParser
+from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.papers import intake
 from apps.papers.candidates import FORMATS, CandidateFilter, normalise_venue
 from apps.papers.models import Paper, PaperCandidate

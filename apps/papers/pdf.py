@@ -17,7 +17,7 @@ class PdfError(ValueError):
 
 def pdf_to_markdown(stream: BinaryIO, title: str = "") -> str:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PyPdfError
 
     stream.seek(0)  # a form's file field may have read it already
     head = stream.read(5)
@@ -29,7 +29,10 @@ def pdf_to_markdown(stream: BinaryIO, title: str = "") -> str:
         if reader.is_encrypted:
             raise PdfError("This PDF is encrypted; upload an unprotected copy.")
         pages = [page.extract_text() or "" for page in reader.pages]
-    except PdfReadError as exc:
+    except LimitReachedError as exc:
+        # pypdf's own caps on decompressed streams, arrays and images (a bomb, or a broken file).
+        raise PdfError(f"This PDF is refused: it goes past a safety limit of the PDF reader ({exc}).") from None
+    except PyPdfError as exc:
         raise PdfError(f"This PDF could not be read: {exc}") from None
     if not any(page.strip() for page in pages):
         raise PdfError("This PDF has no text layer (a scan?): paste the paper as Markdown instead.")

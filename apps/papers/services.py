@@ -22,6 +22,7 @@ import yaml
 from django.db import transaction
 from django.utils.text import slugify
 
+from apps.core.untrusted import InputLimits, UnpackBudget, UnpackedTooLarge
 from apps.papers.models import Paper
 from apps.rubrics import services as rubrics
 from apps.rubrics.models import RubricVersion
@@ -150,35 +151,51 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
         raise BundleError("The upload is not a zip file (or a rubric .json)") from None
     try:
         with archive:
-            return _bundle_from_zip(archive, name, max_bytes)
+            return _bundle_from_zip(archive, name, _paper_zip_budget(max_bytes))
+    except UnpackedTooLarge as exc:
+        raise BundleError(f"The zip is refused: {exc}", 413) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         # A damaged or forged archive (e.g. sizes in the headers that lie): refused, never a 500.
         raise BundleError(f"The zip is damaged or forged: {exc}") from None
 
 
-def _bundle_from_zip(archive: zipfile.ZipFile, name: str, max_bytes: int) -> PaperBundle:
+def _paper_zip_budget(max_bytes: int) -> UnpackBudget:
+    # Everything read is held in memory: no more than the upload limit, nor the archive caps.
+    limits = InputLimits.current()
+    total, setting = min((max_bytes, "KLONG_MAX_UPLOAD_BYTES"), (limits.unpacked_bytes, "KLONG_MAX_UNPACKED_BYTES"))
+    member = min(limits.unpacked_member_bytes, total)
+    return UnpackBudget(InputLimits(unpacked_bytes=total, unpacked_member_bytes=member), "the zip", setting)
+
+
+def _bundle_from_zip(archive: zipfile.ZipFile, name: str, budget: UnpackBudget) -> PaperBundle:
     for info in archive.infolist():
         try:
             check_member_name(info.filename)
         except SubmissionError as exc:
             raise BundleError(f"The zip is refused: {exc}") from None
     members = {i.filename: i for i in archive.infolist() if not i.is_dir() and "__MACOSX" not in i.filename}
-    # Uncompressed size counts too: a small zip may expand into gigabytes.
-    if sum(i.file_size for i in members.values()) > max_bytes:
-        raise BundleError(f"The zip expands to more than the limit of {max_bytes:,} bytes", 413)
+    # Uncompressed sizes count too, as declared and as read: a small zip may expand into gigabytes.
+    for info in members.values():
+        budget.check_declared(info.filename, info.file_size)
+    budget.check_declared("", 0, sum(i.file_size for i in members.values()))
     rubric_names = [m for m in members if PurePosixPath(m).name == RUBRIC_FILE]
     if not rubric_names:
         raise BundleError(f"The zip has no {RUBRIC_FILE}")
     if len(rubric_names) > 1:
         raise BundleError(f"The zip has {len(rubric_names)} {RUBRIC_FILE} files; upload one paper per zip")
     folder = PurePosixPath(rubric_names[0]).parent
+
+    def read(member: str) -> bytes:
+        with archive.open(member) as fp, budget.open(fp, member) as counted:
+            return counted.read()
+
     texts: dict[str, str] = {}
     for attr, file_name in TEXT_FILES.items():
         member = str(folder / file_name) if str(folder) != "." else file_name
         if member in members:
-            texts[attr] = archive.read(member).decode("utf-8", errors="replace")
+            texts[attr] = read(member).decode("utf-8", errors="replace")
     slug_source = folder.name if str(folder) != "." else PurePosixPath(name).stem
-    return PaperBundle(slugify(slug_source) or "paper", archive.read(rubric_names[0]), name, texts)
+    return PaperBundle(slugify(slug_source) or "paper", read(rubric_names[0]), name, texts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.untrusted import JsonTooDeep, loads_json
+
 # PaperBench's own TaskNode.to_dict order: used for nodes that never came from a file.
 CANONICAL_KEY_ORDER: tuple[str, ...] = (
     "id",
@@ -124,14 +126,17 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def load_json_bytes(data: bytes) -> dict[str, Any]:
-    """Parse rubric JSON bytes; ints stay int and floats stay float, so export is identical."""
+    """Parse rubric JSON bytes; ints stay int and floats stay float, so export is identical.
+    Nesting is limited (KLONG_MAX_JSON_DEPTH): a rubric tree is recursive, a hostile one deep."""
     try:
-        value = json.loads(
+        value = loads_json(
             data,
             parse_float=_parse_float,
             parse_constant=_reject_constant,
             object_pairs_hook=_no_duplicate_keys,
         )
+    except JsonTooDeep as exc:
+        raise RubricFormatError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise RubricFormatError(
             f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.http import HttpResponse
@@ -9,12 +10,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apps.core.api import FormParser, MultiPartParser
+from apps.core.parsers import FormParser, MultiPartParser
 from apps.core.permissions import RolePermission
 from apps.papers.models import Paper
 from apps.trajectories import services
 from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
-from apps.trajectories.queries import filter_trajectories, search_turns, turn_texts
+from apps.trajectories.queries import filter_trajectories, search_turns, trajectory_rows, turn_texts
 from apps.trajectories.services import TrajectoryImportError
 from apps.trajectories.uploads import UploadTooLarge, check_request_size, import_upload
 
@@ -76,9 +77,10 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     }
 
     def get_queryset(self):
-        queryset = Trajectory.objects.select_related("paper")
         # Only the list reads the filters: ?q= on the search action is the search text.
-        return filter_trajectories(queryset, self._filters()) if self.action == "list" else queryset
+        if self.action == "list":
+            return filter_trajectories(trajectory_rows(), self._filters())
+        return Trajectory.objects.select_related("paper")
 
     def _filters(self) -> dict[str, Any]:
         params = self.request.query_params
@@ -145,6 +147,9 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         from apps.trajectories import split_service
         from apps.trajectories.splitting import SplitError
 
+        if not isinstance(request.data, Mapping):
+            return Response({"detail": "The body must be a JSON object: {\"ids\": \"1,2\", \"l_max\": ...}."},
+                            status=400)
         try:
             data = split_service.export_dataset(split_service.export_selection(request.data), request.data)
         except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:

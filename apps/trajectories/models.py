@@ -4,6 +4,14 @@ from django.conf import settings
 from django.db import models
 
 
+class VisibleTrajectoryManager(models.Manager):
+    """Every read sees only finished imports: an import writes each run in its own short
+    transaction, hidden behind its ``import_batch``, and shows them all at its end."""
+
+    def get_queryset(self) -> models.QuerySet[Trajectory]:
+        return super().get_queryset().filter(import_batch="")
+
+
 class Trajectory(models.Model):
     class Source(models.TextChoices):
         IMPORTED = "imported", "Imported"
@@ -57,6 +65,11 @@ class Trajectory(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set while the import that writes this run is still going (services.import_trajectories).
+    import_batch = models.CharField(max_length=60, blank=True, db_index=True)
+
+    objects = VisibleTrajectoryManager()
+    all_objects = models.Manager()  # hidden runs included: only the import itself uses it
 
     class Meta:
         ordering = ["-created_at"]

@@ -26,6 +26,13 @@ SORTS = {
     "title": "title",
 }
 
+# Never shown in a list, and each can be megabytes: a run's meta (scores, errors) or a paper's text.
+LIST_DEFERRED = ("meta", "paper__markdown", "paper__abstract", "paper__addendum", "paper__judge_addendum")
+
+
+def trajectory_rows() -> QuerySet[Trajectory]:
+    """Trajectories for a list (the page, the API), with their paper, large columns left unread."""
+    return Trajectory.objects.select_related("paper").defer(*LIST_DEFERRED)
 
 
 def filter_trajectories(queryset: QuerySet[Trajectory], values: dict[str, Any]) -> QuerySet[Trajectory]:

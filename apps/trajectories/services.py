@@ -4,17 +4,22 @@ import job all call these functions, never their own copy of the logic.
 
 from __future__ import annotations
 
+import json
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.core.untrusted import InputLimits, clip_text
 from apps.papers.models import Paper
 from apps.trajectories.formats import (
     ParsedTrajectory,
@@ -24,7 +29,12 @@ from apps.trajectories.formats import (
 from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
 from apps.trajectories.tokens import TokenCounter, counter_for, turn_text
 
+log = logging.getLogger(__name__)
+
 TURN_BATCH = 1000
+# Texts cut per run that the import report names one by one (the count covers the rest).
+CLIPPED_LISTED = 20
+ABANDONED_IMPORT_S = 24 * 3600
 # Files a folder import never tries to read as trajectories.
 _SKIPPED_SUFFIXES = (".md", ".txt", ".rst")
 
@@ -49,6 +59,10 @@ class ImportedTrajectory:
     turns: int
     title: str
     source_name: str
+    # Texts longer than KLONG_MAX_TURN_CHARS, cut to their head and tail: "turn 12 text (300,000,000
+    # characters)", the first CLIPPED_LISTED of clipped_count.
+    clipped: tuple[str, ...] = ()
+    clipped_count: int = 0
 
 
 @dataclass
@@ -57,6 +71,10 @@ class ImportResult:
     # "file: position: message" of each record skipped (skip_bad=True only).
     skipped: list[str] = field(default_factory=list)
     tokenizer: str = ""
+    # "source name: turn 12 text (300,000,000 characters)" for the first texts cut.
+    clipped: list[str] = field(default_factory=list)
+    clipped_count: int = 0
+    clip_limit: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,7 +82,20 @@ class ImportResult:
             "skipped": self.skipped,
             "tokenizer": self.tokenizer,
             "estimated_tokens": self.tokenizer == "",
+            "clipped": self.clipped,
+            **({"clipped_note": self.clip_note()} if self.clipped else {}),
         }
+
+    def add_clipped(self, imported: ImportedTrajectory) -> None:
+        self.clipped_count += imported.clipped_count
+        room = CLIPPED_LISTED * 5 - len(self.clipped)
+        self.clipped += [f"{imported.source_name}: {what}" for what in imported.clipped[:max(room, 0)]]
+
+    def clip_note(self) -> str:
+        more = self.clipped_count - len(self.clipped)
+        return (f"Texts longer than {self.clip_limit:,} characters (KLONG_MAX_TURN_CHARS) were stored as their "
+                "head and tail with a marker saying how much was cut: " + "; ".join(self.clipped)
+                + (f"; and {more} more" if more > 0 else ""))
 
 
 def configured_tokenizer_path() -> str:
@@ -97,6 +128,47 @@ def _when(value: str | None) -> datetime | None:
     return parsed
 
 
+def _clip_strings(value: Any, limit: int, note: str) -> tuple[Any, int]:
+    """A JSON value with every string longer than ``limit`` clipped, and how many were."""
+    if isinstance(value, str):
+        return (clip_text(value, limit, note), 1) if len(value) > limit else (value, 0)
+    if isinstance(value, dict):
+        pairs = [(k, *_clip_strings(v, limit, note)) for k, v in value.items()]
+        return {k: v for k, v, _ in pairs}, sum(n for _, _, n in pairs)
+    if isinstance(value, list):
+        pairs = [_clip_strings(v, limit, note) for v in value]
+        return [v for v, _ in pairs], sum(n for _, n in pairs)
+    return value, 0
+
+
+def clip_long_texts(parsed: ParsedTrajectory, limit: int) -> list[str]:
+    """Cut every text longer than ``limit`` characters (turn text, reasoning, tool-call arguments,
+    meta) to its head and tail, with a marker saying how much was cut. A text that long cannot be
+    trained on, and stored whole it slows every page that reads it. Returns what was cut."""
+    note = f"KLONG_MAX_TURN_CHARS = {limit:,}"
+    cut: list[str] = []
+    for index, turn in enumerate(parsed.turns):
+        for name in ("text", "reasoning"):
+            value = getattr(turn, name)
+            if len(value) > limit:
+                cut.append(f"turn {index} {name} ({len(value):,} characters)")
+                setattr(turn, name, clip_text(value, limit, note))
+        for call in turn.tool_calls:
+            arguments = call["arguments"]
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+            if len(text) > limit:
+                # Kept as a string, as arguments that are not a JSON object are.
+                cut.append(f"turn {index} tool call arguments ({len(text):,} characters)")
+                call["arguments"] = clip_text(text, limit, note)
+        turn.meta, count = _clip_strings(turn.meta, limit, note)
+        if count:
+            cut.append(f"turn {index} meta ({count} texts)")
+    parsed.meta, count = _clip_strings(parsed.meta, limit, note)
+    if count:
+        cut.append(f"meta ({count} texts)")
+    return cut
+
+
 def _save_trajectory(
     parsed: ParsedTrajectory,
     *,
@@ -104,13 +176,20 @@ def _save_trajectory(
     source: str,
     counter: TokenCounter,
     user: Any,
+    batch: str = "",
 ) -> ImportedTrajectory:
+    """Write one run in one short transaction: everything slow (clipping, token counting) first."""
+    limit = settings.KLONG_MAX_TURN_CHARS
+    clipped = clip_long_texts(parsed, limit)
     if paper is None and parsed.paper:
         paper = Paper.objects.filter(slug=parsed.paper).first()
     started, ended = _when(parsed.started_at), _when(parsed.ended_at)
     counts = counter.count([turn_text(t.text, t.reasoning, t.tool_calls) for t in parsed.turns])
     source_name = parsed.source_name
-    trajectory = Trajectory.objects.create(
+    meta = {"format_version": parsed.format_version, **parsed.meta}
+    if clipped:
+        meta["clipped"] = {"limit": limit, "count": len(clipped), "first": clipped[:CLIPPED_LISTED]}
+    trajectory = Trajectory(
         paper=paper,
         title=(parsed.task or source_name)[:300],
         source=source,
@@ -126,31 +205,50 @@ def _save_trajectory(
         turn_count=len(parsed.turns),
         total_tokens=sum(counts),
         tokenizer=counter.name,
-        meta={"format_version": parsed.format_version, **parsed.meta},
+        meta=meta,
         imported_by=user if getattr(user, "is_authenticated", False) else None,
+        import_batch=batch,
     )
-    batch: list[Turn] = []
-    for index, (turn, tokens) in enumerate(zip(parsed.turns, counts, strict=True)):
-        batch.append(
-            Turn(
-                trajectory=trajectory,
-                index=index,
-                role=turn.role,
-                text=turn.text,
-                reasoning=turn.reasoning,
-                tool_calls=turn.tool_calls,
-                tool_call_id=(turn.tool_call_id or "")[:200],
-                timestamp=_when(turn.timestamp),
-                token_count=tokens,
-                source_role=turn.source_role[:40],
-                meta=turn.meta,
-            )
+    turns = [
+        Turn(
+            trajectory=trajectory,
+            index=index,
+            role=turn.role,
+            text=turn.text,
+            reasoning=turn.reasoning,
+            tool_calls=turn.tool_calls,
+            tool_call_id=(turn.tool_call_id or "")[:200],
+            timestamp=_when(turn.timestamp),
+            token_count=tokens,
+            source_role=turn.source_role[:40],
+            meta=turn.meta,
         )
-        if len(batch) >= TURN_BATCH:
-            Turn.objects.bulk_create(batch)
-            batch = []
-    Turn.objects.bulk_create(batch)
-    return ImportedTrajectory(trajectory.pk, parsed.format, len(parsed.turns), trajectory.title, source_name)
+        for index, (turn, tokens) in enumerate(zip(parsed.turns, counts, strict=True))
+    ]
+    with transaction.atomic():
+        trajectory.save()
+        Turn.objects.bulk_create(turns, batch_size=TURN_BATCH)
+    return ImportedTrajectory(
+        trajectory.pk, parsed.format, len(parsed.turns), trajectory.title, source_name,
+        tuple(clipped[:CLIPPED_LISTED]), len(clipped),
+    )
+
+
+def discard_import(batch: str) -> None:
+    """Delete the hidden runs of an import that failed or was killed (its turns go with them)."""
+    with transaction.atomic():
+        Trajectory.all_objects.filter(import_batch=batch).delete()
+
+
+def _discard_abandoned_imports() -> None:
+    # An import writes a run at least every few minutes; a batch silent for a day was killed.
+    cutoff = timezone.now() - timedelta(seconds=ABANDONED_IMPORT_S)
+    batches = (
+        Trajectory.all_objects.exclude(import_batch="").values("import_batch")
+        .annotate(last=Max("created_at")).filter(last__lt=cutoff).values_list("import_batch", flat=True)
+    )
+    for batch in list(batches):
+        discard_import(batch)
 
 
 def import_trajectories(
@@ -162,30 +260,40 @@ def import_trajectories(
     user: Any = None,
     source: str = Trajectory.Source.IMPORTED,
     on_trajectory: Callable[[ImportedTrajectory], None] | None = None,
+    batch: str = "",
 ) -> ImportResult:
     """Import every run in a file, or in every file of a folder (recursively, sorted).
 
-    Streams: the readers hold one run in memory at a time, and its turns go to the database in
-    batches of TURN_BATCH. All or nothing by default: the first bad record (or undetectable
-    file) raises TrajectoryImportError with its position and nothing is kept. With
-    skip_bad=True bad records and unreadable files are skipped and listed in the result, and
-    each run is saved in its own transaction. ``on_trajectory`` is called after each run
-    (progress for the import job, lines for the command).
+    Streams: the readers hold one run in memory at a time. All or nothing by default: the first
+    bad record (or undetectable file) raises TrajectoryImportError with its position and nothing
+    is kept. With skip_bad=True bad records and unreadable files are skipped and listed in the
+    result. ``on_trajectory`` is called after each run (progress for the import job, lines for
+    the command).
+
+    Transactions stay short, so readers and other writers never wait for a long import (SQLite
+    has one writer at a time): each run is written in its own transaction, hidden under the
+    import's ``batch``, and one UPDATE shows them all at the end. A failed import deletes its
+    hidden runs; a killed one leaves them hidden until an import with the same ``batch`` (the
+    job's next attempt) or a day's silence removes them.
     """
     counter = token_counter()
-    result = ImportResult(tokenizer=counter.name)
+    limits = InputLimits.current()
+    result = ImportResult(tokenizer=counter.name, clip_limit=settings.KLONG_MAX_TURN_CHARS)
     root = Path(path)
+    batch = batch or f"import-{uuid.uuid4().hex}"
+    discard_import(batch)  # what a killed earlier attempt of the same job left
+    _discard_abandoned_imports()
 
     def run_file(file: Path) -> None:
         name = str(file.relative_to(root)) if root.is_dir() else file.name
         try:
-            reader = read_trajectories(file, skip_bad=skip_bad, format=format)
+            reader = read_trajectories(file, skip_bad=skip_bad, format=format, limits=limits)
             for parsed in reader:
-                with transaction.atomic():
-                    imported = _save_trajectory(
-                        parsed, paper=paper, source=source, counter=counter, user=user
-                    )
+                imported = _save_trajectory(
+                    parsed, paper=paper, source=source, counter=counter, user=user, batch=batch
+                )
                 result.trajectories.append(imported)
+                result.add_clipped(imported)
                 if on_trajectory is not None:
                     on_trajectory(imported)
             result.skipped += [f"{name}: {problem}" for problem in reader.problems]
@@ -194,15 +302,19 @@ def import_trajectories(
                 raise TrajectoryImportError(exc.message, source=name, position=exc.position) from exc
             result.skipped.append(f"{name}: {': '.join(p for p in (exc.position, exc.message) if p)}")
 
-    files = _files(root)
-    if skip_bad:
-        for file in files:
+    try:
+        for file in _files(root):
             run_file(file)
-    else:
-        # One transaction for the whole call: a bad record in the last file undoes the first.
-        with transaction.atomic():
-            for file in files:
-                run_file(file)
+    except BaseException:
+        # A bad record in the last file undoes the first; so does any failure (nothing half-imported).
+        try:
+            discard_import(batch)
+        except Exception:
+            # The database went away too: the hidden runs stay hidden until swept.
+            log.exception("could not discard import %s", batch)
+        raise
+    with transaction.atomic():
+        Trajectory.all_objects.filter(import_batch=batch).update(import_batch="")
     return result
 
 

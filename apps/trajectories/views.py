@@ -15,7 +15,7 @@ from apps.core.roles import perm
 from apps.papers.models import Paper
 from apps.trajectories import services
 from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
-from apps.trajectories.queries import SORTS, filter_trajectories, turn_index_data
+from apps.trajectories.queries import SORTS, filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
 from apps.trajectories.uploads import (
     UploadTooLarge,
@@ -44,7 +44,7 @@ class TrajectoryFilterForm(forms.Form):
 def trajectory_list(request: HttpRequest) -> HttpResponse:
     filters = TrajectoryFilterForm(request.GET)
     values = filters.cleaned_data if filters.is_valid() else {}
-    trajectories = filter_trajectories(Trajectory.objects.select_related("paper"), values)
+    trajectories = filter_trajectories(trajectory_rows(), values)
     page = Paginator(trajectories, 25).get_page(request.GET.get("page"))
     return render(request, "trajectories/list.html", {
         "page": page, "filters": filters, "sort": values.get("sort") or "newest",
@@ -106,6 +106,8 @@ def trajectory_upload(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Imported {n} trajectories." if status == 201 else "Import job queued.")
         for skipped in payload.get("skipped", []):
             messages.warning(request, f"Skipped {skipped}")
+        if payload.get("clipped_note"):
+            messages.warning(request, payload["clipped_note"])
         return redirect(payload["redirect"])
     context.update(form=form, error=payload["detail"])
     return render(request, "trajectories/upload.html", context, status=status)

@@ -38,6 +38,13 @@ def test_env_int_rejects_text_and_values_below_the_minimum(monkeypatch):
         env_int("KLONG_PORT", 8000, minimum=1)
 
 
+def test_env_int_rejects_values_above_the_maximum(monkeypatch):
+    # KLONG_MAX_JSON_DEPTH past what Python's json can parse would turn the 400 back into a 500.
+    monkeypatch.setenv("KLONG_MAX_JSON_DEPTH", "5000")
+    with pytest.raises(ImproperlyConfigured, match="KLONG_MAX_JSON_DEPTH=5000 is above the maximum of 500"):
+        env_int("KLONG_MAX_JSON_DEPTH", 64, minimum=8, maximum=500)
+
+
 def test_env_url_rejects_an_unsupported_scheme(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "mysql://db/klong")
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL='mysql://db/klong' is not a supported URL"):

@@ -131,9 +131,11 @@ def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas)
         forget(f"import@{socket.gethostname()}")
     job.refresh_from_db()
     assert job.state == Job.State.RUNNING  # a new worker re-queues it (tests/jobs/test_worker_process.py)
-    # A file is imported in one transaction: the killed import left nothing, not part of a run.
+    # Each run was committed on its own, hidden until the whole file is in: the killed import shows
+    # nothing, not part of a run; what it wrote waits, hidden, for the job's next attempt to discard.
     assert not Trajectory.objects.exists()
-    assert not Turn.objects.exists()
+    assert not Turn.objects.filter(trajectory__import_batch="").exists()
+    assert set(Trajectory.all_objects.values_list("import_batch", flat=True)) <= {f"job-{job.pk}"}
 
 
 def _disk_full() -> OSError:

@@ -278,3 +278,21 @@ def test_an_artifact_is_recorded_with_its_size(personas, settings):
     artifact = job.artifacts.get()
     assert (artifact.kind, artifact.size_bytes, artifact.meta) == ("report", 20, {"rows": 3})
 
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("message", ["[" * 100_000 + "]" * 100_000, "not json"])
+def test_what_a_watcher_sends_is_answered_read_only_and_never_parsed(client_for, personas, message):
+    job = Job.objects.create(kind="selftest", created_by=personas["operator"])
+    headers = ws_headers(client_for("viewer"))
+
+    async def send_and_listen() -> dict:
+        communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
+        await communicator.connect()
+        await communicator.receive_json_from(timeout=5)  # the snapshot
+        await communicator.send_to(text_data=message)
+        answer = await communicator.receive_json_from(timeout=5)
+        await communicator.disconnect()
+        return answer
+
+    assert async_to_sync(send_and_listen)() == {"kind": "error", "error": "this socket is read-only"}

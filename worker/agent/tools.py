@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from apps.core.untrusted import clip_text, loads_json
 from worker.sandbox import Sandbox, SandboxError
 
 MAX_OUTPUT_CHARS = 12_000
@@ -57,11 +58,7 @@ class ToolOutcome:
 
 def clip(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     """Head and tail of a long output, with how much was cut between them."""
-    if len(text) <= limit:
-        return text
-    head = limit * 2 // 3
-    tail = limit - head
-    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-tail:]}"
+    return clip_text(text, limit)
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:
@@ -69,7 +66,7 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
         return raw
     if raw in (None, ""):
         return {}
-    value = json.loads(raw)
+    value = loads_json(raw)  # model output: nesting limited like every untrusted JSON
     if not isinstance(value, dict):
         raise ValueError("the arguments are not a JSON object")
     return value
@@ -187,7 +184,7 @@ def _call_from_json(data: Any) -> dict[str, Any] | None:
 
 def _parse_call(raw: str) -> dict[str, Any] | None:
     try:
-        return _call_from_json(json.loads(raw))
+        return _call_from_json(loads_json(raw))
     except ValueError:
         return None
 

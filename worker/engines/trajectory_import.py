@@ -38,11 +38,14 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         # The number of runs in a file is unknown until the end: report counts, not a fraction.
         progress.update(0.5, f"{done} trajectories imported (last: {imported.turns} turns)")
         progress.log(f"{imported.format}: id {imported.id}, {imported.turns} turns, {imported.source_name}")
+        for what in imported.clipped:
+            progress.log(f"{imported.source_name}: cut to KLONG_MAX_TURN_CHARS: {what}")
 
     try:
+        # One batch per job: a later attempt after a killed one discards what the killed one left hidden.
         result = import_trajectories(
             path, paper=paper, skip_bad=bool(config.get("skip_bad")), user=job.created_by,
-            on_trajectory=report,
+            on_trajectory=report, batch=f"job-{job.pk}",
         )
     finally:
         cleanup = Path(str(config.get("cleanup") or "")).resolve()

@@ -2,12 +2,17 @@
 
 Pure Python (no Django). An upload is untrusted: every member path is checked before anything is
 written (no absolute paths, no ``..``, no links or devices, nothing outside the target folder),
-and sizes are capped both as declared in the archive and as actually written, so a forged
-header cannot smuggle a zip bomb past the check.
+and decompressed sizes are capped (per file and in total) both as declared in the archive and as
+actually decompressed, so a forged header cannot smuggle a bomb past the check. A tar is read as
+one stream, each member checked as its header arrives: a bomb stops at the cap instead of being
+decompressed whole before its size is looked at.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import shutil
 import stat
@@ -15,6 +20,16 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from apps.core.untrusted import (
+    CHUNK_BYTES,
+    DEFAULT_MAX_UNPACKED_BYTES,
+    DEFAULT_MAX_UNPACKED_MEMBER_BYTES,
+    InputLimits,
+    UnpackBudget,
+    UnpackedTooLarge,
+)
 
 # Folders never read for grading: environments, caches, VCS (PaperBench's list).
 SKIPPED_DIRS = frozenset({
@@ -40,9 +55,23 @@ class SubmissionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class UploadLimits:
-    max_total_bytes: int = 500 * 1024 * 1024
+    """Decompressed bytes in total and per file (KLONG_MAX_UNPACKED_BYTES and _MEMBER_BYTES by
+    default), and how many entries."""
+
+    max_total_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
     max_files: int = 20_000
-    max_file_bytes: int = 200 * 1024 * 1024
+    max_file_bytes: int = DEFAULT_MAX_UNPACKED_MEMBER_BYTES
+
+    @classmethod
+    def current(cls) -> UploadLimits:
+        limits = InputLimits.current()
+        return cls(max_total_bytes=limits.unpacked_bytes, max_file_bytes=limits.unpacked_member_bytes)
+
+    def budget(self) -> UnpackBudget:
+        return UnpackBudget(
+            InputLimits(unpacked_bytes=self.max_total_bytes, unpacked_member_bytes=self.max_file_bytes),
+            "the submission",
+        )
 
 
 def check_member_name(name: str) -> PurePosixPath:
@@ -70,7 +99,7 @@ def extract_archive(archive: Path, dest: Path, limits: UploadLimits | None = Non
 
     On refusal nothing is left behind: ``dest`` is removed again.
     """
-    limits = limits or UploadLimits()
+    limits = limits or UploadLimits.current()
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
     try:
@@ -83,27 +112,23 @@ def extract_archive(archive: Path, dest: Path, limits: UploadLimits | None = Non
     except SubmissionError:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except UnpackedTooLarge as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise SubmissionError(str(exc)) from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         raise SubmissionError(f"unreadable archive: {exc}") from None
     return dest
 
 
-def _copy_capped(src, out_path: Path, limits: UploadLimits, written: list[int]) -> None:
+def _copy_counted(src: BinaryIO, out_path: Path) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
     with open(out_path, "wb") as out:
-        while chunk := src.read(1024 * 1024):
-            size += len(chunk)
-            written[0] += len(chunk)
-            if size > limits.max_file_bytes:
-                raise SubmissionError(f"{out_path.name} is larger than {limits.max_file_bytes} bytes")
-            if written[0] > limits.max_total_bytes:
-                raise SubmissionError(f"the submission is larger than {limits.max_total_bytes} bytes")
-            out.write(chunk)
+        shutil.copyfileobj(src, out, CHUNK_BYTES)
 
 
 def _extract_zip(archive: Path, dest: Path, limits: UploadLimits) -> None:
+    budget = limits.budget()
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         if len(infos) > limits.max_files:
@@ -115,48 +140,74 @@ def _extract_zip(archive: Path, dest: Path, limits: UploadLimits) -> None:
             if mode and mode not in (stat.S_IFREG, stat.S_IFDIR):
                 # zipfile would write a symlink's target as a file; refuse it like tar links.
                 raise SubmissionError(f"links and special files are not allowed: {info.filename!r}")
+            budget.check_declared(info.filename, info.file_size)
             plan.append((info, _inside(dest, rel)))
-        if sum(i.file_size for i in infos) > limits.max_total_bytes:
-            raise SubmissionError(f"the submission is larger than {limits.max_total_bytes} bytes")
-        written = [0]
+        budget.check_declared("", 0, sum(i.file_size for i in infos))
         for info, target in plan:
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             with zf.open(info) as src:
-                _copy_capped(src, target, limits, written)
+                _copy_counted(budget.open(src, info.filename), target)
 
 
 def _extract_tar(archive: Path, dest: Path, limits: UploadLimits) -> None:
-    with tarfile.open(archive) as tf:
-        members = []
-        for member in tf:
-            if len(members) >= limits.max_files:
+    budget = limits.budget()
+    declared = 0
+    # Stream mode ("r|"): members in order, each extracted as its header arrives; every byte
+    # tarfile reads (headers, long names, pax records, padding) is counted by the budget.
+    with (
+        open(archive, "rb") as raw,
+        _decompressed(raw) as stream,
+        tarfile.open(fileobj=budget.open(stream, ""), mode="r|") as tf,
+    ):
+        for count, member in enumerate(tf, start=1):
+            if count > limits.max_files:
                 raise SubmissionError(f"the archive has more than {limits.max_files} files")
-            rel = check_member_name(member.name)
-            if member.issym() or member.islnk():
-                link = PurePosixPath(member.linkname.replace("\\", "/"))
-                base = rel.parent if member.issym() else PurePosixPath()
-                if link.is_absolute() or ".." in (base / link).parts:
-                    raise SubmissionError(f"link points out of the submission folder: {member.name!r}")
-                # Links inside the folder are skipped rather than extracted: graders never follow them.
-                continue
-            if not (member.isfile() or member.isdir()):
-                raise SubmissionError(f"special files are not allowed: {member.name!r}")
-            members.append((member, _inside(dest, rel)))
-        if sum(m.size for m, _ in members) > limits.max_total_bytes:
-            raise SubmissionError(f"the submission is larger than {limits.max_total_bytes} bytes")
-        written = [0]
-        for member, target in members:
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            src = tf.extractfile(member)
-            if src is None:
-                continue
-            with src:
-                _copy_capped(src, target, limits, written)
-            os.utime(target, (member.mtime, member.mtime))  # Result Analysis reads output times
+            budget.start_member(member.name)
+            declared += member.size
+            _extract_tar_member(tf, member, dest, budget, declared)
+            # What tarfile reads next (padding, the next header) counts apart from this member.
+            budget.start_member(f"the entry after {member.name}")
+
+
+def _extract_tar_member(
+    tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, budget: UnpackBudget, declared: int
+) -> None:
+    rel = check_member_name(member.name)
+    if member.issym() or member.islnk():
+        link = PurePosixPath(member.linkname.replace("\\", "/"))
+        base = rel.parent if member.issym() else PurePosixPath()
+        if link.is_absolute() or ".." in (base / link).parts:
+            raise SubmissionError(f"link points out of the submission folder: {member.name!r}")
+        # Links inside the folder are skipped rather than extracted: graders never follow them.
+        return
+    if not (member.isfile() or member.isdir()):
+        raise SubmissionError(f"special files are not allowed: {member.name!r}")
+    budget.check_declared(member.name, member.size, declared)
+    target = _inside(dest, rel)
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    src = tf.extractfile(member)
+    if src is None:
+        return
+    with src:
+        _copy_counted(src, target)
+    os.utime(target, (member.mtime, member.mtime))  # Result Analysis reads output times
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """The tar inside a .tar, .tar.gz, .tar.bz2 or .tar.xz, as a stream (told apart by magic bytes)."""
+    magic = raw.read(6)
+    raw.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(raw, mode="rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)

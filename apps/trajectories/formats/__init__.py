@@ -68,6 +68,11 @@ Memory. JSONL is read line by line, .eval archives one member at a time, Inspect
 one sample at a time, and every JSON document through ijson (a requirement) with the repeated parts
 (SWE-agent's per-step message copies, Inspect's model-call inputs) skipped unread. One run's
 turns are held in memory, nothing more.
+
+Limits (read_trajectories(limits=...), apps.core.untrusted.InputLimits; the settings' values by
+default). JSON nested deeper than KLONG_MAX_JSON_DEPTH is a record error at the path or line where
+it happens; the streaming reader's memory is linear in the depth. .eval members are counted as
+they are decompressed: KLONG_MAX_UNPACKED_MEMBER_BYTES per member, KLONG_MAX_UNPACKED_BYTES in all.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apps.core.untrusted import InputLimits, JsonTooDeep, json_depth_message, loads_json
+
 from .jsonstream import JsonSyntaxError, SkipRule, load_document
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -222,13 +224,14 @@ def normalise_arguments(arguments: Any) -> Any:
     """Tool-call arguments as a dict when they hold a JSON object, else unchanged.
 
     OpenAI sends a JSON string, Inspect and ATIF an object; chat templates want the object. A
-    string that is not a JSON object (models do emit broken JSON) is kept verbatim.
+    string that is not a JSON object (models do emit broken JSON, or JSON nested too deep) is
+    kept verbatim.
     """
     if arguments is None:
         return {}
     if isinstance(arguments, str):
         try:
-            parsed = json.loads(arguments)
+            parsed = loads_json(arguments)
         except ValueError:
             return arguments
         return parsed if isinstance(parsed, dict) else arguments
@@ -326,12 +329,14 @@ def small_scalars(mapping: Any, *, max_len: int = 200) -> dict[str, Any]:
 
 
 class ReadContext:
-    """State of one read: the file, whether bad records are skipped, and those skipped."""
+    """State of one read: the file, whether bad records are skipped, and those skipped; the
+    limits on untrusted input (JSON depth, decompressed bytes of an archive)."""
 
-    def __init__(self, path: Path, *, skip_bad: bool) -> None:
+    def __init__(self, path: Path, *, skip_bad: bool, limits: InputLimits | None = None) -> None:
         self.path = path
         self.name = path.name
         self.skip_bad = skip_bad
+        self.limits = limits or InputLimits.current()
         self.problems: list[Problem] = []
 
     def bad(self, position: str, message: str) -> None:
@@ -353,12 +358,15 @@ def iter_jsonl_lines(ctx: ReadContext) -> Iterator[tuple[int, Any, str | None]]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = loads_json(line, ctx.limits.json_depth)
             except UnicodeDecodeError as exc:
                 yield number, line, f"not UTF-8 text ({exc.reason})"
                 continue
             except json.JSONDecodeError as exc:
                 yield number, line, f"invalid JSON: {exc.msg} (column {exc.colno})"
+                continue
+            except JsonTooDeep as exc:
+                yield number, line, f"{json_depth_message(exc.limit)} at column {exc.column}"
                 continue
             yield number, value, None
 
@@ -378,7 +386,7 @@ def read_single_document(
     """Read a file holding one run as one JSON document, less the skipped subtrees."""
     try:
         with ctx.path.open("rb") as fp:
-            document = load_document(fp, skip=skip)
+            document = load_document(fp, skip=skip, max_depth=ctx.limits.json_depth)
     except JsonSyntaxError as exc:
         ctx.bad(json_path(exc.path), exc.message)
         return

@@ -146,7 +146,7 @@ def read_openai_chat(ctx: ReadContext) -> Iterator[ParsedTrajectory]:
     runs = False
     try:
         with ctx.path.open("rb") as fp:
-            for kind, index, value in iter_document(fp, stream=()):
+            for kind, index, value in iter_document(fp, stream=(), max_depth=ctx.limits.json_depth):
                 if kind == "item" and index == 0:
                     runs = isinstance(value, dict) and "messages" in value and "role" not in value
                 if kind == "item" and not runs:

@@ -9,13 +9,14 @@ few shallow scalars. The rules below name the format from that sketch.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ijson
+
+from apps.core.untrusted import JsonTooDeep, loads_json
 
 from .base import TrajectoryFormatError
 
@@ -59,12 +60,25 @@ class Sketch:
 
 
 def sketch_json(data: bytes, max_depth: int = 4) -> Sketch:
-    """Sketch as much of the JSON in data as parses; a cut-off end is expected and ignored."""
+    """Sketch as much of the JSON in data as parses; a cut-off end is expected and ignored.
+
+    Containers deeper than the sketch looks are only counted, never given a frame: a deeply
+    nested head costs no more memory than a flat one.
+    """
     sketch = Sketch()
     # Each frame: [is_array, path, pending key or next index, key set when a sketched item]
     frames: list[list[Any]] = []
+    unsketched = 0  # levels open below the deepest frame
     try:
         for event, value in ijson.basic_parse(io.BytesIO(data), use_float=True):
+            if unsketched:
+                if event in ("start_map", "start_array"):
+                    unsketched += 1
+                elif event in ("end_map", "end_array"):
+                    unsketched -= 1
+                    if not unsketched and frames[-1][0]:
+                        frames[-1][2] += 1
+                continue
             if event == "map_key":
                 frame = frames[-1]
                 frame[2] = value
@@ -83,10 +97,13 @@ def sketch_json(data: bytes, max_depth: int = 4) -> Sketch:
                 parent = frames[-1]
                 path = (*parent[1], "*" if parent[0] else parent[2])
             if event in ("start_map", "start_array"):
+                if len(path) > max_depth:
+                    unsketched = 1  # nothing in it is sketched
+                    continue
                 if not frames:
                     sketch.root = "map" if event == "start_map" else "array"
                 keys: set[str] | None = None
-                if event == "start_map" and frames and frames[-1][0] and len(path) <= max_depth:
+                if event == "start_map" and frames and frames[-1][0]:
                     items = sketch.items.setdefault(path[:-1], [])
                     if len(items) < _ITEMS_KEPT:
                         keys = set()
@@ -172,7 +189,9 @@ def _first_line_is_record(head: bytes, start: int) -> bool:
     if end == -1 or not head[end + 1 :].strip():
         return False
     try:
-        json.loads(head[start:end])
+        loads_json(head[start:end])
+    except JsonTooDeep:
+        return True  # a record all the same: its reader reports the depth with the line
     except ValueError:
         return False
     return True

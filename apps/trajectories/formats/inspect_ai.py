@@ -1,8 +1,10 @@
 """Inspect AI logs: one run per sample.
 
 .eval: a zip of header.json (or _journal/start.json while a run is still going) and
-samples/<id>_epoch_<n>.json, read one member at a time. JSON log: {version, status, eval,
-plan, results, stats, samples[], reductions}, with samples streamed one by one.
+samples/<id>_epoch_<n>.json, read one member at a time, each streamed through a reader that
+counts decompressed bytes (KLONG_MAX_UNPACKED_MEMBER_BYTES per member, KLONG_MAX_UNPACKED_BYTES
+in all). JSON log: {version, status, eval, plan, results, stats, samples[], reductions}, with
+samples streamed one by one. Only the header and sample fields used below are kept.
 
 A sample's messages are the turns. Content is a string or a list of parts (text, reasoning
 with an encrypted blob and a readable summary, images); strings Inspect moved out to
@@ -13,11 +15,12 @@ for its result. Events are otherwise left unread: each model event repeats the w
 
 from __future__ import annotations
 
-import json
 import zipfile
 import zlib
 from collections.abc import Iterator
 from typing import Any
+
+from apps.core.untrusted import UnpackBudget, UnpackedTooLarge
 
 from .base import (
     ParsedTrajectory,
@@ -39,13 +42,26 @@ from .jsonstream import (
 
 # The only event fields read; the rest (inputs, tool lists, state patches) is skipped unread.
 _EVENT_KEYS = frozenset({"event", "timestamp", "completed", "id", "output"})
+# The only sample and header fields read (parse_sample); the rest (input, metadata, store, plan,
+# results...) is skipped unread.
+_SAMPLE_KEYS = frozenset({
+    "id", "epoch", "uuid", "messages", "attachments", "events", "output", "scores", "model_usage",
+    "total_time", "working_time", "error", "limit", "started_at", "completed_at",
+})
+_HEADER_KEYS = frozenset({"version", "eval"})
+_EVAL_SPEC_KEYS = frozenset({"task", "model", "eval_id", "run_id", "task_id"})
 _ATTACHMENT = "attachment://"
+# A member that cannot be decompressed: damaged, or a compression zipfile lacks (zstd).
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
-def _skip_event_bodies(depth: int) -> SkipRule:
-    """Skip rule for events at path[depth] == "events" (0 in a .eval member, 2 in a JSON log)."""
+def _skip_unread(depth: int) -> SkipRule:
+    """Skip rule for a sample at path[:depth] (0 in a .eval member, 2 in a JSON log): its unread
+    fields, and the bodies of its events."""
 
     def skip(path: JsonPath) -> bool:
+        if len(path) == depth + 1:
+            return path[depth] not in _SAMPLE_KEYS
         return (
             len(path) == depth + 3
             and path[depth] == "events"
@@ -54,6 +70,13 @@ def _skip_event_bodies(depth: int) -> SkipRule:
         )
 
     return skip
+
+
+def _skip_unread_header(path: JsonPath) -> bool:
+    """Skip rule for header.json, and for the top of a JSON log (where samples are read)."""
+    if len(path) == 1:
+        return path[0] not in _HEADER_KEYS and path[0] != "samples"
+    return len(path) == 2 and path[0] == "eval" and path[1] not in _EVAL_SPEC_KEYS
 
 
 def _resolve_attachments(value: Any, attachments: dict[str, Any]) -> Any:
@@ -152,9 +175,13 @@ def parse_sample(
     return trajectory
 
 
-def _read_member_json(archive: zipfile.ZipFile, name: str) -> Any:
-    with archive.open(name) as fp:
-        return json.load(fp)
+def _member_document(
+    archive: zipfile.ZipFile, name: str, ctx: ReadContext, budget: UnpackBudget, skip: SkipRule
+) -> Any:
+    """One member parsed while it is decompressed, never more than the budget allows."""
+    budget.check_declared(name, archive.getinfo(name).file_size)
+    with archive.open(name) as raw, budget.open(raw, name) as fp:
+        return load_document(fp, skip=skip, max_depth=ctx.limits.json_depth)
 
 
 def read_inspect_eval(ctx: ReadContext) -> Iterator[ParsedTrajectory]:
@@ -163,32 +190,44 @@ def read_inspect_eval(ctx: ReadContext) -> Iterator[ParsedTrajectory]:
     except (zipfile.BadZipFile, OSError) as exc:
         ctx.bad("", f"damaged zip archive: {exc}")
         return
+    budget = UnpackBudget(ctx.limits, "the .eval archive")
     with archive:
         names = archive.namelist()
-        header: dict[str, Any] = {}
-        for header_name in ("header.json", "_journal/start.json"):
-            if header_name in names:
-                try:
-                    loaded = _read_member_json(archive, header_name)
-                except (ValueError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-                    ctx.bad(header_name, f"unreadable header: {exc}")
-                    loaded = {}
-                header = loaded if isinstance(loaded, dict) else {}
-                break
-        skip = _skip_event_bodies(0)
+        header_name = next((n for n in ("header.json", "_journal/start.json") if n in names), None)
         members = [n for n in names if n.startswith("samples/") and n.endswith(".json")]
+        try:
+            budget.check_declared("", 0, sum(archive.getinfo(n).file_size for n in [header_name, *members] if n))
+        except UnpackedTooLarge as exc:
+            ctx.bad("", str(exc))
+            return
+        header: dict[str, Any] = {}
+        if header_name:
+            try:
+                loaded = _member_document(archive, header_name, ctx, budget, _skip_unread_header)
+            except JsonSyntaxError as exc:
+                ctx.bad(within(header_name, json_path(exc.path)), f"unreadable header: {exc.message}")
+                loaded = {}
+            except (*_UNREADABLE, UnpackedTooLarge) as exc:
+                ctx.bad(header_name, f"unreadable header: {exc}")
+                loaded = {}
+            header = loaded if isinstance(loaded, dict) else {}
+        skip = _skip_unread(0)
         if not members:
             ctx.bad(
                 "samples/", "the archive holds no samples (was the eval run with log_samples off?)"
             )
         for name in members:
+            if budget.exhausted:
+                return
             try:
-                with archive.open(name) as fp:
-                    sample = load_document(fp, skip=skip)
+                sample = _member_document(archive, name, ctx, budget, skip)
             except JsonSyntaxError as exc:
                 ctx.bad(within(name, json_path(exc.path)), exc.message)
                 continue
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            except UnpackedTooLarge as exc:
+                ctx.bad(name, str(exc))
+                continue
+            except _UNREADABLE as exc:
                 ctx.bad(name, f"unreadable archive member: {exc}")
                 continue
             try:
@@ -210,10 +249,10 @@ def read_inspect_json(ctx: ReadContext) -> Iterator[ParsedTrajectory]:
     header: dict[str, Any] = {}
     waiting: list[tuple[int, Any]] = []
     seen = 0
-    base_skip = _skip_event_bodies(2)
+    sample_skip = _skip_unread(2)
 
     def skip(path: JsonPath) -> bool:
-        return path == ("reductions",) or base_skip(path)
+        return _skip_unread_header(path) or (len(path) > 2 and path[0] == "samples" and sample_skip(path))
 
     def parse(index: int, sample: Any) -> ParsedTrajectory | None:
         position = f"$.samples[{index}]"
@@ -231,7 +270,9 @@ def read_inspect_json(ctx: ReadContext) -> Iterator[ParsedTrajectory]:
 
     try:
         with ctx.path.open("rb") as fp:
-            for kind, key, value in iter_document(fp, skip=skip, stream=("samples",)):
+            for kind, key, value in iter_document(
+                fp, skip=skip, stream=("samples",), max_depth=ctx.limits.json_depth
+            ):
                 if kind == "top":
                     header[key] = value
                     if key == "eval":

@@ -14,6 +14,8 @@ from typing import IO, Any
 
 import ijson
 
+from apps.core.untrusted import DEFAULT_MAX_JSON_DEPTH, json_depth_message
+
 JsonPath = tuple[str | int, ...]
 SkipRule = Callable[[JsonPath], bool]
 
@@ -30,16 +32,12 @@ class JsonSyntaxError(Exception):
 
 
 class _Frame:
-    __slots__ = ("container", "key", "path")
+    __slots__ = ("container", "key")
 
-    def __init__(self, container: dict[str, Any] | list[Any], path: JsonPath) -> None:
+    def __init__(self, container: dict[str, Any] | list[Any]) -> None:
         self.container = container
-        self.path = path
         # The pending key of a map, or the index of the next element of an array.
         self.key: str | int = 0 if isinstance(container, list) else ""
-
-    def child_path(self) -> JsonPath:
-        return (*self.path, self.key)
 
     def add(self, value: Any) -> None:
         if isinstance(self.container, list):
@@ -51,6 +49,12 @@ class _Frame:
     def skip_one(self) -> None:
         if isinstance(self.container, list):
             self.key = int(self.key) + 1
+
+
+def _path(frames: list[_Frame]) -> JsonPath:
+    """The path of the value the innermost frame is reading. Frames keep only their own key,
+    never a copy of the path: built on demand, memory stays linear in the depth."""
+    return tuple(frame.key for frame in frames)
 
 
 class _WithoutBom:
@@ -83,7 +87,11 @@ def _clean_message(exc: Exception) -> str:
 
 
 def iter_document(
-    fp: IO[bytes], *, skip: SkipRule | None = None, stream: JsonPath | None = None
+    fp: IO[bytes],
+    *,
+    skip: SkipRule | None = None,
+    stream: JsonPath | None = None,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> Iterator[tuple[str, Any, Any]]:
     """Parse one JSON document from a binary file.
 
@@ -92,7 +100,8 @@ def iter_document(
     given, also ("top", key, value) as each member of a top-level object completes, so a
     reader knows the header fields written before the array. Ends with ("root", None,
     document). A value whose path satisfies `skip` is left out entirely; in an array it still
-    counts for the indices of its neighbours. Raises JsonSyntaxError.
+    counts for the indices of its neighbours. Raises JsonSyntaxError, also for nesting deeper
+    than `max_depth` (skipped subtrees included).
     """
     frames: list[_Frame] = []
     skip_depth = 0
@@ -102,6 +111,8 @@ def iter_document(
             if skip_depth:
                 if event in ("start_map", "start_array"):
                     skip_depth += 1
+                    if len(frames) + skip_depth > max_depth:
+                        raise _too_deep(frames, max_depth)
                 elif event in ("end_map", "end_array"):
                     skip_depth -= 1
                     if not skip_depth:
@@ -113,25 +124,23 @@ def iter_document(
             if event in ("end_map", "end_array"):
                 done = frames.pop().container
             else:
-                path = frames[-1].child_path() if frames else ()
-                if skip is not None and frames and skip(path):
+                if skip is not None and frames and skip(_path(frames)):
                     if event in ("start_map", "start_array"):
                         skip_depth = 1
                     else:
                         frames[-1].skip_one()
                     continue
-                if event == "start_map":
-                    frames.append(_Frame({}, path))
-                    continue
-                if event == "start_array":
-                    frames.append(_Frame([], path))
+                if event in ("start_map", "start_array"):
+                    if len(frames) >= max_depth:
+                        raise _too_deep(frames, max_depth)
+                    frames.append(_Frame({} if event == "start_map" else []))
                     continue
                 done = value
             if not frames:
                 root = done
                 continue
             parent = frames[-1]
-            if stream is not None and parent.path == stream and isinstance(parent.container, list):
+            if _is_stream(frames, stream):
                 index = int(parent.key)
                 parent.key = index + 1
                 yield "item", index, done
@@ -140,17 +149,31 @@ def iter_document(
                 if stream is not None and len(frames) == 1 and isinstance(parent.container, dict):
                     yield "top", parent.key, done
     except ijson.JSONError as exc:
-        raise JsonSyntaxError(
-            _clean_message(exc), frames[-1].child_path() if frames else ()
-        ) from None
+        raise JsonSyntaxError(_clean_message(exc), _path(frames)) from None
     if root is _MISSING:
         raise JsonSyntaxError("the file holds no JSON value", ())
     yield "root", None, root
 
 
-def load_document(fp: IO[bytes], *, skip: SkipRule | None = None) -> Any:
+def _is_stream(frames: list[_Frame], stream: JsonPath | None) -> bool:
+    """Whether the innermost frame is the array at path `stream` (whose items are handed out)."""
+    return (
+        stream is not None
+        and len(frames) == len(stream) + 1
+        and isinstance(frames[-1].container, list)
+        and _path(frames[:-1]) == stream
+    )
+
+
+def _too_deep(frames: list[_Frame], max_depth: int) -> JsonSyntaxError:
+    return JsonSyntaxError(json_depth_message(max_depth), _path(frames))
+
+
+def load_document(
+    fp: IO[bytes], *, skip: SkipRule | None = None, max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> Any:
     """The whole document, less the skipped subtrees."""
-    for kind, _index, value in iter_document(fp, skip=skip):
+    for kind, _index, value in iter_document(fp, skip=skip, max_depth=max_depth):
         if kind == "root":
             return value
     raise AssertionError("iter_document always ends with the root")  # pragma: no cover

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from apps.core.untrusted import InputLimits
+
 from .atif import read_atif
 from .base import (
     ParsedTrajectory,
@@ -44,7 +46,12 @@ class TrajectoryReader(Iterator[ParsedTrajectory]):
     """
 
     def __init__(
-        self, path: str | Path, *, skip_bad: bool = False, format: str | None = None
+        self,
+        path: str | Path,
+        *,
+        skip_bad: bool = False,
+        format: str | None = None,
+        limits: InputLimits | None = None,
     ) -> None:
         self.path = Path(path)
         if format is not None and format not in _READERS:
@@ -53,7 +60,7 @@ class TrajectoryReader(Iterator[ParsedTrajectory]):
                 source=self.path.name,
             )
         self.format = format or detect_format(self.path)
-        self._context = ReadContext(self.path, skip_bad=skip_bad)
+        self._context = ReadContext(self.path, skip_bad=skip_bad, limits=limits)
         self._runs = _READERS[self.format](self._context)
 
     @property
@@ -72,11 +79,16 @@ class TrajectoryReader(Iterator[ParsedTrajectory]):
 
 
 def read_trajectories(
-    path: str | Path, *, skip_bad: bool = False, format: str | None = None
+    path: str | Path,
+    *,
+    skip_bad: bool = False,
+    format: str | None = None,
+    limits: InputLimits | None = None,
 ) -> TrajectoryReader:
     """Detect the file's format (or use `format`) and return an iterator over its runs.
 
     Detection errors raise at once; record errors raise while iterating, with the record's
-    position, unless skip_bad=True, which skips and lists them in reader.problems.
+    position, unless skip_bad=True, which skips and lists them in reader.problems. `limits`:
+    JSON depth and decompressed sizes (the defaults of apps.core.untrusted when None).
     """
-    return TrajectoryReader(path, skip_bad=skip_bad, format=format)
+    return TrajectoryReader(path, skip_bad=skip_bad, format=format, limits=limits)

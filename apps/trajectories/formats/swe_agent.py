@@ -13,9 +13,10 @@ the model never made); v1.1 uses OpenAI tool calls and tool messages; both may e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
+
+from apps.core.untrusted import loads_json
 
 from .base import (
     ParsedTrajectory,
@@ -64,7 +65,7 @@ def parse_swe_agent(document: Any, source_name: str) -> ParsedTrajectory:
     if isinstance(config, str):
         # Some SWE-agent versions store the run config as a JSON string.
         try:
-            config = json.loads(config)
+            config = loads_json(config)
         except ValueError:
             config = None
     config = _dict(config)

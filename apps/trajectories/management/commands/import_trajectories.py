@@ -49,6 +49,8 @@ class Command(BaseCommand):
             raise CommandError(f"nothing imported: {exc}") from exc
         for skipped in result.skipped:
             self.stderr.write(f"skipped {skipped}")
+        if result.clipped:
+            self.stderr.write(result.clip_note())
         counts = "estimated (chars/4)" if not result.tokenizer else f"tokenizer {result.tokenizer}"
         self.stdout.write(
             self.style.SUCCESS(
