@@ -34,7 +34,7 @@ class RefuseNulMixin:
         return parsed
 
 
-class JSONParser(RefuseNulMixin, parsers.JSONParser):
+class DepthLimitedJSONParser(parsers.JSONParser):
     """DRF's JSON parser with the depth limit: JSON nested deeper than KLONG_MAX_JSON_DEPTH is a
     400 saying where (DRF's own ends in a RecursionError: a 500). The body is already bounded:
     DRF reads it through Django, which refuses one above KLONG_MAX_FORM_BYTES."""
@@ -49,6 +49,10 @@ class JSONParser(RefuseNulMixin, parsers.JSONParser):
             raise ParseError(str(exc)) from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class JSONParser(RefuseNulMixin, DepthLimitedJSONParser):
+    pass
 
 
 class FormParser(RefuseNulMixin, parsers.FormParser):
