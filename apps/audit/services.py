@@ -196,7 +196,9 @@ def parse_run_ids(raw: str | Sequence[Any] | None) -> list[int]:
     """``"3,5,8"`` or a list -> ids, de-duplicated in order; ValidationError on junk."""
     if raw is None or raw == "":
         raise ValidationError("Pick at least one run to compare (runs=ID,ID,...).")
-    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    if not isinstance(raw, (str, list, tuple)):
+        raise ValidationError("runs must be a list of run ids or a text like '3,5,8'.")
+    items = raw.split(",") if isinstance(raw, str) else raw
     ids: list[int] = []
     for item in items:
         try:

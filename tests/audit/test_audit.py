@@ -175,6 +175,16 @@ def test_queue_shares_disagreements_and_tracks_progress(world, client_for):
     assert same.status_code == 400
 
 
+@pytest.mark.parametrize(("runs", "message"), [
+    (0, "runs must be a list of run ids"), ({"1": 2}, "runs must be a list of run ids"), (["x"], "Not a run id"),
+    (None, "may not be null"), ("", "Pick at least one run"),
+])
+def test_a_queue_with_runs_that_are_not_run_ids_is_a_400(world, client_for, runs, message):
+    response = client_for("admin").post("/api/audit-queues/", {"runs": runs, "assignees": []},
+                                        content_type="application/json")
+    assert response.status_code == 400 and message in response.json()["runs"][0]
+
+
 def test_open_leaves_are_handed_on_by_the_grader_the_creator_or_an_admin(world, client_for, personas):
     from tests.factories import make_user
 
