@@ -282,6 +282,16 @@ def test_csv_export_neutralises_formulas(world, client_for):
     assert "'=HYPERLINK" in text
 
 
+def test_csv_export_neutralises_formulas_in_header_cells_too(world, client_for):
+    # A judge's name heads its columns; whoever names a judge may make it a formula.
+    JudgeRun.objects.filter(pk=world["big"].pk).update(judge_name="=HYPERLINK(\"http://x\",\"y\")")
+    for url in (f"/api/audit/compare/?runs={world['big'].pk}&export=csv",
+                f"/audit/compare/export.csv?runs={world['big'].pk}"):
+        header = next(csv.reader(io.StringIO(client_for("viewer").get(url).content.decode())))
+        assert "'=HYPERLINK(\"http://x\",\"y\") score" in header
+        assert not any(cell[:1] in ("=", "+", "-", "@") for cell in header)
+
+
 def test_what_if_shows_rank_changes_under_new_weights(world, client_for):
     from apps.rubrics.services import create_version
 
