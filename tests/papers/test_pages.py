@@ -174,6 +174,7 @@ def test_a_curator_edits_paper_metadata_blacklist_and_tags(client_for):
     response = client_for("curator").post(f"/papers/{paper.slug}/edit/", {
         "title": "Renamed", "split": "eval", "status": "curated", "year": "2025",
         "blacklist_text": "https://a.example\n\nhttps://b.example", "tags_text": "rl, vision",
+        "revision": paper.revision,
     })
     assert response.status_code == 302
     paper.refresh_from_db()
