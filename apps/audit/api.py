@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -172,8 +172,24 @@ def _csv(text: str, filename: str) -> HttpResponse:
     return response
 
 
+@extend_schema_field({"oneOf": [{"type": "array", "items": {"type": "integer", "minimum": 1}},
+                                 {"type": "string", "example": "3,5"}]})
+class RunIdsField(serializers.Field):
+    """Judge run ids, a list or ``"3,5,8"``, read by the same parser as the pages."""
+
+    def to_internal_value(self, data) -> list[int]:
+        try:
+            return services.parse_run_ids(data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def to_representation(self, value) -> list[int]:
+        return value
+
+
 class AuditQueueSerializer(serializers.ModelSerializer):
     paper = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    runs = RunIdsField(help_text="The compared runs, base run first.")
     assignees = serializers.SlugRelatedField(slug_field="username", many=True, write_only=True,
                                              queryset=get_user_model().objects.all())
     category = serializers.CharField(required=False, allow_blank=True, write_only=True, default="")
@@ -224,7 +240,7 @@ class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            queue = services.create_queue(run_ids=services.parse_run_ids(data.get("runs")),
+            queue = services.create_queue(run_ids=data["runs"],
                                           assignees=data["assignees"], user=request.user, name=data.get("name", ""),
                                           category=data.get("category", ""))
         except DjangoValidationError as exc:

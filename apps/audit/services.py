@@ -196,7 +196,9 @@ def parse_run_ids(raw: str | Sequence[Any] | None) -> list[int]:
     """``"3,5,8"`` or a list -> ids, de-duplicated in order; ValidationError on junk."""
     if raw is None or raw == "":
         raise ValidationError("Pick at least one run to compare (runs=ID,ID,...).")
-    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    if not isinstance(raw, (str, list, tuple)):
+        raise ValidationError("runs must be a list of run ids or a text like '3,5,8'.")
+    items = raw.split(",") if isinstance(raw, str) else raw
     ids: list[int] = []
     for item in items:
         try:
@@ -336,10 +338,10 @@ def _csv_safe(value: Any) -> Any:
 
 
 def write_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Every CSV export: header and body cells alike pass the formula guard (headers carry judge names)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
-    for row in rows:
+    for row in (header, *rows):
         writer.writerow([_csv_safe(v) for v in row])
     return buffer.getvalue()
 

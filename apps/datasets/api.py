@@ -12,8 +12,9 @@ from apps.datasets.services import DatasetError, create_dataset
 
 class DatasetSerializer(serializers.ModelSerializer):
     trajectories = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
-    trajectory_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), write_only=True,
-                                           min_length=1, max_length=100_000)
+    # Ids past the largest a database key can hold would be a 500 in the query.
+    trajectory_ids = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+                                           write_only=True, min_length=1, max_length=100_000)
 
     class Meta:
         model = Dataset

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.shortcuts import get_object_or_404
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -144,12 +143,12 @@ class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
     @action(detail=True, methods=["get"], url_path="graded-tree")
     def graded_tree(self, request, pk=None):
         """The run as a PaperBench graded tree; inner nodes are invalid when a leaf below is."""
-        return Response(run_graded_tree(get_object_or_404(JudgeRun, pk=pk)))
+        # get_object, not Django's get_object_or_404: a pk that is not a number is a 404, not a 500.
+        return Response(run_graded_tree(self.get_object()))
 
     @action(detail=True, methods=["get"])
     def grades(self, request, pk=None):
-        run = get_object_or_404(JudgeRun, pk=pk)
-        page = self.paginate_queryset(run.grades.all())
+        page = self.paginate_queryset(self.get_object().grades.all())
         return self.get_paginated_response(LeafGradeSerializer(page, many=True).data)
 
 

@@ -122,3 +122,10 @@ class RubricCheckForm(forms.ModelForm):
             except ValidationError as exc:
                 self.add_error("node_id", exc.messages)
         return cleaned
+
+
+class RubricCheckDeleteForm(forms.Form):
+    """The Delete button of a check: its pk, which may be junk or already gone."""
+
+    delete = forms.ModelChoiceField(queryset=RubricCheck.objects.all(), error_messages={
+        "invalid_choice": "No such check: it may have been deleted already."})

@@ -111,26 +111,32 @@ def judge_eval(request: HttpRequest) -> HttpResponse:
 
 def rubric_checks(request: HttpRequest) -> HttpResponse:
     """Programmatic leaves of a paper: list, add (curators) and delete."""
-    from apps.judging.forms import RubricCheckForm
+    from apps.judging.forms import RubricCheckDeleteForm, RubricCheckForm
     from apps.judging.models import RubricCheck
 
     form = RubricCheckForm()
+    status = 200
     if request.method == "POST":
         require_perm(request, "edit_rubrics")
         if "delete" in request.POST:
-            RubricCheck.objects.filter(pk=request.POST["delete"]).delete()
-            messages.info(request, "Check deleted.")
-            return redirect("judging:checks")
-        form = RubricCheckForm(request.POST)
-        if form.is_valid():
-            check = form.save(commit=False)
-            check.created_by = request.user
-            check.save()
-            messages.success(request, f"Leaf {check.node_id} of {check.paper.slug} is now decided by its check.")
-            return redirect("judging:checks")
+            deletion = RubricCheckDeleteForm(request.POST)
+            if deletion.is_valid():
+                deletion.cleaned_data["delete"].delete()
+                messages.info(request, "Check deleted.")
+                return redirect("judging:checks")
+            messages.error(request, " ".join(deletion.errors["delete"]))
+        else:
+            form = RubricCheckForm(request.POST)
+            if form.is_valid():
+                check = form.save(commit=False)
+                check.created_by = request.user
+                check.save()
+                messages.success(request, f"Leaf {check.node_id} of {check.paper.slug} is now decided by its check.")
+                return redirect("judging:checks")
+        status = 400
     return render(
         request, "judging/checks.html",
         {"checks": RubricCheck.objects.select_related("paper"), "form": form,
          "can_edit": request.user.has_perm(perm("edit_rubrics"))},
-        status=400 if form.errors else 200,
+        status=status,
     )

@@ -7,6 +7,7 @@ apps/rubrics/services.py); this module only shapes requests and answers.
 from __future__ import annotations
 
 import json
+import re
 from typing import ClassVar
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 
 from apps.core.parsers import FormParser, MultiPartParser
@@ -28,11 +29,16 @@ from apps.rubrics.models import RubricVersion
 
 
 class PaperSerializer(serializers.ModelSerializer):
+    revision = serializers.IntegerField(
+        min_value=1, required=False,
+        help_text="The revision you read. PUT and PATCH must send it (or an If-Match header with the ETag); "
+                  "a stale one gets 409 with the paper as it is now.")
+
     class Meta:
         model = Paper
         fields = (
             "id", "slug", "title", "arxiv_id", "venue", "year", "abstract", "markdown", "addendum", "judge_addendum",
-            "blacklist", "split", "tags", "status", "created_at", "updated_at",
+            "blacklist", "split", "tags", "status", "revision", "created_at", "updated_at",
         )
         read_only_fields = ("id", "created_at", "updated_at")
 
@@ -67,6 +73,36 @@ class VersionCreateSerializer(serializers.Serializer):
 
 
 _VERSION_PARAM = OpenApiParameter("version", int, description="A saved version number (default: the draft)")
+_IF_MATCH = OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
+                             description='The ETag you read ("3"): instead of a revision in the body.')
+_EDIT_RESPONSES = {200: PaperSerializer, 409: OpenApiTypes.OBJECT, 428: OpenApiTypes.OBJECT}
+
+
+class RevisionRequired(APIException):
+    status_code = 428
+    default_detail = ("Say which revision you read: a 'revision' field in the body, or an If-Match header with "
+                      "the paper's ETag. Without it an edit could undo someone else's.")
+    default_code = "revision_required"
+
+
+def etag(paper: Paper) -> dict[str, str]:
+    return {"ETag": f'"{paper.revision}"'}
+
+
+def read_revision(request, body_revision: int | None) -> int:
+    """The revision an edit is based on: the body's ``revision`` or the If-Match ETag."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        if body_revision is None:
+            raise RevisionRequired()
+        return body_revision
+    match = re.fullmatch(r'\s*"?(\d{1,18})"?\s*', header)
+    if match is None:
+        raise serializers.ValidationError({"If-Match": ['must be the ETag of the paper as you read it, e.g. "3"']})
+    revision = int(match.group(1))
+    if body_revision is not None and body_revision != revision:
+        raise serializers.ValidationError({"revision": [f"is {body_revision}, but If-Match says {revision}"]})
+    return revision
 
 
 class PaperViewSet(viewsets.ModelViewSet):
@@ -78,6 +114,34 @@ class PaperViewSet(viewsets.ModelViewSet):
         "destroy": "edit_papers", "import_paper": "edit_papers",
         "versions": "edit_rubrics", "restore": "edit_rubrics",
     }
+
+    def retrieve(self, request, *args, **kwargs) -> Response:
+        paper = self.get_object()
+        return Response(self.get_serializer(paper).data, headers=etag(paper))
+
+    def perform_create(self, serializer) -> None:
+        serializer.validated_data.pop("revision", None)  # a new paper starts at 1
+        serializer.save()
+
+    @extend_schema(parameters=[_IF_MATCH], responses=_EDIT_RESPONSES)
+    def update(self, request, *args, **kwargs) -> Response:
+        """Write the fields sent, if the paper is still at the revision read (409 with the current one if not)."""
+        paper = self.get_object()
+        serializer = self.get_serializer(paper, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        changes = dict(serializer.validated_data)
+        revision = read_revision(request, changes.pop("revision", None))
+        try:
+            paper = paper_services.update_paper(paper, revision, changes)
+        except paper_services.StalePaper as exc:
+            return Response({"detail": "This paper was changed by someone else since you read it.",
+                             "current": self.get_serializer(exc.current).data},
+                            status=status.HTTP_409_CONFLICT, headers=etag(exc.current))
+        return Response(self.get_serializer(paper).data, headers=etag(paper))
+
+    @extend_schema(parameters=[_IF_MATCH], responses=_EDIT_RESPONSES)
+    def partial_update(self, request, *args, **kwargs) -> Response:
+        return self.update(request, *args, partial=True, **kwargs)
 
     def get_queryset(self):
         papers = Paper.objects.all()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any, ClassVar
+
 from django import forms
 
 from apps.papers.models import Paper
@@ -19,8 +23,19 @@ class PaperFilterForm(forms.Form):
     tag = forms.CharField(required=False)
 
 
+def _fingerprint(value: Any) -> str:
+    # Text as a browser sends it back (CRLF, trailing space) counts as unchanged.
+    if isinstance(value, str):
+        value = value.replace("\r\n", "\n").strip()
+    return hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()[:16]
+
+
 class PaperForm(forms.ModelForm):
-    """Paper metadata; list fields are edited one entry per line."""
+    """Paper metadata; list fields are edited one entry per line.
+
+    The page carries the revision it was loaded at and a fingerprint of every value it showed:
+    a save based on a stale revision is refused, and ``after_conflict`` merges the other edit in.
+    """
 
     blacklist_text = forms.CharField(label="Blacklist", required=False, widget=forms.Textarea(attrs={"rows": 3}),
                                      help_text="URLs the agent must not use, one per line.")
@@ -29,6 +44,8 @@ class PaperForm(forms.ModelForm):
         label="PDF", required=False,
         help_text="Upload the paper as a PDF: its text becomes the Markdown above (maths kept as written).",
     )
+    revision = forms.IntegerField(min_value=1, widget=forms.HiddenInput)
+    loaded = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = Paper
@@ -37,11 +54,23 @@ class PaperForm(forms.ModelForm):
         widgets = {name: forms.Textarea(attrs={"rows": rows}) for name, rows in
                    (("abstract", 4), ("markdown", 14), ("addendum", 5), ("judge_addendum", 5))}
 
+    # Model field -> the form field that edits it (the lists are edited as text).
+    EDITED: ClassVar[dict[str, str]] = {**{name: name for name in Meta.fields}, "blacklist": "blacklist_text",
+                                        "tags": "tags_text"}
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.stale = False  # True on the form after_conflict returns
+        self.saved: dict[str, str] = {}  # after a conflict: form field -> the value saved meanwhile
+        self.merged: list[str] = []  # after a conflict: labels of fields only the other side changed
+        self.pdf_dropped = False  # after a conflict: the PDF's text was kept, the file must be chosen again
+        # Taken now: validating a ModelForm writes the input into its instance.
+        self.stored = self._fingerprints(self._stored(self.instance))
         if self.instance.pk:
             self.fields["blacklist_text"].initial = "\n".join(self.instance.blacklist)
             self.fields["tags_text"].initial = ", ".join(self.instance.tags)
+            self.fields["revision"].initial = self.instance.revision
+            self.fields["loaded"].initial = json.dumps(self.stored)
 
     def clean_pdf_upload(self):
         from django.conf import settings
@@ -60,16 +89,63 @@ class PaperForm(forms.ModelForm):
         upload.seek(0)
         return upload
 
-    def save(self, commit: bool = True) -> Paper:
-        paper = super().save(commit=False)
+    def submitted(self) -> dict[str, Any]:
+        """The model values this (valid) form asks for; a PDF's text replaces the Markdown."""
+        data = self.cleaned_data
+        values = {name: data[name] for name in self.Meta.fields}
+        values["blacklist"] = [u.strip() for u in data["blacklist_text"].splitlines() if u.strip()]
+        values["tags"] = [t.strip() for t in data["tags_text"].split(",") if t.strip()]
+        if data.get("pdf_upload"):
+            values["markdown"] = self.pdf_markdown
+        return values
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields whose value differs from the paper as it is stored."""
+        return {name: value for name, value in self.submitted().items() if _fingerprint(value) != self.stored[name]}
+
+    def after_conflict(self, current: Paper) -> PaperForm:
+        """The form again, on the paper as it is now: the user's own edits kept, the other's merged in.
+
+        A field the user left as loaded takes the current value (listed in ``merged``); one both
+        sides changed keeps the user's input, with the saved value in ``saved`` to show beside it.
+        """
+        try:
+            loaded = json.loads(self.cleaned_data.get("loaded") or "{}")
+        except ValueError:
+            loaded = {}
+        mine, theirs = self.submitted(), self._stored(current)
+        shown = PaperForm(instance=current)  # the current values as the page shows them
+        data = self.data.copy()
+        saved: dict[str, str] = {}
+        merged: list[str] = []
+        for name, form_name in self.EDITED.items():
+            base, my_print, their_print = loaded.get(name), _fingerprint(mine[name]), _fingerprint(theirs[name])
+            current_text = "" if shown[form_name].value() is None else str(shown[form_name].value())
+            if my_print == base and their_print != base:
+                data[form_name] = current_text
+                merged.append(str(shown[form_name].label))
+            elif my_print != base and their_print not in (base, my_print):
+                saved[form_name] = current_text
         if self.cleaned_data.get("pdf_upload"):
-            paper.pdf = self.cleaned_data["pdf_upload"]
-            paper.markdown = self.pdf_markdown
-        paper.blacklist = [u.strip() for u in self.cleaned_data["blacklist_text"].splitlines() if u.strip()]
-        paper.tags = [t.strip() for t in self.cleaned_data["tags_text"].split(",") if t.strip()]
-        if commit:
-            paper.save()
-        return paper
+            data["markdown"] = mine["markdown"]  # the PDF's text; the file itself must be chosen again
+        data["revision"] = str(current.revision)
+        data["loaded"] = json.dumps(self._fingerprints(theirs))
+        form = PaperForm(data, instance=current)
+        form.stale, form.saved, form.merged = True, saved, merged
+        form.pdf_dropped = bool(self.cleaned_data.get("pdf_upload"))
+        return form
+
+    def visible_with_saved(self) -> list[tuple[Any, str | None]]:
+        """Each visible field with the value saved meanwhile by someone else (None: no conflict)."""
+        return [(field, self.saved.get(field.name)) for field in self.visible_fields()]
+
+    @classmethod
+    def _stored(cls, paper: Paper) -> dict[str, Any]:
+        return {name: getattr(paper, name) for name in cls.EDITED}
+
+    @staticmethod
+    def _fingerprints(values: dict[str, Any]) -> dict[str, str]:
+        return {name: _fingerprint(value) for name, value in values.items()}
 
 
 # --- Research-Factory intake ------------------------------------------------------------------

@@ -129,7 +129,8 @@ def attach_pdf(candidate: PaperCandidate, upload, *, split: str = Paper.Split.TR
     upload.seek(0)
     with transaction.atomic():
         candidate = PaperCandidate.objects.select_for_update().get(pk=candidate.pk)
-        paper = candidate.paper
+        # Locked too: a curator's edit of the paper waits, and is then refused as stale, never undone.
+        paper = Paper.objects.select_for_update().filter(pk=candidate.paper_id).first()
         if paper is None:
             paper = Paper(slug=_free_slug(candidate), split=split)
         paper.title = (candidate.title or paper.title or candidate.arxiv_id)[:500]

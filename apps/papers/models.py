@@ -29,6 +29,8 @@ class Paper(models.Model):
     split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
     tags = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    # Moved on by every write; an edit names the revision it read and is refused (409) when stale.
+    revision = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -37,6 +39,17 @@ class Paper(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs) -> None:
+        """Any save of a stored paper (an import, a PDF attached) moves its revision on too."""
+        if self._state.adding:
+            super().save(*args, **kwargs)
+            return
+        self.revision = models.F("revision") + 1
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "revision"}
+        super().save(*args, **kwargs)
+        self.refresh_from_db(fields=["revision"])
 
 
 class PaperCandidate(models.Model):

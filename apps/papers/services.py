@@ -19,7 +19,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 import yaml
+from django.core.files import File
 from django.db import transaction
+from django.db.models import F
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.untrusted import InputLimits, UnpackBudget, UnpackedTooLarge
@@ -253,6 +257,41 @@ def import_paper(bundle: PaperBundle, user=None, *, slug: str | None = None) -> 
         message = f"Imported from {PurePosixPath(bundle.source).name}"
         version = rubrics.import_rubric_tree(paper, parsed, user, message)
     return ImportResult(paper, version, created, len(parsed.nodes), parsed.warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Edits
+
+
+class StalePaper(Exception):
+    """The paper changed since the client read it: a 409 carrying the paper as it is now."""
+
+    def __init__(self, current: Paper) -> None:
+        super().__init__(f"paper {current.pk} is at revision {current.revision}")
+        self.current = current
+
+
+def update_paper(paper: Paper, revision: int, changes: dict[str, Any], *, pdf: File | None = None) -> Paper:
+    """Write only ``changes`` (model field -> value), and only if the paper is still at ``revision``.
+
+    One conditional UPDATE, so two curators' edits never interleave: the second one, based on
+    the same read, gets ``StalePaper`` with the current paper instead of silently undoing the
+    first. ``pdf`` is stored first and removed again when the edit is refused.
+    """
+    if pdf is not None:
+        field = Paper._meta.get_field("pdf")
+        changes = {**changes, "pdf": field.storage.save(field.generate_filename(paper, pdf.name), pdf,
+                                                        max_length=field.max_length)}
+    with transaction.atomic():
+        written = Paper.objects.filter(pk=paper.pk, revision=revision).update(
+            **changes, revision=F("revision") + 1, updated_at=timezone.now())
+        # Read in the same transaction: the row lock of the UPDATE keeps the next writer out until then.
+        current = get_object_or_404(Paper, pk=paper.pk)
+    if not written:
+        if pdf is not None:
+            Paper._meta.get_field("pdf").storage.delete(changes["pdf"])
+        raise StalePaper(current)
+    return current
 
 
 # ---------------------------------------------------------------------------------------------

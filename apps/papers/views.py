@@ -12,7 +12,7 @@ from apps.core.roles import perm
 from apps.papers.forms import PaperFilterForm, PaperForm, PaperImportForm
 from apps.papers.markdown import render_markdown
 from apps.papers.models import Paper
-from apps.papers.services import BundleError, import_paper, read_paper_zip
+from apps.papers.services import BundleError, StalePaper, import_paper, read_paper_zip, update_paper
 from apps.rubrics import services as rubric_services
 
 
@@ -90,11 +90,18 @@ def paper_import(request: HttpRequest) -> HttpResponse:
 
 
 def paper_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    """Edit a paper's metadata; a save based on a stale revision comes back (409) with both edits merged."""
     require_perm(request, "edit_papers")
     paper = get_object_or_404(Paper, slug=slug)
     form = PaperForm(request.POST or None, request.FILES or None, instance=paper)
+    status = 400 if form.errors else 200
     if request.method == "POST" and form.is_valid():
-        form.save()
-        messages.success(request, "Saved.")
-        return redirect("papers:detail", slug=paper.slug)
-    return render(request, "papers/edit.html", {"form": form, "paper": paper}, status=400 if form.errors else 200)
+        try:
+            update_paper(paper, form.cleaned_data["revision"], form.changes(),
+                         pdf=form.cleaned_data.get("pdf_upload"))
+        except StalePaper as exc:
+            form, paper, status = form.after_conflict(exc.current), exc.current, 409
+        else:
+            messages.success(request, "Saved.")
+            return redirect("papers:detail", slug=paper.slug)
+    return render(request, "papers/edit.html", {"form": form, "paper": paper}, status=status)

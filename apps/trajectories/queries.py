@@ -113,7 +113,7 @@ def turn_html(role: str, text: str) -> str:
 
     if role not in MARKDOWN_ROLES or not text or len(text) > MARKDOWN_MAX_CHARS or not _MARKDOWN_MARKS.search(text):
         return ""
-    return render_markdown(text, raw_html=False, images=False)
+    return render_markdown(text, raw_html=False)
 
 
 def turn_texts(trajectory: Trajectory, start: int, end: int) -> list[dict[str, Any]]:

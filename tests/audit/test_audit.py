@@ -175,6 +175,16 @@ def test_queue_shares_disagreements_and_tracks_progress(world, client_for):
     assert same.status_code == 400
 
 
+@pytest.mark.parametrize(("runs", "message"), [
+    (0, "runs must be a list of run ids"), ({"1": 2}, "runs must be a list of run ids"), (["x"], "Not a run id"),
+    (None, "may not be null"), ("", "Pick at least one run"),
+])
+def test_a_queue_with_runs_that_are_not_run_ids_is_a_400(world, client_for, runs, message):
+    response = client_for("admin").post("/api/audit-queues/", {"runs": runs, "assignees": []},
+                                        content_type="application/json")
+    assert response.status_code == 400 and message in response.json()["runs"][0]
+
+
 def test_open_leaves_are_handed_on_by_the_grader_the_creator_or_an_admin(world, client_for, personas):
     from tests.factories import make_user
 
@@ -270,6 +280,16 @@ def test_csv_export_neutralises_formulas(world, client_for):
     LeafGrade.objects.filter(run=world["big"]).update(explanation="=HYPERLINK(\"http://x\")")
     text = client_for("viewer").get(f"/api/audit/compare/?runs={world['big'].pk}&export=csv").content.decode()
     assert "'=HYPERLINK" in text
+
+
+def test_csv_export_neutralises_formulas_in_header_cells_too(world, client_for):
+    # A judge's name heads its columns; whoever names a judge may make it a formula.
+    JudgeRun.objects.filter(pk=world["big"].pk).update(judge_name="=HYPERLINK(\"http://x\",\"y\")")
+    for url in (f"/api/audit/compare/?runs={world['big'].pk}&export=csv",
+                f"/audit/compare/export.csv?runs={world['big'].pk}"):
+        header = next(csv.reader(io.StringIO(client_for("viewer").get(url).content.decode())))
+        assert "'=HYPERLINK(\"http://x\",\"y\") score" in header
+        assert not any(cell[:1] in ("=", "+", "-", "@") for cell in header)
 
 
 def test_what_if_shows_rank_changes_under_new_weights(world, client_for):

@@ -70,3 +70,10 @@ def test_the_distill_form_refuses_eval_papers_papers_without_a_rubric_taken_name
     assert errors["judge"] == ["No model endpoint named 'gone'."]
     assert errors["dataset"] == ["A dataset named 'taken' already exists."]
     assert errors["__all__"] == ["Give a threshold, a top-k per paper, or both."]
+
+
+@pytest.mark.django_db
+def test_a_trajectory_id_too_large_for_the_database_is_a_400(client_for):
+    response = client_for("operator").post("/api/datasets/", {"name": "big", "trajectory_ids": [2**63]},
+                                           content_type="application/json")
+    assert response.status_code == 400 and "less than or equal to" in str(response.json()["trajectory_ids"])

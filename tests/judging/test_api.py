@@ -137,3 +137,9 @@ def test_a_run_exports_as_a_paperbench_graded_tree_with_invalid_ancestors(client
     data = tree["sub_tasks"][0]
     assert data["sub_tasks"][1]["valid_score"] is False and data["sub_tasks"][1]["score"] == 0.0
     assert tree["sub_tasks"][1]["valid_score"] is True
+
+
+@pytest.mark.parametrize("action", ["graded-tree", "grades"])
+def test_a_judge_run_id_that_is_not_a_number_is_a_404(client_for, action):
+    response = client_for("viewer").get(f"/api/judge-runs/abc/{action}/")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}

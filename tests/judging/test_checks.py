@@ -95,3 +95,13 @@ def test_a_check_timeout_above_the_maximum_is_refused(client_for):
     response = client_for("curator").post("/api/rubric-checks/", data, content_type="application/json")
     assert response.status_code == 400
     assert response.json()["timeout_s"] == ["Ensure this value is less than or equal to 600."]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pk", ["abc", "999999"])
+def test_deleting_a_check_that_is_not_there_is_a_400_naming_the_problem(client_for, pk):
+    paper, version = make_paper_with_rubric("p")
+    RubricCheck.objects.create(paper=paper, node_id=leaf_ids(version)[0], command="true")
+    response = client_for("curator").post("/judging/checks/", {"delete": pk})
+    assert response.status_code == 400 and "No such check" in response.content.decode()
+    assert RubricCheck.objects.count() == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from html.parser import HTMLParser
 
 import pytest
 
@@ -39,6 +40,51 @@ def test_paper_markdown_is_sanitised_and_maths_is_shown_as_written(client_for):
     assert "<h1>Method</h1>" in html
     assert '<span class="math">$a_1 * b_2 &lt; c$</span>' in html
     assert "<script>alert(1)" not in html and "onerror" not in html
+
+
+def _elements(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """Every start tag of an HTML fragment with its attributes, as a browser would read them."""
+    found: list[tuple[str, dict[str, str | None]]] = []
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.append((tag, dict(attrs)))
+
+    Collector().feed(html)
+    return found
+
+
+def test_maths_in_a_link_title_or_an_image_text_keeps_the_markup_whole(client_for):
+    paper = make_paper()
+    paper.markdown = '[the code](https://example.org/code "see $x_1$")\n\n![plot of $y^2$](https://example.org/p.png)'
+    paper.save()
+    html = client_for("viewer").get(f"/papers/{paper.slug}/").context["paper_html"]
+    links = [attrs for tag, attrs in _elements(html) if tag == "a"]
+    assert [link["href"] for link in links] == ["https://example.org/code", "https://example.org/p.png"]
+    assert links[0]["title"] == "see $x_1$"
+    assert all(link["rel"] == "noopener noreferrer nofollow" for link in links)
+    assert '[image: plot of <span class="math">$y^2$</span>]</a>' in html
+
+
+def test_paper_text_makes_the_browser_fetch_nothing_by_itself(client_for):
+    paper = make_paper()
+    paper.markdown = "<img src=x>\n\n![token](/api/tokens/)\n\n<p><img src='/admin/'></p>"
+    paper.addendum = "![a](https://tracker.example/pixel.gif)"
+    paper.save()
+    context = client_for("viewer").get(f"/papers/{paper.slug}/").context
+    for html in (context["paper_html"], context["addendum_html"]):
+        assert all("src" not in attrs for _tag, attrs in _elements(html)), html
+    links = [attrs for tag, attrs in _elements(context["paper_html"]) if tag == "a"]
+    assert links == [{"href": "/api/tokens/", "rel": "noopener noreferrer nofollow"}]
+
+
+def test_paper_text_that_spells_a_maths_placeholder_is_shown_as_written(client_for):
+    paper = make_paper()
+    paper.markdown = "KLONGMATH7X and KLONGMATH0X beside $a$"
+    paper.save()
+    response = client_for("viewer").get(f"/papers/{paper.slug}/")
+    assert response.status_code == 200
+    assert 'KLONGMATH7X and KLONGMATH0X beside <span class="math">$a$</span>' in response.context["paper_html"]
 
 
 def test_the_paper_page_summarises_the_rubric(client_for):
@@ -128,6 +174,7 @@ def test_a_curator_edits_paper_metadata_blacklist_and_tags(client_for):
     response = client_for("curator").post(f"/papers/{paper.slug}/edit/", {
         "title": "Renamed", "split": "eval", "status": "curated", "year": "2025",
         "blacklist_text": "https://a.example\n\nhttps://b.example", "tags_text": "rl, vision",
+        "revision": paper.revision,
     })
     assert response.status_code == 302
     paper.refresh_from_db()

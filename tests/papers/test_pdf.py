@@ -53,7 +53,8 @@ def test_uploading_a_pdf_on_the_edit_page_fills_the_markdown(client_for):
     paper = Paper.objects.create(slug="p", title="Routing")
     upload = SimpleUploadedFile("paper.pdf", text_pdf("Sparse routing works"), content_type="application/pdf")
     response = client_for("curator").post(
-        "/papers/p/edit/", {"title": "Routing", "split": "train", "status": "draft", "pdf_upload": upload}
+        "/papers/p/edit/", {"title": "Routing", "split": "train", "status": "draft", "pdf_upload": upload,
+                            "revision": paper.revision}
     )
     assert response.status_code == 302
     paper.refresh_from_db()
@@ -65,7 +66,8 @@ def test_a_bad_pdf_on_the_edit_page_is_a_form_error_and_changes_nothing(client_f
     paper = Paper.objects.create(slug="p", title="Routing", markdown="kept")
     upload = SimpleUploadedFile("paper.pdf", b"not a pdf at all", content_type="application/pdf")
     response = client_for("curator").post(
-        "/papers/p/edit/", {"title": "Changed", "split": "train", "status": "draft", "pdf_upload": upload}
+        "/papers/p/edit/", {"title": "Changed", "split": "train", "status": "draft", "pdf_upload": upload,
+                            "revision": paper.revision}
     )
     assert response.status_code == 400 and b"not a PDF" in response.content
     paper.refresh_from_db()

@@ -233,7 +233,8 @@ def test_a_curator_creates_and_edits_a_paper(client_for):
                           content_type="application/json")
     assert created.status_code == 201
     pk = created.json()["id"]
-    edited = client.patch(f"/api/papers/{pk}/", {"split": "eval"}, content_type="application/json")
+    edited = client.patch(f"/api/papers/{pk}/", {"split": "eval", "revision": created.json()["revision"]},
+                          content_type="application/json")
     assert edited.status_code == 200 and Paper.objects.get(pk=pk).split == "eval"
 
 
