@@ -16,7 +16,7 @@ from pathlib import Path
 from _django import line  # first: sets up Django on the embedded defaults
 
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from worker.training.examples import ChatTemplateTurns, Example, TurnRow, split_examples
+from apps.trajectories.windows import ChatTemplateTurns, Example, TurnRow, split_examples
 from worker.training.sft import Reporter, SFTSettings, build_trainer
 from worker.training.tiny import build_tiny_model
 

@@ -27,7 +27,7 @@ from apps.trajectories.splitting import (
     render_window,
 )
 from apps.trajectories.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, TokenizerCounter, counter_for, turn_text
-from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
+from apps.trajectories.windows import ChatTemplateTurns, TurnRow, split_examples
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
 CONFIG_FIELDS: dict[str, type] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apps.trajectories.splitting import SplitConfig
-from worker.training.examples import ChatTemplateTurns
+from apps.trajectories.windows import ChatTemplateTurns
 from worker.training.rl import LocalPolicy, Reporter, RLSettings, Stage, split_rollout, train_rl
 from worker.training.rl_toy import ToyJudge, ToyRunner, letter_share, toy_tasks
 from worker.training.tiny import build_tiny_model

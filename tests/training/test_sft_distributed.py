@@ -11,7 +11,7 @@ from apps.trajectories.splitting import SplitConfig
 from tests.jobs.test_jobs import wait_for
 from tests.training.test_sft import Recorder, agent_run, make_trajectory, tiny_model, tokenizer  # noqa: F401
 from worker.engines.sft import training_processes
-from worker.training.examples import ChatTemplateTurns, split_examples
+from apps.trajectories.windows import ChatTemplateTurns, split_examples
 from worker.training.sft import SFTSettings, train_distributed
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from worker.training.examples import ChatTemplateTurns, Example, TurnRow, split_examples
+from apps.trajectories.windows import ChatTemplateTurns, Example, TurnRow, split_examples
 from worker.training.rl_math import (
     LossStats,
     advantage_spread,

@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.judge.helping import help_with_queued_judge
 from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
-from worker.training.examples import TurnRow
+from apps.trajectories.windows import TurnRow
 from worker.training.rl import LocalPolicy, RLError, Rollout, Task
 
 EMPTY_SUBMISSION = ""  # no commit yet: nothing submitted, Q = 0 without a judge call
