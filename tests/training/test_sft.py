@@ -8,8 +8,8 @@ from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services import launch_job, retry_job
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from tests.jobs.test_jobs import wait_for
 from apps.trajectories.windows import ChatTemplateTurns, TurnRow, split_examples
+from tests.jobs.test_jobs import wait_for
 from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
 from worker.training.tiny import build_tiny_model
 

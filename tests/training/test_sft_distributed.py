@@ -8,10 +8,10 @@ import pytest
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services import launch_job
 from apps.trajectories.splitting import SplitConfig
+from apps.trajectories.windows import ChatTemplateTurns, split_examples
 from tests.jobs.test_jobs import wait_for
 from tests.training.test_sft import Recorder, agent_run, make_trajectory, tiny_model, tokenizer  # noqa: F401
 from worker.engines.sft import training_processes
-from apps.trajectories.windows import ChatTemplateTurns, split_examples
 from worker.training.sft import SFTSettings, train_distributed
 
 

@@ -9,8 +9,8 @@ from django.conf import settings
 
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.ops.artifacts import publish_artifact
-from worker.progress import JobCancelled, Progress
 from apps.trajectories.windows import ChatTemplateTurns, Example, dataset_hash, split_examples
+from worker.progress import JobCancelled, Progress
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
