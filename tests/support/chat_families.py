@@ -258,3 +258,21 @@ def build_family_tokenizer(folder: Path, family: str, *, vocab_size: int = 600):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
+
+
+def build_mistral_tekken(folder: Path, version: str = "v11") -> Path:
+    """A tiny tekken tokenizer file that mistral-common loads offline: the 256 bytes, a few merges'
+    worth of ranks, and every control token of the format ([INST], [TOOL_CALLS], [CALL_ID]...)."""
+    import base64
+
+    from mistral_common.tokens.tokenizers.base import SpecialTokens
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": None} for i in range(256)]
+    specials = [{"rank": i, "token_str": token.value, "is_control": True} for i, token in enumerate(SpecialTokens)]
+    config = {"pattern": r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+              "num_vocab_tokens": 256, "default_vocab_size": 256 + 100, "default_num_special_tokens": 100,
+              "version": version}
+    (folder / "tekken.json").write_text(json.dumps({"config": config, "vocab": vocab, "special_tokens": specials}))
+    return folder

@@ -202,3 +202,88 @@ def test_every_window_fits_l_max_in_real_tokens_across_budgets(family, name):
         manifest, examples = split_examples(long_rows, config, renderer, TOOLS)
         assert examples and all(len(e.input_ids) <= l_max for e in examples)
         assert any(w.overlong or w.history and any(k.cut for k in w.history) for w in manifest.windows)
+
+
+# ------------------------------------------------------------------------------- Mistral, gpt-oss
+
+
+def _mistral_request_tokens(renderer, window, tools) -> list[int]:
+    """The same window as one mistral-common request, built here from the window's messages."""
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+
+    messages, _origin = renderer._messages(window.messages)
+    return list(renderer.tokenizer.encode_chat_completion(
+        ChatCompletionRequest(messages=messages, tools=renderer._tools(tools))).tokens)
+
+
+def test_a_mistral_folder_renders_each_window_as_one_mistral_common_request(tmp_path):
+    from apps.trajectories.chat_native import MistralRenderer
+    from apps.trajectories.windows import renderer_for
+    from tests.support.chat_families import build_mistral_tekken
+
+    folder = build_mistral_tekken(tmp_path / "mistral")
+    renderer = renderer_for(None, folder)
+    assert isinstance(renderer, MistralRenderer)
+    rows = agent_run(10)
+    manifest = plan_windows(rows, SplitConfig(l_max=900, prefix_end=1, overlap_turns=1, history_budget=150), renderer,
+                            TOOLS)
+    assert len(manifest.windows) > 1
+    for w in manifest.windows:
+        window = render_training_window(rows, manifest, w.number, renderer, TOOLS)
+        assert window.input_ids == _mistral_request_tokens(renderer, window, TOOLS)
+        assert len(window.input_ids) <= 900
+        text = renderer.decode(window.input_ids)
+        assert text.startswith("<s>[SYSTEM_PROMPT]You are a research agent.[/SYSTEM_PROMPT]")
+        assert text.count("[AVAILABLE_TOOLS]") == 1
+        trained = renderer.decode([t for t in window.labels if t != IGNORE_INDEX])
+        expected = ""
+        for i in w.loss_turns:
+            row = rows[i]
+            expected += row.text + "".join(
+                "[TOOL_CALLS]" + c["name"] + "[CALL_ID]" + renderer._call_id(c["id"]) + "[ARGS]" + json.dumps(c["arguments"])
+                for c in row.tool_calls) + "</s>"
+        assert trained == expected
+
+
+def test_mistral_windows_turn_a_tool_result_without_its_call_into_a_user_message(tmp_path):
+    from apps.trajectories.windows import WindowMessage, renderer_for
+    from tests.support.chat_families import build_mistral_tekken
+
+    renderer = renderer_for(None, build_mistral_tekken(tmp_path / "mistral"))
+    messages = [WindowMessage("system", "s", 0), WindowMessage("user", "task", 1),
+                WindowMessage("user", "[3 earlier turns omitted]", part="marker"),
+                WindowMessage("tool", "paper.md", 5, tool_call_id="gone"),
+                WindowMessage("assistant", "Done.", 6, loss=True)]
+    ids, labels = renderer.render(messages, ())
+    text = renderer.decode(ids)
+    assert "[tool result]\npaper.md" in text and "[TOOL_RESULTS]" not in text
+    assert renderer.decode([t for t in labels if t != IGNORE_INDEX]) == "Done.</s>"
+
+
+def test_a_gpt_oss_folder_gets_harmony_or_a_clear_reason_why_not(tmp_path, monkeypatch):
+    from apps.trajectories.chat_native import HarmonyRenderer, native_renderer
+
+    folder = tmp_path / "gpt-oss-20b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt_oss"}))
+    monkeypatch.setenv("TIKTOKEN_ENCODINGS_BASE", str(tmp_path / "no-vocab-here"))
+    try:
+        renderer = native_renderer(folder)
+    except TemplateError as exc:
+        # offline, without the vocabulary file: refused with the way to provide it
+        assert "o200k_base.tiktoken" in str(exc) and "TIKTOKEN_ENCODINGS_BASE" in str(exc)
+    else:
+        assert isinstance(renderer, HarmonyRenderer)
+
+
+def test_harmony_messages_put_reasoning_text_and_calls_on_their_channels():
+    from apps.trajectories.chat_native import HarmonyRenderer
+    from apps.trajectories.windows import WindowMessage
+
+    turn = WindowMessage("assistant", "Listing the files.", 3, reasoning="The paper is in /home/paper.",
+                         tool_calls=({"id": "c1", "name": "bash", "arguments": {"cmd": "ls"}},))
+    analysis, preamble, call = HarmonyRenderer.messages(None, turn, {})
+    assert (analysis.channel, preamble.channel, call.channel) == ("analysis", "commentary", "commentary")
+    assert call.recipient == "functions.bash" and call.content[0].text == '{"cmd": "ls"}'
+    (result,) = HarmonyRenderer.messages(None, WindowMessage("tool", "paper.md", 4, tool_call_id="c1"), {"c1": "bash"})
+    assert result.author.name == "functions.bash" and result.recipient == "assistant"
