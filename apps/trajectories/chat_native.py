@@ -33,6 +33,8 @@ from apps.trajectories.splitting import IGNORE_INDEX
 from apps.trajectories.tokens import turn_text
 from apps.trajectories.windows import ChatRenderer, TemplateError, TurnRow, WindowMessage
 
+ORPHAN_RESULT = "[tool result]\n"  # how Mistral windows show a tool result whose call they left out
+
 
 def native_renderer(folder: Path) -> ChatRenderer | None:
     """The renderer for a Mistral or gpt-oss model folder; None for any other folder."""
@@ -109,7 +111,7 @@ class MistralRenderer:
             elif m.role == "tool" and m.tool_call_id and self._call_id(m.tool_call_id) in open_calls:
                 out.append(ToolMessage(content=text, tool_call_id=self._call_id(m.tool_call_id)))
             elif m.role == "tool":
-                out.append(UserMessage(content=f"[tool result]\n{text}"))
+                out.append(UserMessage(content=ORPHAN_RESULT + text))
             elif m.role == "system":
                 out.append(SystemMessage(content=text))
             else:
@@ -194,6 +196,9 @@ class MistralRenderer:
         if len(recorded) == len(converted):
             for (_name, n), i in zip(recorded, origin, strict=True):
                 counts[i] = n
+        # a tool result whose call a window left out is sent as a user message with a label
+        orphan = len(self.encode(ORPHAN_RESULT)) + self.framing("user")
+        counts = [n + orphan if r.role == "tool" else n for n, r in zip(counts, rows, strict=True)]
         with_tools, _ = self._encode(converted, tools)
         # BOS and the tools section go before the window's last user message: charged to the prefix
         counts[0] += len(tokens) - sum(n for _, n in recorded) + len(with_tools) - len(tokens)

@@ -191,9 +191,13 @@ def test_a_template_without_tool_syntax_gets_the_call_as_json_in_the_content(tmp
     assert '"name": "bash"' in trained and "python train.py --seed 0" in trained
 
 
-@pytest.mark.parametrize("name", ["qwen2.5", "llama3.1", "deepseek-v3", "glm4"])
-def test_every_window_fits_l_max_in_real_tokens_across_budgets(family, name):
-    renderer = HFChatRenderer(family(name), name=name)
+@pytest.mark.parametrize("name", ["qwen2.5", "llama3.1", "deepseek-v3", "glm4", "mistral"])
+def test_every_window_fits_l_max_in_real_tokens_across_budgets(family, name, tmp_path):
+    from apps.trajectories.chat_native import MistralRenderer
+    from tests.support.chat_families import build_mistral_tekken
+
+    renderer = (MistralRenderer(build_mistral_tekken(tmp_path)) if name == "mistral"
+                else HFChatRenderer(family(name), name=name))
     rows = agent_run(20, text=name != "glm4")
     long_rows = [TurnRow(r.role, r.text, reasoning=r.reasoning, tool_calls=r.tool_calls, tool_call_id=r.tool_call_id)
                  if r.role != "tool" else TurnRow("tool", r.text * 12, tool_call_id=r.tool_call_id) for r in rows]
