@@ -62,6 +62,8 @@ from apps.trajectories.splitting import (
 from apps.trajectories.tokens import turn_text
 
 MARKER_ROLE = "user"  # the omitted-turns marker is a message of its own, in the user's voice
+# The cut marker, and shorter forms for marker budgets too small for it
+CUT_MARKERS = (CUT_MARKER, "[{n} cut]", "[…]", "")
 
 
 class TemplateError(ValueError):
@@ -505,24 +507,29 @@ def plan_windows(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatRen
 
 
 def window_messages(rows: Sequence[TurnRow], manifest: SplitManifest, number: int,
-                    renderer: ChatRenderer) -> list[WindowMessage]:
+                    renderer: ChatRenderer, shrink: int = 0) -> list[WindowMessage]:
     """The messages of window ``number``: whole turns keep their structure (tool calls, reasoning);
-    a cut turn is its text's head and tail around the cut marker; markers are plain messages."""
+    a cut turn is its text's head and tail around the cut marker (``shrink`` tokens shorter);
+    markers are plain messages."""
     marker_limit = manifest.config.marker_tokens
-    marker_line = len(renderer.encode("\n" + CUT_MARKER.format(n=10**9) + "\n"))
-    # head/tail are counted in turn tokens, framing included: the text keeps the rest (the largest
-    # framing of any role, so a cut turn never outgrows its share), and the head gives up what the
-    # marker line costs beyond its budget
-    give_up = max(renderer.framing(role) for role in ("system", "user", "assistant", "tool"))
-    give_up += max(0, marker_line - marker_limit)
+    # the longest cut marker whose line fits the marker budget (a budget of a few tokens gets "[…]")
+    cut_marker = next((m for m in CUT_MARKERS if len(renderer.encode(f"\n{m.format(n=10**7)}\n")) <= marker_limit),
+                      CUT_MARKERS[-1])
+    marker_excess = max(0, len(renderer.encode(f"\n{cut_marker.format(n=10**7)}\n")) - marker_limit)
+    # head/tail are counted in turn tokens, framing included: the text gives up the largest framing
+    # of any role, so a cut turn never outgrows its share, first from the head, then from the tail
+    give_up = max(renderer.framing(role) for role in ("system", "user", "assistant", "tool")) + marker_excess + shrink
 
     def cut(text: str, head: int, tail: int) -> tuple[str, str]:
         ids = renderer.encode(text)
-        return renderer.decode(ids[: max(0, head - give_up)]), renderer.decode(ids[len(ids) - tail:] if tail else [])
+        keep_head = head - give_up
+        keep_tail = tail + min(0, keep_head)
+        keep_head, keep_tail = max(0, keep_head), max(0, keep_tail)
+        return renderer.decode(ids[:keep_head]), renderer.decode(ids[len(ids) - keep_tail:] if keep_tail else [])
 
     texts = [row.flat_text for row in rows]
     messages: list[WindowMessage] = []
-    for m in render_window(texts, manifest, number, cut, marker_role=MARKER_ROLE):
+    for m in render_window(texts, manifest, number, cut, cut_marker=cut_marker, marker_role=MARKER_ROLE):
         if m.turn is None:
             budget = max(1, marker_limit - renderer.framing(MARKER_ROLE))
             messages.append(WindowMessage(m.role, renderer.decode(renderer.encode(m.content)[:budget]),
@@ -538,14 +545,25 @@ def window_messages(rows: Sequence[TurnRow], manifest: SplitManifest, number: in
 
 def render_training_window(rows: Sequence[TurnRow], manifest: SplitManifest, number: int, renderer: ChatRenderer,
                            tools: Sequence[dict[str, Any]] = ()) -> RenderedWindow:
-    """Window ``number`` exactly as trained: one render of its messages, and its labels."""
-    messages = window_messages(rows, manifest, number, renderer)
-    input_ids, labels = renderer.render(messages, tools)
+    """Window ``number`` exactly as trained: one render of its messages, and its labels.
+
+    A cut turn's text is re-tokenised in its new context, so a window with cut turns can come out a
+    few tokens over the plan: its cut turns are then shortened by the difference and it is rendered
+    again (the same steps every time, so the inspector, the export and SFT get the same window).
+    """
     l_max = manifest.config.l_max
-    if len(input_ids) > l_max:
-        raise TemplateError(f"{renderer.name}: window {number} renders to {len(input_ids)} tokens, more than "
-                            f"l_max={l_max} (planned {manifest.window(number).total_tokens}); refusing to cut it")
-    return RenderedWindow(number, messages, input_ids, labels)
+    shrink = 0
+    for _attempt in range(4):
+        messages = window_messages(rows, manifest, number, renderer, shrink)
+        input_ids, labels = renderer.render(messages, tools)
+        over = len(input_ids) - l_max
+        if over <= 0:
+            return RenderedWindow(number, messages, input_ids, labels)
+        if not any(m.cut_tokens for m in messages):
+            break
+        shrink += over
+    raise TemplateError(f"{renderer.name}: window {number} renders to {len(input_ids)} tokens, more than "
+                        f"l_max={l_max} (planned {manifest.window(number).total_tokens}); refusing to cut it")
 
 
 def split_examples(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatRenderer,
