@@ -325,13 +325,17 @@ class HFChatRenderer:
     def _tokens(self, text: str) -> int:
         return len(self.encode(text)) if text else 0
 
-    def _delta(self, head: list[dict[str, Any]], base: str, before: list[dict[str, Any]],
-               message: dict[str, Any], tools: Sequence[dict[str, Any]]) -> int:
-        """Tokens that ``message`` adds after ``head + before``, tokenised from the end of the head."""
-        without = self._render(head + before, tools)
-        with_it = self._render(head + before + [message], tools)
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Token counts of many texts in one batch (the tokenizer's own threads)."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @staticmethod
+    def _suffixes(base: str, without: str, with_it: str) -> tuple[str, str]:
+        """The two renders from the end of the head on (where they both start with it)."""
         start = len(base) if without.startswith(base) and with_it.startswith(base) else 0
-        return max(0, self._tokens(with_it[start:]) - self._tokens(without[start:]))
+        return without[start:], with_it[start:]
 
     def turn_counts(self, rows: Sequence[TurnRow], tools: Sequence[dict[str, Any]]) -> list[int]:
         messages = [self._message(_row_message(i, row)) for i, row in enumerate(rows)]
@@ -353,14 +357,20 @@ class HFChatRenderer:
             rendered = total
         base = self._render(head, tools)
         marker = {"role": MARKER_ROLE, "content": OMITTED_MARKER.format(n=99999)}
+        after_marker = self._render(head + [marker], tools)
+        # each turn after its predecessor and after the marker: the two contexts it can have in a window
+        pairs: list[tuple[str, str]] = []
         for i in range(n_head, len(messages)):
+            previous = [messages[i - 1]] if i > n_head else []
             try:
-                contexts = [[marker]] + ([[messages[i - 1]]] if i > n_head else [[]])
-                counts.append(max(self._delta(head, base, before, messages[i], tools) for before in contexts))
-            except TemplateError:
-                raise
-            except Exception as exc:  # noqa: BLE001
+                pairs.append(self._suffixes(base, after_marker, self._render(head + [marker, messages[i]], tools)))
+                pairs.append(self._suffixes(base, self._render(head + previous, tools),
+                                            self._render(head + previous + [messages[i]], tools)))
+            except Exception as exc:  # noqa: BLE001 - the template's own exception, for this turn
                 raise TemplateError(f"{self.name} cannot render turn {i} ({rows[i].role}): {exc}") from exc
+        lengths = self._token_counts([text for pair in pairs for text in pair])
+        deltas = [max(0, lengths[2 * j + 1] - lengths[2 * j]) for j in range(len(pairs))]
+        counts += [max(deltas[2 * k], deltas[2 * k + 1]) for k in range(len(messages) - n_head)]
         counts[0] += self._closing_tokens()
         return counts
 
@@ -370,7 +380,8 @@ class HFChatRenderer:
             message = {"role": self.dialect.tool_role if role == "tool" else role, "content": "x"}
             try:
                 base = self._render(head, ())
-                self._framing[role] = max(0, self._delta(head, base, [], message, ()) - 1)
+                without, with_it = self._suffixes(base, base, self._render(head + [message], ()))
+                self._framing[role] = max(0, self._tokens(with_it) - self._tokens(without) - 1)
             except Exception:  # noqa: BLE001 - a template refusing the probe order: assume ChatML's cost
                 self._framing[role] = 5
         return self._framing[role]
