@@ -223,7 +223,8 @@ class HarmonyRenderer:
                 "TIKTOKEN_ENCODINGS_BASE to that folder") from exc
         self.name = f"harmony ({name})"
 
-    def messages(self, m: WindowMessage, call_names: dict[str, str]) -> list[Any]:
+    @staticmethod
+    def messages(m: WindowMessage, call_names: dict[str, str]) -> list[Any]:
         """The harmony messages of one window message (an assistant turn can be several);
         ``call_names`` maps the window's tool call ids to their function names."""
         from openai_harmony import Author, Message, Role

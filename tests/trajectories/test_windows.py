@@ -264,20 +264,17 @@ def test_mistral_windows_turn_a_tool_result_without_its_call_into_a_user_message
     assert renderer.decode([t for t in labels if t != IGNORE_INDEX]) == "Done.</s>"
 
 
-def test_a_gpt_oss_folder_gets_harmony_or_a_clear_reason_why_not(tmp_path, monkeypatch):
-    from apps.trajectories.chat_native import HarmonyRenderer, native_renderer
+def test_a_gpt_oss_folder_without_harmonys_vocabulary_is_refused_with_the_way_to_provide_it(tmp_path, monkeypatch):
+    from apps.trajectories.chat_native import native_renderer
 
     folder = tmp_path / "gpt-oss-20b"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "gpt_oss"}))
-    monkeypatch.setenv("TIKTOKEN_ENCODINGS_BASE", str(tmp_path / "no-vocab-here"))
-    try:
-        renderer = native_renderer(folder)
-    except TemplateError as exc:
-        # offline, without the vocabulary file: refused with the way to provide it
-        assert "o200k_base.tiktoken" in str(exc) and "TIKTOKEN_ENCODINGS_BASE" in str(exc)
-    else:
-        assert isinstance(renderer, HarmonyRenderer)
+    # a vocabulary folder without the file: harmony cannot load its encoding (and downloads nothing)
+    (tmp_path / "vocab").mkdir()
+    monkeypatch.setenv("TIKTOKEN_ENCODINGS_BASE", str(tmp_path / "vocab"))
+    with pytest.raises(TemplateError, match=r"o200k_base\.tiktoken.*TIKTOKEN_ENCODINGS_BASE"):
+        native_renderer(folder)
 
 
 def test_harmony_messages_put_reasoning_text_and_calls_on_their_channels():
@@ -286,8 +283,8 @@ def test_harmony_messages_put_reasoning_text_and_calls_on_their_channels():
 
     turn = WindowMessage("assistant", "Listing the files.", 3, reasoning="The paper is in /home/paper.",
                          tool_calls=({"id": "c1", "name": "bash", "arguments": {"cmd": "ls"}},))
-    analysis, preamble, call = HarmonyRenderer.messages(None, turn, {})
+    analysis, preamble, call = HarmonyRenderer.messages(turn, {})
     assert (analysis.channel, preamble.channel, call.channel) == ("analysis", "commentary", "commentary")
     assert call.recipient == "functions.bash" and call.content[0].text == '{"cmd": "ls"}'
-    (result,) = HarmonyRenderer.messages(None, WindowMessage("tool", "paper.md", 4, tool_call_id="c1"), {"c1": "bash"})
+    (result,) = HarmonyRenderer.messages(WindowMessage("tool", "paper.md", 4, tool_call_id="c1"), {"c1": "bash"})
     assert result.author.name == "functions.bash" and result.recipient == "assistant"
