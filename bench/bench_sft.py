@@ -16,7 +16,7 @@ from pathlib import Path
 from _django import line  # first: sets up Django on the embedded defaults
 
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from worker.training.examples import ChatTemplateTurns, Example, TurnRow, split_examples
+from apps.trajectories.windows import Example, TurnRow, renderer_for, split_examples
 from worker.training.sft import Reporter, SFTSettings, build_trainer
 from worker.training.tiny import build_tiny_model
 
@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = build_tiny_model(Path(folder), vocab_size=1024, hidden_size=256, layers=4)
         tokenizer = AutoTokenizer.from_pretrained(model)
-        turns = ChatTemplateTurns(tokenizer)
+        turns = renderer_for(tokenizer)
         split: list[Example] = []
         for seed in range(2):
             _manifest, windows = split_examples(trajectory(seed), SplitConfig(l_max=L_MAX, prefix_end=1), turns)

@@ -1,24 +1,31 @@
-"""The bridge from stored trajectories to the pure splitter (splitting.py): turn specs, config
-from a form or the API, the split view's figure data, the window inspector and dataset export.
+"""The bridge from stored trajectories to the pure splitter (splitting.py) and the window renderer
+(windows.py): turn rows, config from a form or the API, the split view's figure data, the window
+inspector and the dataset export.
 
-The view, the command, the API and the export call these, so a window shown in the browser is
-the window a training job gets for the same counts and config.
+With a tokenizer configured (KLONG_TOKENIZER_PATH), the figure, the inspector and the export all
+plan on the chat format's own per-turn counts (``training_plan``) and render windows with
+``windows.render_training_window``: the window the inspector shows is token for token the one the
+export writes and an SFT job with that base model trains on. Without one, the figure and the
+inspector plan on the stored estimates.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
+
+from django.core.cache import cache
 
 from apps.trajectories.models import Trajectory
 from apps.trajectories.services import configured_tokenizer_path
 from apps.trajectories.splitting import (
-    RenderedMessage,
     SplitConfig,
     SplitManifest,
     TurnSpec,
@@ -27,7 +34,15 @@ from apps.trajectories.splitting import (
     render_window,
 )
 from apps.trajectories.tokens import CHARS_PER_TOKEN, MESSAGE_OVERHEAD, TokenizerCounter, counter_for, turn_text
-from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
+from apps.trajectories.windows import (
+    ChatRenderer,
+    TemplateError,
+    TurnRow,
+    normalise_tools,
+    plan_windows,
+    render_training_window,
+    renderer_for,
+)
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
 CONFIG_FIELDS: dict[str, type] = {
@@ -88,8 +103,55 @@ def specs_and_texts(trajectory: Trajectory) -> tuple[list[TurnSpec], list[str]]:
 
 
 def plan_for(trajectory: Trajectory, config: SplitConfig) -> tuple[SplitManifest, list[str]]:
+    """The plan the split view shows: the training plan when a chat format is configured, else
+    the plan on the stored (estimated) counts."""
+    renderer = configured_renderer()
     specs, texts = specs_and_texts(trajectory)
-    return plan_split(specs, config), texts
+    if renderer is None:
+        return plan_split(specs, config), texts
+    return training_plan(trajectory, config, renderer), texts
+
+
+def configured_renderer() -> ChatRenderer | None:
+    """The chat format of the configured tokenizer (KLONG_TOKENIZER_PATH), None without one."""
+    path = configured_tokenizer_path()
+    if not path:
+        return None
+    return _renderer(path)
+
+
+@lru_cache(maxsize=4)
+def _renderer(path: str) -> ChatRenderer | None:
+    counter = counter_for(path)
+    assert isinstance(counter, TokenizerCounter)
+    try:
+        return renderer_for(counter.tokenizer, path)
+    except TemplateError:
+        return None  # a tokenizer without a chat template: counts stay estimates, export says why
+
+
+def declared_tools(trajectory: Trajectory) -> list[dict[str, Any]]:
+    """The tools the run declared (trajectory meta, else its system prompt's), as templates take them."""
+    raw = trajectory.meta.get("tools") if isinstance(trajectory.meta, dict) else None
+    if not raw:
+        first = trajectory.turns.filter(role="system").order_by("index").values_list("meta", flat=True).first()
+        raw = first.get("tools") if isinstance(first, dict) else None
+    return normalise_tools(raw)
+
+
+def training_plan(trajectory: Trajectory, config: SplitConfig, renderer: ChatRenderer) -> SplitManifest:
+    """The split on the chat format's own counts. The counts are cached: the figure is redrawn as
+    the form changes, and counting renders every turn."""
+    rows, tools = turn_rows(trajectory), declared_tools(trajectory)
+    content = json.dumps([renderer.name, getattr(renderer, "template", ""), tools,
+                          [(r.role, r.text, r.reasoning, r.tool_calls, r.tool_call_id) for r in rows]],
+                         sort_keys=True, default=str)
+    key = f"klong:turn-counts:{trajectory.pk}:{hashlib.sha256(content.encode()).hexdigest()[:32]}"
+    counts = cache.get(key)
+    if counts is None or len(counts) != len(rows):
+        counts = renderer.turn_counts(rows, tools)
+        cache.set(key, counts, timeout=24 * 3600)
+    return plan_windows(rows, config, renderer, tools, counts=counts)
 
 
 # ------------------------------------------------------------------ the split view's figure
@@ -166,39 +228,58 @@ class InspectedWindow:
     total_tokens: int
     l_max: int
     overlong: bool
-    messages: list[RenderedMessage]
+    messages: list[Any]  # RenderedMessage (estimates) or WindowMessage (the chat format's render)
     estimated: bool
-    # The whole window as the base model's chat template renders it ("" without a tokenizer
-    # that has a template), or why it could not be rendered.
-    template_text: str = ""
+    # The window as trained, when a chat format is configured: its text in runs of (text, loss),
+    # decoded from exactly the token ids the export writes; or why it cannot be rendered.
+    tokens: list[tuple[str, bool]] = field(default_factory=list)
     template_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "messages"},
                 "messages": [asdict(m) for m in self.messages]}
 
-    def rows(self) -> list[tuple[RenderedMessage, list[tuple[str, bool]]]]:
-        return [(m, segments(m.content)) for m in self.messages]
+    def rows(self) -> list[tuple[Any, list[tuple[str, bool]]]]:
+        return [(m, segments(turn_text(m.content, getattr(m, "reasoning", ""), getattr(m, "tool_calls", ()))))
+                for m in self.messages]
+
+
+def _token_runs(renderer: ChatRenderer, ids: Sequence[int], labels: Sequence[int]) -> list[tuple[str, bool]]:
+    """The window's tokens decoded in runs of equal loss flag: what the inspector highlights."""
+    from apps.trajectories.splitting import IGNORE_INDEX
+
+    runs: list[tuple[str, bool]] = []
+    start = 0
+    for t in range(1, len(ids) + 1):
+        if t == len(ids) or (labels[t] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
+            runs.append((renderer.decode(ids[start:t]), labels[start] != IGNORE_INDEX))
+            start = t
+    return runs
 
 
 def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Sequence[str],
                    number: int) -> InspectedWindow:
-    """Exactly the messages the model sees in window ``number``, markers included."""
+    """Exactly the messages the model sees in window ``number``, markers included, and with a chat
+    format configured the very tokens trained on (the export's ``render_training_window``)."""
+    window = manifest.window(number)
+    renderer = configured_renderer()
+    if renderer is not None:
+        messages: list[Any] = []
+        try:
+            rendered = render_training_window(turn_rows(trajectory), manifest, number, renderer,
+                                              declared_tools(trajectory))
+        except TemplateError as exc:
+            return InspectedWindow(number, window.total_tokens, manifest.config.l_max, window.overlong, messages,
+                                   False, template_error=str(exc))
+        return InspectedWindow(number, len(rendered.input_ids), manifest.config.l_max, window.overlong,
+                               list(rendered.messages), False, _token_runs(renderer, rendered.input_ids,
+                                                                           rendered.labels))
     counter = counter_for(configured_tokenizer_path())
     same_tokenizer = isinstance(counter, TokenizerCounter) and counter.name == trajectory.tokenizer
     cut = _tokenizer_cut(counter) if same_tokenizer else _estimate_cut
     messages = render_window(texts, manifest, number, cut)
-    window = manifest.window(number)
-    template_text, template_error = "", ""
-    if isinstance(counter, TokenizerCounter) and getattr(counter.tokenizer, "chat_template", None):
-        try:
-            template_text = counter.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in messages], tokenize=False
-            )
-        except Exception as exc:  # a template may refuse a role order; show why, keep the page
-            template_error = f"{type(exc).__name__}: {exc}"
     return InspectedWindow(number, window.total_tokens, manifest.config.l_max, window.overlong, messages,
-                           trajectory.tokenizer == "", str(template_text), template_error)
+                           trajectory.tokenizer == "")
 
 
 # ------------------------------------------------------------------ dataset export
@@ -231,26 +312,29 @@ def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
 
 
 def turn_rows(trajectory: Trajectory) -> list[TurnRow]:
-    """The turns as the model sees them (reasoning, text, tool calls), with their no-loss marks."""
-    return [TurnRow(role, text, no_loss) for role, _tokens, no_loss, text in _turn_rows(trajectory)]
+    """The turns as the model sees them (text, reasoning, tool calls), with their no-loss marks."""
+    rows = trajectory.turns.order_by("index").values_list("role", "text", "no_loss", "reasoning", "tool_calls",
+                                                          "tool_call_id")
+    return [TurnRow(role, text, no_loss, reasoning or "", tuple(c for c in calls or () if isinstance(c, dict)),
+                    call_id or "")
+            for role, text, no_loss, reasoning, calls, call_id in rows]
 
 
 def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[str, Any]) -> bytes:
     """A zip with dataset.jsonl (one line per window with loss: input_ids, labels with -100 = no
-    loss) and manifest.json (the tokenizer, the config and each trajectory's split manifest with
-    its content hash). Every turn is rendered with the tokenizer's own chat template and the split
-    is planned on those exact lengths, so every window fits l_max in real tokens; the SFT job
-    builds its examples with the same function.
+    loss) and manifest.json (the tokenizer, its chat format, and each trajectory's split manifest
+    with its content hash). Each window is its messages rendered once in the base model's chat
+    format, planned on that format's own counts, so every window fits l_max in real tokens; the
+    inspector and the SFT job build windows with the same functions. A trajectory the chat format
+    cannot render faithfully stops the export with the reason.
     """
     path = configured_tokenizer_path()
     if not path:
         raise ExportError("Exporting token ids needs a tokenizer: set KLONG_TOKENIZER_PATH to a local "
                           "tokenizer folder.")
-    counter = counter_for(path)
-    assert isinstance(counter, TokenizerCounter)
-    if not getattr(counter.tokenizer, "chat_template", None):
+    renderer = configured_renderer()
+    if renderer is None:
         raise ExportError(f"The tokenizer at {path} has no chat template to render turns with.")
-    turns = ChatTemplateTurns(counter.tokenizer)
     buffer = io.BytesIO()
     manifests = []
     windows = 0
@@ -260,16 +344,25 @@ def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[st
                 rows = turn_rows(trajectory)
                 if not rows:
                     continue
-                manifest, examples = split_examples(rows, config_from(config_params, trajectory), turns)
-                for example in examples:
-                    line = {"trajectory": trajectory.pk, "window": example.window, "input_ids": example.input_ids,
-                            "labels": example.labels}
-                    out.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
-                    windows += 1
+                config = config_from(config_params, trajectory)
+                try:
+                    manifest = training_plan(trajectory, config, renderer)
+                    tools = declared_tools(trajectory)
+                    for window in manifest.windows:
+                        if not window.loss_turns:
+                            continue
+                        rendered = render_training_window(rows, manifest, window.number, renderer, tools)
+                        line = {"trajectory": trajectory.pk, "window": window.number,
+                                "input_ids": rendered.input_ids, "labels": rendered.labels}
+                        out.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+                        windows += 1
+                except TemplateError as exc:
+                    raise ExportError(f"Trajectory {trajectory.pk}: {exc}") from exc
                 manifests.append({"trajectory": trajectory.pk, "title": trajectory.title,
                                   "manifest": manifest.to_dict()})
         archive.writestr("manifest.json", json.dumps({
-            "tokenizer": counter.name, "tokenizer_path": path, "chat_format": "the tokenizer's chat template",
+            "tokenizer": counter_for(path).name, "tokenizer_path": path,
+            "chat_format": f"{type(renderer).__name__}: {renderer.name}",
             "windows": windows, "trajectories": manifests,
         }, indent=1))
     if not manifests:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apps.trajectories.splitting import SplitConfig
-from worker.training.examples import ChatTemplateTurns
+from apps.trajectories.windows import renderer_for
 from worker.training.rl import LocalPolicy, Reporter, RLSettings, Stage, split_rollout, train_rl
 from worker.training.rl_toy import ToyJudge, ToyRunner, letter_share, toy_tasks
 from worker.training.tiny import build_tiny_model
@@ -71,7 +71,7 @@ def test_a_rollout_cut_at_the_timeout_is_kept_and_split(local_policy):
     assert rollout.truncated and rollout.end_state == "timed_out"
     assert rollout.turns[-1].role == "assistant" and rollout.tokens == 8 + 8 + 3
     assert rollout.elapsed_s == pytest.approx(3 * 120 + 19 * 60)
-    subs = split_rollout(rollout, SPLIT, ChatTemplateTurns(local_policy.tokenizer))
+    subs = split_rollout(rollout, SPLIT, renderer_for(local_policy.tokenizer))
     assert len(subs) >= 2, "a truncated rollout is still split into sub-trajectories"
     assert subs[-1].end_turn == len(rollout.turns) - 1  # the cut turn is a training target
     assert subs[-1].example is not None and subs[-1].example.loss_tokens > 0

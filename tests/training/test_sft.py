@@ -8,8 +8,8 @@ from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services import launch_job, retry_job
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
+from apps.trajectories.windows import TurnRow, renderer_for, split_examples
 from tests.jobs.test_jobs import wait_for
-from worker.training.examples import ChatTemplateTurns, TurnRow, split_examples
 from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
 from worker.training.tiny import build_tiny_model
 
@@ -37,7 +37,7 @@ def agent_run(n_steps: int) -> list[TurnRow]:
 def test_labels_are_exactly_the_windows_assistant_turns(tokenizer):
     rows = agent_run(30)
     config = SplitConfig(l_max=400, prefix_end=1, overlap_turns=2, history_budget=80)
-    manifest, examples = split_examples(rows, config, ChatTemplateTurns(tokenizer))
+    manifest, examples = split_examples(rows, config, renderer_for(tokenizer))
     examples = list(examples)
     assert len(examples) > 2
     for example in examples:
@@ -52,7 +52,7 @@ def test_labels_are_exactly_the_windows_assistant_turns(tokenizer):
 def test_no_loss_turns_carry_no_labels(tokenizer):
     rows = agent_run(6)
     rows[4] = TurnRow("assistant", rows[4].text, no_loss=True)
-    manifest, examples = split_examples(rows, SplitConfig(l_max=4096, prefix_end=1), ChatTemplateTurns(tokenizer))
+    manifest, examples = split_examples(rows, SplitConfig(l_max=4096, prefix_end=1), renderer_for(tokenizer))
     trained = "".join(tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in examples)
     assert trained.count("<|im_end|>") == 5
 
@@ -78,7 +78,7 @@ class Recorder(Reporter):
 
 
 def test_the_trainer_feeds_our_labels_unchanged(tiny_model, tokenizer, tmp_path):
-    _, examples = split_examples(agent_run(8), SplitConfig(l_max=200, prefix_end=1), ChatTemplateTurns(tokenizer))
+    _, examples = split_examples(agent_run(8), SplitConfig(l_max=200, prefix_end=1), renderer_for(tokenizer))
     examples = list(examples)
     settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=200, batch_size=1)
     trainer = build_trainer(examples, settings, Recorder())
@@ -88,7 +88,7 @@ def test_the_trainer_feeds_our_labels_unchanged(tiny_model, tokenizer, tmp_path)
 
 
 def test_the_loss_falls_over_a_short_run(tiny_model, tokenizer, tmp_path):
-    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), ChatTemplateTurns(tokenizer))
+    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), renderer_for(tokenizer))
     settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=300, learning_rate=3e-3,
                            max_steps=30, batch_size=2, save_steps=1000)
     recorder = Recorder()
@@ -100,7 +100,7 @@ def test_the_loss_falls_over_a_short_run(tiny_model, tokenizer, tmp_path):
 
 
 def test_a_run_resumes_from_its_last_checkpoint(tiny_model, tokenizer, tmp_path):
-    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), ChatTemplateTurns(tokenizer))
+    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), renderer_for(tokenizer))
     examples = list(examples)
     settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=300, max_steps=8, save_steps=3)
     first = Recorder(stop_at=4)

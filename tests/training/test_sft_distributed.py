@@ -8,10 +8,10 @@ import pytest
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services import launch_job
 from apps.trajectories.splitting import SplitConfig
+from apps.trajectories.windows import renderer_for, split_examples
 from tests.jobs.test_jobs import wait_for
 from tests.training.test_sft import Recorder, agent_run, make_trajectory, tiny_model, tokenizer  # noqa: F401
 from worker.engines.sft import training_processes
-from worker.training.examples import ChatTemplateTurns, split_examples
 from worker.training.sft import SFTSettings, train_distributed
 
 
@@ -20,7 +20,7 @@ def ranks_alive() -> list[psutil.Process]:
 
 
 def test_two_ranks_share_the_data_stop_together_and_resume(tiny_model, tokenizer, tmp_path):  # noqa: F811
-    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), ChatTemplateTurns(tokenizer))
+    _, examples = split_examples(agent_run(10), SplitConfig(l_max=300, prefix_end=1), renderer_for(tokenizer))
     examples = list(examples)
     settings = SFTSettings(base_model=str(tiny_model), output_dir=tmp_path, max_length=300, max_steps=6,
                            save_steps=1000, learning_rate=1e-3)

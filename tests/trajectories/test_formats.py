@@ -788,3 +788,17 @@ def test_klong_jsonl_round_trip_of_any_turns(
             write_klong_jsonl(run, fp)
         (back,) = read_all(path, format="klong-jsonl")
     assert (back.turns, back.model, back.task) == (turns, model, task)
+
+
+def test_openhands_tools_declared_with_the_system_prompt_are_the_runs_tools() -> None:
+    from apps.trajectories.formats.openhands import parse_openhands_document
+
+    tools = [{"type": "function", "function": {"name": "execute_bash", "description": "Run a command",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    run = parse_openhands_document([
+        {"kind": "SystemPromptEvent", "source": "agent", "system_prompt": {"type": "text", "text": "You are an agent."},
+         "tools": tools},
+        {"kind": "MessageEvent", "source": "user",
+         "llm_message": {"role": "user", "content": [{"type": "text", "text": "Fix the bug."}]}},
+    ], "run.json")
+    assert run.meta["tools"] == tools and run.turns[0].role == "system"

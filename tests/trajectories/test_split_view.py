@@ -145,3 +145,40 @@ def test_a_set_export_takes_the_accepted_trajectories_matching_the_filters(clien
     response = client_for("viewer").get("/trajectories/dataset.zip?model=claude")
     manifest = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("manifest.json"))
     assert [t["trajectory"] for t in manifest["trajectories"]] == [accepted.pk]
+
+
+def test_the_inspector_shows_exactly_the_tokens_the_export_writes_in_the_models_chat_format(client_for, settings,
+                                                                                           tmp_path):
+    from apps.trajectories import split_service
+    from apps.trajectories.windows import render_training_window
+    from tests.support.chat_families import build_family_tokenizer
+
+    tokenizer = build_family_tokenizer(tmp_path / "qwen", "qwen2.5")
+    settings.KLONG_TOKENIZER_PATH = str(tmp_path / "qwen")
+    counter_for.cache_clear()
+    split_service._renderer.cache_clear()
+    tools = [{"type": "function", "function": {"name": "bash", "description": "Run a command",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    trajectory = make_trajectory(30, texts={i: "the agent runs ls " * 8 for i in range(2, 30)}, meta={"tools": tools})
+    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}&l_max=900")
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    rows = [json.loads(line) for line in archive.read("dataset.jsonl").decode().splitlines()]
+    assert len(rows) > 1 and "HFChatRenderer" in json.loads(archive.read("manifest.json"))["chat_format"]
+    renderer = split_service.configured_renderer()
+    manifest = split_service.training_plan(trajectory, split_service.config_from({"l_max": 900}, trajectory), renderer)
+    for row in rows:
+        window = render_training_window(split_service.turn_rows(trajectory), manifest, row["window"], renderer,
+                                        split_service.declared_tools(trajectory))
+        # one render of the whole window, with the declared tools: one system prompt, one tools section
+        reference = tokenizer.apply_chat_template(renderer.chat_messages(window.messages), tools=tools, tokenize=True,
+                                                  return_dict=True)["input_ids"]
+        assert row["input_ids"] == list(reference) and len(row["input_ids"]) <= 900
+        text = tokenizer.decode(row["input_ids"])
+        assert text.count("<|im_start|>system") == 1 and text.count("# Tools") == 1
+        if row["window"] > 2:
+            continue  # the inspector renders through the same function: two windows show it
+        inspected = client_for("viewer").get(
+            f"/trajectories/{trajectory.pk}/split/window/{row['window']}/?l_max=900").context["window"]
+        assert "".join(text for text, _loss in inspected.tokens) == text
+        trained = "".join(text for text, loss in inspected.tokens if loss)
+        assert trained == tokenizer.decode([t for t in row["labels"] if t != IGNORE_INDEX])

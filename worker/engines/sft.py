@@ -9,8 +9,8 @@ from django.conf import settings
 
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.ops.artifacts import publish_artifact
+from apps.trajectories.windows import Example, TemplateError, dataset_hash, renderer_for, split_examples
 from worker.progress import JobCancelled, Progress
-from worker.training.examples import ChatTemplateTurns, Example, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
@@ -69,10 +69,14 @@ def select_trajectories(config: dict[str, Any]):
 
 
 def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], list[str], list[int]]:
-    """Examples of every selected trajectory, with their manifests' hashes and the trajectory ids."""
-    from apps.trajectories.split_service import config_from, turn_rows
+    """Examples of every selected trajectory, with their manifests' hashes and the trajectory ids.
 
-    turns = ChatTemplateTurns(tokenizer)
+    Each window is rendered once in the base model's chat format (mistral-common, harmony or its
+    Jinja template); a trajectory that format cannot render faithfully fails the job with the reason.
+    """
+    from apps.trajectories.split_service import config_from, declared_tools, turn_rows
+
+    renderer = renderer_for(tokenizer, config["base_model"])  # TemplateError (a ValueError) fails the job
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
     examples: list[Example] = []
     hashes: list[str] = []
@@ -81,7 +85,11 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
         rows = turn_rows(trajectory)
         if not rows:
             continue
-        manifest, windows = split_examples(rows, config_from(split_params, trajectory), turns)
+        try:
+            manifest, windows = split_examples(rows, config_from(split_params, trajectory), renderer,
+                                               declared_tools(trajectory))
+        except TemplateError as exc:
+            raise ValueError(f"Trajectory {trajectory.pk}: {exc}") from exc
         examples.extend(windows)
         hashes.append(manifest.content_hash)
         ids.append(trajectory.pk)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from worker.training.examples import ChatTemplateTurns, Example, TurnRow, split_examples
+from apps.trajectories.windows import ChatRenderer, Example, TurnRow, renderer_for, split_examples
 from worker.training.rl_math import (
     LossStats,
     advantage_spread,
@@ -185,7 +185,7 @@ class SubTrajectory:
     advantage: float = 0.0
 
 
-def split_rollout(rollout: Rollout, config: SplitConfig, turns: ChatTemplateTurns) -> list[SubTrajectory]:
+def split_rollout(rollout: Rollout, config: SplitConfig, turns: ChatRenderer) -> list[SubTrajectory]:
     """The rollout's K sub-trajectories, truncated rollouts included (a cut run is still split)."""
     if len(rollout.states) != len(rollout.turns):
         raise ValueError(f"rollout {rollout.index}: {len(rollout.states)} states for {len(rollout.turns)} turns")
@@ -463,7 +463,7 @@ def train_rl(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(settings.policy, local_files_only=True)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    turns = ChatTemplateTurns(tokenizer)
+    turns = renderer_for(tokenizer, settings.policy)
     by_id = {t.id: t for t in tasks}
     ref_model = None
     if settings.kl_coef > 0:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.trajectories.windows import TurnRow
 from worker.judge.helping import help_with_queued_judge
 from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
-from worker.training.examples import TurnRow
 from worker.training.rl import LocalPolicy, RLError, Rollout, Task
 
 EMPTY_SUBMISSION = ""  # no commit yet: nothing submitted, Q = 0 without a judge call

@@ -23,7 +23,7 @@ from typing import Any
 
 from apps.rubrics.paperbench import flatten
 from apps.rubrics.scoring import ScoringPlan
-from worker.training.examples import TurnRow
+from apps.trajectories.windows import TurnRow
 from worker.training.rl import LocalPolicy, Rollout, Task
 
 SYSTEM = "You are an agent. Write the submission in plain lowercase words."

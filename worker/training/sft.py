@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.training.examples import Example
+from apps.trajectories.windows import Example
 
 
 @dataclass(frozen=True)

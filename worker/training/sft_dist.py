@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.training.examples import Example
+from apps.trajectories.windows import Example
 from worker.training.sft import LAUNCH_FILES, Reporter, SFTSettings, train_sft
 
 

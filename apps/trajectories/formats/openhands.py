@@ -358,6 +358,10 @@ def _events_to_trajectory(
         meta["agent_class"] = metadata["agent_class"]
     if reader.skipped:
         meta["skipped_events"] = dict(reader.skipped)
+    # The tools the agent declared (with its system prompt) are the run's: chat templates render them
+    tools = next((t.meta["tools"] for t in reader.turns if isinstance(t.meta.get("tools"), list)), None)
+    if tools is not None:
+        meta["tools"] = tools
     error = record.get("error")
     trajectory = ParsedTrajectory(
         format=format,
