@@ -57,11 +57,13 @@ def _queue_job(redis_url: str, steps: int, delay_s: float) -> Job:
     return job
 
 
-def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut():
+def test_a_job_and_its_worker_survive_redis_restarting_and_its_database_connection_being_cut():
     port = _free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
     redis = _redis(port)
-    worker = start_worker("faults", REDIS_URL=redis_url)
+    # Two pool processes: with one busy the worker still waits on the queue when Redis dies, the
+    # case that made kombu's second close of the connection raise and the worker exit (worker/broker.py).
+    worker = start_worker("faults", concurrency=2, REDIS_URL=redis_url)
     try:
         job = _queue_job(redis_url, steps=30, delay_s=0.1)
         wait_for(lambda: Job.objects.filter(pk=job.pk, step__gte=5).exists(), timeout=60)
@@ -78,6 +80,11 @@ def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut()
                 cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=90)
+        # The worker reconnected and takes new work.
+        assert worker.poll() is None, "the worker exited after Redis restarted"
+        after = _queue_job(redis_url, steps=1, delay_s=0)
+        after = wait_for(lambda: Job.objects.filter(pk=after.pk, state__in=Job.FINISHED).first(), timeout=30)
+        assert after.state == Job.State.SUCCEEDED
     finally:
         stop(worker)
         redis.kill()
