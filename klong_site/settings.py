@@ -186,6 +186,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis restart must not stop the running jobs (Celery 6 turns this on): they keep going and
+# their rows, not the messages, are the truth (worker/lifecycle.py takes back what is lost).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- Auth ------------------------------------------------------------------------------------
 LOGIN_URL = "login"
