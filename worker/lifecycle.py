@@ -58,18 +58,23 @@ def pool_pids(consumer: Any) -> list[int]:
         return [os.getpid()]
 
 
-def is_orphan(job: Job, beats: dict[str, dict], stale: datetime) -> bool:
-    """Whether the process that runs ``job`` is gone. ``beats``: the fresh worker heartbeats."""
+def orphan_reason(job: Job, beats: dict[str, dict], stale: datetime) -> str:
+    """Why the process that runs ``job`` is known to be gone; "" while it may be alive.
+
+    ``beats``: the fresh worker heartbeats; ``stale``: a job whose last report is older may be an orphan.
+    """
     boot, _, pid = job.runner.partition(":")
     beat = beats.get(job.worker)
     if beat is not None and boot and beat.get("boot") not in (None, boot):
-        return True  # its worker started again under the same name: the old process is gone
+        return f"its worker {job.worker} was started again"
     if job.heartbeat_at is None or job.heartbeat_at >= stale:
-        return False  # it reported recently
+        return ""  # it reported recently
     if beat is None:
-        return True  # its worker went silent
+        return f"its worker {job.worker} went silent"
     processes = beat.get("processes")
-    return beat.get("boot") == boot and processes is not None and pid.isdigit() and int(pid) not in processes
+    if beat.get("boot") == boot and processes is not None and pid.isdigit() and int(pid) not in processes:
+        return f"its worker process {pid} on {job.worker} is gone"
+    return ""
 
 
 def live_beats() -> dict[str, dict]:
@@ -109,6 +114,10 @@ def release_orphan(job: Job, reason: str) -> str | None:
     set_state(job.pk, state, attempt=job.attempt, **fields)
     if state == Job.State.QUEUED:
         run_job.apply_async(args=(job.pk,), **task_options(job))
+    elif job.parent_id:
+        from apps.jobs.services import advance_pipeline
+
+        advance_pipeline(Job.objects.select_related("parent").get(pk=job.pk))  # its pipeline ends too
     return state
 
 
@@ -132,10 +141,7 @@ def requeue_orphans(hostname: str = "", processes: list[int] | None = None) -> l
     beats = live_beats()
     if hostname:
         beats[hostname] = {"boot": BOOT_ID, "processes": processes or [os.getpid()]}
-    return [
-        job.pk for job in candidates
-        if is_orphan(job, beats, stale) and release_orphan(job, f"its worker {job.worker} stopped")
-    ]
+    return [job.pk for job in candidates if (why := orphan_reason(job, beats, stale)) and release_orphan(job, why)]
 
 
 def _watch_orphans(consumer: Any) -> None:

@@ -136,23 +136,23 @@ def cancel_job(job: Job) -> Job:
         if job.is_finished:
             raise ValidationError(f"Job {job.pk} has already finished ({job.state}).")
     job.refresh_from_db()
-    if job.state == Job.State.CANCELLING and _orphaned(job):
+    if job.state == Job.State.CANCELLING and (why := _orphan_reason(job)):
         from worker.lifecycle import release_orphan
 
         # Nobody is left to stop it at a progress report.
-        release_orphan(job, "by user; its worker had died")
+        release_orphan(job, f"by user; {why}")
         job.refresh_from_db()
     return job
 
 
-def _orphaned(job: Job) -> bool:
-    """Whether the worker process running ``job`` is known to be gone (False if Redis is away)."""
-    from worker.lifecycle import is_orphan, live_beats, stale_before
+def _orphan_reason(job: Job) -> str:
+    """Why the worker process running ``job`` is known to be gone; "" if it may be alive or Redis is away."""
+    from worker.lifecycle import live_beats, orphan_reason, stale_before
 
     try:
-        return is_orphan(job, live_beats(), stale_before())
-    except Exception:  # without the heartbeats nothing is known: the workers' own sweep decides
-        return False
+        return orphan_reason(job, live_beats(), stale_before())
+    except Exception:  # without the heartbeats nothing is known: the workers' own look decides
+        return ""
 
 
 def retry_job(job: Job, user) -> Job:
@@ -164,7 +164,7 @@ def retry_job(job: Job, user) -> Job:
         raise ValidationError("A pipeline is not retried as a whole: launch it again, or retry its failed stage.")
     job.refresh_from_db()
     # Before the transaction: the heartbeats are read from Redis.
-    orphan = job.state in (Job.State.RUNNING, Job.State.CANCELLING) and _orphaned(job)
+    orphan = job.state in (Job.State.RUNNING, Job.State.CANCELLING) and bool(_orphan_reason(job))
     with transaction.atomic():
         if orphan:
             # Conditional on the attempt: a worker releasing the same orphan cannot queue it twice.

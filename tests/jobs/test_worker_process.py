@@ -119,7 +119,8 @@ def test_a_killed_worker_started_again_under_its_name_resumes_its_job_and_orphan
     assert_ran_once(resumed, 30, attempts=2)
     assert_ran_once(retried, 30, attempts=2)
     cancelled.refresh_from_db()
-    assert cancelled.state == Job.State.CANCELLED and "its worker had died" in cancelled.message
+    assert cancelled.state == Job.State.CANCELLED
+    assert cancelled.message == f"cancelled (by user; its worker same@{socket.gethostname()} went silent)"
     assert cancelled.finished_at is not None
 
 
@@ -187,13 +188,13 @@ def _running(runner: str, reported_s_ago: float, worker: str = "w@node") -> Job:
     pytest.param({"w@node": {"boot": "b", "processes": [8, 9]}}, "b:7", 300, True, id="pool-process-gone"),
 ])
 def test_a_job_is_an_orphan_only_once_its_runner_is_known_to_be_gone(beats, runner, reported_s_ago, orphan):
-    from worker.lifecycle import is_orphan
+    from worker.lifecycle import orphan_reason
 
     stale = timezone.now() - timedelta(seconds=120)
-    assert is_orphan(_running(runner, reported_s_ago), beats, stale) is orphan
+    assert bool(orphan_reason(_running(runner, reported_s_ago), beats, stale)) is orphan
 
 
-def test_orphans_are_queued_again_cancelled_or_failed_after_too_many_attempts(settings):
+def test_orphans_are_queued_again_cancelled_or_failed_after_too_many_attempts_ending_their_pipeline(settings):
     from worker.celery import app
     from worker.lifecycle import requeue_orphans
 
@@ -201,13 +202,15 @@ def test_orphans_are_queued_again_cancelled_or_failed_after_too_many_attempts(se
     gone = {"worker": "gone@node", "runner": "b:7", "heartbeat_at": timezone.now() - timedelta(hours=1)}
     requeued = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1, **gone)
     cancelled = Job.objects.create(kind="selftest", state=Job.State.CANCELLING, attempt=1, **gone)
-    failed = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=3, **gone)
+    pipeline = Job.objects.create(kind="pipeline", state=Job.State.RUNNING, queue="", config={"stages": [{}, {}]})
+    failed = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=3, parent=pipeline, **gone)
     try:
         assert sorted(requeue_orphans()) == sorted([requeued.pk, cancelled.pk, failed.pk])
         assert requeue_orphans() == []  # once
     finally:
         app.control.purge()
     states = dict(Job.objects.values_list("pk", "state"))
-    assert states == {requeued.pk: Job.State.QUEUED, cancelled.pk: Job.State.CANCELLED, failed.pk: Job.State.FAILED}
+    assert states == {requeued.pk: Job.State.QUEUED, cancelled.pk: Job.State.CANCELLED, failed.pk: Job.State.FAILED,
+                      pipeline.pk: Job.State.FAILED}  # a failed stage ends its pipeline
     failed.refresh_from_db()
-    assert failed.error == "Not resumed again after 3 attempts: its worker gone@node stopped."
+    assert failed.error == "Not resumed again after 3 attempts: its worker gone@node went silent."
