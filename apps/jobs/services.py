@@ -136,7 +136,7 @@ def cancel_job(job: Job) -> Job:
         if job.is_finished:
             raise ValidationError(f"Job {job.pk} has already finished ({job.state}).")
     job.refresh_from_db()
-    if job.state == Job.State.CANCELLING and (why := _orphan_reason(job)):
+    if job.state == Job.State.CANCELLING and (why := orphaned_because(job)):
         from worker.lifecycle import release_orphan
 
         # Nobody is left to stop it at a progress report.
@@ -145,10 +145,12 @@ def cancel_job(job: Job) -> Job:
     return job
 
 
-def _orphan_reason(job: Job) -> str:
+def orphaned_because(job: Job) -> str:
     """Why the worker process running ``job`` is known to be gone; "" if it may be alive or Redis is away."""
     from worker.lifecycle import live_beats, orphan_reason, stale_before
 
+    if job.state not in (Job.State.RUNNING, Job.State.CANCELLING):
+        return ""
     try:
         return orphan_reason(job, live_beats(), stale_before())
     except Exception:  # without the heartbeats nothing is known: the workers' own look decides
@@ -164,7 +166,7 @@ def retry_job(job: Job, user) -> Job:
         raise ValidationError("A pipeline is not retried as a whole: launch it again, or retry its failed stage.")
     job.refresh_from_db()
     # Before the transaction: the heartbeats are read from Redis.
-    orphan = job.state in (Job.State.RUNNING, Job.State.CANCELLING) and bool(_orphan_reason(job))
+    orphan = bool(orphaned_because(job))
     with transaction.atomic():
         if orphan:
             # Conditional on the attempt: a worker releasing the same orphan cannot queue it twice.
