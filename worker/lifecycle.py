@@ -50,12 +50,13 @@ def runner_id(pid: int | None = None) -> str:
     return f"{BOOT_ID}:{os.getpid() if pid is None else pid}"
 
 
-def pool_pids(consumer: Any) -> list[int]:
-    """The pids of a worker's pool processes (the worker's own pid for the solo and thread pools)."""
+def pool_pids(consumer: Any) -> list[int] | None:
+    """The pids of a worker's pool processes (its own pid for the solo and thread pools); None if
+    the pool cannot say right now (being restarted), and then no pool process counts as gone."""
     try:
-        return [int(pid) for pid in consumer.pool.info.get("processes", [os.getpid()])]
-    except Exception:  # the pool is being (re)started
-        return [os.getpid()]
+        return [int(pid) for pid in consumer.pool.info.get("processes", [os.getpid()])] or None
+    except Exception:
+        return None
 
 
 def orphan_reason(job: Job, beats: dict[str, dict], stale: datetime) -> str:
@@ -72,7 +73,7 @@ def orphan_reason(job: Job, beats: dict[str, dict], stale: datetime) -> str:
     if beat is None:
         return f"its worker {job.worker} went silent"
     processes = beat.get("processes")
-    if beat.get("boot") == boot and processes is not None and pid.isdigit() and int(pid) not in processes:
+    if beat.get("boot") == boot and processes and pid.isdigit() and int(pid) not in processes:
         return f"its worker process {pid} on {job.worker} is gone"
     return ""
 
@@ -140,7 +141,7 @@ def requeue_orphans(hostname: str = "", processes: list[int] | None = None) -> l
         return []
     beats = live_beats()
     if hostname:
-        beats[hostname] = {"boot": BOOT_ID, "processes": processes or [os.getpid()]}
+        beats[hostname] = {"boot": BOOT_ID, "processes": processes}
     return [job.pk for job in candidates if (why := orphan_reason(job, beats, stale)) and release_orphan(job, why)]
 
 
