@@ -97,7 +97,7 @@ def release_orphan(job: Job, reason: str) -> str | None:
 
     Returns the new state, or None if the job had moved on (another worker acted first).
     """
-    from apps.jobs.models import Job
+    from apps.jobs.models import Job, JobLog
     from apps.jobs.services import task_options
     from worker.progress import set_state
     from worker.tasks import run_job
@@ -112,6 +112,7 @@ def release_orphan(job: Job, reason: str) -> str | None:
     if not Job.objects.filter(pk=job.pk, attempt=job.attempt, state=job.state).update(state=state):
         return None
     log.warning("job %s: %s; now %s", job.pk, reason, state)
+    JobLog.objects.create(job_id=job.pk, level="warning", text=f"Attempt {job.attempt} ended: {reason}. Now {state}.")
     set_state(job.pk, state, attempt=job.attempt, **fields)
     if state == Job.State.QUEUED:
         run_job.apply_async(args=(job.pk,), **task_options(job))

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import WorkerLostError
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -104,9 +105,12 @@ class JobRequest(Request):
     """
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
-        if isinstance(exc_info.exception, WorkerLostError) and self.worker_pid:
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):  # how the pool hands it over
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
             try:
-                release_lost_job(int(self.args[0]), self.worker_pid, str(exc_info.exception))
+                release_lost_job(int(self.args[0]), self.worker_pid, str(exc))
             except Exception:  # never in Celery's way; the orphan sweep will find the job
                 log.exception("could not release job %s from its dead process", self.args)
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)

@@ -140,7 +140,7 @@ def cancel_job(job: Job) -> Job:
         from worker.lifecycle import release_orphan
 
         # Nobody is left to stop it at a progress report.
-        release_orphan(job, f"by user; {why}")
+        release_orphan(job, why)
         job.refresh_from_db()
     return job
 

@@ -84,6 +84,9 @@ def test_a_job_whose_pool_process_is_killed_resumes_in_the_same_worker_and_finis
         forget_worker("pool")
     assert_ran_once(job, 30, attempts=2)
     assert job.worker.startswith("pool@")
+    # Its worker saw the pool process die and queued the job again at once.
+    assert job.logs.filter(text__startswith="Attempt 1 ended: its worker process died (Worker exited prematurely: "
+                                            "signal 9 (SIGKILL)").count() == 1
 
 
 def test_a_killed_worker_started_again_under_its_name_resumes_its_job_and_orphans_can_be_cancelled_or_retried(
@@ -117,10 +120,12 @@ def test_a_killed_worker_started_again_under_its_name_resumes_its_job_and_orphan
         stop(worker)
         forget_worker("same")
     assert_ran_once(resumed, 30, attempts=2)
+    assert resumed.logs.filter(text=f"Attempt 1 ended: its worker same@{socket.gethostname()} was started again. "
+                                    "Now queued.").count() == 1
     assert_ran_once(retried, 30, attempts=2)
     cancelled.refresh_from_db()
     assert cancelled.state == Job.State.CANCELLED
-    assert cancelled.message == f"cancelled (by user; its worker same@{socket.gethostname()} went silent)"
+    assert cancelled.message == f"cancelled (its worker same@{socket.gethostname()} went silent)"
     assert cancelled.finished_at is not None
 
 
