@@ -7,7 +7,8 @@ sees that at once: ``JobRequest`` in worker/tasks.py), when its worker started a
 name (a new boot id), or when its worker stopped sending heartbeats. Redis would hand the task's
 message out again only after the visibility timeout (hours, since jobs run for hours), so every
 worker looks for orphans when it is ready and then every heartbeat, and queues them again; they
-resume from their last checkpoint. A cancel asked of an orphan is done on the spot.
+resume from their last checkpoint. A cancel asked of an orphan is done on the spot. A Redis that
+restarted without its data lost the tasks of the queued jobs too: they are sent again.
 """
 
 from __future__ import annotations
@@ -146,6 +147,28 @@ def requeue_orphans(hostname: str = "", processes: list[int] | None = None) -> l
     return [job.pk for job in candidates if (why := orphan_reason(job, beats, stale)) and release_orphan(job, why)]
 
 
+def resend_lost_tasks() -> list[int]:
+    """Send the task of every queued job again if Redis lost its queues (restarted without its data).
+
+    A marker key lives as long as Redis keeps its data: the first worker to find it missing sets it
+    (SET NX: only one does) and sends again; a job whose task then arrives twice runs once (the claim).
+    """
+    from apps.jobs.models import Job
+    from apps.jobs.services import task_options
+    from worker.heartbeat import redis_client
+    from worker.tasks import run_job
+
+    marker = f"{settings.CACHES['default']['KEY_PREFIX']}:queues-kept-since"
+    if not redis_client().set(marker, timezone.now().isoformat(), nx=True):
+        return []
+    queued = list(Job.objects.filter(state=Job.State.QUEUED).exclude(queue=""))
+    for job in queued:
+        run_job.apply_async(args=(job.pk,), **task_options(job))
+    if queued:
+        log.warning("Redis had lost its queues: sent the tasks of %s queued jobs again", len(queued))
+    return [job.pk for job in queued]
+
+
 def _watch_orphans(consumer: Any) -> None:
     from django.db import close_old_connections
 
@@ -153,6 +176,7 @@ def _watch_orphans(consumer: Any) -> None:
     first = True
     while not _stop.is_set():
         try:
+            resend_lost_tasks()
             requeue_orphans(hostname, pool_pids(consumer))
         except Exception:  # the database or Redis briefly away: look again at the next beat
             log.warning("could not check for orphaned jobs", exc_info=True)
