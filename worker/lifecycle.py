@@ -158,12 +158,17 @@ def resend_lost_tasks() -> list[int]:
     from worker.heartbeat import redis_client
     from worker.tasks import run_job
 
+    client = redis_client()
     marker = f"{settings.CACHES['default']['KEY_PREFIX']}:queues-kept-since"
-    if not redis_client().set(marker, timezone.now().isoformat(), nx=True):
+    if not client.set(marker, timezone.now().isoformat(), nx=True):
         return []
-    queued = list(Job.objects.filter(state=Job.State.QUEUED).exclude(queue=""))
-    for job in queued:
-        run_job.apply_async(args=(job.pk,), **task_options(job))
+    try:
+        queued = list(Job.objects.filter(state=Job.State.QUEUED).exclude(queue=""))
+        for job in queued:
+            run_job.apply_async(args=(job.pk,), **task_options(job))
+    except Exception:
+        client.delete(marker)  # not done: the next look (this worker's or another's) does it again
+        raise
     if queued:
         log.warning("Redis had lost its queues: sent the tasks of %s queued jobs again", len(queued))
     return [job.pk for job in queued]
