@@ -117,6 +117,8 @@ class JobRequest(Request):
 
 
 def release_lost_job(job_id: int, pid: int, reason: str) -> str | None:
+    """Release ``job_id`` if pool process ``pid`` of this worker was running it (see ``JobRequest``)."""
+
     def release() -> str | None:
         job = Job.objects.filter(pk=job_id, runner=runner_id(pid)).first()
         if job is None or job.state not in (Job.State.RUNNING, Job.State.CANCELLING):
