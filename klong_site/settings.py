@@ -192,6 +192,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis restart must not stop the running jobs (Celery 6 turns this on): they keep going and
+# their rows, not the messages, are the truth (worker/lifecycle.py takes back what is lost).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- Auth ------------------------------------------------------------------------------------
 LOGIN_URL = "login"
@@ -319,9 +322,11 @@ USE_TZ = True
 
 # Workers report liveness here; the dashboard and /healthz read it.
 KLONG_WORKER_PING_TIMEOUT = 1.0
-# A running job whose worker does not answer and whose last progress is older than this is
-# re-queued by the next worker that starts (it resumes from its checkpoint).
+# A running job whose worker went silent and whose last progress is older than this is re-queued
+# by a live worker (it resumes from its checkpoint); after KLONG_JOB_MAX_ATTEMPTS it fails instead,
+# so a job that kills its worker every time (out of memory) does not loop for ever.
 KLONG_JOB_HEARTBEAT_GRACE_S = env_int("KLONG_JOB_HEARTBEAT_GRACE_S", 120, minimum=0)
+KLONG_JOB_MAX_ATTEMPTS = env_int("KLONG_JOB_MAX_ATTEMPTS", 5, minimum=1)
 
 # LOG_FORMAT=json: one JSON object per line (apps/ops/logs.py), for a log collector.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()

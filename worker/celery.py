@@ -11,6 +11,7 @@ import os
 from celery import Celery
 from kombu import Exchange, Queue
 
+import worker.broker  # noqa: F401  (a fix for kombu's Redis transport, see there)
 from worker.queues import QUEUES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "klong_site.settings")

@@ -65,13 +65,16 @@ def sandbox_count() -> int | None:
 def describe(consumer: Any) -> dict:
     """This worker's identity and load, as the workers page and /metrics show it."""
     from apps.jobs.models import Job
-    from worker.lifecycle import _INFO
+    from worker.lifecycle import _INFO, BOOT_ID, pool_pids
 
     hostname = consumer.hostname
     return {
         "name": hostname,
         "node": socket.gethostname(),
         "pid": os.getpid(),
+        # Which start of this worker, and its pool processes: how orphaned jobs are recognised.
+        "boot": BOOT_ID,
+        "processes": pool_pids(consumer),
         "queues": sorted(q.name for q in consumer.task_consumer.queues),
         "concurrency": getattr(consumer.pool, "num_processes", None) or consumer.controller.concurrency,
         "gpus": _INFO["gpus"],

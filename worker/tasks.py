@@ -7,14 +7,18 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from billiard.einfo import ExceptionWithTraceback
+from billiard.exceptions import WorkerLostError
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
 from apps.jobs.models import Job, JobMetric
 from worker.engines import engine_for
+from worker.lifecycle import release_orphan, runner_id
 from worker.progress import JobCancelled, JobLost, Progress, publish, set_state
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ def claim(job_id: int, worker: str) -> Job | None:
         started_at=timezone.now(),
         heartbeat_at=timezone.now(),
         worker=worker,
+        runner=runner_id(),
         error="",
     )
     if claimed != 1:
@@ -90,7 +95,40 @@ def raised_during(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-@shared_task(bind=True, name="klong.run_job", acks_late=True, task_reject_on_worker_lost=True)
+class JobRequest(Request):
+    """A run_job message as the worker's main process sees it.
+
+    When the pool process running the job dies (SIGKILL, out of memory), the job is released from
+    it here and queued again, before Celery also puts the message back (``reject_on_worker_lost``):
+    whichever delivery comes first claims the job and resumes it from its checkpoint, the other one
+    finds it taken and does nothing.
+    """
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
+        exc = exc_info.exception
+        if isinstance(exc, ExceptionWithTraceback):  # how the pool hands it over
+            exc = exc.exc
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
+            try:
+                release_lost_job(int(self.args[0]), self.worker_pid, str(exc))
+            except Exception:  # never in Celery's way; the orphan sweep will find the job
+                log.exception("could not release job %s from its dead process", self.args)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def release_lost_job(job_id: int, pid: int, reason: str) -> str | None:
+    """Release ``job_id`` if pool process ``pid`` of this worker was running it (see ``JobRequest``)."""
+
+    def release() -> str | None:
+        job = Job.objects.filter(pk=job_id, runner=runner_id(pid)).first()
+        if job is None or job.state not in (Job.State.RUNNING, Job.State.CANCELLING):
+            return None
+        return release_orphan(job, f"its worker process died ({reason})")
+
+    return with_database(release, tries=2)
+
+
+@shared_task(bind=True, name="klong.run_job", acks_late=True, reject_on_worker_lost=True, Request=JobRequest)
 def run_job(self, job_id: int) -> str:
     job = claim(job_id, self.request.hostname or "")
     if job is None:

@@ -111,7 +111,8 @@ def task_options(job: Job) -> dict[str, Any]:
 
 
 def cancel_job(job: Job) -> Job:
-    """Queued jobs stop at once; running ones are asked to stop at their next progress report.
+    """Queued jobs stop at once; running ones are asked to stop at their next progress report, and
+    one whose worker died (an orphan) is cancelled on the spot.
 
     A pipeline stops its current stage; the stage's end then ends the pipeline as cancelled.
     """
@@ -135,25 +136,56 @@ def cancel_job(job: Job) -> Job:
         if job.is_finished:
             raise ValidationError(f"Job {job.pk} has already finished ({job.state}).")
     job.refresh_from_db()
+    if job.state == Job.State.CANCELLING and (why := orphaned_because(job)):
+        from worker.lifecycle import release_orphan
+
+        # Nobody is left to stop it at a progress report.
+        release_orphan(job, why)
+        job.refresh_from_db()
     return job
 
 
-@transaction.atomic
+def orphaned_because(job: Job) -> str:
+    """Why the worker process running ``job`` is known to be gone; "" if it may be alive or Redis is away."""
+    from worker.lifecycle import live_beats, orphan_reason, stale_before
+
+    if job.state not in (Job.State.RUNNING, Job.State.CANCELLING):
+        return ""
+    try:
+        return orphan_reason(job, live_beats(), stale_before())
+    except Exception:  # without the heartbeats nothing is known: the workers' own look decides
+        return ""
+
+
 def retry_job(job: Job, user) -> Job:
-    """Run a failed or cancelled job again, from its last checkpoint, keeping its history."""
+    """Run a failed or cancelled job again, from its last checkpoint, keeping its history; also a
+    running one whose worker died (an orphan), without waiting for a worker to notice."""
     from worker.tasks import run_job
 
     if job.kind == PIPELINE:
         raise ValidationError("A pipeline is not retried as a whole: launch it again, or retry its failed stage.")
-    retried = Job.objects.filter(pk=job.pk, state__in=[Job.State.FAILED, Job.State.CANCELLED]).update(
-        state=Job.State.QUEUED, error="", finished_at=None, message=f"retried by {user.get_username()}"
-    )
-    if not retried:
-        job.refresh_from_db()
-        raise ValidationError(f"Only failed or cancelled jobs can be retried; job {job.pk} is {job.state}.")
     job.refresh_from_db()
-    run_job.apply_async_on_commit(args=(job.pk,), **task_options(job))
-    transaction.on_commit(lambda: publish(job.pk, {"kind": "state", "state": Job.State.QUEUED}))
+    # Before the transaction: the heartbeats are read from Redis.
+    orphan = bool(orphaned_because(job))
+    with transaction.atomic():
+        if orphan:
+            # Conditional on the attempt: a worker releasing the same orphan cannot queue it twice.
+            retryable = Job.objects.filter(pk=job.pk, state=job.state, attempt=job.attempt)
+        else:
+            retryable = Job.objects.filter(pk=job.pk, state__in=[Job.State.FAILED, Job.State.CANCELLED])
+        retried = retryable.update(
+            state=Job.State.QUEUED, error="", finished_at=None, message=f"retried by {user.get_username()}"
+        )
+        job.refresh_from_db()
+        if not retried:
+            running = job.state in (Job.State.RUNNING, Job.State.CANCELLING)
+            where = f" on {job.worker}, which is not known to have died" if running and job.worker else ""
+            raise ValidationError(
+                f"Only failed or cancelled jobs can be retried, or running ones whose worker has died; "
+                f"job {job.pk} is {job.state}{where}."
+            )
+        run_job.apply_async_on_commit(args=(job.pk,), **task_options(job))
+        transaction.on_commit(lambda: publish(job.pk, {"kind": "state", "state": Job.State.QUEUED}))
     return job
 
 

@@ -19,6 +19,7 @@ from apps.jobs.services import (
     eta_seconds,
     launch_job,
     launch_pipeline,
+    orphaned_because,
     retry_job,
 )
 from apps.jobs.workers import queues_with_live_workers, silent_after_s, worker_overview
@@ -63,6 +64,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "kind": KINDS.get(job.kind),
             # A queued job nobody will take (e.g. a GPU job on a machine without GPUs) says so.
             "unserved_queue": job.state == Job.State.QUEUED and job.queue not in queues_with_live_workers(),
+            # A running job whose worker died can be retried or cancelled at once.
+            "orphaned_because": orphaned_because(job),
         },
     )
 

@@ -46,24 +46,38 @@ def _redis(port: int) -> subprocess.Popen:
             time.sleep(0.05)
 
 
-def _queue_job(redis_url: str, steps: int, delay_s: float) -> Job:
+def _queue_job(redis_url: str, steps: int, delay_s: float, queue: str = "cpu") -> Job:
     """A queued self-test job whose task goes to ``redis_url``'s broker."""
     from worker.celery import app
     from worker.tasks import run_job
 
-    job = Job.objects.create(kind="selftest", queue="cpu", config={"steps": steps, "delay_s": delay_s, "echo": "x"})
+    job = Job.objects.create(kind="selftest", queue=queue, config={"steps": steps, "delay_s": delay_s, "echo": "x"})
     with app.connection_for_write(redis_url) as conn:
-        run_job.apply_async(args=(job.pk,), queue="cpu", connection=conn)
+        run_job.apply_async(args=(job.pk,), queue=queue, connection=conn)
     return job
 
 
-def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut():
+def _tasks_waiting(redis_url: str, queue: str) -> int:
+    from worker.celery import app
+
+    with app.connection_for_write(redis_url) as conn:
+        try:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+        except conn.channel_errors:  # Redis knows no such queue: nothing waits in it
+            return 0
+
+
+def test_a_job_and_its_worker_survive_redis_restarting_and_its_database_connection_being_cut():
     port = _free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
     redis = _redis(port)
-    worker = start_worker("faults", REDIS_URL=redis_url)
+    # Two pool processes: with one busy the worker still waits on the queue when Redis dies, the
+    # case that made kombu's second close of the connection raise and the worker exit (worker/broker.py).
+    worker = start_worker("faults", concurrency=2, REDIS_URL=redis_url)
     try:
         job = _queue_job(redis_url, steps=30, delay_s=0.1)
+        # Waits for a GPU worker: its task sits in Redis, which loses it when restarted without its data.
+        waiting = _queue_job(redis_url, steps=1, delay_s=0, queue="gpu")
         wait_for(lambda: Job.objects.filter(pk=job.pk, step__gte=5).exists(), timeout=60)
         # Redis dies and comes back empty (no persistence): live events are lost, the job is not.
         redis.kill()
@@ -78,6 +92,13 @@ def test_a_job_survives_redis_restarting_and_its_database_connection_being_cut()
                 cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=90)
+        # The worker reconnected and takes new work; it sent the lost task of the waiting job again.
+        assert worker.poll() is None, "the worker exited after Redis restarted"
+        wait_for(lambda: _tasks_waiting(redis_url, "gpu") == 1, timeout=10)
+        assert Job.objects.get(pk=waiting.pk).state == Job.State.QUEUED
+        after = _queue_job(redis_url, steps=1, delay_s=0)
+        after = wait_for(lambda: Job.objects.filter(pk=after.pk, state__in=Job.FINISHED).first(), timeout=30)
+        assert after.state == Job.State.SUCCEEDED
     finally:
         stop(worker)
         redis.kill()

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from apps.jobs.models import Job
 from tests.jobs.test_jobs import wait_for
@@ -131,3 +134,15 @@ def test_a_queued_job_that_no_running_worker_takes_says_so(client_for, personas)
         assert 'data-testid="unserved-queue"' not in client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
     finally:
         redis_client().delete(heartbeats_key())
+
+
+def test_a_running_job_whose_worker_went_silent_says_so_and_can_be_retried_from_its_page(client_for):
+    job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=1, worker="gone@node", runner="b:7",
+                             heartbeat_at=timezone.now() - timedelta(hours=1), config={"steps": 5})
+    client = client_for("operator")
+    html = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="orphaned"' in html and "its worker gone@node went silent" in html
+    assert f'action="/jobs/{job.pk}/retry/"' in html
+    assert client.post(f"/jobs/{job.pk}/retry/").status_code == 302  # the task is sent on commit: not here
+    job.refresh_from_db()
+    assert job.state == Job.State.QUEUED and job.message == "retried by operator"

@@ -1,8 +1,11 @@
 """Run the whole app in the foreground: embedded Redis (if no REDIS_URL), daphne and a worker.
 
-Each child runs in its own process group so that Ctrl-C reaches only this supervisor, which then
-stops the children in order (web and worker first, Redis last) and kills any process group
-that outlives the grace period: nothing is left behind.
+Each child runs in its own process group so that Ctrl-C reaches only this supervisor. A child that
+dies is started again, with a message, after a pause that grows with each restart (Redis included:
+the web server and the worker reconnect to it); one that dies again after MAX_RESTARTS_PER_MINUTE
+restarts within a minute stops everything with a clear message instead of looping. Ctrl-C or SIGTERM stops
+the children in order (web and worker first, Redis last) and kills any process group that outlives
+the grace period: nothing is left behind.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -22,12 +28,97 @@ from django.core.management.base import BaseCommand, CommandError
 from klong_site import embedded_redis
 
 GRACE_S = 10.0
+# Pauses before the 1st, 2nd, ... restart of a child within a minute.
+RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+MAX_RESTARTS_PER_MINUTE = 5
 
 
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen
+    start: Callable[[], subprocess.Popen]
+    proc: subprocess.Popen | None = None
+    restarted_at: deque[float] = field(default_factory=deque)  # monotonic times, the last minute's
+    restart_at: float | None = None
+
+
+class Supervisor:
+    """Keeps the children running until ``stop()``; gives up on one that keeps dying."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.children: list[Child] = []
+        self.out, self.err = out, err
+        self.stopping = False
+        self.failed = False
+
+    def add(self, name: str, start: Callable[[], subprocess.Popen], proc: subprocess.Popen | None = None) -> None:
+        self.children.append(Child(name, start, proc or start()))
+
+    def stop(self, *args) -> None:
+        self.stopping = True
+
+    def watch(self, poll_s: float = 0.2) -> None:
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        self._restart(child, now)
+                elif (code := child.proc.poll()) is not None:
+                    self._died(child, f"exited with code {code}", now)
+                if self.stopping:
+                    break
+            time.sleep(poll_s)
+
+    def _died(self, child: Child, how: str, now: float) -> None:
+        # Whatever is left in its group (a dead worker's pool processes) goes too.
+        signal_group(child, signal.SIGKILL)
+        while child.restarted_at and now - child.restarted_at[0] > 60:
+            child.restarted_at.popleft()
+        if len(child.restarted_at) >= MAX_RESTARTS_PER_MINUTE:
+            self.err.write(f"The {child.name} process {how}; it was restarted {len(child.restarted_at)} times in the "
+                           f"last minute, so it is not restarted again. Stopping everything.\n")
+            self.failed = self.stopping = True
+            return
+        delay = RESTART_DELAYS_S[min(len(child.restarted_at), len(RESTART_DELAYS_S) - 1)]
+        self.err.write(f"The {child.name} process {how}; restarting it in {delay:g} s.\n")
+        self.err.flush()
+        child.restart_at = now + delay
+
+    def _restart(self, child: Child, now: float) -> None:
+        child.restart_at = None
+        child.restarted_at.append(now)
+        try:
+            child.proc = child.start()
+        except Exception as exc:  # e.g. redis-server refusing to start
+            child.proc = None
+            self._died(child, f"could not be started ({exc})", now)
+            return
+        self.out.write(f"Restarted the {child.name} process (pid {child.proc.pid}).\n")
+        self.out.flush()
+
+    def stop_all(self) -> None:
+        self.out.write("Stopping…\n")
+        # Web and worker first (the worker finishes or requeues its task), Redis last.
+        ordered = [c for c in self.children if c.name != "redis"] + [c for c in self.children if c.name == "redis"]
+        for child in ordered:
+            if child.proc is None:
+                continue
+            signal_group(child, signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.err.write(f"The {child.name} process did not stop in {GRACE_S:.0f} s; killing it.\n")
+            # Whatever is left in its group (pool children of the worker) goes too.
+            signal_group(child, signal.SIGKILL)
+            child.proc.wait()
+        self.out.write("Stopped.\n")
+
+
+def signal_group(child: Child, sig: int) -> None:
+    if child.proc is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, sig)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -59,29 +150,29 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, concurrency: int, no_worker: bool, **options) -> None:
         if not _port_free(host, port):
             raise CommandError(f"Port {port} on {host} is already in use. Stop what uses it or set KLONG_PORT.")
-        self.children: list[Child] = []
-        self._stopping = False
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        self.supervisor = Supervisor(self.stdout, self.stderr)
+        signal.signal(signal.SIGINT, self.supervisor.stop)
+        signal.signal(signal.SIGTERM, self.supervisor.stop)
         try:
             self._start_all(host, port, concurrency, no_worker)
-            self._watch()
+            self.supervisor.watch()
         finally:
-            self._stop_all()
-
-    def _on_signal(self, signum, frame) -> None:
-        self._stopping = True
+            self.supervisor.stop_all()
+        if self.supervisor.failed:
+            sys.exit(1)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        proc = subprocess.Popen(argv, start_new_session=True, cwd=settings.BASE_DIR,
-                                env={**os.environ, **env} if env else None)
-        self.children.append(Child(name, proc))
+        def start() -> subprocess.Popen:
+            return subprocess.Popen(argv, start_new_session=True, cwd=settings.BASE_DIR,
+                                    env={**os.environ, **env} if env else None)
+
+        self.supervisor.add(name, start)
 
     def _start_all(self, host: str, port: int, concurrency: int, no_worker: bool) -> None:
         if settings.EMBEDDED_REDIS:
             proc = embedded_redis.start(settings.DATA_DIR)
-            if proc is not None:
-                self.children.append(Child("redis", proc))
+            if proc is not None:  # None: one already answers on the socket, and it is not ours to watch
+                self.supervisor.add("redis", _start_embedded_redis, proc)
             self.stdout.write(f"Embedded Redis on {embedded_redis.socket_path(settings.DATA_DIR)}")
         else:
             try:
@@ -119,35 +210,9 @@ class Command(BaseCommand):
             return f"Log in as 'admin' with password '{password}' (kept in {password_file})."
         return "Log in with your admin account (python manage.py createadmin --username NAME makes one)."
 
-    def _watch(self) -> None:
-        while not self._stopping:
-            for child in self.children:
-                code = child.proc.poll()
-                if code is not None:
-                    self.stderr.write(f"The {child.name} process exited with code {code}; stopping everything.")
-                    self._stopping = True
-                    self._failed = True
-                    break
-            time.sleep(0.2)
 
-    def _stop_all(self) -> None:
-        self.stdout.write("Stopping…")
-        # Web and worker first (the worker finishes or requeues its task), Redis last.
-        ordered = [c for c in self.children if c.name != "redis"] + [c for c in self.children if c.name == "redis"]
-        for child in ordered:
-            self._signal_group(child, signal.SIGTERM)
-            try:
-                child.proc.wait(timeout=GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"The {child.name} process did not stop in {GRACE_S:.0f} s; killing it.")
-            # Whatever is left in its group (pool children of the worker) goes too.
-            self._signal_group(child, signal.SIGKILL)
-            child.proc.wait()
-        self.stdout.write("Stopped.")
-        if getattr(self, "_failed", False):
-            sys.exit(1)
-
-    @staticmethod
-    def _signal_group(child: Child, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.proc.pid, sig)
+def _start_embedded_redis() -> subprocess.Popen:
+    proc = embedded_redis.start(settings.DATA_DIR)
+    if proc is None:
+        raise RuntimeError("another redis-server answers on its socket now")
+    return proc
