@@ -1,7 +1,7 @@
 """Agreement between score sources (judges, humans): pure Python, no Django.
 
 Leaf level (one submission or many): accuracy and macro precision / recall / F1 exactly as
-PaperBench's JudgeEval computes them (``worker.judge.metrics.compute_metrics``, reused, not
+PaperBench's JudgeEval computes them (``apps.judging.judge.metrics.compute_metrics``, reused, not
 re-derived), plus Cohen's kappa, overall and per task category. A pair is skipped when either
 side has no valid 0/1 grade (an invalid judge leaf, a leaf a human has not graded yet).
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from worker.judge.metrics import MetricSummary, compute_metrics
+from apps.judging.judge.metrics import MetricSummary, compute_metrics
 
 Number = float | int
 Statistic = Callable[[Sequence[float], Sequence[float]], float | None]

@@ -26,17 +26,27 @@ from apps.audit.agreement import (
     LeafPair,
     PairedSubmission,
     compare_judges,
+    kendall_tau,
     leaf_disagreement_below,
     leaf_report,
     subtree_contributions,
 )
 from apps.audit.matching import LeafMatch, match_leaves
 from apps.audit.models import AuditItem, AuditQueue
+from apps.core.roles import perm
 from apps.judging.models import JudgeRun, LeafGrade
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.paperbench import FlatNode, RubricFormatError, flatten, load_json_bytes, node_number
 from apps.rubrics.scoring import ScoringPlan
+from apps.rubrics.services import (
+    RubricRefused,
+    export_draft,
+    has_draft,
+    import_rubric_tree,
+    latest_version,
+    parse_rubric_value,
+)
 
 MAX_SOURCES = 8
 MAX_NOTE_CHARS = 10_000
@@ -468,7 +478,6 @@ def import_judge_eval(*, paper: Paper, data: bytes, filename: str, user) -> Impo
     Leaves land on the paper's latest rubric version, matched by id and then by requirement
     text; a paper without a rubric gets the file's tree (grades stripped) as version 1.
     """
-    from apps.rubrics.services import RubricRefused, import_rubric_tree, latest_version, parse_rubric_value
 
     _check_size(len(data))
     try:
@@ -549,8 +558,6 @@ def create_queue(*, run_ids: Sequence[int], assignees: Sequence[Any], user, name
 
 
 def _refuse_non_graders(users: Iterable[Any]) -> None:
-    from apps.core.roles import perm
-
     cannot = [u.get_username() for u in users if not u.has_perm(perm("grade"))]
     if cannot:
         raise ValidationError(f"These users may not grade: {', '.join(cannot)}.")
@@ -568,7 +575,6 @@ def _mark_already_graded(queue: AuditQueue, assignees: Iterable[Any]) -> None:
 
 def may_reassign(queue: AuditQueue, user, from_user) -> bool:
     """The queue's creator and admins hand anyone's leaves on; a grader hands on their own."""
-    from apps.core.roles import perm
 
     return user.has_perm(perm("manage_users")) or user.pk in (queue.created_by_id, from_user.pk)
 
@@ -726,7 +732,6 @@ def report_csv(report: dict[str, Any]) -> str:
 
 def what_if_tree(paper: Paper, version: str | int | None) -> tuple[dict[str, Any], str]:
     """The tree to re-score with: a version number, or ``draft`` (the editor's unsaved tree)."""
-    from apps.rubrics.services import export_draft, has_draft
 
     if version in (None, "", "draft"):
         if not has_draft(paper):
@@ -745,7 +750,6 @@ def what_if_tree(paper: Paper, version: str | int | None) -> tuple[dict[str, Any
 def what_if(paper: Paper, tree: dict[str, Any], label: str) -> dict[str, Any]:
     """Re-score every graded run of the paper under ``tree`` (same leaf grades, matched by id
     then text) and rank submissions per judge before and after."""
-    from apps.audit.agreement import kendall_tau
 
     try:
         nodes = flatten(tree)

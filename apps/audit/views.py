@@ -20,6 +20,7 @@ from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
+from apps.rubrics.services import has_draft
 
 
 def _bad_request(request: HttpRequest, message: str | list[str], title: str = "Cannot do that") -> HttpResponse:
@@ -242,8 +243,6 @@ def what_if(request: HttpRequest) -> HttpResponse:
     slug = request.GET.get("paper")
     selected = request.GET.get("version") or ""
     if slug:
-        from apps.rubrics.services import has_draft
-
         paper = get_object_or_404(Paper, slug=slug)
         versions = list(paper.rubric_versions.order_by("-number").values_list("number", flat=True))
         # Default: the editor's draft (the edit not saved yet), else the latest version.

@@ -6,7 +6,8 @@ from django import forms
 from django.forms.fields import InvalidJSONInput
 
 from apps.core.untrusted import JsonTooDeep, loads_json
-from worker.queues import MAX_GPUS
+from apps.datasets.models import Dataset
+from apps.jobs.queues import MAX_GPUS
 
 
 class SelftestForm(forms.Form):
@@ -73,8 +74,6 @@ class PipelineForm(forms.Form):
 
 
 def _dataset_choices() -> list[tuple[str, str]]:
-    from apps.datasets.models import Dataset
-
     return [("", "none (use the ids or filters)"), *((d.name, d.name) for d in Dataset.objects.order_by("name"))]
 
 

@@ -6,7 +6,10 @@ from typing import Any, ClassVar
 
 from django import forms
 
-from apps.papers.models import Paper
+from apps.judging.forms import JudgeConfigForm
+from apps.papers.candidates import CandidateFilter, normalise_venue
+from apps.papers.models import Paper, PaperCandidate
+from apps.papers.pdf import PdfError, pdf_to_markdown
 
 
 class PaperImportForm(forms.Form):
@@ -75,7 +78,6 @@ class PaperForm(forms.ModelForm):
     def clean_pdf_upload(self):
         from django.conf import settings
 
-        from apps.papers.pdf import PdfError, pdf_to_markdown
 
         upload = self.cleaned_data.get("pdf_upload")
         if not upload:
@@ -152,8 +154,6 @@ class PaperForm(forms.ModelForm):
 
 
 def _venue_set(raw: str) -> frozenset[str]:
-    from apps.papers.candidates import normalise_venue
-
     return frozenset(normalise_venue(v) for v in raw.split(",") if v.strip())
 
 
@@ -173,8 +173,6 @@ class CandidateRuleFields(forms.Form):
         return data
 
     def rule(self):
-        from apps.papers.candidates import CandidateFilter
-
         data = self.cleaned_data
         return CandidateFilter(_venue_set(data.get("venues") or ""), data.get("year_min"), data.get("year_max"),
                                data.get("min_citations"))
@@ -201,8 +199,6 @@ class CandidateFilterForm(CandidateRuleFields):
     status = forms.ChoiceField(required=False, choices=[("", "any")])
 
     def __init__(self, *args, **kwargs) -> None:
-        from apps.papers.models import PaperCandidate
-
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "any"), *PaperCandidate.Status.choices]
 
@@ -243,8 +239,6 @@ class RubricDraftConfigForm(forms.Form):
         return slug
 
     def clean_endpoint(self) -> str:
-        from apps.judging.forms import JudgeConfigForm
-
         return JudgeConfigForm.clean_endpoint(self)
 
     def clean_code_folder(self) -> str:

@@ -13,10 +13,11 @@ from rest_framework.response import Response
 from apps.core.parsers import FormParser, MultiPartParser
 from apps.core.permissions import RolePermission
 from apps.papers.models import Paper
-from apps.trajectories import services
+from apps.trajectories import services, split_service
 from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
 from apps.trajectories.queries import filter_trajectories, search_turns, trajectory_rows, turn_texts
 from apps.trajectories.services import TrajectoryImportError
+from apps.trajectories.splitting import SplitError
 from apps.trajectories.uploads import UploadTooLarge, check_request_size, import_upload
 
 TURN_CHUNK_MAX = 500
@@ -144,8 +145,6 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         """A training dataset zip (dataset.jsonl with input_ids + labels, manifest.json) of
         ``ids`` (comma-separated) or of the accepted trajectories matching the list filters;
         split config fields (l_max, overlap_turns, ...) as in the split view."""
-        from apps.trajectories import split_service
-        from apps.trajectories.splitting import SplitError
 
         if not isinstance(request.data, Mapping):
             return Response({"detail": "The body must be a JSON object: {\"ids\": \"1,2\", \"l_max\": ...}."},

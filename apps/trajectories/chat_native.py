@@ -31,7 +31,7 @@ from typing import Any
 
 from apps.trajectories.splitting import IGNORE_INDEX
 from apps.trajectories.tokens import turn_text
-from apps.trajectories.windows import ChatRenderer, TemplateError, TurnRow, WindowMessage
+from apps.trajectories.windows import ChatRenderer, HFChatRenderer, TemplateError, TurnRow, WindowMessage
 
 ORPHAN_RESULT = "[tool result]\n"  # how Mistral windows show a tool result whose call they left out
 
@@ -307,3 +307,11 @@ class HarmonyRenderer:
         counts = [sum(len(self.encoding.render(msg)) for msg in group) for group in groups[1:]]
         counts[0] += len(self.encoding.render(groups[0][0]))  # the system message: the prefix's
         return counts
+
+
+def renderer_for(tokenizer, folder: str | Path | None = None) -> ChatRenderer:
+    """The renderer for a model: mistral-common for a Mistral tokenizer folder, openai-harmony for
+    gpt-oss, else the tokenizer's own chat template."""
+    path = Path(folder) if folder else Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    native = native_renderer(path)
+    return native if native is not None else HFChatRenderer(tokenizer)

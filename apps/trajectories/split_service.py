@@ -23,9 +23,12 @@ from typing import Any
 
 from django.core.cache import cache
 
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.models import Trajectory
+from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.services import configured_tokenizer_path
 from apps.trajectories.splitting import (
+    IGNORE_INDEX,
     SplitConfig,
     SplitManifest,
     TurnSpec,
@@ -41,7 +44,6 @@ from apps.trajectories.windows import (
     normalise_tools,
     plan_windows,
     render_training_window,
-    renderer_for,
 )
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
@@ -246,7 +248,6 @@ class InspectedWindow:
 
 def _token_runs(renderer: ChatRenderer, ids: Sequence[int], labels: Sequence[int]) -> list[tuple[str, bool]]:
     """The window's tokens decoded in runs of equal loss flag: what the inspector highlights."""
-    from apps.trajectories.splitting import IGNORE_INDEX
 
     runs: list[tuple[str, bool]] = []
     start = 0
@@ -292,7 +293,6 @@ class ExportError(ValueError):
 def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
     """The trajectories to export: ``ids`` (comma-separated), else accepted ones matching the
     list filters. Rejected trajectories are never exported."""
-    from apps.trajectories.queries import filter_trajectories
 
     queryset = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
     raw_ids = str(params.get("ids") or "").replace(" ", "")

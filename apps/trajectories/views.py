@@ -13,10 +13,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
-from apps.trajectories import services
+from apps.trajectories import services, split_service
 from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
 from apps.trajectories.queries import SORTS, filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
+from apps.trajectories.splitting import SplitConfig, SplitError
 from apps.trajectories.uploads import (
     UploadTooLarge,
     check_request_size,
@@ -177,9 +178,6 @@ def annotations_export(request: HttpRequest) -> HttpResponse:
 
 
 def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, Any]:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
-
     context: dict[str, Any] = {"trajectory": trajectory, "params": request.GET.urlencode()}
     try:
         config = split_service.config_from(request.GET, trajectory)
@@ -200,9 +198,6 @@ def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, An
 
 
 def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitConfig
-
     trajectory = get_object_or_404(Trajectory, pk=pk)
     if request.htmx:
         return render(request, "trajectories/_split_plan.html", _split_context(request, trajectory))
@@ -218,9 +213,6 @@ def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def trajectory_split_window(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
-
     trajectory = get_object_or_404(Trajectory, pk=pk)
     try:
         config = split_service.config_from(request.GET, trajectory)
@@ -247,8 +239,6 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
 
 def dataset_export(request: HttpRequest) -> HttpResponse:
     """Export trajectories (?ids=1,2 or the list filters; rejected ones never) as a dataset zip."""
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
 
     params = request.POST if request.method == "POST" else request.GET
     try:

@@ -4,8 +4,7 @@ import threading
 
 import pytest
 
-from tests.support.openai_stub import OpenAIStub, answer_for, prompt_tokens, stub_tokens
-from worker.llm import (
+from apps.judging.llm import (
     ChatClient,
     EndpointConfig,
     EndpointConfigError,
@@ -13,6 +12,7 @@ from worker.llm import (
     LLMUnavailable,
     backoff_delay,
 )
+from tests.support.openai_stub import OpenAIStub, answer_for, prompt_tokens, stub_tokens
 
 MESSAGES = [{"role": "user", "content": "Say hello to the judge."}]
 

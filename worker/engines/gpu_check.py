@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from apps.jobs.models import Job
-from worker.progress import Progress
+from apps.jobs.progress import Progress
 
 MATMUL_SIZE = 4096
 

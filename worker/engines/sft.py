@@ -8,9 +8,14 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job, ModelCheckpoint
+from apps.jobs.progress import JobCancelled, Progress
 from apps.ops.artifacts import publish_artifact
-from apps.trajectories.windows import Example, TemplateError, dataset_hash, renderer_for, split_examples
-from worker.progress import JobCancelled, Progress
+from apps.papers.models import Paper
+from apps.trajectories.chat_native import renderer_for
+from apps.trajectories.models import Trajectory
+from apps.trajectories.queries import filter_trajectories
+from apps.trajectories.split_service import config_from, declared_tools, turn_rows
+from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
@@ -49,9 +54,6 @@ def select_trajectories(config: dict[str, Any]):
     """A named dataset's trajectories, or the given ids, else accepted trajectories matching paper /
     source / minimum score (the list page's filters). Rejected trajectories are never trained on,
     however they were chosen."""
-    from apps.papers.models import Paper
-    from apps.trajectories.models import Trajectory
-    from apps.trajectories.queries import filter_trajectories
 
     chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
     if config.get("dataset"):
@@ -74,7 +76,6 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     Each window is rendered once in the base model's chat format (mistral-common, harmony or its
     Jinja template); a trajectory that format cannot render faithfully fails the job with the reason.
     """
-    from apps.trajectories.split_service import config_from, declared_tools, turn_rows
 
     renderer = renderer_for(tokenizer, config["base_model"])  # TemplateError (a ValueError) fails the job
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}

@@ -31,7 +31,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
+from apps.jobs.models import Job
+from worker.sandbox.spec import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
 
 log = logging.getLogger(__name__)
 OWNER_LABEL = "klong.owner"
@@ -176,7 +177,6 @@ def _remove(container) -> None:
 
 def job_is_live(job_id: int) -> bool:
     """Django side: a job whose sandboxes may still be in use (queued, running, cancelling)."""
-    from apps.jobs.models import Job
 
     return Job.objects.filter(
         pk=job_id, state__in=[Job.State.QUEUED, Job.State.RUNNING, Job.State.CANCELLING]

@@ -30,7 +30,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client, sandbox_uid
 from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
 from worker.sandbox.cleanup import (
     DEPLOYMENT_LABEL,
@@ -41,6 +40,8 @@ from worker.sandbox.cleanup import (
     local_conmons,
     owner_id,
 )
+from worker.sandbox.image import DEFAULT_IMAGE
+from worker.sandbox.spec import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client, sandbox_uid
 
 log = logging.getLogger(__name__)
 GIT_DIR = "/var/lib/klong-snapshots"
@@ -121,7 +122,6 @@ def is_root(image_user: str) -> bool:
 
 def default_image() -> str:
     """KLONG_SANDBOX_IMAGE when Django is configured, else the image worker/sandbox/image.py builds."""
-    from worker.sandbox.image import DEFAULT_IMAGE
 
     try:
         from django.conf import settings

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from worker.sandbox.spec import SandboxBusy
+
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -61,7 +63,6 @@ class HostSlots:
 
     def acquire(self, host: str, *, hold_s: float, timeout_s: float = 600, poll_s: float = 0.5) -> Lease:
         """A slot on ``host``; waits up to ``timeout_s`` for one to come free (SandboxBusy after)."""
-        from worker.sandbox import SandboxBusy
 
         deadline = time.monotonic() + timeout_s
         while True:

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import ChatRenderer, Example, TurnRow, renderer_for, split_examples
+from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
 from worker.training.rl_math import (
     LossStats,
     advantage_spread,

@@ -21,6 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from apps.judging.judge.grader import grade_tree
+from apps.judging.judge.prompts import PaperContext
+from apps.judging.judge.submission import Submission
 from apps.rubrics.paperbench import flatten
 from apps.rubrics.scoring import ScoringPlan
 from apps.trajectories.windows import TurnRow
@@ -94,7 +97,7 @@ class ToyJudge:
 
 class ModelJudge:
     """Q from a model judge: the toy submission graded leaf by leaf with PaperBench's protocol
-    (``worker.judge.grader.grade_tree``) through a worker/llm client, states judged concurrently.
+    (``apps.judging.judge.grader.grade_tree``) through a apps/judging/llm client, states judged concurrently.
 
     The same path a paper's judge job takes, minus the job row: used when a toy run names a judge
     endpoint, and by the benchmark against the loopback stub to time judging as it really runs.
@@ -110,9 +113,6 @@ class ModelJudge:
         import tempfile
         from pathlib import Path
 
-        from worker.judge.grader import grade_tree
-        from worker.judge.prompts import PaperContext
-        from worker.judge.submission import Submission
 
         with tempfile.TemporaryDirectory(prefix="klong-rl-toy-") as folder:
             Path(folder, "submission.txt").write_text(text)

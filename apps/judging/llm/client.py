@@ -25,8 +25,9 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from worker.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMRequestRejected, LLMUnavailable
+from apps.judging.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
+from apps.judging.llm.local import LocalChatClient
+from apps.judging.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMRequestRejected, LLMUnavailable
 
 Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -321,7 +322,5 @@ def _snippet(text: str, limit: int = 300) -> str:
 def make_client(config: EndpointConfig, **kwargs: Any) -> Chat:
     """The client for an endpoint's backend (the local one imports torch only when asked for)."""
     if config.backend == "transformers":
-        from worker.llm.local import LocalChatClient
-
         return LocalChatClient(config)
     return ChatClient(config, **kwargs)

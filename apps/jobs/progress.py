@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from apps.jobs.models import Job, JobLog, JobMetric
+from apps.jobs.models import Job, JobArtifact, JobLog, JobMetric
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,6 @@ class Progress:
         """Record a file the job produced (path relative to the data folder) and tell watchers."""
         from django.conf import settings
 
-        from apps.jobs.models import JobArtifact
 
         full = settings.DATA_DIR / path
         size = full.stat().st_size if full.is_file() else 0

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.llm.config import EndpointConfig, EndpointConfigError
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
+from apps.judging.llm.config import EndpointConfig, EndpointConfigError
+from apps.judging.llm.records import CallRecord, ChatResult, LLMBadResponse
 
 Message = dict[str, Any]
 _models: dict[str, tuple[Any, Any]] = {}

@@ -18,11 +18,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from apps.judging.judge.grader import grade_tree, graded_tree
+from apps.rubrics.paperbench import flatten
+from apps.rubrics.scoring import score_graded
+
 if TYPE_CHECKING:
-    from worker.judge.grader import JudgeSettings
-    from worker.judge.prompts import PaperContext
-    from worker.judge.submission import Submission
-    from worker.llm.client import Chat
+    from apps.judging.judge.grader import JudgeSettings
+    from apps.judging.judge.prompts import PaperContext
+    from apps.judging.judge.submission import Submission
+    from apps.judging.llm.client import Chat
 
 
 @dataclass(slots=True)
@@ -130,9 +134,6 @@ def evaluate_judge(
     The tree's own grades are ignored while judging (only its structure and texts are used).
     Returns a JSON-ready report: metrics overall and per category, plus cost and invalid counts.
     """
-    from apps.rubrics.paperbench import flatten
-    from apps.rubrics.scoring import score_graded
-    from worker.judge.grader import grade_tree, graded_tree
 
     nodes = flatten(expected)
     outcome = grade_tree(nodes, paper, submission, client, settings, on_result=on_result)
