@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.audit",
     "apps.jobs",
+    "apps.ops",
     # Only for its management commands; apps/ never import worker/.
     "worker.apps.WorkerConfig",
 ]

@@ -93,8 +93,8 @@ def test_a_job_whose_pool_process_is_killed_resumes_in_the_same_worker_and_finis
 def test_a_killed_worker_started_again_under_its_name_resumes_its_job_and_orphans_can_be_cancelled_or_retried(
     personas, settings
 ):
-    from klong_site.celery_app import app
     from apps.jobs.heartbeats import read_heartbeats
+    from klong_site.celery_app import app
 
     # This process (the web side) sees a killed worker as silent after 3 missed one-second beats.
     settings.KLONG_WORKER_HEARTBEAT_S = 1

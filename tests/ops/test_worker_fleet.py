@@ -28,8 +28,8 @@ NODE_ENV = {"gpu1": {"KLONG_WORKER_GPUS": "2"}}
 
 @pytest.fixture(scope="module")
 def fleet(django_db_setup, django_db_blocker):
-    from klong_site.celery_app import app
     from apps.jobs.heartbeats import heartbeats_key, redis_client
+    from klong_site.celery_app import app
 
     app.control.purge()
     # A fresh cluster: heartbeats left by worker processes that earlier test modules killed would
