@@ -19,7 +19,7 @@ from apps.papers.models import Paper
 from apps.rubrics.models import RubricNode
 from apps.rubrics.paperbench import FlatNode, RubricFormatError, flatten, unflatten
 from apps.rubrics.services.errors import NodeNotFound, StaleNode, TreeEditError
-from apps.rubrics.services.store import DraftTree, insert_flat, load_draft, lock_paper, rows_in_order
+from apps.rubrics.services.store import DraftTree, delete_draft_rows, insert_flat, load_draft, lock_paper, rows_in_order
 from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, RUNTIME_TASK_CATEGORY, TASK_CATEGORIES, is_number
 
 # The columns a curator may edit on one node (graded fields come only from imported files).
@@ -172,8 +172,7 @@ def delete_subtree(paper: Paper, pk: int, expected_version: int | None) -> Delet
     indexes = _subtree_indexes(draft, index)
     removed = DeletedSubtree(node.parent_id, node.position, subtree_json(draft, index),
                              [draft.pks[i] for i in indexes])
-    # Deleting the rows in one statement avoids the ORM's per-level cascade queries.
-    RubricNode.objects.filter(pk__in=removed.pks)._raw_delete(RubricNode.objects.db)
+    delete_draft_rows(RubricNode.objects.filter(pk__in=removed.pks))
     RubricNode.objects.filter(parent_id=node.parent_id, position__gt=node.position).update(
         position=F("position") - 1
     )
