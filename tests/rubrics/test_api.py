@@ -8,8 +8,10 @@ import pytest
 from django.test import override_settings
 
 from apps.papers.models import Paper
-from apps.rubrics import services
 from apps.rubrics.models import RubricNode
+from apps.rubrics.services.editor import draft_stamp
+from apps.rubrics.services.edits import add_node, delete_subtree, move_node, update_node
+from apps.rubrics.services.store import export_draft, load_draft
 from tests.rubrics.helpers import SAMPLES, inner, leaf, make_paper, pk_of
 
 pytestmark = pytest.mark.django_db
@@ -68,19 +70,19 @@ def test_create_adds_a_child_at_a_position(client_for):
                                                                  "requirements": "New first"},
                                           content_type="application/json")
     assert response.status_code == 201
-    assert services.export_draft(paper)["sub_tasks"][0]["sub_tasks"][0]["requirements"] == "New first"
+    assert export_draft(paper)["sub_tasks"][0]["sub_tasks"][0]["requirements"] == "New first"
 
 
 def test_delete_returns_the_subtree_and_create_with_it_puts_it_back(client_for):
     paper = make_paper()
     client = client_for("curator")
-    before = json.dumps(services.export_draft(paper))
+    before = json.dumps(export_draft(paper))
     removed = client.delete(f"/api/rubric-nodes/{pk_of(paper, 'a')}/?version=1").json()
     assert len(removed["pks"]) == 3
     body = {"parent": removed["parent"], "position": removed["position"], "subtree": removed["subtree"]}
     restored = client.post("/api/rubric-nodes/", body, content_type="application/json")
     assert restored.status_code == 201 and len(restored.json()["nodes"]) == 3
-    assert json.dumps(services.export_draft(paper)) == before
+    assert json.dumps(export_draft(paper)) == before
 
 
 def test_a_stale_delete_gets_409(client_for):
@@ -114,7 +116,7 @@ def test_duplicate_answers_the_new_rows(client_for):
 def test_editing_a_node_that_was_deleted_is_a_404(client_for):
     paper = make_paper()
     pk = pk_of(paper, "b")
-    services.delete_subtree(paper, pk, None)
+    delete_subtree(paper, pk, None)
     assert _patch(client_for("curator"), pk, {"version": 1, "weight": 2}).status_code == 404
 
 
@@ -296,13 +298,13 @@ def test_the_draft_stamp_changes_with_every_kind_of_write(client_for):
         return client.get(f"/api/papers/{paper.pk}/stamp/").json()["stamp"]
 
     seen = {stamp()}
-    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
     seen.add(stamp())
-    node = services.add_node(paper, pk_of(paper, "c"))
+    node = add_node(paper, pk_of(paper, "c"))
     seen.add(stamp())
-    services.move_node(paper, node.pk, None, pk_of(paper, "a"))
+    move_node(paper, node.pk, None, pk_of(paper, "a"))
     seen.add(stamp())
-    services.delete_subtree(paper, node.pk, None)
+    delete_subtree(paper, node.pk, None)
     seen.add(stamp())
     assert len(seen) == 5
-    assert stamp() == services.draft_stamp(services.load_draft(paper))
+    assert stamp() == draft_stamp(load_draft(paper))
