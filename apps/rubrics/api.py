@@ -16,13 +16,21 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.rubrics import services
+from apps.papers.models import Paper
+from apps.rubrics import scoring, services
 from apps.rubrics.models import RubricNode, RubricVersion
 from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
 
 
 def problem_list(problems: list[Any]) -> list[dict[str, Any]]:
     return [services.problem_dict(p) for p in problems]
+
+
+def draft_shares(paper: Paper) -> dict[int, float | None]:
+    """Every draft node's share of the root score, by pk: sent with each answer to a change of
+    weights or of the tree's shape, so the editor shows the server's numbers."""
+    draft = services.load_draft(paper)
+    return dict(zip(draft.pks, scoring.shares(draft.nodes), strict=True))
 
 
 def service_call(fn: Callable[[], Any], ok: Callable[[Any], Response]) -> Response:
@@ -122,7 +130,12 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     write_permission = "edit_rubrics"
 
     def _created(self, rows: list[RubricNode]) -> Response:
-        return Response({"nodes": [services.node_dict(r) for r in rows]}, status=status.HTTP_201_CREATED)
+        return Response({"nodes": [services.node_dict(r) for r in rows], "shares": draft_shares(rows[0].paper)},
+                        status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _node(row: RubricNode, *, reshaped: bool = True) -> Response:
+        return Response({**services.node_dict(row), **({"shares": draft_shares(row.paper)} if reshaped else {})})
 
     @extend_schema(request=NodeCreateSerializer, responses={201: RubricNodeSerializer(many=True)})
     def create(self, request, *args, **kwargs) -> Response:
@@ -151,7 +164,7 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         values = data.validated_data
         return service_call(
             lambda: services.update_node(node.paper, node.pk, values["version"], _editable(values)),
-            lambda row: Response(services.node_dict(row)))
+            lambda row: self._node(row, reshaped="weight" in values))
 
     @extend_schema(
         parameters=[OpenApiParameter("version", int, description="The node version you read (409 when stale).")],
@@ -165,7 +178,8 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return service_call(
             lambda: services.delete_subtree(node.paper, node.pk, expected),
             lambda removed: Response({"parent": removed.parent, "position": removed.position,
-                                      "subtree": removed.subtree, "pks": removed.pks}))
+                                      "subtree": removed.subtree, "pks": removed.pks,
+                                      "shares": draft_shares(node.paper)}))
 
     @extend_schema(request=NodeMoveSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
@@ -177,7 +191,7 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return service_call(
             lambda: services.move_node(node.paper, node.pk, values["version"], values["parent"],
                                        values.get("position")),
-            lambda row: Response(services.node_dict(row)))
+            self._node)
 
     @extend_schema(request=None, responses={201: RubricNodeSerializer(many=True)})
     @action(detail=True, methods=["post"])
