@@ -338,6 +338,7 @@ class ChatClient:
         except requests.RequestException as exc:
             failures = failures_of(exc)
             if not failures:
+                record.attempts = 1
                 raise LLMRequestRejected(f"the request could not be sent: {type(exc).__name__}") from None
             record.attempts, record.errors = len(failures), list(failures)
             raise self._gave_up(record, None) from None
