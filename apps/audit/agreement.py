@@ -49,13 +49,16 @@ def cohen_kappa(y_a: Sequence[Number], y_b: Sequence[Number]) -> float | None:
     Undefined (None) with no items, or when both raters used one and the same single label
     (the expected agreement is then 1 and kappa is 0 / 0).
     """
+    import numpy as np
+    from sklearn import config_context
     from sklearn.metrics import cohen_kappa_score
 
     if len(y_a) != len(y_b):
         raise ValueError("the two raters differ in length")
     if not y_a or len(set(y_a) | set(y_b)) < 2:
         return None
-    return float(cohen_kappa_score(list(y_a), list(y_b)))
+    with config_context(skip_parameter_validation=True):  # as in compute_metrics: the arguments are fixed
+        return float(cohen_kappa_score(np.asarray(y_a, dtype=float), np.asarray(y_b, dtype=float)))
 
 
 @dataclass(slots=True)

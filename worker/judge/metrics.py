@@ -57,6 +57,8 @@ class JudgeEvalReport:
 
 
 def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
+    import numpy as np
+    from sklearn import config_context
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
     if len(y_true) != len(y_pred):
@@ -65,9 +67,13 @@ def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
     positives = int(sum(y_true))
     if n == 0:
         return MetricSummary(None, None, None, None, 0, 0, 0)
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
-    return MetricSummary(float(accuracy_score(y_true, y_pred)), float(precision), float(recall), float(f1),
-                         positives, n - positives, n)
+    truth, pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    # The arguments are fixed (and right): checking them would cost scikit-learn more than the
+    # metrics do, and an audit page computes them per category and per pair of graders.
+    with config_context(skip_parameter_validation=True):
+        precision, recall, f1, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+        accuracy = accuracy_score(truth, pred)
+    return MetricSummary(float(accuracy), float(precision), float(recall), float(f1), positives, n - positives, n)
 
 
 def _first_by_id(tree: dict[str, Any]) -> dict[Any, dict[str, Any]]:
