@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_score, recall_score
@@ -209,8 +210,6 @@ def test_fast_kendall_matches_scipy_on_tie_heavy_samples():
 
 
 def test_bootstrap_interval_is_scipys_own_when_every_resample_is_defined():
-    import numpy as np
-
     rng = random.Random(7)
     x = [rng.random() for _ in range(30)]
     y = [v + rng.gauss(0, 0.2) for v in x]
