@@ -129,9 +129,10 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = RubricNode.objects.select_related("paper")
     write_permission = "edit_rubrics"
 
-    def _created(self, rows: list[RubricNode]) -> Response:
-        return Response({"nodes": [services.node_dict(r) for r in rows], "shares": draft_shares(rows[0].paper)},
-                        status=status.HTTP_201_CREATED)
+    @staticmethod
+    def _created(paper: Paper) -> Callable[[list[RubricNode]], Response]:
+        return lambda rows: Response({"nodes": [services.node_dict(r) for r in rows], "shares": draft_shares(paper)},
+                                     status=status.HTTP_201_CREATED)
 
     @staticmethod
     def _node(row: RubricNode, *, reshaped: bool = True) -> Response:
@@ -152,9 +153,10 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
                 return Response({"detail": "subtree must be a JSON object"}, status=status.HTTP_400_BAD_REQUEST)
             return service_call(
                 lambda: services.add_subtree(parent.paper, parent.pk, values.get("position"), subtree),
-                self._created)
+                self._created(parent.paper))
         return service_call(
-            lambda: [services.add_node(parent.paper, parent.pk, values.get("position"), **fields)], self._created)
+            lambda: [services.add_node(parent.paper, parent.pk, values.get("position"), **fields)],
+            self._created(parent.paper))
 
     @extend_schema(request=NodeUpdateSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     def partial_update(self, request, *args, **kwargs) -> Response:
@@ -197,4 +199,4 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def duplicate(self, request, pk=None) -> Response:
         node = self.get_object()
-        return service_call(lambda: services.duplicate_subtree(node.paper, node.pk), self._created)
+        return service_call(lambda: services.duplicate_subtree(node.paper, node.pk), self._created(node.paper))
