@@ -7,7 +7,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from worker.judge.checks import max_timeout_s
-from worker.llm.config import EndpointConfig, EndpointConfigError, check_base_url, check_params, key_variable_problem
+from worker.llm.config import (
+    EndpointConfig,
+    EndpointConfigError,
+    check_base_url,
+    check_max_retries,
+    check_params,
+    key_variable_problem,
+)
 
 ENV_NAME = RegexValidator(r"^[A-Za-z_][A-Za-z0-9_]*$", "The name of an environment variable, e.g. OPENAI_API_KEY.")
 
@@ -62,7 +69,8 @@ class ModelEndpoint(models.Model):
         )
 
 
-def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, params: Any) -> dict[str, str]:
+def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, params: Any,
+                          max_retries: int | None = None) -> dict[str, str]:
     """What is wrong with an endpoint's fields, field by field: the page's form and the API both ask."""
     errors: dict[str, str] = {}
     if backend == ModelEndpoint.Backend.OPENAI:
@@ -79,6 +87,11 @@ def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, para
         check_params({} if params is None else params)
     except EndpointConfigError as exc:
         errors["params"] = str(exc)
+    if max_retries is not None:
+        try:
+            check_max_retries(max_retries)
+        except EndpointConfigError as exc:
+            errors["max_retries"] = str(exc)
     return errors
 
 

@@ -113,6 +113,23 @@ def test_duplicate_answers_the_new_rows(client_for):
     assert response.status_code == 201 and len(response.json()["nodes"]) == 2
 
 
+def test_answers_to_changes_of_weights_or_shape_carry_every_nodes_share(client_for):
+    paper = make_paper()
+    client = client_for("curator")
+    a, b, c = (pk_of(paper, n) for n in ("a", "b", "c"))
+    assert "shares" not in _patch(client, b, {"version": 1, "requirements": "Reworded"}).json()
+    weighed = _patch(client, b, {"version": 2, "weight": 2}).json()["shares"]
+    assert weighed[str(b)] == pytest.approx(0.4) and weighed[str(pk_of(paper, "a2"))] == pytest.approx(0.4 * 3 / 4)
+    added = client.post("/api/rubric-nodes/", {"parent": c, "requirements": "More"}, content_type="application/json")
+    assert added.json()["shares"][str(pk_of(paper, "c1"))] == pytest.approx(0.1)
+    moved = client.post(f"/api/rubric-nodes/{b}/move/", {"version": 3, "parent": a}, content_type="application/json")
+    assert moved.json()["shares"][str(b)] == pytest.approx(2 / 3 * 2 / 6)
+    removed = client.delete(f"/api/rubric-nodes/{c}/?version=2").json()["shares"]
+    assert removed[str(a)] == 1.0 and str(c) not in removed
+    copied = client.post(f"/api/rubric-nodes/{b}/duplicate/").json()
+    assert copied["shares"][str(copied["nodes"][0]["pk"])] == pytest.approx(2 / 8)
+
+
 def test_editing_a_node_that_was_deleted_is_a_404(client_for):
     paper = make_paper()
     pk = pk_of(paper, "b")

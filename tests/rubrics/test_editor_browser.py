@@ -92,6 +92,21 @@ def test_the_panel_edits_weight_and_category_and_updates_effective_weights(page,
     assert _row(page, "Leaf b is done").locator(".rx-share").inner_text() == "40.0%"
 
 
+def test_effective_weights_after_an_edit_are_the_servers_including_others_changes(page, live_server, personas,
+                                                                                    browser_login):
+    paper = make_paper()
+    _open(page, live_server, browser_login, personas["curator"], paper)
+    update_node(paper, pk_of(paper, "c"), 1, {"weight": 3})  # someone else, unseen by this page
+    _row(page, "Leaf b is done").click()
+    page.fill("#rx-field-weight", "2")
+    page.locator("#rx-field-weight").dispatch_event("change")
+    page.wait_for_function("document.getElementById('rx-status').textContent === 'Saved'")
+    # Root children weigh 2, 2, 3 on the server: b holds 2/7 of the score, c 3/7 (the page's own
+    # weights, 2, 2, 1, would say 40% and 20%).
+    assert _row(page, "Leaf b is done").locator(".rx-share").inner_text() == "28.6%"
+    assert _row(page, "Node c is reproduced").locator(".rx-share").inner_text() == "42.9%"
+
+
 def test_keyboard_adds_a_child_and_undo_and_redo_survive_a_reload(page, live_server, personas, browser_login):
     paper = make_paper()
     _open(page, live_server, browser_login, personas["curator"], paper)

@@ -8,7 +8,7 @@ from django.db.models import Count, Max, Sum
 
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricNode
-from apps.rubrics.scoring import ScoringError, ScoringPlan
+from apps.rubrics.scoring import shares
 from apps.rubrics.services.parsing import problem_dict
 from apps.rubrics.services.store import DraftTree
 from apps.rubrics.validation import validate_tree
@@ -39,15 +39,12 @@ def draft_problems(draft: DraftTree) -> list[dict[str, Any]]:
 
 def editor_payload(draft: DraftTree) -> dict[str, Any]:
     """Flat pre-order node list with pks, versions and effective weights, for the editor page."""
-    try:
-        shares = ScoringPlan.from_nodes(draft.nodes).effective_weights()
-    except ScoringError:
-        shares = [None] * len(draft.nodes)
+    node_shares = shares(draft.nodes)
     pks = draft.pks
     out = []
     for i, n in enumerate(draft.nodes):
         out.append({"pk": pks[i], "parent": pks[n.parent] if n.parent is not None else None,
                     "version": draft.versions[i], "id": n.node_id, "requirements": n.requirements,
                     "weight": n.weight, "task_category": n.task_category,
-                    "finegrained_task_category": n.finegrained_task_category, "share": shares[i]})
+                    "finegrained_task_category": n.finegrained_task_category, "share": node_shares[i]})
     return {"nodes": out, "problems": draft_problems(draft), "stamp": draft_stamp(draft)}
