@@ -48,7 +48,7 @@ def bench_pages(client: Client) -> None:
     from apps.judging.models import JudgeRun, LeafGrade
     from apps.papers.models import Paper
     from apps.rubrics.paperbench import flatten, leaf_mask
-    from apps.rubrics.services import create_version
+    from apps.rubrics.services.versions import create_version
 
     paper = Paper.objects.create(slug="bench-audit", title="Bench audit")
     version = create_version(paper, message="bench", tree=synthetic_tree(2000))

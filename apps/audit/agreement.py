@@ -1,4 +1,4 @@
-"""Agreement between score sources (judges, humans): pure Python, no Django.
+"""Agreement between score sources (judges, humans): no Django.
 
 Leaf level (one submission or many): accuracy and macro precision / recall / F1 exactly as
 PaperBench's JudgeEval computes them (``apps.judging.judge.metrics.compute_metrics``, reused, not
@@ -14,14 +14,19 @@ The subtree contribution is exact, not a heuristic: the root score is the weight
 children, so root_a - root_b = sum over children c of (w_c / W) * (score_a(c) - score_b(c)).
 Each child's term is its contribution; they add up to the root difference.
 
-Conventions where a statistic is undefined (fewer than two points, a constant series, kappa
-when both raters use one single label): ``None``. scipy and scikit-learn return nan there.
+The statistics themselves come from scipy (``pearsonr``, ``spearmanr``, ``kendalltau`` tau-b,
+``bootstrap``) and scikit-learn (``cohen_kappa_score``; JudgeEval's metrics in
+``apps.judging.judge.metrics``). The functions here are thin wrappers that keep this module's
+conventions where a statistic is undefined (fewer than two points, a constant series, kappa
+when both raters use one single label): ``None``, where scipy and scikit-learn return nan.
+Both libraries are imported inside the functions: together they take about 1.4 s to import,
+which every web and worker process would otherwise pay at start-up for a report it rarely makes.
 """
 
 from __future__ import annotations
 
 import math
-import random
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,23 +44,21 @@ VERDICT_METRICS: tuple[str, ...] = ("kendall", "spearman", "pearson", "macro_f1"
 
 
 def cohen_kappa(y_a: Sequence[Number], y_b: Sequence[Number]) -> float | None:
-    """Cohen's kappa of two raters over the same items: (p_o - p_e) / (1 - p_e).
+    """Cohen's kappa of two raters over the same items (scikit-learn's ``cohen_kappa_score``).
 
-    p_o is the observed agreement, p_e the agreement expected from each rater's label
-    frequencies. Undefined (None) with no items or when p_e == 1 (both used one label only).
+    Undefined (None) with no items, or when both raters used one and the same single label
+    (the expected agreement is then 1 and kappa is 0 / 0).
     """
+    import numpy as np
+    from sklearn import config_context
+    from sklearn.metrics import cohen_kappa_score
+
     if len(y_a) != len(y_b):
         raise ValueError("the two raters differ in length")
-    n = len(y_a)
-    if n == 0:
+    if not y_a or len(set(y_a) | set(y_b)) < 2:
         return None
-    observed = sum(1 for a, b in zip(y_a, y_b, strict=True) if a == b) / n
-    labels = set(y_a) | set(y_b)
-    expected = sum((sum(1 for a in y_a if a == label) / n) * (sum(1 for b in y_b if b == label) / n)
-                   for label in labels)
-    if expected == 1:
-        return None
-    return (observed - expected) / (1 - expected)
+    with config_context(skip_parameter_validation=True):  # as in compute_metrics: the arguments are fixed
+        return float(cohen_kappa_score(np.asarray(y_a, dtype=float), np.asarray(y_b, dtype=float)))
 
 
 @dataclass(slots=True)
@@ -132,112 +135,41 @@ def leaf_report(pairs: Iterable[LeafPair]) -> LeafReport:
 # --- Correlations of root scores --------------------------------------------------------------
 
 
-def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+def _undefined(x: Sequence[Number], y: Sequence[Number]) -> bool:
+    """Fewer than two points, or a constant side: no correlation (scipy would warn and give nan)."""
     if len(x) != len(y):
         raise ValueError("x and y differ in length")
-    n = len(x)
-    if n < 2:
-        return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return None
-    # Clamp: rounding can push a perfect correlation a hair past 1.
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return len(x) < 2 or min(x) == max(x) or min(y) == max(y)
+
+
+def _value(statistic: float) -> float | None:
+    return None if math.isnan(statistic) else float(statistic)
+
+
+def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    from scipy import stats
+
+    return None if _undefined(x, y) else _value(stats.pearsonr(x, y).statistic)
 
 
 def average_ranks(values: Sequence[Number]) -> list[float]:
     """1-based ranks; tied values share the mean of the ranks they span (scipy's rankdata 'average')."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        mean_rank = (start + end) / 2 + 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = mean_rank
-        start = end + 1
-    return ranks
+    from scipy import stats
+
+    return stats.rankdata(values).tolist()
 
 
 def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
-    if len(x) != len(y):
-        raise ValueError("x and y differ in length")
-    return pearson(average_ranks(x), average_ranks(y))
+    from scipy import stats
+
+    return None if _undefined(x, y) else _value(stats.spearmanr(x, y).statistic)
 
 
 def kendall_tau(x: Sequence[Number], y: Sequence[Number]) -> float | None:
-    """Kendall's tau-b (ties accounted for on both sides; scipy's default variant).
+    """Kendall's tau-b (ties accounted for on both sides; scipy's default variant, O(n log n))."""
+    from scipy import stats
 
-    O(n log n) (Knight's method, as scipy): sort the pairs by (x, y); the discordant pairs are
-    then the strict inversions of the y sequence, counted while merge-sorting it, and
-
-        concordant - discordant = pairs - ties_x - ties_y + ties_xy - 2 * discordant
-
-    The bootstrap calls this a thousand times per report, so the quadratic textbook loop is not
-    good enough past a few dozen submissions.
-    """
-    if len(x) != len(y):
-        raise ValueError("x and y differ in length")
-    n = len(x)
-    if n < 2:
-        return None
-    pairs = sorted(zip(x, y, strict=True))
-    ties_x = _tied_pairs([p[0] for p in pairs])
-    ties_xy = _tied_pairs(pairs)
-    ys = [p[1] for p in pairs]
-    discordant = _count_inversions(ys)  # leaves ys sorted
-    ties_y = _tied_pairs(ys)
-    total = n * (n - 1) // 2
-    denominator = math.sqrt((total - ties_x) * (total - ties_y))
-    if denominator == 0:
-        return None
-    return (total - ties_x - ties_y + ties_xy - 2 * discordant) / denominator
-
-
-def _tied_pairs(sorted_values: Sequence[Any]) -> int:
-    """Pairs of equal values in a sorted sequence: sum of t * (t - 1) / 2 over runs of length t."""
-    tied = 0
-    run = 1
-    for k in range(1, len(sorted_values) + 1):
-        if k < len(sorted_values) and sorted_values[k] == sorted_values[k - 1]:
-            run += 1
-        else:
-            tied += run * (run - 1) // 2
-            run = 1
-    return tied
-
-
-def _count_inversions(values: list[Any]) -> int:
-    """Pairs i < j with values[i] > values[j] (equal values are not inversions); sorts in place.
-
-    Bottom-up merge sort, no recursion."""
-    n = len(values)
-    inversions = 0
-    width = 1
-    buffer = values[:]
-    while width < n:
-        for lo in range(0, n, 2 * width):
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
-            i, j, k = lo, mid, lo
-            while i < mid and j < hi:
-                if values[j] < values[i]:
-                    buffer[k] = values[j]
-                    inversions += mid - i
-                    j += 1
-                else:
-                    buffer[k] = values[i]
-                    i += 1
-                k += 1
-            buffer[k:hi] = values[i:mid] if i < mid else values[j:hi]
-        values[:], buffer = buffer, values[:]
-        width *= 2
-    return inversions
+    return None if _undefined(x, y) else _value(stats.kendalltau(x, y).statistic)
 
 
 CORRELATIONS: dict[str, Statistic] = {"pearson": pearson, "spearman": spearman, "kendall": kendall_tau}
@@ -247,11 +179,17 @@ def bootstrap_ci(
     statistic: Statistic, x: Sequence[Number], y: Sequence[Number], *, n_resamples: int = 1000,
     confidence: float = 0.95, seed: int = 0,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``statistic(x, y)``, resampling the (x, y) pairs.
+    """Percentile bootstrap interval of ``statistic(x, y)``, resampling the (x, y) pairs
+    (scipy's ``bootstrap``, paired, drawing from a numpy Generator seeded with ``seed``).
 
     Resamples where the statistic is undefined (e.g. all points drawn equal) are dropped; with
-    fewer than half of them left, or fewer than 3 pairs, there is no interval (None).
+    fewer than half of them left, or fewer than 3 pairs, there is no interval (None). scipy's own
+    interval would be nan as soon as one resample is undefined, so the percentiles are taken
+    here over its bootstrap distribution; without undefined resamples they are scipy's interval.
     """
+    import numpy as np
+    from scipy import stats
+
     if len(x) != len(y):
         raise ValueError("x and y differ in length")
     if not 0 < confidence < 1:
@@ -259,26 +197,30 @@ def bootstrap_ci(
     n = len(x)
     if n < 3 or n_resamples < 1:
         return None
-    rng = random.Random(seed)
-    values: list[float] = []
-    for _ in range(n_resamples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        value = statistic([x[i] for i in picks], [y[i] for i in picks])
-        if value is not None:
-            values.append(value)
+
+    def resampled(xs: np.ndarray, ys: np.ndarray) -> float:
+        # Plain lists, as every Statistic takes; nan marks an undefined resample.
+        value = statistic(xs.tolist(), ys.tolist())
+        return math.nan if value is None else value
+
+    with warnings.catch_warnings():
+        # scipy warns that its interval is nan when a resample is undefined: handled below.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.asarray(x, dtype=float), np.asarray(y, dtype=float)), resampled, paired=True, vectorized=False,
+            n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+            # Bounded memory: the resampled indexes of one batch hold at most ~2 million numbers.
+            batch=max(1, 2_000_000 // n),
+            # A Generator takes no negative seed: -s draws as s does (as random.Random(-s) does).
+            rng=np.random.default_rng(abs(seed)),
+        )
+    values = result.bootstrap_distribution
+    values = values[~np.isnan(values)]
     if len(values) < n_resamples / 2:
         return None
-    values.sort()
     alpha = (1 - confidence) / 2
-    return _quantile(values, alpha), _quantile(values, 1 - alpha)
-
-
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    # Linear interpolation between closest ranks (numpy's default "linear" method).
-    position = q * (len(sorted_values) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 @dataclass(slots=True)

@@ -14,9 +14,15 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.audit import services
 from apps.audit.agreement import VERDICT_METRICS
 from apps.audit.models import AuditQueue
+from apps.audit.services.comparison import build_comparison, parse_run_ids
+from apps.audit.services.exports import comparison_csv, comparison_json, report_csv
+from apps.audit.services.grading import MAX_NOTE_CHARS, grade_leaf
+from apps.audit.services.judge_eval_import import import_judge_eval, read_upload
+from apps.audit.services.queues import create_queue, queue_progress, reassign_items
+from apps.audit.services.report import ReportRequest, judge_names, judge_report
+from apps.audit.services.what_if import what_if, what_if_tree
 from apps.core.parsers import FormParser, JSONParser, MultiPartParser
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
@@ -31,7 +37,7 @@ class HumanGradeSerializer(serializers.Serializer):
                                              help_text="The compared run whose submission and rubric are graded.")
     node_index = serializers.IntegerField(min_value=0)
     score = serializers.ChoiceField(choices=[0, 1])
-    note = serializers.CharField(required=False, allow_blank=True, max_length=services.MAX_NOTE_CHARS, default="")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_NOTE_CHARS, default="")
 
 
 class JudgeEvalImportSerializer(serializers.Serializer):
@@ -80,12 +86,12 @@ class AuditViewSet(viewsets.GenericViewSet):
     def compare(self, request):
         """?runs=ID,ID,...: one tree, a column per run; ``export=csv`` for CSV."""
         try:
-            comparison = services.build_comparison(services.parse_run_ids(request.query_params.get("runs")))
+            comparison = build_comparison(parse_run_ids(request.query_params.get("runs")))
         except DjangoValidationError as exc:
             return _bad(exc)
         if request.query_params.get("export") == "csv":
-            return _csv(services.comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
-        return Response(services.comparison_json(comparison))
+            return _csv(comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
+        return Response(comparison_json(comparison))
 
     @extend_schema(request=HumanGradeSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["post"])
@@ -95,8 +101,8 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            grade = services.grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
-                                        note=data["note"], user=request.user)
+            grade = grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
+                               note=data["note"], user=request.user)
         except DjangoValidationError as exc:
             return _bad(exc)
         return Response(grade_json(grade), status=status.HTTP_201_CREATED)
@@ -108,9 +114,8 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
         try:
-            result = services.import_judge_eval(paper=serializer.validated_data["paper"],
-                                                data=services.read_upload(upload), filename=upload.name,
-                                                user=request.user)
+            result = import_judge_eval(paper=serializer.validated_data["paper"], data=read_upload(upload),
+                                       filename=upload.name, user=request.user)
         except DjangoValidationError as exc:
             return _bad(exc)
         return Response({"run": result.run.pk, "rubric_version": result.version.number,
@@ -120,7 +125,7 @@ class AuditViewSet(viewsets.GenericViewSet):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
     def judges(self, request):
-        return Response(services.judge_names())
+        return Response(judge_names())
 
     @extend_schema(parameters=[JudgeReportSerializer], responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["get"])
@@ -130,11 +135,11 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         try:
-            report = services.judge_report(services.ReportRequest(**data))
+            report = judge_report(ReportRequest(**data))
         except DjangoValidationError as exc:
             return _bad(exc)
         if request.query_params.get("export") == "csv":
-            return _csv(services.report_csv(report), "judge-report.csv")
+            return _csv(report_csv(report), "judge-report.csv")
         return Response(report)
 
     @extend_schema(parameters=[OpenApiParameter("paper", str), OpenApiParameter("version", str)],
@@ -152,8 +157,8 @@ class AuditViewSet(viewsets.GenericViewSet):
                 if not isinstance(tree, dict):
                     raise DjangoValidationError("tree must be a JSON object (a PaperBench root node).")
             else:
-                tree, label = services.what_if_tree(data["paper"], data.get("version"))
-            return Response(services.what_if(data["paper"], tree, label))
+                tree, label = what_if_tree(data["paper"], data.get("version"))
+            return Response(what_if(data["paper"], tree, label))
         except DjangoValidationError as exc:
             return _bad(exc)
 
@@ -179,7 +184,7 @@ class RunIdsField(serializers.Field):
 
     def to_internal_value(self, data) -> list[int]:
         try:
-            return services.parse_run_ids(data)
+            return parse_run_ids(data)
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
 
@@ -203,7 +208,7 @@ class AuditQueueSerializer(serializers.ModelSerializer):
         extra_kwargs = {"name": {"required": False}}
 
     def get_progress(self, queue: AuditQueue) -> list[dict]:
-        return services.queue_progress([queue])
+        return queue_progress([queue])
 
 
 class ReassignSerializer(serializers.Serializer):
@@ -229,8 +234,8 @@ class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         body = ReassignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            moved = services.reassign_items(queue, from_user=body.validated_data["from_user"],
-                                            to_users=body.validated_data["to_users"], user=request.user)
+            moved = reassign_items(queue, from_user=body.validated_data["from_user"],
+                                   to_users=body.validated_data["to_users"], user=request.user)
         except DjangoValidationError as exc:
             return _bad(exc)
         return Response({**self.get_serializer(queue).data, "moved": moved})
@@ -240,9 +245,8 @@ class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            queue = services.create_queue(run_ids=data["runs"],
-                                          assignees=data["assignees"], user=request.user, name=data.get("name", ""),
-                                          category=data.get("category", ""))
+            queue = create_queue(run_ids=data["runs"], assignees=data["assignees"], user=request.user,
+                                 name=data.get("name", ""), category=data.get("category", ""))
         except DjangoValidationError as exc:
             return _bad(exc)
         return Response(self.get_serializer(queue).data, status=status.HTTP_201_CREATED)

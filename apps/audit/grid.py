@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from apps.audit.services import Cell, Comparison
+from apps.audit.services.cells import Cell
+from apps.audit.services.comparison import Comparison
 
 EXPLANATION_CHARS = 160
 MY_CELL = ' data-testid="my-cell"'

@@ -12,15 +12,21 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from apps.audit import services
 from apps.audit.forms import ImportJudgeEvalForm, QueueForm, ReassignForm, ReportForm
 from apps.audit.grid import grid_rows
 from apps.audit.models import AuditQueue
+from apps.audit.services import judge_eval_import
+from apps.audit.services import what_if as rubric_what_if  # the module: the page below is what_if
+from apps.audit.services.comparison import build_comparison, parse_run_ids, source_label
+from apps.audit.services.exports import comparison_csv, comparison_json, report_csv
+from apps.audit.services.queues import create_queue, queue_progress, reassign_items
+from apps.audit.services.report import ReportRequest, judge_names, judge_report
+from apps.audit.services.submissions import submission_key, submission_label
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
-from apps.rubrics.services import has_draft
+from apps.rubrics.services.store import has_draft
 
 
 def _bad_request(request: HttpRequest, message: str | list[str], title: str = "Cannot do that") -> HttpResponse:
@@ -44,14 +50,13 @@ def home(request: HttpRequest) -> HttpResponse:
         runs = (JudgeRun.objects.filter(paper=paper).select_related("paper", "trajectory", "graded_by", "rubric_version")
                 .order_by("-created_at"))
         for run in runs:
-            group = groups.setdefault(services.submission_key(run),
-                                      {"label": services.submission_label(run), "runs": []})
-            group["runs"].append({"run": run, "label": services.source_label(run)})
+            group = groups.setdefault(submission_key(run), {"label": submission_label(run), "runs": []})
+            group["runs"].append({"run": run, "label": source_label(run)})
         submissions = list(groups.values())
     queues = AuditQueue.objects.select_related("paper", "created_by")[:30]
     return render(request, "audit/home.html", {
         "papers": papers, "paper": paper, "submissions": submissions, "queues": queues,
-        "progress": services.queue_progress(), "import_form": ImportJudgeEvalForm(),
+        "progress": queue_progress(), "import_form": ImportJudgeEvalForm(),
         "can_grade": request.user.has_perm(perm("grade")),
     })
 
@@ -59,8 +64,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def compare(request: HttpRequest) -> HttpResponse:
     can_grade = request.user.has_perm(perm("grade"))
     try:
-        comparison = services.build_comparison(services.parse_run_ids(_run_ids_param(request)), request.user,
-                                               with_own=can_grade)
+        comparison = build_comparison(parse_run_ids(_run_ids_param(request)), request.user, with_own=can_grade)
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot compare these runs")
     queue, assigned = None, set()
@@ -85,14 +89,14 @@ def compare_export(request: HttpRequest, fmt: str) -> HttpResponse:
     if fmt not in ("csv", "json"):
         return _bad_request(request, "Export as csv or json.")
     try:
-        comparison = services.build_comparison(services.parse_run_ids(_run_ids_param(request)))
+        comparison = build_comparison(parse_run_ids(_run_ids_param(request)))
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot export")
     name = f"compare-{'-'.join(map(str, comparison.run_ids))}"
     if fmt == "json":
-        response: HttpResponse = JsonResponse(services.comparison_json(comparison), json_dumps_params={"indent": 1})
+        response: HttpResponse = JsonResponse(comparison_json(comparison), json_dumps_params={"indent": 1})
     else:
-        response = HttpResponse(services.comparison_csv(comparison), content_type="text/csv; charset=utf-8")
+        response = HttpResponse(comparison_csv(comparison), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.{fmt}"'
     return response
 
@@ -105,8 +109,9 @@ def import_judge_eval(request: HttpRequest) -> HttpResponse:
         return _bad_request(request, [f"{k}: {' '.join(v)}" for k, v in form.errors.items()], "Cannot import")
     upload = form.cleaned_data["file"]
     try:
-        result = services.import_judge_eval(paper=form.cleaned_data["paper"], data=services.read_upload(upload),
-                                            filename=upload.name, user=request.user)
+        result = judge_eval_import.import_judge_eval(paper=form.cleaned_data["paper"],
+                                                     data=judge_eval_import.read_upload(upload),
+                                                     filename=upload.name, user=request.user)
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot import")
     m = result.match
@@ -123,9 +128,9 @@ def queue_create(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _bad_request(request, [f"{k}: {' '.join(v)}" for k, v in form.errors.items()], "Cannot create the queue")
     try:
-        queue = services.create_queue(run_ids=services.parse_run_ids(request.POST.get("runs", "")),
-                                      assignees=list(form.cleaned_data["assignees"]), user=request.user,
-                                      name=form.cleaned_data["name"], category=form.cleaned_data["category"])
+        queue = create_queue(run_ids=parse_run_ids(request.POST.get("runs", "")),
+                             assignees=list(form.cleaned_data["assignees"]), user=request.user,
+                             name=form.cleaned_data["name"], category=form.cleaned_data["category"])
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot create the queue")
     messages.success(request, f"Queue {queue.name} created with {queue.items.count()} leaves.")
@@ -138,7 +143,7 @@ def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
     runs = ",".join(map(str, queue.runs))
     may_grade = request.user.has_perm(perm("grade"))
     return render(request, "audit/queue.html", {
-        "queue": queue, "items": items, "progress": services.queue_progress([queue]),
+        "queue": queue, "items": items, "progress": queue_progress([queue]),
         "compare_url": f"{reverse('audit:compare')}?runs={runs}&queue={queue.pk}",
         "reassign_form": ReassignForm(queue=queue, initial={"from_user": request.user.get_username()})
         if may_grade else None,
@@ -154,8 +159,8 @@ def queue_reassign(request: HttpRequest, pk: int) -> HttpResponse:
         return _bad_request(request, [f"{k}: {' '.join(v)}" for k, v in form.errors.items()], "Cannot hand the leaves on")
     data = form.cleaned_data
     try:
-        moved = services.reassign_items(queue, from_user=data["from_user"], to_users=list(data["to_users"]),
-                                        user=request.user)
+        moved = reassign_items(queue, from_user=data["from_user"], to_users=list(data["to_users"]),
+                               user=request.user)
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot hand the leaves on")
     names = ", ".join(u.get_username() for u in data["to_users"])
@@ -165,7 +170,7 @@ def queue_reassign(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _report_form(request: HttpRequest) -> ReportForm:
-    judges = [j["judge_name"] for j in services.judge_names()]
+    judges = [j["judge_name"] for j in judge_names()]
     if "reference" not in request.GET:
         return ReportForm(None, judges=judges)
     # A bare link (?reference=..&candidate=..) shows and uses the form's defaults for the rest.
@@ -178,7 +183,7 @@ def _report_form(request: HttpRequest) -> ReportForm:
 
 def _report_from(form: ReportForm) -> dict[str, Any]:
     data = form.cleaned_data
-    return services.judge_report(services.ReportRequest(
+    return judge_report(ReportRequest(
         reference=data["reference"], candidate=data["candidate"], papers=list(data["papers"]), metric=data["metric"],
         threshold=data["threshold"], n_resamples=data["n_resamples"], confidence=data["confidence"], seed=data["seed"],
     ))
@@ -230,7 +235,7 @@ def report_export(request: HttpRequest, fmt: str) -> HttpResponse:
         response: HttpResponse = HttpResponse(json.dumps(result, indent=1, default=str),
                                               content_type="application/json")
     else:
-        response = HttpResponse(services.report_csv(result), content_type="text/csv; charset=utf-8")
+        response = HttpResponse(report_csv(result), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="judge-report.{fmt}"'
     return response
 
@@ -249,8 +254,8 @@ def what_if(request: HttpRequest) -> HttpResponse:
         if not selected:
             selected = "draft" if has_draft(paper) or not versions else str(versions[0])
         try:
-            tree, label = services.what_if_tree(paper, selected)
-            result = services.what_if(paper, tree, label)
+            tree, label = rubric_what_if.what_if_tree(paper, selected)
+            result = rubric_what_if.what_if(paper, tree, label)
         except ValidationError as exc:
             return render(request, "audit/what_if.html", {"papers": papers, "paper": paper, "versions": versions,
                                                           "errors": exc.messages, "selected": selected}, status=400)

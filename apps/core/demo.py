@@ -22,7 +22,8 @@ from apps.judging.models import JudgeRun, LeafGrade
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import score_tree
-from apps.rubrics.services import import_rubric_tree, parse_rubric_value
+from apps.rubrics.services.parsing import parse_rubric_value
+from apps.rubrics.services.versions import import_rubric_tree
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.tokens import EstimateCounter, turn_text
 

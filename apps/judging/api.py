@@ -32,7 +32,7 @@ class ModelEndpointSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         values = {name: attrs.get(name, getattr(self.instance, name, default))
                   for name, default in (("backend", ModelEndpoint.Backend.OPENAI), ("base_url", ""),
-                                        ("api_key_env", ""), ("params", {}))}
+                                        ("api_key_env", ""), ("params", {}), ("max_retries", None))}
         errors = endpoint_field_errors(**values)
         # A PATCH is held to the rules for what it changes (and the URL when it changes the
         # backend): a row saved before a rule existed can still be edited, and is refused when used.

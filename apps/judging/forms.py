@@ -58,7 +58,7 @@ class ModelEndpointForm(forms.ModelForm):
         data = super().clean()
         errors = endpoint_field_errors(
             backend=data.get("backend", ""), base_url=data.get("base_url", ""),
-            api_key_env=data.get("api_key_env", ""), params=data.get("params"),
+            api_key_env=data.get("api_key_env", ""), params=data.get("params"), max_retries=data.get("max_retries"),
         )
         for name, message in errors.items():
             if name not in self.errors:  # a field that failed its own checks keeps that message

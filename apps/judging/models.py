@@ -10,6 +10,7 @@ from apps.judging.llm.config import (
     EndpointConfig,
     EndpointConfigError,
     check_base_url,
+    check_max_retries,
     check_params,
     key_variable_problem,
 )
@@ -67,7 +68,8 @@ class ModelEndpoint(models.Model):
         )
 
 
-def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, params: Any) -> dict[str, str]:
+def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, params: Any,
+                          max_retries: int | None = None) -> dict[str, str]:
     """What is wrong with an endpoint's fields, field by field: the page's form and the API both ask."""
     errors: dict[str, str] = {}
     if backend == ModelEndpoint.Backend.OPENAI:
@@ -84,6 +86,11 @@ def endpoint_field_errors(*, backend: str, base_url: str, api_key_env: str, para
         check_params({} if params is None else params)
     except EndpointConfigError as exc:
         errors["params"] = str(exc)
+    if max_retries is not None:
+        try:
+            check_max_retries(max_retries)
+        except EndpointConfigError as exc:
+            errors["max_retries"] = str(exc)
     return errors
 
 

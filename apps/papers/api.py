@@ -23,9 +23,13 @@ from rest_framework.response import Response
 from apps.core.parsers import FormParser, MultiPartParser
 from apps.papers import services as paper_services
 from apps.papers.models import Paper
-from apps.rubrics import services as rubric_services
 from apps.rubrics.api import RubricVersionSerializer, problem_list, service_call
 from apps.rubrics.models import RubricVersion
+from apps.rubrics.services.diff import diff_trees
+from apps.rubrics.services.editor import current_stamp, draft_problems, draft_stamp, editor_payload
+from apps.rubrics.services.errors import NodeNotFound, RubricRefused
+from apps.rubrics.services.store import export_draft, load_draft
+from apps.rubrics.services.versions import create_version, restore_version
 
 
 class PaperSerializer(serializers.ModelSerializer):
@@ -173,8 +177,8 @@ class PaperViewSet(viewsets.ModelViewSet):
             # Stored text is already the exact value: no parse, no re-encode.
             return HttpResponse(version.tree_json, content_type="application/json")
         try:
-            tree = rubric_services.export_draft(paper)
-        except rubric_services.NodeNotFound as exc:
+            tree = export_draft(paper)
+        except NodeNotFound as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         return HttpResponse(json.dumps(tree, ensure_ascii=False), content_type="application/json")
 
@@ -183,7 +187,7 @@ class PaperViewSet(viewsets.ModelViewSet):
     def draft(self, request, pk=None) -> Response:
         """The draft as the editor reads it: flat pre-order nodes with pks, versions, effective weights."""
         paper = self.get_object()
-        return service_call(lambda: rubric_services.editor_payload(rubric_services.load_draft(paper)), Response)
+        return service_call(lambda: editor_payload(load_draft(paper)), Response)
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
@@ -191,15 +195,14 @@ class PaperViewSet(viewsets.ModelViewSet):
         """Validation problems of the draft, each naming its node path and row pk."""
         paper = self.get_object()
         return service_call(
-            lambda: rubric_services.load_draft(paper),
-            lambda draft: Response({"problems": rubric_services.draft_problems(draft),
-                                    "stamp": rubric_services.draft_stamp(draft)}))
+            lambda: load_draft(paper),
+            lambda draft: Response({"problems": draft_problems(draft), "stamp": draft_stamp(draft)}))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def stamp(self, request, pk=None) -> Response:
         """A fingerprint of the draft that changes with every write (cheap: no tree is read)."""
-        return Response({"stamp": rubric_services.current_stamp(self.get_object())})
+        return Response({"stamp": current_stamp(self.get_object())})
 
     @extend_schema(request=VersionCreateSerializer, responses={200: RubricVersionSerializer(many=True),
                                                                201: RubricVersionSerializer})
@@ -213,7 +216,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         data = VersionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return service_call(
-            lambda: rubric_services.create_version(paper, request.user, data.validated_data["message"]),
+            lambda: create_version(paper, request.user, data.validated_data["message"]),
             lambda version: Response(RubricVersionSerializer(version).data, status=status.HTTP_201_CREATED))
 
     @extend_schema(
@@ -232,8 +235,7 @@ class PaperViewSet(viewsets.ModelViewSet):
             version = self._version(paper, raw)
             sides.append(version.tree if version is not None else None)
         return service_call(
-            lambda: rubric_services.diff_trees(*[t if t is not None else rubric_services.export_draft(paper)
-                                                 for t in sides]),
+            lambda: diff_trees(*[t if t is not None else export_draft(paper) for t in sides]),
             lambda diff: Response(diff.as_dict()))
 
     @extend_schema(request=None, responses={201: RubricVersionSerializer})
@@ -243,7 +245,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         paper = self.get_object()
         version = self._version(paper, number)
         return service_call(
-            lambda: rubric_services.restore_version(version, request.user),
+            lambda: restore_version(version, request.user),
             lambda new: Response(RubricVersionSerializer(new).data, status=status.HTTP_201_CREATED))
 
     @extend_schema(parameters=[_VERSION_PARAM], responses={(200, "application/zip"): OpenApiTypes.BINARY})
@@ -254,7 +256,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         version = self._version(paper, request.query_params.get("version"))
         try:
             data = paper_services.export_zip(paper, version)
-        except rubric_services.NodeNotFound as exc:
+        except NodeNotFound as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         response = HttpResponse(data, content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{paper.slug}.zip"'
@@ -278,7 +280,7 @@ class PaperViewSet(viewsets.ModelViewSet):
             result = paper_services.import_paper(bundle, request.user, slug=data.validated_data.get("slug"))
         except paper_services.BundleError as exc:
             return Response({"detail": str(exc)}, status=exc.status)
-        except rubric_services.RubricRefused as exc:
+        except RubricRefused as exc:
             return Response({"detail": f"Import refused: {exc.message}", "problems": problem_list(exc.problems)},
                             status=status.HTTP_400_BAD_REQUEST)
         answer = {"id": result.paper.pk, "slug": result.paper.slug, "created": result.created,

@@ -1,6 +1,7 @@
 """Candidate paper lists: arXiv ids, BibTeX and CSV read into plain records, then filtered.
 
-Pure Python (no Django): the intake page, the API and the tests call the same functions. A
+No Django (BibTeX is split by bibtexparser): the intake page, the API and the tests call the
+same functions. A
 list is checked whole: every bad line is reported with its line number (``CandidateListError``)
 and nothing is stored, so a curator fixes the file once instead of line by line.
 
@@ -11,15 +12,24 @@ Processing Systems 36"`` -> ``NeurIPS``) so a filter on venue works whatever the
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import bibtexparser
+from bibtexparser.model import DuplicateBlockKeyBlock, DuplicateFieldKeyBlock, Entry, ParsingFailedBlock, String
+
 FORMATS = ("arxiv", "bibtex", "csv")
 MAX_LINE_ERRORS = 50  # enough to fix a file; a binary upload would otherwise list thousands
+# "@article{key," or "@misc(key,": the type, opening bracket and citation key of a block bibtexparser refused.
+_BLOCK_HEAD = re.compile(r"@\s*(\w+)\s*([{(])\s*([^,\s{}()]*)")
+# Every bad block comes back to the curator with its line; bibtexparser's own warning per block
+# would only fill the log (a broken upload can have thousands).
+logging.getLogger("bibtexparser.splitter").setLevel(logging.ERROR)
 
 # Canonical venue -> patterns that name it (checked on the lower-cased text).
 VENUE_ALIASES: dict[str, tuple[str, ...]] = {
@@ -173,145 +183,100 @@ def parse_arxiv_list(text: str) -> list[CandidateRecord]:
 # BibTeX
 
 
-def _bibtex_value(text: str, pos: int) -> tuple[str, int]:
-    """Read one field value at ``pos``: ``{...}`` (nested), ``"..."``, a number or a macro name,
-    possibly joined with ``#``. Returns the text and the position after it."""
-    parts: list[str] = []
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            raise ValueError("the value is missing")
-        char = text[pos]
-        if char == "{":
-            depth, start = 1, pos + 1
-            pos += 1
-            while pos < len(text) and depth:
-                if text[pos] == "\\":
-                    pos += 2
-                    continue
-                depth += {"{": 1, "}": -1}.get(text[pos], 0)
-                pos += 1
-            if depth:
-                raise ValueError("a { is never closed")
-            parts.append(text[start:pos - 1])
-        elif char == '"':
-            start = pos + 1
-            pos += 1
-            depth = 0
-            while pos < len(text) and (text[pos] != '"' or depth):
-                depth += {"{": 1, "}": -1}.get(text[pos], 0)
-                pos += 1
-            if pos >= len(text):
-                raise ValueError('a " is never closed')
-            parts.append(text[start:pos])
-            pos += 1
-        else:
-            match = re.compile(r"[\w\-.:]+").match(text, pos)
-            if not match:
-                raise ValueError(f"unexpected {char!r} where a value should start")
-            parts.append(match.group(0))
-            pos = match.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos < len(text) and text[pos] == "#":
-            pos += 1
-            continue
-        return "".join(parts), pos
-
-
 def _clean_tex(value: str) -> str:
     # Braces protect capitals in BibTeX titles; they are not part of the text.
     return " ".join(value.replace("{", "").replace("}", "").replace("\\&", "&").split())
 
 
-def _bibtex_entries(text: str) -> Iterable[tuple[int, str, str, dict[str, str] | str]]:
-    """(line, entry type, key, fields) per entry, or (line, type, key, error message)."""
-    pos = 0
-    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-
-    def line_of(offset: int) -> int:
-        lo, hi = 0, len(line_starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if line_starts[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo + 1
-
-    header = re.compile(r"@\s*(\w+)\s*([{(])", re.S)
-    while True:
-        at = text.find("@", pos)
-        if at < 0:
-            return
-        match = header.match(text, at)
-        if not match:
-            yield line_of(at), "", "", "an @ is not followed by an entry type and {"
-            pos = at + 1
-            continue
-        kind = match.group(1).lower()
-        closer = "}" if match.group(2) == "{" else ")"
-        pos = match.end()
-        start_line = line_of(at)
-        if kind in ("comment", "preamble", "string"):
-            # Skip to the matching closer; @string macros are not expanded (venue names rarely use them).
-            depth = 1
-            while pos < len(text) and depth:
-                depth += {match.group(2): 1, closer: -1}.get(text[pos], 0)
-                pos += 1
-            continue
-        key_match = re.compile(r"\s*([^,\s{}()]+)\s*,").match(text, pos)
-        if not key_match:
-            yield start_line, kind, "", "the entry has no citation key followed by a comma"
-            nxt = text.find("\n@", pos)
-            pos = len(text) if nxt < 0 else nxt + 1
-            continue
-        key = key_match.group(1)
-        pos = key_match.end()
-        fields: dict[str, str] = {}
-        error = ""
-        last_field: tuple[str, int] | None = None
-        while True:
-            while pos < len(text) and (text[pos].isspace() or text[pos] == ","):
-                pos += 1
-            if pos >= len(text):
-                # Usually a brace left open in the last field read swallowed the closer.
-                error = (f"line {last_field[1]}: the entry {key} is never closed with {closer}; check the braces "
-                         f"of its field {last_field[0]}" if last_field else f"the entry {key} is never closed")
-                break
-            if text[pos] == closer:
-                pos += 1
-                break
-            name_match = re.compile(r"([\w\-]+)\s*=").match(text, pos)
-            if not name_match:
-                error = f"line {line_of(pos)}: expected 'name = value' in entry {key}"
-                break
-            name = name_match.group(1).lower()
-            try:
-                value, pos = _bibtex_value(text, name_match.end())
-            except ValueError as exc:
-                error = f"line {line_of(name_match.start())}: field {name} of entry {key}: {exc}"
-                break
-            fields[name] = value
-            last_field = (name, line_of(name_match.start()))
-        if error:
-            yield start_line, kind, key, error
-            nxt = text.find("\n@", pos)
-            pos = len(text) if nxt < 0 else nxt + 1
+def _bibtex_value(value: str, macros: dict[str, str]) -> str:
+    """A field value as text: ``{...}`` and ``"..."`` parts lose their delimiters, @string macros
+    are replaced, numbers stay, and parts joined with ``#`` are concatenated. bibtexparser 2.1
+    leaves a ``#`` expression as written (its issue #396), so values are evaluated here."""
+    parts: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for i, char in enumerate(value):
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == '"' and depth == 0:
+            quoted = not quoted
+        elif char == "#" and depth == 0 and not quoted:
+            parts.append(value[start:i])
+            start = i + 1
+    parts.append(value[start:])
+    text = []
+    for part in (p.strip() for p in parts):
+        if len(part) >= 2 and (part[0], part[-1]) in (("{", "}"), ('"', '"')):
+            text.append(part[1:-1])
         else:
-            yield start_line, kind, key, fields
+            text.append(macros.get(part.lower(), part))
+    return "".join(text)
+
+
+def _bibtex_failure(block: ParsingFailedBlock, text: str, newlines: list[int]) -> tuple[int, str]:
+    """(line, message) for a block bibtexparser could not read."""
+    start = (block.start_line or 0) + 1
+    raw = block.raw or ""
+    head = _BLOCK_HEAD.match(raw)
+    kind, closer, key = "", "}", "(no key)"
+    if head:
+        kind, closer, key = head.group(1).lower(), ")" if head.group(2) == "(" else "}", head.group(3) or key
+    reason = getattr(block.error, "abort_reason", "") or str(block.error)
+    end = getattr(block.error, "end_index", None)
+    if reason.startswith(("Unexpectedly reached end of file", "Unexpected block start")):
+        if kind in ("comment", "preamble", "string"):
+            return start, f"a @{kind} block is never closed with {closer}"
+        # Usually a brace left open in the last field read swallowed the closer: name that field,
+        # read again with the closer (or a closing brace and the closer) added.
+        for ending in (closer, "}" + closer):
+            closed = bibtexparser.parse_string(raw + ending, parse_stack=[]).entries
+            if closed and closed[0].fields:
+                field = closed[0].fields[-1]
+                return (start + field.start_line,
+                        f"the entry {key} is never closed with {closer}; check the braces of its field {field.key}")
+        return start, f"the entry {key} is never closed with {closer}"
+    if reason.startswith("Expected comma after entry key"):
+        return start, "the entry has no citation key followed by a comma"
+    line = start
+    if end is not None:
+        # The line of the last text the parser read before it stopped.
+        stop = min(end, len(text)) - 1
+        while stop > 0 and text[stop].isspace():
+            stop -= 1
+        line = bisect.bisect_left(newlines, stop) + 1
+    if reason.startswith("Expected a `=` after entry key"):
+        return line, f"expected 'name = value' in entry {key}"
+    return line, f"entry {key}: {reason}"
+
+
+def _bibtex_entries(text: str) -> tuple[list[tuple[int, str, dict[str, str]]], list[tuple[int, str]]]:
+    """(line, citation key, fields) per entry in file order, and (line, message) per block that
+    cannot be read. A citation key used twice keeps both entries (the papers merge later)."""
+    split = bibtexparser.parse_string(text, parse_stack=[])  # blocks, fields and lines; values as written
+    entries: list[tuple[int, str, dict[str, str]]] = []
+    errors: list[tuple[int, str]] = []
+    macros: dict[str, str] = {}
+    newlines = [m.start() for m in re.finditer("\n", text)] if split.failed_blocks else []
+    for block in split.blocks:
+        if isinstance(block, (DuplicateBlockKeyBlock, DuplicateFieldKeyBlock)):
+            block = block.ignore_error_block
+        if isinstance(block, String):
+            macros[block.key.lower()] = _bibtex_value(block.value, macros)
+        elif isinstance(block, Entry):
+            # A field named twice keeps its last value.
+            fields = {f.key.lower(): _bibtex_value(f.value, macros) for f in block.fields}
+            entries.append(((block.start_line or 0) + 1, block.key, fields))
+        elif isinstance(block, ParsingFailedBlock):
+            errors.append(_bibtex_failure(block, text, newlines))
+    return entries, errors
 
 
 def parse_bibtex(text: str) -> list[CandidateRecord]:
+    """Entries read by bibtexparser (v2); @comment, @preamble and @string blocks are no papers."""
     records: list[CandidateRecord] = []
-    errors: list[tuple[int, str]] = []
-    for line, _kind, key, fields in _bibtex_entries(text):
-        if isinstance(fields, str):
-            # The message may name a more precise line than the entry's start.
-            inner = re.match(r"line (\d+): (.*)", fields, re.S)
-            errors.append((int(inner.group(1)), inner.group(2)) if inner else (line, fields))
-            continue
+    entries, errors = _bibtex_entries(text)
+    for line, key, fields in entries:
         title = _clean_tex(fields.get("title", ""))
         if not title:
             errors.append((line, f"entry {key} has no title"))

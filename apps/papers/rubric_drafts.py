@@ -15,8 +15,10 @@ from typing import Any
 from django.db import transaction
 
 from apps.papers.models import Paper
-from apps.rubrics import services as rubrics
 from apps.rubrics.paperbench import flatten
+from apps.rubrics.services.parsing import tree_hash
+from apps.rubrics.services.store import export_draft, has_draft, replace_draft
+from apps.rubrics.services.versions import create_version, latest_version
 
 # Versions a drafting job saves start with this, which is how a later job tells them from a curator's.
 MODEL_DRAFT_MARK = "[model draft]"
@@ -39,9 +41,9 @@ def curated_reason(paper: Paper) -> str | None:
     human = paper.rubric_versions.exclude(message__startswith=MODEL_DRAFT_MARK).order_by("-number").first()
     if human is not None:
         return f"a curator saved version {human.number}"
-    if rubrics.has_draft(paper):
-        latest = rubrics.latest_version(paper)
-        if latest is None or latest.content_hash != rubrics.tree_hash(rubrics.export_draft(paper)):
+    if has_draft(paper):
+        latest = latest_version(paper)
+        if latest is None or latest.content_hash != tree_hash(export_draft(paper)):
             return "the draft has edits that were never saved as a version"
     return None
 
@@ -54,6 +56,6 @@ def save_model_draft(paper: Paper, tree: dict[str, Any], message: str) -> DraftS
         reason = curated_reason(paper)
         if reason is not None:
             return DraftSaved(False, None, f"not applied: {reason}")
-        rubrics.replace_draft(paper, flatten(tree))
-        version = rubrics.create_version(paper, None, f"{MODEL_DRAFT_MARK} {message}"[:500], tree)
+        replace_draft(paper, flatten(tree))
+        version = create_version(paper, None, f"{MODEL_DRAFT_MARK} {message}"[:500], tree)
     return DraftSaved(True, version.number, "saved as the draft and a model-draft version for curators to review")

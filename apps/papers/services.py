@@ -29,8 +29,10 @@ from django.utils.text import slugify
 from apps.core.untrusted import InputLimits, UnpackBudget, UnpackedTooLarge
 from apps.judging.judge.submission import SubmissionError, check_member_name
 from apps.papers.models import Paper
-from apps.rubrics import services as rubrics
 from apps.rubrics.models import RubricVersion
+from apps.rubrics.services.parsing import parse_rubric
+from apps.rubrics.services.store import export_draft
+from apps.rubrics.services.versions import import_rubric_tree
 from apps.rubrics.validation import Problem
 
 RUBRIC_FILE = "rubric.json"
@@ -233,7 +235,7 @@ def import_paper(bundle: PaperBundle, user=None, *, slug: str | None = None) -> 
     An existing paper with the same id gets its fields updated, its draft replaced and a new
     version (none when the tree is unchanged), so re-running an import is harmless.
     """
-    parsed = rubrics.parse_rubric(bundle.rubric)  # raises RubricRefused before any write
+    parsed = parse_rubric(bundle.rubric)  # raises RubricRefused before any write
     config = parse_config(bundle.texts["config"]) if "config" in bundle.texts else {}
     slug = slugify(str(slug or config.get("id") or bundle.slug))[:200] or "paper"
     fields: dict[str, Any] = {}
@@ -255,7 +257,7 @@ def import_paper(bundle: PaperBundle, user=None, *, slug: str | None = None) -> 
                 setattr(paper, name, value)
             paper.save()
         message = f"Imported from {PurePosixPath(bundle.source).name}"
-        version = rubrics.import_rubric_tree(paper, parsed, user, message)
+        version = import_rubric_tree(paper, parsed, user, message)
     return ImportResult(paper, version, created, len(parsed.nodes), parsed.warnings)
 
 
@@ -305,7 +307,7 @@ def rubric_json_bytes(tree: dict[str, Any]) -> bytes:
 
 def export_files(paper: Paper, version: RubricVersion | None = None) -> dict[str, bytes]:
     """The PaperBench folder for ``paper``: file name -> bytes (draft tree unless ``version``)."""
-    tree = version.tree if version is not None else rubrics.export_draft(paper)
+    tree = version.tree if version is not None else export_draft(paper)
     config = {"id": paper.slug, "title": paper.title}
     files = {
         RUBRIC_FILE: rubric_json_bytes(tree),

@@ -13,7 +13,9 @@ from apps.papers.forms import PaperFilterForm, PaperForm, PaperImportForm
 from apps.papers.markdown import render_markdown
 from apps.papers.models import Paper
 from apps.papers.services import BundleError, StalePaper, import_paper, read_paper_zip, update_paper
-from apps.rubrics import services as rubric_services
+from apps.rubrics.services.errors import RubricRefused
+from apps.rubrics.services.parsing import problem_dict
+from apps.rubrics.services.summary import summarise
 
 
 def paper_list(request: HttpRequest) -> HttpResponse:
@@ -48,7 +50,7 @@ def paper_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "paper_html": render_markdown(paper.markdown),
         "addendum_html": render_markdown(paper.addendum),
         "judge_addendum_html": render_markdown(paper.judge_addendum),
-        "summary": rubric_services.summarise(paper),
+        "summary": summarise(paper),
         "versions": paper.rubric_versions.select_related("created_by").order_by("-number")[:5],
         "trajectories": paper.trajectories.order_by("-id")[:20],
         "judge_runs": paper.judge_runs.select_related("rubric_version").order_by("-created_at")[:20],
@@ -72,9 +74,9 @@ def paper_import(request: HttpRequest) -> HttpResponse:
                 result = import_paper(bundle, request.user, slug=form.cleaned_data.get("slug") or None)
             except BundleError as exc:
                 form.add_error("file", str(exc))
-            except rubric_services.RubricRefused as exc:
+            except RubricRefused as exc:
                 form.add_error("file", f"Import refused, nothing was stored: {exc.message}.")
-                problems = [rubric_services.problem_dict(p) for p in exc.problems]
+                problems = [problem_dict(p) for p in exc.problems]
             else:
                 verb = "Imported" if result.created else "Updated"
                 messages.success(request, f"{verb} {result.paper.slug}: {result.node_count} nodes"

@@ -16,28 +16,49 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.rubrics import services
+from apps.papers.models import Paper
+from apps.rubrics import scoring
 from apps.rubrics.models import RubricNode, RubricVersion
+from apps.rubrics.services.editor import node_dict
+from apps.rubrics.services.edits import (
+    EDITABLE_FIELDS,
+    add_node,
+    add_subtree,
+    delete_subtree,
+    duplicate_subtree,
+    move_node,
+    update_node,
+)
+from apps.rubrics.services.errors import NodeNotFound, RubricRefused, StaleNode, TreeEditError
+from apps.rubrics.services.parsing import problem_dict
+from apps.rubrics.services.store import load_draft
 from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
 
 
 def problem_list(problems: list[Any]) -> list[dict[str, Any]]:
-    return [services.problem_dict(p) for p in problems]
+    return [problem_dict(p) for p in problems]
+
+
+def draft_shares(paper: Paper) -> dict[int, float | None]:
+    """Every draft node's share of the root score, by pk: sent with each answer to a change of
+    weights or of the tree's shape, so the editor shows the server's numbers."""
+    draft = load_draft(paper)
+    return dict(zip(draft.pks, scoring.shares(draft.nodes), strict=True))
 
 
 def service_call(fn: Callable[[], Any], ok: Callable[[Any], Response]) -> Response:
     """Run a service function and turn its domain errors into clear 4xx answers."""
     try:
         result = fn()
-    except services.StaleNode as exc:
+    except StaleNode as exc:
         return Response({"detail": "This node was changed by someone else since you loaded it.",
-                         "current": services.node_dict(exc.current)}, status=status.HTTP_409_CONFLICT)
-    except services.NodeNotFound as exc:
+                         "current": node_dict(exc.current)}, status=status.HTTP_409_CONFLICT)
+    except NodeNotFound as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-    except services.RubricRefused as exc:
+    except RubricRefused as exc:
         return Response({"detail": exc.message, "problems": problem_list(exc.problems)},
                         status=status.HTTP_400_BAD_REQUEST)
-    except services.TreeEditError as exc:
+    except TreeEditError as exc:
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     return ok(result)
 
@@ -111,7 +132,7 @@ class DeletedSubtreeSerializer(serializers.Serializer):
 
 def _editable(data: dict[str, Any]) -> dict[str, Any]:
     # Only node fields go to the service (FloatField gives 2.0 for "2"; the service makes it 2).
-    return {k: v for k, v in data.items() if k in services.EDITABLE_FIELDS}
+    return {k: v for k, v in data.items() if k in EDITABLE_FIELDS}
 
 
 class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -121,8 +142,14 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = RubricNode.objects.select_related("paper")
     write_permission = "edit_rubrics"
 
-    def _created(self, rows: list[RubricNode]) -> Response:
-        return Response({"nodes": [services.node_dict(r) for r in rows]}, status=status.HTTP_201_CREATED)
+    @staticmethod
+    def _created(paper: Paper) -> Callable[[list[RubricNode]], Response]:
+        return lambda rows: Response({"nodes": [node_dict(r) for r in rows], "shares": draft_shares(paper)},
+                                     status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _node(row: RubricNode, *, reshaped: bool = True) -> Response:
+        return Response({**node_dict(row), **({"shares": draft_shares(row.paper)} if reshaped else {})})
 
     @extend_schema(request=NodeCreateSerializer, responses={201: RubricNodeSerializer(many=True)})
     def create(self, request, *args, **kwargs) -> Response:
@@ -138,10 +165,11 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
             if not isinstance(subtree, dict):
                 return Response({"detail": "subtree must be a JSON object"}, status=status.HTTP_400_BAD_REQUEST)
             return service_call(
-                lambda: services.add_subtree(parent.paper, parent.pk, values.get("position"), subtree),
-                self._created)
+                lambda: add_subtree(parent.paper, parent.pk, values.get("position"), subtree),
+                self._created(parent.paper))
         return service_call(
-            lambda: [services.add_node(parent.paper, parent.pk, values.get("position"), **fields)], self._created)
+            lambda: [add_node(parent.paper, parent.pk, values.get("position"), **fields)],
+            self._created(parent.paper))
 
     @extend_schema(request=NodeUpdateSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     def partial_update(self, request, *args, **kwargs) -> Response:
@@ -150,8 +178,8 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         return service_call(
-            lambda: services.update_node(node.paper, node.pk, values["version"], _editable(values)),
-            lambda row: Response(services.node_dict(row)))
+            lambda: update_node(node.paper, node.pk, values["version"], _editable(values)),
+            lambda row: self._node(row, reshaped="weight" in values))
 
     @extend_schema(
         parameters=[OpenApiParameter("version", int, description="The node version you read (409 when stale).")],
@@ -163,9 +191,10 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
             return Response({"detail": "version must be a number"}, status=status.HTTP_400_BAD_REQUEST)
         expected = int(raw) if raw is not None else None
         return service_call(
-            lambda: services.delete_subtree(node.paper, node.pk, expected),
+            lambda: delete_subtree(node.paper, node.pk, expected),
             lambda removed: Response({"parent": removed.parent, "position": removed.position,
-                                      "subtree": removed.subtree, "pks": removed.pks}))
+                                      "subtree": removed.subtree, "pks": removed.pks,
+                                      "shares": draft_shares(node.paper)}))
 
     @extend_schema(request=NodeMoveSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
@@ -175,12 +204,12 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         return service_call(
-            lambda: services.move_node(node.paper, node.pk, values["version"], values["parent"],
+            lambda: move_node(node.paper, node.pk, values["version"], values["parent"],
                                        values.get("position")),
-            lambda row: Response(services.node_dict(row)))
+            self._node)
 
     @extend_schema(request=None, responses={201: RubricNodeSerializer(many=True)})
     @action(detail=True, methods=["post"])
     def duplicate(self, request, pk=None) -> Response:
         node = self.get_object()
-        return service_call(lambda: services.duplicate_subtree(node.paper, node.pk), self._created)
+        return service_call(lambda: duplicate_subtree(node.paper, node.pk), self._created(node.paper))

@@ -164,6 +164,15 @@ def effective_weights(nodes: Sequence[FlatNode]) -> list[float]:
     return ScoringPlan.from_nodes(nodes).effective_weights()
 
 
+def shares(nodes: Sequence[FlatNode]) -> list[float | None]:
+    """``effective_weights`` as the editor shows them (the page computes none itself): None for
+    every node while a weight is not a number >= 0 and the tree cannot be scored."""
+    try:
+        return effective_weights(nodes)
+    except ScoringError:
+        return [None] * len(nodes)
+
+
 @dataclass(slots=True, frozen=True)
 class GradedScore:
     """A graded tree re-scored from its leaf scores, compared with the scores it stores."""

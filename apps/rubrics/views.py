@@ -9,8 +9,13 @@ from django.views.decorators.http import require_POST
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
-from apps.rubrics import services
 from apps.rubrics.models import RubricVersion
+from apps.rubrics.services.diff import diff_trees
+from apps.rubrics.services.editor import editor_payload
+from apps.rubrics.services.errors import NodeNotFound, RubricRefused
+from apps.rubrics.services.store import export_draft, has_draft, load_draft
+from apps.rubrics.services.summary import summarise
+from apps.rubrics.services.versions import create_version, restore_version
 from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
 
 
@@ -24,11 +29,11 @@ def editor(request: HttpRequest, slug: str) -> HttpResponse:
     """The tree editor: the whole draft goes to the page once, as JSON; edits go node by node."""
     paper = get_object_or_404(Paper, slug=slug)
     try:
-        draft = services.load_draft(paper)
-    except services.NodeNotFound:
+        draft = load_draft(paper)
+    except NodeNotFound:
         messages.error(request, "This paper has no rubric tree yet: import one first.")
         return redirect("papers:detail", slug=paper.slug)
-    payload = services.editor_payload(draft)
+    payload = editor_payload(draft)
     payload.update({
         "paper": {"pk": paper.pk, "slug": paper.slug, "title": paper.title},
         "categories": list(TASK_CATEGORIES),
@@ -50,15 +55,15 @@ def versions(request: HttpRequest, slug: str) -> HttpResponse:
         trees = []
         for side in (a, b):
             if side == "draft":
-                trees.append(services.export_draft(paper) if services.has_draft(paper) else None)
+                trees.append(export_draft(paper) if has_draft(paper) else None)
             else:
                 version = next((v for v in rows if str(v.number) == side), None)
                 trees.append(version.tree if version else None)
         if None in trees:
             diff_error = "Pick two versions that exist."
         else:
-            diff = services.diff_trees(trees[0], trees[1])
-    summary = services.summarise(paper)
+            diff = diff_trees(trees[0], trees[1])
+    summary = summarise(paper)
     return render(request, "rubrics/versions.html", {
         "paper": paper, "versions": rows, "a": a, "b": b, "diff": diff, "diff_error": diff_error,
         "summary": summary, "can_edit": request.user.has_perm(perm("edit_rubrics")),
@@ -70,12 +75,12 @@ def save_version(request: HttpRequest, slug: str) -> HttpResponse:
     require_perm(request, "edit_rubrics")
     paper = get_object_or_404(Paper, slug=slug)
     try:
-        version = services.create_version(paper, request.user, request.POST.get("message", "").strip())
-    except services.RubricRefused as exc:
+        version = create_version(paper, request.user, request.POST.get("message", "").strip())
+    except RubricRefused as exc:
         messages.error(request, f"Not saved: {exc.message}.")
         for problem in exc.problems[:10]:
             messages.error(request, f"{problem.path}: {problem.message}")
-    except services.NodeNotFound as exc:
+    except NodeNotFound as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Saved version {version.number}.")
@@ -87,6 +92,6 @@ def restore(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     require_perm(request, "edit_rubrics")
     paper = get_object_or_404(Paper, slug=slug)
     version = get_object_or_404(RubricVersion, paper=paper, number=number)
-    new = services.restore_version(version, request.user)
+    new = restore_version(version, request.user)
     messages.success(request, f"Restored version {number} as version {new.number}.")
     return redirect("rubrics:versions", slug=paper.slug)

@@ -4,6 +4,7 @@
 // request (PATCH one node, POST one subtree, DELETE, move) and patches only the DOM rows it
 // touches. Only expanded children exist in the DOM, so a 2,000-node tree stays light.
 // Validation stays on the server (one implementation): the page re-reads /problems/ after edits.
+// So do effective weights: every answer to a change of weights or shape carries each node's share.
 // All text from the tree goes through textContent, never innerHTML.
 
 const root = document.getElementById("rubric-editor");
@@ -86,22 +87,12 @@ function start(root) {
     for (let p = nodes.get(pk).parent; p !== null; p = nodes.get(p).parent) out.push(p);
     return out;
   }
-  function isNum(w) {
-    return typeof w === "number" && Number.isFinite(w) && w >= 0;
-  }
-  // Share of the root score: product of normalised weights on the path (scoring.effective_weights).
-  function recomputeShares() {
-    const stack = [rootPk];
-    nodes.get(rootPk).share = 1;
-    while (stack.length) {
-      const n = nodes.get(stack.pop());
-      let total = 0;
-      for (const c of n.children) total += isNum(nodes.get(c).weight) ? nodes.get(c).weight : 0;
-      for (const c of n.children) {
-        const child = nodes.get(c);
-        child.share = total > 0 && isNum(child.weight) ? (n.share * child.weight) / total : 0;
-        stack.push(c);
-      }
+  // Shares of the root score as the server computes them (scoring.shares), from a write's answer.
+  function applyShares(shares) {
+    if (!shares) return;
+    for (const [pk, share] of Object.entries(shares)) {
+      const n = nodes.get(Number(pk));
+      if (n) n.share = share;
     }
   }
 
@@ -382,13 +373,14 @@ function start(root) {
     if (r.status === 409) return resolveConflict(pk, changes, r.json.current, record, before);
     if (!r.ok) { failed(r, "Saving"); renderPanel(); return false; }
     applyNode(r.json);
+    applyShares(r.json.shares);
     if (record) pushUndo({ type: "edit", pk, before, after: { ...changes } });
     afterChange([pk], "weight" in changes);
     say("Saved");
     return true;
   }
   function afterChange(pks, sharesChanged) {
-    if (sharesChanged) { recomputeShares(); refreshAllRows(); } else pks.forEach(refreshRow);
+    if (sharesChanged) refreshAllRows(); else pks.forEach(refreshRow);
     renderPanel();
     renderStats();
     refreshProblemsSoon();
@@ -468,7 +460,7 @@ function start(root) {
     nodes.get(parent).version += 1;
     expanded.add(parent);
     saveExpanded();
-    recomputeShares();
+    applyShares(r.json.shares);
     rerenderChildren(parent);
     afterChange([parent], true);
     return { top, pks: r.json.nodes.map((n) => n.pk) };
@@ -507,7 +499,7 @@ function start(root) {
     const r = await api("POST", `/api/rubric-nodes/${pk}/duplicate/`);
     if (!r.ok) { failed(r, "Duplicating"); return; }
     const top = insertRows(r.json.nodes);
-    recomputeShares();
+    applyShares(r.json.shares);
     rerenderChildren(n.parent);
     afterChange([n.parent], true);
     pushUndo({ type: "add", pks: r.json.nodes.map((x) => x.pk), parent: n.parent, position: top.position });
@@ -526,7 +518,7 @@ function start(root) {
     if (!r.ok) { failed(r, "Deleting"); return null; }
     const parent = dropRows(pk);
     if (nodes.has(parent)) nodes.get(parent).version += 1;
-    recomputeShares();
+    applyShares(r.json.shares);
     rerenderChildren(parent);
     afterChange([parent], true);
     return r.json;
@@ -558,7 +550,7 @@ function start(root) {
     n.version = r.json.version;
     expanded.add(parent);
     saveExpanded();
-    recomputeShares();
+    applyShares(r.json.shares);
     // The moved subtree changes depth: rebuild the rows of both parents.
     for (const p of subtreePks(pk)) rows.delete(p);
     rerenderChildren(oldParent);

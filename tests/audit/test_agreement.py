@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from scipy import stats
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_score, recall_score
@@ -206,3 +207,30 @@ def test_fast_kendall_matches_scipy_on_tie_heavy_samples():
             assert theirs != theirs  # nan
         else:
             assert ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_bootstrap_interval_is_scipys_own_when_every_resample_is_defined():
+    rng = random.Random(7)
+    x = [rng.random() for _ in range(30)]
+    y = [v + rng.gauss(0, 0.2) for v in x]
+    ours = bootstrap_ci(spearman, x, y, n_resamples=400, confidence=0.9, seed=5)
+    theirs = stats.bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, paired=True, vectorized=False,
+                             n_resamples=400, confidence_level=0.9, method="percentile",
+                             rng=np.random.default_rng(5)).confidence_interval
+    assert ours == pytest.approx((theirs.low, theirs.high), abs=1e-12)
+
+
+def test_bootstrap_drops_undefined_resamples_instead_of_losing_the_interval():
+    # Four pairs, one of them alone in its x value: about a third of the resamples draw x constant.
+    x, y = [0.0, 0.0, 0.0, 1.0], [0.1, 0.3, 0.2, 0.9]
+    interval = bootstrap_ci(pearson, x, y, n_resamples=500, seed=1)
+    assert interval is not None and -1 <= interval[0] <= interval[1] <= 1
+    # x and y each stand out at one point only, at different points: about 59% of the resamples
+    # miss one of the two and are constant on that side, so fewer than half are left: no interval.
+    assert bootstrap_ci(pearson, [0.0] * 8 + [1.0], [1.0] + [0.5] * 8, n_resamples=500) is None
+
+
+def test_a_negative_seed_is_a_seed_too():
+    x, y = [0.1, 0.4, 0.35, 0.8, 0.9], [0.2, 0.3, 0.5, 0.7, 0.95]
+    assert bootstrap_ci(kendall_tau, x, y, n_resamples=200, seed=-4) == bootstrap_ci(kendall_tau, x, y,
+                                                                                     n_resamples=200, seed=-4)

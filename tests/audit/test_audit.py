@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from apps.audit import services
 from apps.audit.models import AuditItem
+from apps.audit.services.comparison import build_comparison
+from apps.audit.services.submissions import submission_key
 from apps.judging.models import JudgeRun, LeafGrade
 from tests.audit.helpers import leaf_indexes, make_run
 from tests.judging.helpers import make_paper_with_rubric
@@ -34,7 +35,7 @@ def world(personas):
 
 
 def test_comparison_puts_sources_side_by_side_and_flags_disagreements(world):
-    c = services.build_comparison([world["big"].pk, world["cheap"].pk])
+    c = build_comparison([world["big"].pk, world["cheap"].pk])
     leaves = world["leaves"]
     assert [s.label for s in c.sources] == ["big-judge", "cheap-judge"]
     rows = {r["index"]: r for r in c.rows}
@@ -293,7 +294,7 @@ def test_csv_export_neutralises_formulas_in_header_cells_too(world, client_for):
 
 
 def test_what_if_shows_rank_changes_under_new_weights(world, client_for):
-    from apps.rubrics.services import create_version
+    from apps.rubrics.services.versions import create_version
 
     tree = world["version"].tree
     # Data pipeline weight 2 -> 50, Training 3 -> 1: cheap-judge's b (a Data leaf) overtakes c (a Training leaf).
@@ -339,8 +340,8 @@ def test_a_run_without_trajectory_or_folder_gets_one_human_run_beside_it(world, 
                                content_type="application/json")
         assert response.status_code == 201
     human = JudgeRun.objects.get(kind="human")
-    assert human.grades.count() == 2 and services.submission_key(human) == services.submission_key(lone)
-    sources = services.build_comparison([lone.pk], world["curator"], with_own=True).sources
+    assert human.grades.count() == 2 and submission_key(human) == submission_key(lone)
+    sources = build_comparison([lone.pk], world["curator"], with_own=True).sources
     assert [s.mine for s in sources] == [False, True] and sources[1].graded == 2
 
 

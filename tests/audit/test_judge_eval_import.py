@@ -25,7 +25,8 @@ def judge_eval_bytes(slug: str) -> bytes:
 
 
 def paper_with_rubric(slug: str) -> Paper:
-    from apps.rubrics.services import import_rubric_tree, parse_rubric
+    from apps.rubrics.services.parsing import parse_rubric
+    from apps.rubrics.services.versions import import_rubric_tree
 
     paper = Paper.objects.create(slug=slug, title=slug)
     import_rubric_tree(paper, parse_rubric((DATA / "rubrics" / f"{slug}.rubric.json").read_bytes()))

@@ -7,7 +7,7 @@ import pytest
 from apps.datasets.models import Dataset
 from apps.jobs.services.launching import JobConfigError, validate_config
 from apps.papers.models import Paper
-from apps.rubrics.services import create_version
+from apps.rubrics.services.versions import create_version
 from apps.trajectories.models import Trajectory
 from tests.factory.conftest import make_endpoint
 from tests.judging.helpers import small_tree

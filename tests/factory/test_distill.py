@@ -15,7 +15,7 @@ from apps.datasets.sampling import RunScore, histogram, select_runs, summarise
 from apps.jobs.models import Job
 from apps.judging.models import JudgeRun, RubricCheck
 from apps.papers.models import Paper
-from apps.rubrics.services import create_version
+from apps.rubrics.services.versions import create_version
 from apps.trajectories.models import Trajectory
 from tests.factory.conftest import make_endpoint
 from tests.judging.helpers import leaf, node

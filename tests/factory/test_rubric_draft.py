@@ -9,8 +9,9 @@ import pytest
 from apps.jobs.models import Job
 from apps.jobs.services.launching import JobConfigError, launch_job
 from apps.papers.models import Paper
-from apps.rubrics import services as rubrics
 from apps.rubrics.paperbench import flatten
+from apps.rubrics.services.store import export_draft, has_draft, replace_draft
+from apps.rubrics.services.versions import create_version
 from tests.factory.conftest import make_endpoint
 from tests.judging.helpers import leaf, node, small_tree
 from worker.factory.rubric_draft import read_answer
@@ -67,7 +68,7 @@ def test_a_refused_tree_goes_back_with_its_problems_and_the_fixed_one_becomes_a_
     assert stub.requests[1]["messages"][-2]["role"] == "assistant"
     version = paper.rubric_versions.get()
     assert version.message.startswith("[model draft] by drafter") and version.tree == good
-    assert rubrics.export_draft(paper) == good
+    assert export_draft(paper) == good
     assert job.result["cost_usd"] > 0 and job.artifacts.get().path.endswith("toy.rubric.json")
 
 
@@ -79,20 +80,20 @@ def test_malformed_output_after_every_attempt_fails_the_job_with_the_reason_and_
     job = run_draft(paper, stub, personas["operator"], max_attempts=2)
     assert job.state == "failed"
     assert "no valid rubric tree in 2 attempts" in job.error and "at least two leaves" in job.error
-    assert not paper.rubric_versions.exists() and not rubrics.has_draft(paper)
+    assert not paper.rubric_versions.exists() and not has_draft(paper)
 
 
 @pytest.mark.django_db
 def test_a_curated_rubric_is_never_overwritten_the_draft_is_kept_as_a_file(paper, stub, personas):
     curated = small_tree()
-    rubrics.replace_draft(paper, flatten(curated))
-    rubrics.create_version(paper, personas["curator"], "curated by hand", curated)
+    replace_draft(paper, flatten(curated))
+    create_version(paper, personas["curator"], "curated by hand", curated)
     model_tree = node("Model root", leaf("Sorts"), leaf("Merges"))
     stub.state.responder = lambda body: fenced(model_tree)
     job = run_draft(paper, stub, personas["operator"])
     assert job.state == "succeeded"
     assert not job.result["applied"] and "a curator saved version 1" in job.result["reason"]
-    assert paper.rubric_versions.count() == 1 and rubrics.export_draft(paper) == curated
+    assert paper.rubric_versions.count() == 1 and export_draft(paper) == curated
     from django.conf import settings
 
     assert json.loads((settings.DATA_DIR / job.result["file"]).read_text()) == model_tree

@@ -49,7 +49,8 @@ def build_world(text: str, user) -> World:
     from apps.jobs.models import Job, JobLog, JobMetric, ModelCheckpoint
     from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck
     from apps.papers.models import Paper, PaperCandidate
-    from apps.rubrics.services import import_rubric_tree, parse_rubric_value
+    from apps.rubrics.services.parsing import parse_rubric_value
+    from apps.rubrics.services.versions import import_rubric_tree
     from apps.trajectories.models import AnnotationLabel, TurnAnnotation
     from tests.trajectories.factories import make_trajectory
 

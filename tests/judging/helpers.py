@@ -51,7 +51,7 @@ def make_submission(root: Path) -> Path:
 def make_paper_with_rubric(slug: str, split: str = "train", tree: dict[str, Any] | None = None):
     """A paper with one saved rubric version (the small tree by default)."""
     from apps.papers.models import Paper
-    from apps.rubrics.services import create_version
+    from apps.rubrics.services.versions import create_version
 
     paper = Paper.objects.create(slug=slug, title=f"Paper {slug}", split=split, markdown=PAPER.markdown,
                                  addendum=PAPER.addendum, judge_addendum=PAPER.judge_addendum)

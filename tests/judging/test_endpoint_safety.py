@@ -270,3 +270,19 @@ def test_the_settings_refuse_a_key_policy_that_opens_a_server_secret():
     for prefix, names in (("", ()), ("KLONG_", ()), ("X_", ("AWS_SECRET_ACCESS_KEY",)), ("X_", ("not a name",))):
         with pytest.raises(EndpointConfigError):
             KeyPolicy(prefix, frozenset(names)).check()
+
+
+def test_more_retries_than_the_limit_are_refused_when_saved(client_for):
+    operator = client_for("operator")
+    response = create(operator, max_retries=101)
+    assert response.status_code == 400 and "between 0 and 100" in " ".join(response.json()["max_retries"])
+    assert create(operator, max_retries=100).status_code == 201
+    assert operator.patch("/api/model-endpoints/ep/", {"max_retries": 5000},
+                          content_type="application/json").status_code == 400
+    page = operator.post("/judging/endpoints/", {
+        "name": "many", "backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "",
+        "params": "{}", "price_input_per_m": "0", "price_output_per_m": "0", "concurrency": "1", "timeout_s": "10",
+        "max_retries": "1000",
+    })
+    assert page.status_code == 400 and "between 0 and 100" in page.content.decode()
+    assert list(ModelEndpoint.objects.values_list("max_retries", flat=True)) == [100]

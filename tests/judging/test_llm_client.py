@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -131,3 +132,49 @@ def test_a_missing_key_variable_is_a_configuration_error(stub, monkeypatch):
     client = ChatClient(config(stub, api_key_env="KLONG_ENDPOINT_KEY_TEST_MISSING"))
     with pytest.raises(EndpointConfigError, match="KLONG_ENDPOINT_KEY_TEST_MISSING"):
         client.chat(MESSAGES)
+
+
+def test_a_call_waiting_out_a_backoff_frees_its_endpoint_slot(stub):
+    stub.fail_next(503)
+    cfg = config(stub, concurrency=1)
+    order: list[str] = []
+    other_done = threading.Event()
+
+    def wait(seconds: float) -> None:
+        order.append("first waits")
+        other_done.wait(5)
+        order.append("first resumes")
+
+    first = threading.Thread(target=ChatClient(cfg, sleep=wait).chat, args=(MESSAGES,))
+    first.start()
+    while not order:
+        time.sleep(0.01)
+    ChatClient(cfg).chat(MESSAGES)  # needs the endpoint's only slot
+    order.append("second done")
+    other_done.set()
+    first.join()
+    assert order == ["first waits", "second done", "first resumes"]
+
+
+def test_latency_is_the_answering_attempts_and_total_time_includes_the_backoff(stub):
+    stub.fail_next(500)
+    record = ChatClient(config(stub), sleep=time.sleep, rng=lambda: 0.0).chat(MESSAGES).record  # waits 0.5 s
+    assert record.attempts == 2 and record.total_s >= 0.5
+    assert 0 < record.latency_s < 0.4
+
+
+def test_a_failed_reply_is_read_only_for_its_message_and_within_the_timeout_before_a_retry(stub):
+    # Every reply: 503 with a body sent a byte every 20 ms (4 s in all). Reading it whole before
+    # each retry (urllib3's drain) would take 8 s here; the client gives each read the timeout.
+    stub.reply_with(503, b'{"error": {"message": "' + b"x" * 200 + b'"}}', drip_s=0.02)
+    client = ChatClient(config(stub, timeout_s=0.3, max_retries=2), sleep=Sleeps())
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="gave up after 3 attempt") as caught:
+        client.chat(MESSAGES)
+    assert time.monotonic() - started < 2.5
+    assert caught.value.record.errors == ["HTTP 503"] * 3 and len(stub.hits) == 3
+
+
+def test_more_retries_than_the_limit_are_refused(stub):
+    with pytest.raises(EndpointConfigError, match="max_retries must be between 0 and 100"):
+        config(stub, max_retries=101)

@@ -10,8 +10,9 @@ from django.core.management import CommandError, call_command
 
 from apps.papers.models import Paper
 from apps.papers.services import find_bundles, import_paper, read_rubric_file
-from apps.rubrics import services
 from apps.rubrics.models import RubricNode, RubricVersion
+from apps.rubrics.services.edits import update_node
+from apps.rubrics.services.errors import RubricRefused
 from tests.rubrics.helpers import SAMPLE_FILES, SAMPLES, inner, leaf
 
 pytestmark = pytest.mark.django_db
@@ -87,7 +88,7 @@ def _bad_tree() -> dict:
 def test_an_invalid_rubric_is_refused_whole_with_every_problem_listed(tmp_path):
     path = tmp_path / "bad.rubric.json"
     path.write_text(json.dumps(_bad_tree()))
-    with pytest.raises(services.RubricRefused) as refused:
+    with pytest.raises(RubricRefused) as refused:
         import_paper(read_rubric_file(path))
     codes = sorted(p.code for p in refused.value.problems)
     assert codes == ["empty_requirements", "negative_weight", "unknown_task_category"]
@@ -98,7 +99,7 @@ def test_an_invalid_rubric_is_refused_whole_with_every_problem_listed(tmp_path):
 def test_invalid_json_is_refused_with_its_line(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('{"id": "x",\n "weight": }')
-    with pytest.raises(services.RubricRefused, match="line 2"):
+    with pytest.raises(RubricRefused, match="line 2"):
         import_paper(read_rubric_file(path))
 
 
@@ -151,7 +152,7 @@ def test_the_export_command_writes_the_whole_paper_folder(tmp_path):
 def test_export_of_an_old_version(tmp_path):
     paper = import_paper(read_rubric_file(SAMPLES / "fixtures" / "hex_flags.json")).paper
     root = paper.rubric_nodes.get(parent=None)
-    services.update_node(paper, root.pk, root.version, {"requirements": "Changed"})
+    update_node(paper, root.pk, root.version, {"requirements": "Changed"})
     call_command("export_paperbench", paper.slug, str(tmp_path), "--rubric-version", "1", stdout=io.StringIO())
     data = (tmp_path / paper.slug / "rubric.json").read_bytes()
     assert _exact(data) == _exact((SAMPLES / "fixtures" / "hex_flags.json").read_bytes())
@@ -199,7 +200,7 @@ BAD_TREES = {
 def test_each_kind_of_bad_tree_is_refused_naming_the_node_path(code, tmp_path):
     path = tmp_path / "bad.rubric.json"
     path.write_text(json.dumps(_tree_with(BAD_TREES[code])))
-    with pytest.raises(services.RubricRefused) as refused:
+    with pytest.raises(RubricRefused) as refused:
         import_paper(read_rubric_file(path))
     problem = next(p for p in refused.value.problems if p.code == code)
     if code in ("category_on_inner_node", "zero_weight_sum"):

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from apps.papers.models import Paper
-from apps.rubrics import services
+from apps.rubrics.services.edits import delete_subtree, update_node
+from apps.rubrics.services.versions import create_version
 from tests.rubrics.helpers import inner, leaf, make_paper, pk_of
 
 pytestmark = pytest.mark.django_db
@@ -134,7 +135,7 @@ def test_the_editor_page_carries_the_tree_as_escaped_json(client_for):
 
 def test_saving_a_version_from_the_versions_page(client_for):
     paper = make_paper()
-    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
     client = client_for("curator")
     response = client.post(f"/rubrics/{paper.slug}/versions/save/", {"message": "b counts double"})
     assert response.status_code == 302
@@ -143,15 +144,15 @@ def test_saving_a_version_from_the_versions_page(client_for):
 
 def test_the_versions_page_shows_a_diff(client_for):
     paper = make_paper()
-    services.update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Reworded"})
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Reworded"})
     html = client_for("viewer").get(f"/rubrics/{paper.slug}/versions/?a=1&b=draft").content.decode()
     assert "0 added · 0 removed · 0 moved · 1 changes" in html and "Reworded" in html
 
 
 def test_restoring_from_the_versions_page(client_for):
     paper = make_paper()
-    services.delete_subtree(paper, pk_of(paper, "a"), None)
-    services.create_version(paper, None, "no a")
+    delete_subtree(paper, pk_of(paper, "a"), None)
+    create_version(paper, None, "no a")
     client_for("curator").post(f"/rubrics/{paper.slug}/versions/1/restore/")
     assert paper.rubric_versions.get(number=3).message == "Restored version 1"
     assert paper.rubric_nodes.filter(node_id="a").exists()

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from apps.papers.models import Paper
-from apps.rubrics import services
+from apps.rubrics.services.parsing import parse_rubric_value
+from apps.rubrics.services.versions import import_rubric_tree
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "paperbench"
 SAMPLE_FILES = sorted(SAMPLES.glob("*/*.json"))
@@ -34,7 +35,7 @@ def small_tree() -> dict[str, Any]:
 def make_paper(tree: dict[str, Any] | None = None, slug: str = "paper", user=None) -> Paper:
     """A paper whose draft and version 1 are ``tree`` (default: ``small_tree()``)."""
     paper = Paper.objects.create(slug=slug, title=f"Paper {slug}")
-    services.import_rubric_tree(paper, services.parse_rubric_value(tree or small_tree()), user, "v1")
+    import_rubric_tree(paper, parse_rubric_value(tree or small_tree()), user, "v1")
     return paper
 
 

@@ -8,8 +8,10 @@ import pytest
 from django.test import override_settings
 
 from apps.papers.models import Paper
-from apps.rubrics import services
 from apps.rubrics.models import RubricNode
+from apps.rubrics.services.editor import draft_stamp
+from apps.rubrics.services.edits import add_node, delete_subtree, move_node, update_node
+from apps.rubrics.services.store import export_draft, load_draft
 from tests.rubrics.helpers import SAMPLES, inner, leaf, make_paper, pk_of
 
 pytestmark = pytest.mark.django_db
@@ -68,19 +70,19 @@ def test_create_adds_a_child_at_a_position(client_for):
                                                                  "requirements": "New first"},
                                           content_type="application/json")
     assert response.status_code == 201
-    assert services.export_draft(paper)["sub_tasks"][0]["sub_tasks"][0]["requirements"] == "New first"
+    assert export_draft(paper)["sub_tasks"][0]["sub_tasks"][0]["requirements"] == "New first"
 
 
 def test_delete_returns_the_subtree_and_create_with_it_puts_it_back(client_for):
     paper = make_paper()
     client = client_for("curator")
-    before = json.dumps(services.export_draft(paper))
+    before = json.dumps(export_draft(paper))
     removed = client.delete(f"/api/rubric-nodes/{pk_of(paper, 'a')}/?version=1").json()
     assert len(removed["pks"]) == 3
     body = {"parent": removed["parent"], "position": removed["position"], "subtree": removed["subtree"]}
     restored = client.post("/api/rubric-nodes/", body, content_type="application/json")
     assert restored.status_code == 201 and len(restored.json()["nodes"]) == 3
-    assert json.dumps(services.export_draft(paper)) == before
+    assert json.dumps(export_draft(paper)) == before
 
 
 def test_a_stale_delete_gets_409(client_for):
@@ -111,10 +113,27 @@ def test_duplicate_answers_the_new_rows(client_for):
     assert response.status_code == 201 and len(response.json()["nodes"]) == 2
 
 
+def test_answers_to_changes_of_weights_or_shape_carry_every_nodes_share(client_for):
+    paper = make_paper()
+    client = client_for("curator")
+    a, b, c = (pk_of(paper, n) for n in ("a", "b", "c"))
+    assert "shares" not in _patch(client, b, {"version": 1, "requirements": "Reworded"}).json()
+    weighed = _patch(client, b, {"version": 2, "weight": 2}).json()["shares"]
+    assert weighed[str(b)] == pytest.approx(0.4) and weighed[str(pk_of(paper, "a2"))] == pytest.approx(0.4 * 3 / 4)
+    added = client.post("/api/rubric-nodes/", {"parent": c, "requirements": "More"}, content_type="application/json")
+    assert added.json()["shares"][str(pk_of(paper, "c1"))] == pytest.approx(0.1)
+    moved = client.post(f"/api/rubric-nodes/{b}/move/", {"version": 3, "parent": a}, content_type="application/json")
+    assert moved.json()["shares"][str(b)] == pytest.approx(2 / 3 * 2 / 6)
+    removed = client.delete(f"/api/rubric-nodes/{c}/?version=2").json()["shares"]
+    assert removed[str(a)] == 1.0 and str(c) not in removed
+    copied = client.post(f"/api/rubric-nodes/{b}/duplicate/").json()
+    assert copied["shares"][str(copied["nodes"][0]["pk"])] == pytest.approx(2 / 8)
+
+
 def test_editing_a_node_that_was_deleted_is_a_404(client_for):
     paper = make_paper()
     pk = pk_of(paper, "b")
-    services.delete_subtree(paper, pk, None)
+    delete_subtree(paper, pk, None)
     assert _patch(client_for("curator"), pk, {"version": 1, "weight": 2}).status_code == 404
 
 
@@ -296,13 +315,13 @@ def test_the_draft_stamp_changes_with_every_kind_of_write(client_for):
         return client.get(f"/api/papers/{paper.pk}/stamp/").json()["stamp"]
 
     seen = {stamp()}
-    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
     seen.add(stamp())
-    node = services.add_node(paper, pk_of(paper, "c"))
+    node = add_node(paper, pk_of(paper, "c"))
     seen.add(stamp())
-    services.move_node(paper, node.pk, None, pk_of(paper, "a"))
+    move_node(paper, node.pk, None, pk_of(paper, "a"))
     seen.add(stamp())
-    services.delete_subtree(paper, node.pk, None)
+    delete_subtree(paper, node.pk, None)
     seen.add(stamp())
     assert len(seen) == 5
-    assert stamp() == services.draft_stamp(services.load_draft(paper))
+    assert stamp() == draft_stamp(load_draft(paper))

@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from apps.rubrics import services
 from apps.rubrics.models import RubricNode
+from apps.rubrics.services.editor import draft_problems
+from apps.rubrics.services.edits import update_node
+from apps.rubrics.services.store import export_draft, load_draft
 from tests.rubrics.helpers import SAMPLES, make_paper, pk_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -90,6 +92,21 @@ def test_the_panel_edits_weight_and_category_and_updates_effective_weights(page,
     assert _row(page, "Leaf b is done").locator(".rx-share").inner_text() == "40.0%"
 
 
+def test_effective_weights_after_an_edit_are_the_servers_including_others_changes(page, live_server, personas,
+                                                                                    browser_login):
+    paper = make_paper()
+    _open(page, live_server, browser_login, personas["curator"], paper)
+    update_node(paper, pk_of(paper, "c"), 1, {"weight": 3})  # someone else, unseen by this page
+    _row(page, "Leaf b is done").click()
+    page.fill("#rx-field-weight", "2")
+    page.locator("#rx-field-weight").dispatch_event("change")
+    page.wait_for_function("document.getElementById('rx-status').textContent === 'Saved'")
+    # Root children weigh 2, 2, 3 on the server: b holds 2/7 of the score, c 3/7 (the page's own
+    # weights, 2, 2, 1, would say 40% and 20%).
+    assert _row(page, "Leaf b is done").locator(".rx-share").inner_text() == "28.6%"
+    assert _row(page, "Node c is reproduced").locator(".rx-share").inner_text() == "42.9%"
+
+
 def test_keyboard_adds_a_child_and_undo_and_redo_survive_a_reload(page, live_server, personas, browser_login):
     paper = make_paper()
     _open(page, live_server, browser_login, personas["curator"], paper)
@@ -114,7 +131,7 @@ def test_keyboard_adds_a_child_and_undo_and_redo_survive_a_reload(page, live_ser
 
 def test_delete_then_undo_puts_the_exact_subtree_back(page, live_server, personas, browser_login):
     paper = make_paper()
-    before = json.dumps(services.export_draft(paper))
+    before = json.dumps(export_draft(paper))
     _open(page, live_server, browser_login, personas["curator"], paper)
     _row(page, "Node a is reproduced").click()
     page.keyboard.press("Delete")
@@ -122,7 +139,7 @@ def test_delete_then_undo_puts_the_exact_subtree_back(page, live_server, persona
     assert not RubricNode.objects.filter(paper=paper, node_id="a").exists()
     _press(page, "Control+z", "Undone")
     page.wait_for_selector(".rx-req:has-text('Node a is reproduced')")
-    assert json.dumps(services.export_draft(paper)) == before
+    assert json.dumps(export_draft(paper)) == before
 
 
 def test_cut_and_paste_moves_a_node_and_cycles_are_refused(page, live_server, personas, browser_login):
@@ -189,7 +206,7 @@ def test_a_stale_edit_offers_merge_and_the_merged_text_is_saved(page, live_serve
     paper = make_paper()
     _open(page, live_server, browser_login, personas["curator"], paper)
     # Another curator changes b after this page loaded it.
-    services.update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Their wording"})
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Their wording"})
     _row(page, "Leaf b is done").click()
     page.keyboard.press("Enter")
     page.locator(".rx-inline").fill("My wording")
@@ -206,7 +223,7 @@ def test_a_stale_edit_offers_merge_and_the_merged_text_is_saved(page, live_serve
 def test_a_stale_edit_can_overwrite(page, live_server, personas, browser_login):
     paper = make_paper()
     _open(page, live_server, browser_login, personas["curator"], paper)
-    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 7})
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 7})
     _row(page, "Leaf b is done").click()
     page.fill("#rx-field-weight", "3")
     page.locator("#rx-field-weight").dispatch_event("change")
@@ -237,7 +254,7 @@ def test_the_largest_sample_opens_and_edits_smoothly(page, live_server, personas
 
 def test_save_version_from_the_editor_records_a_numbered_version(page, live_server, personas, browser_login):
     paper = make_paper()
-    services.update_node(paper, pk_of(paper, "b"), 1, {"weight": 4})
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 4})
     _open(page, live_server, browser_login, personas["curator"], paper)
     page.once("dialog", lambda dialog: dialog.accept("b weighs more"))
     page.click("#rx-save-version")
@@ -257,7 +274,7 @@ def test_a_first_child_takes_over_its_leaf_parents_category_in_one_undo_step(pag
     b = RubricNode.objects.get(paper=paper, node_id="b")
     child = b.children.get()
     assert b.task_category is None and child.task_category == "Result Analysis"
-    assert services.draft_problems(services.load_draft(paper)) == []
+    assert draft_problems(load_draft(paper)) == []
     page.locator("#rx-tree").click()
     _press(page, "Control+z", "Undone")  # the requirements text
     _press(page, "Control+z", "Undone")  # the add and the category move, together
@@ -281,6 +298,6 @@ def test_the_editor_notices_another_curators_change(page, live_server, personas,
     page.wait_for_timeout(500)
     assert page.locator("#rx-remote").is_hidden()
     node = RubricNode.objects.get(paper=paper, node_id="c")
-    services.update_node(paper, node.pk, node.version, {"requirements": "Changed elsewhere"})
+    update_node(paper, node.pk, node.version, {"requirements": "Changed elsewhere"})
     page.clock.run_for(11_000)
     page.wait_for_selector("#rx-remote", state="visible")

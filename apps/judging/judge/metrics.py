@@ -5,11 +5,11 @@ Computed exactly as PaperBench's judge evaluation does (paperbench/judge/judge_e
 ``valid_score`` false is skipped with its whole subtree; each leaf pairs the judge's score with
 the score of the first node with the same id (depth-first) in the human tree. Then scikit-learn's
 ``accuracy_score`` and macro-averaged ``precision/recall/f1_score`` with ``zero_division=0``,
-overall and per ``task_category`` of the judge tree's leaves. Re-implemented here without
-scikit-learn, with its semantics: classes are the sorted union of true and predicted labels;
-each class's precision, recall and F1 (2tp / (2tp + fp + fn)) are 0 when undefined; the macro
-value is their unweighted mean. With no samples at all the metrics are None (scikit-learn would
-return nan).
+overall and per ``task_category`` of the judge tree's leaves: scikit-learn is called the same way here
+(``precision_recall_fscore_support`` with ``average="macro"`` gives the three values the three
+PaperBench calls give). With no samples at all the metrics are None (scikit-learn would return
+nan). scikit-learn is imported on the first call: it takes over a second to import, and the web
+process imports this module at start-up (the audit pages use ``compute_metrics``).
 """
 
 from __future__ import annotations
@@ -61,23 +61,23 @@ class JudgeEvalReport:
 
 
 def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
+    import numpy as np
+    from sklearn import config_context
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     if len(y_true) != len(y_pred):
         raise ValueError("y_true and y_pred differ in length")
     n = len(y_true)
     positives = int(sum(y_true))
     if n == 0:
         return MetricSummary(None, None, None, None, 0, 0, 0)
-    accuracy = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == p) / n
-    precisions, recalls, f1s = [], [], []
-    for label in sorted(set(y_true) | set(y_pred)):
-        tp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p == label)
-        fp = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t != label and p == label)
-        fn = sum(1 for t, p in zip(y_true, y_pred, strict=True) if t == label and p != label)
-        precisions.append(tp / (tp + fp) if tp + fp else 0.0)
-        recalls.append(tp / (tp + fn) if tp + fn else 0.0)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 0.0)
-    k = len(precisions)
-    return MetricSummary(accuracy, sum(precisions) / k, sum(recalls) / k, sum(f1s) / k, positives, n - positives, n)
+    truth, pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    # The arguments are fixed (and right): checking them would cost scikit-learn more than the
+    # metrics do, and an audit page computes them per category and per pair of graders.
+    with config_context(skip_parameter_validation=True):
+        precision, recall, f1, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+        accuracy = accuracy_score(truth, pred)
+    return MetricSummary(float(accuracy), float(precision), float(recall), float(f1), positives, n - positives, n)
 
 
 def _first_by_id(tree: dict[str, Any]) -> dict[Any, dict[str, Any]]:

@@ -1,10 +1,11 @@
 """One client for every model call: judge, rubric drafter, teacher and policy agents.
 
 ``ChatClient`` speaks OpenAI-compatible ``/v1/chat/completions`` over HTTP with retries
-(exponential backoff with jitter on 429, 5xx, timeouts and refused connections), a per-endpoint
-concurrency limit shared by every client of that endpoint in the process, and a ``CallRecord``
-(tokens, cost, latency) for each call. ``make_client`` also returns the local transformers
-backend, which has the same ``chat`` method.
+(exponential backoff with jitter on 429, 5xx, timeouts and refused connections: urllib3's
+``Retry`` on the session's adapter, see ``EndpointRetry``), a per-endpoint concurrency limit
+shared by every client of that endpoint in the process, and a ``CallRecord`` (attempts, tokens,
+cost, latency) for each call. ``make_client`` also returns the local transformers backend, which
+has the same ``chat`` method.
 
 An endpoint is untrusted: redirects are never followed (a 3xx is an error naming the problem),
 a reply is read in pieces up to a size limit and a deadline, and an error repeats nothing of the
@@ -24,10 +25,19 @@ from typing import Any, Protocol
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.util.retry import Retry
 
 from apps.judging.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
 from apps.judging.llm.local import LocalChatClient
-from apps.judging.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMRequestRejected, LLMUnavailable
+from apps.judging.llm.records import (
+    CallRecord,
+    ChatResult,
+    LLMBadResponse,
+    LLMError,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
 
 Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -87,8 +97,10 @@ class ReplyTooLarge(ValueError):
         super().__init__(f"the reply is larger than {limit} bytes (KLONG_ENDPOINT_MAX_REPLY_BYTES)")
 
 
-def read_reply(response: requests.Response, limit: int, deadline: float, *, truncate: bool = False) -> bytes:
-    """The body of a reply sent with ``stream=True``, decompressed, read in pieces.
+def read_reply(response: requests.Response | urllib3.BaseHTTPResponse, limit: int, deadline: float, *,
+               truncate: bool = False) -> bytes:
+    """The body of a reply sent with ``stream=True`` (or of the urllib3 response under it),
+    decompressed, read in pieces.
 
     At most ``limit`` bytes (more raises ``ReplyTooLarge``, or is cut off with ``truncate``), all
     by ``deadline`` (``time.monotonic()``; else ``TimeoutError``): a hostile server can neither
@@ -98,13 +110,14 @@ def read_reply(response: requests.Response, limit: int, deadline: float, *, trun
     declared = response.headers.get("Content-Length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise ReplyTooLarge(limit)
+    raw = response.raw if isinstance(response, requests.Response) else response
     body = bytearray()
     try:
         while len(body) <= limit:
             if time.monotonic() > deadline:
                 raise TimeoutError
             # read1: one receive's worth, so the deadline is checked between receives.
-            piece = response.raw.read1(64 * 1024, decode_content=True)
+            piece = raw.read1(64 * 1024, decode_content=True)
             if not piece:
                 break
             body += piece
@@ -147,11 +160,104 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9 else None
 
 
-class _Transient(Exception):
-    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.status = status
+def attempt_error(error: Exception, config: EndpointConfig) -> str:
+    """One failed attempt without a reply, in words (a record's error line)."""
+    # NewConnectionError is a ConnectTimeoutError too in urllib3 2 (refused, unreachable).
+    if isinstance(error, urllib3.exceptions.TimeoutError) and not isinstance(error, NewConnectionError):
+        return f"timed out after {config.timeout_s:g} s"
+    return f"cannot connect to {config.base_url}: {type(error).__name__}"
+
+
+def status_error(response: requests.Response | urllib3.BaseHTTPResponse, deadline: float) -> str:
+    """A reply with an error status, in words: the status and an OpenAI-style message, nothing else.
+    The message is read from at most ERROR_REPLY_BYTES by ``deadline``; a reply that gives no
+    message by then is just its status."""
+    status = response.status_code if isinstance(response, requests.Response) else response.status
+    try:
+        detail = error_detail(read_reply(response, ERROR_REPLY_BYTES, deadline, truncate=True))
+    except (TimeoutError, ConnectionError, ValueError):
+        detail = ""
+    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+
+
+class EndpointRetry(Retry):
+    """urllib3's ``Retry`` as an endpoint's adapter uses it: urllib3 decides what is retried
+    (connection errors, timeouts before the reply, the statuses in RETRY_STATUSES, for POST
+    too) and how often (``total``); with retries left over, the last reply comes back
+    (``raise_on_status=False``) and the client reports it. What this subclass changes:
+
+    - the wait: equal jitter from the first retry on (``backoff_delay``; urllib3's own waits 0
+      before the first retry), at least a Retry-After up to ``backoff_max`` (urllib3 waits up to
+      6 hours), an unreadable Retry-After ignored (urllib3 raises), through ``pause``;
+    - each failed attempt is recorded in ``failures``, and a failed reply is read only for its
+      error message (ERROR_REPLY_BYTES, within the timeout), then closed: urllib3 would read a
+      failed reply whole before retrying, however large or slow.
+
+    urllib3 makes a new ``Retry`` per attempt (``new``); the one of the attempt that answered
+    is ``response.raw.retries``, with every earlier failure.
+    """
+
+    # urllib3 also retries a 413 that has a Retry-After: here, only the statuses in RETRY_STATUSES.
+    RETRY_AFTER_STATUS_CODES = RETRY_STATUSES
+
+    def __init__(self, *args: Any, config: EndpointConfig, pause: Callable[[float], None] = time.sleep,
+                 rng: Callable[[], float] = random.random, failures: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config
+        self.pause = pause
+        self.rng = rng
+        self.failures = failures
+        self.resumed_at: float | None = None  # when the attempt after a wait started
+
+    @classmethod
+    def for_endpoint(cls, config: EndpointConfig, pause: Callable[[float], None] = time.sleep,
+                     rng: Callable[[], float] = random.random) -> EndpointRetry:
+        return cls(total=config.max_retries, allowed_methods=None, status_forcelist=RETRY_STATUSES,
+                   backoff_factor=config.backoff_base_s, backoff_max=config.backoff_max_s, raise_on_status=False,
+                   config=config, pause=pause, rng=rng)
+
+    def new(self, **kw: Any) -> EndpointRetry:
+        return super().new(**{"config": self.config, "pause": self.pause, "rng": self.rng,
+                              "failures": self.failures, **kw})
+
+    def get_backoff_time(self) -> float:
+        failed = len(self.history)
+        return backoff_delay(failed, self.backoff_factor, self.backoff_max, self.rng) if failed else 0.0
+
+    def sleep(self, response: urllib3.BaseHTTPResponse | None = None) -> None:
+        delay = self.get_backoff_time()
+        retry_after = _retry_after(response) if response is not None else None
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        self.pause(delay)
+        self.resumed_at = time.monotonic()
+
+    def increment(self, method: str | None = None, url: str | None = None,
+                  response: urllib3.BaseHTTPResponse | None = None, error: Exception | None = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> EndpointRetry:
+        try:
+            retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        except MaxRetryError as exc:
+            # Out of retries. A last reply goes back to the client unread; a last error is raised
+            # (requests wraps it) carrying every failure, for the client's record.
+            if response is None and error is not None:
+                exc.failures = (*self.failures, attempt_error(error, self.config))  # type: ignore[attr-defined]
+            raise
+        retry.failures = (*self.failures,
+                          attempt_error(error, self.config) if response is None else self._read_failed(response))
+        return retry
+
+    def _read_failed(self, response: urllib3.BaseHTTPResponse) -> str:
+        reason = status_error(response, time.monotonic() + self.config.timeout_s)
+        # Closed, so urllib3's drain before the retry has nothing left to read.
+        response.close()
+        return reason
+
+
+def failures_of(exc: requests.RequestException) -> tuple[str, ...]:
+    """The failed attempts behind a request that urllib3 gave up retrying (none for other errors)."""
+    cause = exc.args[0] if exc.args else None
+    return getattr(cause, "failures", ())
 
 
 class ChatClient:
@@ -161,22 +267,20 @@ class ChatClient:
         self,
         config: EndpointConfig,
         *,
-        session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         reply_limit: int | None = None,
     ) -> None:
         self.config = config
         self._sleep = sleep
-        self._rng = rng
         self._reply_limit = reply_limit or max_reply_bytes()
         self._limit = endpoint_limit(config)
-        if session is None:
-            session = requests.Session()
-            # One pooled connection per concurrent call: no reconnects under load.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=config.concurrency, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+        session = requests.Session()
+        # One pooled connection per concurrent call: no reconnects under load. urllib3 retries.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=config.concurrency,
+                              max_retries=EndpointRetry.for_endpoint(config, self._pause, rng))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         # requests re-reads proxy and CA settings from the environment on every call (about 1.5 ms
         # each); read them once here instead, so thousands of judge calls do not pay for it.
@@ -201,74 +305,78 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def chat(self, messages: Sequence[Message], *, max_retries: int | None = None, **params: Any) -> ChatResult:
+    def _pause(self, seconds: float) -> None:
+        # Between attempts (called by EndpointRetry, inside ``chat``'s hold of the endpoint's slot):
+        # a call waiting out a backoff lets others use its slot.
+        self._limit.release()
+        try:
+            self._sleep(seconds)
+        finally:
+            self._limit.acquire()
+
+    def chat(self, messages: Sequence[Message], **params: Any) -> ChatResult:
         """One chat completion; retries transient failures, raises ``LLMError`` subclasses."""
         cfg = self.config
         body = {**cfg.params, **params, "model": cfg.model, "messages": list(messages)}
         headers = self._headers()
-        retries = cfg.max_retries if max_retries is None else max_retries
         record = CallRecord(endpoint=cfg.name, model=cfg.model)
         started = time.monotonic()
-        while True:
-            record.attempts += 1
-            try:
-                with self._limit:
-                    t0 = time.monotonic()
-                    data = self._post(body, headers)
-                    record.latency_s = time.monotonic() - t0
-            except _Transient as exc:
+        try:
+            with self._limit:
+                data = self._post(body, headers, record)
+        except LLMError as exc:
+            if not isinstance(exc, LLMUnavailable):  # its line is in the record already
                 record.errors.append(str(exc))
-                if record.attempts > retries:
-                    record.total_s = time.monotonic() - started
-                    raise LLMUnavailable(
-                        f"{cfg.name}: gave up after {record.attempts} attempt(s); last error: {exc}", record,
-                        status=exc.status,
-                    ) from None
-                delay = backoff_delay(record.attempts, cfg.backoff_base_s, cfg.backoff_max_s, self._rng)
-                if exc.retry_after is not None:
-                    delay = max(delay, min(exc.retry_after, cfg.backoff_max_s))
-                self._sleep(delay)
-                continue
-            except (LLMRequestRejected, LLMBadResponse) as exc:
-                record.errors.append(str(exc))
-                record.total_s = time.monotonic() - started
-                exc.record = record
-                raise
             record.total_s = time.monotonic() - started
-            return self._result(data, messages, record)
+            exc.record = record
+            raise
+        record.total_s = time.monotonic() - started
+        return self._result(data, messages, record)
 
-    def _post(self, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any], headers: dict[str, str], record: CallRecord) -> dict[str, Any]:
+        """Send the call (urllib3 retries it) and read the answer; fills in the record's attempts,
+        errors and latency. A reply that stalls or breaks after its headers is not tried again."""
         timeout = self.config.timeout_s
-        deadline = time.monotonic() + timeout
+        attempt_started = time.monotonic()
         try:
             response = self._session.post(
                 self.url, json=body, headers=headers, timeout=(min(10.0, timeout), timeout),
                 proxies=self._proxies, verify=self._verify, stream=True, allow_redirects=False,
             )
-        except requests.Timeout:
-            raise _Transient(f"timed out after {timeout:g} s") from None
-        except requests.ConnectionError as exc:
-            raise _Transient(f"cannot connect to {self.config.base_url}: {type(exc).__name__}") from None
         except requests.RequestException as exc:
-            raise LLMRequestRejected(f"the request could not be sent: {type(exc).__name__}") from None
+            failures = failures_of(exc)
+            if not failures:
+                record.attempts = 1
+                raise LLMRequestRejected(f"the request could not be sent: {type(exc).__name__}") from None
+            record.attempts, record.errors = len(failures), list(failures)
+            raise self._gave_up(record, None) from None
+        retries = response.raw.retries
+        if isinstance(retries, EndpointRetry):
+            record.errors = list(retries.failures)
+            attempt_started = retries.resumed_at or attempt_started
+        record.attempts = len(record.errors) + 1
+        deadline = attempt_started + timeout
         with response:
             status = response.status_code
             if 300 <= status < 400:
                 raise LLMRequestRejected(f"HTTP {status}: {REDIRECTED}", status=status)
             try:
                 if status >= 400:
-                    detail = error_detail(read_reply(response, ERROR_REPLY_BYTES, deadline, truncate=True))
-                    reason = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+                    reason = status_error(response, deadline)
                     if status in RETRY_STATUSES:
-                        raise _Transient(reason, _retry_after(response), status)
+                        record.errors.append(reason)
+                        raise self._gave_up(record, status)
                     raise LLMRequestRejected(reason, status=status)
                 raw = read_reply(response, self._reply_limit, deadline)
             except TimeoutError:
-                raise _Transient(f"timed out after {timeout:g} s", status=status) from None
+                record.errors.append(f"timed out after {timeout:g} s")
+                raise self._gave_up(record, status) from None
             except ConnectionError as exc:
-                raise _Transient(str(exc), status=status) from None
+                record.errors.append(str(exc))
+                raise self._gave_up(record, status) from None
             except ValueError as exc:
                 raise LLMBadResponse(f"HTTP {status}: {exc}", status=status) from None
+        record.latency_s = time.monotonic() - attempt_started
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError):
@@ -278,6 +386,10 @@ class ChatClient:
             raise LLMBadResponse(f"HTTP {status}: the reply is not a JSON object: not an OpenAI-compatible API",
                                  status=status)
         return data
+
+    def _gave_up(self, record: CallRecord, status: int | None) -> LLMUnavailable:
+        return LLMUnavailable(f"{self.config.name}: gave up after {record.attempts} attempt(s); last error: "
+                              f"{record.errors[-1]}", record, status=status)
 
     def _result(self, data: dict[str, Any], messages: Sequence[Message], record: CallRecord) -> ChatResult:
         try:
@@ -306,7 +418,7 @@ class ChatClient:
                           tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [])
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
     value = response.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None

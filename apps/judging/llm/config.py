@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 BACKENDS = ("openai", "transformers")
 DEFAULT_KEY_PREFIX = "KLONG_ENDPOINT_KEY_"
 DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024  # KLONG_ENDPOINT_MAX_REPLY_BYTES: a chat completion with logprobs fits
+# urllib3 retries by calling itself once per retry (a thousand would hit Python's recursion limit);
+# 100 retries at the longest backoff is over an hour and a half of trying already.
+MAX_RETRIES = 100
 # The server's own secrets: no endpoint may send one, whatever an admin allowed.
 SERVER_SECRETS = frozenset({
     "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "KLONG_ADMIN_PASSWORD", "KLONG_METRICS_TOKEN", "POSTGRES_PASSWORD",
@@ -150,6 +153,12 @@ def check_base_url(url: str) -> None:
         raise EndpointConfigError(f"The base URL {url!r} is not a valid URL: {str(exc).rstrip('.')}.") from None
 
 
+def check_max_retries(value: int) -> None:
+    """Raise ``EndpointConfigError`` unless ``value`` is a retry count from 0 to MAX_RETRIES."""
+    if not 0 <= value <= MAX_RETRIES:
+        raise EndpointConfigError(f"max_retries must be between 0 and {MAX_RETRIES}, not {value}.")
+
+
 def check_params(params: Any) -> None:
     """Raise ``EndpointConfigError`` unless ``params`` is a JSON object of known generation options."""
     if not isinstance(params, dict):
@@ -195,8 +204,7 @@ class EndpointConfig:
                                       f"{type(self.params).__name__}.")
         if self.concurrency < 1:
             raise EndpointConfigError("concurrency must be at least 1.")
-        if self.max_retries < 0:
-            raise EndpointConfigError("max_retries cannot be negative.")
+        check_max_retries(self.max_retries)
         if self.timeout_s <= 0:
             raise EndpointConfigError("timeout_s must be positive.")
 

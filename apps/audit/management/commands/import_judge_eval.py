@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.audit.services import import_judge_eval
+from apps.audit.services.judge_eval_import import import_judge_eval
 from apps.papers.models import Paper
 
 

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.papers.models import Paper
 from apps.papers.services import write_folder
-from apps.rubrics.services import NodeNotFound
+from apps.rubrics.services.errors import NodeNotFound
 
 
 class Command(BaseCommand):

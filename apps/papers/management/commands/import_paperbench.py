@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.papers.services import BundleError, find_bundles, import_paper
-from apps.rubrics.services import RubricRefused
+from apps.rubrics.services.errors import RubricRefused
 
 
 class Command(BaseCommand):

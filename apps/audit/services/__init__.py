@@ -1,0 +1,2 @@
+"""Judge audit services by noun: trees, submissions, cells, comparison, exports, grading,
+judge_eval_import, queues, report, what_if."""

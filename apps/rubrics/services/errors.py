@@ -1,0 +1,31 @@
+"""Errors the rubric services raise and the views turn into 4xx answers."""
+
+from __future__ import annotations
+
+from apps.rubrics.models import RubricNode
+from apps.rubrics.validation import Problem
+
+
+class RubricRefused(ValueError):
+    """A tree (file, version or restore) was refused whole; ``problems`` lists every reason."""
+
+    def __init__(self, message: str, problems: list[Problem]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems
+
+
+class TreeEditError(ValueError):
+    """An edit that makes no sense for this tree (cycle, second root, bad value): a 400."""
+
+
+class NodeNotFound(LookupError):
+    """The node is not in this paper's draft (deleted, or the draft was replaced)."""
+
+
+class StaleNode(Exception):
+    """The node changed since the client read it: a 409 carrying the current node."""
+
+    def __init__(self, current: RubricNode) -> None:
+        super().__init__(f"node {current.pk} is at version {current.version}")
+        self.current = current
