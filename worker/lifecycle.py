@@ -40,6 +40,7 @@ _stop = threading.Event()
 
 def gpu_names() -> list[str]:
     try:
+        # lazy: torch only to name the GPUs: a CPU or judge worker need not load it
         import torch
     except ImportError:
         return []

@@ -49,6 +49,7 @@ def cohen_kappa(y_a: Sequence[Number], y_b: Sequence[Number]) -> float | None:
     Undefined (None) with no items, or when both raters used one and the same single label
     (the expected agreement is then 1 and kappa is 0 / 0).
     """
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     import numpy as np
     from sklearn import config_context
     from sklearn.metrics import cohen_kappa_score
@@ -147,6 +148,7 @@ def _value(statistic: float) -> float | None:
 
 
 def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.pearsonr(x, y).statistic)
@@ -154,12 +156,14 @@ def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
 
 def average_ranks(values: Sequence[Number]) -> list[float]:
     """1-based ranks; tied values share the mean of the ranks they span (scipy's rankdata 'average')."""
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return stats.rankdata(values).tolist()
 
 
 def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.spearmanr(x, y).statistic)
@@ -167,6 +171,7 @@ def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
 
 def kendall_tau(x: Sequence[Number], y: Sequence[Number]) -> float | None:
     """Kendall's tau-b (ties accounted for on both sides; scipy's default variant, O(n log n))."""
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.kendalltau(x, y).statistic)
@@ -187,6 +192,7 @@ def bootstrap_ci(
     interval would be nan as soon as one resample is undefined, so the percentiles are taken
     here over its bootstrap distribution; without undefined resamples they are scipy's interval.
     """
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     import numpy as np
     from scipy import stats
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
 
 from celery import current_app
 from django.conf import settings
@@ -53,7 +54,6 @@ def redis_label() -> str:
     if settings.EMBEDDED_REDIS:
         return "embedded Redis (" + url.split("?")[0].removeprefix("unix://") + ")"
     # Never show a password from the URL.
-    from urllib.parse import urlparse
 
     parsed = urlparse(url)
     return f"Redis on {parsed.hostname}:{parsed.port or 6379}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
@@ -129,7 +131,6 @@ class SFTForm(forms.Form):
         return raw
 
     def clean_base_model(self) -> str:
-        from pathlib import Path
 
         value = self.cleaned_data["base_model"]
         folder = Path(value)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Job(models.Model):
@@ -66,7 +67,6 @@ class Job(models.Model):
             return None
         end = self.finished_at
         if end is None:
-            from django.utils import timezone
 
             end = timezone.now()
         return (end - self.started_at).total_seconds()

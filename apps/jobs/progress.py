@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
 from apps.jobs.models import Job, JobArtifact, JobLog, JobMetric
@@ -155,7 +156,6 @@ class Progress:
 
     def artifact(self, name: str, path: str, kind: str = "other", **meta: Any) -> None:
         """Record a file the job produced (path relative to the data folder) and tell watchers."""
-        from django.conf import settings
 
 
         full = settings.DATA_DIR / path

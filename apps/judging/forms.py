@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from apps.judging.llm.config import key_policy
 from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
@@ -106,7 +107,6 @@ class RubricCheckForm(forms.ModelForm):
         help_texts = {"node_id": "The leaf's id (from the rubric editor)."}
 
     def clean(self):
-        from django.core.exceptions import ValidationError
 
 
         cleaned = super().clean()

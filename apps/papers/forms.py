@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 from django import forms
+from django.conf import settings
 
 from apps.judging.forms import JudgeConfigForm
 from apps.papers.candidates import CandidateFilter, normalise_venue
@@ -76,7 +78,6 @@ class PaperForm(forms.ModelForm):
             self.fields["loaded"].initial = json.dumps(self.stored)
 
     def clean_pdf_upload(self):
-        from django.conf import settings
 
 
         upload = self.cleaned_data.get("pdf_upload")
@@ -242,9 +243,7 @@ class RubricDraftConfigForm(forms.Form):
         return JudgeConfigForm.clean_endpoint(self)
 
     def clean_code_folder(self) -> str:
-        from pathlib import Path
 
-        from django.conf import settings
 
         value = (self.cleaned_data.get("code_folder") or "").strip()
         if not value:

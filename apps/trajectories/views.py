@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -153,7 +154,6 @@ def trajectory_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 def annotations_export(request: HttpRequest) -> HttpResponse:
     """All annotations (optionally of one label or trajectory) as JSON lines."""
-    import json
 
     rows = TurnAnnotation.objects.select_related("label", "author").order_by("trajectory_id", "turn_index")
     if label := request.GET.get("label"):

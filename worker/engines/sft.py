@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from django.conf import settings
+from transformers import AutoTokenizer
 
 from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.progress import JobCancelled, Progress
@@ -98,7 +100,6 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
 
 
 def visible_gpus() -> int:
-    import torch
 
     return torch.cuda.device_count()
 
@@ -114,7 +115,6 @@ def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:
-    from transformers import AutoTokenizer
 
     config = job.config
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])

@@ -13,6 +13,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+from django.conf import settings
+
 from worker.sandbox.spec import SandboxBusy
 
 _ACQUIRE = """
@@ -81,7 +84,6 @@ def default_slots() -> HostSlots | None:
     """Slots from Django settings (KLONG_SANDBOXES_PER_HOST, REDIS_URL); None without Django or
     with a limit of 0 (no limit)."""
     try:
-        from django.conf import settings
 
         if not settings.configured:
             return None
@@ -91,6 +93,5 @@ def default_slots() -> HostSlots | None:
         return None
     if limit <= 0:
         return None
-    import redis
 
     return HostSlots(redis.Redis.from_url(url), limit)

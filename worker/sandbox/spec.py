@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import docker
+
 SUBMISSION_DIR = "/home/submission"
 LABEL = "klong.sandbox"  # every sandbox container carries it; klong.job names its job
 JOB_LABEL = "klong.job"
@@ -105,10 +107,6 @@ class Sandbox(Protocol):
 
 def docker_client(docker_host: str = "", timeout: float = 60):
     """A Docker SDK client for ``docker_host`` (or $DOCKER_HOST); raises SandboxError if none answers."""
-    try:
-        import docker
-    except ImportError as exc:  # pragma: no cover - docker is in requirements.txt
-        raise SandboxError("the docker package is not installed") from exc
     try:
         if docker_host:
             client = docker.DockerClient(base_url=docker_host, timeout=timeout)

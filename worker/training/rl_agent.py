@@ -13,12 +13,16 @@ queue's depth is the number of judge jobs waiting.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+from django.db import connections
 
 from apps.jobs.models import Job
 from apps.jobs.services.control import cancel_job
@@ -65,7 +69,6 @@ class LocalPolicyChat:
         self.temperature = temperature
 
     def chat(self, messages: Sequence[dict[str, Any]], **params: Any) -> ChatResult:
-        import torch
 
         tokenizer = self.policy.tokenizer
         record = CallRecord(endpoint="rl-policy", model=f"policy-v{self.policy.version}", attempts=1)
@@ -117,9 +120,7 @@ class AgentRunner:
         return policy.chat_client() if hasattr(policy, "chat_client") else LocalPolicyChat(policy)
 
     def run(self, task: Task, index: int, timeout_s: float, policy: Any, seed: int) -> Rollout:
-        import threading
 
-        from django.db import connections
 
         try:
             return self._run(task, index, timeout_s, policy)

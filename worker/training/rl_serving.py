@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import requests
+
 from apps.judging.llm.client import ERROR_REPLY_BYTES, REDIRECTED, error_detail, make_client, read_reply
 from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
 
@@ -99,7 +101,6 @@ class RemotePolicy:
     def _reload(self, url: str, body: dict[str, Any]) -> None:
         """Ask the server to load the weights: the same rules as every endpoint call (an allowed key
         variable, no redirects, a bounded reply, nothing of the reply but an OpenAI-style message)."""
-        import requests
 
 
         key = read_api_key(self.config.api_key_env, "The policy server")

@@ -14,12 +14,17 @@ The tree is scored by ``apps.rubrics.scoring`` exactly as a judged paper is.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from apps.judging.judge.grader import grade_tree
 from apps.judging.judge.prompts import PaperContext
@@ -110,8 +115,6 @@ class ModelJudge:
         self._lock = threading.Lock()
 
     def score_one(self, task: ToyTask, text: str) -> float:
-        import tempfile
-        from pathlib import Path
 
 
         with tempfile.TemporaryDirectory(prefix="klong-rl-toy-") as folder:
@@ -121,7 +124,6 @@ class ModelJudge:
         return float(outcome.score)
 
     def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
-        from concurrent.futures import ThreadPoolExecutor
 
         self._waiting = len(requests)
 
@@ -142,7 +144,6 @@ class ModelJudge:
 def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
     """Sample up to ``max_new`` tokens (stopping at end-of-turn) with a per-rollout generator, so a
     rollout is reproducible whatever else runs in the process (the trainer, other threads)."""
-    import torch
 
     model, eos = policy.model, policy.tokenizer.eos_token_id
     device = policy.device

@@ -61,6 +61,7 @@ class JudgeEvalReport:
 
 
 def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
+    # lazy: scikit-learn takes about a second to import; only JudgeEval needs it
     import numpy as np
     from sklearn import config_context
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import requests
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
@@ -83,7 +84,6 @@ def estimate_tokens(text: str) -> int:
 def max_reply_bytes() -> int:
     """KLONG_ENDPOINT_MAX_REPLY_BYTES from Django settings when they are configured."""
     try:
-        from django.conf import settings
 
         if settings.configured:
             return int(getattr(settings, "KLONG_ENDPOINT_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES))
