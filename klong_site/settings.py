@@ -9,7 +9,6 @@ serves as Celery broker, result backend, cache and Channels layer alike.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -21,8 +20,9 @@ from klong_site.env import env_bool, env_int, env_list, env_str, env_url
 from klong_site.storage import StorageConfigError, artifact_sync_enabled, storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Created, with the generated secret key, when the core app starts (apps/core/datadir.py): settings
+# only read files.
 DATA_DIR = Path(env_str("KLONG_DATA_DIR") or BASE_DIR / "data").resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("KLONG_TESTING", False)
@@ -32,7 +32,8 @@ DATABASE_SCHEMES = ("postgres", "postgresql", "sqlite")
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else (single machine only) one generated into the data folder."""
+    """SECRET_KEY from the environment, else (single machine only) the one generated into the data
+    folder; "" before the first start, which generates it (apps/core/datadir.py)."""
     key = env_str("SECRET_KEY")
     if key:
         if len(key) < 32:
@@ -45,14 +46,12 @@ def _secret_key() -> str:
             "SECRET_KEY is missing: with DATABASE_URL set, every web server and worker needs the same "
             "SECRET_KEY (at least 32 random characters)."
         )
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    return SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.exists() else ""
 
 
+SECRET_KEY_FILE = DATA_DIR / "secret_key"
 SECRET_KEY = _secret_key()
+SECRET_KEY_MISSING = not SECRET_KEY  # the first start on this data folder generates it
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -302,7 +301,6 @@ MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 # The app image collects into its own folder (deploy/Dockerfile); by default the data folder.
 STATIC_ROOT = Path(env_str("KLONG_STATIC_ROOT") or DATA_DIR / "staticfiles")
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
