@@ -14,8 +14,9 @@ from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
 from apps.trajectories import services
+from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
-from apps.trajectories.queries import SORTS, filter_trajectories, trajectory_rows, turn_index_data
+from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
 from apps.trajectories.uploads import (
     UploadTooLarge,
@@ -23,22 +24,6 @@ from apps.trajectories.uploads import (
     import_upload,
     max_upload_bytes,
 )
-
-
-class TrajectoryFilterForm(forms.Form):
-    q = forms.CharField(required=False, label="Search")
-    paper = forms.ModelChoiceField(Paper.objects.order_by("slug"), required=False, to_field_name="slug")
-    source = forms.ChoiceField(choices=[("", "any"), *Trajectory.Source.choices], required=False)
-    model = forms.CharField(required=False)
-    end_state = forms.ChoiceField(choices=[("", "any"), *Trajectory.EndState.choices], required=False)
-    review = forms.ChoiceField(
-        choices=[("", "any"), ("none", "not reviewed"), *Trajectory.Review.choices], required=False
-    )
-    score_min = forms.FloatField(required=False, label="Score ≥")
-    score_max = forms.FloatField(required=False, label="Score ≤")
-    turns_min = forms.IntegerField(required=False, min_value=0, label="Turns ≥")
-    turns_max = forms.IntegerField(required=False, min_value=0, label="Turns ≤")
-    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
 
 
 def trajectory_list(request: HttpRequest) -> HttpResponse:
