@@ -8,16 +8,17 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
-from apps.trajectories import services
+from apps.trajectories import exports, services
+from apps.trajectories.exports import ExportLimit
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
+from apps.trajectories.split_service import CONFIG_FIELDS, ExportError, SplitConfigError
 from apps.trajectories.uploads import (
     UploadTooLarge,
     check_request_size,
@@ -230,21 +231,29 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(reverse("trajectories:split", args=[pk]))
 
 
-def dataset_export(request: HttpRequest) -> HttpResponse:
-    """Export trajectories (?ids=1,2 or the list filters; rejected ones never) as a dataset zip."""
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
+# What the export page passes on to its job: the selection and the split options.
+EXPORT_PARAMS = ("ids", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS)
 
+
+def dataset_export(request: HttpRequest) -> HttpResponse:
+    """The export page: what will be exported and how (GET), then a job that renders the zip (POST),
+    whose page offers it for download. ?ids=1,2 or the list filters; rejected ones never."""
     params = request.POST if request.method == "POST" else request.GET
+    context: dict[str, Any] = {
+        "params": [(name, params[name]) for name in EXPORT_PARAMS if params.get(name) not in (None, "")],
+    }
+    status = 200
     try:
-        trajectories = split_service.export_selection(params)
-        data = split_service.export_dataset(trajectories, params)
-    except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
-        messages.error(request, str(exc))
-        back = request.META.get("HTTP_REFERER", "")
-        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-            back = reverse("trajectories:list")
-        return redirect(back)
-    response = HttpResponse(data, content_type="application/zip")
-    response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
-    return response
+        if request.method == "POST":
+            job = exports.launch_dataset_export(params, request.user)
+            messages.success(request, f"Dataset export job #{job.pk} queued: the zip appears on this page when it "
+                                      "is ready.")
+            return redirect("jobs:detail", pk=job.pk)
+        config = exports.dataset_export_config(params)
+        context.update(count=len(config["ids"]), options={k: v for k, v in config.items() if k != "ids"},
+                       tokenizer=configured_tokenizer_path())
+    except ExportLimit as exc:
+        context["error"], status = str(exc), 429
+    except (ExportError, SplitConfigError) as exc:
+        context["error"], status = str(exc), 400
+    return render(request, "trajectories/export.html", context, status=status)

@@ -52,7 +52,8 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "trajectories:list": (V, None),
     "trajectories:upload": (EP, EP),
     "trajectories:annotations-export": (V, None),
-    "trajectories:dataset-export": (V, None),
+    # The export page, and its button that queues the export job: an export is a read.
+    "trajectories:dataset-export": (V, V),
     "trajectories:detail": (V, None),
     "trajectories:review": (None, G),
     "trajectories:split": (V, None),

@@ -1,0 +1,69 @@
+"""Trajectory exports, sized for 1,000-turn runs by the thousand.
+
+The training dataset renders every window with the tokenizer (seconds per 1,000-turn run): a
+request checks what it can at once and queues a ``dataset_export`` job, whose zip the job page
+offers for download (worker/engines/dataset_export.py writes it with ``split_service.write_dataset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from apps.jobs.models import Job
+from apps.jobs.services import launch_job
+from apps.trajectories.split_service import (
+    CONFIG_FIELDS,
+    ExportError,
+    SplitConfigError,
+    config_from,
+    export_renderer,
+    export_selection,
+)
+
+DATASET_EXPORT = "dataset_export"
+
+
+class ExportLimit(ExportError):
+    """The user already has as many dataset exports queued or running as one may."""
+
+
+def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check an export request, so that what can be known now is a 400 with the reason, not a failed
+    job: the tokenizer and its chat format, the selection, the split options for each trajectory.
+    Returns the job's config: the chosen ids in export order and the split options given."""
+    export_renderer()
+    chosen = export_selection(params)
+    options = {name: params[name] for name in CONFIG_FIELDS if params.get(name) not in (None, "")}
+    for name, value in options.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise SplitConfigError(f"{name}: {value!r} is not a number")
+    for trajectory in chosen:
+        config_from(options, trajectory)
+    return {"ids": [t.pk for t in chosen], **options}
+
+
+def launch_dataset_export(params: Mapping[str, Any], user: Any) -> Job:
+    """Queue a dataset export job of the trajectories ``params`` choose (ids or the list filters)."""
+    config = dataset_export_config(params)
+    count = len(config["ids"])
+    with transaction.atomic():
+        _check_export_slots(user)
+        return launch_job(DATASET_EXPORT, config, user,
+                          title=f"Dataset export: {count} trajector{'y' if count == 1 else 'ies'}")
+
+
+def _check_export_slots(user: Any) -> None:
+    limit = settings.KLONG_EXPORT_JOBS_PER_USER
+    if not limit:
+        return
+    # The user's row lock makes two requests at once count each other's job.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    waiting = Job.objects.filter(kind=DATASET_EXPORT, created_by=user).exclude(state__in=Job.FINISHED).count()
+    if waiting >= limit:
+        raise ExportLimit(f"You already have {waiting} dataset exports queued or running; {limit} at once is the "
+                          "limit (KLONG_EXPORT_JOBS_PER_USER). Wait for one to finish or cancel one, then try again.")
