@@ -7,8 +7,9 @@ responses iterate asynchronously, reading each piece in a thread, so memory stay
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import StreamingHttpResponse
@@ -30,5 +31,24 @@ def file_download(path: Path, filename: str, content_type: str = "application/oc
     """``path`` as an attachment named ``filename``, read a megabyte at a time."""
     response = StreamingHttpResponse(file_chunks(path), content_type=content_type)
     response["Content-Length"] = str(path.stat().st_size)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+async def batched_text(fetch: Callable[[Any], tuple[str, Any]]) -> AsyncIterator[bytes]:
+    """Text read in batches: ``fetch(after)`` returns a batch's text and where the next one starts
+    (None after the last). Each batch is a query of its own (keyset, never an open cursor between
+    sends), run in Django's thread for database work."""
+    after: Any = None
+    while True:
+        text, after = await sync_to_async(fetch)(after)
+        if text:
+            yield text.encode()
+        if after is None:
+            return
+
+
+def text_download(fetch: Callable[[Any], tuple[str, Any]], filename: str, content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(batched_text(fetch), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

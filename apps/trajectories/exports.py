@@ -3,19 +3,25 @@
 The training dataset renders every window with the tokenizer (seconds per 1,000-turn run): a
 request checks what it can at once and queues a ``dataset_export`` job, whose zip the job page
 offers for download (worker/engines/dataset_export.py writes it with ``split_service.write_dataset``).
+Annotations cost little per row, so they stream as JSON lines in batches: memory stays at one batch.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
+from django.http import StreamingHttpResponse
 
+from apps.core.downloads import text_download
 from apps.jobs.models import Job
 from apps.jobs.services import launch_job
+from apps.trajectories.models import TurnAnnotation
 from apps.trajectories.split_service import (
     CONFIG_FIELDS,
     ExportError,
@@ -26,6 +32,7 @@ from apps.trajectories.split_service import (
 )
 
 DATASET_EXPORT = "dataset_export"
+ANNOTATION_BATCH = 2000
 
 
 class ExportLimit(ExportError):
@@ -67,3 +74,38 @@ def _check_export_slots(user: Any) -> None:
     if waiting >= limit:
         raise ExportLimit(f"You already have {waiting} dataset exports queued or running; {limit} at once is the "
                           "limit (KLONG_EXPORT_JOBS_PER_USER). Wait for one to finish or cancel one, then try again.")
+
+
+# ------------------------------------------------------------------ annotations
+
+
+def annotation_filters(params: Mapping[str, Any]) -> Q:
+    """``label`` (a name) and ``trajectory`` (an id); a bad id is an ExportError, before any byte is sent."""
+    where = Q()
+    if label := params.get("label"):
+        where &= Q(label__name=label)
+    if trajectory := params.get("trajectory"):
+        if not str(trajectory).isdigit():
+            raise ExportError(f"trajectory must be a trajectory id, not {str(trajectory)[:40]!r}.")
+        where &= Q(trajectory_id=int(trajectory))
+    return where
+
+
+def annotations_jsonl(where: Q) -> StreamingHttpResponse:
+    """The annotations as JSON lines, in trajectory and turn order, one batch of rows at a time."""
+
+    def batch(after: tuple[int, int, int] | None) -> tuple[str, tuple[int, int, int] | None]:
+        rows = TurnAnnotation.objects.filter(where).select_related("label", "author")
+        if after is not None:
+            trajectory, turn, pk = after
+            rows = rows.filter(Q(trajectory_id__gt=trajectory) | Q(trajectory_id=trajectory, turn_index__gt=turn)
+                               | Q(trajectory_id=trajectory, turn_index=turn, pk__gt=pk))
+        chunk = list(rows.order_by("trajectory_id", "turn_index", "pk")[:ANNOTATION_BATCH])
+        text = "".join(json.dumps({
+            "trajectory": a.trajectory_id, "turn": a.turn_index, "label": a.label.name, "note": a.note,
+            "author": a.author.get_username() if a.author else None, "created_at": a.created_at.isoformat(),
+        }) + "\n" for a in chunk)
+        last = chunk[-1] if len(chunk) == ANNOTATION_BATCH else None
+        return text, (last.trajectory_id, last.turn_index, last.pk) if last else None
+
+    return text_download(batch, "annotations.jsonl", "application/x-ndjson")

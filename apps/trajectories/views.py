@@ -15,7 +15,7 @@ from apps.papers.models import Paper
 from apps.trajectories import exports, services
 from apps.trajectories.exports import ExportLimit
 from apps.trajectories.forms import TrajectoryFilterForm
-from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
+from apps.trajectories.models import AnnotationLabel, Trajectory
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
 from apps.trajectories.split_service import CONFIG_FIELDS, ExportError, SplitConfigError
@@ -137,24 +137,12 @@ def trajectory_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def annotations_export(request: HttpRequest) -> HttpResponse:
-    """All annotations (optionally of one label or trajectory) as JSON lines."""
-    import json
-
-    rows = TurnAnnotation.objects.select_related("label", "author").order_by("trajectory_id", "turn_index")
-    if label := request.GET.get("label"):
-        rows = rows.filter(label__name=label)
-    if trajectory := request.GET.get("trajectory"):
-        rows = rows.filter(trajectory_id=trajectory)
-    lines = (
-        json.dumps({
-            "trajectory": a.trajectory_id, "turn": a.turn_index, "label": a.label.name, "note": a.note,
-            "author": a.author.get_username() if a.author else None, "created_at": a.created_at.isoformat(),
-        }) + "\n"
-        for a in rows.iterator()
-    )
-    response = HttpResponse("".join(lines), content_type="application/x-ndjson")
-    response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'
-    return response
+    """All annotations (optionally of one label or trajectory) as JSON lines, streamed."""
+    try:
+        where = exports.annotation_filters(request.GET)
+    except ExportError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    return exports.annotations_jsonl(where)
 
 
 # ------------------------------------------------------------------ split-window view
