@@ -201,3 +201,19 @@ register(
         routed_by_gpus=True,
     )
 )
+
+# Dataset export (issue 17: no heavy work inside a request). The export page and
+# POST /api/trajectories/export-dataset/ check the request and queue it (apps/trajectories/exports.py);
+# the zip is the job's downloadable artifact.
+register(
+    JobKind(
+        name="dataset_export",
+        label="Export a training dataset",
+        queue="cpu",
+        engine="worker.engines.dataset_export.run",
+        description="Splits the chosen trajectories into training windows and renders each in the tokenizer's "
+        "chat format (input_ids + labels) into a zip offered for download on the job page; config: ids (in "
+        "export order) and the split options (l_max, ...). Launched from the trajectory list or split page, or "
+        "POST /api/trajectories/export-dataset/ (docs/trajectories.md).",
+    )
+)
