@@ -69,9 +69,24 @@ def admin_client():
             redis_proc.terminate()
 
 
+class ServerURL(str):
+    """A server's base URL that also carries its process id (for its memory figures)."""
+
+    pid: int
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmHWM:"):
+            return int(row.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 @contextlib.contextmanager
 def daphne_server():
-    """daphne in its own process, as `make run` serves the app; yields its base URL once it listens.
+    """daphne in its own process, as `make run` serves the app; yields its base URL (``.pid``: the
+    server's process) once it listens.
 
     In this process it would share the GIL with the measuring client and time both.
     """
@@ -93,7 +108,9 @@ def daphne_server():
                 break
             except OSError:
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        base = ServerURL(f"http://127.0.0.1:{port}")
+        base.pid = server.pid
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -289,6 +289,8 @@ KLONG_MAX_UNPACKED_MEMBER_BYTES = env_int("KLONG_MAX_UNPACKED_MEMBER_BYTES", 256
 KLONG_MAX_TURN_CHARS = env_int("KLONG_MAX_TURN_CHARS", 1_000_000, minimum=1000)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
+# Dataset exports run as jobs; one user may have this many queued or running at once (0: no limit).
+KLONG_EXPORT_JOBS_PER_USER = env_int("KLONG_EXPORT_JOBS_PER_USER", 3, minimum=0)
 # SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for
 # CPU-only clusters and for exercising the multi-GPU launcher anywhere. 1: train in-process.
 KLONG_SFT_CPU_PROCESSES = env_int("KLONG_SFT_CPU_PROCESSES", 1, minimum=1)

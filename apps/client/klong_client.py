@@ -8,7 +8,7 @@ push trajectories and submissions and pull datasets and checkpoints::
     studio.push_trajectories("run-17.jsonl", paper="bam")
     job = studio.submit("bam", "gpt-judge", "submissions/run-17/")       # a folder or a .tar/.zip
     studio.wait(job["job"])
-    studio.pull_dataset("sft.zip", paper="bam", l_max=65536)
+    studio.pull_dataset("sft.zip", paper="bam", l_max=65536)          # an export job: waits, downloads
     studio.pull_checkpoint(12, "models/ckpt-12", extract=True)
 
 Command line (JSON on stdout; errors on stderr with exit status 1)::
@@ -50,6 +50,14 @@ class KlongError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class JobFailed(RuntimeError):
+    """A job this client waited for did not succeed: ``job`` is the job as the API shows it."""
+
+    def __init__(self, job: dict) -> None:
+        super().__init__(f"job {job.get('id')} {job.get('state')}: {job.get('error') or job.get('message') or ''}")
+        self.job = job
 
 
 class KlongClient:
@@ -142,12 +150,20 @@ class KlongClient:
         return self.post("jobs/", {"kind": kind, "config": config, "priority": priority, "title": title})
 
     # --- pull ---------------------------------------------------------------------------------
-    def pull_dataset(self, out: str | Path, *, ids: list[int] | None = None, **params: Any) -> Path:
+    def pull_dataset(self, out: str | Path, *, ids: list[int] | None = None, timeout: float = 3600,
+                     **params: Any) -> Path:
         """A training dataset zip (dataset.jsonl with input_ids and labels, manifest.json) of the
         given trajectory ids, or of the accepted ones matching the list filters (paper, source,
-        model, q...); split options (l_max, overlap_turns...) as in the split view."""
+        model, q...); split options (l_max, overlap_turns...) as in the split view. The server
+        renders it in a job: this queues the job, waits for it, then downloads its zip."""
         payload = {**params, **({"ids": ",".join(str(i) for i in ids)} if ids else {})}
-        return self._download("POST", "trajectories/export-dataset/", Path(out), json=payload)
+        job = self.wait(self.post("trajectories/export-dataset/", payload)["job"], timeout=timeout)
+        if job["state"] != "succeeded":
+            raise JobFailed(job)
+        zips = [a for a in self.get(f"jobs/{job['id']}/artifacts/") if a["kind"] == "dataset" and a["download"]]
+        if not zips:
+            raise JobFailed({**job, "error": "the job offers no dataset to download"})
+        return self._download("GET", f"jobs/{job['id']}/artifacts/{zips[0]['id']}/download/", Path(out))
 
     def checkpoints(self) -> list[dict]:
         return list(self.pages("checkpoints/"))
@@ -221,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rubric-version", type=int)
     p.add_argument("--code-only", action="store_true")
     p.add_argument("--wait", action="store_true", help="wait for the judge job and print it")
-    p = sub.add_parser("pull-dataset", help="download a training dataset zip")
+    p = sub.add_parser("pull-dataset", help="export a training dataset (a job on the server) and download its zip")
     p.add_argument("out")
     p.add_argument("--ids", help="comma-separated trajectory ids")
     p.add_argument("--paper")
@@ -276,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args, KlongClient(args.url, args.token))
-    except (KlongError, ValueError, OSError, TimeoutError, requests.RequestException) as exc:
+    except (KlongError, JobFailed, ValueError, OSError, TimeoutError, requests.RequestException) as exc:
         print(f"klong: {exc}", file=sys.stderr)
         return 1
     json.dump(result, sys.stdout, indent=2)

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from apps.jobs.models import Job, JobMetric
+from apps.jobs.downloads import artifact_download
+from apps.jobs.models import Job, JobArtifact, JobMetric
 from apps.jobs.registry import KINDS
 from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
 from apps.jobs.services.launching import JobConfigError, launch_job
@@ -39,6 +44,21 @@ class JobSerializer(serializers.ModelSerializer):
         if value not in KINDS:
             raise serializers.ValidationError(f"Unknown job kind; known: {', '.join(sorted(KINDS))}.")
         return value
+
+
+class JobArtifactSerializer(serializers.ModelSerializer):
+    download = serializers.SerializerMethodField(help_text="Where to download the file; null when it is not offered.")
+
+    class Meta:
+        model = JobArtifact
+        fields = ["id", "name", "kind", "size_bytes", "meta", "created_at", "download"]
+        read_only_fields = fields
+
+    def get_download(self, artifact: JobArtifact) -> str | None:
+        if not artifact.downloadable:
+            return None
+        return self.context["request"].build_absolute_uri(
+            reverse("job-artifact-download", args=[artifact.job_id, artifact.pk]))
 
 
 class PipelineSerializer(serializers.Serializer):
@@ -110,6 +130,18 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         except DjangoValidationError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(job).data)
+
+    @action(detail=True, methods=["get"])
+    def artifacts(self, request, pk=None):
+        """What the job produced; ``download`` is set on the files it offers (a dataset export's zip)."""
+        artifacts = self.get_object().artifacts.all()
+        return Response(JobArtifactSerializer(artifacts, many=True, context={"request": request}).data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path=r"artifacts/(?P<artifact>[0-9]+)/download")
+    def artifact_download(self, request, pk=None, artifact: str = ""):
+        """The artifact's file, streamed (404 for one not offered for download)."""
+        return artifact_download(get_object_or_404(self.get_object().artifacts.all(), pk=artifact))
 
     @action(detail=True, methods=["get"])
     def metrics(self, request, pk=None):

@@ -8,10 +8,11 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from apps.core.downloads import file_download
 from apps.core.pages import require_perm
 from apps.jobs.models import ModelCheckpoint
 from apps.judging.models import ModelEndpoint
@@ -34,13 +35,13 @@ def checkpoint_folder(checkpoint: ModelCheckpoint) -> Path:
     return folder
 
 
-def checkpoint_download(request: HttpRequest, pk: int) -> FileResponse:
+def checkpoint_download(request: HttpRequest, pk: int) -> StreamingHttpResponse:
     return checkpoint_zip_response(get_object_or_404(ModelCheckpoint, pk=pk))
 
 
-def checkpoint_zip_response(checkpoint: ModelCheckpoint) -> FileResponse:
-    """The checkpoint's folder as a zip (built once, rebuilt when the folder changed); the page
-    and the API (``GET /api/checkpoints/<id>/download/``) both answer with it."""
+def checkpoint_zip_response(checkpoint: ModelCheckpoint) -> StreamingHttpResponse:
+    """The checkpoint's folder as a zip (built once, rebuilt when the folder changed), streamed; the
+    page and the API (``GET /api/checkpoints/<id>/download/``) both answer with it."""
     folder = checkpoint_folder(checkpoint)
     archive = folder.with_suffix(".zip")
     if not archive.exists() or archive.stat().st_mtime < folder.stat().st_mtime:
@@ -50,7 +51,7 @@ def checkpoint_zip_response(checkpoint: ModelCheckpoint) -> FileResponse:
                 if file.is_file():
                     out.write(file, file.relative_to(folder))
         partial.replace(archive)  # never serve a half-written zip
-    return FileResponse(archive.open("rb"), as_attachment=True, filename=f"checkpoint-{checkpoint.pk}.zip")
+    return file_download(archive, f"checkpoint-{checkpoint.pk}.zip", "application/zip")
 
 
 @require_POST

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -86,6 +88,10 @@ class JobMetric(models.Model):
         indexes = [models.Index(fields=["job", "name", "step"])]
 
 
+# Job output offered for download (apps/jobs/downloads.py) lives in this folder of the data folder.
+DOWNLOADS_FOLDER = "exports"
+
+
 class JobArtifact(models.Model):
     """Something a job produced: a checkpoint, a dataset, a report."""
 
@@ -105,6 +111,11 @@ class JobArtifact(models.Model):
 
     class Meta:
         ordering = ["job", "created_at"]
+
+    @property
+    def downloadable(self) -> bool:
+        parts = PurePosixPath(self.path).parts
+        return len(parts) > 1 and parts[0] == DOWNLOADS_FOLDER and ".." not in parts
 
 
 class ModelCheckpoint(models.Model):

@@ -17,4 +17,5 @@ urlpatterns = [
     path("<int:pk>/", views.job_detail, name="detail"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),
     path("<int:pk>/retry/", views.job_retry, name="retry"),
+    path("<int:pk>/artifacts/<int:artifact>/download/", views.job_artifact_download, name="artifact-download"),
 ]

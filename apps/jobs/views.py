@@ -9,8 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
+from apps.jobs.downloads import artifact_download
 from apps.jobs.forms import LaunchForm, PipelineForm
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobArtifact
 from apps.jobs.registry import KINDS
 from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
 from apps.jobs.services.launching import JobConfigError, launch_job
@@ -63,6 +64,11 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "orphaned_because": orphaned_because(job),
         },
     )
+
+
+def job_artifact_download(request: HttpRequest, pk: int, artifact: int) -> HttpResponse:
+    """A file the job offers for download (a dataset export's zip), streamed."""
+    return artifact_download(get_object_or_404(JobArtifact, job_id=pk, pk=artifact))
 
 
 def job_launch(request: HttpRequest) -> HttpResponse:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -13,11 +12,12 @@ from rest_framework.response import Response
 from apps.core.parsers import FormParser, MultiPartParser
 from apps.core.permissions import RolePermission
 from apps.papers.models import Paper
-from apps.trajectories import services, split_service
+from apps.trajectories import exports, services
+from apps.trajectories.exports import ExportLimit
 from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
 from apps.trajectories.queries import filter_trajectories, search_turns, trajectory_rows, turn_texts
 from apps.trajectories.services import TrajectoryImportError
-from apps.trajectories.splitting import SplitError
+from apps.trajectories.split_service import ExportError, SplitConfigError
 from apps.trajectories.uploads import UploadTooLarge, check_request_size, import_upload
 
 TURN_CHUNK_MAX = 500
@@ -139,23 +139,23 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
             return Response({"job": outcome.job.pk}, status=status.HTTP_202_ACCEPTED)
         return Response(outcome.result.as_dict(), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=dict, responses={(200, "application/zip"): bytes, 400: dict})
+    @extend_schema(request=dict, responses={202: dict, 400: dict, 429: dict})
     @action(detail=False, methods=["post"], url_path="export-dataset")
-    def export_dataset(self, request: Request) -> HttpResponse | Response:
-        """A training dataset zip (dataset.jsonl with input_ids + labels, manifest.json) of
-        ``ids`` (comma-separated) or of the accepted trajectories matching the list filters;
-        split config fields (l_max, overlap_turns, ...) as in the split view."""
-
+    def export_dataset(self, request: Request) -> Response:
+        """Queue a training dataset export of ``ids`` (comma-separated) or of the accepted trajectories
+        matching the list filters; split config fields (l_max, overlap_turns, ...) as in the split view.
+        202 with the job id: when the job has succeeded, its artifact (``GET /api/jobs/ID/artifacts/``)
+        is the zip (dataset.jsonl with input_ids + labels, manifest.json)."""
         if not isinstance(request.data, Mapping):
             return Response({"detail": "The body must be a JSON object: {\"ids\": \"1,2\", \"l_max\": ...}."},
                             status=400)
         try:
-            data = split_service.export_dataset(split_service.export_selection(request.data), request.data)
-        except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
+            job = exports.launch_dataset_export(request.data, request.user)
+        except ExportLimit as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        except (ExportError, SplitConfigError) as exc:
             return Response({"detail": str(exc)}, status=400)
-        response = HttpResponse(data, content_type="application/zip")
-        response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
-        return response
+        return Response({"job": job.pk, "trajectories": len(job.config["ids"])}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ReviewSerializer, responses={200: TrajectorySerializer})
     @action(detail=True, methods=["post"])

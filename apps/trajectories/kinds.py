@@ -19,3 +19,15 @@ register(JobKind(
     description="Counts every turn again with the configured tokenizer (KLONG_TOKENIZER_PATH); config: "
     "trajectories (ids), or none for every trajectory counted with another tokenizer or estimated.",
 ))
+
+# Launched from the trajectory list or split page, or POST /api/trajectories/export-dataset/;
+# the zip is the job's downloadable artifact.
+register(JobKind(
+    name="dataset_export",
+    label="Export a training dataset",
+    engine="worker.engines.dataset_export.run",
+    description="Splits the chosen trajectories into training windows and renders each in the tokenizer's "
+    "chat format (input_ids + labels) into a zip offered for download on the job page; config: ids (in "
+    "export order) and the split options (l_max, ...). Launched from the trajectory list or split page, or "
+    "POST /api/trajectories/export-dataset/ (docs/trajectories.md).",
+))

@@ -12,24 +12,25 @@ inspector plan on the stored estimates.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.core.cache import cache
 
 from apps.trajectories.chat_native import renderer_for
+from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import Trajectory
 from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.services import configured_tokenizer_path
 from apps.trajectories.splitting import (
     IGNORE_INDEX,
     SplitConfig,
+    SplitError,
     SplitManifest,
     TurnSpec,
     mentions_paper,
@@ -290,25 +291,57 @@ class ExportError(ValueError):
     pass
 
 
-def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
-    """The trajectories to export: ``ids`` (comma-separated), else accepted ones matching the
-    list filters. Rejected trajectories are never exported."""
+DATASET_FILE = "klong-sft-dataset.zip"
+# Fixed member times: the same trajectories and settings give the same bytes, whenever exported.
+_MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
 
-    queryset = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
-    raw_ids = str(params.get("ids") or "").replace(" ", "")
-    if raw_ids:
-        try:
-            ids = [int(x) for x in raw_ids.split(",") if x]
-        except ValueError:
-            raise ExportError("ids must be trajectory ids separated by commas") from None
-        chosen = list(queryset.filter(pk__in=ids).order_by("pk"))
+
+def export_renderer() -> tuple[str, ChatRenderer]:
+    """The configured tokenizer's folder and chat format, or why there is none to export with."""
+    path = configured_tokenizer_path()
+    if not path:
+        raise ExportError("Exporting token ids needs a tokenizer: set KLONG_TOKENIZER_PATH to a local "
+                          "tokenizer folder.")
+    renderer = configured_renderer()
+    if renderer is None:
+        raise ExportError(f"The tokenizer at {path} has no chat template to render turns with.")
+    return path, renderer
+
+
+def _chosen_ids(raw: Any) -> list[int]:
+    items = raw if isinstance(raw, list) else str(raw).replace(" ", "").split(",")
+    try:
+        return list(dict.fromkeys(int(x) for x in items if x != ""))
+    except (TypeError, ValueError):
+        raise ExportError("ids must be trajectory ids separated by commas") from None
+
+
+def export_selection(params: Mapping[str, Any]) -> list[Trajectory]:
+    """The trajectories to export, in export order: ``ids`` (comma-separated), else accepted ones
+    matching the list's filters (the list page's form reads them). Rejected trajectories are never
+    exported. Only what a request needs to check is read: the id and the pinned prefix."""
+    queryset = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED).only("pk", "prefix_end")
+    if params.get("ids") not in (None, "", []):
+        chosen = list(queryset.filter(pk__in=_chosen_ids(params["ids"])).order_by("pk"))
     else:
-        values = {k: params.get(k) for k in ("q", "source", "model", "end_state")}
-        values["review"] = params.get("review") or Trajectory.Review.ACCEPTED
+        filters = TrajectoryFilterForm({name: params[name] for name in TrajectoryFilterForm.base_fields
+                                        if params.get(name) not in (None, "")})
+        if not filters.is_valid():
+            raise ExportError(" ".join(f"{name}: {' '.join(errors)}" for name, errors in filters.errors.items()))
+        values = {**filters.cleaned_data, "review": filters.cleaned_data["review"] or Trajectory.Review.ACCEPTED}
         chosen = list(filter_trajectories(queryset, values))
     if not chosen:
         raise ExportError("No trajectories selected (rejected ones are never exported).")
     return chosen
+
+
+def exported_trajectories(ids: Iterable[int]) -> Iterator[Trajectory]:
+    """The chosen trajectories one at a time, in the chosen order, so an export holds one run's turns
+    at once; one deleted or rejected since the export was asked for is left out."""
+    for pk in ids:
+        trajectory = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED).filter(pk=pk).first()
+        if trajectory is not None:
+            yield trajectory
 
 
 def turn_rows(trajectory: Trajectory) -> list[TurnRow]:
@@ -320,51 +353,64 @@ def turn_rows(trajectory: Trajectory) -> list[TurnRow]:
             for role, text, no_loss, reasoning, calls, call_id in rows]
 
 
-def export_dataset(trajectories: Iterable[Trajectory], config_params: Mapping[str, Any]) -> bytes:
-    """A zip with dataset.jsonl (one line per window with loss: input_ids, labels with -100 = no
-    loss) and manifest.json (the tokenizer, its chat format, and each trajectory's split manifest
-    with its content hash). Each window is its messages rendered once in the base model's chat
-    format, planned on that format's own counts, so every window fits l_max in real tokens; the
-    inspector and the SFT job build windows with the same functions. A trajectory the chat format
-    cannot render faithfully stops the export with the reason.
+def _member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_MEMBER_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o600 << 16  # what ZipFile gives a member written by name
+    return info
+
+
+def write_dataset(out: BinaryIO, trajectories: Iterable[Trajectory], config_params: Mapping[str, Any], *,
+                  on_trajectory: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the dataset zip to ``out``: dataset.jsonl (one line per window with loss: input_ids,
+    labels with -100 = no loss) and manifest.json (the tokenizer, its chat format, and each
+    trajectory's split manifest with its content hash). Each window is its messages rendered once in
+    the base model's chat format, planned on that format's own counts, so every window fits l_max in
+    real tokens; the inspector and the SFT job build windows with the same functions. A trajectory
+    the chat format cannot render faithfully, or cannot split, stops the export with the reason.
+
+    Lines go to the zip as they are rendered: memory holds one trajectory, whatever the export's
+    size. ``on_trajectory(done, windows)`` is called after each trajectory (the job's progress).
+    Returns the ids exported and the number of windows.
     """
-    path = configured_tokenizer_path()
-    if not path:
-        raise ExportError("Exporting token ids needs a tokenizer: set KLONG_TOKENIZER_PATH to a local "
-                          "tokenizer folder.")
-    renderer = configured_renderer()
-    if renderer is None:
-        raise ExportError(f"The tokenizer at {path} has no chat template to render turns with.")
-    buffer = io.BytesIO()
+    path, renderer = export_renderer()
     manifests = []
     windows = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("dataset.jsonl", "w") as out:
-            for trajectory in trajectories:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        # zip64: a large export's dataset.jsonl passes the 2 GiB of a plain zip member.
+        with archive.open(_member("dataset.jsonl"), "w", force_zip64=True) as jsonl:
+            for done, trajectory in enumerate(trajectories, start=1):
                 rows = turn_rows(trajectory)
-                if not rows:
-                    continue
-                config = config_from(config_params, trajectory)
-                try:
-                    manifest = training_plan(trajectory, config, renderer)
-                    tools = declared_tools(trajectory)
-                    for window in manifest.windows:
-                        if not window.loss_turns:
-                            continue
-                        rendered = render_training_window(rows, manifest, window.number, renderer, tools)
-                        line = {"trajectory": trajectory.pk, "window": window.number,
-                                "input_ids": rendered.input_ids, "labels": rendered.labels}
-                        out.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
-                        windows += 1
-                except TemplateError as exc:
-                    raise ExportError(f"Trajectory {trajectory.pk}: {exc}") from exc
-                manifests.append({"trajectory": trajectory.pk, "title": trajectory.title,
-                                  "manifest": manifest.to_dict()})
-        archive.writestr("manifest.json", json.dumps({
+                if rows:
+                    windows += _write_windows(jsonl, trajectory, rows, config_params, renderer, manifests)
+                if on_trajectory is not None:
+                    on_trajectory(done, windows)
+        archive.writestr(_member("manifest.json"), json.dumps({
             "tokenizer": counter_for(path).name, "tokenizer_path": path,
             "chat_format": f"{type(renderer).__name__}: {renderer.name}",
             "windows": windows, "trajectories": manifests,
         }, indent=1))
     if not manifests:
         raise ExportError("No trajectories with turns to export.")
-    return buffer.getvalue()
+    return {"trajectories": [m["trajectory"] for m in manifests], "windows": windows}
+
+
+def _write_windows(jsonl: BinaryIO, trajectory: Trajectory, rows: list[TurnRow], config_params: Mapping[str, Any],
+                   renderer: ChatRenderer, manifests: list[dict[str, Any]]) -> int:
+    """One trajectory's windows with loss as JSON lines; its manifest appended to ``manifests``."""
+    written = 0
+    try:
+        manifest = training_plan(trajectory, config_from(config_params, trajectory), renderer)
+        tools = declared_tools(trajectory)
+        for window in manifest.windows:
+            if not window.loss_turns:
+                continue
+            rendered = render_training_window(rows, manifest, window.number, renderer, tools)
+            line = {"trajectory": trajectory.pk, "window": window.number,
+                    "input_ids": rendered.input_ids, "labels": rendered.labels}
+            jsonl.write((json.dumps(line, separators=(",", ":")) + "\n").encode())
+            written += 1
+    except (TemplateError, SplitError, SplitConfigError) as exc:
+        raise ExportError(f"Trajectory {trajectory.pk}: {exc}") from exc
+    manifests.append({"trajectory": trajectory.pk, "title": trajectory.title, "manifest": manifest.to_dict()})
+    return written

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -9,15 +8,17 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
-from apps.trajectories import services, split_service
-from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
-from apps.trajectories.queries import SORTS, filter_trajectories, trajectory_rows, turn_index_data
+from apps.trajectories import exports, services, split_service
+from apps.trajectories.exports import ExportLimit
+from apps.trajectories.forms import TrajectoryFilterForm
+from apps.trajectories.models import AnnotationLabel, Trajectory
+from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
+from apps.trajectories.split_service import CONFIG_FIELDS, ExportError, SplitConfigError
 from apps.trajectories.splitting import SplitConfig, SplitError
 from apps.trajectories.uploads import (
     UploadTooLarge,
@@ -25,22 +26,6 @@ from apps.trajectories.uploads import (
     import_upload,
     max_upload_bytes,
 )
-
-
-class TrajectoryFilterForm(forms.Form):
-    q = forms.CharField(required=False, label="Search")
-    paper = forms.ModelChoiceField(Paper.objects.order_by("slug"), required=False, to_field_name="slug")
-    source = forms.ChoiceField(choices=[("", "any"), *Trajectory.Source.choices], required=False)
-    model = forms.CharField(required=False)
-    end_state = forms.ChoiceField(choices=[("", "any"), *Trajectory.EndState.choices], required=False)
-    review = forms.ChoiceField(
-        choices=[("", "any"), ("none", "not reviewed"), *Trajectory.Review.choices], required=False
-    )
-    score_min = forms.FloatField(required=False, label="Score ≥")
-    score_max = forms.FloatField(required=False, label="Score ≤")
-    turns_min = forms.IntegerField(required=False, min_value=0, label="Turns ≥")
-    turns_max = forms.IntegerField(required=False, min_value=0, label="Turns ≤")
-    sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
 
 
 def trajectory_list(request: HttpRequest) -> HttpResponse:
@@ -153,23 +138,12 @@ def trajectory_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def annotations_export(request: HttpRequest) -> HttpResponse:
-    """All annotations (optionally of one label or trajectory) as JSON lines."""
-
-    rows = TurnAnnotation.objects.select_related("label", "author").order_by("trajectory_id", "turn_index")
-    if label := request.GET.get("label"):
-        rows = rows.filter(label__name=label)
-    if trajectory := request.GET.get("trajectory"):
-        rows = rows.filter(trajectory_id=trajectory)
-    lines = (
-        json.dumps({
-            "trajectory": a.trajectory_id, "turn": a.turn_index, "label": a.label.name, "note": a.note,
-            "author": a.author.get_username() if a.author else None, "created_at": a.created_at.isoformat(),
-        }) + "\n"
-        for a in rows.iterator()
-    )
-    response = HttpResponse("".join(lines), content_type="application/x-ndjson")
-    response["Content-Disposition"] = 'attachment; filename="annotations.jsonl"'
-    return response
+    """All annotations (optionally of one label or trajectory) as JSON lines, streamed."""
+    try:
+        where = exports.annotation_filters(request.GET)
+    except ExportError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    return exports.annotations_jsonl(where)
 
 
 # ------------------------------------------------------------------ split-window view
@@ -237,19 +211,29 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(reverse("trajectories:split", args=[pk]))
 
 
-def dataset_export(request: HttpRequest) -> HttpResponse:
-    """Export trajectories (?ids=1,2 or the list filters; rejected ones never) as a dataset zip."""
+# What the export page passes on to its job: the selection and the split options.
+EXPORT_PARAMS = ("ids", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS)
 
+
+def dataset_export(request: HttpRequest) -> HttpResponse:
+    """The export page: what will be exported and how (GET), then a job that renders the zip (POST),
+    whose page offers it for download. ?ids=1,2 or the list filters; rejected ones never."""
     params = request.POST if request.method == "POST" else request.GET
+    context: dict[str, Any] = {
+        "params": [(name, params[name]) for name in EXPORT_PARAMS if params.get(name) not in (None, "")],
+    }
+    status = 200
     try:
-        trajectories = split_service.export_selection(params)
-        data = split_service.export_dataset(trajectories, params)
-    except (split_service.ExportError, split_service.SplitConfigError, SplitError) as exc:
-        messages.error(request, str(exc))
-        back = request.META.get("HTTP_REFERER", "")
-        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-            back = reverse("trajectories:list")
-        return redirect(back)
-    response = HttpResponse(data, content_type="application/zip")
-    response["Content-Disposition"] = 'attachment; filename="klong-sft-dataset.zip"'
-    return response
+        if request.method == "POST":
+            job = exports.launch_dataset_export(params, request.user)
+            messages.success(request, f"Dataset export job #{job.pk} queued: the zip appears on this page when it "
+                                      "is ready.")
+            return redirect("jobs:detail", pk=job.pk)
+        config = exports.dataset_export_config(params)
+        context.update(count=len(config["ids"]), options={k: v for k, v in config.items() if k != "ids"},
+                       tokenizer=configured_tokenizer_path())
+    except ExportLimit as exc:
+        context["error"], status = str(exc), 429
+    except (ExportError, SplitConfigError) as exc:
+        context["error"], status = str(exc), 400
+    return render(request, "trajectories/export.html", context, status=status)

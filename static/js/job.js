@@ -62,6 +62,26 @@
     drawPlot();
   }
 
+  // Files the job offers for download (a dataset export's zip) exist once it has finished: a page
+  // loaded before that fetches them once; one loaded after has them from the server.
+  let downloadsShown = finished.has($("job-state").textContent.trim().toLowerCase());
+  async function reloadDownloads() {
+    downloadsShown = true;
+    const response = await fetch(`/api/jobs/${jobId}/artifacts/`, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const links = (await response.json()).filter((a) => a.download).map((a) => {
+      const link = document.createElement("a");
+      link.className = "button";
+      link.href = `/jobs/${jobId}/artifacts/${a.id}/download/`;
+      link.download = "";
+      link.textContent = `Download ${a.name} (${(a.size_bytes / 1e6).toFixed(1)} MB)`;
+      return link;
+    });
+    $("job-downloads").replaceChildren(...links);
+    const hint = $("job-downloads-hint");
+    if (hint) hint.hidden = true;
+  }
+
   function handle(ev) {
     // Kind-specific panels (job-rl.js) follow the same events without a second socket.
     document.dispatchEvent(new CustomEvent("job:event", { detail: ev }));
@@ -75,6 +95,7 @@
         $("job-message").textContent = ev.message || "";
         if (ev.error) { $("job-error").hidden = false; $("job-error").textContent = ev.error; }
         if (ev.result && Object.keys(ev.result).length) $("job-result").textContent = JSON.stringify(ev.result, null, 2);
+        if (finished.has(ev.state) && !downloadsShown) reloadDownloads();
         break;
       case "batch": ev.events.forEach(handle); break;
       case "state":

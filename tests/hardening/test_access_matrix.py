@@ -52,7 +52,8 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "trajectories:list": (V, None),
     "trajectories:upload": (EP, EP),
     "trajectories:annotations-export": (V, None),
-    "trajectories:dataset-export": (V, None),
+    # The export page, and its button that queues the export job: an export is a read.
+    "trajectories:dataset-export": (V, V),
     "trajectories:detail": (V, None),
     "trajectories:review": (None, G),
     "trajectories:split": (V, None),
@@ -71,6 +72,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "jobs:workers": (V, None),
     "jobs:checkpoints": (V, None),
     "jobs:checkpoint-download": (V, None),
+    "jobs:artifact-download": (V, None),
     "jobs:checkpoint-endpoint": (None, LJ),
     "jobs:launch-selftest": (None, LJ),
     "jobs:detail": (V, None),
@@ -147,6 +149,8 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "job-list": (V, LJ),
     "job-detail": (V, None),
     "job-metrics": (V, None),
+    "job-artifacts": (V, None),
+    "job-artifact-download": (V, None),
     "job-pipeline": (None, LJ),
     "job-cancel": (None, CJ),
     "job-retry": (None, LJ),
@@ -212,6 +216,8 @@ def _params(name: str, params: tuple[str, ...], world: World) -> dict[str, objec
             values[param] = 1
         elif param == "fmt":
             values[param] = "csv"
+        elif param == "artifact":
+            values[param] = world.artifact.pk
         else:
             assert app in by_app, f"{name}: add an object for {param!r} to _params()"
             values[param] = getattr(by_app[app], param)

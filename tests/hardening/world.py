@@ -40,13 +40,14 @@ class World:
     candidate: Any
     audit_queue: Any
     dataset: Any
+    artifact: Any
 
 
 def build_world(text: str, user) -> World:
     from apps.audit.models import AuditQueue
     from apps.core.tokens import create_token
     from apps.datasets.models import Dataset
-    from apps.jobs.models import Job, JobLog, JobMetric, ModelCheckpoint
+    from apps.jobs.models import Job, JobArtifact, JobLog, JobMetric, ModelCheckpoint
     from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck
     from apps.papers.models import Paper, PaperCandidate
     from apps.rubrics.services.parsing import parse_rubric_value
@@ -99,5 +100,11 @@ def build_world(text: str, user) -> World:
                                             runs=[judge_run.pk], submission_key="world", created_by=user)
     dataset = Dataset.objects.create(name=f"dataset {text}"[:200], notes=text, origin_job=job, created_by=user)
     dataset.trajectories.add(trajectory)
+    # A file the job offers for download, as a dataset export's zip is.
+    exported = Path(settings.DATA_DIR) / "exports" / f"job-{job.pk}" / "world.zip"
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    exported.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    artifact = JobArtifact.objects.create(job=job, name=f"export {text}"[:200], kind="dataset", size_bytes=22,
+                                          path=str(exported.relative_to(settings.DATA_DIR)))
     return World(paper, version, node, trajectory, label, endpoint, judge_run, check, job, checkpoint, token,
-                 candidate, audit_queue, dataset)
+                 candidate, audit_queue, dataset, artifact)

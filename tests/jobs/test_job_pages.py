@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from apps.jobs.models import Job
 from tests.jobs.test_jobs import wait_for
+from tests.support.streaming import streamed
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +151,36 @@ def test_a_running_job_whose_worker_went_silent_says_so_and_can_be_retried_from_
     assert client.post(f"/jobs/{job.pk}/retry/").status_code == 302  # the task is sent on commit: not here
     job.refresh_from_db()
     assert job.state == Job.State.QUEUED and job.message == "retried by operator"
+
+
+def test_a_file_the_job_offers_is_linked_on_its_page_and_streamed(client_for, personas):
+    job = Job.objects.create(kind="selftest", state=Job.State.SUCCEEDED)
+    path = Path(settings.DATA_DIR) / "exports" / f"job-{job.pk}" / "out.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"zip bytes " * 300_000)
+    artifact = job.artifacts.create(name="out.zip", kind="dataset", path=f"exports/job-{job.pk}/out.zip")
+    link = f"/jobs/{job.pk}/artifacts/{artifact.pk}/download/"
+    assert f'href="{link}"' in client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    response = client_for("viewer").get(link)
+    # Asynchronous content: daphne sends it a megabyte at a time (a FileResponse it would read whole first).
+    assert response.is_async and response["Content-Type"] == "application/zip"
+    assert response["Content-Length"] == str(path.stat().st_size) and streamed(response) == path.read_bytes()
+    api = APIClient()
+    api.force_authenticate(personas["viewer"])
+    listed = api.get(f"/api/jobs/{job.pk}/artifacts/").json()
+    assert listed[0]["download"] == f"http://testserver/api/jobs/{job.pk}/artifacts/{artifact.pk}/download/"
+    assert streamed(api.get(listed[0]["download"])) == path.read_bytes()
+
+
+def test_only_files_in_the_exports_folder_are_offered_for_download(client_for, personas):
+    job = Job.objects.create(kind="selftest", state=Job.State.SUCCEEDED)
+    secret = job.artifacts.create(name="key", path="secret_key")
+    escape = job.artifacts.create(name="up", path="exports/../secret_key")
+    api = APIClient()
+    api.force_authenticate(personas["viewer"])
+    for artifact in (secret, escape):
+        assert client_for("viewer").get(f"/jobs/{job.pk}/artifacts/{artifact.pk}/download/").status_code == 404
+        assert api.get(f"/api/jobs/{job.pk}/artifacts/{artifact.pk}/download/").status_code == 404
+    other = Job.objects.create(kind="selftest")
+    assert client_for("viewer").get(f"/jobs/{other.pk}/artifacts/{secret.pk}/download/").status_code == 404
+    assert [a["download"] for a in api.get(f"/api/jobs/{job.pk}/artifacts/").json()] == [None, None]

@@ -64,15 +64,17 @@ def test_a_submission_folder_is_tarred_uploaded_and_queued_for_judging(studio, t
     assert (stored / "model.bin").read_bytes() == (folder / "model.bin").read_bytes()
 
 
-def test_a_cluster_pulls_a_dataset_and_a_checkpoint(studio, tmp_path, settings):
+def test_a_cluster_pulls_a_dataset_and_a_checkpoint(studio, tmp_path, settings, celery_worker):
     from apps.trajectories.tokens import counter_for
 
     settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
     counter_for.cache_clear()
     trajectory = make_trajectory(30)
     client = studio("viewer")
-    dataset = client.pull_dataset(tmp_path / "out" / "sft.zip", ids=[trajectory.pk], l_max=4000)
+    # The server renders the dataset in a job; the client waits for it and downloads the zip.
+    dataset = client.pull_dataset(tmp_path / "out" / "sft.zip", ids=[trajectory.pk], l_max=4000, timeout=60)
     assert set(zipfile.ZipFile(dataset).namelist()) == {"dataset.jsonl", "manifest.json"}
+    assert Job.objects.get(kind="dataset_export").config == {"ids": [trajectory.pk], "l_max": 4000}
     model = Path(settings.DATA_DIR) / "checkpoints" / "job-1" / "final"
     (model / "sub").mkdir(parents=True)
     (model / "config.json").write_text('{"hidden_size": 64}')

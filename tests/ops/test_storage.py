@@ -17,6 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.ops.artifacts import ArtifactError, fetch_artifact, publish_artifact
 from klong_site.storage import StorageConfigError, artifact_sync_enabled, storages_setting
+from tests.support.streaming import streamed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,7 +95,7 @@ def test_a_checkpoint_trained_on_another_machine_is_downloaded_from_the_storage(
     checkpoint = ModelCheckpoint.objects.create(name="c", path="checkpoints/job-9/final", base_model="tiny")
     response = client_for("viewer").get(f"/jobs/checkpoints/{checkpoint.pk}/download/")
     assert response.status_code == 200
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    archive = zipfile.ZipFile(io.BytesIO(streamed(response)))
     assert archive.read("model.safetensors") == b"\x01" * 4096
     missing = ModelCheckpoint.objects.create(name="gone", path="checkpoints/job-10/final", base_model="tiny")
     assert client_for("viewer").get(f"/jobs/checkpoints/{missing.pk}/download/").status_code == 404

@@ -12,6 +12,7 @@ from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
 from apps.trajectories.windows import TurnRow, split_examples
 from tests.jobs.test_jobs import wait_for
+from tests.support.streaming import streamed
 from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
 from worker.training.tiny import build_tiny_model
 
@@ -169,7 +170,8 @@ def test_a_checkpoint_downloads_as_a_zip_of_its_folder(client_for, settings):
     checkpoint = ModelCheckpoint.objects.create(name="c", path="checkpoints/job-1/final", base_model="tiny")
     response = client_for("viewer").get(f"/jobs/checkpoints/{checkpoint.pk}/download/")
     assert response.status_code == 200
-    names = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+    assert response.is_async  # daphne sends it as it is read; a FileResponse it would read whole first
+    names = zipfile.ZipFile(io.BytesIO(streamed(response))).namelist()
     assert names == ["config.json"]
     assert b"Download" in client_for("viewer").get("/jobs/checkpoints/").content
 

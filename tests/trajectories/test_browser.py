@@ -133,3 +133,33 @@ def test_a_curator_annotates_a_turn_from_the_keyboard(page, live_server, persona
     page.wait_for_selector("#turn-7 .badge.label")
     annotation = TurnAnnotation.objects.get()
     assert (annotation.turn_index, annotation.note, annotation.author) == (7, "wrong file", personas["curator"])
+
+
+def test_an_export_from_the_split_page_runs_as_a_job_whose_page_offers_the_zip(
+    page, live_server, personas, browser_login, settings, tmp_path, celery_worker
+):
+    import io
+    import json
+    import zipfile
+
+    from apps.trajectories.tokens import counter_for
+    from tests.trajectories.factories import tiny_tokenizer
+
+    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
+    counter_for.cache_clear()
+    trajectory = make_trajectory(30, texts={i: "the agent runs ls " * 20 for i in range(2, 30)})
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/split/?l_max=1500")
+    page.click("#export-link")
+    assert "background job" in page.locator("[data-testid=export-summary] + p").inner_text()
+    page.click("[data-testid=export-form] button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/jobs/*/")
+    # The page was opened before the job finished: the button appears when it does, without a reload.
+    link = page.wait_for_selector("#job-downloads a", timeout=30_000)
+    assert link.inner_text().startswith("Download klong-sft-dataset.zip")
+    with page.expect_download() as download:
+        link.click()
+    archive = zipfile.ZipFile(io.BytesIO(download.value.path().read_bytes()))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert [t["trajectory"] for t in manifest["trajectories"]] == [trajectory.pk]
+    assert manifest["trajectories"][0]["manifest"]["config"]["l_max"] == 1500

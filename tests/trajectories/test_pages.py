@@ -7,6 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.papers.models import Paper
 from apps.trajectories.models import Trajectory, TurnAnnotation
+from tests.support.streaming import streamed
 from tests.trajectories.factories import make_trajectory
 
 pytestmark = pytest.mark.django_db
@@ -160,9 +161,31 @@ def test_annotations_export_as_json_lines(client_for, personas):
     TurnAnnotation.objects.create(trajectory=trajectory, turn_index=2, note="made up",
                                   label=AnnotationLabel.objects.get(name="fabricated result"), author=personas["curator"])
     response = client_for("viewer").get("/trajectories/annotations.jsonl?label=fabricated+result")
-    rows = [json.loads(line) for line in response.content.decode().splitlines()]
+    rows = [json.loads(line) for line in streamed(response).decode().splitlines()]
     assert rows == [{"trajectory": trajectory.pk, "turn": 2, "label": "fabricated result", "note": "made up",
                      "author": "curator", "created_at": rows[0]["created_at"]}]
+
+
+def test_the_annotations_export_streams_in_batches_in_trajectory_and_turn_order(client_for, monkeypatch):
+    from apps.trajectories import exports
+    from apps.trajectories.models import AnnotationLabel
+
+    monkeypatch.setattr(exports, "ANNOTATION_BATCH", 2)
+    label = AnnotationLabel.objects.create(name="bug")
+    first, second = make_trajectory(6), make_trajectory(6)
+    for trajectory, turn in ((second, 1), (first, 4), (first, 1), (second, 1), (first, 4)):
+        TurnAnnotation.objects.create(trajectory=trajectory, turn_index=turn, label=label)
+    response = client_for("viewer").get("/trajectories/annotations.jsonl")
+    # Asynchronous content: daphne sends it as it is read; a synchronous one it would read whole first.
+    assert response.streaming and response.is_async and response["Content-Type"] == "application/x-ndjson"
+    rows = [json.loads(line) for line in streamed(response).decode().splitlines()]
+    assert [(r["trajectory"], r["turn"]) for r in rows] == [
+        (first.pk, 1), (first.pk, 4), (first.pk, 4), (second.pk, 1), (second.pk, 1)]
+
+
+def test_an_annotations_export_of_a_trajectory_that_is_not_an_id_is_a_400(client_for):
+    response = client_for("viewer").get("/trajectories/annotations.jsonl?trajectory=abc")
+    assert response.status_code == 400 and b"trajectory must be a trajectory id" in response.content
 
 
 def test_an_upload_larger_than_memory_is_spooled_to_disk_and_imported(client_for):

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import pytest
 from django.core.management import call_command
-from rest_framework.test import APIClient
 
 from apps.trajectories.splitting import IGNORE_INDEX, SplitManifest
 from apps.trajectories.tokens import counter_for
 from tests.trajectories.factories import make_trajectory, tiny_tokenizer
+from tests.trajectories.helpers import export_zip
 
 pytestmark = pytest.mark.django_db
 
@@ -77,49 +75,6 @@ def test_no_loss_turns_are_never_trained(client_for):
     assert all(50 not in w.loss_turns for w in manifest.windows)
 
 
-def test_export_without_a_tokenizer_says_what_to_configure(client_for):
-    trajectory = make_trajectory(20)
-    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}", follow=True)
-    assert b"KLONG_TOKENIZER_PATH" in response.content
-
-
-def test_export_writes_input_ids_labels_and_the_manifest(client_for, settings, tmp_path):
-    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
-    counter_for.cache_clear()
-    trajectory = make_trajectory(60, texts={i: "the agent runs ls " * 30 for i in range(2, 60)})
-    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}&l_max=2000")
-    archive = zipfile.ZipFile(io.BytesIO(response.content))
-    rows = [json.loads(line) for line in archive.read("dataset.jsonl").decode().splitlines()]
-    manifest = json.loads(archive.read("manifest.json"))
-    assert response["Content-Type"] == "application/zip"
-    assert len(rows) == manifest["windows"] > 1 and manifest["tokenizer"] == "tok"
-    for row in rows:
-        assert len(row["input_ids"]) == len(row["labels"]) <= 2000
-        assert any(label != IGNORE_INDEX for label in row["labels"])
-    saved = SplitManifest.from_json(manifest["trajectories"][0]["manifest"])
-    assert saved.content_hash == manifest["trajectories"][0]["manifest"]["content_hash"]
-
-
-def test_rejected_trajectories_are_never_exported(client_for, settings, tmp_path):
-    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
-    counter_for.cache_clear()
-    trajectory = make_trajectory(20, review="rejected", review_reason="bad")
-    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}", follow=True)
-    assert b"rejected ones are never exported" in response.content
-
-
-def test_the_api_exports_a_dataset(personas, settings, tmp_path):
-    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
-    counter_for.cache_clear()
-    trajectory = make_trajectory(30)
-    client = APIClient()
-    client.force_authenticate(personas["viewer"])
-    response = client.post("/api/trajectories/export-dataset/", {"ids": str(trajectory.pk), "l_max": 4000},
-                           format="json")
-    assert response.status_code == 200
-    assert set(zipfile.ZipFile(io.BytesIO(response.content)).namelist()) == {"dataset.jsonl", "manifest.json"}
-
-
 def test_the_inspector_renders_the_window_with_the_chat_template(client_for, settings, tmp_path):
     from transformers import AutoTokenizer
 
@@ -136,17 +91,6 @@ def test_the_inspector_renders_the_window_with_the_chat_template(client_for, set
     assert "&lt;|im_start|&gt;system" in html and "&lt;b&gt;agent text&lt;/b&gt;" in html
 
 
-def test_a_set_export_takes_the_accepted_trajectories_matching_the_filters(client_for, settings, tmp_path):
-    settings.KLONG_TOKENIZER_PATH = str(tiny_tokenizer(tmp_path / "tok"))
-    counter_for.cache_clear()
-    accepted = make_trajectory(12, review="accepted", model_name="claude")
-    make_trajectory(12, model_name="claude")  # not reviewed
-    make_trajectory(12, review="accepted", model_name="gpt")
-    response = client_for("viewer").get("/trajectories/dataset.zip?model=claude")
-    manifest = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("manifest.json"))
-    assert [t["trajectory"] for t in manifest["trajectories"]] == [accepted.pk]
-
-
 def test_the_inspector_shows_exactly_the_tokens_the_export_writes_in_the_models_chat_format(client_for, settings,
                                                                                            tmp_path):
     from apps.trajectories import split_service
@@ -160,8 +104,7 @@ def test_the_inspector_shows_exactly_the_tokens_the_export_writes_in_the_models_
     tools = [{"type": "function", "function": {"name": "bash", "description": "Run a command",
                                                "parameters": {"type": "object", "properties": {}}}}]
     trajectory = make_trajectory(30, texts={i: "the agent runs ls " * 8 for i in range(2, 30)}, meta={"tools": tools})
-    response = client_for("viewer").get(f"/trajectories/dataset.zip?ids={trajectory.pk}&l_max=900")
-    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    archive = export_zip(client_for("viewer"), f"ids={trajectory.pk}&l_max=900")
     rows = [json.loads(line) for line in archive.read("dataset.jsonl").decode().splitlines()]
     assert len(rows) > 1 and "HFChatRenderer" in json.loads(archive.read("manifest.json"))["chat_format"]
     renderer = split_service.configured_renderer()
