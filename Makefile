@@ -40,5 +40,7 @@ test-embedded: $(VENV)/.stamp-test
 bench: $(VENV)/.stamp-test
 	$(PY) bench/run.py
 
+## ruff, and the import contract (.importlinter: klong_site -> worker -> apps, never back).
 lint: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports

@@ -54,9 +54,9 @@ def admin_client():
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    from klong_site import embedded_redis
+    from apps.core import embedded_redis
 
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
+    redis_proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
     try:
         setup_test_environment()
         call_command("migrate", verbosity=0)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from apps.trajectories.chat_native import HarmonyRenderer, MistralRenderer  # noqa: E402
 from apps.trajectories.splitting import SplitConfig  # noqa: E402
-from apps.trajectories.windows import (  # noqa: E402
+from apps.trajectories.windows import (
     HFChatRenderer,
     TemplateError,
     TurnRow,

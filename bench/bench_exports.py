@@ -78,8 +78,8 @@ def make_runs() -> list[int]:
 
 def bench_dataset(auth: dict[str, str], ids: list[int]) -> None:
     from apps.jobs.models import Job
+    from apps.jobs.progress import Progress
     from worker.engines import engine_for
-    from worker.progress import Progress
 
     body = {"ids": ",".join(map(str, ids))}
     # Warm-up: the export page loads the tokenizer, once per web process.

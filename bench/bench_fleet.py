@@ -1,7 +1,7 @@
 """Fleet figures for the scale note in docs/deploy.md: what one Redis, one judge worker and one
 sandbox host carry, each next to a baseline measured in the same run.
 
-1. Events through Redis: ``worker.progress.publish`` (the call every running job makes for its
+1. Events through Redis: ``apps.jobs.progress.publish`` (the call every running job makes for its
    live page) from 1 and 2 processes, against raw Redis RPUSH from one client (the floor).
 2. Judge calls per worker: a 2,000-leaf tree graded against a loopback model server answering at
    once, so the figure is the judge's own cost per call (the server shares the 2 cores: a lower
@@ -24,7 +24,7 @@ from pathlib import Path
 from _django import line  # first: sets up Django on the embedded defaults
 from django.conf import settings
 
-from klong_site import embedded_redis
+from apps.core import embedded_redis
 
 SECONDS = 2.0
 LEAVES = 2000
@@ -34,7 +34,7 @@ PODMAN = "unix:///tmp/podman.sock"
 
 
 def publish_rate(seconds: float = SECONDS) -> float:
-    from worker.progress import publish
+    from apps.jobs.progress import publish
 
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -63,7 +63,7 @@ def commands_per_event(samples: int = 200) -> float:
     """Redis commands one publish() costs, read from the server's own counter."""
     import redis
 
-    from worker.progress import publish
+    from apps.jobs.progress import publish
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     before = int(client.info("stats")["total_commands_processed"])
@@ -82,7 +82,7 @@ def redis_server_ops() -> float | None:
     tool = shutil.which("redis-benchmark")
     if tool is None:
         return None
-    socket = embedded_redis.socket_path(settings.DATA_DIR)
+    socket = settings.EMBEDDED_REDIS_SOCKET
     out = subprocess.run([tool, "-s", str(socket), "-q", "-n", "200000", "-c", "50", "-t", "rpush"],
                          capture_output=True, text=True, timeout=120).stdout
     # Progress lines ("RPUSH: rps=...") then the result: "RPUSH: 512820.50 requests per second, ...".
@@ -119,10 +119,10 @@ def judge() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_judge import make_submission, make_tree, start_server
 
+    from apps.judging.judge.grader import JudgeSettings, grade_tree
+    from apps.judging.judge.prompts import PaperContext
+    from apps.judging.llm import ChatClient, EndpointConfig
     from apps.rubrics.paperbench import flatten
-    from worker.judge.grader import JudgeSettings, grade_tree
-    from worker.judge.prompts import PaperContext
-    from worker.llm import ChatClient, EndpointConfig
 
     proc, base_url = start_server(0.0)
     try:
@@ -203,7 +203,7 @@ def sandboxes() -> None:
 
 
 def main() -> None:
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
+    redis_proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
     try:
         events()
     finally:

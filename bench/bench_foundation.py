@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
-from klong_site import embedded_redis
+from apps.core import embedded_redis
 
 
 def main() -> None:
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
+    redis_proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
     try:
         call_command("migrate", verbosity=0)
         quiet = io.StringIO()
@@ -51,8 +51,8 @@ def bench_jobs() -> None:
     from django.contrib.auth import get_user_model
 
     from apps.jobs.models import Job
-    from apps.jobs.services import launch_job
-    from worker.celery import app
+    from apps.jobs.services.launching import launch_job
+    from klong_site.celery_app import app
     from worker.tasks import ping
 
     admin = get_user_model().objects.get(username="admin")

@@ -1,7 +1,7 @@
 """Worker-to-browser event latency and sustained events per second per job.
 
 A real daphne serves the WebSocket, a real (embedded) Redis carries the channel layer, and the
-events are sent by the same ``worker.progress`` code a worker runs. Baseline in the same run:
+events are sent by the same ``apps.jobs.progress`` code a worker runs. Baseline in the same run:
 the channel layer alone (group_send to a receive in this process), without daphne and the socket.
 """
 
@@ -22,9 +22,9 @@ from django.core.management import call_command
 from django.test import Client
 from websockets.sync.client import connect
 
+from apps.core import embedded_redis
 from apps.jobs.models import Job
-from klong_site import embedded_redis
-from worker.progress import Progress, job_group, publish, set_state
+from apps.jobs.progress import Progress, job_group, publish, set_state
 
 LATENCY_EVENTS = 400
 THROUGHPUT_SECONDS = 3.0
@@ -60,7 +60,7 @@ def baseline_layer_latency(job_id: int) -> list[float]:
 
 
 def main() -> None:
-    redis_proc = embedded_redis.start(settings.DATA_DIR)
+    redis_proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
     call_command("migrate", verbosity=0)
     call_command("createadmin", password="bench-password-1", stdout=io.StringIO())
     admin = get_user_model().objects.get(username="admin")

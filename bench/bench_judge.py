@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from apps.judging.judge.grader import JudgeSettings, grade_tree  # noqa: E402
+from apps.judging.judge.prompts import PaperContext  # noqa: E402
+from apps.judging.judge.submission import Submission  # noqa: E402
+from apps.judging.llm import ChatClient, EndpointConfig  # noqa: E402
 from apps.rubrics.paperbench import flatten  # noqa: E402
-from worker.judge.grader import JudgeSettings, grade_tree  # noqa: E402
-from worker.judge.prompts import PaperContext  # noqa: E402
-from worker.judge.submission import Submission  # noqa: E402
-from worker.llm import ChatClient, EndpointConfig  # noqa: E402
 
 LEAVES = 2000
 CONCURRENCY = 100

@@ -211,14 +211,14 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connections
 
+    from apps.core import embedded_redis
     from apps.core.demo import seed_demo
-    from apps.jobs.services import launch_job
-    from klong_site import embedded_redis
+    from apps.jobs.services.launching import launch_job
 
     redis = worker = None
     servers: list[subprocess.Popen] = []
     try:
-        redis = embedded_redis.start(settings.DATA_DIR)
+        redis = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
         call_command("migrate", verbosity=0)
         admin = get_user_model().objects.create_superuser("bench-admin", password="bench-pass-1234")
         viewer = get_user_model().objects.create_user("bench-viewer", password="bench-pass-1234")
@@ -230,7 +230,7 @@ def main() -> int:
         env = os.environ.copy()
         daphne, port = _daphne(env)
         servers.append(daphne)
-        worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "worker.celery", "worker",
+        worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "klong_site.celery_app", "worker",
                                    "-Q", "cpu", "-c", "1", "--without-gossip", "--without-mingle", "--loglevel", "ERROR"],
                                   cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)

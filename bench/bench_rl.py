@@ -20,9 +20,9 @@ from pathlib import Path
 
 from _django import ROOT, line  # first: sets up Django on the embedded defaults
 
+from apps.judging.llm.client import make_client
+from apps.judging.llm.config import EndpointConfig
 from apps.trajectories.splitting import SplitConfig
-from worker.llm.client import make_client
-from worker.llm.config import EndpointConfig
 from worker.training.rl import Reporter, RLSettings, Stage, train_rl
 from worker.training.rl_toy import ModelJudge, ToyRunner, toy_tasks
 from worker.training.tiny import build_tiny_model

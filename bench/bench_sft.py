@@ -15,8 +15,9 @@ from pathlib import Path
 
 from _django import line  # first: sets up Django on the embedded defaults
 
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import Example, TurnRow, renderer_for, split_examples
+from apps.trajectories.windows import Example, TurnRow, split_examples
 from worker.training.sft import Reporter, SFTSettings, build_trainer
 from worker.training.tiny import build_tiny_model
 

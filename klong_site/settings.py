@@ -9,21 +9,20 @@ serves as Celery broker, result backend, cache and Channels layer alike.
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
 import plotly
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.ops.storage import StorageConfigError, artifact_sync_enabled, storages_setting
-from klong_site.embedded_redis import embedded_redis_url, kombu_url
+from klong_site.embedded_redis import embedded_redis_url, kombu_url, socket_path
 from klong_site.env import env_bool, env_int, env_list, env_str, env_url
-from worker.llm.config import DEFAULT_KEY_PREFIX, DEFAULT_MAX_REPLY_BYTES, EndpointConfigError, KeyPolicy
+from klong_site.storage import StorageConfigError, artifact_sync_enabled, storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Created, with the generated secret key, when the core app starts (apps/core/datadir.py): settings
+# only read files.
 DATA_DIR = Path(env_str("KLONG_DATA_DIR") or BASE_DIR / "data").resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
 TESTING = env_bool("KLONG_TESTING", False)
@@ -33,7 +32,8 @@ DATABASE_SCHEMES = ("postgres", "postgresql", "sqlite")
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else (single machine only) one generated into the data folder."""
+    """SECRET_KEY from the environment, else (single machine only) the one generated into the data
+    folder; "" before the first start, which generates it (apps/core/datadir.py)."""
     key = env_str("SECRET_KEY")
     if key:
         if len(key) < 32:
@@ -46,14 +46,12 @@ def _secret_key() -> str:
             "SECRET_KEY is missing: with DATABASE_URL set, every web server and worker needs the same "
             "SECRET_KEY (at least 32 random characters)."
         )
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    return SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.exists() else ""
 
 
+SECRET_KEY_FILE = DATA_DIR / "secret_key"
 SECRET_KEY = _secret_key()
+SECRET_KEY_MISSING = not SECRET_KEY  # the first start on this data folder generates it
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -81,6 +79,9 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.audit",
     "apps.jobs",
+    "apps.ops",
+    # Only for its management commands; apps/ never import worker/.
+    "worker.apps.WorkerConfig",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +156,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: broker, results, cache and channel layer ------------------------------------
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
 EMBEDDED_REDIS = not REDIS_URL
+EMBEDDED_REDIS_SOCKET = socket_path(DATA_DIR)
 if EMBEDDED_REDIS:
     REDIS_URL = embedded_redis_url(DATA_DIR)
 
@@ -293,7 +295,7 @@ KLONG_EXPORT_JOBS_PER_USER = env_int("KLONG_EXPORT_JOBS_PER_USER", 3, minimum=0)
 # CPU-only clusters and for exercising the multi-GPU launcher anywhere. 1: train in-process.
 KLONG_SFT_CPU_PROCESSES = env_int("KLONG_SFT_CPU_PROCESSES", 1, minimum=1)
 # Media (uploaded PDFs) and, with KLONG_STORAGE=s3, the artifacts other machines fetch
-# (submissions, checkpoints, large imports): see apps/ops/storage.py and docs/deploy.md.
+# (submissions, checkpoints, large imports): see klong_site/storage.py and docs/deploy.md.
 MEDIA_ROOT = Path(env_str("KLONG_MEDIA_ROOT") or DATA_DIR / "media").resolve()
 MEDIA_URL = "/media/"
 
@@ -301,7 +303,6 @@ MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 # The app image collects into its own folder (deploy/Dockerfile); by default the data folder.
 STATIC_ROOT = Path(env_str("KLONG_STATIC_ROOT") or DATA_DIR / "staticfiles")
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing folder
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     ("vendor/plotly", Path(plotly.__file__).parent / "package_data"),
@@ -345,7 +346,7 @@ KLONG_METRICS_ALLOW = env_list("KLONG_METRICS_ALLOW", [])
 # Workers write a heartbeat to Redis this often; the workers page marks one silent after 3 missed.
 KLONG_WORKER_HEARTBEAT_S = env_int("KLONG_WORKER_HEARTBEAT_S", 15, minimum=1)
 # The GPUs one worker on the gpu queue drives: with N > 1 it also takes jobs that need 2..N GPUs
-# (queues gpu-2 ... gpu-N, worker/queues.py). 1 (the default) for one worker per GPU.
+# (queues gpu-2 ... gpu-N, apps/jobs/queues.py). 1 (the default) for one worker per GPU.
 KLONG_WORKER_GPUS = env_int("KLONG_WORKER_GPUS", 1, minimum=1)
 # Sandboxes (worker/sandbox, docs/sandboxes-and-agent.md): backend docker|bwrap|auto, the image
 # the docker backend runs (built locally by `manage.py build_sandbox_image`), and how many
@@ -358,13 +359,18 @@ KLONG_SANDBOXES_PER_HOST = env_int("KLONG_SANDBOXES_PER_HOST", 4, minimum=0)
 # Model endpoints (docs/judging.md): an endpoint's key comes only from an environment variable
 # whose name starts with the prefix or is listed in KLONG_ENDPOINT_KEY_VARS (never SECRET_KEY and
 # the like, whatever is listed), and no reply from an endpoint is read past the size limit.
-KLONG_ENDPOINT_KEY_PREFIX = env_str("KLONG_ENDPOINT_KEY_PREFIX", DEFAULT_KEY_PREFIX)
+# The policy is checked when the judging app starts (apps/judging/apps.py): a prefix or list that
+# would open a server secret stops every process with the reason.
+KLONG_ENDPOINT_KEY_PREFIX = env_str("KLONG_ENDPOINT_KEY_PREFIX", "KLONG_ENDPOINT_KEY_")
 KLONG_ENDPOINT_KEY_VARS = env_list("KLONG_ENDPOINT_KEY_VARS", [])
-try:
-    KeyPolicy(KLONG_ENDPOINT_KEY_PREFIX, frozenset(KLONG_ENDPOINT_KEY_VARS)).check()
-except EndpointConfigError as exc:
-    raise ImproperlyConfigured(str(exc)) from None
-KLONG_ENDPOINT_MAX_REPLY_BYTES = env_int("KLONG_ENDPOINT_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES, minimum=1024)
+KLONG_ENDPOINT_MAX_REPLY_BYTES = env_int("KLONG_ENDPOINT_MAX_REPLY_BYTES", 32 * 1024 * 1024, minimum=1024)
+
+# Programmatic rubric checks (worker/judge/checks.py, docs/security.md): the longest timeout a
+# check may have, and the limits of its confinement.
+KLONG_CHECK_MAX_TIMEOUT_S = env_int("KLONG_CHECK_MAX_TIMEOUT_S", 600, minimum=1)
+KLONG_CHECK_MAX_PROCESSES = env_int("KLONG_CHECK_MAX_PROCESSES", 64, minimum=8)
+KLONG_CHECK_MEMORY_MB = env_int("KLONG_CHECK_MEMORY_MB", 1024, minimum=16)
+KLONG_CHECK_TMP_MB = env_int("KLONG_CHECK_TMP_MB", 512, minimum=1)
 
 LOGGING = {
     "version": 1,

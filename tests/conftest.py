@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from klong_site import embedded_redis
+from apps.core import embedded_redis
 from tests.factories import make_personas
 
 
@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def redis_server():
     """A real Redis for every test: the configured REDIS_URL, else the embedded redis-server."""
-    proc = embedded_redis.start(settings.DATA_DIR) if settings.EMBEDDED_REDIS else None
+    proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET) if settings.EMBEDDED_REDIS else None
     embedded_redis.ping(settings.REDIS_URL)
     yield settings.REDIS_URL
     if proc is not None:
@@ -51,7 +51,7 @@ def celery_worker(redis_server):
     import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for the start check)
     from celery.contrib.testing.worker import start_worker
 
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     app.control.purge()
     with start_worker(app, pool="solo", perform_ping_check=True, shutdown_timeout=20) as worker:

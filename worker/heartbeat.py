@@ -19,30 +19,22 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from django.db import close_old_connections
+
+from apps.jobs.heartbeats import heartbeats_key, redis_client
+from apps.jobs.models import Job
+from worker.lifecycle import _INFO, BOOT_ID, pool_pids
+from worker.sandbox import slot_key
+from worker.sandbox.limits import default_slots
 
 log = logging.getLogger(__name__)
 
-# Heartbeats older than this are dropped when read: a worker gone for a day is history.
-FORGET_AFTER_S = 24 * 3600
 _stop = threading.Event()
-
-
-def heartbeats_key() -> str:
-    # Under the cache prefix, so deployments (or test runs) sharing one Redis never mix fleets.
-    return f"{settings.CACHES['default']['KEY_PREFIX']}:worker-heartbeats"
-
-
-def redis_client():
-    import redis
-
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
 def sandbox_host() -> str:
     """The key this worker's sandboxes are counted under, as worker.sandbox.open_sandbox names it:
     the Docker host (DOCKER_HOST, "default" for the local socket), or the machine-local bubblewrap."""
-    from worker.sandbox import slot_key
-
     backend = "bwrap" if getattr(settings, "KLONG_SANDBOX_BACKEND", "auto") == "bwrap" else "docker"
     return slot_key(backend)
 
@@ -50,10 +42,6 @@ def sandbox_host() -> str:
 def sandbox_count() -> int | None:
     """Sandboxes running now on this worker's sandbox host (every worker sharing the host reports
     the same count: the per-host slots in Redis, worker/sandbox/limits.py); None without limits."""
-    try:
-        from worker.sandbox.limits import default_slots
-    except ImportError:
-        return None
     try:
         slots = default_slots()
         return None if slots is None else int(slots.in_use(sandbox_host()))
@@ -64,9 +52,6 @@ def sandbox_count() -> int | None:
 
 def describe(consumer: Any) -> dict:
     """This worker's identity and load, as the workers page and /metrics show it."""
-    from apps.jobs.models import Job
-    from worker.lifecycle import _INFO, BOOT_ID, pool_pids
-
     hostname = consumer.hostname
     return {
         "name": hostname,
@@ -94,28 +79,7 @@ def forget(name: str, client=None) -> None:
     (client or redis_client()).hdel(heartbeats_key(), name)
 
 
-def read_heartbeats(now: float | None = None, client=None) -> dict[str, dict]:
-    """Every worker's last heartbeat with its age in seconds; very old ones are dropped."""
-    client = client or redis_client()
-    now = time.time() if now is None else now
-    beats = {}
-    for name, raw in client.hgetall(heartbeats_key()).items():
-        try:
-            info = json.loads(raw)
-            age = now - float(info["seen_at"])
-        except (ValueError, KeyError, TypeError):
-            client.hdel(heartbeats_key(), name)
-            continue
-        if age > FORGET_AFTER_S:
-            client.hdel(heartbeats_key(), name)
-            continue
-        beats[info["name"]] = {**info, "age_s": max(0.0, age)}
-    return beats
-
-
 def _loop(consumer: Any) -> None:
-    from django.db import close_old_connections
-
     client = redis_client()
     while not _stop.is_set():
         try:

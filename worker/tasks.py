@@ -1,4 +1,8 @@
-"""Celery tasks: thin. They take ids, claim the job row, run its engine, record the outcome."""
+"""Celery tasks: thin. They take ids, claim the job row, run its engine, record the outcome.
+
+Celery imports this module in every worker (klong_site/celery_app.py autodiscovers it) once Django
+is set up: it also brings the worker's signal handlers (heartbeat, orphan watch, sandbox cleanup).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,15 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
 
+import worker.heartbeat  # noqa: F401 (registers the heartbeat's signal handlers)
+import worker.sandbox.signals  # noqa: F401 (registers the sandbox cleanup's signal handlers)
 from apps.jobs.models import Job, JobMetric
+from apps.jobs.progress import JobCancelled, JobLost, Progress, publish, set_state
+from apps.jobs.services.dispatch import RUN_JOB, send_job
+from apps.jobs.services.orphans import release_orphan
+from apps.jobs.services.pipelines import advance_pipeline
 from worker.engines import engine_for
-from worker.lifecycle import release_orphan, runner_id
-from worker.progress import JobCancelled, JobLost, Progress, publish, set_state
+from worker.lifecycle import runner_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,15 +56,13 @@ def with_database(write: Callable[[], T], tries: int = 6, first_pause_s: float =
 
 def requeue_after_database_loss(job: Job, reason: str) -> bool:
     """Put a job whose database connection died back in the queue, fenced by its attempt."""
-    from apps.jobs.services import task_options
-
     if job.attempt >= MAX_ATTEMPTS_AFTER_DATABASE_LOSS:
         return False
     requeued = Job.objects.filter(pk=job.pk, attempt=job.attempt, state=Job.State.RUNNING).update(
         state=Job.State.QUEUED, message=f"database connection lost ({reason[:200]}); resuming from the last checkpoint",
     )
     if requeued:
-        run_job.apply_async(args=(job.pk,), **task_options(job))
+        send_job(job)
     return bool(requeued)
 
 
@@ -128,7 +135,7 @@ def release_lost_job(job_id: int, pid: int, reason: str) -> str | None:
     return with_database(release, tries=2)
 
 
-@shared_task(bind=True, name="klong.run_job", acks_late=True, reject_on_worker_lost=True, Request=JobRequest)
+@shared_task(bind=True, name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, Request=JobRequest)
 def run_job(self, job_id: int) -> str:
     job = claim(job_id, self.request.hostname or "")
     if job is None:
@@ -167,8 +174,6 @@ def run_job(self, job_id: int) -> str:
     if not with_database(lambda: set_state(job_id, state, attempt=job.attempt, **fields)):
         return "lost"
     if job.parent_id:
-        from apps.jobs.services import advance_pipeline
-
         advance_pipeline(Job.objects.select_related("parent").get(pk=job_id))
     return state
 

@@ -1,7 +1,7 @@
 """Agreement between score sources (judges, humans): no Django.
 
 Leaf level (one submission or many): accuracy and macro precision / recall / F1 exactly as
-PaperBench's JudgeEval computes them (``worker.judge.metrics.compute_metrics``, reused, not
+PaperBench's JudgeEval computes them (``apps.judging.judge.metrics.compute_metrics``, reused, not
 re-derived), plus Cohen's kappa, overall and per task category. A pair is skipped when either
 side has no valid 0/1 grade (an invalid judge leaf, a leaf a human has not graded yet).
 
@@ -16,7 +16,7 @@ Each child's term is its contribution; they add up to the root difference.
 
 The statistics themselves come from scipy (``pearsonr``, ``spearmanr``, ``kendalltau`` tau-b,
 ``bootstrap``) and scikit-learn (``cohen_kappa_score``; JudgeEval's metrics in
-``worker.judge.metrics``). The functions here are thin wrappers that keep this module's
+``apps.judging.judge.metrics``). The functions here are thin wrappers that keep this module's
 conventions where a statistic is undefined (fewer than two points, a constant series, kappa
 when both raters use one single label): ``None``, where scipy and scikit-learn return nan.
 Both libraries are imported inside the functions: together they take about 1.4 s to import,
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from worker.judge.metrics import MetricSummary, compute_metrics
+from apps.judging.judge.metrics import MetricSummary, compute_metrics
 
 Number = float | int
 Statistic = Callable[[Sequence[float], Sequence[float]], float | None]
@@ -49,6 +49,7 @@ def cohen_kappa(y_a: Sequence[Number], y_b: Sequence[Number]) -> float | None:
     Undefined (None) with no items, or when both raters used one and the same single label
     (the expected agreement is then 1 and kappa is 0 / 0).
     """
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     import numpy as np
     from sklearn import config_context
     from sklearn.metrics import cohen_kappa_score
@@ -147,6 +148,7 @@ def _value(statistic: float) -> float | None:
 
 
 def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.pearsonr(x, y).statistic)
@@ -154,12 +156,14 @@ def pearson(x: Sequence[Number], y: Sequence[Number]) -> float | None:
 
 def average_ranks(values: Sequence[Number]) -> list[float]:
     """1-based ranks; tied values share the mean of the ranks they span (scipy's rankdata 'average')."""
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return stats.rankdata(values).tolist()
 
 
 def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.spearmanr(x, y).statistic)
@@ -167,6 +171,7 @@ def spearman(x: Sequence[Number], y: Sequence[Number]) -> float | None:
 
 def kendall_tau(x: Sequence[Number], y: Sequence[Number]) -> float | None:
     """Kendall's tau-b (ties accounted for on both sides; scipy's default variant, O(n log n))."""
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     from scipy import stats
 
     return None if _undefined(x, y) else _value(stats.kendalltau(x, y).statistic)
@@ -187,6 +192,7 @@ def bootstrap_ci(
     interval would be nan as soon as one resample is undefined, so the percentiles are taken
     here over its bootstrap distribution; without undefined resamples they are scipy's interval.
     """
+    # lazy: scipy and scikit-learn take 1.4 s to import; only reports need them
     import numpy as np
     from scipy import stats
 

@@ -10,6 +10,10 @@ class CoreConfig(AppConfig):
     verbose_name = "KLong Studio core"
 
     def ready(self) -> None:
+        from apps.core.datadir import prepare_data_folder
+
+        # Before anything signs a cookie or opens the SQLite file in it.
+        prepare_data_folder()
         from django.contrib import admin
 
         from apps.core import login, sockets

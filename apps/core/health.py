@@ -5,9 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
+
+from apps.core.embedded_redis import ping
+from apps.jobs.workers import live_heartbeats, silent_after_s
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,6 @@ def redis_label() -> str:
     if settings.EMBEDDED_REDIS:
         return "embedded Redis (" + url.split("?")[0].removeprefix("unix://") + ")"
     # Never show a password from the URL.
-    from urllib.parse import urlparse
 
     parsed = urlparse(url)
     return f"Redis on {parsed.hostname}:{parsed.port or 6379}"
@@ -66,8 +70,6 @@ def check_database() -> Check:
 
 
 def check_redis() -> Check:
-    from klong_site.embedded_redis import ping
-
     def probe() -> str:
         ping(settings.REDIS_URL, timeout=1.0)
         return redis_label()
@@ -76,9 +78,7 @@ def check_redis() -> Check:
 
 
 def worker_names(timeout: float | None = None) -> list[str]:
-    from worker.celery import app
-
-    replies = app.control.ping(timeout=timeout or settings.KLONG_WORKER_PING_TIMEOUT) or []
+    replies = current_app.control.ping(timeout=timeout or settings.KLONG_WORKER_PING_TIMEOUT) or []
     return sorted(name for reply in replies for name in reply)
 
 
@@ -96,8 +96,6 @@ def check_worker_heartbeats() -> Check:
     """Workers with a fresh heartbeat in Redis (one read): for pages, where a ping broadcast would
     make a view wait up to a second for replies. /healthz still pings."""
     def probe() -> str:
-        from apps.jobs.workers import live_heartbeats, silent_after_s
-
         names = sorted(live_heartbeats())
         if not names:
             raise RuntimeError(f"no Celery worker sent a heartbeat in the last {silent_after_s():g} s")

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from django.apps import apps
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+
 # codename -> description; they live on the unmanaged ``core.Studio`` model.
 PERMISSIONS: Final[dict[str, str]] = {
     "view_studio": "Read papers, rubrics, trajectories, judge runs and jobs",
@@ -37,12 +41,9 @@ def perm(codename: str) -> str:
 
 def ensure_roles(**_: object) -> None:
     """Create the role groups and give each its permissions (idempotent; runs after migrate)."""
-    from django.contrib.auth.models import Group, Permission
-    from django.contrib.contenttypes.models import ContentType
-
-    from apps.core.models import Studio
-
-    content_type = ContentType.objects.get_for_model(Studio, for_concrete_model=False)
+    # Through the app registry: core.models imports this module for PERMISSIONS.
+    studio = apps.get_model("core", "Studio")
+    content_type = ContentType.objects.get_for_model(studio, for_concrete_model=False)
     by_codename = {}
     for codename, name in PERMISSIONS.items():
         permission, _created = Permission.objects.get_or_create(

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import IO, Any
 
+from django.conf import settings
+
 DEFAULT_MAX_JSON_DEPTH = 64
 DEFAULT_MAX_UNPACKED_BYTES = 1 << 30
 DEFAULT_MAX_UNPACKED_MEMBER_BYTES = 256 << 20
@@ -34,7 +36,6 @@ class InputLimits:
     def current(cls) -> InputLimits:
         """The configured limits (KLONG_MAX_JSON_DEPTH, KLONG_MAX_UNPACKED_BYTES,
         KLONG_MAX_UNPACKED_MEMBER_BYTES), or the defaults outside a Django process."""
-        from django.conf import settings
 
         if not settings.configured:
             return cls()

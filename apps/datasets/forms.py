@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from django import forms
 
+from apps.datasets.services import DatasetError, check_name
+from apps.judging.models import ModelEndpoint
+from apps.papers.models import Paper
+
 DEFAULT_INSTRUCTIONS = (
     "Reproduce the paper's main results. The paper is in /home/paper (read-only). Write your code in "
     "/home/submission, with a reproduce.sh that runs the experiments and writes their outputs; a "
@@ -43,8 +47,6 @@ class DistillConfigForm(forms.Form):
     )
 
     def clean_papers(self) -> str:
-        from apps.papers.models import Paper
-
         slugs = [s.strip() for s in self.cleaned_data["papers"].split(",") if s.strip()]
         if not slugs:
             raise forms.ValidationError("Name at least one paper.")
@@ -63,8 +65,6 @@ class DistillConfigForm(forms.Form):
         return ",".join(dict.fromkeys(slugs))
 
     def _endpoint(self, name: str) -> str:
-        from apps.judging.models import ModelEndpoint
-
         value = self.cleaned_data[name]
         if not ModelEndpoint.objects.filter(name=value).exists():
             raise forms.ValidationError(f"No model endpoint named {value!r}.")
@@ -77,8 +77,6 @@ class DistillConfigForm(forms.Form):
         return self._endpoint("judge")
 
     def clean_dataset(self) -> str:
-        from apps.datasets.services import DatasetError, check_name
-
         try:
             return check_name(self.cleaned_data["dataset"])
         except DatasetError as exc:

@@ -10,8 +10,8 @@ from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.datasets.forms import DatasetForm
 from apps.datasets.models import Dataset
+from apps.datasets.sampling import histogram
 from apps.datasets.services import DatasetError, create_dataset
-from worker.factory.sampling import histogram
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:

@@ -11,8 +11,10 @@ from rest_framework.response import Response
 
 from apps.jobs.downloads import artifact_download
 from apps.jobs.models import Job, JobArtifact, JobMetric
-from apps.jobs.services import JobConfigError, cancel_job, eta_seconds, launch_job, launch_pipeline, retry_job
-from worker.engines import KINDS
+from apps.jobs.registry import KINDS
+from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
+from apps.jobs.services.launching import JobConfigError, launch_job
+from apps.jobs.services.pipelines import launch_pipeline
 
 
 class JobSerializer(serializers.ModelSerializer):

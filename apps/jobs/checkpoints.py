@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from apps.core.downloads import file_download
 from apps.core.pages import require_perm
 from apps.jobs.models import ModelCheckpoint
+from apps.judging.models import ModelEndpoint
 from apps.ops.artifacts import fetch_artifact
 
 
@@ -56,7 +57,6 @@ def checkpoint_zip_response(checkpoint: ModelCheckpoint) -> StreamingHttpRespons
 @require_POST
 def checkpoint_endpoint(request: HttpRequest, pk: int) -> HttpResponse:
     """Register the checkpoint as a local model endpoint, so agents and judges can call it."""
-    from apps.judging.models import ModelEndpoint
 
     require_perm(request, "launch_jobs")
     checkpoint = get_object_or_404(ModelCheckpoint, pk=pk)

@@ -4,7 +4,7 @@ from channels.db import database_sync_to_async
 
 from apps.core.sockets import SessionBoundConsumer, may_watch
 from apps.jobs.models import Job
-from worker.progress import JOBS_GROUP, job_group, job_snapshot
+from apps.jobs.progress import JOBS_GROUP, job_group, job_snapshot
 
 
 class JobConsumer(SessionBoundConsumer):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
 from apps.core.untrusted import JsonTooDeep, loads_json
-from worker.queues import MAX_GPUS
+from apps.datasets.models import Dataset
+from apps.jobs.queues import MAX_GPUS
 
 
 class SelftestForm(forms.Form):
@@ -73,8 +76,6 @@ class PipelineForm(forms.Form):
 
 
 def _dataset_choices() -> list[tuple[str, str]]:
-    from apps.datasets.models import Dataset
-
     return [("", "none (use the ids or filters)"), *((d.name, d.name) for d in Dataset.objects.order_by("name"))]
 
 
@@ -130,7 +131,6 @@ class SFTForm(forms.Form):
         return raw
 
     def clean_base_model(self) -> str:
-        from pathlib import Path
 
         value = self.cleaned_data["base_model"]
         folder = Path(value)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django import forms
 
+from apps.jobs.queues import MAX_GPUS
 from apps.judging.forms import JudgeConfigForm
 from apps.papers.models import Paper
-from worker.queues import MAX_GPUS
 
 
 class AgentRunForm(forms.Form):

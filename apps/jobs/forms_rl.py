@@ -13,7 +13,11 @@ from typing import Any
 
 from django import forms
 
-from worker.queues import MAX_GPUS
+from apps.jobs.models import ModelCheckpoint
+from apps.jobs.queues import MAX_GPUS
+from apps.judging.llm.config import EndpointConfigError, check_base_url
+from apps.judging.models import ModelEndpoint
+from apps.papers.models import Paper
 
 DEFAULT_STAGES = "2h:10, 4h:10, 6h:10"
 _STAGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*:\s*(\d+)\s*$")
@@ -114,9 +118,6 @@ class RLForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from apps.jobs.models import ModelCheckpoint
-        from apps.judging.models import ModelEndpoint
-        from apps.papers.models import Paper
 
         self.fields["policy_checkpoint"].choices = [("", "—")] + [
             (str(c.pk), f"#{c.pk} {c.name} ({c.method}, {c.created_at:%Y-%m-%d})")
@@ -137,8 +138,6 @@ class RLForm(forms.Form):
             raise forms.ValidationError(str(exc)) from None
 
     def clean_policy_server_url(self) -> str:
-        from worker.llm.config import EndpointConfigError, check_base_url
-
         value = self.cleaned_data["policy_server_url"]
         if value:
             try:

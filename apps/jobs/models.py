@@ -4,6 +4,7 @@ from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Job(models.Model):
@@ -68,7 +69,6 @@ class Job(models.Model):
             return None
         end = self.finished_at
         if end is None:
-            from django.utils import timezone
 
             end = timezone.now()
         return (end - self.started_at).total_seconds()

@@ -12,19 +12,12 @@ from apps.core.pages import require_perm
 from apps.jobs.downloads import artifact_download
 from apps.jobs.forms import LaunchForm, PipelineForm
 from apps.jobs.models import Job, JobArtifact
-from apps.jobs.services import (
-    JobConfigError,
-    cancel_job,
-    config_form_class,
-    config_initial,
-    eta_seconds,
-    launch_job,
-    launch_pipeline,
-    orphaned_because,
-    retry_job,
-)
+from apps.jobs.registry import KINDS
+from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
+from apps.jobs.services.launching import JobConfigError, launch_job
+from apps.jobs.services.orphans import orphaned_because
+from apps.jobs.services.pipelines import launch_pipeline
 from apps.jobs.workers import queues_with_live_workers, silent_after_s, worker_overview
-from worker.engines import KINDS
 
 STATE_FILTERS = [s for s, _ in Job.State.choices]
 
@@ -52,6 +45,7 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         s = series.setdefault(name, {"x": [], "y": []})
         s["x"].append(step)
         s["y"].append(value)
+    kind = KINDS.get(job.kind)
     return render(
         request,
         "jobs/detail.html",
@@ -62,7 +56,8 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "artifacts": job.artifacts.all(),
             "children": job.children.all(),
             "eta_s": eta_seconds(job),
-            "kind": KINDS.get(job.kind),
+            "kind": kind,
+            **(kind.partial_context(job) if kind and kind.partial_context else {}),
             # A queued job nobody will take (e.g. a GPU job on a machine without GPUs) says so.
             "unserved_queue": job.state == Job.State.QUEUED and job.queue not in queues_with_live_workers(),
             # A running job whose worker died can be retried or cancelled at once.
@@ -86,7 +81,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
     if kind_name not in KINDS:
         return render(request, "jobs/choose_kind.html", {"kinds": KINDS.values(), "pipeline": PipelineForm()})
     kind = KINDS[kind_name]
-    form_class = config_form_class(kind)
+    form_class = kind.form
     if form_class is None:
         raise Http404(f"Jobs of kind {kind_name!r} are launched from their own page.")
     if request.method == "POST":
@@ -107,7 +102,7 @@ def job_launch(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Job #{job.pk} queued.")
                 return redirect("jobs:detail", pk=job.pk)
     else:
-        initial = {**config_initial(kind), **(source.config if source else {})}
+        initial = {**kind.initial(), **(source.config if source else {})}
         # Links from other pages pre-fill options: /jobs/new/?kind=rubric_draft&paper=bam
         initial.update({k: v for k, v in request.GET.items() if k in form_class.base_fields})
         config_form = form_class(initial=initial, prefix="config")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from celery import current_app
 from django.conf import settings
 
+from apps.jobs.heartbeats import live_heartbeats, read_heartbeats, silent_after_s
 from apps.jobs.models import Job
 
 log = logging.getLogger(__name__)
-# A worker is silent once it missed this many heartbeats and does not answer a ping either.
-MISSED_BEATS = 3
 
 
 @dataclass
@@ -36,8 +36,6 @@ class WorkerRow:
 
 
 def _heartbeats() -> dict[str, dict]:
-    from worker.heartbeat import read_heartbeats
-
     try:
         return read_heartbeats()
     except Exception:  # Redis away: the broadcast below fails the same way and the page says so
@@ -45,26 +43,20 @@ def _heartbeats() -> dict[str, dict]:
         return {}
 
 
-def silent_after_s() -> float:
-    return MISSED_BEATS * settings.KLONG_WORKER_HEARTBEAT_S
-
-
-def live_heartbeats() -> dict[str, dict]:
-    """Workers whose last heartbeat is fresh: one Redis read, where a ping broadcast waits out its
-    timeout for replies (the dashboard and job pages use this)."""
-    limit = silent_after_s()
-    return {name: beat for name, beat in _heartbeats().items() if beat["age_s"] <= limit}
-
-
 def queues_with_live_workers() -> set[str]:
-    return {queue for beat in live_heartbeats().values() for queue in beat.get("queues", [])}
+    """Queues some worker with a fresh heartbeat consumes: one Redis read, where a ping broadcast
+    waits out its timeout for replies (the dashboard and job pages use this)."""
+    try:
+        beats = live_heartbeats()
+    except Exception:  # Redis away: no queue is known to be served
+        log.warning("could not read worker heartbeats", exc_info=True)
+        return set()
+    return {queue for beat in beats.values() for queue in beat.get("queues", [])}
 
 
 def worker_overview(timeout: float | None = None) -> list[WorkerRow]:
     """Workers that answer now, plus workers known only from their heartbeat (busy or gone)."""
-    from worker.celery import app
-
-    replies = app.control.broadcast("klong_info", reply=True, timeout=timeout or settings.KLONG_WORKER_PING_TIMEOUT)
+    replies = current_app.control.broadcast("klong_info", reply=True, timeout=timeout or settings.KLONG_WORKER_PING_TIMEOUT)
     rows = {}
     for reply in replies or []:
         for name, info in reply.items():

@@ -13,6 +13,7 @@ from apps.judging.services import (
     run_graded_tree,
     store_submission_upload,
     submission_folder,
+    validate_check_leaf,
 )
 from apps.papers.models import Paper
 
@@ -163,8 +164,6 @@ class RubricCheckSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
     def validate(self, attrs):
-        from apps.judging.services import validate_check_leaf
-
         paper = attrs.get("paper") or self.instance.paper
         node_id = attrs.get("node_id") or self.instance.node_id
         try:

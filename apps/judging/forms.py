@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 
+from apps.judging.llm.config import key_policy
 from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
-from worker.llm.config import key_policy
+from apps.judging.services import judge_eval_tree_path, submission_folder, validate_check_leaf
 
 
 class JudgeConfigForm(forms.Form):
@@ -31,8 +33,6 @@ class JudgeConfigForm(forms.Form):
         return name
 
     def clean_submission(self) -> str:
-        from apps.judging.services import submission_folder
-
         value = self.cleaned_data["submission"]
         submission_folder(value)  # raises ValidationError when outside the submissions folder or missing
         return value
@@ -79,15 +79,11 @@ class JudgeEvalConfigForm(forms.Form):
     clean_endpoint = JudgeConfigForm.clean_endpoint
 
     def clean_graded_tree(self) -> str:
-        from apps.judging.services import judge_eval_tree_path
-
         value = self.cleaned_data["graded_tree"]
         judge_eval_tree_path(value)
         return value
 
     def clean_submission(self) -> str:
-        from apps.judging.services import submission_folder
-
         value = self.cleaned_data.get("submission") or ""
         if value:
             submission_folder(value)
@@ -111,9 +107,7 @@ class RubricCheckForm(forms.ModelForm):
         help_texts = {"node_id": "The leaf's id (from the rubric editor)."}
 
     def clean(self):
-        from django.core.exceptions import ValidationError
 
-        from apps.judging.services import validate_check_leaf
 
         cleaned = super().clean()
         if cleaned.get("paper") and cleaned.get("node_id"):

@@ -6,8 +6,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from worker.judge.checks import max_timeout_s
-from worker.llm.config import (
+from apps.judging.llm.config import (
     EndpointConfig,
     EndpointConfigError,
     check_base_url,
@@ -169,6 +168,12 @@ class LeafGrade(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "node_index"], name="leaf_grade_unique")]
 
 
+def max_check_timeout_s() -> int:
+    """The longest timeout a check may have (KLONG_CHECK_MAX_TIMEOUT_S): a callable, so the
+    migration does not freeze the number."""
+    return settings.KLONG_CHECK_MAX_TIMEOUT_S
+
+
 class RubricCheck(models.Model):
     """A programmatic leaf: a command run in the submission's sandbox decides it (exit 0 = pass).
 
@@ -182,7 +187,7 @@ class RubricCheck(models.Model):
         help_text="Run with /bin/sh in a private copy of the submission, confined: no network, no host files, "
                   "limits on processes, memory and time (docs/security.md).",
     )
-    timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(1.0), MaxValueValidator(max_timeout_s)])
+    timeout_s = models.FloatField(default=60.0, validators=[MinValueValidator(1.0), MaxValueValidator(max_check_timeout_s)])
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 

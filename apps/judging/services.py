@@ -17,14 +17,18 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.jobs.services.launching import launch_job
+from apps.judging.judge.grader import JudgeOutcome, LeafResult, graded_tree
+from apps.judging.judge.submission import SubmissionError, extract_archive
+from apps.judging.llm.client import ChatClient
+from apps.judging.llm.config import EndpointConfigError
+from apps.judging.llm.local import check_model_folder
+from apps.judging.llm.records import LLMError
 from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
 from apps.ops.artifacts import fetch_artifact, publish_artifact
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
-from worker.judge.grader import JudgeOutcome
-from worker.judge.submission import SubmissionError, extract_archive
-from worker.llm.config import EndpointConfigError
-from worker.llm.records import LLMError
+from apps.rubrics.paperbench import RubricFormatError, flatten, leaf_mask, load_json_bytes
 
 # Eval judging always goes first: a flood of train-split requests cannot starve it (lower = sooner).
 JUDGE_PRIORITY = {Paper.Split.EVAL: 0, Paper.Split.HELD_OUT: 0, Paper.Split.TRAIN: 9}
@@ -105,7 +109,6 @@ def request_judge_run(
     code_only: bool = False, trajectory_id: int | None = None, reproduce_started_at: float | None = None,
 ):
     """Queue a judge job at its split's priority (eval first). Returns the Job."""
-    from apps.jobs.services import launch_job
 
     if version is None:
         version = paper.rubric_versions.order_by("-number").first()
@@ -138,7 +141,6 @@ def judge_eval_tree_path(relative: str) -> Path:
 
 def store_judge_eval_tree(upload) -> str:
     """Check an uploaded human-graded tree (valid JSON rubric with a score on every leaf) and store it."""
-    from apps.rubrics.paperbench import RubricFormatError, flatten, leaf_mask, load_json_bytes
 
     limit = int(settings.KLONG_MAX_UPLOAD_BYTES)
     if getattr(upload, "size", 0) > limit:
@@ -160,7 +162,6 @@ def store_judge_eval_tree(upload) -> str:
 
 def request_judge_eval(*, graded_tree: str, endpoint: ModelEndpoint, user, submission: str = "",
                        paper: Paper | None = None, code_only: bool = False, title: str = ""):
-    from apps.jobs.services import launch_job
 
     config: dict[str, Any] = {"graded_tree": graded_tree, "endpoint": endpoint.name, "code_only": code_only}
     if submission:
@@ -208,8 +209,6 @@ def save_judge_run(
 
 def run_graded_tree(run: JudgeRun) -> dict[str, Any]:
     """A stored model run as a PaperBench graded tree (score, valid_score, explanation, judge_metadata)."""
-    from apps.rubrics.paperbench import flatten
-    from worker.judge.grader import JudgeOutcome, LeafResult, graded_tree
 
     nodes = flatten(run.rubric_version.tree)
     results = {
@@ -255,8 +254,6 @@ def check_endpoint_connection(endpoint: ModelEndpoint) -> ConnectionTest:
     status, or "not an OpenAI-compatible API", and nothing of what the server sent but the
     model's answer: the URL may point at any server the web process can reach.
     """
-    from worker.llm.client import ChatClient
-    from worker.llm.local import check_model_folder
 
     try:
         config = endpoint.to_config()
@@ -298,7 +295,6 @@ def connection_failure(exc: LLMError) -> str:
 
 def validate_check_leaf(paper: Paper, node_id: str) -> None:
     """A check must name a leaf of the paper's latest rubric version."""
-    from apps.rubrics.paperbench import flatten, leaf_mask
 
     version = paper.rubric_versions.order_by("-number").first()
     if version is None:

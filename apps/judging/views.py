@@ -10,8 +10,9 @@ from django.views.decorators.http import require_POST
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.jobs.models import Job
-from apps.judging.forms import JudgeEvalRequestForm, ModelEndpointForm
-from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint
+from apps.judging.forms import JudgeEvalRequestForm, ModelEndpointForm, RubricCheckDeleteForm, RubricCheckForm
+from apps.judging.llm.config import key_policy
+from apps.judging.models import JudgeRun, LeafGrade, ModelEndpoint, RubricCheck
 from apps.judging.services import (
     check_endpoint_connection,
     request_judge_eval,
@@ -19,7 +20,6 @@ from apps.judging.services import (
     store_submission_upload,
 )
 from apps.rubrics.paperbench import flatten, leaf_mask, node_number
-from worker.llm.config import key_policy
 
 
 def judge_run_list(request: HttpRequest) -> HttpResponse:
@@ -111,8 +111,6 @@ def judge_eval(request: HttpRequest) -> HttpResponse:
 
 def rubric_checks(request: HttpRequest) -> HttpResponse:
     """Programmatic leaves of a paper: list, add (curators) and delete."""
-    from apps.judging.forms import RubricCheckDeleteForm, RubricCheckForm
-    from apps.judging.models import RubricCheck
 
     form = RubricCheckForm()
     status = 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from worker.queues import MAX_GPUS
+from apps.jobs.queues import MAX_GPUS
 
 
 class GPUCheckForm(forms.Form):

@@ -19,6 +19,11 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from apps.jobs.heartbeats import read_heartbeats, redis_client
+from apps.jobs.models import Job
+from apps.jobs.queues import QUEUES
+from apps.judging.models import JudgeRun, LeafGrade
+
 log = logging.getLogger(__name__)
 
 # Leaf latency buckets (seconds): a judge call is 0.5 s on a fast endpoint, minutes on a slow one.
@@ -33,8 +38,6 @@ def queue_keys(queue: str, sep: str = ":") -> list[str]:
 
 
 def queue_depths(client) -> dict[str, int]:
-    from worker.celery import QUEUES
-
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
         for key in queue_keys(queue):
@@ -64,16 +67,12 @@ class KlongCollector:
         yield duration
 
     def jobs(self) -> Iterator[Metric]:
-        from apps.jobs.models import Job
-
         family = GaugeMetricFamily("klong_jobs", "Jobs by state, kind and queue", labels=["state", "kind", "queue"])
         for row in Job.objects.order_by().values("state", "kind", "queue").annotate(n=Count("id")):
             family.add_metric([row["state"], row["kind"], row["queue"]], row["n"])
         yield family
 
     def judge(self) -> Iterator[Metric]:
-        from apps.judging.models import JudgeRun, LeafGrade
-
         totals = JudgeRun.objects.filter(kind=JudgeRun.Kind.MODEL).aggregate(
             runs=Count("id"), calls=Sum("calls"), cost=Sum("cost_usd"), prompt=Sum("prompt_tokens"),
             completion=Sum("completion_tokens"), seconds=Sum("duration_s"), leaves=Sum("n_leaves"),
@@ -109,8 +108,6 @@ class KlongCollector:
         yield family
 
     def redis_parts(self) -> Iterator[Metric]:
-        from worker.heartbeat import read_heartbeats, redis_client
-
         client = redis_client()
         depths = GaugeMetricFamily("klong_queue_depth", "Tasks waiting in a Celery queue (all priorities)",
                                    labels=["queue"])
@@ -137,8 +134,6 @@ class KlongCollector:
                 host = beat.get("docker_host", "")
                 per_host[host] = max(per_host.get(host, 0), beat["sandboxes"])
         workers = GaugeMetricFamily("klong_workers", "Workers with a fresh heartbeat, per queue", labels=["queue"])
-        from worker.celery import QUEUES
-
         for queue in QUEUES:
             workers.add_metric([queue], per_queue.get(queue, 0))
         total = GaugeMetricFamily("klong_sandboxes_total", "Sandboxes running across all workers")

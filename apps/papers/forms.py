@@ -2,11 +2,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 from django import forms
+from django.conf import settings
 
-from apps.papers.models import Paper
+from apps.judging.forms import JudgeConfigForm
+from apps.papers.candidates import CandidateFilter, normalise_venue
+from apps.papers.models import Paper, PaperCandidate
+from apps.papers.pdf import PdfError, pdf_to_markdown
 
 
 class PaperImportForm(forms.Form):
@@ -73,9 +78,7 @@ class PaperForm(forms.ModelForm):
             self.fields["loaded"].initial = json.dumps(self.stored)
 
     def clean_pdf_upload(self):
-        from django.conf import settings
 
-        from apps.papers.pdf import PdfError, pdf_to_markdown
 
         upload = self.cleaned_data.get("pdf_upload")
         if not upload:
@@ -152,8 +155,6 @@ class PaperForm(forms.ModelForm):
 
 
 def _venue_set(raw: str) -> frozenset[str]:
-    from apps.papers.candidates import normalise_venue
-
     return frozenset(normalise_venue(v) for v in raw.split(",") if v.strip())
 
 
@@ -173,8 +174,6 @@ class CandidateRuleFields(forms.Form):
         return data
 
     def rule(self):
-        from apps.papers.candidates import CandidateFilter
-
         data = self.cleaned_data
         return CandidateFilter(_venue_set(data.get("venues") or ""), data.get("year_min"), data.get("year_max"),
                                data.get("min_citations"))
@@ -201,8 +200,6 @@ class CandidateFilterForm(CandidateRuleFields):
     status = forms.ChoiceField(required=False, choices=[("", "any")])
 
     def __init__(self, *args, **kwargs) -> None:
-        from apps.papers.models import PaperCandidate
-
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", "any"), *PaperCandidate.Status.choices]
 
@@ -243,14 +240,10 @@ class RubricDraftConfigForm(forms.Form):
         return slug
 
     def clean_endpoint(self) -> str:
-        from apps.judging.forms import JudgeConfigForm
-
         return JudgeConfigForm.clean_endpoint(self)
 
     def clean_code_folder(self) -> str:
-        from pathlib import Path
 
-        from django.conf import settings
 
         value = (self.cleaned_data.get("code_folder") or "").strip()
         if not value:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
+from pypdf import PdfReader
+from pypdf.errors import LimitReachedError, PyPdfError
+
 
 class PdfError(ValueError):
     pass
 
 
 def pdf_to_markdown(stream: BinaryIO, title: str = "") -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import LimitReachedError, PyPdfError
 
     stream.seek(0)  # a form's file field may have read it already
     head = stream.read(5)

@@ -27,13 +27,13 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.core.untrusted import InputLimits, UnpackBudget, UnpackedTooLarge
+from apps.judging.judge.submission import SubmissionError, check_member_name
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.services.parsing import parse_rubric
 from apps.rubrics.services.store import export_draft
 from apps.rubrics.services.versions import import_rubric_tree
 from apps.rubrics.validation import Problem
-from worker.judge.submission import SubmissionError, check_member_name
 
 RUBRIC_FILE = "rubric.json"
 # Bundle attribute -> file name in a paper folder (and suffix in the flat layout).

@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from apps.rubrics.paperbench import FlatNode
+from apps.rubrics.paperbench import FlatNode, load_json_bytes
 
 
 class RubricVersion(models.Model):
@@ -43,7 +43,6 @@ class RubricVersion(models.Model):
     @property
     def tree(self) -> dict[str, Any]:
         """The PaperBench JSON value, key order and number types as saved."""
-        from apps.rubrics.paperbench import load_json_bytes
 
         return load_json_bytes(self.tree_json.encode())
 

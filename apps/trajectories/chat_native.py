@@ -31,7 +31,7 @@ from typing import Any
 
 from apps.trajectories.splitting import IGNORE_INDEX
 from apps.trajectories.tokens import turn_text
-from apps.trajectories.windows import ChatRenderer, TemplateError, TurnRow, WindowMessage
+from apps.trajectories.windows import ChatRenderer, HFChatRenderer, TemplateError, TurnRow, WindowMessage
 
 ORPHAN_RESULT = "[tool result]\n"  # how Mistral windows show a tool result whose call they left out
 
@@ -70,6 +70,7 @@ class MistralRenderer:
     _ENCODERS = ("encode_system_message", "encode_user_message", "encode_assistant_message", "encode_tool_message")
 
     def __init__(self, folder: Path) -> None:
+        # lazy: only Mistral / gpt-oss model folders need these
         from mistral_common.protocol.instruct.validator import ValidationMode
         from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
@@ -85,6 +86,7 @@ class MistralRenderer:
 
     def _messages(self, messages: Sequence[WindowMessage]) -> tuple[list[Any], list[int]]:
         """mistral-common messages, and for each the index of the window message it came from."""
+        # lazy: only Mistral / gpt-oss model folders need these
         from mistral_common.protocol.instruct.messages import (
             AssistantMessage,
             SystemMessage,
@@ -120,6 +122,7 @@ class MistralRenderer:
         return out, origin
 
     def _tools(self, tools: Sequence[dict[str, Any]]) -> list[Any] | None:
+        # lazy: only Mistral / gpt-oss model folders need these
         from mistral_common.protocol.instruct.tool_calls import Function, Tool
 
         return [Tool(function=Function(name=t["function"]["name"], description=t["function"].get("description", ""),
@@ -127,6 +130,7 @@ class MistralRenderer:
 
     def _encode(self, messages: list[Any], tools: Sequence[dict[str, Any]]) -> tuple[list[int], list[tuple[str, int]]]:
         """The request's tokens and, in order, each message encoder's (name, token count)."""
+        # lazy: only Mistral / gpt-oss model folders need these
         from mistral_common.protocol.instruct.request import ChatCompletionRequest
 
         instruct = self.tokenizer.instruct_tokenizer
@@ -162,6 +166,7 @@ class MistralRenderer:
         return list(self.tokenizer.instruct_tokenizer.tokenizer.encode(text, bos=False, eos=False))
 
     def decode(self, ids: Sequence[int]) -> str:
+        # lazy: only Mistral / gpt-oss model folders need these
         from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 
         return self.tokenizer.instruct_tokenizer.tokenizer.decode(list(ids), special_token_policy=SpecialTokenPolicy.KEEP)
@@ -212,6 +217,7 @@ class HarmonyRenderer:
     """Windows as openai-harmony conversations (gpt-oss)."""
 
     def __init__(self, name: str = "gpt-oss") -> None:
+        # lazy: only Mistral / gpt-oss model folders need these
         from openai_harmony import HarmonyEncodingName, HarmonyError, load_harmony_encoding
 
         try:
@@ -227,6 +233,7 @@ class HarmonyRenderer:
     def messages(m: WindowMessage, call_names: dict[str, str]) -> list[Any]:
         """The harmony messages of one window message (an assistant turn can be several);
         ``call_names`` maps the window's tool call ids to their function names."""
+        # lazy: only Mistral / gpt-oss model folders need these
         from openai_harmony import Author, Message, Role
 
         if m.role in ("system", "user"):
@@ -249,6 +256,7 @@ class HarmonyRenderer:
         return out
 
     def _conversation(self, messages: Sequence[WindowMessage], tools: Sequence[dict[str, Any]]) -> list[list[Any]]:
+        # lazy: only Mistral / gpt-oss model folders need these
         from openai_harmony import DeveloperContent, Message, Role, SystemContent, ToolDescription
 
         system = Message.from_role_and_content(Role.SYSTEM, SystemContent.new())
@@ -268,6 +276,7 @@ class HarmonyRenderer:
         return groups
 
     def _tokens(self, groups: list[list[Any]], *, completion: bool = False) -> list[int]:
+        # lazy: only Mistral / gpt-oss model folders need these
         from openai_harmony import Conversation, Role
 
         conversation = Conversation.from_messages([msg for group in groups for msg in group])
@@ -307,3 +316,11 @@ class HarmonyRenderer:
         counts = [sum(len(self.encoding.render(msg)) for msg in group) for group in groups[1:]]
         counts[0] += len(self.encoding.render(groups[0][0]))  # the system message: the prefix's
         return counts
+
+
+def renderer_for(tokenizer, folder: str | Path | None = None) -> ChatRenderer:
+    """The renderer for a model: mistral-common for a Mistral tokenizer folder, openai-harmony for
+    gpt-oss, else the tokenizer's own chat template."""
+    path = Path(folder) if folder else Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    native = native_renderer(path)
+    return native if native is not None else HFChatRenderer(tokenizer)

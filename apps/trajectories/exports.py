@@ -20,7 +20,7 @@ from django.http import StreamingHttpResponse
 
 from apps.core.downloads import text_download
 from apps.jobs.models import Job
-from apps.jobs.services import launch_job
+from apps.jobs.services.launching import launch_job
 from apps.trajectories.models import TurnAnnotation
 from apps.trajectories.split_service import (
     CONFIG_FIELDS,

@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from django.db.models.functions import Length
 
+from apps.papers.markdown import render_markdown
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.monitor import blacklist_hits, normalise_url
 from apps.trajectories.tokens import turn_text
@@ -109,7 +110,6 @@ _MARKDOWN_MARKS = re.compile(r"[*_`#\[|>]|^\s*(?:[-+]|\d+\.)\s", re.MULTILINE)
 
 def turn_html(role: str, text: str) -> str:
     """Sanitised HTML of a turn's Markdown ('' where the viewer shows the text as it is)."""
-    from apps.papers.markdown import render_markdown
 
     if role not in MARKDOWN_ROLES or not text or len(text) > MARKDOWN_MAX_CHARS or not _MARKDOWN_MARKS.search(text):
         return ""

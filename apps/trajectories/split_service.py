@@ -22,11 +22,13 @@ from typing import Any, BinaryIO
 
 from django.core.cache import cache
 
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import Trajectory
 from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.services import configured_tokenizer_path
 from apps.trajectories.splitting import (
+    IGNORE_INDEX,
     SplitConfig,
     SplitError,
     SplitManifest,
@@ -43,7 +45,6 @@ from apps.trajectories.windows import (
     normalise_tools,
     plan_windows,
     render_training_window,
-    renderer_for,
 )
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
@@ -248,7 +249,6 @@ class InspectedWindow:
 
 def _token_runs(renderer: ChatRenderer, ids: Sequence[int], labels: Sequence[int]) -> list[tuple[str, bool]]:
     """The window's tokens decoded in runs of equal loss flag: what the inspector highlights."""
-    from apps.trajectories.splitting import IGNORE_INDEX
 
     runs: list[tuple[str, bool]] = []
     start = 0

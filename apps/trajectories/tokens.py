@@ -51,6 +51,7 @@ class TokenizerCounter:
     """Exact counts from a local Hugging Face tokenizer folder (never the hub)."""
 
     def __init__(self, path: str | Path) -> None:
+        # lazy: transformers only when a tokenizer is configured (seconds to import)
         from transformers import AutoTokenizer
 
         self.path = Path(path)

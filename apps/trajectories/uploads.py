@@ -19,6 +19,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
 from apps.jobs.models import Job
+from apps.jobs.services.launching import launch_job
 from apps.ops.artifacts import publish_artifact
 from apps.papers.models import Paper
 from apps.trajectories.services import ImportResult, import_trajectories
@@ -91,8 +92,6 @@ def import_upload(
 ) -> UploadOutcome:
     """Import an uploaded file now, or queue an import job for a large one."""
     if (uploaded.size or 0) > inline_import_bytes():
-        from apps.jobs.services import launch_job
-
         folder = Path(settings.DATA_DIR) / "imports" / uuid.uuid4().hex
         path = stage_upload(uploaded, folder)
         publish_artifact(folder)  # the import job may run on another machine

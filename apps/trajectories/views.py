@@ -12,13 +12,14 @@ from django.urls import reverse
 from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.papers.models import Paper
-from apps.trajectories import exports, services
+from apps.trajectories import exports, services, split_service
 from apps.trajectories.exports import ExportLimit
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import AnnotationLabel, Trajectory
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
 from apps.trajectories.split_service import CONFIG_FIELDS, ExportError, SplitConfigError
+from apps.trajectories.splitting import SplitConfig, SplitError
 from apps.trajectories.uploads import (
     UploadTooLarge,
     check_request_size,
@@ -151,9 +152,6 @@ def annotations_export(request: HttpRequest) -> HttpResponse:
 
 
 def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, Any]:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
-
     context: dict[str, Any] = {"trajectory": trajectory, "params": request.GET.urlencode()}
     try:
         config = split_service.config_from(request.GET, trajectory)
@@ -174,9 +172,6 @@ def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, An
 
 
 def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitConfig
-
     trajectory = get_object_or_404(Trajectory, pk=pk)
     if request.htmx:
         return render(request, "trajectories/_split_plan.html", _split_context(request, trajectory))
@@ -192,9 +187,6 @@ def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def trajectory_split_window(request: HttpRequest, pk: int, number: int) -> HttpResponse:
-    from apps.trajectories import split_service
-    from apps.trajectories.splitting import SplitError
-
     trajectory = get_object_or_404(Trajectory, pk=pk)
     try:
         config = split_service.config_from(request.GET, trajectory)

@@ -34,7 +34,7 @@ tools section, date header) lands in turn 0, so it is charged to the pinned pref
 window is checked against l_max; none is ever cut silently.
 
 Mistral tokenizers (mistral-common) and gpt-oss (openai-harmony) render their own requests:
-``chat_native.py``; ``renderer_for`` picks the renderer for a model folder.
+``chat_native.py``, whose ``renderer_for`` picks the renderer for a model folder.
 """
 
 from __future__ import annotations
@@ -590,13 +590,3 @@ def dataset_hash(manifest_hashes: Sequence[str], tokenizer_name: str) -> str:
     """One hash for a training set: which split manifests, tokenised by which tokenizer."""
     payload = json.dumps({"manifests": list(manifest_hashes), "tokenizer": tokenizer_name}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def renderer_for(tokenizer, folder: str | Path | None = None) -> ChatRenderer:
-    """The renderer for a model: mistral-common for a Mistral tokenizer folder, openai-harmony for
-    gpt-oss, else the tokenizer's own chat template."""
-    from apps.trajectories import chat_native
-
-    path = Path(folder) if folder else Path(str(getattr(tokenizer, "name_or_path", "") or ""))
-    native = chat_native.native_renderer(path)
-    return native if native is not None else HFChatRenderer(tokenizer)

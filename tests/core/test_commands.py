@@ -86,7 +86,8 @@ def _answers(port: int) -> bool:
 
 
 def test_runstack_restarts_a_child_that_died_says_so_and_stops_everything_on_ctrl_c(tmp_path):
-    from klong_site import embedded_redis
+    from apps.core import embedded_redis
+    from klong_site.embedded_redis import embedded_redis_url
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -111,7 +112,7 @@ def test_runstack_restarts_a_child_that_died_says_so_and_stops_everything_on_ctr
                   f"the {name} exit message", lines)
             _wait(lambda name=name: any(line.startswith(f"Restarted the {name} process") for line in lines),
                   f"the {name} restart", lines)
-        embedded_redis.ping(embedded_redis.embedded_redis_url(data_dir))
+        embedded_redis.ping(embedded_redis_url(data_dir))
         _wait(lambda: _answers(port), "the web server answering again", lines)
         restarted = psutil.Process(stack.pid).children()
         assert len(restarted) == 2 and not {c.pid for c in restarted} & {c.pid for c in children.values()}

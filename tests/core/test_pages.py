@@ -31,7 +31,8 @@ def test_the_dashboard_shows_counts_recent_jobs_and_services(client_for, persona
 def test_the_dashboard_tells_workers_by_their_heartbeats_without_a_ping(client_for):
     import time
 
-    from worker.heartbeat import beat, heartbeats_key, redis_client
+    from apps.jobs.heartbeats import heartbeats_key, redis_client
+    from worker.heartbeat import beat
 
     redis_client().delete(heartbeats_key())
     checks = {c.name: c for c in client_for("viewer").get("/").context["checks"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apps.datasets.models import Dataset
-from apps.jobs.services import JobConfigError, validate_config
+from apps.jobs.services.launching import JobConfigError, validate_config
 from apps.papers.models import Paper
 from apps.rubrics.services.versions import create_version
 from apps.trajectories.models import Trajectory

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from apps.datasets.models import Dataset
+from apps.datasets.sampling import RunScore, histogram, select_runs, summarise
 from apps.jobs.models import Job
 from apps.judging.models import JudgeRun, RubricCheck
 from apps.papers.models import Paper
@@ -18,7 +19,6 @@ from apps.rubrics.services.versions import create_version
 from apps.trajectories.models import Trajectory
 from tests.factory.conftest import make_endpoint
 from tests.judging.helpers import leaf, node
-from worker.factory.sampling import RunScore, histogram, select_runs, summarise
 
 GOOD = "def add(a, b):\n    return a + b\n"
 BAD = "def add(a, b):\n    return a - b\n"
@@ -133,7 +133,7 @@ def test_a_distillation_keeps_the_good_run_rejects_the_bad_and_the_cheat_and_fee
     page = api.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="distill-acceptance">33%' in page and 'data-score-histogram="distill-histogram"' in page
     # The SFT job selects the dataset by name, and only its trajectories.
-    from apps.jobs.services import validate_config
+    from apps.jobs.services.launching import validate_config
     from worker.engines.sft import select_trajectories
 
     assert 'value="toy-distilled"' in api.get("/jobs/new/?kind=sft").content.decode()
@@ -175,7 +175,7 @@ def test_cancelling_a_distillation_stops_the_agent_mid_run_and_keeps_its_turns(
 def test_a_retried_distillation_resumes_after_its_last_finished_run(toy_paper, stub, personas, celery_worker):
     from django.conf import settings
 
-    from apps.jobs.services import validate_config
+    from apps.jobs.services.launching import validate_config
     from worker.tasks import run_job
 
     teacher = ScriptedTeacher(["bad"])  # only the run that never finished is run again

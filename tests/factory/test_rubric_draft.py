@@ -7,7 +7,7 @@ import json
 import pytest
 
 from apps.jobs.models import Job
-from apps.jobs.services import JobConfigError, launch_job
+from apps.jobs.services.launching import JobConfigError, launch_job
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import flatten
 from apps.rubrics.services.store import export_draft, has_draft, replace_draft

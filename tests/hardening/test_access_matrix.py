@@ -417,7 +417,7 @@ async def _until_closed(communicator: WebsocketCommunicator, timeout: float = 3)
 @pytest.mark.django_db(transaction=True)
 def test_sockets_close_on_logout_and_receive_nothing_after(personas):
     """A viewer's /ws/jobs/ socket went on receiving events after logout."""
-    from worker.progress import publish
+    from apps.jobs.progress import publish
 
     job = build_world("sockets", personas["admin"]).job
     leaving, staying = _logged_in(personas["viewer"]), _logged_in(personas["viewer"])

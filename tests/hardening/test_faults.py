@@ -48,7 +48,7 @@ def _redis(port: int) -> subprocess.Popen:
 
 def _queue_job(redis_url: str, steps: int, delay_s: float, queue: str = "cpu") -> Job:
     """A queued self-test job whose task goes to ``redis_url``'s broker."""
-    from worker.celery import app
+    from klong_site.celery_app import app
     from worker.tasks import run_job
 
     job = Job.objects.create(kind="selftest", queue=queue, config={"steps": steps, "delay_s": delay_s, "echo": "x"})
@@ -58,7 +58,7 @@ def _queue_job(redis_url: str, steps: int, delay_s: float, queue: str = "cpu") -
 
 
 def _tasks_waiting(redis_url: str, queue: str) -> int:
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     with app.connection_for_write(redis_url) as conn:
         try:
@@ -127,8 +127,8 @@ def test_the_web_server_answers_after_postgresql_cut_its_pooled_connections(daph
 
 
 def test_a_worker_killed_mid_import_leaves_no_half_imported_trajectory(personas):
-    from apps.jobs.services import launch_job
-    from worker.celery import app
+    from apps.jobs.services.launching import launch_job
+    from klong_site.celery_app import app
     from worker.engines.trajectory_import import import_root
     from worker.heartbeat import forget
 
@@ -198,7 +198,7 @@ def test_a_full_disk_while_saving_a_checkpoint_fails_the_job_without_a_checkpoin
     from transformers import Trainer
 
     from apps.jobs.models import ModelCheckpoint
-    from apps.jobs.services import launch_job
+    from apps.jobs.services.launching import launch_job
     from tests.trajectories.factories import make_trajectory
     from worker.training.tiny import build_tiny_model
 

@@ -25,12 +25,12 @@ from rest_framework.parsers import JSONParser as DrfJSONParser
 
 from apps.core.parsers import JSONParser
 from apps.core.untrusted import InputLimits
+from apps.judging.judge.submission import SubmissionError, UploadLimits, extract_archive
 from apps.trajectories.formats import TrajectoryFormatError, read_trajectories
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.services import TrajectoryImportError, import_trajectories
 from tests.trajectories.factories import klong_jsonl
 from tests.trajectories.test_import import TURNS
-from worker.judge.submission import SubmissionError, UploadLimits, extract_archive
 
 pytestmark = pytest.mark.django_db
 MB = 1 << 20
@@ -351,8 +351,8 @@ def test_a_failed_import_leaves_no_hidden_run_behind(tmp_path):
 
 def test_the_import_job_discards_the_runs_a_killed_attempt_left_hidden(settings):
     from apps.jobs.models import Job
+    from apps.jobs.progress import Progress
     from worker.engines.trajectory_import import run
-    from worker.progress import Progress
 
     folder = Path(settings.DATA_DIR) / "imports" / "again"
     folder.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,7 @@ def test_the_job_page_shows_eta_and_steps_while_running(client_for):
 
 
 def test_a_pipeline_page_lists_its_stages(client_for, personas):
-    from apps.jobs.services import launch_pipeline
+    from apps.jobs.services.pipelines import launch_pipeline
 
     parent = launch_pipeline([{"kind": "selftest"}, {"kind": "selftest"}], personas["operator"], title="Two self-tests")
     html = client_for("viewer").get(f"/jobs/{parent.pk}/").content.decode()
@@ -127,7 +127,8 @@ def test_a_pipeline_with_a_bad_stage_shows_which_one_on_the_page(client_for):
 def test_a_queued_job_that_no_running_worker_takes_says_so(client_for, personas):
     import time
 
-    from worker.heartbeat import beat, heartbeats_key, redis_client
+    from apps.jobs.heartbeats import heartbeats_key, redis_client
+    from worker.heartbeat import beat
 
     redis_client().delete(heartbeats_key())
     job = Job.objects.create(kind="sft", queue="gpu", created_by=personas["operator"])

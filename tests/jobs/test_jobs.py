@@ -8,9 +8,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from apps.jobs.models import Job
-from apps.jobs.services import cancel_job, launch_job
+from apps.jobs.progress import Progress, set_state
+from apps.jobs.services.control import cancel_job
+from apps.jobs.services.launching import launch_job
 from klong_site.asgi import application
-from worker.progress import Progress, set_state
 
 
 def wait_for(predicate, timeout: float = 20.0):
@@ -247,7 +248,7 @@ def test_a_pipeline_runs_its_stages_in_order_as_one_job(client_for, celery_worke
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_stage_fails_the_pipeline_and_stops_it(personas, celery_worker):
-    from apps.jobs.services import launch_pipeline
+    from apps.jobs.services.pipelines import launch_pipeline
 
     parent = launch_pipeline(
         [{"kind": "selftest", "config": {"steps": 2, "delay_s": 0, "fail_at_step": 1}},

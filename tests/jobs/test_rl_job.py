@@ -138,8 +138,8 @@ def test_the_job_page_draws_the_stage_timeline_and_the_rl_plots(page, live_serve
 
 @pytest.mark.django_db
 def test_a_retried_rl_job_resumes_after_its_last_finished_stage(tiny_policy, personas):
+    from apps.jobs.progress import Progress
     from worker.engines.rl import run
-    from worker.progress import Progress
 
     stage1 = Path(settings.DATA_DIR) / "checkpoints" / "resume-stage-1"
     shutil.copytree(tiny_policy, stage1, dirs_exist_ok=True)

@@ -18,7 +18,8 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.jobs.models import Job
-from apps.jobs.services import cancel_job, launch_job, retry_job
+from apps.jobs.services.control import cancel_job, retry_job
+from apps.jobs.services.launching import launch_job
 from tests.jobs.test_jobs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def start_worker(name: str, queues: str = "cpu", concurrency: int = 1, **env_var
         **env_vars,
     }
     return subprocess.Popen(
-        [os.path.join(sys.prefix, "bin", "celery"), "-A", "worker.celery", "worker", "-Q", queues, "-c", str(concurrency),
+        [os.path.join(sys.prefix, "bin", "celery"), "-A", "klong_site.celery_app", "worker", "-Q", queues, "-c", str(concurrency),
          "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel", "WARNING"],
         cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -69,7 +70,7 @@ def assert_ran_once(job: Job, steps: int, attempts: int) -> None:
 
 
 def test_a_job_whose_pool_process_is_killed_resumes_in_the_same_worker_and_finishes_once(personas):
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     app.control.purge()
     job = launch_job("selftest", {"steps": 30, "delay_s": 0.1}, personas["operator"])
@@ -92,8 +93,8 @@ def test_a_job_whose_pool_process_is_killed_resumes_in_the_same_worker_and_finis
 def test_a_killed_worker_started_again_under_its_name_resumes_its_job_and_orphans_can_be_cancelled_or_retried(
     personas, settings
 ):
-    from worker.celery import app
-    from worker.heartbeat import read_heartbeats
+    from apps.jobs.heartbeats import read_heartbeats
+    from klong_site.celery_app import app
 
     # This process (the web side) sees a killed worker as silent after 3 missed one-second beats.
     settings.KLONG_WORKER_HEARTBEAT_S = 1
@@ -137,7 +138,7 @@ def forget_worker(name: str) -> None:
 
 
 def test_a_job_past_its_time_limit_fails_with_that_reason(personas):
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     app.control.purge()
     job = launch_job("selftest", {"steps": 200, "delay_s": 0.05}, personas["operator"], time_limit_s=1)
@@ -169,7 +170,7 @@ def test_a_time_limit_that_breaks_a_transactions_rollback_is_still_reported_as_t
 
 
 def test_a_stale_runner_cannot_overwrite_the_attempt_that_replaced_it(personas):
-    from worker.progress import JobLost, Progress, set_state
+    from apps.jobs.progress import JobLost, Progress, set_state
 
     job = Job.objects.create(kind="selftest", state=Job.State.RUNNING, attempt=2)
     stale = Progress(job.pk, attempt=1)
@@ -193,14 +194,14 @@ def _running(runner: str, reported_s_ago: float, worker: str = "w@node") -> Job:
     pytest.param({"w@node": {"boot": "b", "processes": [8, 9]}}, "b:7", 300, True, id="pool-process-gone"),
 ])
 def test_a_job_is_an_orphan_only_once_its_runner_is_known_to_be_gone(beats, runner, reported_s_ago, orphan):
-    from worker.lifecycle import orphan_reason
+    from apps.jobs.services.orphans import orphan_reason
 
     stale = timezone.now() - timedelta(seconds=120)
     assert bool(orphan_reason(_running(runner, reported_s_ago), beats, stale)) is orphan
 
 
 def test_orphans_are_queued_again_cancelled_or_failed_after_too_many_attempts_ending_their_pipeline(settings):
-    from worker.celery import app
+    from klong_site.celery_app import app
     from worker.lifecycle import requeue_orphans
 
     settings.KLONG_JOB_MAX_ATTEMPTS = 3

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from worker.judge.prompts import PaperContext
+from apps.judging.judge.prompts import PaperContext
 
 PAPER = PaperContext(
     title="Tiny paper", markdown="# Tiny paper\nWe train a classifier on CIFAR-10.",

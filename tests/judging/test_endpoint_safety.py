@@ -11,10 +11,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from apps.judging.models import ModelEndpoint
-from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_submission
-from tests.support.openai_stub import OpenAIStub
-from worker.llm import (
+from apps.judging.llm import (
     ChatClient,
     EndpointConfig,
     EndpointConfigError,
@@ -22,6 +19,9 @@ from worker.llm import (
     LLMRequestRejected,
     LLMUnavailable,
 )
+from apps.judging.models import ModelEndpoint
+from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_submission
+from tests.support.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.django_db
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -264,7 +264,7 @@ def test_the_page_form_refuses_params_that_are_not_an_object(client_for):
 
 
 def test_the_settings_refuse_a_key_policy_that_opens_a_server_secret():
-    from worker.llm.config import KeyPolicy
+    from apps.judging.llm.config import KeyPolicy
 
     assert settings.KLONG_ENDPOINT_KEY_PREFIX == "KLONG_ENDPOINT_KEY_"
     for prefix, names in (("", ()), ("KLONG_", ()), ("X_", ("AWS_SECRET_ACCESS_KEY",)), ("X_", ("not a name",))):

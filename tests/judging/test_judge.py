@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+from apps.judging.judge.grader import JudgeSettings, grade_tree, graded_tree
+from apps.judging.judge.parsing import ParseError, parse_judgement
+from apps.judging.judge.prompts import prior_nodes
+from apps.judging.judge.submission import Submission
+from apps.judging.llm import ChatClient, EndpointConfig
 from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import score_tree
 from tests.judging.helpers import PAPER, leaf, make_submission, node, small_tree
 from tests.support.openai_stub import OpenAIStub, stub_score
-from worker.judge.grader import JudgeSettings, grade_tree, graded_tree
-from worker.judge.parsing import ParseError, parse_judgement
-from worker.judge.prompts import prior_nodes
-from worker.judge.submission import Submission
-from worker.llm import ChatClient, EndpointConfig
 
 
 @pytest.fixture

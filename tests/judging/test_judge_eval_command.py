@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps.judging.judge.metrics import compute_metrics
 from apps.rubrics.paperbench import flatten, leaf_mask
 from tests.judging.helpers import make_endpoint
 from tests.support.openai_stub import stub_score
-from worker.judge.metrics import compute_metrics
 
 # Shared sample data, read in place (never copied): /work/shared/data/paperbench/judge_eval.
 JUDGE_EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "paperbench" / "judge_eval"

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
+from apps.judging.judge.metrics import compute_metrics, judge_eval
 from tests.judging.helpers import leaf, node
-from worker.judge.metrics import compute_metrics, judge_eval
 
 
 def test_macro_metrics_on_a_hand_computed_example():

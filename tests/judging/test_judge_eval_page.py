@@ -4,10 +4,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from tests.judging.helpers import make_endpoint
 from tests.judging.test_judge_eval_command import JUDGE_EVAL
 from worker.engines.judge_eval import run as run_judge_eval
-from worker.progress import Progress
 
 pytestmark = pytest.mark.django_db
 TREE = JUDGE_EVAL / "semantic-self-consistency.judge_eval.json"

@@ -4,13 +4,13 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from apps.judging.models import JudgeRun
 from apps.judging.services import request_judge_run, submission_folder
 from apps.rubrics.paperbench import flatten
 from tests.judging.helpers import make_endpoint, make_paper_with_rubric, stored_submission
 from tests.support.openai_stub import stub_score
 from worker.engines.judge import run as run_judge
-from worker.progress import Progress
 
 
 def run_job_inline(job: Job) -> dict:
@@ -73,7 +73,7 @@ def test_a_submission_outside_the_submissions_folder_or_missing_is_refused(path,
 
 @pytest.mark.django_db(transaction=True)
 def test_an_eval_request_queued_after_100_train_requests_finishes_first(stub, personas, celery_worker):
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     tree = {"id": "r", "requirements": "root", "weight": 1, "task_category": None, "sub_tasks": [
         {"id": "l", "requirements": "The loader exists", "weight": 1, "sub_tasks": [], "task_category": "Code Development"},
@@ -125,9 +125,9 @@ def test_a_run_where_no_leaf_could_be_graded_fails_but_keeps_the_record(stub, pe
 def test_cancelling_a_judge_job_stops_grading_the_remaining_leaves(stub, personas):
     import threading
 
-    from apps.jobs.services import cancel_job
+    from apps.jobs.progress import JobCancelled
+    from apps.jobs.services.control import cancel_job
     from tests.judging.helpers import leaf, node
-    from worker.progress import JobCancelled
 
     stub.state.delay_s = 0.05
     tree = node("root", *[leaf(f"criterion {i}") for i in range(200)])

@@ -5,8 +5,7 @@ import time
 
 import pytest
 
-from tests.support.openai_stub import OpenAIStub, answer_for, prompt_tokens, stub_tokens
-from worker.llm import (
+from apps.judging.llm import (
     ChatClient,
     EndpointConfig,
     EndpointConfigError,
@@ -14,6 +13,7 @@ from worker.llm import (
     LLMUnavailable,
     backoff_delay,
 )
+from tests.support.openai_stub import OpenAIStub, answer_for, prompt_tokens, stub_tokens
 
 MESSAGES = [{"role": "user", "content": "Say hello to the judge."}]
 

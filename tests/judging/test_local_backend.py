@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from worker.llm import EndpointConfig, make_client
-from worker.llm.local import check_model_folder
+from apps.judging.llm import EndpointConfig, make_client
+from apps.judging.llm.local import check_model_folder
 
 
 def test_local_transformers_backend_generates_and_counts_tokens_on_a_tiny_model(tmp_path):

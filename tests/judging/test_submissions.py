@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
+from apps.judging.judge.ranking import FileIndex
+from apps.judging.judge.submission import Submission, SubmissionError, UploadLimits, extract_archive
 from tests.judging.helpers import make_submission
-from worker.judge.ranking import FileIndex
-from worker.judge.submission import Submission, SubmissionError, UploadLimits, extract_archive
 
 
 def make_tar(path, members: dict[str, bytes], links: dict[str, str] | None = None, hard: bool = False):

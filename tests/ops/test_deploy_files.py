@@ -17,8 +17,7 @@ import pytest
 import yaml
 from django.core.management import get_commands
 
-from worker.celery import QUEUES
-from worker.queues import gpu_queues_for_worker
+from apps.jobs.queues import QUEUES, gpu_queues_for_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -42,7 +41,7 @@ def check_command(words: list[str], env: dict[str, str]) -> set[str]:
         module, _, name = words[-1].partition(":")
         assert hasattr(import_module(module), name), words
         return set()
-    assert words[:4] == ["celery", "-A", "worker.celery", "worker"], words
+    assert words[:4] == ["celery", "-A", "klong_site.celery_app", "worker"], words
     queues = set(words[words.index("-Q") + 1].split(","))
     if "gpu" in queues:
         gpus = re.sub(r"\$\{\w+:-(\d+)\}", r"\1", str(env.get("KLONG_WORKER_GPUS", "1")))  # "${X:-8}" -> 8

@@ -46,7 +46,7 @@ def test_jobs_are_counted_by_state_kind_and_queue(client):
 
 
 def test_queue_depth_counts_waiting_tasks_of_every_priority(client):
-    from worker.celery import app
+    from klong_site.celery_app import app
     from worker.tasks import ping
 
     app.control.purge()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.celery import app
-from worker.queues import MAX_GPUS, QUEUES, gpu_queue, gpu_queues_for_worker
+from apps.jobs.queues import MAX_GPUS, QUEUES, gpu_queue, gpu_queues_for_worker
+from klong_site.celery_app import app
 
 
 def test_a_job_goes_to_the_queue_of_its_gpu_count():

@@ -16,7 +16,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.ops.artifacts import ArtifactError, fetch_artifact, publish_artifact
-from apps.ops.storage import StorageConfigError, artifact_sync_enabled, storages_setting
+from klong_site.storage import StorageConfigError, artifact_sync_enabled, storages_setting
 from tests.support.streaming import streamed
 
 ROOT = Path(__file__).resolve().parents[2]

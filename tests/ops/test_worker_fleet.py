@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from apps.jobs.models import Job
-from apps.jobs.services import launch_job
+from apps.jobs.services.launching import launch_job
 from apps.jobs.workers import worker_overview
 from apps.judging.services import request_judge_run
 from tests.jobs.test_jobs import wait_for
@@ -28,8 +28,8 @@ NODE_ENV = {"gpu1": {"KLONG_WORKER_GPUS": "2"}}
 
 @pytest.fixture(scope="module")
 def fleet(django_db_setup, django_db_blocker):
-    from worker.celery import app
-    from worker.heartbeat import heartbeats_key, redis_client
+    from apps.jobs.heartbeats import heartbeats_key, redis_client
+    from klong_site.celery_app import app
 
     app.control.purge()
     # A fresh cluster: heartbeats left by worker processes that earlier test modules killed would
@@ -85,7 +85,7 @@ def test_each_job_runs_on_a_worker_of_its_queue(fleet, personas, client_for):
 
 
 def test_judge_work_is_shared_by_both_workers_and_served_eval_first(fleet, personas):
-    from worker.celery import app
+    from klong_site.celery_app import app
 
     tree = node("root", leaf("The loader exists"))
     train, _ = make_paper_with_rubric("train-paper", split="train", tree=tree)

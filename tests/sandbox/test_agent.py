@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
+from apps.judging.llm import EndpointConfig, make_client
 from apps.trajectories.models import Trajectory, TurnAnnotation
 from apps.trajectories.recorder import TrajectoryRecorder
 from tests.sandbox.conftest import Script
 from tests.support.openai_stub import tool_call
 from worker.agent import AgentConfig, AgentTask, run_agent
-from worker.llm import EndpointConfig, make_client
 
 TASK = AgentTask(paper_markdown="# Toy paper\nThe answer is 6 * 7.", instructions="Write the answer to answer.txt.",
                  blacklist=["https://github.com/toy-author/official-code"])

@@ -173,9 +173,9 @@ def test_a_running_trajectory_page_follows_the_run_until_it_ends(client_for):
 
 @pytest.mark.django_db
 def test_a_requeued_agent_run_starts_afresh_and_closes_the_dead_attempts_trajectory(stub, personas):
-    from apps.jobs.services import launch_job
+    from apps.jobs.progress import Progress
+    from apps.jobs.services.launching import launch_job
     from worker.engines.agent_run import run as run_agent_job
-    from worker.progress import Progress
 
     stub.state.responder = Script(say("", tool_call("bash", "c1", cmd="echo 1 > a.txt")),
                                   then=say("", tool_call("submit")))

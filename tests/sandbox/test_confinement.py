@@ -38,8 +38,8 @@ def confined(request, tmp_path_factory):
     if request.param == "check":
         submission = make_submission(tmp_path_factory.mktemp("check") / "submission")
         patch = pytest.MonkeyPatch()
-        patch.setenv("KLONG_CHECK_MAX_PROCESSES", str(PROCESS_LIMIT))
-        patch.setenv("KLONG_CHECK_MEMORY_MB", str(MEMORY_MB))
+        patch.setattr(settings, "KLONG_CHECK_MAX_PROCESSES", PROCESS_LIMIT)
+        patch.setattr(settings, "KLONG_CHECK_MEMORY_MB", MEMORY_MB)
 
         def check(command: str) -> tuple[int | None, str]:
             result = run_check(command, submission, timeout_s=30)
@@ -144,14 +144,14 @@ def test_an_output_flood_is_cut_while_it_is_read(confined):
     assert len(output) <= 1_100_000
 
 
-def test_a_check_cannot_run_longer_than_the_maximum_timeout(tmp_path, monkeypatch):
-    monkeypatch.setenv("KLONG_CHECK_MAX_TIMEOUT_S", "2")
+def test_a_check_cannot_run_longer_than_the_maximum_timeout(tmp_path, settings):
+    settings.KLONG_CHECK_MAX_TIMEOUT_S = 2
     result = run_check("sleep 30", make_submission(tmp_path / "s"), timeout_s=10**6)
     assert not result.passed and result.output == "timed out after 2 s"
 
 
-def test_a_check_writes_only_into_its_private_bounded_copy(tmp_path, monkeypatch):
-    monkeypatch.setenv("KLONG_CHECK_TMP_MB", "8")
+def test_a_check_writes_only_into_its_private_bounded_copy(tmp_path, settings):
+    settings.KLONG_CHECK_TMP_MB = 8
     folder = make_submission(tmp_path / "s")
     result = run_check("echo changed > results.csv && cat results.csv && head -c 20000000 /dev/zero > big; "
                        "echo exit=$?", folder)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
-from apps.trajectories.windows import renderer_for
 from worker.training.rl import LocalPolicy, Reporter, RLSettings, Stage, split_rollout, train_rl
 from worker.training.rl_toy import ToyJudge, ToyRunner, letter_share, toy_tasks
 from worker.training.tiny import build_tiny_model
@@ -218,8 +218,8 @@ def test_the_inference_server_is_asked_to_reload_each_published_version(local_po
 
 def test_the_inference_server_gets_no_server_secret_no_followed_redirect_and_shows_no_page(local_policy, tmp_path,
                                                                                            monkeypatch):
+    from apps.judging.llm.config import EndpointConfigError
     from tests.support.openai_stub import OpenAIStub
-    from worker.llm.config import EndpointConfigError
     from worker.training.rl_serving import ReloadError, RemotePolicy, ServerConfig
 
     monkeypatch.setenv("SECRET_KEY", "s3cret-value-that-must-never-leave-the-server")

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 
 from apps.jobs.models import Job, ModelCheckpoint
-from apps.jobs.services import launch_job, retry_job
+from apps.jobs.services.control import retry_job
+from apps.jobs.services.launching import launch_job
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import TurnRow, renderer_for, split_examples
+from apps.trajectories.windows import TurnRow, split_examples
 from tests.jobs.test_jobs import wait_for
 from tests.support.streaming import streamed
 from worker.training.sft import Reporter, SFTSettings, build_trainer, train_sft
@@ -138,7 +140,7 @@ def test_an_sft_job_trains_and_records_its_lineage(tiny_model, personas, celery_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cancelled_sft_job_keeps_its_checkpoint_and_a_retry_resumes(tiny_model, personas, celery_worker):
-    from apps.jobs.services import cancel_job
+    from apps.jobs.services.control import cancel_job
 
     trajectory = make_trajectory(12)
     job = launch_job("sft", {"ids": str(trajectory.pk), "base_model": str(tiny_model), "l_max": 300,

@@ -6,9 +6,10 @@ import psutil
 import pytest
 
 from apps.jobs.models import Job, ModelCheckpoint
-from apps.jobs.services import launch_job
+from apps.jobs.services.launching import launch_job
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
-from apps.trajectories.windows import renderer_for, split_examples
+from apps.trajectories.windows import split_examples
 from tests.jobs.test_jobs import wait_for
 from tests.training.test_sft import Recorder, agent_run, make_trajectory, tiny_model, tokenizer  # noqa: F401
 from worker.engines.sft import training_processes

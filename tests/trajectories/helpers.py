@@ -12,9 +12,9 @@ import zipfile
 from django.test import Client
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from tests.support.streaming import streamed
 from worker.engines.dataset_export import run
-from worker.progress import Progress
 
 
 def start_export(client: Client, query: str) -> Job:

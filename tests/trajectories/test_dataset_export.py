@@ -140,7 +140,7 @@ def test_a_window_that_cannot_be_split_fails_the_job_naming_the_trajectory(clien
 
 
 def test_a_cancelled_export_stops_and_leaves_no_file(client_for, tokenizer):
-    from worker.progress import JobCancelled
+    from apps.jobs.progress import JobCancelled
 
     job = start_export(client_for("viewer"), f"ids={make_trajectory(20).pk},{make_trajectory(20).pk}")
     Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLING)

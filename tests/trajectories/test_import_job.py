@@ -6,11 +6,11 @@ import pytest
 from django.conf import settings
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from apps.trajectories.models import Trajectory
 from tests.trajectories.factories import klong_jsonl
 from tests.trajectories.test_import import TURNS
 from worker.engines.trajectory_import import run
-from worker.progress import Progress
 
 pytestmark = pytest.mark.django_db
 

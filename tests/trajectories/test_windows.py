@@ -221,8 +221,7 @@ def _mistral_request_tokens(renderer, window, tools) -> list[int]:
 
 
 def test_a_mistral_folder_renders_each_window_as_one_mistral_common_request(tmp_path):
-    from apps.trajectories.chat_native import MistralRenderer
-    from apps.trajectories.windows import renderer_for
+    from apps.trajectories.chat_native import MistralRenderer, renderer_for
     from tests.support.chat_families import build_mistral_tekken
 
     folder = build_mistral_tekken(tmp_path / "mistral")
@@ -250,7 +249,8 @@ def test_a_mistral_folder_renders_each_window_as_one_mistral_common_request(tmp_
 
 
 def test_mistral_windows_turn_a_tool_result_without_its_call_into_a_user_message(tmp_path):
-    from apps.trajectories.windows import WindowMessage, renderer_for
+    from apps.trajectories.chat_native import renderer_for
+    from apps.trajectories.windows import WindowMessage
     from tests.support.chat_families import build_mistral_tekken
 
     renderer = renderer_for(None, build_mistral_tekken(tmp_path / "mistral"))

@@ -1,7 +1,7 @@
 """The agent loop (PaperBench's BasicAgent shape): ask the model, run its tool calls in the
 sandbox, repeat until it submits, runs out of steps or time, is cancelled, or fails.
 
-- ``chat`` is anything with worker/llm's ``chat(messages, **params) -> ChatResult``: the HTTP
+- ``chat`` is anything with apps/judging/llm's ``chat(messages, **params) -> ChatResult``: the HTTP
   client (tool calls come back structured) or the local backend (tool calls read from the text).
 - Each step's context is the last split window of the run so far (worker/agent/context.py).
 - After every tool call that may have written files the submission folder is snapshotted; the
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.judging.llm.records import LLMError
 from apps.trajectories.monitor import blacklist_hits
 from worker.agent.context import ContextBuilder, ContextTurn
 from worker.agent.tools import TOOL_NAMES, TOOL_SPECS, calls_from_text, run_tool, strip_calls
-from worker.llm.records import LLMError
 from worker.sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)

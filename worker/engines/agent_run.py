@@ -16,13 +16,13 @@ from django.db import connection
 from django.utils import timezone
 
 from apps.jobs.models import Job
+from apps.jobs.progress import JobCancelled, Progress
+from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from apps.trajectories.models import Trajectory
 from apps.trajectories.recorder import TrajectoryRecorder
 from worker.agent import AgentConfig, AgentTask, AgentTurn, run_agent
-from worker.llm.client import make_client
-from worker.progress import JobCancelled, Progress
 from worker.sandbox import SandboxSpec, open_sandbox
 
 CANCEL_POLL_S = 1.0

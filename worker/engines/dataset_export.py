@@ -17,9 +17,9 @@ from django.conf import settings
 
 from apps.jobs.downloads import job_download_folder
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from apps.ops.artifacts import publish_artifact
 from apps.trajectories.split_service import DATASET_FILE, ExportError, exported_trajectories, write_dataset
-from worker.progress import Progress
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:

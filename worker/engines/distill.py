@@ -18,12 +18,21 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.datasets.sampling import RunScore, select_runs, summarise
+from apps.datasets.services import create_dataset
 from apps.jobs.models import Job
+from apps.jobs.progress import JobCancelled, Progress
+from apps.jobs.services.control import cancel_job
+from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
+from apps.judging.services import request_judge_run
 from apps.papers.models import Paper
-from worker.factory.sampling import RunScore, select_runs, summarise
+from apps.trajectories.models import Trajectory
+from apps.trajectories.recorder import TrajectoryRecorder
+from apps.trajectories.services import review_trajectory
+from worker.agent import AgentConfig, AgentTask, run_agent
 from worker.judge.helping import help_with_queued_judge
-from worker.progress import JobCancelled, Progress
+from worker.sandbox import SandboxSpec, open_sandbox
 
 
 class DistillError(RuntimeError):
@@ -31,8 +40,6 @@ class DistillError(RuntimeError):
 
 
 def _recorder(paper: Paper, teacher: ModelEndpoint, job: Job, index: int):
-    from apps.trajectories.recorder import TrajectoryRecorder
-
     return TrajectoryRecorder.start(
         paper=paper, source="distilled", model=teacher.model, policy_version=f"teacher:{teacher.name}",
         title=f"{paper.slug} distill #{job.pk} run {index + 1}", meta={"distill_job": job.pk, "run": index},
@@ -52,9 +59,6 @@ def _should_stop(progress: Progress):
 
 def teacher_run(job: Job, paper: Paper, index: int, teacher: ModelEndpoint, progress: Progress) -> dict[str, Any]:
     """One agent run in a fresh sandbox; returns its record (trajectory, end state, submission)."""
-    from worker.agent import AgentConfig, AgentTask, run_agent
-    from worker.llm.client import make_client
-    from worker.sandbox import SandboxSpec, open_sandbox
 
     config = job.config
     task = AgentTask(paper_markdown=paper.markdown, addendum=paper.addendum,
@@ -117,7 +121,6 @@ def _export(job: Job, paper: Paper, index: int, sandbox: Any, commit: str) -> tu
 
 def _cancel_judges(records: list[dict[str, Any]]) -> None:
     """A cancelled distillation cancels the judge jobs it queued that have not finished."""
-    from apps.jobs.services import cancel_job
 
     ids = [r["judge_job"] for r in records if r.get("judge_job")]
     for judge_job in Job.objects.filter(pk__in=ids).exclude(state__in=Job.FINISHED):
@@ -128,7 +131,6 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
                wait: bool = True) -> None:
     """Queue a judge job per unjudged submission; with ``wait``, wait for them all, filling in
     each record's score and cost."""
-    from apps.judging.services import request_judge_run
 
     config = job.config
     help_after = float(config.get("judge_help_after_s", 30))
@@ -190,10 +192,6 @@ def _scores(records: list[dict[str, Any]]) -> list[RunScore]:
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:
-    from apps.datasets.services import create_dataset
-    from apps.trajectories.models import Trajectory
-    from apps.trajectories.services import review_trajectory
-
     config = job.config
     slugs = [s for s in str(config["papers"]).split(",") if s]
     papers = {p.slug: p for p in Paper.objects.filter(slug__in=slugs)}

@@ -13,14 +13,15 @@ import socket
 import time
 from typing import Any
 
+import torch
+
 from apps.jobs.models import Job
-from worker.progress import Progress
+from apps.jobs.progress import Progress
 
 MATMUL_SIZE = 4096
 
 
 def _tflops(device: str, seconds: float) -> float:
-    import torch
 
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=torch.bfloat16)
     b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=torch.bfloat16)
@@ -36,7 +37,6 @@ def _tflops(device: str, seconds: float) -> float:
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:
-    import torch
 
     config = job.config
     seconds = float(config.get("matmul_seconds", 2.0))

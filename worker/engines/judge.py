@@ -7,16 +7,17 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
+from apps.judging.judge.grader import JudgeSettings, LeafCheck, LeafResult, grade_tree
+from apps.judging.judge.prompts import PaperContext
+from apps.judging.judge.submission import Submission
+from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint, RubricCheck
 from apps.judging.services import save_judge_run, submission_folder
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.paperbench import flatten, leaf_mask
-from worker.judge.grader import JudgeSettings, LeafCheck, LeafResult, grade_tree
-from worker.judge.prompts import PaperContext
-from worker.judge.submission import Submission
-from worker.llm.client import make_client
-from worker.progress import Progress
+from worker.judge.checks import run_check
 
 
 def leaf_checks(paper: Paper, nodes: list) -> dict[int, LeafCheck]:
@@ -72,6 +73,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
             client,
             judge_settings,
             on_result=on_result,
+            run_check=run_check,
         )
     finally:
         client.close()

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
+from apps.judging.judge.grader import JudgeSettings, LeafResult
+from apps.judging.judge.metrics import evaluate_judge
+from apps.judging.judge.prompts import PaperContext
+from apps.judging.judge.submission import Submission
+from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
 from apps.judging.services import judge_eval_tree_path, submission_folder
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import load_json_bytes
-from worker.judge.grader import JudgeSettings, LeafResult
-from worker.judge.metrics import evaluate_judge
-from worker.judge.prompts import PaperContext
-from worker.judge.submission import Submission
-from worker.llm.client import make_client
-from worker.progress import Progress
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:

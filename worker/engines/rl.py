@@ -10,9 +10,15 @@ from django.conf import settings
 
 from apps.jobs.forms_rl import parse_stages
 from apps.jobs.models import Job, ModelCheckpoint
+from apps.jobs.progress import JobCancelled, Progress
+from apps.judging.llm.client import make_client
+from apps.judging.models import ModelEndpoint
+from apps.papers.models import Paper
 from apps.trajectories.splitting import SplitConfig
-from worker.progress import JobCancelled, Progress
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
+from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
+from worker.training.rl_serving import RemotePolicy, ServerConfig
+from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
 
 
 class JobReporter(Reporter):
@@ -65,9 +71,6 @@ def policy_folder(config: dict[str, Any]) -> str:
 
 
 def paper_tasks(config: dict[str, Any]) -> list[Task]:
-    from apps.papers.models import Paper
-    from worker.training.rl_agent import PaperTask
-
     tasks = []
     for paper in Paper.objects.filter(pk__in=[int(p) for p in config.get("papers", [])]).order_by("pk"):
         version = paper.rubric_versions.order_by("-number").first()
@@ -98,28 +101,19 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None
     if config.get("task_source") == "toy":
-        from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
-
         tasks, runner, judge = toy_tasks(int(config.get("toy_tasks", 2))), ToyRunner(), ToyJudge()
         if config.get("judge_endpoint"):
             # a model judge instead of the programmatic checks: PaperBench's protocol on the toy text
-            from apps.judging.models import ModelEndpoint
-            from worker.llm.client import make_client
-            from worker.training.rl_toy import ModelJudge
 
             endpoint = ModelEndpoint.objects.get(name=config["judge_endpoint"]).to_config()
             judge = ModelJudge(make_client(endpoint), concurrency=endpoint.concurrency)
     else:
-        from worker.training.rl_agent import AgentRunner, QueueJudge
-
         tasks = paper_tasks(config)
         runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=config.get("sandbox_backend", "auto"),
                              image=config.get("sandbox_image", ""), l_max=rl_settings.split.l_max,
                              should_stop=reporter.should_stop)
         judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
         if config.get("policy_server_url"):
-            from worker.training.rl_serving import RemotePolicy, ServerConfig
-
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
                                   reload=config.get("policy_server_reload", "sglang"))
 

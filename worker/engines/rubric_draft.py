@@ -14,6 +14,8 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
+from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from apps.papers.rubric_drafts import save_model_draft
@@ -25,8 +27,6 @@ from worker.factory.rubric_draft import (
     read_code_folder,
     tree_summary,
 )
-from worker.llm.client import make_client
-from worker.progress import Progress
 
 
 class DraftRefused(RuntimeError):

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from apps.jobs.models import Job
-from worker.progress import Progress
+from apps.jobs.progress import Progress
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:

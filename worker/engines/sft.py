@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from django.conf import settings
+from transformers import AutoTokenizer
 
 from apps.jobs.models import Job, ModelCheckpoint
+from apps.jobs.progress import JobCancelled, Progress
 from apps.ops.artifacts import publish_artifact
-from apps.trajectories.windows import Example, TemplateError, dataset_hash, renderer_for, split_examples
-from worker.progress import JobCancelled, Progress
+from apps.papers.models import Paper
+from apps.trajectories.chat_native import renderer_for
+from apps.trajectories.models import Trajectory
+from apps.trajectories.queries import filter_trajectories
+from apps.trajectories.split_service import config_from, declared_tools, turn_rows
+from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
@@ -49,9 +56,6 @@ def select_trajectories(config: dict[str, Any]):
     """A named dataset's trajectories, or the given ids, else accepted trajectories matching paper /
     source / minimum score (the list page's filters). Rejected trajectories are never trained on,
     however they were chosen."""
-    from apps.papers.models import Paper
-    from apps.trajectories.models import Trajectory
-    from apps.trajectories.queries import filter_trajectories
 
     chosen = Trajectory.objects.exclude(review=Trajectory.Review.REJECTED)
     if config.get("dataset"):
@@ -74,7 +78,6 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     Each window is rendered once in the base model's chat format (mistral-common, harmony or its
     Jinja template); a trajectory that format cannot render faithfully fails the job with the reason.
     """
-    from apps.trajectories.split_service import config_from, declared_tools, turn_rows
 
     renderer = renderer_for(tokenizer, config["base_model"])  # TemplateError (a ValueError) fails the job
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
@@ -97,7 +100,6 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
 
 
 def visible_gpus() -> int:
-    import torch
 
     return torch.cuda.device_count()
 
@@ -113,7 +115,6 @@ def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:
-    from transformers import AutoTokenizer
 
     config = job.config
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])

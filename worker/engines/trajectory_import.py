@@ -9,10 +9,10 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from apps.ops.artifacts import discard_artifact, fetch_artifact
 from apps.papers.models import Paper
 from apps.trajectories.services import ImportedTrajectory, import_trajectories
-from worker.progress import Progress
 
 
 def import_root() -> Path:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from apps.jobs.models import Job
+from apps.jobs.progress import Progress
 from apps.trajectories.models import Trajectory
 from apps.trajectories.services import recount_tokens, token_counter
-from worker.progress import Progress
 
 
 def run(job: Job, progress: Progress) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from klong_site.env import env_int
+from django.conf import settings
+
 from worker.sandbox import SandboxError
 from worker.sandbox.confine import Bind, Limits, MiB, confined_argv, confined_env, hand_over, run_confined
 
@@ -31,19 +32,15 @@ _PREPARE = (
 )
 
 
-def max_timeout_s() -> int:
-    """The longest a check may run, in seconds (KLONG_CHECK_MAX_TIMEOUT_S, 600): longer timeouts are cut to it."""
-    return env_int("KLONG_CHECK_MAX_TIMEOUT_S", 600, minimum=1)
-
-
 def check_limits(timeout_s: float) -> Limits:
+    """The confinement of one check (settings KLONG_CHECK_*, docs/security.md)."""
     return Limits(
-        max_processes=env_int("KLONG_CHECK_MAX_PROCESSES", 64, minimum=8),
-        memory_bytes=env_int("KLONG_CHECK_MEMORY_MB", 1024, minimum=16) * MiB,
+        max_processes=settings.KLONG_CHECK_MAX_PROCESSES,
+        memory_bytes=settings.KLONG_CHECK_MEMORY_MB * MiB,
         cpu_s=max(1, int(timeout_s) + 1),
-        file_bytes=env_int("KLONG_CHECK_TMP_MB", 512, minimum=1) * MiB,
+        file_bytes=settings.KLONG_CHECK_TMP_MB * MiB,
         open_files=256,
-        tmp_bytes=env_int("KLONG_CHECK_TMP_MB", 512, minimum=1) * MiB,
+        tmp_bytes=settings.KLONG_CHECK_TMP_MB * MiB,
     )
 
 
@@ -70,7 +67,8 @@ def sandbox_command(command: str, staged: Path, timeout_s: float) -> list[str]:
 
 
 def run_check(command: str, submission: Path, timeout_s: float = 60.0) -> CheckResult:
-    timeout_s = min(timeout_s, max_timeout_s())
+    # A row saved with a longer timeout (before the maximum existed) is cut to it.
+    timeout_s = min(timeout_s, settings.KLONG_CHECK_MAX_TIMEOUT_S)
     scratch = Path(tempfile.mkdtemp(prefix="klong-check-"))
     try:
         staged = scratch / "submission"

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from apps.jobs.models import Job
+from worker.tasks import run_job
+
 
 def help_with_queued_judge(pending: Iterable[int], waited_s: Callable[[int], float], help_after_s: float) -> int | None:
     """Run one of ``pending`` (judge job ids) here if it has waited ``help_after_s``; its id, or None."""
-    from apps.jobs.models import Job
-    from worker.tasks import run_job
 
     for queued in Job.objects.filter(pk__in=list(pending), state=Job.State.QUEUED).order_by("priority", "pk"):
         if waited_s(queued.pk) < help_after_s:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from worker.sandbox import ExecResult, SandboxError, SandboxSpec
+from worker.sandbox.spec import ExecResult, SandboxError, SandboxSpec
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker.sandbox import SandboxError, SandboxSpec
 from worker.sandbox.base import BaseSandbox, RawResult
+from worker.sandbox.cleanup import deployment_id
 from worker.sandbox.confine import (
     SANDBOX_PATH,
     Bind,
@@ -36,11 +36,10 @@ from worker.sandbox.confine import (
     run_confined,
     tool,
 )
+from worker.sandbox.spec import SandboxError, SandboxSpec
 
 
 def bwrap_prefix(job_id: int | None) -> str:
-    from worker.sandbox.cleanup import deployment_id
-
     return f"klong-bwrap-{deployment_id() or 'x'}-{job_id or 'x'}-"
 
 

@@ -25,13 +25,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
-from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
+import docker.errors
+from django.conf import settings
+
+from apps.jobs.models import Job
+from worker.sandbox.spec import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, docker_client
 
 log = logging.getLogger(__name__)
 OWNER_LABEL = "klong.owner"
@@ -44,7 +51,6 @@ def deployment_id() -> str:
     """A short id of this installation: its database (every worker of a fleet shares it);
     "" without Django settings."""
     try:
-        from django.conf import settings
 
         if not settings.configured:
             return ""
@@ -133,9 +139,6 @@ def sweep_bwrap_folders(job_is_live: Callable[[int], bool], root: str | None = N
     """Remove the folders of bwrap sandboxes whose job is not running: a worker killed with
     SIGKILL takes its sandboxes' processes with it (--die-with-parent) but leaves their files.
     Only this installation's folders (named klong-bwrap-<installation>-<job>-...)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
 
     prefix = f"klong-bwrap-{deployment_id() or 'x'}-"
     removed = []
@@ -164,7 +167,6 @@ def orphan_reason(labels: dict[str, str], job_is_live: Callable[[int], bool], he
 
 
 def _remove(container) -> None:
-    import docker.errors
 
     try:
         container.remove(force=True)
@@ -176,7 +178,6 @@ def _remove(container) -> None:
 
 def job_is_live(job_id: int) -> bool:
     """Django side: a job whose sandboxes may still be in use (queued, running, cancelling)."""
-    from apps.jobs.models import Job
 
     return Job.objects.filter(
         pk=job_id, state__in=[Job.State.QUEUED, Job.State.RUNNING, Job.State.CANCELLING]
@@ -288,7 +289,6 @@ def sweep_engine_leftovers(docker_host: str = "") -> list[Conmon]:
     client = _client(docker_host) if sessions else None
     if client is None:
         return []
-    import docker.errors
 
     try:
         root = storage_root(client)

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.sandbox import SandboxError, sandbox_uid
 from worker.sandbox.base import OutputCap, RawResult
+from worker.sandbox.spec import SandboxError, sandbox_uid
 
 # The host folders a confined command sees, read-only; links among them (/bin -> usr/bin on merged-/usr
 # systems) are recreated as links.

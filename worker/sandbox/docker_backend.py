@@ -31,7 +31,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from worker.sandbox import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client, sandbox_uid
+import docker.errors
+import docker.types
+from django.conf import settings
+
 from worker.sandbox.base import BaseSandbox, OutputCap, RawResult
 from worker.sandbox.cleanup import (
     DEPLOYMENT_LABEL,
@@ -42,6 +45,8 @@ from worker.sandbox.cleanup import (
     local_conmons,
     owner_id,
 )
+from worker.sandbox.image import DEFAULT_IMAGE
+from worker.sandbox.spec import EXPIRES_LABEL, JOB_LABEL, LABEL, SandboxError, SandboxSpec, docker_client, sandbox_uid
 
 log = logging.getLogger(__name__)
 GIT_DIR = "/var/lib/klong-snapshots"
@@ -77,7 +82,6 @@ def sandbox_labels(spec: SandboxSpec, deadline: float) -> dict[str, str]:
 def container_kwargs(spec: SandboxSpec, image: str, volumes: dict[str, dict] | None = None) -> dict:
     """The ``containers.run`` arguments for a spec (pure: tests read them without an engine).
     ``volumes``: the copied read-only folders (volume name -> mount) replacing the bind mounts."""
-    import docker.types
 
     deadline = time.time() + spec.wall_clock_s
     kwargs: dict = {
@@ -122,10 +126,8 @@ def is_root(image_user: str) -> bool:
 
 def default_image() -> str:
     """KLONG_SANDBOX_IMAGE when Django is configured, else the image worker/sandbox/image.py builds."""
-    from worker.sandbox.image import DEFAULT_IMAGE
 
     try:
-        from django.conf import settings
 
         if settings.configured:
             return getattr(settings, "KLONG_SANDBOX_IMAGE", "") or DEFAULT_IMAGE
@@ -147,7 +149,6 @@ class DockerSandbox(BaseSandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
-        import docker.errors
 
         self.image = spec.image or default_image()
         self.container = None
@@ -305,7 +306,6 @@ class DockerSandbox(BaseSandbox):
     def _put_tar(self, folder: str, data: bytes) -> None:
         """The engine writes as root wherever it is told, through any link: so it only drops the
         archive into INBOX, and the agent's user unpacks it with its own rights."""
-        import docker.errors
 
         parcel, name = io.BytesIO(), f"{uuid.uuid4().hex}.tar"
         with tarfile.open(fileobj=parcel, mode="w") as tar:
@@ -342,7 +342,6 @@ class DockerSandbox(BaseSandbox):
         self._exec_raw(["chown", "-R", f"{uid}:{gid}", self.spec.submission_dir], 300, "/", user=ROOT)
 
     def _teardown(self) -> None:
-        import docker.errors
 
         if self.container is not None:
             try:

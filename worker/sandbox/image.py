@@ -24,6 +24,8 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import docker.errors
+
 DEFAULT_IMAGE = "localhost/klong-sandbox:host"
 PROGRAMS = (
     "sh", "bash", "dash", "env", "ls", "cat", "cp", "mv", "rm", "mkdir", "rmdir", "touch", "chmod", "chown", "ln",
@@ -124,7 +126,6 @@ def recipe_hash(programs: Iterable[str] = PROGRAMS) -> str:
 def ensure_image(client, tag: str = DEFAULT_IMAGE, *, rebuild: bool = False) -> str:
     """The image ``tag``, imported from a host root filesystem unless it is there from the same
     recipe (an image built by an older recipe is rebuilt)."""
-    import docker.errors
 
     wanted = recipe_hash()
     if not rebuild:

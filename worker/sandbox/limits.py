@@ -13,6 +13,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+from django.conf import settings
+
+from worker.sandbox.spec import SandboxBusy
+
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -61,7 +66,6 @@ class HostSlots:
 
     def acquire(self, host: str, *, hold_s: float, timeout_s: float = 600, poll_s: float = 0.5) -> Lease:
         """A slot on ``host``; waits up to ``timeout_s`` for one to come free (SandboxBusy after)."""
-        from worker.sandbox import SandboxBusy
 
         deadline = time.monotonic() + timeout_s
         while True:
@@ -80,7 +84,6 @@ def default_slots() -> HostSlots | None:
     """Slots from Django settings (KLONG_SANDBOXES_PER_HOST, REDIS_URL); None without Django or
     with a limit of 0 (no limit)."""
     try:
-        from django.conf import settings
 
         if not settings.configured:
             return None
@@ -90,6 +93,5 @@ def default_slots() -> HostSlots | None:
         return None
     if limit <= 0:
         return None
-    import redis
 
     return HostSlots(redis.Redis.from_url(url), limit)

@@ -1,4 +1,4 @@
-"""Worker signals for sandboxes (imported by worker/celery.py, as worker/lifecycle.py is).
+"""Worker signals for sandboxes (imported by klong_site/celery_app.py, as worker/lifecycle.py is).
 
 - When a job's task ends, whatever sandbox containers this process still holds for it go.
 - When a worker is ready, a sweep removes containers left by dead workers or finished jobs, and
@@ -12,6 +12,16 @@ import threading
 
 from celery.signals import task_postrun, worker_ready
 
+from apps.jobs.models import Job
+from apps.jobs.registry import KINDS
+from worker.sandbox.cleanup import (
+    job_is_live,
+    remove_job_sandboxes,
+    sweep_bwrap_folders,
+    sweep_engine_leftovers,
+    sweep_orphans,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -19,22 +29,16 @@ log = logging.getLogger(__name__)
 def on_task_postrun(sender=None, args=None, **kwargs) -> None:
     if getattr(sender, "name", "") != "klong.run_job" or not args:
         return
-    from apps.jobs.models import Job
-    from worker.engines import KINDS
 
     try:
         kind = Job.objects.filter(pk=args[0]).values_list("kind", flat=True).first()
         if kind and KINDS.get(kind) and KINDS[kind].uses_sandboxes:
-            from worker.sandbox.cleanup import remove_job_sandboxes
-
             remove_job_sandboxes(int(args[0]))
     except Exception:
         log.exception("could not clean up the sandboxes of job %s", args[0])
 
 
 def _sweep() -> None:
-    from worker.sandbox.cleanup import job_is_live, sweep_bwrap_folders, sweep_engine_leftovers, sweep_orphans
-
     try:
         removed = sweep_orphans(job_is_live)
         sweep_engine_leftovers()  # logs what it ended

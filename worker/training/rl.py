@@ -38,8 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import ChatRenderer, Example, TurnRow, renderer_for, split_examples
+from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
 from worker.training.rl_math import (
     LossStats,
     advantage_spread,
@@ -311,7 +315,6 @@ class LocalPolicy:
         self.lock = threading.RLock()
 
     def publish(self, model: Any, version: int) -> None:
-        import torch
 
         with self.lock, torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), model.parameters(), strict=True):
@@ -332,7 +335,6 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
 
 
 def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[str, Any]:
-    import torch
 
     examples = [s.example for s in subs]
     input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
@@ -350,7 +352,6 @@ def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[
 def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
                    settings: RLSettings, pad_id: int) -> LossStats | None:
     """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
-    import torch
 
     trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
     if not trainable:
@@ -433,7 +434,6 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 
 def _load_model(path: str, device: str) -> Any:
-    from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
 
@@ -451,8 +451,6 @@ def train_rl(
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
     last stage checkpoint ``start_from``). Returns the per-stage records and final metrics."""
-    import torch
-    from transformers import AutoTokenizer
 
     check_stages(settings.stages)
     if not tasks:

@@ -13,6 +13,7 @@ queue's depth is the number of judge jobs waiting.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,9 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from django.db import connections
+
+from apps.jobs.models import Job
+from apps.jobs.services.control import cancel_job
+from apps.judging.llm.records import CallRecord, ChatResult, LLMBadResponse
+from apps.judging.models import ModelEndpoint
+from apps.judging.services import request_judge_run
+from apps.papers.models import Paper
+from apps.rubrics.models import RubricVersion
+from apps.trajectories.recorder import TrajectoryRecorder
+from apps.trajectories.tokens import turn_text
 from apps.trajectories.windows import TurnRow
+from worker.agent import AgentConfig, AgentTask, run_agent
 from worker.judge.helping import help_with_queued_judge
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
+from worker.sandbox import SandboxSpec, open_sandbox
 from worker.training.rl import LocalPolicy, RLError, Rollout, Task
 
 EMPTY_SUBMISSION = ""  # no commit yet: nothing submitted, Q = 0 without a judge call
@@ -43,7 +57,7 @@ class PaperTask:
 
 
 class LocalPolicyChat:
-    """The worker/llm ``chat`` interface over a ``LocalPolicy`` (small policies on the worker).
+    """The apps/judging/llm ``chat`` interface over a ``LocalPolicy`` (small policies on the worker).
 
     Tool schemas are not rendered (the tiny chat template has no tool syntax); the agent reads
     tool calls from the text, as with any model without native tool calling.
@@ -55,7 +69,6 @@ class LocalPolicyChat:
         self.temperature = temperature
 
     def chat(self, messages: Sequence[dict[str, Any]], **params: Any) -> ChatResult:
-        import torch
 
         tokenizer = self.policy.tokenizer
         record = CallRecord(endpoint="rl-policy", model=f"policy-v{self.policy.version}", attempts=1)
@@ -107,9 +120,7 @@ class AgentRunner:
         return policy.chat_client() if hasattr(policy, "chat_client") else LocalPolicyChat(policy)
 
     def run(self, task: Task, index: int, timeout_s: float, policy: Any, seed: int) -> Rollout:
-        import threading
 
-        from django.db import connections
 
         try:
             return self._run(task, index, timeout_s, policy)
@@ -118,11 +129,6 @@ class AgentRunner:
                 connections.close_all()  # a rollout thread's own connections; the thread ends soon
 
     def _run(self, task: Task, index: int, timeout_s: float, policy: Any) -> Rollout:
-        from apps.papers.models import Paper
-        from apps.trajectories.recorder import TrajectoryRecorder
-        from worker.agent import AgentConfig, AgentTask, run_agent
-        from worker.sandbox import SandboxSpec, open_sandbox
-
         paper: PaperTask = task.data
         version = policy.version
         started = time.perf_counter()
@@ -170,7 +176,6 @@ class AgentRunner:
 def rollout_rows(result: Any) -> tuple[list[TurnRow], list[str | None]]:
     """The agent's turns as training rows (rendered as the trajectory store and the agent's
     context render them) and the submission commit current after each turn."""
-    from apps.trajectories.tokens import turn_text
 
     rows: list[TurnRow] = []
     commits: list[str | None] = []
@@ -206,16 +211,9 @@ class QueueJudge:
         self.jobs: list[int] = []  # every judge job this judge queued, for the record
 
     def queue_depth(self) -> int:
-        from apps.jobs.models import Job
-
         return Job.objects.filter(kind="judge", state=Job.State.QUEUED).count()
 
     def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
-        from apps.judging.models import ModelEndpoint
-        from apps.judging.services import request_judge_run
-        from apps.papers.models import Paper
-        from apps.rubrics.models import RubricVersion
-
         endpoint = ModelEndpoint.objects.get(name=self.endpoint_name)
         scores: list[float | None] = [None] * len(requests)
         pending: dict[int, int] = {}
@@ -234,9 +232,6 @@ class QueueJudge:
         return [float(s) for s in scores]
 
     def _wait(self, pending: dict[int, int], scores: list[float | None]) -> None:
-        from apps.jobs.models import Job
-        from apps.jobs.services import cancel_job
-
         started = time.monotonic()
         while pending:
             if self.should_stop is not None and self.should_stop():

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 
 def task_advantages(q: Sequence[Sequence[float]]) -> list[list[float]]:
     """A(i, j) for one task: ``q[j][i]`` is Q of sub-trajectory i of rollout j.
@@ -89,7 +91,6 @@ def too_stale(rollout_version: int, current_version: int, max_staleness: int) ->
 
 def token_logprobs(model: Any, input_ids: Any, attention_mask: Any) -> Any:
     """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1)."""
-    import torch
 
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :].float()
     targets = input_ids[:, 1:]
@@ -126,7 +127,6 @@ def clipped_pg_loss(
     row (the sub-trajectory's A, broadcast to its tokens) or per token. The loss is the mean over
     every masked token of the batch, so a long window weighs by its tokens, as in the SFT loss.
     """
-    import torch
 
     if clip_eps <= 0:
         raise ValueError("clip_eps must be positive")

@@ -1,7 +1,7 @@
 """Policy serving for large models: an OpenAI-compatible inference server, reloaded after each update.
 
 Small policies generate on the worker (``rl.LocalPolicy``). A large one is served by vLLM or
-SGLang on its own GPUs; the agent talks to it through the worker/llm HTTP client like to any
+SGLang on its own GPUs; the agent talks to it through the apps/judging/llm HTTP client like to any
 endpoint, and after every update the trainer saves the new weights to a folder the server can
 read and asks it to load them:
 
@@ -25,6 +25,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import requests
+
+from apps.judging.llm.client import ERROR_REPLY_BYTES, REDIRECTED, error_detail, make_client, read_reply
+from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
+
 RELOAD_STYLES = ("sglang", "vllm_lora")
 
 
@@ -42,8 +47,6 @@ class ServerConfig:
     keep_versions: int = 2  # weight folders kept on disk (the served one and the one before)
 
     def __post_init__(self) -> None:
-        from worker.llm.config import check_base_url
-
         if self.reload not in RELOAD_STYLES:
             raise ValueError(f"reload must be one of {', '.join(RELOAD_STYLES)}, got {self.reload!r}")
         check_base_url(self.base_url)  # an EndpointConfigError (a ValueError) names the problem
@@ -98,10 +101,7 @@ class RemotePolicy:
     def _reload(self, url: str, body: dict[str, Any]) -> None:
         """Ask the server to load the weights: the same rules as every endpoint call (an allowed key
         variable, no redirects, a bounded reply, nothing of the reply but an OpenAI-style message)."""
-        import requests
 
-        from worker.llm.client import ERROR_REPLY_BYTES, REDIRECTED, error_detail, read_reply
-        from worker.llm.config import read_api_key
 
         key = read_api_key(self.config.api_key_env, "The policy server")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -129,9 +129,7 @@ class RemotePolicy:
             raise ReloadError(f"the inference server refused the weights (HTTP {status})" + (f": {detail}" if detail else ""))
 
     def chat_client(self) -> Any:
-        """A worker/llm client for the agent, pointed at the served policy."""
-        from worker.llm.client import make_client
-        from worker.llm.config import EndpointConfig
+        """A apps/judging/llm client for the agent, pointed at the served policy."""
 
         return make_client(EndpointConfig(name="rl-policy", model=self.served_model, base_url=self.config.base_url,
                                           api_key_env=self.config.api_key_env, timeout_s=self.config.timeout_s))

@@ -14,13 +14,21 @@ The tree is scored by ``apps.rubrics.scoring`` exactly as a judged paper is.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from apps.judging.judge.grader import grade_tree
+from apps.judging.judge.prompts import PaperContext
+from apps.judging.judge.submission import Submission
 from apps.rubrics.paperbench import flatten
 from apps.rubrics.scoring import ScoringPlan
 from apps.trajectories.windows import TurnRow
@@ -94,7 +102,7 @@ class ToyJudge:
 
 class ModelJudge:
     """Q from a model judge: the toy submission graded leaf by leaf with PaperBench's protocol
-    (``worker.judge.grader.grade_tree``) through a worker/llm client, states judged concurrently.
+    (``apps.judging.judge.grader.grade_tree``) through a apps/judging/llm client, states judged concurrently.
 
     The same path a paper's judge job takes, minus the job row: used when a toy run names a judge
     endpoint, and by the benchmark against the loopback stub to time judging as it really runs.
@@ -107,12 +115,7 @@ class ModelJudge:
         self._lock = threading.Lock()
 
     def score_one(self, task: ToyTask, text: str) -> float:
-        import tempfile
-        from pathlib import Path
 
-        from worker.judge.grader import grade_tree
-        from worker.judge.prompts import PaperContext
-        from worker.judge.submission import Submission
 
         with tempfile.TemporaryDirectory(prefix="klong-rl-toy-") as folder:
             Path(folder, "submission.txt").write_text(text)
@@ -121,7 +124,6 @@ class ModelJudge:
         return float(outcome.score)
 
     def score(self, requests: Sequence[tuple[Task, Any]]) -> list[float]:
-        from concurrent.futures import ThreadPoolExecutor
 
         self._waiting = len(requests)
 
@@ -142,7 +144,6 @@ class ModelJudge:
 def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
     """Sample up to ``max_new`` tokens (stopping at end-of-turn) with a per-rollout generator, so a
     rollout is reproducible whatever else runs in the process (the trainer, other threads)."""
-    import torch
 
     model, eos = policy.model, policy.tokenizer.eos_token_id
     device = policy.device

@@ -18,6 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
 from apps.trajectories.windows import Example
 
 
@@ -60,7 +66,6 @@ def last_checkpoint(output_dir: Path) -> Path | None:
 
 
 def _callback(reporter: Reporter):
-    from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
         started = 0.0
@@ -91,10 +96,6 @@ def _callback(reporter: Reporter):
 
 def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter):
     """An SFTTrainer over the examples, reporting to ``reporter``."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
     if not examples:
         raise ValueError("No training examples: the selected trajectories have no assistant turns to learn.")
@@ -108,7 +109,6 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
     )
     peft_config = None
     if settings.method == "lora":
-        from peft import LoraConfig
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, task_type="CAUSAL_LM",
                                  target_modules="all-linear")

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
 from apps.trajectories.windows import Example
 from worker.training.sft import LAUNCH_FILES, Reporter, SFTSettings, train_sft
 
@@ -43,8 +46,6 @@ class FileReporter(Reporter):
         self._emit("saved", step=step, path=str(path))
 
     def should_stop(self) -> bool:
-        import torch
-        import torch.distributed as dist
 
         wanted = torch.tensor([1 if self.stop_file.exists() else 0])
         if dist.is_available() and dist.is_initialized():
@@ -82,7 +83,6 @@ def leave_process_group() -> None:
     still joinable: the rank dies with "terminate called without an active exception" (SIGABRT)
     after a run that finished, and torchrun reports the whole job failed.
     """
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

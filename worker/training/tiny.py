@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'assistant' %}"
@@ -33,8 +37,6 @@ _CORPUS = [
 
 def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
     """Write a byte-level BPE tokenizer with the ChatML template to ``folder``; returns it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,8 +58,6 @@ def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
 
 def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     folder = Path(folder)
     fast = build_tiny_tokenizer(folder, vocab_size=vocab_size)

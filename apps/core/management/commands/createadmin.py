@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import secrets
 
 from django.conf import settings
@@ -22,7 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="", help="Defaults to $KLONG_ADMIN_PASSWORD, else generated.")
 
     def handle(self, *args, username: str, email: str, password: str, **options) -> None:
-        import os
 
         User = get_user_model()
         ensure_roles()

@@ -25,7 +25,7 @@ from typing import TextIO
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from klong_site import embedded_redis
+from apps.core import embedded_redis
 
 GRACE_S = 10.0
 # Pauses before the 1st, 2nd, ... restart of a child within a minute.
@@ -170,10 +170,10 @@ class Command(BaseCommand):
 
     def _start_all(self, host: str, port: int, concurrency: int, no_worker: bool) -> None:
         if settings.EMBEDDED_REDIS:
-            proc = embedded_redis.start(settings.DATA_DIR)
+            proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
             if proc is not None:  # None: one already answers on the socket, and it is not ours to watch
                 self.supervisor.add("redis", _start_embedded_redis, proc)
-            self.stdout.write(f"Embedded Redis on {embedded_redis.socket_path(settings.DATA_DIR)}")
+            self.stdout.write(f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
         else:
             try:
                 embedded_redis.ping(settings.REDIS_URL, timeout=2.0)
@@ -190,7 +190,7 @@ class Command(BaseCommand):
             self._spawn(
                 "worker",
                 [
-                    os.path.join(bin_dir, "celery"), "-A", "worker.celery", "worker",
+                    os.path.join(bin_dir, "celery"), "-A", "klong_site.celery_app", "worker",
                     "-Q", queues, "-c", str(concurrency), "-n", f"klong-{queues.replace(',', '-')}@%h",
                     "--loglevel", "INFO", "--without-gossip", "--without-mingle",
                 ],
@@ -212,7 +212,7 @@ class Command(BaseCommand):
 
 
 def _start_embedded_redis() -> subprocess.Popen:
-    proc = embedded_redis.start(settings.DATA_DIR)
+    proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
     if proc is None:
         raise RuntimeError("another redis-server answers on its socket now")
     return proc

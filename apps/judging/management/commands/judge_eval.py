@@ -6,15 +6,15 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.judging.judge.grader import JudgeSettings
+from apps.judging.judge.metrics import evaluate_judge
+from apps.judging.judge.prompts import PaperContext
+from apps.judging.judge.submission import Submission, SubmissionError
+from apps.judging.llm.client import make_client
+from apps.judging.llm.config import EndpointConfigError
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import RubricFormatError, load_json_bytes
-from worker.judge.grader import JudgeSettings
-from worker.judge.metrics import evaluate_judge
-from worker.judge.prompts import PaperContext
-from worker.judge.submission import Submission, SubmissionError
-from worker.llm.client import make_client
-from worker.llm.config import EndpointConfigError
 
 
 class Command(BaseCommand):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from worker.llm.client import ChatClient, backoff_delay, make_client
-from worker.llm.config import EndpointConfig, EndpointConfigError
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMError, LLMRequestRejected, LLMUnavailable
+from apps.judging.llm.client import ChatClient, backoff_delay, make_client
+from apps.judging.llm.config import EndpointConfig, EndpointConfigError
+from apps.judging.llm.records import (
+    CallRecord,
+    ChatResult,
+    LLMBadResponse,
+    LLMError,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
 
 __all__ = [
     "CallRecord", "ChatClient", "ChatResult", "EndpointConfig", "EndpointConfigError", "LLMBadResponse",

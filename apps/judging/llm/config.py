@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+from django.conf import settings
+
 BACKENDS = ("openai", "transformers")
 DEFAULT_KEY_PREFIX = "KLONG_ENDPOINT_KEY_"
 DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024  # KLONG_ENDPOINT_MAX_REPLY_BYTES: a chat completion with logprobs fits
@@ -87,7 +90,6 @@ class KeyPolicy:
 def key_policy() -> KeyPolicy:
     """The admin's policy from Django settings when they are configured, else the default prefix."""
     try:
-        from django.conf import settings
 
         if settings.configured:
             return KeyPolicy(getattr(settings, "KLONG_ENDPOINT_KEY_PREFIX", DEFAULT_KEY_PREFIX),
@@ -128,7 +130,6 @@ def read_api_key(variable: str, owner: str) -> str | None:
 
 def check_base_url(url: str) -> None:
     """Raise ``EndpointConfigError`` unless ``url`` is an http(s) URL with a host that requests can call."""
-    import requests
 
     if not url or any(c.isspace() or ord(c) < 32 for c in url):
         raise EndpointConfigError("The base URL must be an http:// or https:// URL without spaces.")

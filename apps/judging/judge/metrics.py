@@ -18,11 +18,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from apps.judging.judge.grader import grade_tree, graded_tree
+from apps.rubrics.paperbench import flatten
+from apps.rubrics.scoring import score_graded
+
 if TYPE_CHECKING:
-    from worker.judge.grader import JudgeSettings
-    from worker.judge.prompts import PaperContext
-    from worker.judge.submission import Submission
-    from worker.llm.client import Chat
+    from apps.judging.judge.grader import JudgeSettings
+    from apps.judging.judge.prompts import PaperContext
+    from apps.judging.judge.submission import Submission
+    from apps.judging.llm.client import Chat
 
 
 @dataclass(slots=True)
@@ -57,6 +61,7 @@ class JudgeEvalReport:
 
 
 def compute_metrics(y_true: list[float], y_pred: list[float]) -> MetricSummary:
+    # lazy: scikit-learn takes about a second to import; only JudgeEval needs it
     import numpy as np
     from sklearn import config_context
     from sklearn.metrics import accuracy_score, precision_recall_fscore_support
@@ -130,9 +135,6 @@ def evaluate_judge(
     The tree's own grades are ignored while judging (only its structure and texts are used).
     Returns a JSON-ready report: metrics overall and per category, plus cost and invalid counts.
     """
-    from apps.rubrics.paperbench import flatten
-    from apps.rubrics.scoring import score_graded
-    from worker.judge.grader import grade_tree, graded_tree
 
     nodes = flatten(expected)
     outcome = grade_tree(nodes, paper, submission, client, settings, on_result=on_result)

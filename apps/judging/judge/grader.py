@@ -16,17 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from apps.judging.judge.parsing import ParseError, parse_judgement
+from apps.judging.judge.prompts import CODE_DEVELOPMENT, PaperContext, build_messages, prior_nodes
+from apps.judging.judge.ranking import FileIndex
+from apps.judging.judge.submission import Submission
+from apps.judging.llm.client import Chat
+from apps.judging.llm.records import LLMError
 from apps.rubrics.paperbench import FlatNode, leaf_mask, unflatten
 from apps.rubrics.scoring import ScoringPlan
-from worker.judge.checks import run_check
-from worker.judge.parsing import ParseError, parse_judgement
-from worker.judge.prompts import CODE_DEVELOPMENT, PaperContext, build_messages, prior_nodes
-from worker.judge.ranking import FileIndex
-from worker.judge.submission import Submission
-from worker.llm.client import Chat
-from worker.llm.records import LLMError
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,18 @@ class JudgeSettings:
 class LeafCheck:
     command: str
     timeout_s: float = 60.0
+
+
+class CheckOutcome(Protocol):
+    passed: bool
+    output: str
+    error: str
+    explanation: str
+
+
+# Runs a check's command against a submission folder, confined: the worker's sandboxes
+# (worker/judge/checks.py) supply it; the judge protocol itself runs nothing.
+CheckRunner = Callable[[str, Path, float], CheckOutcome]
 
 
 @dataclass(slots=True)
@@ -110,7 +122,9 @@ class JudgeOutcome:
 class _Prepared:
     """What every leaf shares: truncated paper, reproduce files, the file index."""
 
-    def __init__(self, paper: PaperContext, submission: Submission, settings: JudgeSettings) -> None:
+    def __init__(self, paper: PaperContext, submission: Submission, settings: JudgeSettings,
+                 run_check: CheckRunner | None = None) -> None:
+        self.run_check = run_check
         markdown = paper.markdown
         if len(markdown) > settings.max_paper_chars:
             markdown = markdown[: settings.max_paper_chars] + "\n[... paper truncated ...]"
@@ -139,11 +153,14 @@ def _files_text(prep: _Prepared, requirement: str, category: str | None, s: Judg
     return "\n\n".join(parts) if parts else "(no relevant files)", used
 
 
-def grade_check(index: int, node: FlatNode, check: LeafCheck, submission: Submission) -> LeafResult:
+def grade_check(index: int, node: FlatNode, check: LeafCheck, prep: _Prepared) -> LeafResult:
     """A programmatic leaf: its command decides, no model is asked."""
     result = LeafResult(index=index, node_id=node.node_id, category=node.task_category, valid=False, score=None)
-    outcome = run_check(check.command, submission.root, check.timeout_s)
     result.messages = [{"role": "check", "content": check.command}]
+    if prep.run_check is None:
+        result.invalid_reason = "programmatic checks run only where a sandbox can confine them (a worker)"
+        return result
+    outcome = prep.run_check(check.command, prep.submission.root, check.timeout_s)
     result.response = outcome.output
     if outcome.error:
         result.invalid_reason = outcome.error
@@ -161,7 +178,7 @@ def grade_leaf(
     node = nodes[index]
     check = settings.checks.get(index)
     if check is not None:
-        return grade_check(index, node, check, prep.submission)
+        return grade_check(index, node, check, prep)
     requirement = str(node.requirements or "")
     category = node.task_category
     result = LeafResult(index=index, node_id=node.node_id, category=category, valid=False, score=None)
@@ -239,11 +256,13 @@ def grade_tree(
     settings: JudgeSettings | None = None,
     *,
     on_result: Callable[[LeafResult, int, int], None] | None = None,
+    run_check: CheckRunner | None = None,
 ) -> JudgeOutcome:
     """Grade every leaf (Code Development ones only in code-only mode) and aggregate.
 
     ``on_result(result, done, total)`` runs in the calling thread after each leaf; an exception
     it raises (e.g. a cancelled job) stops the run: queued leaves are dropped, running ones finish.
+    ``run_check`` decides the leaves that have a programmatic check (``settings.checks``).
     """
     settings = settings or JudgeSettings()
     started = time.monotonic()
@@ -256,7 +275,7 @@ def grade_tree(
     for n in nodes:
         if n.parent is not None:
             children[n.parent].append(n.index)
-    prep = _Prepared(paper, submission, settings)
+    prep = _Prepared(paper, submission, settings, run_check)
     results: dict[int, LeafResult] = {}
     width = max(1, min(settings.concurrency or client.config.concurrency, len(leaves) or 1))
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix="judge-leaf")

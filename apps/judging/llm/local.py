@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from worker.llm.config import EndpointConfig, EndpointConfigError
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse
+from apps.judging.llm.config import EndpointConfig, EndpointConfigError
+from apps.judging.llm.records import CallRecord, ChatResult, LLMBadResponse
 
 Message = dict[str, Any]
 _models: dict[str, tuple[Any, Any]] = {}
@@ -37,12 +37,14 @@ def check_model_folder(path: str) -> list[str]:
 def _load(path: str) -> tuple[Any, Any]:
     with _models_lock:
         if path not in _models:
+            # lazy: torch only when a local model is loaded, never in the web process
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             problems = check_model_folder(path)
             if problems:
                 raise EndpointConfigError(f"Cannot load {path}: {'; '.join(problems)}")
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            # lazy: torch only when a local model is loaded, never in the web process
             import torch
 
             model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
@@ -64,6 +66,7 @@ class LocalChatClient:
         pass
 
     def chat(self, messages: Sequence[Message], *, max_retries: int | None = None, **params: Any) -> ChatResult:
+        # lazy: torch only when a local model is loaded, never in the web process
         import torch
 
         cfg = self.config

@@ -24,12 +24,21 @@ from typing import Any, Protocol
 
 import requests
 import urllib3
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
-from worker.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
-from worker.llm.records import CallRecord, ChatResult, LLMBadResponse, LLMError, LLMRequestRejected, LLMUnavailable
+from apps.judging.llm.config import DEFAULT_MAX_REPLY_BYTES, EndpointConfig
+from apps.judging.llm.local import LocalChatClient
+from apps.judging.llm.records import (
+    CallRecord,
+    ChatResult,
+    LLMBadResponse,
+    LLMError,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
 
 Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -75,7 +84,6 @@ def estimate_tokens(text: str) -> int:
 def max_reply_bytes() -> int:
     """KLONG_ENDPOINT_MAX_REPLY_BYTES from Django settings when they are configured."""
     try:
-        from django.conf import settings
 
         if settings.configured:
             return int(getattr(settings, "KLONG_ENDPOINT_MAX_REPLY_BYTES", DEFAULT_MAX_REPLY_BYTES))
@@ -426,7 +434,5 @@ def _snippet(text: str, limit: int = 300) -> str:
 def make_client(config: EndpointConfig, **kwargs: Any) -> Chat:
     """The client for an endpoint's backend (the local one imports torch only when asked for)."""
     if config.backend == "transformers":
-        from worker.llm.local import LocalChatClient
-
         return LocalChatClient(config)
     return ChatClient(config, **kwargs)

@@ -18,9 +18,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from celery.exceptions import SoftTimeLimitExceeded
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.utils import timezone
 
-from apps.jobs.models import Job, JobLog, JobMetric
+from apps.jobs.models import Job, JobArtifact, JobLog, JobMetric
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +156,7 @@ class Progress:
 
     def artifact(self, name: str, path: str, kind: str = "other", **meta: Any) -> None:
         """Record a file the job produced (path relative to the data folder) and tell watchers."""
-        from django.conf import settings
 
-        from apps.jobs.models import JobArtifact
 
         full = settings.DATA_DIR / path
         size = full.stat().st_size if full.is_file() else 0

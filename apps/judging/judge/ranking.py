@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from worker.judge.submission import Submission, SubmissionFile
+from apps.judging.judge.submission import Submission, SubmissionFile
 
 _STOPWORD_TEXT = """the and for are but not you all any can had her was one our out has have his how its may new now
     old see two way who did get let put say she too use that with this from they will would there their
