@@ -17,7 +17,7 @@ completion from reward functions, then normalised by the group's std. KLong's gr
 sub-trajectories of one task, each with its *own* input (pinned prefix + truncated history +
 its turns), and its advantage is Q minus the group mean, unscaled. Feeding that through
 GRPOTrainer would mean overriding its advantage computation and batching, i.e. most of it; the
-update itself is 40 lines of torch (``train_on_batch``), readable and exactly the spec.
+update itself is 40 lines of torch (``rl_update.train_on_batch``), readable and exactly the spec.
 
 Partial rollouts: with ``partial_rollouts`` a producer thread runs the next batch's rollouts
 while this batch is judged and trained on. Every rollout records the policy version it ran
@@ -39,19 +39,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from apps.trajectories.chat_native import renderer_for
-from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
+from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
-from worker.training.rl_math import (
-    LossStats,
-    advantage_spread,
-    batch_advantages,
-    clipped_pg_loss,
-    token_logprobs,
-    too_stale,
-)
+from worker.training.rl_math import LossStats, advantage_spread, batch_advantages, too_stale
+from worker.training.rl_update import LocalTrainer
 
 HOUR = 3600.0
 DEFAULT_STAGES = ((2 * HOUR, 10), (4 * HOUR, 10), (6 * HOUR, 10))
@@ -329,69 +323,6 @@ class LocalPolicy:
 # --------------------------------------------------------------------------- the update
 
 
-def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
-    width = max(len(r) for r in rows)
-    return [list(r) + [value] * (width - len(r)) for r in rows]
-
-
-def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[str, Any]:
-
-    examples = [s.example for s in subs]
-    input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
-    labels = torch.tensor(_pad([e.labels for e in examples], IGNORE_INDEX), device=device)
-    attention = torch.tensor(_pad([[1] * len(e.input_ids) for e in examples], 0), device=device)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention,
-        # logprob t predicts token t+1: the loss mask is the labels shifted by one
-        "mask": labels[:, 1:] != IGNORE_INDEX,
-        "advantages": torch.tensor([s.advantage for s in subs], dtype=torch.float32, device=device),
-    }
-
-
-def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
-                   settings: RLSettings, pad_id: int) -> LossStats | None:
-    """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
-
-    trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
-    if not trainable:
-        return None
-    device = next(model.parameters()).device
-    size = max(1, settings.minibatch_size)
-    batches = [_minibatch(trainable[k:k + size], pad_id, device) for k in range(0, len(trainable), size)]
-    model.eval()
-    with torch.no_grad():
-        # the ratio's denominator: the policy before this iteration's update, on the same inputs
-        for b in batches:
-            b["old_logp"] = token_logprobs(model, b["input_ids"], b["attention_mask"])
-            if settings.kl_coef > 0:
-                b["ref_logp"] = token_logprobs(ref_model, b["input_ids"], b["attention_mask"])
-    model.train()
-    stats: list[LossStats] = []
-    for _ in range(settings.ppo_epochs):
-        for b in batches:
-            logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
-            loss, s = clipped_pg_loss(
-                logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
-                kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"),
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            stats.append(s)
-    model.eval()
-    tokens = sum(s.tokens for s in stats) or 1
-    return LossStats(
-        loss=sum(s.loss * s.tokens for s in stats) / tokens,
-        pg_loss=sum(s.pg_loss * s.tokens for s in stats) / tokens,
-        kl=sum(s.kl * s.tokens for s in stats) / tokens,
-        clip_fraction=sum(s.clip_fraction * s.tokens for s in stats) / tokens,
-        ratio_mean=sum(s.ratio_mean * s.tokens for s in stats) / tokens,
-        tokens=tokens // max(1, settings.ppo_epochs),
-    )
-
-
 # --------------------------------------------------------------------------- judging
 
 
@@ -429,15 +360,6 @@ def assign_advantages(subs: Sequence[SubTrajectory]) -> dict[str, list[list[floa
 # --------------------------------------------------------------------------- the run
 
 
-# Beside each stage checkpoint's weights: the optimizer state the next stage (or a resumed job) continues.
-OPTIMIZER_FILE = "optimizer.pt"
-
-
-def _load_model(path: str, device: str) -> Any:
-
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
-
-
 def train_rl(
     settings: RLSettings,
     tasks: Sequence[Task],
@@ -458,16 +380,10 @@ def train_rl(
     if settings.n_rollouts < 1:
         raise RLError("n_rollouts must be at least 1")
     torch.manual_seed(settings.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(settings.policy, local_files_only=True)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     turns = renderer_for(tokenizer, settings.policy)
     by_id = {t.id: t for t in tasks}
-    ref_model = None
-    if settings.kl_coef > 0:
-        ref_model = _load_model(settings.policy, device).eval()
-        for p in ref_model.parameters():
-            p.requires_grad_(False)
+    trainer = LocalTrainer(settings, tokenizer)
 
     total_iterations = sum(s.iterations for s in settings.stages)
     step = sum(s.iterations for s in settings.stages[: start_stage - 1])
@@ -478,16 +394,10 @@ def train_rl(
         stage = settings.stages[m - 1]
         # the stage starts from the previous stage's checkpoint (or the job's policy), reloaded
         # from disk: exactly what a resumed job or a later job would load
-        model = _load_model(path, device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-        # AdamW's moments carry over from the stage before (saved beside its weights), so a stage
-        # boundary is not a cold restart of the optimizer: a fresh one takes its first steps at
-        # full size on each parameter, a jolt the policy does not need when only the timeout grew.
-        # Only from a stage checkpoint of this job: the starting policy may be an SFT checkpoint
-        # whose optimizer.pt is the HF Trainer's, with other parameter groups.
-        from_stage = m > start_stage or start_from is not None
-        if from_stage and (Path(path) / OPTIMIZER_FILE).is_file():
-            optimizer.load_state_dict(torch.load(Path(path) / OPTIMIZER_FILE, map_location=device, weights_only=True))
+        # Only from a stage checkpoint of this job does the optimizer state carry over: the starting
+        # policy may be an SFT checkpoint whose optimizer.pt is the HF Trainer's.
+        trainer.start_stage(path, with_optimizer=m > start_stage or start_from is not None)
+        model = trainer.model
         policy = make_policy(model, tokenizer, step) if make_policy else LocalPolicy(model, tokenizer, step)
         policy.publish(model, step)
         reporter.log(f"stage {m}: timeout {stage.timeout_s:g} s, {stage.iterations} iterations, from {path}")
@@ -508,7 +418,7 @@ def train_rl(
                 judge_subtrajectories(subs, by_id, judge)
                 advantages = assign_advantages(subs)
                 t2 = time.perf_counter()
-                stats = train_on_batch(model, ref_model, optimizer, subs, settings, pad_id)
+                stats = trainer.update(subs)
                 step += 1
                 policy.publish(model, step)
                 t3 = time.perf_counter()
@@ -524,9 +434,7 @@ def train_rl(
         finally:
             producer.close()
         path = settings.output_dir / f"stage-{m}"
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        torch.save(optimizer.state_dict(), path / OPTIMIZER_FILE)
+        trainer.save(path)
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)

@@ -1,0 +1,125 @@
+"""The RL update: the policy being trained, its optimizer and reference model, one iteration's
+clipped policy-gradient step on a batch of sub-trajectories, and the stage checkpoints.
+
+``train_rl`` (worker/training/rl.py) drives a trainer through this interface; the rollout side
+never touches the optimizer. ``LocalTrainer`` trains in this process on one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from apps.trajectories.splitting import IGNORE_INDEX
+from worker.training.rl_math import LossStats, clipped_pg_loss, token_logprobs
+
+if TYPE_CHECKING:
+    from worker.training.rl import RLSettings, SubTrajectory
+
+# Beside each stage checkpoint's weights: the optimizer state the next stage (or a resumed job) continues.
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def load_model(path: str | Path, device: str) -> Any:
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
+    width = max(len(r) for r in rows)
+    return [list(r) + [value] * (width - len(r)) for r in rows]
+
+
+def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[str, Any]:
+    examples = [s.example for s in subs]
+    input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
+    labels = torch.tensor(_pad([e.labels for e in examples], IGNORE_INDEX), device=device)
+    attention = torch.tensor(_pad([[1] * len(e.input_ids) for e in examples], 0), device=device)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        # logprob t predicts token t+1: the loss mask is the labels shifted by one
+        "mask": labels[:, 1:] != IGNORE_INDEX,
+        "advantages": torch.tensor([s.advantage for s in subs], dtype=torch.float32, device=device),
+    }
+
+
+def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
+                   settings: RLSettings, pad_id: int) -> LossStats | None:
+    """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
+    trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
+    if not trainable:
+        return None
+    device = next(model.parameters()).device
+    size = max(1, settings.minibatch_size)
+    batches = [_minibatch(trainable[k:k + size], pad_id, device) for k in range(0, len(trainable), size)]
+    model.eval()
+    with torch.no_grad():
+        # the ratio's denominator: the policy before this iteration's update, on the same inputs
+        for b in batches:
+            b["old_logp"] = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            if settings.kl_coef > 0:
+                b["ref_logp"] = token_logprobs(ref_model, b["input_ids"], b["attention_mask"])
+    model.train()
+    stats: list[LossStats] = []
+    for _ in range(settings.ppo_epochs):
+        for b in batches:
+            logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            loss, s = clipped_pg_loss(
+                logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
+                kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"),
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            stats.append(s)
+    model.eval()
+    tokens = sum(s.tokens for s in stats) or 1
+    return LossStats(
+        loss=sum(s.loss * s.tokens for s in stats) / tokens,
+        pg_loss=sum(s.pg_loss * s.tokens for s in stats) / tokens,
+        kl=sum(s.kl * s.tokens for s in stats) / tokens,
+        clip_fraction=sum(s.clip_fraction * s.tokens for s in stats) / tokens,
+        ratio_mean=sum(s.ratio_mean * s.tokens for s in stats) / tokens,
+        tokens=tokens // max(1, settings.ppo_epochs),
+    )
+
+
+class LocalTrainer:
+    """The policy trained in this process, on this machine's first GPU or the CPU."""
+
+    def __init__(self, settings: RLSettings, tokenizer: Any) -> None:
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.ref_model = None
+        if settings.kl_coef > 0:
+            self.ref_model = load_model(settings.policy, self.device).eval()
+            for p in self.ref_model.parameters():
+                p.requires_grad_(False)
+        self.model: Any = None
+        self.optimizer: Any = None
+
+    def start_stage(self, path: str | Path, *, with_optimizer: bool) -> None:
+        """Load the stage's starting weights from disk: exactly what a resumed job or a later job
+        would load. AdamW's moments carry over from the stage before (saved beside its weights), so
+        a stage boundary is not a cold restart of the optimizer: a fresh one takes its first steps
+        at full size on each parameter, a jolt the policy does not need when only the timeout grew."""
+        self.model = load_model(path, self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings.learning_rate, weight_decay=0.0)
+        if with_optimizer and (Path(path) / OPTIMIZER_FILE).is_file():
+            state = torch.load(Path(path) / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state)
+
+    def update(self, subs: Sequence[SubTrajectory]) -> LossStats | None:
+        return train_on_batch(self.model, self.ref_model, self.optimizer, subs, self.settings, self.pad_id)
+
+    def save(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        torch.save(self.optimizer.state_dict(), path / OPTIMIZER_FILE)
