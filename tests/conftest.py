@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from django.test import Client
 
@@ -31,6 +32,15 @@ def redis_server():
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test's async_to_sync runs its own event loop; the channel layer (channels_redis) keeps a
+    receive lock bound to the loop that first used it, and a socket a test left waiting holds it locked
+    ("bound to a different event loop" in a later test). A new layer per test, as each daphne process has its own."""
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,7 +25,6 @@ import os
 import shlex
 import stat
 import tarfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -168,9 +167,6 @@ class DockerSandbox(BaseSandbox):
         self.user, self.owner = f"{uid}:{uid}", (uid, uid)
         self.agent_env: dict[str, str] = {}
         self._reaps_conmons = False
-        # Exec sessions of ours still running: their conmons are never ended.
-        self._running: set[str] = set()
-        self._running_lock = threading.Lock()
         image_user = (image.attrs.get("Config") or {}).get("User") or ""
         if not copies_mounts(spec) and is_root(image_user):  # else known once the container runs
             self._check_mounts_readable()
@@ -267,21 +263,11 @@ class DockerSandbox(BaseSandbox):
         try:
             exec_id = api.exec_create(self.id, wrapped, stdout=True, stderr=True, workdir="/",
                                       environment=env or None, user=user)["Id"]
-            with self._running_lock:
-                self._running.add(exec_id)
-            try:
-                for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
-                    out.add(chunk_out)
-                    err.add(chunk_err)
-                code = api.exec_inspect(exec_id).get("ExitCode")
-            finally:
-                with self._running_lock:
-                    self._running.discard(exec_id)
-            # This session's conmons, and those of any other finished session of this container
-            # (the engine's own, e.g. for put_archive), all but those of commands still running.
-            with self._running_lock:
-                running = set(self._running)
-            self._end_conmons(lambda c: c.of_exec and c.container == self.id and c.session not in running, self.id)
+            for chunk_out, chunk_err in api.exec_start(exec_id, stream=True, demux=True):
+                out.add(chunk_out)
+                err.add(chunk_err)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+            self._end_conmons(lambda conmon: conmon.session == exec_id, exec_id)
         except Exception as exc:  # the container was removed under us (cancel, wall clock) or the API died
             if self._closed:
                 raise SandboxError("the sandbox was closed while the command ran") from None
