@@ -6,8 +6,9 @@ for the user; they never build responses. Two places turn one into an answer, bo
 and ``apps.core.errors.DomainErrorMiddleware`` for the pages. A view catches a domain error only to
 do more than answer it (put it on a form, flash it and redirect).
 
-An app's error keeps its own name and derives from one kind (``class StaleNode(Conflict)``); one
-that code catches as ``ValueError`` or Django's ``ValidationError`` keeps that base as well. No
+An app's error keeps its own name and derives from a kind (``class StaleNode(Conflict)``); the first
+kind among its bases decides (``BundleTooLarge(TooLarge, BundleError)`` is a 413 though a BundleError
+is Invalid). One that code catches as ``ValueError`` or Django's ``ValidationError`` keeps that base. No
 Django import here: the pure modules (rubric codec, splitting, the model client) use it too.
 """
 
