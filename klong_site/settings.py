@@ -98,6 +98,8 @@ MIDDLEWARE = [
     "apps.core.login.LoginLimitMiddleware",
     # A full disk: 507 with a message rather than a 500 (apps/core/errors.py).
     "apps.core.errors.DiskFullMiddleware",
+    # A domain error a page lets through: its kind's status and message (apps/core/domain.py).
+    "apps.core.errors.DomainErrorMiddleware",
     # A NUL in a query parameter or form field: 400 with a message (PostgreSQL refuses NUL in text).
     # After CsrfViewMiddleware, which has parsed page forms by then.
     "apps.core.errors.RejectNulMiddleware",

@@ -28,10 +28,6 @@ from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
 
 
-def _bad(exc: DjangoValidationError) -> Response:
-    return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
-
-
 class HumanGradeSerializer(serializers.Serializer):
     run = serializers.PrimaryKeyRelatedField(queryset=JudgeRun.objects.select_related("rubric_version"),
                                              help_text="The compared run whose submission and rubric are graded.")
@@ -85,10 +81,7 @@ class AuditViewSet(viewsets.GenericViewSet):
     @action(detail=False, methods=["get"])
     def compare(self, request):
         """?runs=ID,ID,...: one tree, a column per run; ``export=csv`` for CSV."""
-        try:
-            comparison = build_comparison(parse_run_ids(request.query_params.get("runs")))
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        comparison = build_comparison(parse_run_ids(request.query_params.get("runs")))
         if request.query_params.get("export") == "csv":
             return _csv(comparison_csv(comparison), f"compare-{'-'.join(map(str, comparison.run_ids))}.csv")
         return Response(comparison_json(comparison))
@@ -100,11 +93,8 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer = HumanGradeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            grade = grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
-                               note=data["note"], user=request.user)
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        grade = grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
+                           note=data["note"], user=request.user)
         return Response(grade_json(grade), status=status.HTTP_201_CREATED)
 
     @extend_schema(request=JudgeEvalImportSerializer, responses=OpenApiTypes.OBJECT)
@@ -113,11 +103,8 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer = JudgeEvalImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
-        try:
-            result = import_judge_eval(paper=serializer.validated_data["paper"], data=read_upload(upload),
-                                       filename=upload.name, user=request.user)
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        result = import_judge_eval(paper=serializer.validated_data["paper"], data=read_upload(upload),
+                                   filename=upload.name, user=request.user)
         return Response({"run": result.run.pk, "rubric_version": result.version.number,
                          "created_version": result.created_version, "score": result.run.score,
                          "match": result.match, "unmatched": result.unmatched}, status=status.HTTP_201_CREATED)
@@ -134,10 +121,7 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer = JudgeReportSerializer(data=request.query_params)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
-        try:
-            report = judge_report(ReportRequest(**data))
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        report = judge_report(ReportRequest(**data))
         if request.query_params.get("export") == "csv":
             return _csv(report_csv(report), "judge-report.csv")
         return Response(report)
@@ -151,16 +135,13 @@ class AuditViewSet(viewsets.GenericViewSet):
         serializer = RubricWhatIfSerializer(data=source)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            if data.get("tree") is not None:
-                tree, label = data["tree"], "posted tree"
-                if not isinstance(tree, dict):
-                    raise DjangoValidationError("tree must be a JSON object (a PaperBench root node).")
-            else:
-                tree, label = what_if_tree(data["paper"], data.get("version"))
-            return Response(what_if(data["paper"], tree, label))
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        if data.get("tree") is not None:
+            tree, label = data["tree"], "posted tree"
+            if not isinstance(tree, dict):
+                raise DjangoValidationError("tree must be a JSON object (a PaperBench root node).")
+        else:
+            tree, label = what_if_tree(data["paper"], data.get("version"))
+        return Response(what_if(data["paper"], tree, label))
 
 
 def grade_json(grade) -> dict:
@@ -233,20 +214,14 @@ class AuditQueueViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         queue = self.get_object()
         body = ReassignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            moved = reassign_items(queue, from_user=body.validated_data["from_user"],
-                                   to_users=body.validated_data["to_users"], user=request.user)
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        moved = reassign_items(queue, from_user=body.validated_data["from_user"],
+                               to_users=body.validated_data["to_users"], user=request.user)
         return Response({**self.get_serializer(queue).data, "moved": moved})
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            queue = create_queue(run_ids=data["runs"], assignees=data["assignees"], user=request.user,
-                                 name=data.get("name", ""), category=data.get("category", ""))
-        except DjangoValidationError as exc:
-            return _bad(exc)
+        queue = create_queue(run_ids=data["runs"], assignees=data["assignees"], user=request.user,
+                             name=data.get("name", ""), category=data.get("category", ""))
         return Response(self.get_serializer(queue).data, status=status.HTTP_201_CREATED)

@@ -70,10 +70,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, mixins.Des
                                    "endpoint with a session), not with another API token.")
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            token, key = create_token(request.user, serializer.validated_data["name"])
-        except TokenError as exc:
-            return Response({"name": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        token, key = create_token(request.user, serializer.validated_data["name"])
         return Response({**self.get_serializer(token).data, "key": key}, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):

@@ -9,13 +9,17 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from apps.core.domain import Conflict, DomainError
 from apps.core.errors import DISK_FULL_MESSAGE, is_disk_full
 
 log = logging.getLogger(__name__)
 
 
 def exception_handler(exc, context):
-    """DRF's handler, plus clear JSON for model validation and unreachable services."""
+    """DRF's handler, plus the domain errors' statuses, and clear JSON for model validation and
+    unreachable services."""
+    if isinstance(exc, DomainError):
+        return domain_error_response(exc, context.get("view"))
     response = drf_exception_handler(exc, context)
     if response is not None:
         return response
@@ -34,4 +38,23 @@ def exception_handler(exc, context):
     if isinstance(exc, DatabaseError):
         log.exception("database error in %s", context.get("view"))
         return Response({"detail": "The database is unavailable; try again shortly."}, status=503)
+    return None
+
+
+def domain_error_response(exc: DomainError, view) -> Response:
+    """The API's half of the one mapping (the pages' is ``apps.core.errors.DomainErrorMiddleware``)."""
+    body = exc.body()
+    if isinstance(exc, Conflict) and exc.current is not None and not exc.field:
+        body["current"] = render_current(view, exc.current)
+    return Response(body, status=exc.status_code, headers=exc.headers)
+
+
+def render_current(view, obj) -> object:
+    """A conflicting object as the view shows it: its ``render_current``, else its serializer
+    (None from a view that has neither)."""
+    render = getattr(view, "render_current", None)
+    if render is not None:
+        return render(obj)
+    if hasattr(view, "get_serializer"):
+        return view.get_serializer(obj).data
     return None

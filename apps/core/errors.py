@@ -1,5 +1,8 @@
 """Faults and bad input answered with a message, on pages and in the API, instead of a 500 or 503.
 
+A domain error (``apps.core.domain``) that a page's view lets through answers its kind's status:
+the error page with its message, or its JSON body to a client that asked for JSON.
+
 A full disk answers 507: whatever wrote when the disk filled up cleans up after itself (e.g.
 trajectories/uploads.py); this only tells the user what happened and that nothing was saved.
 A NUL character in a query parameter, form field or JSON body answers 400: PostgreSQL refuses NUL
@@ -16,6 +19,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.datastructures import MultiValueDict
+
+from apps.core.domain import DomainError
 
 log = logging.getLogger(__name__)
 DISK_FULL_MESSAGE = "The server's disk is full, so nothing was saved. Tell an administrator, then try again."
@@ -72,6 +77,28 @@ class DiskFullMiddleware:
         if wants_json(request):
             return JsonResponse({"detail": DISK_FULL_MESSAGE}, status=507)
         return render(request, "507.html", {"message": DISK_FULL_MESSAGE}, status=507)
+
+
+class DomainErrorMiddleware:
+    """The pages' half of the one mapping (the API's is ``apps.core.api.exception_handler``)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if not isinstance(exc, DomainError):
+            return None
+        if wants_json(request):
+            response: HttpResponse = JsonResponse(exc.body(), status=exc.status_code)
+        else:
+            response = render(request, "error.html", {"title": exc.title, "message": exc.message},
+                              status=exc.status_code)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
 
 
 class RejectNulMiddleware:

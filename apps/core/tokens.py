@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
+from apps.core.domain import Invalid
 from apps.core.models import ApiToken
 from apps.core.roles import perm
 
@@ -33,8 +34,10 @@ LAST_USED_LOCK_WAIT_MS = 100
 MAX_TOKENS_PER_USER = 20
 
 
-class TokenError(ValueError):
-    pass
+class TokenError(Invalid, ValueError):
+    """A token that cannot be made or revoked as asked; the API puts it on the name it was given."""
+
+    field = "name"
 
 
 def hash_key(key: str) -> str:

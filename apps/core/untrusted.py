@@ -17,6 +17,8 @@ from typing import IO, Any
 
 from django.conf import settings
 
+from apps.core.domain import Invalid, TooLarge
+
 DEFAULT_MAX_JSON_DEPTH = 64
 DEFAULT_MAX_UNPACKED_BYTES = 1 << 30
 DEFAULT_MAX_UNPACKED_MEMBER_BYTES = 256 << 20
@@ -48,7 +50,7 @@ class InputLimits:
         )
 
 
-class InputLimitError(ValueError):
+class InputLimitError(Invalid, ValueError):
     """Input beyond a limit; the message names the limit and its variable."""
 
 
@@ -61,7 +63,7 @@ class JsonTooDeep(InputLimitError):
         super().__init__(f"{json_depth_message(limit)}{where}")
 
 
-class UnpackedTooLarge(InputLimitError):
+class UnpackedTooLarge(TooLarge, InputLimitError):
     def __init__(self, what: str, limit: int, setting: str) -> None:
         super().__init__(f"{what} expands past the limit of {limit:,} bytes ({setting})")
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 from rest_framework import mixins, serializers, viewsets
 
 from apps.datasets.models import Dataset
-from apps.datasets.services import DatasetError, create_dataset
+from apps.datasets.services import create_dataset
 
 
 class DatasetSerializer(serializers.ModelSerializer):
@@ -31,11 +31,8 @@ class DatasetSerializer(serializers.ModelSerializer):
         return fields
 
     def create(self, validated_data):
-        try:
-            return create_dataset(validated_data["name"], validated_data["trajectory_ids"],
-                                  user=self.context["request"].user, notes=validated_data.get("notes", ""))
-        except DatasetError as exc:
-            raise serializers.ValidationError({"detail": str(exc)}) from None
+        return create_dataset(validated_data["name"], validated_data["trajectory_ids"],
+                              user=self.context["request"].user, notes=validated_data.get("notes", ""))
 
     def update(self, instance, validated_data):
         instance.notes = validated_data.get("notes", instance.notes)

@@ -7,11 +7,12 @@ from typing import Any
 
 from django.db import transaction
 
+from apps.core.domain import Invalid
 from apps.datasets.models import Dataset
 from apps.trajectories.models import Trajectory
 
 
-class DatasetError(ValueError):
+class DatasetError(Invalid, ValueError):
     """A dataset that cannot be made as asked (name taken, unknown trajectories)."""
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -13,7 +12,7 @@ from apps.jobs.downloads import artifact_download
 from apps.jobs.models import Job, JobArtifact, JobMetric
 from apps.jobs.registry import KINDS
 from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
-from apps.jobs.services.launching import JobConfigError, launch_job
+from apps.jobs.services.launching import launch_job
 from apps.jobs.services.pipelines import launch_pipeline
 
 
@@ -89,16 +88,11 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            job = launch_job(
-                data["kind"], data.get("config") or {}, request.user,
-                title=data.get("title", ""), priority=data.get("priority", 5),
-                time_limit_s=data.get("time_limit_s"),
-            )
-        except JobConfigError as exc:
-            return Response({"config": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        except DjangoValidationError as exc:
-            return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        job = launch_job(
+            data["kind"], data.get("config") or {}, request.user,
+            title=data.get("title", ""), priority=data.get("priority", 5),
+            time_limit_s=data.get("time_limit_s"),
+        )
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=False, methods=["post"], serializer_class=PipelineSerializer)
@@ -107,28 +101,17 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
         serializer = PipelineSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            job = launch_pipeline(data["stages"], request.user, title=data.get("title", ""), priority=data["priority"])
-        except JobConfigError as exc:
-            return Response({"config": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
-        except DjangoValidationError as exc:
-            return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        job = launch_pipeline(data["stages"], request.user, title=data.get("title", ""), priority=data["priority"])
         return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        try:
-            job = retry_job(self.get_object(), request.user)
-        except DjangoValidationError as exc:
-            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        job = retry_job(self.get_object(), request.user)
         return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        try:
-            job = cancel_job(self.get_object())
-        except DjangoValidationError as exc:
-            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        job = cancel_job(self.get_object())
         return Response(self.get_serializer(job).data)
 
     @action(detail=True, methods=["get"])

@@ -126,16 +126,13 @@ class JudgeRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
             version = paper.rubric_versions.filter(number=data["rubric_version"]).first()
             if version is None:
                 return Response({"rubric_version": "No such version."}, status=status.HTTP_400_BAD_REQUEST)
-        try:
-            if data.get("upload") is not None:
-                submission = store_submission_upload(data["upload"])
-            else:
-                submission = data["submission"]
-                submission_folder(submission)
-            job = request_judge_run(paper=paper, endpoint=data["endpoint"], submission=submission, user=request.user,
-                                    version=version, code_only=data["code_only"])
-        except DjangoValidationError as exc:
-            return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+        if data.get("upload") is not None:
+            submission = store_submission_upload(data["upload"])
+        else:
+            submission = data["submission"]
+            submission_folder(submission)
+        job = request_judge_run(paper=paper, endpoint=data["endpoint"], submission=submission, user=request.user,
+                                version=version, code_only=data["code_only"])
         return Response(
             {"job": job.pk, "priority": job.priority, "queue": job.queue, "submission": submission},
             status=status.HTTP_202_ACCEPTED,

@@ -23,11 +23,10 @@ from rest_framework.response import Response
 from apps.core.parsers import FormParser, MultiPartParser
 from apps.papers import services as paper_services
 from apps.papers.models import Paper
-from apps.rubrics.api import RubricVersionSerializer, problem_list, service_call
+from apps.rubrics.api import RubricVersionSerializer, problem_list
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.services.diff import diff_trees
 from apps.rubrics.services.editor import current_stamp, draft_problems, draft_stamp, editor_payload
-from apps.rubrics.services.errors import NodeNotFound, RubricRefused
 from apps.rubrics.services.store import export_draft, load_draft
 from apps.rubrics.services.versions import create_version, restore_version
 
@@ -90,7 +89,7 @@ class RevisionRequired(APIException):
 
 
 def etag(paper: Paper) -> dict[str, str]:
-    return {"ETag": f'"{paper.revision}"'}
+    return {"ETag": paper.etag}
 
 
 def read_revision(request, body_revision: int | None) -> int:
@@ -135,12 +134,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         changes = dict(serializer.validated_data)
         revision = read_revision(request, changes.pop("revision", None))
-        try:
-            paper = paper_services.update_paper(paper, revision, changes)
-        except paper_services.StalePaper as exc:
-            return Response({"detail": "This paper was changed by someone else since you read it.",
-                             "current": self.get_serializer(exc.current).data},
-                            status=status.HTTP_409_CONFLICT, headers=etag(exc.current))
+        paper = paper_services.update_paper(paper, revision, changes)
         return Response(self.get_serializer(paper).data, headers=etag(paper))
 
     @extend_schema(parameters=[_IF_MATCH], responses=_EDIT_RESPONSES)
@@ -176,10 +170,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         if version is not None:
             # Stored text is already the exact value: no parse, no re-encode.
             return HttpResponse(version.tree_json, content_type="application/json")
-        try:
-            tree = export_draft(paper)
-        except NodeNotFound as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        tree = export_draft(paper)
         return HttpResponse(json.dumps(tree, ensure_ascii=False), content_type="application/json")
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
@@ -187,16 +178,15 @@ class PaperViewSet(viewsets.ModelViewSet):
     def draft(self, request, pk=None) -> Response:
         """The draft as the editor reads it: flat pre-order nodes with pks, versions, effective weights."""
         paper = self.get_object()
-        return service_call(lambda: editor_payload(load_draft(paper)), Response)
+        return Response(editor_payload(load_draft(paper)))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def problems(self, request, pk=None) -> Response:
         """Validation problems of the draft, each naming its node path and row pk."""
         paper = self.get_object()
-        return service_call(
-            lambda: load_draft(paper),
-            lambda draft: Response({"problems": draft_problems(draft), "stamp": draft_stamp(draft)}))
+        draft = load_draft(paper)
+        return Response({"problems": draft_problems(draft), "stamp": draft_stamp(draft)})
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
@@ -215,9 +205,8 @@ class PaperViewSet(viewsets.ModelViewSet):
             return Response(RubricVersionSerializer(rows, many=True).data)
         data = VersionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return service_call(
-            lambda: create_version(paper, request.user, data.validated_data["message"]),
-            lambda version: Response(RubricVersionSerializer(version).data, status=status.HTTP_201_CREATED))
+        version = create_version(paper, request.user, data.validated_data["message"])
+        return Response(RubricVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         parameters=[OpenApiParameter("a", str, description="Older side: a version number or 'draft'"),
@@ -234,9 +223,8 @@ class PaperViewSet(viewsets.ModelViewSet):
         for raw in (raw_a, request.query_params.get("b", "draft")):
             version = self._version(paper, raw)
             sides.append(version.tree if version is not None else None)
-        return service_call(
-            lambda: diff_trees(*[t if t is not None else export_draft(paper) for t in sides]),
-            lambda diff: Response(diff.as_dict()))
+        diff = diff_trees(*[t if t is not None else export_draft(paper) for t in sides])
+        return Response(diff.as_dict())
 
     @extend_schema(request=None, responses={201: RubricVersionSerializer})
     @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]+)/restore")
@@ -244,9 +232,8 @@ class PaperViewSet(viewsets.ModelViewSet):
         """Make a saved version the draft again, recorded as a new version."""
         paper = self.get_object()
         version = self._version(paper, number)
-        return service_call(
-            lambda: restore_version(version, request.user),
-            lambda new: Response(RubricVersionSerializer(new).data, status=status.HTTP_201_CREATED))
+        new = restore_version(version, request.user)
+        return Response(RubricVersionSerializer(new).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[_VERSION_PARAM], responses={(200, "application/zip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])
@@ -254,10 +241,7 @@ class PaperViewSet(viewsets.ModelViewSet):
         """The PaperBench folder as a zip: rubric.json, blacklist.txt, config.yaml, Markdown files."""
         paper = self.get_object()
         version = self._version(paper, request.query_params.get("version"))
-        try:
-            data = paper_services.export_zip(paper, version)
-        except NodeNotFound as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        data = paper_services.export_zip(paper, version)
         response = HttpResponse(data, content_type="application/zip")
         response["Content-Disposition"] = f'attachment; filename="{paper.slug}.zip"'
         return response
@@ -275,14 +259,8 @@ class PaperViewSet(viewsets.ModelViewSet):
         if upload.size > limit:
             return Response({"detail": f"The upload is larger than the limit of {limit:,} bytes."},
                             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-        try:
-            bundle = paper_services.read_paper_zip(upload, upload.name, limit)
-            result = paper_services.import_paper(bundle, request.user, slug=data.validated_data.get("slug"))
-        except paper_services.BundleError as exc:
-            return Response({"detail": str(exc)}, status=exc.status)
-        except RubricRefused as exc:
-            return Response({"detail": f"Import refused: {exc.message}", "problems": problem_list(exc.problems)},
-                            status=status.HTTP_400_BAD_REQUEST)
+        bundle = paper_services.read_paper_zip(upload, upload.name, limit)
+        result = paper_services.import_paper(bundle, request.user, slug=data.validated_data.get("slug"))
         answer = {"id": result.paper.pk, "slug": result.paper.slug, "created": result.created,
                   "node_count": result.node_count, "version": result.version.number if result.version else None,
                   "warnings": problem_list(result.warnings)}

@@ -23,6 +23,8 @@ from typing import Any
 import bibtexparser
 from bibtexparser.model import DuplicateBlockKeyBlock, DuplicateFieldKeyBlock, Entry, ParsingFailedBlock, String
 
+from apps.core.domain import Invalid
+
 FORMATS = ("arxiv", "bibtex", "csv")
 MAX_LINE_ERRORS = 50  # enough to fix a file; a binary upload would otherwise list thousands
 # "@article{key," or "@misc(key,": the type, opening bracket and citation key of a block bibtexparser refused.
@@ -53,15 +55,16 @@ _ARXIV_IN_TEXT = re.compile(
 )
 
 
-class CandidateListError(ValueError):
+class CandidateListError(Invalid, ValueError):
     """The list was refused whole; ``errors`` are ``(line, message)`` pairs, line 1-based."""
 
     def __init__(self, errors: list[tuple[int, str]]) -> None:
         self.errors = errors[:MAX_LINE_ERRORS]
         more = len(errors) - len(self.errors)
         summary = "; ".join(f"line {line}: {message}" for line, message in self.errors[:3])
-        super().__init__(f"{len(errors)} problem{'s' if len(errors) != 1 else ''} in the list: {summary}"
-                         + (" ..." if len(errors) > 3 else "") + (f" ({more} more not shown)" if more else ""))
+        super().__init__(f"Nothing was imported: {len(errors)} problem{'s' if len(errors) != 1 else ''} in the "
+                         f"list: {summary}" + (" ..." if len(errors) > 3 else "")
+                         + (f" ({more} more not shown)" if more else ""), details={"errors": self.as_list()})
 
     def as_list(self) -> list[dict[str, Any]]:
         return [{"line": line, "message": message} for line, message in self.errors]

@@ -101,13 +101,9 @@ class PaperCandidateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mi
         upload = values.get("file")
         rule = CandidateFilter(frozenset(normalise_venue(v) for v in values["venues"]), values.get("year_min"),
                                values.get("year_max"), values.get("min_citations"))
-        try:
-            text = intake.decode_upload(upload) if upload else values["text"]
-            result = intake.import_candidates(text, values["format"], rule=rule,
-                                              source_name=upload.name if upload else "api", user=request.user)
-        except intake.CandidateListError as exc:
-            return Response({"detail": f"Nothing was imported: {exc}", "errors": exc.as_list()},
-                            status=status.HTTP_400_BAD_REQUEST)
+        text = intake.decode_upload(upload) if upload else values["text"]
+        result = intake.import_candidates(text, values["format"], rule=rule,
+                                          source_name=upload.name if upload else "api", user=request.user)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
     @extend_schema(request={"multipart/form-data": AttachPdfSerializer}, responses={201: OpenApiTypes.OBJECT})
@@ -117,10 +113,7 @@ class PaperCandidateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mi
         candidate = self.get_object()
         data = AttachPdfSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            paper = intake.attach_pdf(candidate, data.validated_data["pdf"], split=data.validated_data["split"],
-                                      user=request.user)
-        except intake.PdfError as exc:
-            return Response({"pdf": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        paper = intake.attach_pdf(candidate, data.validated_data["pdf"], split=data.validated_data["split"],
+                                  user=request.user)
         return Response({"paper": paper.pk, "slug": paper.slug, "markdown_chars": len(paper.markdown)},
                         status=status.HTTP_201_CREATED)

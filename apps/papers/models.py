@@ -40,6 +40,11 @@ class Paper(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    @property
+    def etag(self) -> str:
+        """The revision as an HTTP entity tag: an edit names it in If-Match."""
+        return f'"{self.revision}"'
+
     def save(self, *args, **kwargs) -> None:
         """Any save of a stored paper (an import, a PDF attached) moves its revision on too."""
         if self._state.adding:

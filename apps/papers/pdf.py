@@ -13,9 +13,13 @@ from typing import BinaryIO
 from pypdf import PdfReader
 from pypdf.errors import LimitReachedError, PyPdfError
 
+from apps.core.domain import Invalid
 
-class PdfError(ValueError):
-    pass
+
+class PdfError(Invalid, ValueError):
+    """Not a readable PDF; the API puts it on the ``pdf`` field it came in."""
+
+    field = "pdf"
 
 
 def pdf_to_markdown(stream: BinaryIO, title: str = "") -> str:

@@ -26,6 +26,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.text import slugify
 
+from apps.core.domain import Conflict, Invalid, TooLarge
 from apps.core.untrusted import InputLimits, UnpackBudget, UnpackedTooLarge
 from apps.judging.judge.submission import SubmissionError, check_member_name
 from apps.papers.models import Paper
@@ -47,13 +48,12 @@ TEXT_FILES: dict[str, str] = {
 _GRADED_SUFFIXES = (".rubric.json", ".json")
 
 
-class BundleError(ValueError):
-    """The upload or folder is not a PaperBench paper (no rubric.json, bad zip, too big...)."""
+class BundleError(Invalid, ValueError):
+    """The upload or folder is not a PaperBench paper (no rubric.json, bad zip...)."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        # The HTTP status the API answers with: 413 for size limits, 400 otherwise.
-        self.status = status
+
+class BundleTooLarge(TooLarge, BundleError):
+    """The upload, or what its zip expands to, is over a size limit."""
 
 
 @dataclass(slots=True)
@@ -148,7 +148,7 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
     """A zip of one paper folder (files at the top or inside one folder), or a bare .json."""
     data = upload.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise BundleError(f"The upload is larger than the limit of {max_bytes:,} bytes", 413)
+        raise BundleTooLarge(f"The upload is larger than the limit of {max_bytes:,} bytes")
     if name.lower().endswith(".json"):
         return PaperBundle(slug_from_filename(name), data, name)
     try:
@@ -159,7 +159,7 @@ def read_paper_zip(upload: BinaryIO, name: str, max_bytes: int) -> PaperBundle:
         with archive:
             return _bundle_from_zip(archive, name, _paper_zip_budget(max_bytes))
     except UnpackedTooLarge as exc:
-        raise BundleError(f"The zip is refused: {exc}", 413) from None
+        raise BundleTooLarge(f"The zip is refused: {exc}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         # A damaged or forged archive (e.g. sizes in the headers that lie): refused, never a 500.
         raise BundleError(f"The zip is damaged or forged: {exc}") from None
@@ -265,12 +265,12 @@ def import_paper(bundle: PaperBundle, user=None, *, slug: str | None = None) -> 
 # Edits
 
 
-class StalePaper(Exception):
+class StalePaper(Conflict):
     """The paper changed since the client read it: a 409 carrying the paper as it is now."""
 
     def __init__(self, current: Paper) -> None:
-        super().__init__(f"paper {current.pk} is at revision {current.revision}")
-        self.current = current
+        super().__init__("This paper was changed by someone else since you read it.", current,
+                         headers={"ETag": current.etag})
 
 
 def update_paper(paper: Paper, revision: int, changes: dict[str, Any], *, pdf: File | None = None) -> Paper:

@@ -12,10 +12,10 @@ from apps.core.roles import perm
 from apps.papers.forms import PaperFilterForm, PaperForm, PaperImportForm
 from apps.papers.markdown import render_markdown
 from apps.papers.models import Paper
-from apps.papers.services import BundleError, StalePaper, import_paper, read_paper_zip, update_paper
+from apps.papers.services import BundleError, BundleTooLarge, StalePaper, import_paper, read_paper_zip, update_paper
 from apps.rubrics.services.errors import RubricRefused
-from apps.rubrics.services.parsing import problem_dict
 from apps.rubrics.services.summary import summarise
+from apps.rubrics.validation import problem_dict
 
 
 def paper_list(request: HttpRequest) -> HttpResponse:
@@ -69,7 +69,7 @@ def paper_import(request: HttpRequest) -> HttpResponse:
             upload = form.cleaned_data["file"]
             try:
                 if upload.size > limit:
-                    raise BundleError(f"The upload is larger than the limit of {limit:,} bytes.", 413)
+                    raise BundleTooLarge(f"The upload is larger than the limit of {limit:,} bytes.")
                 bundle = read_paper_zip(upload, upload.name, limit)
                 result = import_paper(bundle, request.user, slug=form.cleaned_data.get("slug") or None)
             except BundleError as exc:

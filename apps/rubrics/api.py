@@ -1,14 +1,15 @@
 """Rubric API: draft node edits (create / update / move / delete / duplicate) and versions.
 
 Every write names the node version it read; a stale one gets 409 with the node as it is now,
-so the editor can offer merge or overwrite. Paper-level rubric endpoints (tree, versions,
+so the editor can offer merge or overwrite. The services' errors (apps/rubrics/services/errors.py)
+answer their status through the API's exception handler. Paper-level rubric endpoints (tree, versions,
 diff, restore, import, export) live on the paper viewset in apps/papers/api.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -29,10 +30,8 @@ from apps.rubrics.services.edits import (
     move_node,
     update_node,
 )
-from apps.rubrics.services.errors import NodeNotFound, RubricRefused, StaleNode, TreeEditError
-from apps.rubrics.services.parsing import problem_dict
 from apps.rubrics.services.store import load_draft
-from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES
+from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES, problem_dict
 
 
 def problem_list(problems: list[Any]) -> list[dict[str, Any]]:
@@ -44,23 +43,6 @@ def draft_shares(paper: Paper) -> dict[int, float | None]:
     weights or of the tree's shape, so the editor shows the server's numbers."""
     draft = load_draft(paper)
     return dict(zip(draft.pks, scoring.shares(draft.nodes), strict=True))
-
-
-def service_call(fn: Callable[[], Any], ok: Callable[[Any], Response]) -> Response:
-    """Run a service function and turn its domain errors into clear 4xx answers."""
-    try:
-        result = fn()
-    except StaleNode as exc:
-        return Response({"detail": "This node was changed by someone else since you loaded it.",
-                         "current": node_dict(exc.current)}, status=status.HTTP_409_CONFLICT)
-    except NodeNotFound as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-    except RubricRefused as exc:
-        return Response({"detail": exc.message, "problems": problem_list(exc.problems)},
-                        status=status.HTTP_400_BAD_REQUEST)
-    except TreeEditError as exc:
-        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-    return ok(result)
 
 
 class RubricVersionSerializer(serializers.ModelSerializer):
@@ -141,6 +123,8 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = RubricNodeSerializer
     queryset = RubricNode.objects.select_related("paper")
     write_permission = "edit_rubrics"
+    # A stale edit's 409 carries the node as the editor reads it.
+    render_current: ClassVar[Callable[[RubricNode], dict[str, Any]]] = staticmethod(node_dict)
 
     @staticmethod
     def _created(paper: Paper) -> Callable[[list[RubricNode]], Response]:
@@ -164,12 +148,8 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
             subtree = values["subtree"]
             if not isinstance(subtree, dict):
                 return Response({"detail": "subtree must be a JSON object"}, status=status.HTTP_400_BAD_REQUEST)
-            return service_call(
-                lambda: add_subtree(parent.paper, parent.pk, values.get("position"), subtree),
-                self._created(parent.paper))
-        return service_call(
-            lambda: [add_node(parent.paper, parent.pk, values.get("position"), **fields)],
-            self._created(parent.paper))
+            return self._created(parent.paper)(add_subtree(parent.paper, parent.pk, values.get("position"), subtree))
+        return self._created(parent.paper)([add_node(parent.paper, parent.pk, values.get("position"), **fields)])
 
     @extend_schema(request=NodeUpdateSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     def partial_update(self, request, *args, **kwargs) -> Response:
@@ -177,9 +157,8 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data = NodeUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        return service_call(
-            lambda: update_node(node.paper, node.pk, values["version"], _editable(values)),
-            lambda row: self._node(row, reshaped="weight" in values))
+        row = update_node(node.paper, node.pk, values["version"], _editable(values))
+        return self._node(row, reshaped="weight" in values)
 
     @extend_schema(
         parameters=[OpenApiParameter("version", int, description="The node version you read (409 when stale).")],
@@ -190,11 +169,9 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         if raw is not None and not raw.isdigit():
             return Response({"detail": "version must be a number"}, status=status.HTTP_400_BAD_REQUEST)
         expected = int(raw) if raw is not None else None
-        return service_call(
-            lambda: delete_subtree(node.paper, node.pk, expected),
-            lambda removed: Response({"parent": removed.parent, "position": removed.position,
-                                      "subtree": removed.subtree, "pks": removed.pks,
-                                      "shares": draft_shares(node.paper)}))
+        removed = delete_subtree(node.paper, node.pk, expected)
+        return Response({"parent": removed.parent, "position": removed.position, "subtree": removed.subtree,
+                         "pks": removed.pks, "shares": draft_shares(node.paper)})
 
     @extend_schema(request=NodeMoveSerializer, responses={200: RubricNodeSerializer, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
@@ -203,13 +180,10 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data = NodeMoveSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        return service_call(
-            lambda: move_node(node.paper, node.pk, values["version"], values["parent"],
-                                       values.get("position")),
-            self._node)
+        return self._node(move_node(node.paper, node.pk, values["version"], values["parent"], values.get("position")))
 
     @extend_schema(request=None, responses={201: RubricNodeSerializer(many=True)})
     @action(detail=True, methods=["post"])
     def duplicate(self, request, pk=None) -> Response:
         node = self.get_object()
-        return service_call(lambda: duplicate_subtree(node.paper, node.pk), self._created(node.paper))
+        return self._created(node.paper)(duplicate_subtree(node.paper, node.pk))

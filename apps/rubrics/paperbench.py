@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.domain import Invalid
 from apps.core.untrusted import JsonTooDeep, loads_json
 
 # PaperBench's own TaskNode.to_dict order: used for nodes that never came from a file.
@@ -55,7 +56,7 @@ _KNOWN_KEYS = frozenset(_FIELD_ATTR) | {"sub_tasks"}
 _PATH_SNIPPET_CHARS = 40
 
 
-class RubricFormatError(ValueError):
+class RubricFormatError(Invalid, ValueError):
     """The input is not a PaperBench rubric we can store (bad JSON or bad tree structure)."""
 
     def __init__(self, message: str) -> None:

@@ -23,11 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.domain import Invalid
 from apps.rubrics.paperbench import FlatNode, flatten, leaf_mask
 from apps.rubrics.validation import is_number
 
 
-class ScoringError(ValueError):
+class ScoringError(Invalid, ValueError):
     """The tree cannot be scored (e.g. a weight that is not a number)."""
 
 

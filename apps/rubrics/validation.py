@@ -60,6 +60,13 @@ class Problem:
     message: str
 
 
+def problem_dict(problem: Problem, pks: list[int] | None = None) -> dict[str, Any]:
+    """JSON shape of a problem; ``node`` is the draft row's pk when the draft is known."""
+    pk = pks[problem.node_index] if pks is not None and problem.node_index is not None else None
+    return {"level": problem.level, "code": problem.code, "path": problem.path, "message": problem.message,
+            "node": pk}
+
+
 def is_number(value: Any) -> bool:
     """JSON number check: bool is an int subclass in Python but not a weight."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -13,12 +13,9 @@ from apps.core.parsers import FormParser, MultiPartParser
 from apps.core.permissions import RolePermission
 from apps.papers.models import Paper
 from apps.trajectories import exports, services
-from apps.trajectories.exports import ExportLimit
-from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
+from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
 from apps.trajectories.queries import filter_trajectories, search_turns, trajectory_rows, turn_texts
-from apps.trajectories.services import TrajectoryImportError
-from apps.trajectories.split_service import ExportError, SplitConfigError
-from apps.trajectories.uploads import UploadTooLarge, check_request_size, import_upload
+from apps.trajectories.uploads import check_request_size, import_upload
 
 TURN_CHUNK_MAX = 500
 
@@ -120,21 +117,13 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     def import_file(self, request: Request) -> Response:
         """Upload a trajectory file (any supported format). 201 with the new ids, 202 with a
         job id for a large file, 400 with the bad record's position, 413 above the size limit."""
-        try:
-            check_request_size(request._request)
-        except UploadTooLarge as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        check_request_size(request._request)
         serializer = ImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            outcome = import_upload(
-                serializer.validated_data["file"], paper=serializer.validated_data.get("paper"),
-                skip_bad=serializer.validated_data["skip_bad"], user=request.user,
-            )
-        except UploadTooLarge as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-        except TrajectoryImportError as exc:
-            return Response({**exc.as_dict(), "detail": f"Nothing was imported. {exc}"}, status=400)
+        outcome = import_upload(
+            serializer.validated_data["file"], paper=serializer.validated_data.get("paper"),
+            skip_bad=serializer.validated_data["skip_bad"], user=request.user,
+        )
         if outcome.job is not None:
             return Response({"job": outcome.job.pk}, status=status.HTTP_202_ACCEPTED)
         return Response(outcome.result.as_dict(), status=status.HTTP_201_CREATED)
@@ -149,12 +138,7 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         if not isinstance(request.data, Mapping):
             return Response({"detail": "The body must be a JSON object: {\"ids\": \"1,2\", \"l_max\": ...}."},
                             status=400)
-        try:
-            job = exports.launch_dataset_export(request.data, request.user)
-        except ExportLimit as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS)
-        except (ExportError, SplitConfigError) as exc:
-            return Response({"detail": str(exc)}, status=400)
+        job = exports.launch_dataset_export(request.data, request.user)
         return Response({"job": job.pk, "trajectories": len(job.config["ids"])}, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ReviewSerializer, responses={200: TrajectorySerializer})
@@ -164,11 +148,8 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         trajectory = self.get_object()
         serializer = ReviewSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.review_trajectory(trajectory, serializer.validated_data["review"],
-                                       serializer.validated_data["reason"], request.user)
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=400)
+        services.review_trajectory(trajectory, serializer.validated_data["review"],
+                                   serializer.validated_data["reason"], request.user)
         return Response(TrajectorySerializer(trajectory).data)
 
     @extend_schema(request=PrefixSerializer, responses={200: TrajectorySerializer})
@@ -178,10 +159,7 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         trajectory = self.get_object()
         serializer = PrefixSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.set_prefix_end(trajectory, serializer.validated_data["prefix_end"])
-        except ValueError as exc:
-            return Response({"detail": str(exc)}, status=400)
+        services.set_prefix_end(trajectory, serializer.validated_data["prefix_end"])
         return Response(TrajectorySerializer(trajectory).data)
 
     @extend_schema(request=NoLossSerializer, responses={200: dict})
@@ -191,11 +169,7 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
         trajectory = self.get_object()
         serializer = NoLossSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            turn = services.set_no_loss(trajectory, serializer.validated_data["turn"],
-                                        serializer.validated_data["no_loss"])
-        except Turn.DoesNotExist:
-            return Response({"detail": "no such turn"}, status=404)
+        turn = services.set_no_loss(trajectory, serializer.validated_data["turn"], serializer.validated_data["no_loss"])
         return Response({"turn": turn.index, "no_loss": turn.no_loss})
 
     @extend_schema(request=AnnotationSerializer, responses={200: AnnotationSerializer(many=True)})
@@ -207,12 +181,9 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
             serializer = AnnotationSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             data = serializer.validated_data
-            try:
-                annotation = services.annotate_turn(
-                    trajectory, data["turn_index"], data["label"], data.get("note", ""), request.user
-                )
-            except ValueError as exc:
-                return Response({"detail": str(exc)}, status=400)
+            annotation = services.annotate_turn(
+                trajectory, data["turn_index"], data["label"], data.get("note", ""), request.user
+            )
             return Response(AnnotationSerializer(annotation).data, status=201)
         rows = trajectory.annotations.select_related("label", "author")
         if label := request.query_params.get("label"):

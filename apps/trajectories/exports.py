@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Min, Q
 from django.http import StreamingHttpResponse
 
+from apps.core.domain import TooMany
 from apps.core.downloads import text_download
 from apps.jobs.models import Job
 from apps.jobs.services.launching import launch_job
@@ -37,7 +38,7 @@ ANNOTATION_COLUMNS = ("pk", "trajectory_id", "turn_index", "label__name", "note"
                       f"author__{get_user_model().USERNAME_FIELD}", "created_at")
 
 
-class ExportLimit(ExportError):
+class ExportLimit(TooMany, ExportError):
     """The user already has as many dataset exports queued or running as one may."""
 
 

@@ -19,6 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.core.domain import Invalid, NotFound
 from apps.core.untrusted import InputLimits, clip_text
 from apps.papers.models import Paper
 from apps.trajectories.formats import (
@@ -39,17 +40,23 @@ ABANDONED_IMPORT_S = 24 * 3600
 _SKIPPED_SUFFIXES = (".md", ".txt", ".rst")
 
 
-class TrajectoryImportError(ValueError):
+class TrajectoryImportError(Invalid, ValueError):
     """An import that failed as a whole (nothing was written): what and where."""
 
     def __init__(self, message: str, *, source: str = "", position: str = "") -> None:
-        self.message = message
         self.source = source
         self.position = position
         super().__init__(": ".join(p for p in (source, position, message) if p))
 
     def as_dict(self) -> dict[str, str]:
         return {"detail": str(self), "source": self.source, "position": self.position}
+
+    def body(self) -> dict[str, str]:
+        return {**self.as_dict(), "detail": f"Nothing was imported. {self}"}
+
+
+class TrajectoryEditError(Invalid, ValueError):
+    """A review, pinned prefix or annotation that does not fit this trajectory."""
 
 
 @dataclass(frozen=True)
@@ -325,9 +332,9 @@ def import_trajectories(
 def review_trajectory(trajectory: Trajectory, review: str, reason: str, user: Any) -> Trajectory:
     """Accept or reject a trajectory for training datasets ("" clears the decision)."""
     if review not in ("", *Trajectory.Review.values):
-        raise ValueError(f"review must be accepted, rejected or empty, not {review!r}")
+        raise TrajectoryEditError(f"review must be accepted, rejected or empty, not {review!r}")
     if review == Trajectory.Review.REJECTED and not reason.strip():
-        raise ValueError("a rejection needs a reason")
+        raise TrajectoryEditError("a rejection needs a reason")
     trajectory.review = review
     trajectory.review_reason = reason.strip()
     trajectory.reviewed_by = user if review else None
@@ -337,7 +344,9 @@ def review_trajectory(trajectory: Trajectory, review: str, reason: str, user: An
 
 
 def set_no_loss(trajectory: Trajectory, turn_index: int, no_loss: bool) -> Turn:
-    turn = Turn.objects.get(trajectory=trajectory, index=turn_index)
+    turn = Turn.objects.filter(trajectory=trajectory, index=turn_index).first()
+    if turn is None:
+        raise NotFound("no such turn")
     turn.no_loss = no_loss
     turn.save(update_fields=["no_loss"])
     return turn
@@ -346,7 +355,7 @@ def set_no_loss(trajectory: Trajectory, turn_index: int, no_loss: bool) -> Turn:
 def set_prefix_end(trajectory: Trajectory, prefix_end: int | None) -> Trajectory:
     """"Pin prefix up to here": the split uses it instead of the automatic rule."""
     if prefix_end is not None and not -1 <= prefix_end < trajectory.turn_count:
-        raise ValueError(f"prefix end must be between -1 and {trajectory.turn_count - 1}")
+        raise TrajectoryEditError(f"prefix end must be between -1 and {trajectory.turn_count - 1}")
     trajectory.prefix_end = prefix_end
     trajectory.save(update_fields=["prefix_end"])
     return trajectory
@@ -356,7 +365,7 @@ def annotate_turn(
     trajectory: Trajectory, turn_index: int, label: AnnotationLabel, note: str, user: Any
 ) -> TurnAnnotation:
     if not 0 <= turn_index < trajectory.turn_count:
-        raise ValueError(f"turn {turn_index} is not in this trajectory (0..{trajectory.turn_count - 1})")
+        raise TrajectoryEditError(f"turn {turn_index} is not in this trajectory (0..{trajectory.turn_count - 1})")
     return TurnAnnotation.objects.create(
         trajectory=trajectory, turn_index=turn_index, label=label, note=note.strip(), author=user
     )

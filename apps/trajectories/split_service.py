@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from django.core.cache import cache
 
+from apps.core.domain import Invalid
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import Trajectory
@@ -59,8 +60,8 @@ CONFIG_FIELDS: dict[str, type] = {
 }
 
 
-class SplitConfigError(ValueError):
-    pass
+class SplitConfigError(Invalid, ValueError):
+    """A split option that is not a number, or out of its range."""
 
 
 def config_from(params: Mapping[str, Any], trajectory: Trajectory | None = None) -> SplitConfig:
@@ -287,8 +288,8 @@ def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Seque
 # ------------------------------------------------------------------ dataset export
 
 
-class ExportError(ValueError):
-    pass
+class ExportError(Invalid, ValueError):
+    """An export that cannot be made as asked (no tokenizer, nothing selected, a bad filter)."""
 
 
 DATASET_FILE = "klong-sft-dataset.zip"

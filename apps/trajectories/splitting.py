@@ -81,6 +81,8 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from typing import Any, Literal
 
+from apps.core.domain import Invalid
+
 ROLES = ("system", "user", "assistant", "tool")
 SCHEMA_VERSION = 1
 IGNORE_INDEX = -100  # the label value the loss ignores (PyTorch / HF convention)
@@ -92,7 +94,7 @@ OMITTED_MARKER = "[{n} earlier turns omitted]"
 _PAPER_READ_RE = re.compile(r"(?i)(?:^|[\s/'\"`=(])paper(?:\.(?:md|pdf|txt|tex)\b|/)|\baddendum\.md\b")
 
 
-class SplitError(ValueError):
+class SplitError(Invalid, ValueError):
     """The trajectory cannot be split under this config (e.g. the prefix fills L_max)."""
 
 

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
+from apps.core.domain import TooLarge
 from apps.jobs.models import Job
 from apps.jobs.services.launching import launch_job
 from apps.ops.artifacts import publish_artifact
@@ -31,7 +32,7 @@ def inline_import_bytes() -> int:
     return settings.KLONG_IMPORT_INLINE_BYTES
 
 
-class UploadTooLarge(ValueError):
+class UploadTooLarge(TooLarge, ValueError):
     def __init__(self, size: int, limit: int) -> None:
         self.size, self.limit = size, limit
         super().__init__(

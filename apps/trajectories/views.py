@@ -139,11 +139,7 @@ def trajectory_review(request: HttpRequest, pk: int) -> HttpResponse:
 
 def annotations_export(request: HttpRequest) -> HttpResponse:
     """All annotations (optionally of one label or trajectory) as JSON lines, streamed."""
-    try:
-        where = exports.annotation_filters(request.GET)
-    except ExportError as exc:
-        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
-    return exports.annotations_jsonl(where)
+    return exports.annotations_jsonl(exports.annotation_filters(request.GET))
 
 
 # ------------------------------------------------------------------ split-window view

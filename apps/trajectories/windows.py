@@ -48,6 +48,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from apps.core.domain import Invalid
 from apps.trajectories.splitting import (
     CUT_MARKER,
     IGNORE_INDEX,
@@ -66,7 +67,7 @@ MARKER_ROLE = "user"  # the omitted-turns marker is a message of its own, in the
 CUT_MARKERS = (CUT_MARKER, "[{n} cut]", "[…]", "")
 
 
-class TemplateError(ValueError):
+class TemplateError(Invalid, ValueError):
     """The model's chat format cannot render this window faithfully (refused, never trained on)."""
 
 

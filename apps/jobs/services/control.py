@@ -6,11 +6,17 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.domain import Conflict
 from apps.jobs.models import Job
 from apps.jobs.progress import publish, set_state
 from apps.jobs.services.dispatch import send_job_on_commit
 from apps.jobs.services.orphans import orphaned_because, release_orphan
 from apps.jobs.services.pipelines import PIPELINE, advance_pipeline
+
+
+class JobStateError(Conflict, ValidationError):
+    """The job's state refuses this (cancelling a finished job, retrying a running one): a 409.
+    A ValidationError too, for the pages that show its message."""
 
 
 def cancel_job(job: Job) -> Job:
@@ -37,7 +43,7 @@ def cancel_job(job: Job) -> Job:
     else:
         job.refresh_from_db()
         if job.is_finished:
-            raise ValidationError(f"Job {job.pk} has already finished ({job.state}).")
+            raise JobStateError(f"Job {job.pk} has already finished ({job.state}).")
     job.refresh_from_db()
     if job.state == Job.State.CANCELLING and (why := orphaned_because(job)):
         # Nobody is left to stop it at a progress report.
@@ -50,7 +56,7 @@ def retry_job(job: Job, user) -> Job:
     """Run a failed or cancelled job again, from its last checkpoint, keeping its history; also a
     running one whose worker died (an orphan), without waiting for a worker to notice."""
     if job.kind == PIPELINE:
-        raise ValidationError("A pipeline is not retried as a whole: launch it again, or retry its failed stage.")
+        raise JobStateError("A pipeline is not retried as a whole: launch it again, or retry its failed stage.")
     job.refresh_from_db()
     # Before the transaction: the heartbeats are read from Redis.
     orphan = bool(orphaned_because(job))
@@ -67,7 +73,7 @@ def retry_job(job: Job, user) -> Job:
         if not retried:
             running = job.state in (Job.State.RUNNING, Job.State.CANCELLING)
             where = f" on {job.worker}, which is not known to have died" if running and job.worker else ""
-            raise ValidationError(
+            raise JobStateError(
                 f"Only failed or cancelled jobs can be retried, or running ones whose worker has died; "
                 f"job {job.pk} is {job.state}{where}."
             )

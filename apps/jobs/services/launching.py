@@ -8,18 +8,30 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from apps.core.domain import Invalid
 from apps.jobs.models import Job
 from apps.jobs.queues import gpu_queue
 from apps.jobs.registry import KINDS, get_kind
 from apps.jobs.services.dispatch import send_job_on_commit
 
 
-class JobConfigError(ValidationError):
-    """A config that its kind's form refuses; ``errors`` maps each option to its messages."""
+class JobConfigError(Invalid, ValidationError):
+    """A config that its kind's form refuses; ``errors`` maps each option to its messages.
+
+    Still a ValidationError with one message per option, for the forms that show it; the API
+    answers ``{"config": errors}``.
+    """
 
     def __init__(self, errors: dict[str, list[str]]) -> None:
         self.errors = errors
-        super().__init__([f"{field}: {' '.join(messages)}" for field, messages in errors.items()])
+        lines = [f"{field}: {' '.join(messages)}" for field, messages in errors.items()]
+        ValidationError.__init__(self, lines)
+        # What Django's single-message errors carry, so wrapping this one in another works too.
+        self.message, self.code, self.params = "; ".join(lines), None, None
+        self.details, self.headers = {}, {}
+
+    def body(self) -> dict[str, Any]:
+        return {"config": self.errors}
 
 
 def validate_config(kind_name: str, config: Any) -> dict[str, Any]:

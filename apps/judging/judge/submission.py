@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from apps.core.domain import Invalid
 from apps.core.untrusted import (
     CHUNK_BYTES,
     DEFAULT_MAX_UNPACKED_BYTES,
@@ -49,7 +50,7 @@ OUTPUT_EXTENSIONS = frozenset({
 RESULT_ANALYSIS = "Result Analysis"
 
 
-class SubmissionError(ValueError):
+class SubmissionError(Invalid, ValueError):
     """An upload was refused (unsafe path, link, too large) or a submission cannot be read."""
 
 

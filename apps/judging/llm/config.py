@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
+from apps.core.domain import Invalid
+
 BACKENDS = ("openai", "transformers")
 DEFAULT_KEY_PREFIX = "KLONG_ENDPOINT_KEY_"
 DEFAULT_MAX_REPLY_BYTES = 32 * 1024 * 1024  # KLONG_ENDPOINT_MAX_REPLY_BYTES: a chat completion with logprobs fits
@@ -45,7 +47,7 @@ GENERATION_PARAMS = frozenset({
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class EndpointConfigError(ValueError):
+class EndpointConfigError(Invalid, ValueError):
     """The endpoint is configured in a way that cannot work (missing key variable, bad backend)."""
 
 

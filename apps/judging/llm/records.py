@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from apps.core.domain import Unavailable
+
 
 @dataclass(slots=True)
 class CallRecord:
@@ -37,7 +39,7 @@ class ChatResult:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-class LLMError(Exception):
+class LLMError(Unavailable):
     """A call failed for good; ``record`` tells what was tried, ``status`` the HTTP status of the
     last reply (None when there was none: refused connection, timeout)."""
 

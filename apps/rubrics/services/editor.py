@@ -9,9 +9,8 @@ from django.db.models import Count, Max, Sum
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricNode
 from apps.rubrics.scoring import shares
-from apps.rubrics.services.parsing import problem_dict
 from apps.rubrics.services.store import DraftTree
-from apps.rubrics.validation import validate_tree
+from apps.rubrics.validation import problem_dict, validate_tree
 
 
 def node_dict(node: RubricNode) -> dict[str, Any]:

@@ -1,31 +1,30 @@
-"""Errors the rubric services raise and the views turn into 4xx answers."""
+"""Errors the rubric services raise (answered by the one mapping, apps/core/domain.py)."""
 
 from __future__ import annotations
 
+from apps.core.domain import Conflict, Invalid, NotFound
 from apps.rubrics.models import RubricNode
-from apps.rubrics.validation import Problem
+from apps.rubrics.validation import Problem, problem_dict
 
 
-class RubricRefused(ValueError):
+class RubricRefused(Invalid, ValueError):
     """A tree (file, version or restore) was refused whole; ``problems`` lists every reason."""
 
     def __init__(self, message: str, problems: list[Problem]) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, details={"problems": [problem_dict(p) for p in problems]})
         self.problems = problems
 
 
-class TreeEditError(ValueError):
+class TreeEditError(Invalid, ValueError):
     """An edit that makes no sense for this tree (cycle, second root, bad value): a 400."""
 
 
-class NodeNotFound(LookupError):
+class NodeNotFound(NotFound, LookupError):
     """The node is not in this paper's draft (deleted, or the draft was replaced)."""
 
 
-class StaleNode(Exception):
+class StaleNode(Conflict):
     """The node changed since the client read it: a 409 carrying the current node."""
 
     def __init__(self, current: RubricNode) -> None:
-        super().__init__(f"node {current.pk} is at version {current.version}")
-        self.current = current
+        super().__init__("This node was changed by someone else since you loaded it.", current)

@@ -40,10 +40,3 @@ def parse_rubric_value(tree: Any) -> ParsedRubric:
     if bad:
         raise RubricRefused(f"The rubric has {len(bad)} error{'s' if len(bad) != 1 else ''}", problems)
     return ParsedRubric(tree, flatten(tree), [p for p in problems if p.level == "warning"])
-
-
-def problem_dict(problem: Problem, pks: list[int] | None = None) -> dict[str, Any]:
-    """JSON shape of a problem; ``node`` is the draft row's pk when the draft is known."""
-    pk = pks[problem.node_index] if pks is not None and problem.node_index is not None else None
-    return {"level": problem.level, "code": problem.code, "path": problem.path, "message": problem.message,
-            "node": pk}

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apps.core.domain import Invalid
 from apps.core.untrusted import InputLimits, JsonTooDeep, json_depth_message, loads_json
 
 from .jsonstream import JsonSyntaxError, SkipRule, load_document
@@ -90,18 +91,18 @@ class Problem:
         return f"{self.position}: {self.message}" if self.position else self.message
 
 
-class TrajectoryFormatError(ValueError):
+class TrajectoryFormatError(Invalid, ValueError):
     """A file that cannot be read: unknown format, malformed line or record.
 
     position says where: "line 7" for JSONL, a JSON path such as "$.messages[3]" inside a
-    document, a zip member name inside an Inspect .eval archive.
+    document, a zip member name inside an Inspect .eval archive. ``message`` is the bare reason.
     """
 
     def __init__(self, message: str, *, source: str = "", position: str = "") -> None:
+        super().__init__(": ".join(part for part in (source, position, message) if part))
         self.message = message
         self.source = source
         self.position = position
-        super().__init__(": ".join(part for part in (source, position, message) if part))
 
 
 class RecordError(Exception):
