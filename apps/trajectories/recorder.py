@@ -52,14 +52,15 @@ class TrajectoryRecorder:
 
     def add_turn(self, turn: Any) -> Turn:
         """Store one ``AgentTurn`` (its index is its position; a repeated index is an error)."""
-        text = turn_text(turn.content, "", turn.tool_calls)
+        reasoning = getattr(turn, "reasoning", "") or ""
+        text = turn_text(turn.content, reasoning, turn.tool_calls)
         tokens = self.counter.count([text])[0]
         meta = dict(getattr(turn, "meta", {}) or {})
         if turn.submission_commit:
             meta["submission_commit"] = turn.submission_commit
         meta["duration_s"] = round(max(0.0, turn.ended_at - turn.started_at), 3)
         row = Turn.objects.create(
-            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content,
+            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
             tool_calls=list(turn.tool_calls or []), tool_call_id=turn.tool_call_id or "",
             timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
         )
