@@ -209,7 +209,7 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
             calls = calls_from_text(content)
             if calls:
                 content = strip_calls(content)
-        # The reasoning is recorded for training, not sent back: endpoints take answers without it.
+        # The reasoning is recorded, never sent back (DeepSeek's API refuses reasoning_content in a request).
         add("assistant", content, tool_calls=calls, began=began, reasoning=getattr(answer, "reasoning", "") or "",
             context_messages=len(rendered),
             context_tokens=sum(builder.counts[m.turn] for m in rendered if m.turn is not None),
