@@ -44,6 +44,8 @@ Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 ERROR_REPLY_BYTES = 64 * 1024  # an error reply is read only for its message
 REDIRECTED = "the endpoint redirects to another address; give the final URL as its base URL"
+# Where OpenAI-compatible servers put a thinking model's reasoning, in order of preference.
+REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
 class Chat(Protocol):
@@ -418,10 +420,6 @@ class ChatClient:
         return ChatResult(text=text, record=record, finish_reason=finish if isinstance(finish, str) else None,
                           tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
                           reasoning=reasoning)
-
-
-# Where OpenAI-compatible servers put the reasoning of a thinking model, in order of preference.
-REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
 def reasoning_of(message: dict[str, Any]) -> str:
