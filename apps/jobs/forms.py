@@ -10,6 +10,7 @@ from django.forms.fields import InvalidJSONInput
 from apps.core.untrusted import JsonTooDeep, loads_json
 from apps.datasets.models import Dataset
 from apps.jobs.queues import MAX_GPUS
+from apps.trajectories.split_service import SplitConfigError, reasoning_choice
 
 
 class SelftestForm(forms.Form):
@@ -102,6 +103,16 @@ class SFTForm(forms.Form):
     )
     overlap_turns = forms.IntegerField(min_value=0, initial=2, help_text="Turns shared by adjacent windows.")
     train_overlap_once = forms.BooleanField(required=False, help_text="Train each assistant turn in one window only.")
+    train_on_reasoning = forms.NullBooleanField(
+        required=False, label="Train on reasoning",
+        widget=forms.Select(choices=[("", "Default: yes if the chat template shows it"), ("true", "Yes"),
+                                     ("false", "No")]),
+        help_text="Yes: each assistant turn's reasoning (a thinking teacher's) is in the windows and trained on, "
+        "in the base model's own reasoning format (Qwen3's <think> block, gpt-oss's analysis channel; a "
+        "template without one gets it as text before the answer). No: it is left out, and the model learns the "
+        "answers and tool calls alone. Default: yes when the base model's chat template shows reasoning on the "
+        "turns it trains.",
+    )
     method = forms.ChoiceField(choices=[("full", "Full fine-tuning"), ("lora", "LoRA (peft)")], initial="full")
     lora_r = forms.IntegerField(min_value=1, max_value=512, initial=16, label="LoRA rank")
     learning_rate = forms.FloatField(min_value=0, max_value=1, initial=1e-5)
@@ -123,6 +134,13 @@ class SFTForm(forms.Form):
         if data.get("ids") and data.get("dataset"):
             self.add_error("dataset", "Choose trajectory ids or a dataset, not both.")
         return data
+
+    def clean_train_on_reasoning(self) -> bool | None:
+        # NullBooleanField reads anything it does not know as "default": say so instead
+        try:
+            return reasoning_choice(self.data)
+        except SplitConfigError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_ids(self) -> str:
         raw = self.cleaned_data["ids"].replace(" ", "")

@@ -132,7 +132,8 @@ class TrajectoryViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=False, methods=["post"], url_path="export-dataset")
     def export_dataset(self, request: Request) -> Response:
         """Queue a training dataset export of ``ids`` (comma-separated) or of the accepted trajectories
-        matching the list filters; split config fields (l_max, overlap_turns, ...) as in the split view.
+        matching the list filters; split config fields (l_max, overlap_turns, ...) and train_on_reasoning
+        (true/false; left out, the chat format decides) as in the split view.
         202 with the job id: when the job has succeeded, its artifact (``GET /api/jobs/ID/artifacts/``)
         is the zip (dataset.jsonl with input_ids + labels, manifest.json)."""
         if not isinstance(request.data, Mapping):

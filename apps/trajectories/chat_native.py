@@ -68,6 +68,7 @@ class MistralRenderer:
     """Windows as mistral-common finetuning requests."""
 
     _ENCODERS = ("encode_system_message", "encode_user_message", "encode_assistant_message", "encode_tool_message")
+    renders_reasoning = False  # no reasoning syntax here: reasoning is text before the answer
 
     def __init__(self, folder: Path) -> None:
         # lazy: only Mistral / gpt-oss model folders need these
@@ -215,6 +216,9 @@ class MistralRenderer:
 
 class HarmonyRenderer:
     """Windows as openai-harmony conversations (gpt-oss)."""
+
+    # the analysis channel: kept for turns that call tools, dropped before a final answer
+    renders_reasoning = True
 
     def __init__(self, name: str = "gpt-oss") -> None:
         # lazy: only Mistral / gpt-oss model folders need these

@@ -25,11 +25,13 @@ from apps.jobs.services.launching import launch_job
 from apps.trajectories.models import TurnAnnotation
 from apps.trajectories.split_service import (
     CONFIG_FIELDS,
+    REASONING_OPTION,
     ExportError,
     SplitConfigError,
     config_from,
     export_renderer,
     export_selection,
+    reasoning_choice,
 )
 
 DATASET_EXPORT = "dataset_export"
@@ -45,7 +47,8 @@ class ExportLimit(TooMany, ExportError):
 def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check an export request, so that what can be known now is a 400 with the reason, not a failed
     job: the tokenizer and its chat format, the selection, the split options for each trajectory.
-    Returns the job's config: the chosen ids in export order and the split options given."""
+    Returns the job's config: the chosen ids in export order, the split options given and
+    ``train_on_reasoning`` when given."""
     export_renderer()
     chosen = export_selection(params)
     options = {name: params[name] for name in CONFIG_FIELDS if params.get(name) not in (None, "")}
@@ -54,6 +57,9 @@ def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
             raise SplitConfigError(f"{name}: {value!r} is not a number")
     for trajectory in chosen:
         config_from(options, trajectory)
+    reasoning = reasoning_choice(params)
+    if reasoning is not None:
+        options[REASONING_OPTION] = reasoning
     return {"ids": [t.pk for t in chosen], **options}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
+from apps.trajectories.formats.base import normalise_tool_call
 from apps.trajectories.models import AnnotationLabel, Trajectory, Turn, TurnAnnotation
 from apps.trajectories.services import ensure_default_labels, token_counter
 from apps.trajectories.tokens import turn_text
@@ -52,15 +53,18 @@ class TrajectoryRecorder:
 
     def add_turn(self, turn: Any) -> Turn:
         """Store one ``AgentTurn`` (its index is its position; a repeated index is an error)."""
-        text = turn_text(turn.content, "", turn.tool_calls)
+        reasoning = getattr(turn, "reasoning", "") or ""
+        # The agent's calls are OpenAI-shaped; trajectories keep {"id", "name", "arguments"}, as imported ones do.
+        calls = [normalise_tool_call(call, f"turn {turn.index}") for call in turn.tool_calls or ()]
+        text = turn_text(turn.content, reasoning, calls)
         tokens = self.counter.count([text])[0]
         meta = dict(getattr(turn, "meta", {}) or {})
         if turn.submission_commit:
             meta["submission_commit"] = turn.submission_commit
         meta["duration_s"] = round(max(0.0, turn.ended_at - turn.started_at), 3)
         row = Turn.objects.create(
-            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content,
-            tool_calls=list(turn.tool_calls or []), tool_call_id=turn.tool_call_id or "",
+            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
+            tool_calls=calls, tool_call_id=turn.tool_call_id or "",
             timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
         )
         Trajectory.objects.filter(pk=self.trajectory.pk).update(

@@ -7,6 +7,9 @@ plan on the chat format's own per-turn counts (``training_plan``) and render win
 ``windows.render_training_window``: the window the inspector shows is token for token the one the
 export writes and an SFT job with that base model trains on. Without one, the figure and the
 inspector plan on the stored estimates.
+
+``train_on_reasoning`` (the SFT form, the export, the split page) says whether the windows keep
+each turn's reasoning; left out, the chat format decides (``renders_reasoning``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from apps.trajectories.windows import (
     normalise_tools,
     plan_windows,
     render_training_window,
+    without_reasoning,
 )
 
 # Form / API fields -> SplitConfig fields, with their types. Everything else keeps its default.
@@ -62,6 +66,30 @@ CONFIG_FIELDS: dict[str, type] = {
 
 class SplitConfigError(Invalid, ValueError):
     """A split option that is not a number, or out of its range."""
+
+
+REASONING_OPTION = "train_on_reasoning"
+_YES, _NO = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def reasoning_choice(params: Mapping[str, Any]) -> bool | None:
+    """``train_on_reasoning`` from a query, form or job config: True, False, or None (not given:
+    the chat format decides)."""
+    raw = params.get(REASONING_OPTION)
+    if raw in (None, ""):
+        return None
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).lower()
+    if text not in _YES + _NO:
+        raise SplitConfigError(f"{REASONING_OPTION}: {text[:40]!r} is not yes or no")
+    return text in _YES
+
+
+def keeps_reasoning(choice: bool | None, renderer: ChatRenderer) -> bool:
+    """Whether windows keep the turns' reasoning: the choice made, else whether the chat format
+    shows reasoning on the turns it trains."""
+    return renderer.renders_reasoning if choice is None else choice
 
 
 def config_from(params: Mapping[str, Any], trajectory: Trajectory | None = None) -> SplitConfig:
@@ -106,14 +134,15 @@ def specs_and_texts(trajectory: Trajectory) -> tuple[list[TurnSpec], list[str]]:
     return specs, [text for *_, text in rows]
 
 
-def plan_for(trajectory: Trajectory, config: SplitConfig) -> tuple[SplitManifest, list[str]]:
+def plan_for(trajectory: Trajectory, config: SplitConfig,
+             reasoning: bool | None = None) -> tuple[SplitManifest, list[str]]:
     """The plan the split view shows: the training plan when a chat format is configured, else
     the plan on the stored (estimated) counts."""
     renderer = configured_renderer()
     specs, texts = specs_and_texts(trajectory)
     if renderer is None:
         return plan_split(specs, config), texts
-    return training_plan(trajectory, config, renderer), texts
+    return training_plan(trajectory, config, renderer, reasoning=keeps_reasoning(reasoning, renderer)), texts
 
 
 def configured_renderer() -> ChatRenderer | None:
@@ -143,10 +172,11 @@ def declared_tools(trajectory: Trajectory) -> list[dict[str, Any]]:
     return normalise_tools(raw)
 
 
-def training_plan(trajectory: Trajectory, config: SplitConfig, renderer: ChatRenderer) -> SplitManifest:
-    """The split on the chat format's own counts. The counts are cached: the figure is redrawn as
-    the form changes, and counting renders every turn."""
-    rows, tools = turn_rows(trajectory), declared_tools(trajectory)
+def training_plan(trajectory: Trajectory, config: SplitConfig, renderer: ChatRenderer, *,
+                  reasoning: bool = True) -> SplitManifest:
+    """The split on the chat format's own counts (of the turns with or without their reasoning).
+    The counts are cached: the figure is redrawn as the form changes, and counting renders every turn."""
+    rows, tools = turn_rows(trajectory, reasoning=reasoning), declared_tools(trajectory)
     content = json.dumps([renderer.name, getattr(renderer, "template", ""), tools,
                           [(r.role, r.text, r.reasoning, r.tool_calls, r.tool_call_id) for r in rows]],
                          sort_keys=True, default=str)
@@ -261,7 +291,7 @@ def _token_runs(renderer: ChatRenderer, ids: Sequence[int], labels: Sequence[int
 
 
 def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Sequence[str],
-                   number: int) -> InspectedWindow:
+                   number: int, reasoning: bool | None = None) -> InspectedWindow:
     """Exactly the messages the model sees in window ``number``, markers included, and with a chat
     format configured the very tokens trained on (the export's ``render_training_window``)."""
     window = manifest.window(number)
@@ -269,8 +299,8 @@ def inspect_window(trajectory: Trajectory, manifest: SplitManifest, texts: Seque
     if renderer is not None:
         messages: list[Any] = []
         try:
-            rendered = render_training_window(turn_rows(trajectory), manifest, number, renderer,
-                                              declared_tools(trajectory))
+            rows = turn_rows(trajectory, reasoning=keeps_reasoning(reasoning, renderer))
+            rendered = render_training_window(rows, manifest, number, renderer, declared_tools(trajectory))
         except TemplateError as exc:
             return InspectedWindow(number, window.total_tokens, manifest.config.l_max, window.overlong, messages,
                                    False, template_error=str(exc))
@@ -345,13 +375,15 @@ def exported_trajectories(ids: Iterable[int]) -> Iterator[Trajectory]:
             yield trajectory
 
 
-def turn_rows(trajectory: Trajectory) -> list[TurnRow]:
-    """The turns as the model sees them (text, reasoning, tool calls), with their no-loss marks."""
+def turn_rows(trajectory: Trajectory, *, reasoning: bool = True) -> list[TurnRow]:
+    """The turns as the model sees them (text, reasoning unless left out, tool calls), with their
+    no-loss marks."""
     rows = trajectory.turns.order_by("index").values_list("role", "text", "no_loss", "reasoning", "tool_calls",
                                                           "tool_call_id")
-    return [TurnRow(role, text, no_loss, reasoning or "", tuple(c for c in calls or () if isinstance(c, dict)),
-                    call_id or "")
-            for role, text, no_loss, reasoning, calls, call_id in rows]
+    turns = [TurnRow(role, text, no_loss, thought or "", tuple(c for c in calls or () if isinstance(c, dict)),
+                     call_id or "")
+             for role, text, no_loss, thought, calls, call_id in rows]
+    return turns if reasoning else without_reasoning(turns)
 
 
 def _member(name: str) -> zipfile.ZipInfo:
@@ -375,20 +407,25 @@ def write_dataset(out: BinaryIO, trajectories: Iterable[Trajectory], config_para
     Returns the ids exported and the number of windows.
     """
     path, renderer = export_renderer()
+    try:
+        reasoning = keeps_reasoning(reasoning_choice(config_params), renderer)
+    except SplitConfigError as exc:
+        raise ExportError(str(exc)) from exc
     manifests = []
     windows = 0
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         # zip64: a large export's dataset.jsonl passes the 2 GiB of a plain zip member.
         with archive.open(_member("dataset.jsonl"), "w", force_zip64=True) as jsonl:
             for done, trajectory in enumerate(trajectories, start=1):
-                rows = turn_rows(trajectory)
+                rows = turn_rows(trajectory, reasoning=reasoning)
                 if rows:
-                    windows += _write_windows(jsonl, trajectory, rows, config_params, renderer, manifests)
+                    windows += _write_windows(jsonl, trajectory, rows, config_params, renderer, manifests,
+                                              reasoning=reasoning)
                 if on_trajectory is not None:
                     on_trajectory(done, windows)
         archive.writestr(_member("manifest.json"), json.dumps({
             "tokenizer": counter_for(path).name, "tokenizer_path": path,
-            "chat_format": f"{type(renderer).__name__}: {renderer.name}",
+            "chat_format": f"{type(renderer).__name__}: {renderer.name}", REASONING_OPTION: reasoning,
             "windows": windows, "trajectories": manifests,
         }, indent=1))
     if not manifests:
@@ -397,11 +434,11 @@ def write_dataset(out: BinaryIO, trajectories: Iterable[Trajectory], config_para
 
 
 def _write_windows(jsonl: BinaryIO, trajectory: Trajectory, rows: list[TurnRow], config_params: Mapping[str, Any],
-                   renderer: ChatRenderer, manifests: list[dict[str, Any]]) -> int:
+                   renderer: ChatRenderer, manifests: list[dict[str, Any]], *, reasoning: bool) -> int:
     """One trajectory's windows with loss as JSON lines; its manifest appended to ``manifests``."""
     written = 0
     try:
-        manifest = training_plan(trajectory, config_from(config_params, trajectory), renderer)
+        manifest = training_plan(trajectory, config_from(config_params, trajectory), renderer, reasoning=reasoning)
         tools = declared_tools(trajectory)
         for window in manifest.windows:
             if not window.loss_turns:

@@ -18,7 +18,7 @@ from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import AnnotationLabel, Trajectory
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
-from apps.trajectories.split_service import CONFIG_FIELDS, ExportError, SplitConfigError
+from apps.trajectories.split_service import CONFIG_FIELDS, REASONING_OPTION, ExportError, SplitConfigError
 from apps.trajectories.splitting import SplitConfig, SplitError
 from apps.trajectories.uploads import (
     UploadTooLarge,
@@ -151,7 +151,7 @@ def _split_context(request: HttpRequest, trajectory: Trajectory) -> dict[str, An
     context: dict[str, Any] = {"trajectory": trajectory, "params": request.GET.urlencode()}
     try:
         config = split_service.config_from(request.GET, trajectory)
-        manifest, _texts = split_service.plan_for(trajectory, config)
+        manifest, _texts = split_service.plan_for(trajectory, config, split_service.reasoning_choice(request.GET))
     except (split_service.SplitConfigError, SplitError) as exc:
         context["error"] = str(exc)
         return context
@@ -186,8 +186,9 @@ def trajectory_split_window(request: HttpRequest, pk: int, number: int) -> HttpR
     trajectory = get_object_or_404(Trajectory, pk=pk)
     try:
         config = split_service.config_from(request.GET, trajectory)
-        manifest, texts = split_service.plan_for(trajectory, config)
-        window = split_service.inspect_window(trajectory, manifest, texts, number)
+        reasoning = split_service.reasoning_choice(request.GET)
+        manifest, texts = split_service.plan_for(trajectory, config, reasoning)
+        window = split_service.inspect_window(trajectory, manifest, texts, number, reasoning)
     except (split_service.SplitConfigError, SplitError, KeyError) as exc:
         return render(request, "trajectories/_inspector.html", {"error": str(exc)}, status=400)
     return render(request, "trajectories/_inspector.html", {"window": window, "trajectory": trajectory})
@@ -208,7 +209,7 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # What the export page passes on to its job: the selection and the split options.
-EXPORT_PARAMS = ("ids", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS)
+EXPORT_PARAMS = ("ids", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS, REASONING_OPTION)
 
 
 def dataset_export(request: HttpRequest) -> HttpResponse:

@@ -20,12 +20,19 @@ output and its end-of-turn token, never the role header.
 - A template that is not prefix-stable there (it rewrites earlier turns once later ones exist:
   Qwen3 and DeepSeek-R1 drop the reasoning of turns before the last user message, gpt-oss's
   Jinja template the analysis channel) is refused with ``TemplateError`` naming the template,
-  the turn and the first difference: we never train on a text the model would not see.
+  the turn and the first difference: we never train on a text the model would not see. One
+  rewrite is not a refusal: a turn without reasoning that the template shows with an empty
+  reasoning block only while it ends the conversation (Qwen3's ``<think>\n\n</think>\n\n``) is
+  trained as every later turn sees it, without the block; as a window's last turn the block is in
+  its context, never in its loss.
 
 Message shapes. How a template wants tool calls and results is probed once per template (arguments
 as an object or a JSON string, ``tool`` or GLM's ``observation`` role, calls as ``tool_calls`` or
 GLM's ``metadata``); a template with no tool-call syntax gets the call as JSON in the content.
-Reasoning goes to ``reasoning_content`` when the template reads it, else before the text.
+Reasoning goes to ``reasoning_content`` when the template reads it, else before the text. Whether
+a window has reasoning at all is the caller's choice (``without_reasoning``: SFT's
+``train_on_reasoning``); ``renders_reasoning`` says whether the format shows the reasoning of the
+turns a window trains (Qwen3 and gpt-oss do, formats without a reasoning syntax do not).
 
 Planning. The planner needs each turn's tokens in context: the difference a turn makes when added
 after its predecessor, or after the omitted-turns marker (the two contexts a turn can have in a
@@ -131,6 +138,9 @@ class ChatRenderer(Protocol):
     """A model's chat format: renders windows and measures turns in the same tokens."""
 
     name: str
+    # The format shows an assistant turn's reasoning in its own syntax on the turns of an agent run
+    # (after the task, followed by tool results): what ``train_on_reasoning`` defaults to.
+    renders_reasoning: bool
 
     def turn_counts(self, rows: Sequence[TurnRow], tools: Sequence[dict[str, Any]]) -> list[int]:
         """Tokens of each turn in context; turn 0 carries the conversation's fixed overhead."""
@@ -315,6 +325,41 @@ class HFChatRenderer:
                 return dialect
         return fallback
 
+    @cached_property
+    def renders_reasoning(self) -> bool:
+        """Whether the template shows, in its own syntax, the reasoning of an assistant turn that a
+        tool result and another answer follow (the trained turns of an agent run)."""
+        if not self.dialect.reasoning:
+            return False  # no reasoning syntax: reasoning would only be text before the answer
+        probe = [
+            WindowMessage("system", "probe system"), WindowMessage("user", "probe question"),
+            WindowMessage("assistant", "", reasoning="probe reasoning", tool_calls=(_PROBE_CALL,)),
+            WindowMessage("tool", "probe result", tool_call_id="call_probe0"),
+            WindowMessage("assistant", "probe answer", reasoning="last reasoning"),
+        ]
+        try:
+            return "probe reasoning" in self._render(self.chat_messages(probe), [_PROBE_TOOL])
+        except Exception:  # noqa: BLE001 - a template raises whatever it likes on a shape it refuses
+            return False
+
+    @cached_property
+    def _empty_reasoning(self) -> str:
+        """What the template writes before the text of a final turn without reasoning and not once a
+        tool result follows that turn: Qwen3's empty ``<think>`` block; '' for most templates."""
+        question = [self._message(WindowMessage("user", "probe question"))]
+        answer = self._message(WindowMessage("assistant", "probe answer"))
+        result = self._message(WindowMessage("tool", "probe result"))
+        try:
+            prompt = self._render(question, (), generation_prompt=True)
+            last = self._render([*question, answer], ())
+            followed = self._render([*question, answer, result], ())
+        except Exception:  # noqa: BLE001
+            return ""
+        if not (last.startswith(prompt) and followed.startswith(prompt)):
+            return ""
+        block, found, rest = last[len(prompt):].partition("probe answer")
+        return block if found and block.strip() and followed[len(prompt):].startswith("probe answer" + rest) else ""
+
     # -- measuring ------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
@@ -485,11 +530,17 @@ class HFChatRenderer:
         if not turn.startswith(prompt):
             raise TemplateError(f"{where}: the template is not prefix-stable: the prompt for this turn is not the "
                                 f"start of the conversation with it, {_first_difference(prompt, turn)}")
+        # The empty reasoning block of a turn without reasoning is never trained on: the turn is
+        # trained as it stands once others follow it (the text later turns see), or after the block.
+        block = self._empty_reasoning
+        skip = len(block) if block and not message.reasoning and turn.startswith(block, len(prompt)) else 0
+        if skip and not whole.startswith(turn):
+            turn, skip = prompt + turn[len(prompt) + skip:], 0
         if not whole.startswith(turn):
             raise TemplateError(f"{where}: the template rewrites this turn once later turns follow it, "
                                 f"{_first_difference(turn, whole)}; training on that text would teach what the "
                                 "model never sees at this point")
-        start, end = len(prompt), len(turn)
+        start, end = len(prompt) + skip, len(turn)
         own = whole[start:end]
         last = max((own.rfind(stop) + len(stop) for stop in self.stop_tokens if stop in own), default=-1)
         if last >= 0:
@@ -506,6 +557,11 @@ class HFChatRenderer:
 
 def _row_message(index: int, row: TurnRow, *, loss: bool = False, part: str = "target") -> WindowMessage:
     return WindowMessage(row.role, row.text, index, loss, row.reasoning, tuple(row.tool_calls), row.tool_call_id, part)
+
+
+def without_reasoning(rows: Sequence[TurnRow]) -> list[TurnRow]:
+    """The turns with their reasoning left out: windows that teach the answers and tool calls alone."""
+    return [replace(row, reasoning="") if row.reasoning else row for row in rows]
 
 
 def plan_windows(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatRenderer,

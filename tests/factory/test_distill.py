@@ -201,3 +201,70 @@ def test_a_retried_distillation_resumes_after_its_last_finished_run(toy_paper, s
     kept = [r["trajectory"] for r in job.result["runs_detail"] if r["kept"]]
     assert kept == [finished.pk] and job.result["judged"] == 2
     assert job.result["cost_usd"] > 0.5
+
+
+# What a thinking teacher reasons before each answer; the first one is also hostile markup.
+THOUGHTS = ["The paper asks for add(a, b): <b>write</b> solution.py first.",
+            "Check it: add(2, 3) should print 5.", "It printed 5, so the submission is complete."]
+
+
+class ThinkingTeacher(ScriptedTeacher):
+    """The same answers, each with its reasoning beside it, as vLLM's reasoning parsers and DeepSeek
+    return it (``reasoning_content``) or OpenRouter and newer vLLM (``reasoning``)."""
+
+    def __call__(self, body: dict):
+        answer = super().__call__(body)
+        if answer is None:
+            return None
+        step = sum(1 for m in body["messages"] if m.get("role") == "assistant")
+        return {**answer, ("reasoning" if step == 1 else "reasoning_content"): THOUGHTS[step]}
+
+
+@pytest.mark.browser
+def test_a_thinking_teachers_reasoning_is_kept_shown_and_trained_on_or_left_out(
+        toy_paper, stub, personas, client_for, celery_worker, page, live_server, browser_login, tmp_path):
+    from transformers import AutoTokenizer
+
+    from apps.jobs.services.launching import JobConfigError, validate_config
+    from apps.trajectories.splitting import IGNORE_INDEX
+    from tests.support.chat_families import build_family_tokenizer
+    from worker.engines.sft import build_examples
+
+    stub.state.responder = ThinkingTeacher(["good"])
+    make_endpoint("teacher", stub)
+    make_endpoint("judge", stub)
+    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 1, "threshold": 0.8,
+              "dataset": "thinking", "sandbox_backend": "bwrap", "max_steps": 6, "time_limit_s": 60, "l_max": 4096,
+              "tool_timeout_s": 20, "judge_help_after_s": 0.5}
+    answer = client_for("operator").post("/api/jobs/", {"kind": "distill", "config": config},
+                                         content_type="application/json")
+    job = wait_for(answer.json()["id"])
+    assert job.state == "succeeded" and job.result["kept"] == 1, job.error or job.result
+    # The distilled trajectory keeps each answer's reasoning, whichever field it came in.
+    trajectory = Trajectory.objects.get(datasets__name="thinking")
+    answers = list(trajectory.turns.filter(role="assistant").order_by("index"))
+    assert [turn.reasoning for turn in answers] == THOUGHTS
+    # The viewer shows it folded away above the answer, as text.
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/")
+    shown = page.locator(f"#turn-{answers[0].index} details.turn-reasoning")
+    shown.wait_for()
+    assert shown.get_attribute("open") is None and not shown.locator("pre").is_visible()
+    shown.locator("summary").click()
+    assert shown.locator("pre").inner_text() == THOUGHTS[0] and shown.locator("pre b").count() == 0
+    # SFT on a Qwen3 base: by default each turn's reasoning is trained on in its <think> block; off, none of it.
+    model = tmp_path / "qwen3"
+    tokenizer = build_family_tokenizer(model, "qwen3")
+    (model / "config.json").write_text("{}")
+    for choice, kept in ((None, True), (False, False)):
+        sft = validate_config("sft", {"dataset": "thinking", "base_model": str(model), "l_max": 4096,
+                                      **({} if choice is None else {"train_on_reasoning": choice})})
+        examples, _hashes, ids = build_examples(sft, AutoTokenizer.from_pretrained(model))
+        assert ids == [trajectory.pk] and examples
+        trained = "".join(tokenizer.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in examples)
+        seen = "".join(tokenizer.decode(e.input_ids) for e in examples)
+        for thought in THOUGHTS:
+            assert (f"<think>\n{thought}\n</think>\n\n" in trained) is kept and (thought in seen) is kept
+        assert 'Calling submit.\n<tool_call>\n{"name": "submit"' in trained and ("<think>" in trained) is kept
+    with pytest.raises(JobConfigError, match="not yes or no"):
+        validate_config("sft", {"dataset": "thinking", "base_model": str(model), "train_on_reasoning": "maybe"})

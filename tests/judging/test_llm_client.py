@@ -178,3 +178,18 @@ def test_a_failed_reply_is_read_only_for_its_message_and_within_the_timeout_befo
 def test_more_retries_than_the_limit_are_refused(stub):
     with pytest.raises(EndpointConfigError, match="max_retries must be between 0 and 100"):
         config(stub, max_retries=101)
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_a_thinking_models_reasoning_comes_back_beside_its_answer(stub, key):
+    # reasoning_content: vLLM's reasoning parsers, SGLang, DeepSeek; reasoning: OpenRouter, newer vLLM
+    stub.state.responder = lambda body: {"content": "The answer is 4.", key: "2 + 2: add the units."}
+    result = ChatClient(config(stub)).chat(MESSAGES)
+    assert (result.text, result.reasoning) == ("The answer is 4.", "2 + 2: add the units.")
+
+
+def test_reasoning_that_is_not_text_is_ignored_and_counts_in_estimated_usage(stub):
+    stub.state.responder = lambda body: {"content": "4", "reasoning_content": {"steps": [1]}, "reasoning": "r" * 400}
+    stub.state.no_usage = True
+    result = ChatClient(config(stub)).chat(MESSAGES)
+    assert result.reasoning == "r" * 400 and result.record.completion_tokens == 1 + 100

@@ -11,9 +11,10 @@ from apps.trajectories.tokens import EstimateCounter, turn_text
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "trajectories"
 
 
-def make_trajectory(n_turns: int = 20, *, texts: dict[int, str] | None = None, **fields) -> Trajectory:
-    """A run of system, user, then assistant tool-call / tool-result pairs."""
-    texts = texts or {}
+def make_trajectory(n_turns: int = 20, *, texts: dict[int, str] | None = None,
+                    reasoning: dict[int, str] | None = None, **fields) -> Trajectory:
+    """A run of system, user, then assistant tool-call / tool-result pairs (``reasoning``: of some turns)."""
+    texts, reasoning = texts or {}, reasoning or {}
     trajectory = Trajectory.objects.create(title=fields.pop("title", "synthetic run"), **fields)
     turns = []
     for index in range(n_turns):
@@ -26,8 +27,9 @@ def make_trajectory(n_turns: int = 20, *, texts: dict[int, str] | None = None, *
         else:
             role, calls = "tool", []
         text = texts.get(index, f"turn {index} says {role} things")
-        tokens = EstimateCounter().count([turn_text(text, "", calls)])[0]
-        turns.append(Turn(trajectory=trajectory, index=index, role=role, text=text, tool_calls=calls,
+        thought = reasoning.get(index, "")
+        tokens = EstimateCounter().count([turn_text(text, thought, calls)])[0]
+        turns.append(Turn(trajectory=trajectory, index=index, role=role, text=text, reasoning=thought, tool_calls=calls,
                           tool_call_id=f"c{index - 1}" if role == "tool" else "", token_count=tokens))
     Turn.objects.bulk_create(turns)
     trajectory.turn_count = n_turns

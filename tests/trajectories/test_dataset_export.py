@@ -77,6 +77,26 @@ def test_the_export_writes_input_ids_labels_and_the_manifest(client_for, tokeniz
     assert saved.content_hash == manifest["trajectories"][0]["manifest"]["content_hash"]
 
 
+def test_the_export_keeps_the_reasoning_in_the_templates_format_unless_asked_to_leave_it_out(
+        client_for, settings, tmp_path):
+    from tests.support.chat_families import build_family_tokenizer
+
+    build_family_tokenizer(tmp_path / "qwen3", "qwen3")
+    settings.KLONG_TOKENIZER_PATH = str(tmp_path / "qwen3")
+    counter_for.cache_clear()
+    trajectory = make_trajectory(8, reasoning={2: "First list the files.", 6: "The logs show it worked."})
+    tokenizer = counter_for(settings.KLONG_TOKENIZER_PATH).tokenizer
+    for query, kept in (("", True), ("&train_on_reasoning=false", False), ("&train_on_reasoning=true", True)):
+        archive = export_zip(client_for("viewer"), f"ids={trajectory.pk}{query}")
+        (row,) = [json.loads(line) for line in archive.read("dataset.jsonl").decode().splitlines()]
+        trained = tokenizer.decode([t for t in row["labels"] if t != IGNORE_INDEX])
+        assert ("<think>\nFirst list the files.\n</think>" in trained) is kept, query
+        assert ("The logs show it worked." in tokenizer.decode(row["input_ids"])) is kept, query
+        assert json.loads(archive.read("manifest.json"))["train_on_reasoning"] is kept
+    page = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}&train_on_reasoning=maybe")
+    assert page.status_code == 400 and b"train_on_reasoning: &#x27;maybe&#x27; is not yes or no" in page.content
+
+
 def test_the_job_reports_progress_per_trajectory_and_offers_the_zip(client_for, tokenizer):
     first, second = make_trajectory(30, texts=WORDY), make_trajectory(30, texts=WORDY)
     job = start_export(client_for("viewer"), f"ids={first.pk},{second.pk}&l_max=2000")

@@ -125,3 +125,22 @@ def test_the_inspector_shows_exactly_the_tokens_the_export_writes_in_the_models_
         assert "".join(text for text, _loss in inspected.tokens) == text
         trained = "".join(text for text, loss in inspected.tokens if loss)
         assert trained == tokenizer.decode([t for t in row["labels"] if t != IGNORE_INDEX])
+
+
+def test_the_inspector_shows_the_reasoning_trained_on_or_left_out_as_the_form_says(client_for, settings, tmp_path):
+    from tests.support.chat_families import build_family_tokenizer
+
+    build_family_tokenizer(tmp_path / "qwen3", "qwen3")
+    settings.KLONG_TOKENIZER_PATH = str(tmp_path / "qwen3")
+    counter_for.cache_clear()
+    trajectory = make_trajectory(8, reasoning={4: "The file list says train.py exists."})
+    viewer = client_for("viewer")
+    for query, kept in (("", True), ("&train_on_reasoning=false", False)):
+        url = f"/trajectories/{trajectory.pk}/split/window/1/?l_max=4000{query}"
+        tokens = viewer.get(url).context["window"].tokens
+        trained = "".join(text for text, loss in tokens if loss)
+        assert ("<think>\nThe file list says train.py exists.\n</think>" in trained) is kept
+    page = viewer.get(f"/trajectories/{trajectory.pk}/split/?train_on_reasoning=false").content.decode()
+    assert '<option value="false" selected>left out</option>' in page
+    refused = viewer.get(f"/trajectories/{trajectory.pk}/split/window/1/?train_on_reasoning=sometimes")
+    assert refused.status_code == 400 and "is not yes or no" in refused.content.decode()

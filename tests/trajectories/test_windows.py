@@ -4,6 +4,7 @@ assistant's own output, every window within l_max, and refusals instead of wrong
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from apps.trajectories.windows import (
     plan_windows,
     render_training_window,
     split_examples,
+    without_reasoning,
 )
 from tests.support.chat_families import build_family_tokenizer
 
@@ -145,18 +147,18 @@ def test_glm4_calls_are_metadata_turns_results_observations_and_the_window_ends_
 
 
 def test_a_template_that_drops_earlier_reasoning_is_refused_naming_the_turn(family):
-    renderer = HFChatRenderer(family("qwen3-style"), name="qwen3-style")
+    renderer = HFChatRenderer(family("qwen3"), name="qwen3")
     rows = [TurnRow("system", "s"), TurnRow("user", "task"),
             TurnRow("assistant", "first answer", reasoning="I should list the files."),
             TurnRow("user", "and now?"), TurnRow("assistant", "second answer", reasoning="Then train.")]
-    with pytest.raises(TemplateError, match=r"qwen3-style, turn 2: the template rewrites this turn") as caught:
+    with pytest.raises(TemplateError, match=r"qwen3, turn 2: the template rewrites this turn") as caught:
         split_examples(rows, SplitConfig(l_max=4000, prefix_end=1), renderer)
     assert "I should list the files" in str(caught.value)  # what changed: the reasoning that vanished
 
 
 def test_a_template_that_keeps_the_reasoning_of_the_windows_turns_is_trained_with_it(family):
-    tokenizer = family("qwen3-style")
-    renderer = HFChatRenderer(tokenizer, name="qwen3-style")
+    tokenizer = family("qwen3")
+    renderer = HFChatRenderer(tokenizer, name="qwen3")
     rows = [TurnRow("system", "s"), TurnRow("user", "task"),
             TurnRow("assistant", "first answer", reasoning="List the files."), TurnRow("tool", "paper.md"),
             TurnRow("assistant", "second answer", reasoning="Then train.")]
@@ -164,6 +166,41 @@ def test_a_template_that_keeps_the_reasoning_of_the_windows_turns_is_trained_wit
     trained = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
     assert trained == ("<think>\nList the files.\n</think>\n\nfirst answer<|im_end|>"
                        "<think>\nThen train.\n</think>\n\nsecond answer<|im_end|>")
+
+
+def _thinking_run(steps: int = 3) -> list[TurnRow]:
+    """An agent run whose every answer comes with its reasoning (a thinking teacher's)."""
+    return [replace(row, reasoning=f"Reasoning before turn {i}: check the logs.") if row.role == "assistant" else row
+            for i, row in enumerate(agent_run(steps))]
+
+
+def test_qwen3_trains_each_turns_reasoning_in_its_think_block_and_nothing_of_it_when_left_out(family):
+    tokenizer = family("qwen3")
+    renderer = HFChatRenderer(tokenizer, name="qwen3")
+    rows = _thinking_run()
+    config = SplitConfig(l_max=4000, prefix_end=1)
+    _manifest, (kept,) = split_examples(rows, config, renderer, TOOLS)
+    trained = tokenizer.decode([t for t in kept.labels if t != IGNORE_INDEX])
+    for i, row in enumerate(rows):
+        if row.role == "assistant":
+            assert f"<think>\nReasoning before turn {i}: check the logs.\n</think>\n\n" in trained
+    # Left out: no reasoning anywhere, and Qwen3's empty <think> block (which it writes only for a
+    # conversation's last turn) neither refused nor trained on
+    _manifest, (bare,) = split_examples(without_reasoning(rows), config, renderer, TOOLS)
+    whole = tokenizer.decode(bare.input_ids)
+    trained = tokenizer.decode([t for t in bare.labels if t != IGNORE_INDEX])
+    assert "Reasoning before" not in whole and "<think>" not in trained
+    assert trained.startswith("Step 0.\n<tool_call>") and trained.endswith(
+        "</tool_call><|im_end|>Done: the results match Table 2.<|im_end|>")
+    assert whole.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nDone: the results match Table 2.<|im_end|>\n")
+
+
+def test_the_default_follows_whether_the_template_shows_reasoning_on_trained_turns(family):
+    from apps.trajectories.chat_native import HarmonyRenderer, MistralRenderer
+
+    assert HFChatRenderer(family("qwen3")).renders_reasoning
+    assert not HFChatRenderer(family("qwen2.5")).renders_reasoning  # no syntax: it would be text
+    assert HarmonyRenderer.renders_reasoning and not MistralRenderer.renders_reasoning
 
 
 def test_llama31_refuses_two_tool_calls_in_one_turn_with_the_templates_own_reason(family):

@@ -110,6 +110,7 @@ class AgentTurn:
     ended_at: float = 0.0
     submission_commit: str | None = None  # the commit after this turn, if it changed the submission
     meta: dict[str, Any] = field(default_factory=dict)  # tool name, exit code, usage, context size
+    reasoning: str = ""  # the model's reasoning before this answer, when its endpoint returns it
 
 
 @dataclass
@@ -148,10 +149,10 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
     state = {"commit": getattr(sandbox, "base_commit", None)}
 
     def add(role: str, content: str, *, tool_calls: list | None = None, tool_call_id: str = "",
-            began: float | None = None, commit: str | None = None, **meta: Any) -> AgentTurn:
+            began: float | None = None, commit: str | None = None, reasoning: str = "", **meta: Any) -> AgentTurn:
         now = time.time()
         turn = AgentTurn(len(turns), role, content, list(tool_calls or []), tool_call_id, began or now, now,
-                         commit, meta)
+                         commit, meta, reasoning)
         turns.append(turn)
         context.append(ContextTurn(role, content, turn.tool_calls, tool_call_id))
         if commit:
@@ -208,7 +209,9 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
             calls = calls_from_text(content)
             if calls:
                 content = strip_calls(content)
-        add("assistant", content, tool_calls=calls, began=began, context_messages=len(rendered),
+        # The reasoning is recorded, never sent back (DeepSeek's API refuses reasoning_content in a request).
+        add("assistant", content, tool_calls=calls, began=began, reasoning=getattr(answer, "reasoning", "") or "",
+            context_messages=len(rendered),
             context_tokens=sum(builder.counts[m.turn] for m in rendered if m.turn is not None),
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
             cost_usd=record.cost_usd, finish_reason=answer.finish_reason)

@@ -16,7 +16,7 @@ from apps.papers.models import Paper
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.models import Trajectory
 from apps.trajectories.queries import filter_trajectories
-from apps.trajectories.split_service import config_from, declared_tools, turn_rows
+from apps.trajectories.split_service import config_from, declared_tools, keeps_reasoning, reasoning_choice, turn_rows
 from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 
@@ -80,12 +80,13 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     """
 
     renderer = renderer_for(tokenizer, config["base_model"])  # TemplateError (a ValueError) fails the job
+    reasoning = keeps_reasoning(reasoning_choice(config), renderer)
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
     examples: list[Example] = []
     hashes: list[str] = []
     ids: list[int] = []
     for trajectory in select_trajectories(config):
-        rows = turn_rows(trajectory)
+        rows = turn_rows(trajectory, reasoning=reasoning)
         if not rows:
             continue
         try:

@@ -44,6 +44,8 @@ Message = dict[str, Any]
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 ERROR_REPLY_BYTES = 64 * 1024  # an error reply is read only for its message
 REDIRECTED = "the endpoint redirects to another address; give the final URL as its base URL"
+# Where OpenAI-compatible servers put a thinking model's reasoning, in order of preference.
+REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
 class Chat(Protocol):
@@ -400,6 +402,7 @@ class ChatClient:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise LLMBadResponse("the reply has no choices[0].message with text content: not an OpenAI-compatible "
                                  "chat completion", record, status=200) from None
+        reasoning = reasoning_of(choice["message"])
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt_tokens, completion_tokens = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
@@ -409,13 +412,23 @@ class ChatClient:
         else:
             record.usage_estimated = True
             record.prompt_tokens = sum(estimate_tokens(str(m.get("content", ""))) for m in messages)
-            record.completion_tokens = estimate_tokens(text)
+            record.completion_tokens = estimate_tokens(text) + estimate_tokens(reasoning)
         record.cost_usd = self.config.cost(record.prompt_tokens, record.completion_tokens)
         record.ok = True
         calls = choice["message"].get("tool_calls")
         finish = choice.get("finish_reason")
         return ChatResult(text=text, record=record, finish_reason=finish if isinstance(finish, str) else None,
-                          tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [])
+                          tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
+                          reasoning=reasoning)
+
+
+def reasoning_of(message: dict[str, Any]) -> str:
+    """The reply's reasoning text, '' when it has none (or something other than text there)."""
+    for key in REASONING_KEYS:
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:

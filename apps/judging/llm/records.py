@@ -37,6 +37,9 @@ class ChatResult:
     # OpenAI-shaped tool calls ({"id", "type": "function", "function": {"name", "arguments"}})
     # when the server returned structured ones; the agent reads calls from the text otherwise.
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # The model's visible chain of thought when the server returns it apart from the answer
+    # (``reasoning_content``: vLLM, SGLang, DeepSeek; ``reasoning``: OpenRouter, newer vLLM).
+    reasoning: str = ""
 
 
 class LLMError(Unavailable):
