@@ -28,11 +28,9 @@ from apps.trajectories.windows import (
     plan_windows,
     render_training_window,
 )
-from tests.support.chat_families import build_family_tokenizer, build_mistral_tekken  # noqa: E402
+from tests.support.chat_families import BASH_TOOL, build_family_tokenizer, build_mistral_tekken  # noqa: E402
 
-TOOLS = normalise_tools([{"type": "function", "function": {
-    "name": "bash", "description": "Run a shell command",
-    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}}}}])
+TOOLS = normalise_tools(BASH_TOOL)
 CONFIG = SplitConfig(l_max=1200, prefix_end=1, overlap_turns=2, history_budget=0.25)
 
 

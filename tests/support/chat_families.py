@@ -246,6 +246,10 @@ class Family:
 
 
 CHATML = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# The one tool the test agent runs declare, as an OpenAI-style tools list.
+BASH_TOOL = [{"type": "function", "function": {
+    "name": "bash", "description": "Run a shell command",
+    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}}]
 FAMILIES = {
     "qwen2.5": Family("qwen2.5", QWEN25, CHATML, "<|im_end|>", pad="<|endoftext|>",
                       stop=("<|im_end|>", "<|endoftext|>")),

@@ -19,11 +19,9 @@ from apps.trajectories.windows import (
     split_examples,
     without_reasoning,
 )
-from tests.support.chat_families import build_family_tokenizer
+from tests.support.chat_families import BASH_TOOL, build_family_tokenizer
 
-TOOLS = normalise_tools([{"type": "function", "function": {
-    "name": "bash", "description": "Run a shell command",
-    "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}}}])
+TOOLS = normalise_tools(BASH_TOOL)
 CONFIG = SplitConfig(l_max=700, prefix_end=1, overlap_turns=1, history_budget=150)
 
 
