@@ -124,6 +124,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "rubric-node-detail": (V, None, ER, ER),
     "rubric-node-duplicate": (None, ER),
     "rubric-node-move": (None, ER),
+    "rubric-node-bulk-update": (None, ER),
     "trajectory-list": (V, None),
     "trajectory-detail": (V, None),
     "trajectory-turns": (V, None),
