@@ -85,6 +85,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "audit:home": (V, None),
     "audit:compare": (V, None),
     "audit:compare-export": (V, None),
+    "audit:compare-metrics": (V, None),
     "audit:report": (V, None),
     "audit:report-export": (V, None),
     "audit:what-if": (V, None),
@@ -167,6 +168,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     # A what-if recomputes figures from posted weights; it stores nothing.
     "audit-what-if": (V, V),
     "audit-grades": (None, G),
+    "audit-undo-grade": (None, G),
     "audit-import-judge-eval": (None, G),
     "audit-queue-list": (V, G),
     "audit-queue-detail": (V, None),
