@@ -141,9 +141,9 @@
     const body = JSON.stringify({ run: config.baseRun, node_index: Number(row.dataset.index), score, note: note.value.trimEnd() });
     const mark = cell?.querySelector("[data-role=pending]");
     if (mark) mark.textContent = `→ ${score} saving…`;
-    status.textContent = `Saving ${leafNumber(row)}…`;
     note.blur();
     move(1);
+    status.textContent = `Saving ${leafNumber(row)}…`;
     let response;
     try {
       response = await fetch(config.gradeUrl, {

@@ -206,7 +206,7 @@ function start(root) {
     let errors = 0, warnings = 0;
     for (const list of problems.values()) for (const p of list) p.level === "error" ? errors++ : warnings++;
     if (errors || warnings) {
-      const badge = el("button", errors ? "rx-warn rx-error rx-badge" : "rx-warn rx-badge", `⚠ ${errors} errors, ${warnings} warnings`);
+      const badge = el("button", errors ? "rx-warn rx-error rx-badge" : "rx-warn rx-badge", `⚠ ${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`);
       badge.type = "button";
       badge.id = "rx-problems-toggle";
       badge.title = "List the problems, each with a link to its node (e: next problem)";
