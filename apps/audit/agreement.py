@@ -38,6 +38,11 @@ Statistic = Callable[[Sequence[float], Sequence[float]], float | None]
 
 # Which statistics a judge comparison report can put its verdict on (name -> higher is better).
 VERDICT_METRICS: tuple[str, ...] = ("kendall", "spearman", "pearson", "macro_f1", "kappa")
+# Below this many submissions graded by both judges there is no verdict and no interval: resampling
+# 3 submissions gives intervals like [1.000, 1.000], and one swapped pair moves Kendall's tau of 5
+# by 0.4. With 10, tau's standard error under no association is about 0.25.
+MIN_VERDICT_SUBMISSIONS = 10
+TOO_FEW = "too few"
 
 
 # --- Leaf level ------------------------------------------------------------------------------
@@ -354,14 +359,16 @@ def compare_judges(
 
     ``metric`` is one of VERDICT_METRICS: a correlation of root scores (its bootstrap interval
     decides ``pass`` vs ``uncertain``), or a leaf-level ``macro_f1`` / ``kappa`` over every leaf
-    pair of every submission (no interval: ``pass`` or ``fail``).
+    pair of every submission (no interval: ``pass`` or ``fail``). With fewer than
+    MIN_VERDICT_SUBMISSIONS submissions no interval is drawn and a correlation's verdict is TOO_FEW.
     """
     if metric not in VERDICT_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(VERDICT_METRICS)}")
     keys = [s.key for s in submissions]
     ref = [s.reference_score for s in submissions]
     cand = [s.candidate_score for s in submissions]
-    corr = correlations(ref, cand, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    too_few = len(submissions) < MIN_VERDICT_SUBMISSIONS
+    corr = correlations(ref, cand, n_resamples=0 if too_few else n_resamples, confidence=confidence, seed=seed)
     leaves = leaf_report(p for s in submissions for p in s.leaf_pairs)
     if metric in CORRELATIONS:
         value, ci_low = corr[metric].value, corr[metric].ci_low
@@ -395,5 +402,6 @@ def compare_judges(
             "candidate": sum(s.candidate_cost for s in submissions) / n if n else None,
         },
         "metric": metric, "threshold": threshold, "confidence": confidence, "n_resamples": n_resamples,
-        "seed": seed, "value": value, "verdict": verdict(value, ci_low, threshold),
+        "seed": seed, "value": value, "min_submissions": MIN_VERDICT_SUBMISSIONS,
+        "verdict": TOO_FEW if too_few and metric in CORRELATIONS else verdict(value, ci_low, threshold),
     }

@@ -18,7 +18,7 @@ from apps.audit.agreement import VERDICT_METRICS
 from apps.audit.models import AuditQueue
 from apps.audit.services.comparison import build_comparison, parse_run_ids
 from apps.audit.services.exports import comparison_csv, comparison_json, report_csv
-from apps.audit.services.grading import MAX_NOTE_CHARS, grade_leaf
+from apps.audit.services.grading import MAX_NOTE_CHARS, grade_leaf, own_human_run, undo_grade
 from apps.audit.services.judge_eval_import import import_judge_eval, read_upload
 from apps.audit.services.queues import create_queue, queue_progress, reassign_items
 from apps.audit.services.report import ReportRequest, judge_names, judge_report
@@ -34,6 +34,20 @@ class HumanGradeSerializer(serializers.Serializer):
     node_index = serializers.IntegerField(min_value=0)
     score = serializers.ChoiceField(choices=[0, 1])
     note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_NOTE_CHARS, default="")
+
+
+class GradeValueSerializer(serializers.Serializer):
+    score = serializers.ChoiceField(choices=[0, 1])
+    note = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_NOTE_CHARS,
+                                 default="")
+
+
+class UndoGradeSerializer(serializers.Serializer):
+    run = serializers.PrimaryKeyRelatedField(queryset=JudgeRun.objects.select_related("rubric_version"),
+                                             help_text="The compared run the grade was saved against.")
+    node_index = serializers.IntegerField(min_value=0)
+    saved = GradeValueSerializer(help_text="The grade you saved and now undo (refused with 409 if it changed since).")
+    previous = GradeValueSerializer(allow_null=True, help_text="The grade before it, or null: no grade (the leaf reopens).")
 
 
 class JudgeEvalImportSerializer(serializers.Serializer):
@@ -73,7 +87,7 @@ class AuditViewSet(viewsets.GenericViewSet):
     queryset = JudgeRun.objects.none()
     serializer_class = HumanGradeSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
-    write_permission = {"grades": "grade", "import_judge_eval": "grade", "what_if": "view_studio"}
+    write_permission = {"grades": "grade", "undo_grade": "grade", "import_judge_eval": "grade", "what_if": "view_studio"}
 
     @extend_schema(parameters=[OpenApiParameter("runs", str, required=True, description="Run ids, comma-separated"),
                                OpenApiParameter("export", str, enum=["csv"], description="csv: a CSV file")],
@@ -96,6 +110,22 @@ class AuditViewSet(viewsets.GenericViewSet):
         grade = grade_leaf(base=data["run"], node_index=data["node_index"], score=data["score"],
                            note=data["note"], user=request.user)
         return Response(grade_json(grade), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=UndoGradeSerializer, responses={200: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="grades/undo")
+    def undo_grade(self, request):
+        """Undo the caller's last save of one leaf: the grade before it comes back (or none)."""
+        serializer = UndoGradeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        previous = data["previous"]
+        grade = undo_grade(base=data["run"], node_index=data["node_index"], user=request.user,
+                           saved=(data["saved"]["score"], data["saved"]["note"]),
+                           previous=(previous["score"], previous["note"]) if previous else None)
+        if grade is None:
+            mine = own_human_run(data["run"], request.user)
+            return Response({"removed": True, "node_index": data["node_index"], "root_score": mine.score})
+        return Response(grade_json(grade))
 
     @extend_schema(request=JudgeEvalImportSerializer, responses=OpenApiTypes.OBJECT)
     @action(detail=False, methods=["post"], url_path="import-judge-eval")

@@ -8,6 +8,7 @@ app_name = "audit"
 urlpatterns = [
     path("", views.home, name="home"),
     path("compare/", views.compare, name="compare"),
+    path("compare/metrics/", views.compare_metrics, name="compare-metrics"),
     path("compare/export.<str:fmt>", views.compare_export, name="compare-export"),
     path("import/", views.import_judge_eval, name="import"),
     path("queues/", views.queue_create, name="queue-create"),

@@ -19,7 +19,7 @@ from apps.audit.services import judge_eval_import
 from apps.audit.services import what_if as rubric_what_if  # the module: the page below is what_if
 from apps.audit.services.comparison import build_comparison, parse_run_ids, source_label
 from apps.audit.services.exports import comparison_csv, comparison_json, report_csv
-from apps.audit.services.queues import create_queue, queue_progress, reassign_items
+from apps.audit.services.queues import create_queue, queue_items, queue_progress, reassign_items
 from apps.audit.services.report import ReportRequest, judge_names, judge_report
 from apps.audit.services.submissions import submission_key, submission_label
 from apps.core.pages import require_perm
@@ -77,12 +77,26 @@ def compare(request: HttpRequest) -> HttpResponse:
     categories = sorted({r["category"] for r in comparison.rows if r["leaf"] and r["category"]})
     mine = next((s for s in comparison.sources if s.mine), None)
     ids = ",".join(map(str, comparison.run_ids))
+    leaf = request.GET.get("leaf", "")
     return render(request, "audit/compare.html", {
         "c": comparison, "rows": comparison.rows, "grid_rows": grid_rows(comparison, assigned), "inner": inner, "categories": categories, "can_grade": can_grade,
         "mine": mine, "queue": queue, "ids": ids, "queue_form": QueueForm(initial={"category": ""}),
-        "config": {"baseRun": comparison.base.pk, "gradeUrl": reverse("audit-grades"), "canGrade": can_grade,
-                   "mineColumn": comparison.sources.index(mine) if mine else None},
+        "config": {"baseRun": comparison.base.pk, "gradeUrl": reverse("audit-grades"),
+                   "undoUrl": reverse("audit-undo-grade"), "canGrade": can_grade,
+                   "metricsUrl": f"{reverse('audit:compare-metrics')}?runs={ids}",
+                   "mineColumn": comparison.sources.index(mine) if mine else None,
+                   "startLeaf": int(leaf) if leaf.isdigit() else None},
     })
+
+
+def compare_metrics(request: HttpRequest) -> HttpResponse:
+    """The compare page's agreement table alone, re-read by the page after each grade."""
+    can_grade = request.user.has_perm(perm("grade"))
+    try:
+        comparison = build_comparison(parse_run_ids(_run_ids_param(request)), request.user, with_own=can_grade)
+    except ValidationError as exc:
+        return _bad_request(request, exc.messages, "Cannot compare these runs")
+    return render(request, "audit/_metrics.html", {"c": comparison})
 
 
 def compare_export(request: HttpRequest, fmt: str) -> HttpResponse:
@@ -138,13 +152,14 @@ def queue_create(request: HttpRequest) -> HttpResponse:
 
 
 def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    queue = get_object_or_404(AuditQueue.objects.select_related("paper", "created_by", "base_run"), pk=pk)
-    items = queue.items.select_related("assignee")
+    queue = get_object_or_404(AuditQueue.objects.select_related("paper", "created_by", "base_run__rubric_version"),
+                              pk=pk)
     runs = ",".join(map(str, queue.runs))
+    compare_url = f"{reverse('audit:compare')}?runs={runs}&queue={queue.pk}"
     may_grade = request.user.has_perm(perm("grade"))
     return render(request, "audit/queue.html", {
-        "queue": queue, "items": items, "progress": queue_progress([queue]),
-        "compare_url": f"{reverse('audit:compare')}?runs={runs}&queue={queue.pk}",
+        "queue": queue, "items": queue_items(queue), "progress": queue_progress([queue]),
+        "compare_url": compare_url,
         "reassign_form": ReassignForm(queue=queue, initial={"from_user": request.user.get_username()})
         if may_grade else None,
     })

@@ -179,20 +179,30 @@ def _seed_paper(paper: DemoPaper, rng: random.Random, admin) -> None:
             human = {i: (s if rng.random() < 0.85 else 1.0 - s) for i, s in model_scores.items()}
             graders.append(("human:admin", JudgeRun.Kind.HUMAN, human))
         for judge_name, kind, scores in graders:
-            root_score = score_tree(nodes, scores)[0]
+            node_scores = score_tree(nodes, scores)
+            root_score = node_scores[0]
+            human = kind == JudgeRun.Kind.HUMAN
+            # Stored as the judge and the grading services store theirs: counts and node scores too.
             run = JudgeRun.objects.create(
                 paper=row, trajectory=traj, rubric_version=version, rubric_hash=version.content_hash, kind=kind,
-                judge_name=judge_name, score=root_score, graded_by=admin if kind == JudgeRun.Kind.HUMAN else None,
+                judge_name=judge_name, score=root_score, graded_by=admin if human else None, n_leaves=len(leaves),
+                node_scores={"scores": node_scores, "invalid": [], "graded": []},
             )
             LeafGrade.objects.bulk_create([
                 LeafGrade(run=run, node_index=leaf.index, node_id=leaf.node_id, score=scores[leaf.index],
-                          explanation="Expectations: the step is implemented and run. Reality: "
-                                      + ("found in the submission." if scores[leaf.index] else "not found."))
+                          explanation=_demo_note(human, scores[leaf.index], model_scores[leaf.index]))
                 for leaf in leaves
             ])
             if kind == JudgeRun.Kind.MODEL:
                 traj.final_score = root_score
                 traj.save(update_fields=["final_score"])
+
+
+def _demo_note(human: bool, score: float, model_score: float) -> str:
+    # A grader's note reads like one (the grader's own notes start from it), not like the judge's.
+    if human:
+        return "" if score == model_score else "Checked by hand: I disagree with the judge here."
+    return "Expectations: the step is implemented and run. Reality: " + ("found in the submission." if score else "not found.")
 
 
 def _seed_job(rng: random.Random, admin) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -25,6 +26,12 @@ from apps.rubrics.paperbench import flatten, leaf_mask, node_number
 def judge_run_list(request: HttpRequest) -> HttpResponse:
     runs = JudgeRun.objects.select_related("paper", "trajectory", "rubric_version", "endpoint")
     page = Paginator(runs, 25).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    # Leaves graded, counted from the grades themselves (runs stored before a counter was kept say 0).
+    graded = dict(LeafGrade.objects.filter(run__in=[r.pk for r in page.object_list]).values("run")
+                  .annotate(n=Count("id")).values_list("run", "n"))
+    for run in page.object_list:
+        run.graded_leaves = graded.get(run.pk, 0)
     return render(request, "judging/list.html", {"page": page})
 
 
@@ -51,7 +58,7 @@ def judge_run_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "leaf": is_leaf[i], "score": scores[i] if i < len(scores) else None,
             "invalid": invalid[i] if i < len(invalid) else 0, "grade": grades.get(i),
         })
-    return render(request, "judging/detail.html", {"run": run, "rows": rows})
+    return render(request, "judging/detail.html", {"run": run, "rows": rows, "graded_leaves": len(grades)})
 
 
 def leaf_grade_detail(request: HttpRequest, pk: int, node_index: int) -> HttpResponse:

@@ -75,6 +75,13 @@ class VersionCreateSerializer(serializers.Serializer):
     message = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
 
 
+class RestoreSerializer(serializers.Serializer):
+    draft = serializers.ChoiceField(choices=["keep", "discard"], required=False,
+                                    help_text="What to do with draft edits no version holds (asked with 409).")
+    draft_hash = serializers.CharField(max_length=64, required=False, default="",
+                                       help_text="With draft=discard: the draft_hash the 409 named.")
+
+
 _VERSION_PARAM = OpenApiParameter("version", int, description="A saved version number (default: the draft)")
 _IF_MATCH = OpenApiParameter("If-Match", str, OpenApiParameter.HEADER,
                              description='The ETag you read ("3"): instead of a revision in the body.')
@@ -191,8 +198,9 @@ class PaperViewSet(viewsets.ModelViewSet):
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])
     def stamp(self, request, pk=None) -> Response:
-        """A fingerprint of the draft that changes with every write (cheap: no tree is read)."""
-        return Response({"stamp": current_stamp(self.get_object())})
+        """A fingerprint of the draft that changes with every write (cheap: no tree is read), and the
+        root's pk (a new one: the draft was replaced by a restore or an import)."""
+        return Response(current_stamp(self.get_object()))
 
     @extend_schema(request=VersionCreateSerializer, responses={200: RubricVersionSerializer(many=True),
                                                                201: RubricVersionSerializer})
@@ -226,14 +234,22 @@ class PaperViewSet(viewsets.ModelViewSet):
         diff = diff_trees(*[t if t is not None else export_draft(paper) for t in sides])
         return Response(diff.as_dict())
 
-    @extend_schema(request=None, responses={201: RubricVersionSerializer})
+    @extend_schema(request=RestoreSerializer, responses={201: RubricVersionSerializer, 409: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]+)/restore")
     def restore(self, request, pk=None, number: str = "") -> Response:
-        """Make a saved version the draft again, recorded as a new version."""
+        """Make a saved version the draft again, recorded as a new version.
+
+        A draft with edits that no version holds gets 409 (with its ``draft_hash``) unless the
+        request says ``draft=keep`` (saved as a version first) or ``draft=discard`` with that hash.
+        """
         paper = self.get_object()
         version = self._version(paper, number)
-        new = restore_version(version, request.user)
-        return Response(RubricVersionSerializer(new).data, status=status.HTTP_201_CREATED)
+        choice = RestoreSerializer(data=request.data)
+        choice.is_valid(raise_exception=True)
+        done = restore_version(version, request.user, draft=choice.validated_data.get("draft"),
+                               draft_hash=choice.validated_data["draft_hash"])
+        return Response({**RubricVersionSerializer(done.version).data,
+                         "kept_version": done.kept.number if done.kept else None}, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[_VERSION_PARAM], responses={(200, "application/zip"): OpenApiTypes.BINARY})
     @action(detail=True, methods=["get"])

@@ -23,12 +23,14 @@ from apps.rubrics.models import RubricNode, RubricVersion
 from apps.rubrics.services.editor import node_dict
 from apps.rubrics.services.edits import (
     EDITABLE_FIELDS,
+    MAX_BULK_EDITS,
     add_node,
     add_subtree,
     delete_subtree,
     duplicate_subtree,
     move_node,
     update_node,
+    update_nodes,
 )
 from apps.rubrics.services.store import load_draft
 from apps.rubrics.validation import FINEGRAINED_TASK_CATEGORIES, TASK_CATEGORIES, problem_dict
@@ -91,6 +93,15 @@ class NodeFieldsSerializer(serializers.Serializer):
 
 class NodeUpdateSerializer(NodeFieldsSerializer):
     version = serializers.IntegerField(help_text="The node version you read; a stale one gets 409.")
+
+
+class NodeEditSerializer(NodeUpdateSerializer):
+    pk = serializers.IntegerField(help_text="pk of the node")
+
+
+class BulkUpdateSerializer(serializers.Serializer):
+    edits = NodeEditSerializer(many=True, allow_empty=False, max_length=MAX_BULK_EDITS,
+                               help_text="Each node's pk, the version you read, and its new fields; all or none.")
 
 
 class NodeCreateSerializer(NodeFieldsSerializer):
@@ -181,6 +192,20 @@ class RubricNodeViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         return self._node(move_node(node.paper, node.pk, values["version"], values["parent"], values.get("position")))
+
+    @extend_schema(request=BulkUpdateSerializer, responses={200: RubricNodeSerializer(many=True),
+                                                            409: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"], url_path="bulk-update")
+    def bulk_update(self, request) -> Response:
+        """Change several nodes of one draft at once (e.g. the category of every leaf of a subtree)."""
+        data = BulkUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        edits = data.validated_data["edits"]
+        first = RubricNode.objects.filter(pk=edits[0]["pk"]).select_related("paper").first()
+        if first is None:
+            return Response({"detail": f"No node {edits[0]['pk']}."}, status=status.HTTP_404_NOT_FOUND)
+        rows = update_nodes(first.paper, [(e["pk"], e["version"], _editable(e)) for e in edits])
+        return Response({"nodes": [node_dict(r) for r in rows]})
 
     @extend_schema(request=None, responses={201: RubricNodeSerializer(many=True)})
     @action(detail=True, methods=["post"])

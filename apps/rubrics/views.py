@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
@@ -12,7 +13,7 @@ from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.services.diff import diff_trees
 from apps.rubrics.services.editor import editor_payload
-from apps.rubrics.services.errors import NodeNotFound, RubricRefused
+from apps.rubrics.services.errors import NodeNotFound, RubricRefused, UnsavedDraft
 from apps.rubrics.services.store import export_draft, has_draft, load_draft
 from apps.rubrics.services.summary import summarise
 from apps.rubrics.services.versions import create_version, restore_version
@@ -64,10 +65,24 @@ def versions(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             diff = diff_trees(trees[0], trees[1])
     summary = summarise(paper)
+    can_edit = request.user.has_perm(perm("edit_rubrics"))
     return render(request, "rubrics/versions.html", {
         "paper": paper, "versions": rows, "a": a, "b": b, "diff": diff, "diff_error": diff_error,
-        "summary": summary, "can_edit": request.user.has_perm(perm("edit_rubrics")),
+        "summary": summary, "can_edit": can_edit,
+        "errors": [p for p in summary.problems if p["level"] == "error"] if summary else [],
+        "warnings": [p for p in summary.problems if p["level"] == "warning"] if summary else [],
+        "restoring": _restore_question(paper, rows, summary, request.GET.get("restore", "")) if can_edit else None,
     })
+
+
+def _restore_question(paper: Paper, rows: list[RubricVersion], summary, number: str) -> dict | None:
+    """What the page asks before a restore would replace a draft with unsaved edits."""
+    version = next((v for v in rows if str(v.number) == number), None)
+    if version is None or summary is None or not summary.unsaved:
+        return None
+    changes = diff_trees(summary.version.tree, export_draft(paper)) if summary.version else None
+    return {"version": version, "latest": summary.version, "changes": changes, "draft_hash": summary.draft_hash,
+            "keep_number": len(rows) + 1, "restored_number": len(rows) + 2}
 
 
 @require_POST
@@ -77,9 +92,8 @@ def save_version(request: HttpRequest, slug: str) -> HttpResponse:
     try:
         version = create_version(paper, request.user, request.POST.get("message", "").strip())
     except RubricRefused as exc:
-        messages.error(request, f"Not saved: {exc.message}.")
-        for problem in exc.problems[:10]:
-            messages.error(request, f"{problem.path}: {problem.message}")
+        # The page lists every problem of the draft, each with a link to its node.
+        messages.error(request, f"Not saved: {exc.message} (listed under Problems, each with a link to its node).")
     except NodeNotFound as exc:
         messages.error(request, str(exc))
     else:
@@ -92,6 +106,21 @@ def restore(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     require_perm(request, "edit_rubrics")
     paper = get_object_or_404(Paper, slug=slug)
     version = get_object_or_404(RubricVersion, paper=paper, number=number)
-    new = restore_version(version, request.user)
-    messages.success(request, f"Restored version {number} as version {new.number}.")
+    choice = request.POST.get("draft")
+    try:
+        done = restore_version(version, request.user, draft=choice if choice in ("keep", "discard") else None,
+                               draft_hash=request.POST.get("draft_hash", ""))
+    except UnsavedDraft:
+        # Edits no version holds (perhaps made after this page was loaded): ask before replacing them.
+        if choice == "discard":
+            messages.error(request, "The draft changed since you chose to discard it: look again before restoring.")
+        return redirect(f"{reverse('rubrics:versions', args=[paper.slug])}?restore={number}#restore-confirm")
+    except RubricRefused as exc:
+        if choice != "keep":
+            raise  # the version itself is refused: the error page says why (400)
+        messages.error(request, f"Not restored: the draft cannot be kept as a version. {exc.message} (listed under "
+                                "Problems, each with a link to its node), or discard the draft's edits.")
+        return redirect(f"{reverse('rubrics:versions', args=[paper.slug])}?restore={number}#restore-confirm")
+    kept = f"Kept the draft's edits as version {done.kept.number}; " if done.kept else ""
+    messages.success(request, f"{kept}Restored version {number} as version {done.version.number}.")
     return redirect("rubrics:versions", slug=paper.slug)

@@ -13,8 +13,11 @@
  *   grade-bar, current-leaf, pending-score, note-input, save-button, grade-status
  *   show-prompt         per judge cell: loads the prompt and answer into leaf-panel
  *   export-csv, export-json, pair-metrics, queue-create
- * Keys: j / ArrowDown next leaf, k / ArrowUp previous, 0 / 1 score, n note, Enter save and next,
- * Escape leaves the note field. Keys are ignored while typing in another input.
+ * Keys: j / ArrowDown next leaf, k / ArrowUp previous, 0 / 1 score, n note (after any note already
+ * there, on a line of its own), Enter save and next, s skip to the next leaf still without your grade
+ * (of your queue leaves, in a queue), u undo your last save on this page, Escape leaves the note field.
+ * Keys are ignored while typing in another input. After each save or undo the agreement table
+ * (#pair-metrics-box) is read again from the server.
  */
 (() => {
   "use strict";
@@ -28,6 +31,7 @@
   const status = $("grade-status");
   let current = null;
   let pending = null;
+  const undoStack = []; // {row, saved: {score, note}, previous: {score, note} | null}
 
   // ---------------------------------------------------------------- filters
   const filters = {
@@ -124,33 +128,114 @@
     return match ? decodeURIComponent(match[1]) : JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"];
   }
 
+  // Save and go on at once: the grade is sent in the background, so a quick "1 Enter 1 Enter"
+  // grades two leaves (waiting for the answer sent the second key to the first leaf again).
   async function save() {
     if (!current || !config.canGrade) return;
-    const cell = myCell(current);
+    const row = current;
+    const cell = myCell(row);
     const saved = cell?.querySelector("[data-role=score]")?.textContent.trim();
     const score = pending !== null ? pending : (saved === "0" || saved === "1" ? Number(saved) : null);
     if (score === null) { status.textContent = "Press 0 or 1 first."; return; }
-    const row = current;
-    status.textContent = "Saving…";
+    const previous = saved === "0" || saved === "1" ? { score: Number(saved), note: savedNote(row) } : null;
+    const body = JSON.stringify({ run: config.baseRun, node_index: Number(row.dataset.index), score, note: note.value.trimEnd() });
+    const mark = cell?.querySelector("[data-role=pending]");
+    if (mark) mark.textContent = `→ ${score} saving…`;
+    note.blur();
+    move(1);
+    status.textContent = `Saving ${leafNumber(row)}…`;
     let response;
     try {
       response = await fetch(config.gradeUrl, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
-        body: JSON.stringify({ run: config.baseRun, node_index: Number(row.dataset.index), score, note: note.value }),
+        body,
       });
     } catch (err) {
-      status.textContent = `Not saved: ${err}`;
+      notSaved(row, score, String(err));
       return;
     }
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) { notSaved(row, score, JSON.stringify(answer.detail || answer)); return; }
+    showSaved(row, answer);
+    undoStack.push({ row, saved: { score: answer.score, note: answer.note }, previous });
+    refreshMetricsSoon();
+    status.textContent = `Saved ${leafNumber(row)}: ${answer.score} (u: undo)`;
+    if (row === current && document.activeElement !== note) note.value = answer.note;
+  }
+
+  function notSaved(row, score, why) {
+    const mark = myCell(row)?.querySelector("[data-role=pending]");
+    if (mark) mark.textContent = `→ ${score} not saved`;
+    status.textContent = `Not saved ${leafNumber(row)}: ${why}`;
+  }
+
+  const leafNumber = (row) => row.querySelector(".req .muted").textContent;
+  function savedNote(row) {
+    const el = myCell(row)?.querySelector("[data-role=note]");
+    return el?.getAttribute("title") ?? el?.textContent.trim() ?? "";
+  }
+
+  // Undo the last save made on this page: the grade before it comes back, or none (the leaf is
+  // open again in your queues). The server refuses if the grade changed since (another tab).
+  async function undoLast() {
+    const last = undoStack.pop();
+    if (!last) { status.textContent = "Nothing to undo."; return; }
+    const { row } = last;
+    status.textContent = "Undoing…";
+    const response = await fetch(config.undoUrl, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      body: JSON.stringify({ run: config.baseRun, node_index: Number(row.dataset.index), saved: last.saved, previous: last.previous }),
+    }).catch((err) => ({ ok: false, status: 0, json: async () => ({ detail: String(err) }) }));
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      status.textContent = `Not saved: ${JSON.stringify(body.detail || body)}`;
-      return;
-    }
-    showSaved(row, body);
-    status.textContent = `Saved ${row.querySelector(".req .muted").textContent}: ${body.score}`;
-    if (row === current) { note.blur(); move(1); }
+    if (!response.ok) { status.textContent = `Not undone: ${body.detail || JSON.stringify(body)}`; return; }
+    if (body.removed) showRemoved(row, body.root_score); else showSaved(row, body);
+    refreshMetricsSoon();
+    select(row);
+    status.textContent = body.removed ? `Undone: ${leafNumber(row)} has no grade of yours again.` : `Undone: ${leafNumber(row)} is back to ${body.score}.`;
+  }
+
+  function showRemoved(row, rootScore) {
+    const cell = myCell(row);
+    if (!cell) return;
+    const scoreEl = cell.querySelector("[data-role=score]");
+    scoreEl.textContent = "—";
+    scoreEl.className = "score none";
+    cell.querySelector("[data-role=pending]").textContent = "";
+    const noteEl = cell.querySelector("[data-role=note]");
+    noteEl.textContent = "";
+    noteEl.removeAttribute("title");
+    cell.querySelector("[data-role=who]").textContent = "";
+    updateMine(rootScore);
+  }
+
+  // Skip: on to the next leaf that still waits for your grade (in a queue, for one of your leaves).
+  function skip() {
+    const leaves = visibleLeaves();
+    const inQueue = filters.queue !== null && filters.queue !== undefined;
+    const waiting = (row) => !["0", "1"].includes(myCell(row)?.querySelector("[data-role=score]")?.textContent.trim())
+      && (!inQueue || row.dataset.assigned === "1");
+    const at = leaves.indexOf(current);
+    const next = [...leaves.slice(at + 1), ...leaves.slice(0, Math.max(at, 0))].find(waiting);
+    const from = current;
+    if (!next) { status.textContent = "No other leaf waits for your grade."; return; }
+    select(next);
+    if (from) status.textContent = `Skipped ${leafNumber(from)}: still without your grade.`;
+  }
+
+  // The agreement table from the server, once grading pauses (a big tree takes a moment to compare).
+  let metricsTimer = null;
+  function refreshMetricsSoon() {
+    clearTimeout(metricsTimer);
+    metricsTimer = setTimeout(async () => {
+      const box = $("pair-metrics-box");
+      const response = await fetch(config.metricsUrl, { credentials: "same-origin" }).catch(() => null);
+      if (!box || !response?.ok) return;
+      const wasOpen = $("pair-metrics")?.open ?? true;
+      box.innerHTML = await response.text();
+      if ($("pair-metrics")) $("pair-metrics").open = wasOpen;
+    }, 400);
   }
 
   function showSaved(row, grade) {
@@ -165,13 +250,24 @@
     noteEl.textContent = grade.note.length > 160 ? `${grade.note.slice(0, 159)}…` : grade.note;
     noteEl.setAttribute("title", grade.note);
     cell.querySelector("[data-role=who]").textContent = `${grade.graded_by} · ${grade.graded_at.slice(0, 16).replace("T", " ")}`;
-    if ($("mine-root")) $("mine-root").textContent = Number(grade.root_score).toFixed(3);
+    updateMine(grade.root_score);
+    row.classList.add("flash");
+    setTimeout(() => row.classList.remove("flash"), 1000);
+  }
+
+  function updateMine(rootScore) {
+    if ($("mine-root")) $("mine-root").textContent = Number(rootScore).toFixed(3);
     if ($("mine-graded")) {
       const graded = rows.filter((r) => ["0", "1"].includes(myCell(r)?.querySelector("[data-role=score]")?.textContent.trim())).length;
       $("mine-graded").textContent = String(graded);
     }
-    row.classList.add("flash");
-    setTimeout(() => row.classList.remove("flash"), 1000);
+  }
+
+  // `n`: the note field, with the caret after the note already there, on a line of its own.
+  function openNote() {
+    if (note.value && !note.value.endsWith("\n")) note.value += "\n";
+    note.focus();
+    note.setSelectionRange(note.value.length, note.value.length);
   }
 
   $("save-button")?.addEventListener("click", save);
@@ -189,8 +285,10 @@
       case "j": case "ArrowDown": move(1); break;
       case "k": case "ArrowUp": move(-1); break;
       case "0": case "1": if (config.canGrade) setPending(Number(event.key)); else return; break;
-      case "n": if (config.canGrade && current) note.focus(); else return; break;
+      case "n": if (config.canGrade && current) openNote(); else return; break;
       case "Enter": if (config.canGrade && current) save(); else return; break;
+      case "s": if (config.canGrade) skip(); else return; break;
+      case "u": if (config.canGrade) undoLast(); else return; break;
       default: return;
     }
     event.preventDefault();
@@ -203,5 +301,11 @@
   });
 
   applyFilters();
+  // ?leaf=N (a queue page's link) starts on that leaf.
+  if (config.startLeaf !== null && byIndex.has(config.startLeaf)) {
+    const start = byIndex.get(config.startLeaf);
+    if (start.hidden && filters.queue) { filters.queue.checked = false; applyFilters(); }
+    select(start);
+  }
   grid.dataset.ready = "1";
 })();

@@ -5,6 +5,8 @@
 // touches. Only expanded children exist in the DOM, so a 2,000-node tree stays light.
 // Validation stays on the server (one implementation): the page re-reads /problems/ after edits.
 // So do effective weights: every answer to a change of weights or shape carries each node's share.
+// Actions run one after another, in the order they were asked for (see run/write): an edit reads the
+// node versions its predecessors left, so one tab never conflicts with itself.
 // All text from the tree goes through textContent, never innerHTML.
 
 const root = document.getElementById("rubric-editor");
@@ -35,6 +37,7 @@ function start(root) {
   for (const n of data.nodes) if (n.parent !== null) nodes.get(n.parent).children.push(n.pk);
 
   let problems = new Map(); // pk -> [problem]
+  let problemList = []; // the server's order (pre-order), for the problems panel and `e`
   setProblems(data.problems);
 
   const expanded = new Set(loadJSON(localStorage, EXPANDED_KEY, null) ?? [rootPk]);
@@ -67,6 +70,7 @@ function start(root) {
     if (r) r.disabled = history.redo.length === 0;
   }
   function setProblems(list) {
+    problemList = list;
     problems = new Map();
     for (const p of list) {
       const key = p.node ?? rootPk;
@@ -141,6 +145,8 @@ function start(root) {
     return box;
   }
   function fillRow(row, n) {
+    // A row being edited inline keeps its editor (and the focus); it is redrawn when the edit ends.
+    if (row.querySelector(":scope > .rx-inline")) return;
     const leaf = isLeaf(n.pk);
     const toggle = el("span", "rx-toggle", leaf ? "•" : isOpen(n.pk) ? "▾" : "▸");
     toggle.dataset.action = "toggle";
@@ -199,8 +205,54 @@ function start(root) {
     for (const [c, k] of Object.entries(counts).sort()) parts.push(el("span", "rx-cat " + categoryClass(c), `${c}: ${k}`));
     let errors = 0, warnings = 0;
     for (const list of problems.values()) for (const p of list) p.level === "error" ? errors++ : warnings++;
-    if (errors || warnings) parts.push(el("span", errors ? "rx-warn rx-error" : "rx-warn", `⚠ ${errors} errors, ${warnings} warnings`));
+    if (errors || warnings) {
+      const badge = el("button", errors ? "rx-warn rx-error rx-badge" : "rx-warn rx-badge", `⚠ ${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`);
+      badge.type = "button";
+      badge.id = "rx-problems-toggle";
+      badge.title = "List the problems, each with a link to its node (e: next problem)";
+      badge.setAttribute("aria-controls", "rx-problems");
+      badge.setAttribute("aria-expanded", String(!problemsPanel.hidden));
+      badge.addEventListener("click", () => showProblems(problemsPanel.hidden));
+      parts.push(badge);
+    }
     stats.replaceChildren(...parts);
+    renderProblems();
+  }
+
+  // --- the problems panel: every problem of the draft, each a link to its node ----------------
+  const problemsPanel = $("rx-problems");
+  function showProblems(open) {
+    problemsPanel.hidden = !open || problemList.length === 0;
+    $("rx-problems-toggle")?.setAttribute("aria-expanded", String(!problemsPanel.hidden));
+  }
+  function renderProblems() {
+    if (problemList.length === 0) problemsPanel.hidden = true;
+    const list = $("rx-problem-list");
+    list.replaceChildren(...problemList.map((p) => {
+      const pk = p.node ?? rootPk;
+      const item = el("li", "problem-" + p.level);
+      const n = nodes.get(pk);
+      const link = el("button", "link-button", n ? `${pathLabel(pk)} ${shortText(n.requirements)}` : p.path);
+      link.type = "button";
+      link.dataset.pk = pk;
+      link.title = p.path;
+      item.append(link, document.createTextNode(": " + p.message));
+      return item;
+    }));
+  }
+  $("rx-problem-list").addEventListener("click", (e) => {
+    const pk = Number(e.target.closest("[data-pk]")?.dataset.pk);
+    if (!nodes.has(pk)) return;
+    select(pk);
+    treeEl.focus({ preventScroll: true });
+  });
+  function nextProblem() {
+    if (!problemList.length) { say("No problems in this draft"); return; }
+    const order = problemList.map((p) => p.node ?? rootPk).filter((pk, i, all) => nodes.has(pk) && all.indexOf(pk) === i);
+    const at = order.indexOf(selected);
+    select(order[(at + 1) % order.length]);
+    const own = problems.get(selected) || [];
+    say(own.map((p) => p.message).join("; "));
   }
 
   // --- selection and the side panel ----------------------------------------------------------
@@ -224,9 +276,17 @@ function start(root) {
     for (const a of ancestors(pk)) if (!expanded.has(a)) { expanded.add(a); changed = true; }
     if (changed) { saveExpanded(); renderAll(); }
   }
+  function shortText(text, limit = 60) {
+    if (!text) return "(empty requirements)";
+    return text.length > limit ? text.slice(0, limit - 1) + "…" : text;
+  }
   function renderPanel() {
     const n = nodes.get(selected);
     if (!n) { panel.replaceChildren(); return; }
+    // A redraw (after a save, a problems refresh) must not take away a field being typed in.
+    const active = panel.contains(document.activeElement) && panel.dataset.pk === String(n.pk) ? document.activeElement : null;
+    const typing = active && active.id && "value" in active
+      ? { id: active.id, value: active.value, start: active.selectionStart, end: active.selectionEnd } : null;
     const parts = [el("h2", "", pathLabel(selected))];
     const meta = el("dl", "meta");
     meta.append(el("dt", "", "Id"), el("dd", "rx-id", n.id));
@@ -253,14 +313,14 @@ function start(root) {
       input.disabled = !canEdit;
       form.append(l, input);
     }
-    req.addEventListener("change", () => saveFields(n.pk, { requirements: req.value }));
+    req.addEventListener("change", () => write(() => saveFields(n.pk, { requirements: req.value })));
     weight.addEventListener("change", () => {
       const w = Number(weight.value);
       if (weight.value === "" || !Number.isFinite(w) || w < 0) { say("Weight must be a number ≥ 0", true); weight.value = n.weight; return; }
-      saveFields(n.pk, { weight: w });
+      write(() => saveFields(n.pk, { weight: w }));
     });
-    cat.addEventListener("change", () => saveFields(n.pk, { task_category: cat.value || null }));
-    fine.addEventListener("change", () => saveFields(n.pk, { finegrained_task_category: fine.value || null }));
+    cat.addEventListener("change", () => write(() => saveFields(n.pk, { task_category: cat.value || null })));
+    fine.addEventListener("change", () => write(() => saveFields(n.pk, { finegrained_task_category: fine.value || null })));
     parts.push(form);
     if (canEdit) {
       const actions = el("div", "rx-actions");
@@ -271,12 +331,13 @@ function start(root) {
         const b = el("button", label === "Delete" ? "danger" : "", label);
         b.type = "button";
         b.title = `Shortcut: ${key}`;
-        b.addEventListener("click", fn);
+        b.addEventListener("click", () => write(fn));
         if (n.pk === rootPk && !["Add child", "Paste into"].includes(label)) b.disabled = true;
         if (label === "Paste into" && cutPk === null) b.disabled = true;
         actions.append(b);
       }
       parts.push(actions);
+      if (!isLeaf(n.pk)) parts.push(bulkForm(n.pk));
     }
     const own = problems.get(n.pk) || [];
     if (own.length) {
@@ -285,6 +346,37 @@ function start(root) {
       parts.push(list);
     }
     panel.replaceChildren(...parts);
+    panel.dataset.pk = n.pk;
+    const again = typing && $(typing.id);
+    if (again && !again.disabled) {
+      again.value = typing.value;
+      again.focus();
+      if (typing.start !== null && typing.start !== undefined) again.setSelectionRange(typing.start, typing.end);
+    }
+  }
+  // Bulk category edit: every leaf below a node at once, as one undo step.
+  function bulkForm(pk) {
+    const leaves = subtreePks(pk).filter((p) => p !== pk && isLeaf(p));
+    const box = el("fieldset", "rx-bulk");
+    box.append(el("legend", "", `The ${leaves.length} lea${leaves.length === 1 ? "f" : "ves"} below`));
+    const cat = selectBox("rx-bulk-category", ["", ...data.categories], "");
+    cat.options[0].textContent = "(category unchanged)";
+    const fine = selectBox("rx-bulk-finegrained", ["", "(none)", ...data.finegrained], "");
+    fine.options[0].textContent = "(fine-grained unchanged)";
+    const apply = el("button", "", "Set for all of them");
+    apply.type = "button";
+    apply.id = "rx-bulk-apply";
+    apply.addEventListener("click", () => {
+      const changes = {};
+      if (cat.value) changes.task_category = cat.value;
+      if (fine.value) changes.finegrained_task_category = fine.value === "(none)" ? null : fine.value;
+      if (!Object.keys(changes).length) { say("Pick a category to set", true); return; }
+      write(() => setLeafCategories(pk, changes));
+    });
+    cat.setAttribute("aria-label", "Category for every leaf below");
+    fine.setAttribute("aria-label", "Fine-grained category for every leaf below");
+    box.append(cat, fine, apply);
+    return box;
   }
   function selectBox(id, options, value) {
     const s = el("select");
@@ -315,10 +407,27 @@ function start(root) {
   let writes = 0;
   let stampStale = false;
   setInterval(async () => {
-    if (writes || stampStale || document.visibilityState !== "visible") return;
+    if (replaced || writes || stampStale || document.visibilityState !== "visible") return;
     const r = await api("GET", `/api/papers/${paperPk}/stamp/`);
-    if (r.ok && !writes && !stampStale && r.json.stamp !== stamp) $("rx-remote").hidden = false;
+    if (!r.ok) return;
+    if (r.json.root !== rootPk) draftGone();
+    else if (!writes && !stampStale && r.json.stamp !== stamp) $("rx-remote").hidden = false;
   }, 10000);
+
+  // The whole draft was replaced (a version restored, a file imported) under this page: its rows
+  // are gone, so no edit made here can be saved. Say so once, keep what could not be saved, stop.
+  let replaced = false;
+  function draftGone(unsaved) {
+    replaced = true;
+    $("rx-remote").hidden = true;
+    $("rx-replaced").hidden = false;
+    const text = unsaved?.requirements;
+    if (text) {
+      $("rx-replaced-text").value = text;
+      $("rx-replaced-unsaved").hidden = false;
+    }
+    say("Not saved: the draft was replaced. Reload to continue.", true);
+  }
   async function api(method, url, body) {
     if (method !== "GET") { writes++; stampStale = true; }
     try {
@@ -341,19 +450,49 @@ function start(root) {
   let problemsTimer = null;
   function refreshProblemsSoon() {
     clearTimeout(problemsTimer);
-    problemsTimer = setTimeout(async () => {
-      const r = await api("GET", `/api/papers/${paperPk}/problems/`);
-      if (!r.ok) return;
-      if (!writes) { stamp = r.json.stamp; stampStale = false; }
-      setProblems(r.json.problems);
-      refreshAllRows();
-      renderStats();
-      renderPanel();
-    }, 300);
+    problemsTimer = setTimeout(refreshProblems, 300);
   }
-  function failed(r, what) {
-    if (r.status === 404) say(`${what}: this node no longer exists (deleted, or the tree was restored). Reload the page.`, true);
-    else say(`${what} failed: ${r.json?.detail || "HTTP " + r.status}`, true);
+  async function refreshProblems() {
+    clearTimeout(problemsTimer);
+    const r = await api("GET", `/api/papers/${paperPk}/problems/`);
+    if (!r.ok) return;
+    if (!writes) { stamp = r.json.stamp; stampStale = false; }
+    setProblems(r.json.problems);
+    refreshAllRows();
+    renderStats();
+    renderPanel();
+  }
+
+  // One line of actions: each starts when the one before has finished, so it reads the versions
+  // (and the selection) its predecessors left. When nothing is waiting, a step that is not a
+  // write (a move of the selection) happens at once.
+  let line = Promise.resolve();
+  let waiting = 0;
+  function run(step) {
+    const go = () => step();
+    if (waiting === 0) {
+      const result = go();
+      if (!(result instanceof Promise)) return Promise.resolve(result);
+      return enqueue(() => result);
+    }
+    return enqueue(go);
+  }
+  function enqueue(step) {
+    waiting++;
+    line = line.then(step).catch((err) => say(`Failed: ${err}`, true)).finally(() => { waiting--; });
+    return line;
+  }
+  function write(step) {
+    if (!canEdit) return Promise.resolve();
+    return run(() => (replaced ? say("Not saved: the draft was replaced. Reload to continue.", true) : step()));
+  }
+  async function failed(r, what, unsaved) {
+    if (r.status === 404) {
+      // Deleted by someone else, or the whole draft replaced: the stamp tells which.
+      const now = await api("GET", `/api/papers/${paperPk}/stamp/`);
+      if (now.ok && now.json.root !== rootPk) { draftGone(unsaved); return; }
+      say(`${what}: this node no longer exists (someone deleted it). Reload the page.`, true);
+    } else say(`${what} failed: ${r.json?.detail || "HTTP " + r.status}`, true);
   }
   function applyNode(json) {
     const n = nodes.get(json.pk);
@@ -371,7 +510,7 @@ function start(root) {
     say("Saving…");
     const r = await api("PATCH", `/api/rubric-nodes/${pk}/`, { version: n.version, ...changes });
     if (r.status === 409) return resolveConflict(pk, changes, r.json.current, record, before);
-    if (!r.ok) { failed(r, "Saving"); renderPanel(); return false; }
+    if (!r.ok) { await failed(r, "Saving", changes); renderPanel(); return false; }
     applyNode(r.json);
     applyShares(r.json.shares);
     if (record) pushUndo({ type: "edit", pk, before, after: { ...changes } });
@@ -455,9 +594,9 @@ function start(root) {
 
   async function postSubtree(parent, position, fields) {
     const r = await api("POST", "/api/rubric-nodes/", { parent, position, ...fields });
-    if (!r.ok) { failed(r, "Adding"); return null; }
+    if (!r.ok) { await failed(r, "Adding"); return null; }
     const top = insertRows(r.json.nodes);
-    nodes.get(parent).version += 1;
+    nodes.get(parent).version += 1; // the server bumps the parent of an insertion
     expanded.add(parent);
     saveExpanded();
     applyShares(r.json.shares);
@@ -465,40 +604,57 @@ function start(root) {
     afterChange([parent], true);
     return { top, pks: r.json.nodes.map((n) => n.pk) };
   }
+  // Keys typed between `a` (or `s`) and the new node's editor opening are its text, not shortcuts.
+  let typeAhead = null; // null: no add waiting; else { text, commit }
+  function typeAheadKey(e) {
+    if (typeAhead === null || e.ctrlKey || e.metaKey || e.altKey) return false;
+    if (e.key.length === 1) typeAhead.text += e.key;
+    else if (e.key === "Backspace") typeAhead.text = typeAhead.text.slice(0, -1);
+    else if (e.key === "Enter") typeAhead.commit = true;
+    else if (e.key === "Escape") typeAhead = { text: "", commit: false };
+    else return false;
+    e.preventDefault();
+    return true;
+  }
   async function addNode(pk, where) {
     if (!canEdit) return;
-    const n = nodes.get(pk);
-    let parent = pk, position = n.children.length;
-    if (where === "sibling") {
-      if (pk === rootPk) { say("The root has no siblings", true); return; }
-      parent = n.parent;
-      position = nodes.get(parent).children.indexOf(pk) + 1;
+    const typed = typeAhead ?? { text: "", commit: false };
+    try {
+      const n = nodes.get(pk);
+      let parent = pk, position = n.children.length;
+      if (where === "sibling") {
+        if (pk === rootPk) { say("The root has no siblings", true); return; }
+        parent = n.parent;
+        position = nodes.get(parent).children.indexOf(pk) + 1;
+      }
+      const p = nodes.get(parent);
+      // A leaf that gets its first child becomes an inner node, where a category is an error:
+      // its categories move down to the new child, as one undo step.
+      const categorisedLeaf = p.children.length === 0 && Boolean(p.task_category || p.finegrained_task_category);
+      const fields = { requirements: "", task_category: p.task_category || "Code Development" };
+      if (categorisedLeaf && p.finegrained_task_category) fields.finegrained_task_category = p.finegrained_task_category;
+      const made = await postSubtree(parent, position, fields);
+      if (!made) return;
+      let op = { type: "add", pks: made.pks, parent, position };
+      if (categorisedLeaf) {
+        const cleared = await setCategory(parent, { task_category: null, finegrained_task_category: null });
+        if (cleared) op = { type: "group", ops: [op, cleared] };
+      }
+      pushUndo(op);
+      select(made.top.pk);
+      say("Added; type the requirements");
+      startInlineEdit(made.top.pk, typeAhead ?? typed);
+    } finally {
+      typeAhead = null;
     }
-    const p = nodes.get(parent);
-    // A leaf that gets its first child becomes an inner node, where a category is an error:
-    // its categories move down to the new child, as one undo step.
-    const categorisedLeaf = p.children.length === 0 && Boolean(p.task_category || p.finegrained_task_category);
-    const fields = { requirements: "", task_category: p.task_category || "Code Development" };
-    if (categorisedLeaf && p.finegrained_task_category) fields.finegrained_task_category = p.finegrained_task_category;
-    const made = await postSubtree(parent, position, fields);
-    if (!made) return;
-    let op = { type: "add", pks: made.pks, parent, position };
-    if (categorisedLeaf) {
-      const before = { task_category: p.task_category, finegrained_task_category: p.finegrained_task_category };
-      const after = { task_category: null, finegrained_task_category: null };
-      if (await saveFields(parent, after, { record: false })) op = { type: "group", ops: [op, { type: "edit", pk: parent, before, after }] };
-    }
-    pushUndo(op);
-    select(made.top.pk);
-    say("Added; type the requirements");
-    startInlineEdit(made.top.pk);
   }
   async function duplicate(pk) {
     if (!canEdit || pk === rootPk) return;
     const n = nodes.get(pk);
     const r = await api("POST", `/api/rubric-nodes/${pk}/duplicate/`);
-    if (!r.ok) { failed(r, "Duplicating"); return; }
+    if (!r.ok) { await failed(r, "Duplicating"); return; }
     const top = insertRows(r.json.nodes);
+    nodes.get(n.parent).version += 1; // the server bumps the parent of an insertion
     applyShares(r.json.shares);
     rerenderChildren(n.parent);
     afterChange([n.parent], true);
@@ -515,7 +671,7 @@ function start(root) {
       say("Not deleted: someone else changed this node just now. Check it and try again.", true);
       return null;
     }
-    if (!r.ok) { failed(r, "Deleting"); return null; }
+    if (!r.ok) { await failed(r, "Deleting"); return null; }
     const parent = dropRows(pk);
     if (nodes.has(parent)) nodes.get(parent).version += 1;
     applyShares(r.json.shares);
@@ -523,24 +679,59 @@ function start(root) {
     afterChange([parent], true);
     return r.json;
   }
+
+  // Categories follow leafhood: a leaf needs one, an inner node must have none. A change of shape
+  // that turns one into the other moves the category along, in the same undo step.
+  function leafCategory(pk) {
+    // The first categorised leaf of a subtree (pre-order): what its parent takes back.
+    for (const p of subtreePks(pk)) {
+      const x = nodes.get(p);
+      if (x.children.length === 0 && x.task_category) {
+        return { task_category: x.task_category, finegrained_task_category: x.finegrained_task_category ?? null };
+      }
+    }
+    return null;
+  }
+  async function setCategory(pk, after) {
+    const n = nodes.get(pk);
+    const before = { task_category: n.task_category ?? null, finegrained_task_category: n.finegrained_task_category ?? null };
+    if (!(await saveFields(pk, after, { record: false }))) return null;
+    return { type: "edit", pk, before, after: { ...after } };
+  }
+  // A node whose last child left is a leaf again: it takes back that child's category.
+  async function regainCategory(pk, category) {
+    const n = nodes.get(pk);
+    if (!n || n.children.length || n.task_category || !category) return null;
+    return setCategory(pk, category);
+  }
+  // A categorised leaf that receives a child is an inner node now: its category goes.
+  async function dropCategory(pk, wasLeaf) {
+    const n = nodes.get(pk);
+    if (!wasLeaf || !n || !(n.task_category || n.finegrained_task_category)) return null;
+    return setCategory(pk, { task_category: null, finegrained_task_category: null });
+  }
+  const grouped = (op, ...more) => (more.some(Boolean) ? { type: "group", ops: [op, ...more.filter(Boolean)] } : op);
+
   async function removeNode(pk) {
     if (!canEdit) return;
     if (pk === rootPk) { say("The root cannot be deleted", true); return; }
     const n = nodes.get(pk);
     const siblings = nodes.get(n.parent).children;
     const next = siblings[siblings.indexOf(pk) + 1] ?? siblings[siblings.indexOf(pk) - 1] ?? n.parent;
+    const category = leafCategory(pk);
     const removed = await deleteRemote(pk);
     if (!removed) return;
-    pushUndo({ type: "delete", pks: removed.pks, parent: removed.parent, position: removed.position, subtree: removed.subtree });
+    const regained = await regainCategory(removed.parent, category);
+    pushUndo(grouped({ type: "delete", pks: removed.pks, parent: removed.parent, position: removed.position, subtree: removed.subtree }, regained));
     select(next);
-    say(`Deleted ${removed.pks.length} node${removed.pks.length === 1 ? "" : "s"} (Ctrl+Z to undo)`);
+    say(`Deleted ${removed.pks.length} node${removed.pks.length === 1 ? "" : "s"}${regained ? "; its parent took back the category " + regained.after.task_category : ""} (Ctrl+Z to undo)`);
   }
   async function moveRemote(pk, parent, position) {
     const n = nodes.get(pk);
     if (pk === parent || ancestors(parent).includes(pk)) { say("A node cannot move into its own subtree", true); return false; }
     const r = await api("POST", `/api/rubric-nodes/${pk}/move/`, { version: n.version, parent, position });
     if (r.status === 409) { applyNode(r.json.current); say("Not moved: someone else changed this node. Try again.", true); return false; }
-    if (!r.ok) { failed(r, "Moving"); return false; }
+    if (!r.ok) { await failed(r, "Moving"); return false; }
     const oldParent = n.parent;
     const siblings = nodes.get(oldParent).children;
     siblings.splice(siblings.indexOf(pk), 1);
@@ -563,12 +754,52 @@ function start(root) {
     if (!canEdit || pk === rootPk) return;
     const n = nodes.get(pk);
     const from = { parent: n.parent, position: nodes.get(n.parent).children.indexOf(pk) };
+    const category = leafCategory(pk);
+    const targetWasLeaf = isLeaf(parent);
     if (!(await moveRemote(pk, parent, position))) return;
     const to = { parent, position: nodes.get(parent).children.indexOf(pk) };
-    pushUndo({ type: "move", pk, from, to });
+    const moved = from.parent === parent ? [] : [await regainCategory(from.parent, category), await dropCategory(parent, targetWasLeaf)];
+    pushUndo(grouped({ type: "move", pk, from, to }, ...moved));
     select(pk);
     say("Moved");
   }
+  // Bulk edits: several nodes' fields in one request, all or none (a 409 names the stale node).
+  async function bulkRemote(changesByPk) {
+    const edits = [];
+    for (const [key, changes] of Object.entries(changesByPk)) {
+      const n = nodes.get(Number(key));
+      if (!n) { say("Not changed: a node of this edit no longer exists. Reload the page.", true); return false; }
+      edits.push({ pk: n.pk, version: n.version, ...changes });
+    }
+    if (!edits.length) return true;
+    say("Saving…");
+    const r = await api("POST", "/api/rubric-nodes/bulk-update/", { edits });
+    if (r.status === 409) {
+      applyNode(r.json.current);
+      refreshRow(r.json.current.pk);
+      say(`Nothing changed: someone else changed ${pathLabel(r.json.current.pk)} meanwhile. Check it and try again.`, true);
+      return false;
+    }
+    if (!r.ok) { await failed(r, "Saving"); return false; }
+    r.json.nodes.forEach(applyNode);
+    afterChange(r.json.nodes.map((x) => x.pk), false);
+    return true;
+  }
+  async function setLeafCategories(pk, changes) {
+    const before = {}, after = {};
+    for (const leaf of subtreePks(pk).filter((p) => p !== pk && isLeaf(p))) {
+      const n = nodes.get(leaf);
+      if (Object.keys(changes).every((k) => (n[k] ?? null) === changes[k])) continue;
+      before[leaf] = Object.fromEntries(Object.keys(changes).map((k) => [k, n[k] ?? null]));
+      after[leaf] = { ...changes };
+    }
+    const count = Object.keys(after).length;
+    if (!count) { say("Every leaf below already has that category"); return; }
+    if (!(await bulkRemote(after))) return;
+    pushUndo({ type: "bulk", before, after });
+    say(`Set the category of ${count} lea${count === 1 ? "f" : "ves"} (Ctrl+Z to undo)`);
+  }
+
   function cut(pk) {
     if (!canEdit || pk === rootPk) return;
     rows.get(cutPk)?.firstChild.classList.remove("cut");
@@ -597,7 +828,7 @@ function start(root) {
     const index = nodes.get(n.parent).children.indexOf(pk);
     const to = index + delta;
     if (to < 0 || to >= nodes.get(n.parent).children.length) return;
-    move(pk, n.parent, to);
+    return move(pk, n.parent, to);
   }
 
   // --- undo / redo -------------------------------------------------------------------------
@@ -611,7 +842,9 @@ function start(root) {
     const map = new Map(oldPks.map((p, i) => [p, newPks[i]]));
     const fix = (p) => (map.has(p) ? map.get(p) : p);
     const all = [...history.undo, ...history.redo].flatMap((op) => (op.type === "group" ? [op, ...op.ops] : [op]));
+    const fixKeys = (byPk) => Object.fromEntries(Object.entries(byPk).map(([p, v]) => [fix(Number(p)), v]));
     for (const op of all) {
+      if (op.type === "bulk") { op.before = fixKeys(op.before); op.after = fixKeys(op.after); continue; }
       if (op.pk !== undefined) op.pk = fix(op.pk);
       if (op.parent !== undefined) op.parent = fix(op.parent);
       if (op.pks) op.pks = op.pks.map(fix);
@@ -631,6 +864,7 @@ function start(root) {
       if (ok) select(op.pk);
       return ok;
     }
+    if (op.type === "bulk") return bulkRemote(forward ? op.after : op.before);
     if (op.type === "move") {
       const side = forward ? op.to : op.from;
       const ok = await moveRemote(op.pk, side.parent, side.position);
@@ -671,27 +905,32 @@ function start(root) {
   }
 
   // --- inline editing ----------------------------------------------------------------------
-  function startInlineEdit(pk) {
+  // ``typed``: text typed before the editor opened (a new node's), kept with the caret after it.
+  function startInlineEdit(pk, typed = null) {
     if (!canEdit) return;
     const item = rows.get(pk);
     if (!item) return;
     const req = item.firstChild.querySelector(".rx-req");
+    if (!req) return;
     const box = el("textarea", "rx-inline");
-    box.value = nodes.get(pk).requirements;
+    box.value = typed?.text || nodes.get(pk).requirements;
     box.rows = Math.min(8, Math.max(2, Math.ceil(box.value.length / 90)));
     box.setAttribute("aria-label", "Requirements");
     req.replaceWith(box);
     box.focus();
-    box.select();
+    if (typed?.text) box.setSelectionRange(box.value.length, box.value.length);
+    else box.select();
     let done = false;
     const finish = async (save) => {
       if (done) return;
       done = true;
       const value = box.value;
-      if (save) await saveFields(pk, { requirements: value });
+      box.remove(); // the row redraws itself again from here on (see fillRow)
       refreshRow(pk);
       treeEl.focus();
+      if (save) await write(() => saveFields(pk, { requirements: value }));
     };
+    if (typed?.commit) { finish(true); return; }
     box.addEventListener("keydown", (e) => {
       e.stopPropagation();
       if (e.key === "Escape") { e.preventDefault(); finish(false); }
@@ -723,53 +962,83 @@ function start(root) {
   function visibleOrder() {
     return [...treeEl.querySelectorAll(".rx-item")].map((x) => Number(x.dataset.pk));
   }
+  // Every key acts on the node selected when its turn comes: while writes are pending, keys wait
+  // in line behind them (Left after `d` goes to the copy's parent, as it would have had `d` been
+  // instant), so a quick run of keys means what it says.
+  const keyActions = {
+    ArrowDown: () => { const o = visibleOrder(); select(o[Math.min(o.indexOf(selected) + 1, o.length - 1)]); },
+    ArrowUp: () => { const o = visibleOrder(); select(o[Math.max(o.indexOf(selected) - 1, 0)]); },
+    ArrowRight: () => {
+      const n = nodes.get(selected);
+      if (!isLeaf(n.pk) && !isOpen(n.pk)) toggle(n.pk, true);
+      else if (!isLeaf(n.pk)) select(n.children.find((c) => !visibleInFilter || visibleInFilter.has(c)) ?? n.pk);
+    },
+    ArrowLeft: () => {
+      const n = nodes.get(selected);
+      if (!isLeaf(n.pk) && isOpen(n.pk) && !visibleInFilter) toggle(n.pk, false); else if (n.parent !== null) select(n.parent);
+    },
+    Home: () => select(rootPk),
+    End: () => { const o = visibleOrder(); select(o[o.length - 1]); },
+    Enter: () => startInlineEdit(selected),
+    e: () => nextProblem(),
+    x: () => cut(selected),
+    "?": () => $("rx-help").showModal(),
+    "/": () => $("rx-search").focus(),
+  };
+  const keyWrites = {
+    a: () => addNode(selected, "child"),
+    s: () => addNode(selected, "sibling"),
+    d: () => duplicate(selected),
+    v: () => paste(selected, false),
+    V: () => paste(selected, true),
+    Delete: () => removeNode(selected),
+    Backspace: () => removeNode(selected),
+  };
   treeEl.addEventListener("keydown", (e) => {
     if (e.target !== treeEl) return;
-    const pk = selected;
-    const n = nodes.get(pk);
+    if (typeAheadKey(e)) return;
     const key = e.key;
     const ctrl = e.ctrlKey || e.metaKey;
-    if (ctrl && (key === "z" || key === "Z")) { e.preventDefault(); undo(e.shiftKey ? "redo" : "undo"); return; }
-    if (ctrl && key === "y") { e.preventDefault(); undo("redo"); return; }
+    if (ctrl && (key === "z" || key === "Z")) { e.preventDefault(); write(() => undo(e.shiftKey ? "redo" : "undo")); return; }
+    if (ctrl && key === "y") { e.preventDefault(); write(() => undo("redo")); return; }
     if (ctrl) return;
-    if (e.altKey && (key === "ArrowUp" || key === "ArrowDown")) { e.preventDefault(); reorder(pk, key === "ArrowUp" ? -1 : 1); return; }
-    const handled = {
-      ArrowDown: () => { const o = visibleOrder(); select(o[Math.min(o.indexOf(pk) + 1, o.length - 1)]); },
-      ArrowUp: () => { const o = visibleOrder(); select(o[Math.max(o.indexOf(pk) - 1, 0)]); },
-      ArrowRight: () => { if (!isLeaf(pk) && !isOpen(pk)) toggle(pk, true); else if (!isLeaf(pk)) select(n.children.find((c) => !visibleInFilter || visibleInFilter.has(c)) ?? pk); },
-      ArrowLeft: () => { if (!isLeaf(pk) && isOpen(pk) && !visibleInFilter) toggle(pk, false); else if (n.parent !== null) select(n.parent); },
-      Home: () => select(rootPk),
-      End: () => { const o = visibleOrder(); select(o[o.length - 1]); },
-      Enter: () => startInlineEdit(pk),
-      a: () => addNode(pk, "child"),
-      s: () => addNode(pk, "sibling"),
-      d: () => duplicate(pk),
-      x: () => cut(pk),
-      v: () => paste(pk, false),
-      V: () => paste(pk, true),
-      Delete: () => removeNode(pk),
-      Backspace: () => removeNode(pk),
-      "?": () => $("rx-help").showModal(),
-      "/": () => $("rx-search").focus(),
-    }[key];
-    if (handled) { e.preventDefault(); handled(); }
+    if (e.altKey && (key === "ArrowUp" || key === "ArrowDown")) {
+      e.preventDefault();
+      write(() => reorder(selected, key === "ArrowUp" ? -1 : 1));
+      return;
+    }
+    if (e.altKey) return;
+    if (keyWrites[key] && canEdit) {
+      e.preventDefault();
+      if (key === "a" || key === "s") typeAhead = { text: "", commit: false };
+      write(keyWrites[key]);
+    } else if (keyActions[key]) {
+      e.preventDefault();
+      run(keyActions[key]);
+    }
   });
   document.addEventListener("keydown", (e) => {
     // "?" and undo also work when focus is on the page rather than the tree.
     if (e.target !== document.body) return;
     if (e.key === "?") { e.preventDefault(); $("rx-help").showModal(); }
-    else if ((e.ctrlKey || e.metaKey) && (e.key === "z" || e.key === "Z")) { e.preventDefault(); undo(e.shiftKey ? "redo" : "undo"); }
+    else if ((e.ctrlKey || e.metaKey) && (e.key === "z" || e.key === "Z")) { e.preventDefault(); write(() => undo(e.shiftKey ? "redo" : "undo")); }
   });
   $("rx-help-button").addEventListener("click", () => $("rx-help").showModal());
-  $("rx-undo")?.addEventListener("click", () => undo("undo"));
-  $("rx-redo")?.addEventListener("click", () => undo("redo"));
-  $("rx-save-version")?.addEventListener("click", async () => {
+  $("rx-undo")?.addEventListener("click", () => write(() => undo("undo")));
+  $("rx-redo")?.addEventListener("click", () => write(() => undo("redo")));
+  $("rx-save-version")?.addEventListener("click", () => {
     const message = window.prompt("Version message: what changed and why?", "");
     if (message === null) return;
-    const r = await api("POST", `/api/papers/${paperPk}/versions/`, { message });
-    if (r.ok) say(`Saved version ${r.json.number}`);
-    else if (r.json?.problems) say(`Not saved: ${r.json.detail}. ${r.json.problems.slice(0, 3).map((p) => p.message).join("; ")}`, true);
-    else failed(r, "Saving the version");
+    // In line behind pending edits, so the version holds them.
+    write(async () => {
+      const r = await api("POST", `/api/papers/${paperPk}/versions/`, { message });
+      if (r.ok) { say(`Saved version ${r.json.number}`); return; }
+      if (!r.json?.problems) { await failed(r, "Saving the version"); return; }
+      const errors = r.json.problems.filter((p) => p.level === "error").length;
+      await refreshProblems();
+      showProblems(true);
+      say(`Not saved: ${errors} error${errors === 1 ? "" : "s"} to fix first, listed under Problems (e: next problem)`, true);
+    });
   });
   $("rx-expand-all").addEventListener("click", () => {
     for (const n of nodes.values()) if (n.children.length) expanded.add(n.pk);
@@ -817,10 +1086,12 @@ function start(root) {
     const zone = dropZone(e, row);
     const pk = dragPk;
     dragPk = null;
-    if (zone === "into" || target === rootPk) { move(pk, target, nodes.get(target).children.filter((c) => c !== pk).length); return; }
-    const parent = nodes.get(target).parent;
-    const siblings = nodes.get(parent).children.filter((c) => c !== pk);
-    move(pk, parent, siblings.indexOf(target) + (zone === "after" ? 1 : 0));
+    write(() => {
+      if (zone === "into" || target === rootPk) return move(pk, target, nodes.get(target).children.filter((c) => c !== pk).length);
+      const parent = nodes.get(target).parent;
+      const siblings = nodes.get(parent).children.filter((c) => c !== pk);
+      return move(pk, parent, siblings.indexOf(target) + (zone === "after" ? 1 : 0));
+    });
   });
   treeEl.addEventListener("dragend", () => { dragPk = null; });
 
@@ -862,7 +1133,9 @@ function start(root) {
   categorySelect.addEventListener("change", applyFilter);
 
   renderAll();
-  select(rootPk, { scroll: false });
+  // ?node=PK (the versions page's problem links) opens the editor on that node.
+  const wanted = Number(new URLSearchParams(window.location.search).get("node"));
+  if (nodes.has(wanted)) select(wanted); else select(rootPk, { scroll: false });
   saveHistory();
   root.dataset.ready = "1";
 }

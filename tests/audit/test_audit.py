@@ -249,8 +249,8 @@ def test_judge_report_api_csv_and_page(world, client_for):
     report = client.get(f"/api/audit/report/?{query}").json()
     assert report["n"] == 3
     assert report["cost_per_submission"] == {"reference": 2.0, "candidate": 0.25}
-    # Kendall: (a, b) and (a, c) concordant, (b, c) discordant -> 1/3, below the 0.5 threshold.
-    assert report["value"] == pytest.approx(1 / 3) and report["verdict"] == "fail"
+    # Kendall: (a, b) and (a, c) concordant, (b, c) discordant -> 1/3; 3 submissions are too few for a verdict.
+    assert report["value"] == pytest.approx(1 / 3) and report["verdict"] == "too few"
     # Root scores a, b, c: big 1.0, 0.167, 0.0; cheap 0.667, 0.167, 0.25 -> b and c swap order.
     assert len(report["flips"]) == 1
     assert [j["judge"] for j in report["landscape"]] == ["cheap-judge"]
@@ -359,3 +359,59 @@ def test_pages_pick_runs_and_create_a_queue(world, client_for):
     assert picked.status_code == 200 and "cheap-judge" in picked.content.decode()
     missing = client.post("/audit/queues/", {"runs": ids})
     assert missing.status_code == 400 and "assignees" in missing.content.decode()
+
+
+def _grade(client, run, leaf, score, note=""):
+    return client.post("/api/audit/grades/", {"run": run.pk, "node_index": leaf, "score": score, "note": note},
+                       content_type="application/json")
+
+
+def _undo(client, run, leaf, saved, previous):
+    return client.post("/api/audit/grades/undo/", {"run": run.pk, "node_index": leaf, "saved": saved,
+                                                   "previous": previous}, content_type="application/json")
+
+
+def test_undo_of_a_first_grade_removes_it_and_reopens_the_queue_leaf(world, client_for):
+    leaf = world["leaves"][0]  # where the judges disagree: a queue leaf
+    client = client_for("curator")
+    queue = client.post("/api/audit-queues/", {"runs": [world["big"].pk, world["cheap"].pk],
+                                               "assignees": ["curator"]}, content_type="application/json").json()
+    saved = _grade(client, world["cheap"], leaf, 1, "seen").json()
+    assert AuditItem.objects.get(queue_id=queue["id"]).done_at is not None
+    undone = _undo(client, world["cheap"], leaf, {"score": 1, "note": "seen"}, None)
+    assert undone.status_code == 200 and undone.json()["removed"] is True
+    human = JudgeRun.objects.get(pk=saved["human_run"])
+    assert not human.grades.exists() and human.n_leaves == 0
+    assert AuditItem.objects.get(queue_id=queue["id"]).done_at is None
+
+
+def test_undo_puts_the_previous_grade_back_unless_it_changed_meanwhile(world, client_for):
+    leaf = world["leaves"][1]
+    client = client_for("curator")
+    _grade(client, world["big"], leaf, 1, "first look")
+    _grade(client, world["big"], leaf, 0, "second look")
+    back = _undo(client, world["big"], leaf, {"score": 0, "note": "second look"}, {"score": 1, "note": "first look"})
+    assert back.status_code == 200 and (back.json()["score"], back.json()["note"]) == (1.0, "first look")
+    # Another tab graded it again: an undo of the older save changes nothing.
+    _grade(client, world["big"], leaf, 0, "third look")
+    stale = _undo(client, world["big"], leaf, {"score": 1, "note": "first look"}, None)
+    assert stale.status_code == 409 and "changed since" in stale.json()["detail"]
+    assert LeafGrade.objects.get(run__graded_by=world["curator"], node_index=leaf).explanation == "third look"
+    assert _undo(client_for("viewer"), world["big"], leaf, {"score": 0, "note": ""}, None).status_code == 403
+
+
+def test_the_agreement_table_alone_for_the_compare_page(world, client_for):
+    client = client_for("curator")
+    _grade(client, world["big"], world["leaves"][0], 0)
+    html = client.get(f"/audit/compare/metrics/?runs={world['big'].pk},{world['cheap'].pk}").content.decode()
+    assert 'id="pair-metrics"' in html and "you (curator)" in html and "<html" not in html
+    assert client.get("/audit/compare/metrics/?runs=x").status_code == 400
+
+
+def test_what_if_counts_leaves_without_a_grade_separately_from_new_leaves(world, client_for):
+    result = client_for("viewer").get(f"/api/audit/what-if/?paper={world['paper'].slug}&version=1").json()
+    rows = {(r["judge"], r["submission"].split(" · ")[1]): r for j in result["judges"] for r in j["rows"]}
+    # 5 leaves: cheap-judge on a is invalid on one; big-judge on c graded none; nothing is new.
+    assert rows[("cheap-judge", "submissions/a")]["ungraded_leaves"] == 1
+    assert rows[("big-judge", "submissions/c")]["ungraded_leaves"] == 5
+    assert {r["unmatched_leaves"] for r in rows.values()} == {0}

@@ -37,6 +37,12 @@ def test_demo_judge_scores_follow_from_their_leaf_grades(personas):
     leaf_scores = {g.node_index: g.score for g in run.grades.all()}
     assert run.score == pytest.approx(score_tree(nodes, leaf_scores)[0])
     assert run.rubric_hash == run.rubric_version.content_hash
+    # Stored like real runs: leaf counts and node scores (the run list and pages read them).
+    for stored in JudgeRun.objects.all():
+        assert stored.n_leaves == stored.grades.count() > 0
+        assert len(stored.node_scores["scores"]) == len(flatten(stored.rubric_version.tree))
+    # A grader's own notes are theirs, not the judge's wording.
+    assert not run.grades.filter(explanation__startswith="Expectations").exists()
 
 
 def test_demo_has_a_finished_job_with_a_loss_curve(personas, client_for):

@@ -85,6 +85,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "audit:home": (V, None),
     "audit:compare": (V, None),
     "audit:compare-export": (V, None),
+    "audit:compare-metrics": (V, None),
     "audit:report": (V, None),
     "audit:report-export": (V, None),
     "audit:what-if": (V, None),
@@ -124,6 +125,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "rubric-node-detail": (V, None, ER, ER),
     "rubric-node-duplicate": (None, ER),
     "rubric-node-move": (None, ER),
+    "rubric-node-bulk-update": (None, ER),
     "trajectory-list": (V, None),
     "trajectory-detail": (V, None),
     "trajectory-turns": (V, None),
@@ -166,6 +168,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     # A what-if recomputes figures from posted weights; it stores nothing.
     "audit-what-if": (V, V),
     "audit-grades": (None, G),
+    "audit-undo-grade": (None, G),
     "audit-import-judge-eval": (None, G),
     "audit-queue-list": (V, G),
     "audit-queue-detail": (V, None),

@@ -149,6 +149,24 @@ def test_the_versions_page_shows_a_diff(client_for):
     assert "0 added · 0 removed · 0 moved · 1 changes" in html and "Reworded" in html
 
 
+def test_the_versions_page_shows_which_words_of_a_requirement_changed(client_for):
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Leaf b is mostly done"})
+    html = client_for("viewer").get(f"/rubrics/{paper.slug}/versions/?a=1&b=draft").content.decode()
+    assert '<span class="word-diff" data-testid="word-diff">Leaf b is <ins>mostly </ins>done</span>' in html
+
+
+def test_a_stale_discard_from_the_versions_page_asks_again_and_changes_nothing(client_for):
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"weight": 2})
+    response = client_for("curator").post(f"/rubrics/{paper.slug}/versions/1/restore/",
+                                          {"draft": "discard", "draft_hash": "seen-before-the-last-edit"})
+    assert response.status_code == 302 and response["Location"].endswith("?restore=1#restore-confirm")
+    assert paper.rubric_versions.count() == 1 and paper.rubric_nodes.get(node_id="b").weight == 2
+    page = client_for("curator").get(response["Location"])
+    assert b'data-testid="restore-confirm"' in page.content
+
+
 def test_restoring_from_the_versions_page(client_for):
     paper = make_paper()
     delete_subtree(paper, pk_of(paper, "a"), None)

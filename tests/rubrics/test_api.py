@@ -163,6 +163,40 @@ def test_save_version_diff_and_restore_through_the_api(client_for):
     assert client.get(f"/api/papers/{paper.pk}/versions/diff/?a=1&b=draft").json()["summary"]["changed"] == 0
 
 
+def test_restore_over_unsaved_draft_edits_is_a_409_until_the_client_chooses(client_for):
+    paper = make_paper()
+    client = client_for("curator")
+    _patch(client, pk_of(paper, "b"), {"version": 1, "weight": 3})
+    url = f"/api/papers/{paper.pk}/versions/1/restore/"
+    asked = client.post(url)
+    assert asked.status_code == 409 and asked.json()["latest_version"] == 1
+    assert "draft=keep" in asked.json()["detail"]
+    stale = client.post(url, {"draft": "discard", "draft_hash": "0" * 64}, content_type="application/json")
+    assert stale.status_code == 409 and paper.rubric_versions.count() == 1
+    done = client.post(url, {"draft": "discard", "draft_hash": asked.json()["draft_hash"]},
+                       content_type="application/json")
+    assert done.status_code == 201 and done.json()["number"] == 2 and done.json()["kept_version"] is None
+    assert RubricNode.objects.get(paper=paper, node_id="b").weight == 1
+
+
+def test_bulk_update_sets_several_nodes_or_none(client_for):
+    paper = make_paper()
+    client = client_for("curator")
+    edits = [{"pk": pk_of(paper, "a1"), "version": 1, "task_category": "Result Analysis"},
+             {"pk": pk_of(paper, "a2"), "version": 1, "task_category": "Result Analysis"}]
+    response = client.post("/api/rubric-nodes/bulk-update/", {"edits": edits}, content_type="application/json")
+    assert response.status_code == 200
+    assert [(n["id"], n["task_category"], n["version"]) for n in response.json()["nodes"]] == [
+        ("a1", "Result Analysis", 2), ("a2", "Result Analysis", 2)]
+    stale = client.post("/api/rubric-nodes/bulk-update/", {"edits": [{**edits[0], "task_category": None}]},
+                        content_type="application/json")
+    assert stale.status_code == 409 and stale.json()["current"]["version"] == 2
+    assert client_for("viewer").post("/api/rubric-nodes/bulk-update/", {"edits": edits},
+                                     content_type="application/json").status_code == 403
+    assert client_for("curator").post("/api/rubric-nodes/bulk-update/", {"edits": []},
+                                      content_type="application/json").status_code == 400
+
+
 def test_saving_a_version_with_errors_is_a_400_listing_them(client_for):
     paper = make_paper()
     client = client_for("curator")

@@ -6,10 +6,18 @@ import pytest
 
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricNode, RubricVersion
-from apps.rubrics.services.diff import diff_trees
+from apps.rubrics.services.diff import diff_trees, word_diff
 from apps.rubrics.services.editor import draft_problems, editor_payload
-from apps.rubrics.services.edits import add_node, add_subtree, delete_subtree, duplicate_subtree, move_node, update_node
-from apps.rubrics.services.errors import RubricRefused, StaleNode, TreeEditError
+from apps.rubrics.services.edits import (
+    add_node,
+    add_subtree,
+    delete_subtree,
+    duplicate_subtree,
+    move_node,
+    update_node,
+    update_nodes,
+)
+from apps.rubrics.services.errors import RubricRefused, StaleNode, TreeEditError, UnsavedDraft
 from apps.rubrics.services.parsing import parse_rubric_value, tree_hash
 from apps.rubrics.services.store import export_draft, load_draft
 from apps.rubrics.services.versions import create_version, import_rubric_tree, restore_version
@@ -50,8 +58,9 @@ def test_restore_makes_an_old_version_the_draft_as_a_new_version():
     paper = make_paper()
     delete_subtree(paper, pk_of(paper, "a"), None)
     create_version(paper, None, "no a")
-    v3 = restore_version(paper.rubric_versions.get(number=1))
-    assert v3.number == 3 and v3.message == "Restored version 1"
+    done = restore_version(paper.rubric_versions.get(number=1))
+    v3 = done.version
+    assert v3.number == 3 and v3.message == "Restored version 1" and done.kept is None
     assert json.dumps(export_draft(paper)) == json.dumps(small_tree())
     assert v3.content_hash == paper.rubric_versions.get(number=1).content_hash
 
@@ -222,3 +231,63 @@ def test_nested_objects_keep_their_key_order_through_the_database():
     tree["sub_tasks"][1]["custom"] = {"z": None, "a": [1.0, 2]}
     paper = make_paper(tree)
     assert json.dumps(export_draft(paper)) == json.dumps(tree)
+
+
+def test_restore_refuses_to_replace_draft_edits_that_no_version_holds():
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Unsaved wording"})
+    with pytest.raises(UnsavedDraft) as asked:
+        restore_version(paper.rubric_versions.get(number=1))
+    assert asked.value.latest_number == 1 and asked.value.draft_hash == tree_hash(export_draft(paper))
+    assert paper.rubric_nodes.get(node_id="b").requirements == "Unsaved wording"
+    assert paper.rubric_versions.count() == 1
+
+
+def test_restore_keeps_the_draft_as_a_version_first_when_asked():
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Unsaved wording"})
+    done = restore_version(paper.rubric_versions.get(number=1), draft="keep")
+    assert (done.kept.number, done.version.number) == (2, 3)
+    assert "Unsaved wording" in done.kept.tree_json and json.dumps(export_draft(paper)) == json.dumps(small_tree())
+
+
+def test_restore_discards_only_the_draft_the_user_saw():
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": "Seen"})
+    seen = tree_hash(export_draft(paper))
+    update_node(paper, pk_of(paper, "b"), 2, {"requirements": "Typed after the user looked"})
+    with pytest.raises(UnsavedDraft):
+        restore_version(paper.rubric_versions.get(number=1), draft="discard", draft_hash=seen)
+    done = restore_version(paper.rubric_versions.get(number=1), draft="discard",
+                           draft_hash=tree_hash(export_draft(paper)))
+    assert done.kept is None and done.version.number == 2
+
+
+def test_a_draft_with_errors_cannot_be_kept_and_nothing_is_restored():
+    paper = make_paper()
+    update_node(paper, pk_of(paper, "b"), 1, {"requirements": ""})
+    with pytest.raises(RubricRefused):
+        restore_version(paper.rubric_versions.get(number=1), draft="keep")
+    assert paper.rubric_versions.count() == 1 and paper.rubric_nodes.get(node_id="b").requirements == ""
+
+
+def test_update_nodes_changes_all_or_none():
+    paper = make_paper()
+    a1, a2 = pk_of(paper, "a1"), pk_of(paper, "a2")
+    update_nodes(paper, [(a1, 1, {"task_category": "Result Analysis"}), (a2, 1, {"task_category": "Result Analysis"})])
+    assert set(paper.rubric_nodes.filter(pk__in=[a1, a2]).values_list("task_category", "version")) == {
+        ("Result Analysis", 2)}
+    with pytest.raises(StaleNode) as stale:
+        update_nodes(paper, [(a1, 2, {"task_category": None}), (a2, 1, {"task_category": None})])
+    assert stale.value.current.pk == a2
+    # The first edit was rolled back with the stale one.
+    assert paper.rubric_nodes.get(pk=a1).task_category == "Result Analysis"
+    with pytest.raises(TreeEditError):
+        update_nodes(paper, [(a1, 2, {"task_category": "No such category"})])
+
+
+def test_a_word_diff_marks_only_the_words_that_changed():
+    runs = word_diff("The model is trained on CIFAR-10 for 10 epochs", "The model is fine-tuned on CIFAR-100 for 10 epochs")
+    assert runs == [["same", "The model is "], ["del", "trained"], ["ins", "fine-tuned"], ["same", " on "],
+                    ["del", "CIFAR-10"], ["ins", "CIFAR-100"], ["same", " for 10 epochs"]]
+    assert "".join(t for op, t in runs if op != "ins") == "The model is trained on CIFAR-10 for 10 epochs"

@@ -11,6 +11,7 @@ from django.utils import timezone
 from apps.audit.models import AuditItem
 from apps.audit.services.submissions import same_submission, submission_key, submission_of
 from apps.audit.services.trees import Tree, tree_of
+from apps.core.domain import Conflict
 from apps.judging.models import JudgeRun, LeafGrade
 
 MAX_NOTE_CHARS = 10_000
@@ -71,10 +72,42 @@ def grade_leaf(*, base: JudgeRun, node_index: Any, score: Any, note: str = "", u
                   "graded_at": now},
     )
     rescore(run, tree)
-    AuditItem.objects.filter(queue__paper_id=base.paper_id, queue__submission_key=submission_key(base),
-                             queue__base_run__rubric_version_id=base.rubric_version_id, node_index=index,
-                             assignee=user, done_at__isnull=True).update(done_at=now)
+    _queue_items(base, index, user).filter(done_at__isnull=True).update(done_at=now)
     return grade
+
+
+def _queue_items(base: JudgeRun, index: int, user):
+    """The user's audit items of this leaf, in every queue over the base run's submission and version."""
+    return AuditItem.objects.filter(queue__paper_id=base.paper_id, queue__submission_key=submission_key(base),
+                                    queue__base_run__rubric_version_id=base.rubric_version_id, node_index=index,
+                                    assignee=user)
+
+
+class GradeChanged(Conflict):
+    """The grade to undo is no longer the one saved (changed meanwhile, e.g. in another tab): 409."""
+
+
+@transaction.atomic
+def undo_grade(*, base: JudgeRun, node_index: Any, user, saved: tuple[float, str],
+               previous: tuple[float, str] | None) -> LeafGrade | None:
+    """Put the user's grade of one leaf back as it was before they saved ``saved``.
+
+    ``previous`` is that earlier grade (score, note), or None: then the grade is removed and the
+    leaf is open again in the user's audit queues. Nothing changes unless the grade is still
+    ``saved``, so an undo never overwrites a later grade.
+    """
+    index = _check_leaf(base, node_index)
+    JudgeRun.objects.select_for_update().filter(pk=base.pk).first()
+    run = own_human_run(base, user)
+    grade = run.grades.filter(node_index=index).first() if run is not None else None
+    if grade is None or (grade.score, grade.explanation) != (float(saved[0]), saved[1]):
+        raise GradeChanged("Your grade of this leaf changed since you saved it (in another tab?): nothing was undone.")
+    if previous is not None:
+        return grade_leaf(base=base, node_index=index, score=previous[0], note=previous[1], user=user)
+    grade.delete()
+    rescore(run, tree_of(base.rubric_version))
+    _queue_items(base, index, user).update(done_at=None)
+    return None
 
 
 def rescore(run: JudgeRun, tree: Tree) -> None:

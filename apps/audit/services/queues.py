@@ -14,7 +14,9 @@ from apps.audit.models import AuditItem, AuditQueue
 from apps.audit.services.comparison import build_comparison
 from apps.audit.services.grading import own_human_run
 from apps.audit.services.submissions import submission_key
+from apps.audit.services.trees import tree_of
 from apps.core.roles import perm
+from apps.rubrics.paperbench import node_number
 
 
 @transaction.atomic
@@ -90,6 +92,17 @@ def reassign_items(queue: AuditQueue, *, from_user, to_users: Sequence[Any], use
     AuditItem.objects.bulk_update(items, ["assignee"])
     _mark_already_graded(queue, to_users)
     return len(items)
+
+
+def queue_items(queue: AuditQueue) -> list[dict[str, Any]]:
+    """The queue's leaves with what a grader needs to see: number and requirement text."""
+    nodes = tree_of(queue.base_run.rubric_version).nodes
+    out = []
+    for item in queue.items.select_related("assignee"):
+        node = nodes[item.node_index] if item.node_index < len(nodes) else None
+        out.append({"item": item, "number": node_number(nodes, item.node_index) if node else "?",
+                    "requirements": str(node.requirements or "") if node else ""})
+    return out
 
 
 def queue_progress(queues: Iterable[AuditQueue] | None = None) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ def what_if(paper: Paper, tree: dict[str, Any], label: str) -> dict[str, Any]:
     runs = list(JudgeRun.objects.filter(paper=paper).select_related("paper", "rubric_version", "trajectory")
                 .order_by("judge_name", "pk"))
     by_judge: dict[str, list[dict[str, Any]]] = {}
+    leaf_count = sum(plan.is_leaf)
     for run in runs:
         source = tree_of(run.rubric_version)
         match = match_leaves(nodes, source.nodes)
@@ -56,6 +57,8 @@ def what_if(paper: Paper, tree: dict[str, Any], label: str) -> dict[str, Any]:
         by_judge.setdefault(run.judge_name, []).append({
             "run": run.pk, "judge": run.judge_name, "submission": submission_label(run), "old": old, "new": new,
             "delta": new - old, "unmatched_leaves": len(match.unmatched_target),
+            # Every leaf of the new tree this run gives no valid grade: ungraded, invalid, or new.
+            "ungraded_leaves": leaf_count - len(new_leaves),
         })
     judges = []
     for judge, rows in by_judge.items():
@@ -68,5 +71,5 @@ def what_if(paper: Paper, tree: dict[str, Any], label: str) -> dict[str, Any]:
         rows.sort(key=lambda r: r["new_rank"])
         judges.append({"judge": judge, "rows": rows, "changed": sum(1 for r in rows if r["rank_change"]),
                        "kendall": kendall_tau([r["old"] for r in rows], [r["new"] for r in rows])})
-    return {"paper": paper.slug, "tree": label, "leaves": sum(plan.is_leaf), "judges": judges,
+    return {"paper": paper.slug, "tree": label, "leaves": leaf_count, "judges": judges,
             "runs": len(runs), "rank_changes": sum(j["changed"] for j in judges)}

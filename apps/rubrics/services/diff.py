@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +88,41 @@ def diff_trees(old_tree: dict[str, Any], new_tree: dict[str, Any]) -> TreeDiff:
         for name in _DIFF_FIELDS:
             va, vb = getattr(a, name), getattr(b, name)
             if va != vb or type(va) is not type(vb):
-                changed.append({"id": b.node_id, "path": node_path(new, n), "field": name, "old": va, "new": vb})
+                change = {"id": b.node_id, "path": node_path(new, n), "field": name, "old": va, "new": vb}
+                if isinstance(va, str) and isinstance(vb, str):
+                    change["words"] = word_diff(va, vb)
+                changed.append(change)
     return TreeDiff(added, removed, moved, changed)
+
+
+# Words and the whitespace between them, so joining the runs gives back the exact texts.
+_TOKENS = re.compile(r"\s+|[^\s]+")
+
+
+def word_diff(old: str, new: str) -> list[list[str]]:
+    """A text change as runs of ``[op, text]`` (op: ``same``, ``del``, ``ins``), word by word.
+
+    The ``same`` and ``del`` runs join to ``old``, the ``same`` and ``ins`` runs to ``new``.
+    """
+    a, b = _TOKENS.findall(old), _TOKENS.findall(new)
+    runs: list[list[str]] = []
+
+    def add(op: str, tokens: list[str]) -> None:
+        if not tokens:
+            return
+        if runs and runs[-1][0] == op:
+            runs[-1][1] += "".join(tokens)
+        else:
+            runs.append([op, "".join(tokens)])
+
+    # autojunk off: long requirements repeat common words, which must still match.
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            add("same", a[i1:i2])
+        else:
+            add("del", a[i1:i2])
+            add("ins", b[j1:j2])
+    return runs
 
 
 def _kept_ranks(nodes: list[FlatNode], kept: set[int]) -> list[int]:

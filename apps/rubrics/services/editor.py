@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Max, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricNode
@@ -26,10 +26,12 @@ def draft_stamp(draft: DraftTree) -> str:
     return f"{len(draft.pks)}-{max(draft.pks)}-{sum(draft.versions)}"
 
 
-def current_stamp(paper: Paper) -> str:
-    """``draft_stamp`` from one aggregate query, without reading the tree."""
-    agg = RubricNode.objects.filter(paper=paper).aggregate(n=Count("id"), top=Max("id"), total=Sum("version"))
-    return f"{agg['n']}-{agg['top']}-{agg['total'] or 0}"
+def current_stamp(paper: Paper) -> dict[str, Any]:
+    """``draft_stamp`` from one aggregate query, without reading the tree, and the root's pk: a
+    new root means the whole draft was replaced (a restore, an import), not edited."""
+    agg = RubricNode.objects.filter(paper=paper).aggregate(
+        n=Count("id"), top=Max("id"), total=Sum("version"), root=Min("id", filter=Q(parent__isnull=True)))
+    return {"stamp": f"{agg['n']}-{agg['top']}-{agg['total'] or 0}", "root": agg["root"]}
 
 
 def draft_problems(draft: DraftTree) -> list[dict[str, Any]]:

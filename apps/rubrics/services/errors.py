@@ -28,3 +28,21 @@ class StaleNode(Conflict):
 
     def __init__(self, current: RubricNode) -> None:
         super().__init__("This node was changed by someone else since you loaded it.", current)
+
+
+class UnsavedDraft(Conflict):
+    """Restoring would replace a draft whose edits no version holds: the user chooses first (409).
+
+    ``draft_hash`` names the draft as it is now: discarding must name it, so edits made after
+    the user looked are never discarded unseen.
+    """
+
+    def __init__(self, latest_number: int | None, draft_hash: str) -> None:
+        since = f"version {latest_number}" if latest_number else "no version yet"
+        super().__init__(
+            f"The draft has edits that no version holds ({since}): keep them as a version first, or discard "
+            "them: send draft=keep, or draft=discard with this draft_hash.",
+            details={"draft_hash": draft_hash, "latest_version": latest_number},
+        )
+        self.latest_number = latest_number
+        self.draft_hash = draft_hash

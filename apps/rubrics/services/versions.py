@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from django.db import transaction
 from django.db.models import Max
@@ -11,9 +12,9 @@ from django.db.models import Max
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion, dumps_compact
 from apps.rubrics.paperbench import flatten, leaf_mask
-from apps.rubrics.services.errors import RubricRefused
+from apps.rubrics.services.errors import RubricRefused, UnsavedDraft
 from apps.rubrics.services.parsing import ParsedRubric, tree_hash
-from apps.rubrics.services.store import export_draft, lock_paper, replace_draft
+from apps.rubrics.services.store import export_draft, has_draft, lock_paper, replace_draft
 from apps.rubrics.validation import errors, validate_tree
 
 
@@ -54,9 +55,43 @@ def import_rubric_tree(paper: Paper, parsed: ParsedRubric, user=None, message: s
     return create_version(paper, user, message, parsed.tree)
 
 
+DraftChoice = Literal["keep", "discard"]
+
+
+@dataclass(slots=True)
+class Restored:
+    version: RubricVersion  # the restored tree, saved as the newest version
+    kept: RubricVersion | None = None  # the draft's unsaved edits, saved first when asked to
+
+
+def unsaved_draft_hash(paper: Paper) -> str | None:
+    """The draft's hash when it holds edits that no version has (it differs from the latest), else None."""
+    if not has_draft(paper):
+        return None
+    current = tree_hash(export_draft(paper))
+    last = latest_version(paper)
+    return None if last is not None and last.content_hash == current else current
+
+
 @transaction.atomic
-def restore_version(version: RubricVersion, user=None) -> RubricVersion:
-    """Make an old version the draft again and record that as a new version."""
+def restore_version(version: RubricVersion, user=None, *, draft: DraftChoice | None = None,
+                    draft_hash: str = "") -> Restored:
+    """Make an old version the draft again and record that as a new version.
+
+    A draft with unsaved edits is never replaced silently: ``draft="keep"`` saves it as a version
+    first, ``draft="discard"`` drops it only if it is still the draft the user saw (``draft_hash``);
+    otherwise ``UnsavedDraft`` asks.
+    """
+    paper = version.paper
+    lock_paper(paper)
+    kept = None
+    unsaved = unsaved_draft_hash(paper)
+    if unsaved is not None:
+        if draft == "keep":
+            kept = create_version(paper, user, f"Draft kept before restoring version {version.number}")
+        elif draft != "discard" or draft_hash != unsaved:
+            last = latest_version(paper)
+            raise UnsavedDraft(last.number if last else None, unsaved)
     tree = version.tree
-    replace_draft(version.paper, flatten(tree))
-    return create_version(version.paper, user, f"Restored version {version.number}", tree)
+    replace_draft(paper, flatten(tree))
+    return Restored(create_version(paper, user, f"Restored version {version.number}", tree), kept)
