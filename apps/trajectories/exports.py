@@ -44,8 +44,9 @@ class ExportLimit(ExportError):
 def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
     """Check an export request, so that what can be known now is a 400 with the reason, not a failed
     job: the tokenizer and its chat format, the selection, the split options for each trajectory.
-    Returns the job's config: the chosen ids in export order and the split options given."""
-    export_renderer()
+    Returns the job's config: the chosen ids in export order, the base model folder whose tokenizer
+    renders the windows, and the split options given."""
+    tokenizer_path, _renderer = export_renderer(str(params.get("base_model") or ""))
     chosen = export_selection(params)
     options = {name: params[name] for name in CONFIG_FIELDS if params.get(name) not in (None, "")}
     for name, value in options.items():
@@ -53,7 +54,7 @@ def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
             raise SplitConfigError(f"{name}: {value!r} is not a number")
     for trajectory in chosen:
         config_from(options, trajectory)
-    return {"ids": [t.pk for t in chosen], **options}
+    return {"ids": [t.pk for t in chosen], "base_model": tokenizer_path, **options}
 
 
 def launch_dataset_export(params: Mapping[str, Any], user: Any) -> Job:
