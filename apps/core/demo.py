@@ -43,8 +43,8 @@ DEMO_ENDPOINT = "demo-tiny"
 DEMO_SUBMISSION = "submissions/demo-sparse-routing-run-1"
 # What the tiny model answers at most per call: its answers are noise, so short ones keep demo jobs quick.
 DEMO_ENDPOINT_PARAMS = {"max_tokens": 32, "temperature": 0}
-# Programmatic checks on two leaves of each demo rubric (run in the submission's sandbox).
-DEMO_CHECKS = ("test -s reproduce.sh", "ls *.py")
+# The commands that check the demo rubrics' Code Development leaves (exit 0 = the leaf passes).
+DEMO_CHECKS = ("test -s reproduce.sh", "ls ./*.py", "grep -q 'def ' ./*.py", "test -s README.md")
 
 
 @dataclass(frozen=True)
@@ -173,10 +173,14 @@ def _seed_paper(paper: DemoPaper, rng: random.Random, admin) -> None:
     # The same service an import uses: node draft + version 1 with its content hash.
     version = import_rubric_tree(row, parse_rubric_value(tree), admin, "Imported demo rubric")
     leaves = [n for n in nodes if is_leaf[n.index]]
-    # Two leaves any submission can be checked on without a model: the demo's tiny judge answers
-    # noise, these grade for real (in a sandbox), so judging and distillation work out of the box.
-    for leaf, command in zip(leaves, DEMO_CHECKS, strict=False):
-        RubricCheck.objects.create(paper=row, node_id=leaf.node_id, command=command, timeout_s=10, created_by=admin)
+    # Code Development leaves are checked by commands, in the submission's sandbox: the demo's tiny
+    # model judges noise, these grade for real, so judging and distillation (code only) work at once.
+    code_leaves = [leaf for leaf in leaves if leaf.task_category == "Code Development"]
+    RubricCheck.objects.bulk_create([
+        RubricCheck(paper=row, node_id=leaf.node_id, command=DEMO_CHECKS[i % len(DEMO_CHECKS)], timeout_s=10,
+                    created_by=admin)
+        for i, leaf in enumerate(code_leaves)
+    ])
     for t in range(3):
         n_turns = rng.randint(300, 800)
         started = timezone.now() - timedelta(days=rng.randint(1, 20), hours=rng.randint(0, 23))
