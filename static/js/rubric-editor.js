@@ -763,9 +763,14 @@ function start(root) {
   $("rx-help-button").addEventListener("click", () => $("rx-help").showModal());
   $("rx-undo")?.addEventListener("click", () => undo("undo"));
   $("rx-redo")?.addEventListener("click", () => undo("redo"));
-  $("rx-save-version")?.addEventListener("click", async () => {
-    const message = window.prompt("Version message: what changed and why?", "");
-    if (message === null) return;
+  // The version message is asked in a dialog of the page (never window.prompt, which blocks the tab).
+  $("rx-save-version")?.addEventListener("click", () => {
+    $("rx-version-message").value = "";
+    $("rx-version").showModal();
+  });
+  $("rx-version")?.addEventListener("close", async () => {
+    if ($("rx-version").returnValue !== "save") return;
+    const message = $("rx-version-message").value;
     const r = await api("POST", `/api/papers/${paperPk}/versions/`, { message });
     if (r.ok) say(`Saved version ${r.json.number}`);
     else if (r.json?.problems) say(`Not saved: ${r.json.detail}. ${r.json.problems.slice(0, 3).map((p) => p.message).join("; ")}`, true);
