@@ -230,7 +230,7 @@ def dataset_export(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Dataset export job #{job.pk} queued: the zip appears on this page when it "
                                       "is ready.")
             return redirect("jobs:detail", pk=job.pk)
-        config = exports.dataset_export_config(params)
+        config = exports.dataset_export_config(params, request.user)
         context.update(count=len(config["ids"]), tokenizer=config["base_model"],
                        options={k: v for k, v in config.items() if k not in ("ids", "base_model")})
     except ExportLimit as exc:

@@ -68,11 +68,14 @@ def test_without_klong_tokenizer_path_the_export_renders_with_the_newest_checkpo
 def test_the_export_renders_with_the_chosen_base_models_tokenizer(client_for, tmp_path):
     folder = tiny_tokenizer(tmp_path / "chosen")
     trajectory = make_trajectory(20)
-    job = start_export(client_for("viewer"), f"ids={trajectory.pk}&base_model={folder}")
+    job = start_export(client_for("operator"), f"ids={trajectory.pk}&base_model={folder}")
     assert job.config["base_model"] == str(folder)
     (tmp_path / "empty").mkdir()
-    refused = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}&base_model={tmp_path / 'empty'}")
+    refused = client_for("operator").get(f"/trajectories/export/?ids={trajectory.pk}&base_model={tmp_path / 'empty'}")
     assert refused.status_code == 400 and b"is not a model folder with a tokenizer" in refused.content
+    # Any folder on the server is for those who may launch jobs; a viewer picks a checkpoint's.
+    viewer = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}&base_model={folder}")
+    assert viewer.status_code == 400 and b"Choose one of the checkpoints" in viewer.content
 
 
 def test_the_export_page_says_what_is_exported_and_that_a_job_renders_it(client_for, tokenizer):
