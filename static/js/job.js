@@ -88,6 +88,9 @@
   const compared = new Map();  // job id -> {title, config, series}
   const palette = ["#3b5bdb", "#e8590c", "#2f9e44", "#ae3ec9", "#1098ad", "#f03e3e", "#5c940d", "#862e9c"];
   let drawPending = false;
+  // Panels to draw again: a live point redraws its own panel, a toggle or another run all of them.
+  const dirty = new Set();
+  let allDirty = true;
 
   // advantage_min / _max / _std share a panel; every other metric has its own.
   const groupOf = (name) => name.replace(/_(min|max|std|mean|p\d\d)$/, "");
@@ -151,7 +154,10 @@
     }
     const weight = Number(smoothing.value);
     const runs = [{ label: `#${jobId}`, series }, ...[...compared].map(([id, other]) => ({ label: `#${id}`, series: other.series }))];
-    for (const [group, members] of groups) {
+    const redraw = allDirty ? groups : new Map([...groups].filter(([group]) => dirty.has(group)));
+    allDirty = false;
+    dirty.clear();
+    for (const [group, members] of redraw) {
       const data = [];
       runs.forEach((run, r) => members.forEach((name, m) => {
         data.push(...traces(name, run.series, run.label, palette[(r * members.length + m) % palette.length], weight));
@@ -165,7 +171,9 @@
     }
   }
 
-  function scheduleCharts() {
+  function scheduleCharts(name) {
+    if (name === undefined) allDirty = true;
+    else dirty.add(groupOf(name));
     if (!drawPending) { drawPending = true; requestAnimationFrame(drawCharts); }
   }
 
@@ -317,8 +325,10 @@
         schedulePanels(false);
         break;
       case "metric":
-        for (const [name, value] of Object.entries(ev.values)) addPoint(series, name, ev.step, value);
-        scheduleCharts();
+        for (const [name, value] of Object.entries(ev.values)) {
+          addPoint(series, name, ev.step, value);
+          scheduleCharts(name);
+        }
         schedulePanels(false);
         break;
     }
@@ -351,7 +361,7 @@
     };
   }
 
-  window.addEventListener("load", scheduleCharts);
+  window.addEventListener("load", () => scheduleCharts());
   setState(state);
   connect();
 })();
