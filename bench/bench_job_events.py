@@ -1,8 +1,11 @@
 """Worker-to-browser event latency and sustained events per second per job.
 
 A real daphne serves the WebSocket, a real (embedded) Redis carries the channel layer, and the
-events are sent by the same ``apps.jobs.progress`` code a worker runs. Baseline in the same run:
-the channel layer alone (group_send to a receive in this process), without daphne and the socket.
+events are sent by the same ``apps.jobs.progress`` code a worker runs. Baselines in the same run:
+the channel layer alone (group_send to a receive in this process), without daphne and the socket;
+and durable single-row commits per second on this disk, what bounded the events per second while
+every metric point was committed durably (the figure follows the disk's flush time, so it varies
+with the machine's load).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from django.test import Client
 from websockets.sync.client import connect
 
 from apps.core import embedded_redis
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobMetric
 from apps.jobs.progress import Progress, job_group, publish, set_state
 
 LATENCY_EVENTS = 400
@@ -57,6 +60,18 @@ def baseline_layer_latency(job_id: int) -> list[float]:
         return samples
 
     return async_to_sync(run)()
+
+
+def baseline_durable_commits(job_id: int, seconds: float = 1.0) -> float:
+    """Rows per second when each one is its own durable commit (the former cost of a metric point)."""
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        JobMetric.objects.create(job_id=job_id, step=done, name="baseline", value=0.0)
+        done += 1
+    rate = done / (time.perf_counter() - start)
+    JobMetric.objects.filter(job_id=job_id, name="baseline").delete()
+    return rate
 
 
 def main() -> None:
@@ -123,6 +138,7 @@ def measure(base: str, cookie: str, admin) -> None:
     points = [e["step"] for e in received if e.get("kind") == "metric"]
     intact = points == list(range(1, sent + 1)) and received[-1]["state"] == "succeeded"
     line("job_events_per_second_sustained", len(points) / elapsed, "events/s", ">= 500 events/s")
+    line("durable_commits_per_second_baseline", baseline_durable_commits(job.pk), "commits/s", "baseline")
     print(f"job_events_delivered: {len(points)} of {sent}, in order and final state exact: {intact}")
 
 

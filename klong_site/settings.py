@@ -170,10 +170,15 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     }
 }
+# A consumer waits for its next event with a blocking pop of 5 s (channels_redis' brpop_timeout);
+# redis-py 8 cuts any read at 5 s by default, which ended every socket of a job quiet for 5 s
+# (channels_redis issue #422): the read must outlast the pop.
+CHANNEL_LAYER_SOCKET_TIMEOUT_S = 30
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("KLONG_CHANNELS_PREFIX", "klong")},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT_S}],
+                   "prefix": env_str("KLONG_CHANNELS_PREFIX", "klong")},
     }
 }
 

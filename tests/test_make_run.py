@@ -96,6 +96,10 @@ def test_make_run_serves_the_app_and_leaves_nothing_behind_on_ctrl_c(tmp_path):
         dashboard = http.get(base + "/", timeout=10)
         assert dashboard.status_code == 200 and "<h1>Dashboard</h1>" in dashboard.text
         assert "demo-sparse-routing" in http.get(base + "/papers/", timeout=10).text
+        # The demo's tiny model, built offline, is a listed checkpoint and a local endpoint.
+        assert any("Built the demo model" in line for line in stack.lines)
+        assert "demo-tiny-chat" in http.get(base + "/jobs/checkpoints/", timeout=10).text
+        assert "demo-tiny" in http.get(base + "/judging/endpoints/", timeout=10).text
 
         health = wait_until(lambda: (r := http.get(base + "/healthz", timeout=10)).status_code == 200 and r.json())
         assert health and health["status"] == "ok", health

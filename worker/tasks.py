@@ -76,6 +76,7 @@ def claim(job_id: int, worker: str) -> Job | None:
         worker=worker,
         runner=runner_id(),
         error="",
+        eta_at=None,  # this run's pace is measured afresh
     )
     if claimed != 1:
         return None

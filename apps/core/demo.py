@@ -3,6 +3,10 @@
 Deterministic (a seeded RNG): three papers with rubric trees, long agent trajectories, model
 and human judge runs scored with the real scoring module, and a finished job with metrics.
 Everything carries the tag or title prefix "demo" so it is easy to tell from real data.
+
+``register_demo_model`` adds a tiny chat model (built offline by ``manage.py seed_demo``) as the
+demo SFT job's checkpoint and as the local endpoint "demo-tiny", and a demo submission folder: with
+them every job kind can be launched on a fresh machine before anyone has a real model.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from apps.datasets.services import create_dataset
-from apps.jobs.models import Job, JobLog, JobMetric
-from apps.judging.models import JudgeRun, LeafGrade
+from apps.jobs.models import Job, JobArtifact, JobLog, JobMetric, ModelCheckpoint
+from apps.jobs.services.checkpoints import register_checkpoint_endpoint
+from apps.judging.models import JudgeRun, LeafGrade, RubricCheck
 from apps.papers.models import Paper
 from apps.rubrics.paperbench import flatten, leaf_mask
 from apps.rubrics.scoring import score_tree
@@ -28,6 +35,16 @@ from apps.trajectories.models import Trajectory, Turn
 from apps.trajectories.tokens import EstimateCounter, turn_text
 
 DEMO_TAG = "demo"
+DEMO_SFT_TITLE = "Demo: trajectory-splitting SFT (synthetic metrics)"
+DEMO_RL_TITLE = "Demo: progressive RL (synthetic metrics)"
+# The tiny model's folder and the demo submission, relative to the data folder.
+DEMO_MODEL_PATH = "models/demo-tiny-chat"
+DEMO_ENDPOINT = "demo-tiny"
+DEMO_SUBMISSION = "submissions/demo-sparse-routing-run-1"
+# What the tiny model answers at most per call: its answers are noise, so short ones keep demo jobs quick.
+DEMO_ENDPOINT_PARAMS = {"max_tokens": 32, "temperature": 0}
+# The commands that check the demo rubrics' Code Development leaves (exit 0 = the leaf passes).
+DEMO_CHECKS = ("test -s reproduce.sh", "ls ./*.py", "grep -q 'def ' ./*.py", "test -s README.md")
 
 
 @dataclass(frozen=True)
@@ -156,6 +173,14 @@ def _seed_paper(paper: DemoPaper, rng: random.Random, admin) -> None:
     # The same service an import uses: node draft + version 1 with its content hash.
     version = import_rubric_tree(row, parse_rubric_value(tree), admin, "Imported demo rubric")
     leaves = [n for n in nodes if is_leaf[n.index]]
+    # Code Development leaves are checked by commands, in the submission's sandbox: the demo's tiny
+    # model judges noise, these grade for real, so judging and distillation (code only) work at once.
+    code_leaves = [leaf for leaf in leaves if leaf.task_category == "Code Development"]
+    RubricCheck.objects.bulk_create([
+        RubricCheck(paper=row, node_id=leaf.node_id, command=DEMO_CHECKS[i % len(DEMO_CHECKS)], timeout_s=10,
+                    created_by=admin)
+        for i, leaf in enumerate(code_leaves)
+    ])
     for t in range(3):
         n_turns = rng.randint(300, 800)
         started = timezone.now() - timedelta(days=rng.randint(1, 20), hours=rng.randint(0, 23))
@@ -207,11 +232,14 @@ def _demo_note(human: bool, score: float, model_score: float) -> str:
 
 def _seed_job(rng: random.Random, admin) -> None:
     finished = timezone.now() - timedelta(hours=5)
+    # Its config launches again as is ("Launch again with changes"): the demo model on the demo
+    # dataset, a few steps on the CPU.
     job = Job.objects.create(
-        kind="sft", title="Demo: trajectory-splitting SFT (synthetic metrics)", state=Job.State.SUCCEEDED,
-        config={"base_model": "tiny-qwen2 (demo)", "l_max": 32768, "overlap_turns": 4, "epochs": 2},
-        queue="gpu", progress=1.0, message="done", created_by=admin, worker="demo",
-        result={"windows": 412, "train_loss": 0.61, "checkpoint": "demo/ckpt-400"},
+        kind="sft", title=DEMO_SFT_TITLE, state=Job.State.SUCCEEDED,
+        config={"dataset": "demo-distilled", "base_model": str(demo_model_folder()), "l_max": 1024,
+                "overlap_turns": 2, "epochs": 1, "max_steps": 10, "grad_accum": 1, "gpus": 0, "precision": "fp32"},
+        queue="cpu", progress=1.0, message="done", created_by=admin, worker="demo",
+        result={"windows": 412, "train_loss": 0.61},
         started_at=finished - timedelta(hours=2), finished_at=finished,
     )
     Job.objects.filter(pk=job.pk).update(created_at=finished - timedelta(hours=2, minutes=3))
@@ -223,7 +251,7 @@ def _seed_job(rng: random.Random, admin) -> None:
             metrics.append(JobMetric(job=job, step=step, name="grad_norm", value=round(1.5 * math.exp(-step / 200) + 0.3, 4)))
     JobMetric.objects.bulk_create(metrics)
     JobLog.objects.create(job=job, text="Split 24 trajectories into 412 windows (manifest demo).")
-    JobLog.objects.create(job=job, text="Training finished; checkpoint written to demo/ckpt-400.")
+    JobLog.objects.create(job=job, text="Training finished (synthetic figures; the checkpoint is the demo model).")
 
 
 # Demo RL stages as the RL form writes them: a timeout and an iteration count each.
@@ -235,9 +263,10 @@ def _seed_rl_job(rng: random.Random, admin) -> None:
     and its plots have something to show before anyone has trained."""
     finished = timezone.now() - timedelta(hours=1)
     job = Job.objects.create(
-        kind="rl", title="Demo: progressive RL (synthetic metrics)", state=Job.State.SUCCEEDED, queue="gpu",
+        kind="rl", title=DEMO_RL_TITLE, state=Job.State.SUCCEEDED, queue="gpu",
         config={"stages": ", ".join(f"{hours}h:{iterations}" for hours, iterations in DEMO_RL_STAGES),
-                "n_rollouts": 4, "clip_eps": 0.2, "kl_coef": 0.02, "policy_model": "demo/ckpt-400"},
+                "n_rollouts": 4, "clip_eps": 0.2, "kl_coef": 0.02, "task_source": "toy",
+                "policy_model": str(demo_model_folder())},
         progress=1.0, message="done", created_by=admin, worker="demo",
         result={"stages": len(DEMO_RL_STAGES), "note": "synthetic figures"},
         started_at=finished - timedelta(hours=30), finished_at=finished,
@@ -260,6 +289,48 @@ def _seed_rl_job(rng: random.Random, admin) -> None:
             metrics += [JobMetric(job=job, step=step, name=name, value=round(value, 4)) for name, value in values.items()]
     JobMetric.objects.bulk_create(metrics)
     JobLog.objects.create(job=job, text="Synthetic demo figures: launch an RL job from a checkpoint to see real ones.")
+
+
+def demo_model_folder() -> Path:
+    return Path(settings.DATA_DIR) / DEMO_MODEL_PATH
+
+
+def demo_model_registered() -> bool:
+    return ModelCheckpoint.objects.filter(path=DEMO_MODEL_PATH).exists()
+
+
+DEMO_SUBMISSION_FILES = {
+    "README.md": "# Sparse expert routing: a demo submission\n\nrouter.py implements top-2 routing; "
+                 "reproduce.sh trains it for one epoch and writes results/perplexity.txt.\n",
+    "reproduce.sh": "#!/bin/sh\nset -e\npython router.py > results/perplexity.txt\n",
+    "router.py": "def route(scores, k=2):\n    return sorted(range(len(scores)), key=scores.__getitem__)[-k:]\n\n"
+                 "if __name__ == '__main__':\n    print('perplexity 23.4')\n",
+}
+
+
+@transaction.atomic
+def register_demo_model(admin=None) -> ModelCheckpoint:
+    """The tiny model in ``demo_model_folder()`` (built offline: worker/training/tiny.py) as the demo
+    SFT job's checkpoint and as the local endpoint "demo-tiny"; and a demo submission to judge.
+
+    The model's weights are random: it makes every job kind runnable on a fresh machine (its answers
+    are noise), not results."""
+    sft = Job.objects.filter(kind="sft", title=DEMO_SFT_TITLE).first()
+    checkpoint = ModelCheckpoint.objects.create(
+        job=sft, name="demo-tiny-chat", path=DEMO_MODEL_PATH, method="full",
+        base_model="tiny Qwen2 built offline (random weights: for trying the studio, not for results)",
+        config=sft.config if sft else {}, metrics={"train_loss": 0.61, "note": "synthetic demo figures"},
+    )
+    if sft is not None:
+        Job.objects.filter(pk=sft.pk).update(result={**sft.result, "checkpoint": checkpoint.pk})
+        JobArtifact.objects.create(job=sft, name="model", kind=JobArtifact.Kind.CHECKPOINT, path=DEMO_MODEL_PATH,
+                                   meta={"checkpoint": checkpoint.pk})
+    register_checkpoint_endpoint(checkpoint, demo_model_folder(), name=DEMO_ENDPOINT, params=DEMO_ENDPOINT_PARAMS)
+    folder = Path(settings.DATA_DIR) / DEMO_SUBMISSION
+    (folder / "results").mkdir(parents=True, exist_ok=True)
+    for name, text in DEMO_SUBMISSION_FILES.items():
+        (folder / name).write_text(text)
+    return checkpoint
 
 
 def demo_exists() -> bool:

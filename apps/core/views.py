@@ -10,11 +10,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core import health
+from apps.core.first_steps import first_steps
 from apps.jobs.models import Job
 from apps.judging.models import JudgeRun
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.trajectories.models import Trajectory, Turn
+
+COUNT_PAGES = {"Papers": "papers:list", "Rubric versions": "rubrics:list", "Trajectories": "trajectories:list",
+               "Turns": "trajectories:list", "Judge runs": "judging:list", "Jobs": "jobs:list"}
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -28,6 +32,9 @@ def home(request: HttpRequest) -> HttpResponse:
     }
     context = {
         "counts": counts,
+        # Each count card opens its page.
+        "count_cards": [(label, n, COUNT_PAGES[label]) for label, n in counts.items()],
+        "first_steps": first_steps(),
         "recent_jobs": Job.objects.select_related("created_by")[:8],
         "running_jobs": Job.objects.filter(state__in=[Job.State.RUNNING, Job.State.CANCELLING]).count(),
         "checks": health.check_all(worker=health.check_worker_heartbeats),

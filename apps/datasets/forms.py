@@ -5,7 +5,9 @@ from __future__ import annotations
 from django import forms
 
 from apps.datasets.services import DatasetError, check_name
+from apps.judging.fields import ENDPOINT_HELP, EndpointField
 from apps.judging.models import ModelEndpoint
+from apps.papers.fields import PapersField
 from apps.papers.models import Paper
 
 DEFAULT_INSTRUCTIONS = (
@@ -19,9 +21,9 @@ DEFAULT_INSTRUCTIONS = (
 class DistillConfigForm(forms.Form):
     """Research-Factory distillation: N teacher runs per train paper, judged, rejection-sampled."""
 
-    papers = forms.CharField(help_text="Paper ids (comma-separated): train-split papers with a saved rubric version.")
-    teacher = forms.SlugField(help_text="Model endpoint that runs the agent.")
-    judge = forms.SlugField(help_text="Model endpoint that grades each final submission.")
+    papers = PapersField(help_text="Train-split papers with a saved rubric version (the API takes \"a,b\").")
+    teacher = EndpointField(help_text="The model endpoint that runs the agent. " + ENDPOINT_HELP)
+    judge = EndpointField(help_text="The model endpoint that grades each final submission.")
     runs_per_paper = forms.IntegerField(min_value=1, max_value=64, initial=4, label="Runs per paper (N)")
     threshold = forms.FloatField(min_value=0, max_value=1, required=False, initial=0.5,
                                  help_text="Keep runs whose judged score is at least this.")

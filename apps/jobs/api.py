@@ -11,14 +11,15 @@ from rest_framework.response import Response
 from apps.jobs.downloads import artifact_download
 from apps.jobs.models import Job, JobArtifact, JobMetric
 from apps.jobs.registry import KINDS
-from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
+from apps.jobs.services.control import cancel_job, retry_job
 from apps.jobs.services.launching import launch_job
 from apps.jobs.services.pipelines import launch_pipeline
 
 
 class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True, default=None)
-    eta_s = serializers.SerializerMethodField()
+    eta_s = serializers.FloatField(read_only=True, allow_null=True,
+                                   help_text="Seconds left at the pace of the run's recent steps; null until known.")
     title = serializers.CharField(max_length=300, required=False, allow_blank=True)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     time_limit_s = serializers.IntegerField(min_value=1, required=False, allow_null=True)
@@ -35,9 +36,6 @@ class JobSerializer(serializers.ModelSerializer):
             "stage", "eta_s", "message", "error", "result", "worker", "attempt", "created_by", "created_at",
             "started_at", "finished_at",
         ]
-
-    def get_eta_s(self, job: Job) -> float | None:
-        return eta_seconds(job)
 
     def validate_kind(self, value: str) -> str:
         if value not in KINDS:

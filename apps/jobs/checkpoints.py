@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from apps.core.downloads import file_download
 from apps.core.pages import require_perm
 from apps.jobs.models import ModelCheckpoint
-from apps.judging.models import ModelEndpoint
+from apps.jobs.services.checkpoints import register_checkpoint_endpoint
 from apps.ops.artifacts import fetch_artifact
 
 
@@ -60,15 +60,7 @@ def checkpoint_endpoint(request: HttpRequest, pk: int) -> HttpResponse:
 
     require_perm(request, "launch_jobs")
     checkpoint = get_object_or_404(ModelCheckpoint, pk=pk)
-    endpoint, created = ModelEndpoint.objects.get_or_create(
-        name=f"checkpoint-{checkpoint.pk}",
-        defaults={
-            "backend": ModelEndpoint.Backend.TRANSFORMERS,
-            "model": str(checkpoint_folder(checkpoint)),
-            "description": f"{checkpoint.name} (from {checkpoint.base_model})",
-            "concurrency": 1,
-        },
-    )
+    endpoint, created = register_checkpoint_endpoint(checkpoint, checkpoint_folder(checkpoint))
     verb = "Registered" if created else "Already registered:"
     messages.success(request, f"{verb} model endpoint {endpoint.name}.")
     return redirect("judging:endpoints")

@@ -5,12 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.forms.fields import InvalidJSONInput
+from django.utils.html import format_html, format_html_join
 
 from apps.core.untrusted import JsonTooDeep, loads_json
 from apps.datasets.models import Dataset
+from apps.jobs.models import ModelCheckpoint
 from apps.jobs.queues import MAX_GPUS
+from apps.papers.fields import PaperField
 from apps.trajectories.split_service import SplitConfigError, reasoning_choice
+
+MODEL_FOLDER_HELP = (
+    "A model folder on the worker: config.json, the tokenizer files (with a chat template) and the weights. "
+    "The checkpoints here are suggested (the demo's tiny model among them: random weights, for trying things). "
+    "To bring a real model, download it where there is access, e.g. "
+    "huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct --local-dir /models/qwen2.5-0.5b-instruct, "
+    "copy the folder to every worker, and give its path here (docs/models.md)."
+)
+
+
+def model_folder_suggestions() -> list[tuple[str, str]]:
+    """The folders of the checkpoints on this install, newest first, as (path, name)."""
+    rows = ModelCheckpoint.objects.order_by("-created_at").values_list("path", "name")[:100]
+    return [(str(settings.DATA_DIR / path), name) for path, name in rows]
+
+
+class ModelFolderInput(forms.TextInput):
+    """A folder path, with the known model folders offered as suggestions (a datalist)."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        attrs = {**(attrs or {})}
+        listing = f"{attrs.get('id') or name}-suggestions"
+        attrs["list"] = listing
+        options = format_html_join("", '<option value="{}">{}</option>', model_folder_suggestions())
+        return format_html('{}<datalist id="{}">{}</datalist>', super().render(name, value, attrs, renderer),
+                           listing, options)
 
 
 class SelftestForm(forms.Form):
@@ -91,12 +121,12 @@ class SFTForm(forms.Form):
         required=False, choices=_dataset_choices,
         help_text="Or a named dataset (e.g. what a distillation kept): its trajectories, rejected ones still skipped.",
     )
-    paper = forms.CharField(required=False, max_length=200, help_text="Only this paper's trajectories (its id).")
+    paper = PaperField(store="slug", required=False, help_text="Only this paper's trajectories.")
     source = forms.ChoiceField(
         required=False, choices=[("", "any"), ("imported", "Imported"), ("distilled", "Distilled"), ("rollout", "RL rollout")]
     )
     min_score = forms.FloatField(required=False, min_value=0, max_value=1, help_text="Judged score at least this.")
-    base_model = forms.CharField(max_length=500, help_text="A local model folder (tokenizer with a chat template).")
+    base_model = forms.CharField(max_length=500, widget=ModelFolderInput, help_text=MODEL_FOLDER_HELP)
     l_max = forms.IntegerField(
         min_value=64, initial=4096, label="L_max",
         help_text="Context limit of a window. Preview the split of any trajectory on its Split page first.",

@@ -5,13 +5,15 @@ from __future__ import annotations
 from django import forms
 
 from apps.jobs.queues import MAX_GPUS
+from apps.judging.fields import EndpointField
 from apps.judging.forms import JudgeConfigForm
+from apps.papers.fields import PaperField
 from apps.papers.models import Paper
 
 
 class AgentRunForm(forms.Form):
-    paper = forms.IntegerField(min_value=1, help_text="Paper id: its Markdown, addendum and blacklist.")
-    endpoint = forms.SlugField(help_text="Model endpoint name (an HTTP teacher or a local policy).")
+    paper = PaperField(help_text="The paper to reproduce: its Markdown, addendum and blacklist.")
+    endpoint = EndpointField()
     source = forms.ChoiceField(
         choices=[("distilled", "Distilled (teacher run)"), ("rollout", "RL rollout (policy run)")],
         initial="distilled", help_text="How the trajectory is labelled.",

@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 
+from apps.jobs.forms import MODEL_FOLDER_HELP, ModelFolderInput
 from apps.jobs.models import ModelCheckpoint
 from apps.jobs.queues import MAX_GPUS
 from apps.judging.llm.config import EndpointConfigError, check_base_url
@@ -62,8 +63,8 @@ class RLForm(forms.Form):
         help_text="A trained checkpoint (Jobs > Checkpoints), e.g. the result of an SFT job; or give a folder below.",
     )
     policy_model = forms.CharField(
-        required=False, max_length=500, label="Policy model folder",
-        help_text="A local model folder (config.json and a tokenizer with a chat template), instead of a checkpoint.",
+        required=False, max_length=500, label="Policy model folder", widget=ModelFolderInput,
+        help_text="Instead of a checkpoint. " + MODEL_FOLDER_HELP,
     )
     task_source = forms.ChoiceField(
         choices=[("papers", "Papers (agent in sandboxes, rubric judge)"), ("toy", "Toy task (programmatic rubric)")],

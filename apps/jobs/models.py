@@ -42,6 +42,9 @@ class Job(models.Model):
     attempt = models.PositiveIntegerField(default=0)
     checkpoint = models.JSONField(default=dict, blank=True, help_text="What a resumed run starts from.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the run expects to finish, from the pace of its recent steps (apps/jobs/eta.py); empty
+    # until it has made a couple of steps.
+    eta_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
@@ -62,6 +65,13 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in self.FINISHED
+
+    @property
+    def eta_s(self) -> float | None:
+        """Time left at the pace of the run's recent steps (its runner's estimate); None before it has one."""
+        if self.state != self.State.RUNNING or self.eta_at is None:
+            return None
+        return max(0.0, (self.eta_at - timezone.now()).total_seconds())
 
     @property
     def duration_s(self) -> float | None:

@@ -15,6 +15,7 @@ urlpatterns = [
     path("checkpoints/<int:pk>/endpoint/", checkpoints.checkpoint_endpoint, name="checkpoint-endpoint"),
     path("selftest/", views.job_launch_selftest, name="launch-selftest"),
     path("<int:pk>/", views.job_detail, name="detail"),
+    path("<int:pk>/panel/", views.job_panel, name="panel"),
     path("<int:pk>/cancel/", views.job_cancel, name="cancel"),
     path("<int:pk>/retry/", views.job_retry, name="retry"),
     path("<int:pk>/artifacts/<int:artifact>/download/", views.job_artifact_download, name="artifact-download"),

@@ -10,10 +10,11 @@ from django.views.decorators.http import require_POST
 
 from apps.core.pages import require_perm
 from apps.jobs.downloads import artifact_download
+from apps.jobs.eta import describe
 from apps.jobs.forms import LaunchForm, PipelineForm
 from apps.jobs.models import Job, JobArtifact
 from apps.jobs.registry import KINDS
-from apps.jobs.services.control import cancel_job, eta_seconds, retry_job
+from apps.jobs.services.control import cancel_job, retry_job
 from apps.jobs.services.launching import JobConfigError, launch_job
 from apps.jobs.services.orphans import orphaned_because
 from apps.jobs.services.pipelines import launch_pipeline
@@ -38,6 +39,16 @@ def job_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+# Jobs of the same kind offered for overlaying on a job's charts.
+COMPARABLE_JOBS = 50
+
+
+def _panel_context(job: Job) -> dict:
+    """What the kind's partial on the job page needs (its ``partial_context``)."""
+    kind = KINDS.get(job.kind)
+    return {"job": job, "kind": kind, **(kind.partial_context(job) if kind and kind.partial_context else {})}
+
+
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("created_by", "parent"), pk=pk)
     series: dict[str, dict[str, list]] = {}
@@ -45,25 +56,33 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         s = series.setdefault(name, {"x": [], "y": []})
         s["x"].append(step)
         s["y"].append(value)
-    kind = KINDS.get(job.kind)
     return render(
         request,
         "jobs/detail.html",
         {
-            "job": job,
+            **_panel_context(job),
             "metrics": series,
+            "comparable": Job.objects.filter(kind=job.kind).exclude(pk=job.pk).only("pk", "title", "kind", "state")
+            [:COMPARABLE_JOBS],
             "logs": job.logs.order_by("-id")[:200][::-1],
             "artifacts": job.artifacts.all(),
             "children": job.children.all(),
-            "eta_s": eta_seconds(job),
-            "kind": kind,
-            **(kind.partial_context(job) if kind and kind.partial_context else {}),
+            "eta": describe(job.eta_s),
             # A queued job nobody will take (e.g. a GPU job on a machine without GPUs) says so.
             "unserved_queue": job.state == Job.State.QUEUED and job.queue not in queues_with_live_workers(),
             # A running job whose worker died can be retried or cancelled at once.
             "orphaned_because": orphaned_because(job),
         },
     )
+
+
+def job_panel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The kind's partial alone: the job page fetches it again as the job changes (static/js/job.js)."""
+    job = get_object_or_404(Job, pk=pk)
+    context = _panel_context(job)
+    if not context["kind"] or not context["kind"].partial:
+        raise Http404(f"Jobs of kind {job.kind!r} have no panel.")
+    return render(request, context["kind"].partial, context)
 
 
 def job_artifact_download(request: HttpRequest, pk: int, artifact: int) -> HttpResponse:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from apps.judging.fields import EndpointField
 from apps.judging.llm.config import key_policy
 from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
 from apps.judging.services import judge_eval_tree_path, submission_folder, validate_check_leaf
+from apps.papers.fields import PaperField
 
 
 class JudgeConfigForm(forms.Form):
     """Config of a "judge" job. Ids and names only: the worker reads the rows itself."""
 
-    paper = forms.IntegerField(min_value=1, help_text="Paper id.")
+    paper = PaperField(help_text="The paper whose rubric grades the submission.")
     rubric_version = forms.IntegerField(min_value=1, required=False, help_text="Default: the paper's latest version.")
-    endpoint = forms.SlugField(help_text="Model endpoint name.")
+    endpoint = EndpointField()
     submission = forms.CharField(
         max_length=1000, help_text="Submission folder, relative to the data folder (e.g. submissions/<id>)."
     )
@@ -71,9 +73,9 @@ class JudgeEvalConfigForm(forms.Form):
     """Config of a "judge_eval" job: a stored human-graded tree judged by an endpoint."""
 
     graded_tree = forms.CharField(max_length=1000, help_text="Stored graded tree, relative to the data folder.")
-    endpoint = forms.SlugField(help_text="Model endpoint name.")
+    endpoint = EndpointField()
     submission = forms.CharField(max_length=1000, required=False, help_text="Submission folder (default: empty).")
-    paper = forms.IntegerField(min_value=1, required=False, help_text="Paper id for the prompts' paper text.")
+    paper = PaperField(required=False, help_text="The paper whose text the prompts quote.")
     code_only = forms.BooleanField(required=False, initial=False)
 
     clean_endpoint = JudgeConfigForm.clean_endpoint

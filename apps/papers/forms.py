@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 from django import forms
 from django.conf import settings
 
+from apps.judging.fields import EndpointField
 from apps.judging.forms import JudgeConfigForm
 from apps.papers.candidates import CandidateFilter, normalise_venue
+from apps.papers.fields import PaperField
 from apps.papers.models import Paper, PaperCandidate
 from apps.papers.pdf import PdfError, pdf_to_markdown
 
@@ -219,8 +221,8 @@ class AttachPdfForm(forms.Form):
 class RubricDraftConfigForm(forms.Form):
     """Config of a "rubric_draft" job (launch page and jobs API)."""
 
-    paper = forms.SlugField(max_length=200, help_text="Paper id; the paper needs its text as Markdown.")
-    endpoint = forms.SlugField(help_text="Model endpoint name (any backend).")
+    paper = PaperField(store="slug", help_text="The paper to draft a rubric for; it needs its text as Markdown.")
+    endpoint = EndpointField()
     code_folder = forms.CharField(
         required=False, max_length=1000,
         help_text="Optional: the official code, a folder under official_code/ in the data folder.",

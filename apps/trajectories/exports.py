@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +21,8 @@ from django.http import StreamingHttpResponse
 
 from apps.core.domain import TooMany
 from apps.core.downloads import text_download
-from apps.jobs.models import Job
+from apps.core.roles import perm
+from apps.jobs.models import Job, ModelCheckpoint
 from apps.jobs.services.launching import launch_job
 from apps.trajectories.models import TurnAnnotation
 from apps.trajectories.split_service import (
@@ -44,12 +46,24 @@ class ExportLimit(TooMany, ExportError):
     """The user already has as many dataset exports queued or running as one may."""
 
 
-def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
+def check_tokenizer_folder(base_model: str, user: Any) -> None:
+    """Any model folder on the server is for those who may launch jobs (as SFT's base model); others
+    choose among the checkpoints' folders and KLONG_TOKENIZER_PATH."""
+    if not base_model.strip() or user.has_perm(perm("launch_jobs")):
+        return
+    known = {str(Path(settings.DATA_DIR) / path) for path in ModelCheckpoint.objects.values_list("path", flat=True)}
+    if base_model.strip() not in known | {settings.KLONG_TOKENIZER_PATH}:
+        raise ExportError("Choose one of the checkpoints' model folders (another folder on the server needs the "
+                          "operator role).")
+
+
+def dataset_export_config(params: Mapping[str, Any], user: Any) -> dict[str, Any]:
     """Check an export request, so that what can be known now is a 400 with the reason, not a failed
     job: the tokenizer and its chat format, the selection, the split options for each trajectory.
-    Returns the job's config: the chosen ids in export order, the split options given and
-    ``train_on_reasoning`` when given."""
-    export_renderer()
+    Returns the job's config: the chosen ids in export order, the base model folder whose tokenizer
+    renders the windows, the split options given and ``train_on_reasoning`` when given."""
+    check_tokenizer_folder(str(params.get("base_model") or ""), user)
+    tokenizer_path, _renderer = export_renderer(str(params.get("base_model") or ""))
     chosen = export_selection(params)
     options = {name: params[name] for name in CONFIG_FIELDS if params.get(name) not in (None, "")}
     for name, value in options.items():
@@ -60,12 +74,12 @@ def dataset_export_config(params: Mapping[str, Any]) -> dict[str, Any]:
     reasoning = reasoning_choice(params)
     if reasoning is not None:
         options[REASONING_OPTION] = reasoning
-    return {"ids": [t.pk for t in chosen], **options}
+    return {"ids": [t.pk for t in chosen], "base_model": tokenizer_path, **options}
 
 
 def launch_dataset_export(params: Mapping[str, Any], user: Any) -> Job:
     """Queue a dataset export job of the trajectories ``params`` choose (ids or the list filters)."""
-    config = dataset_export_config(params)
+    config = dataset_export_config(params, user)
     count = len(config["ids"])
     with transaction.atomic():
         _check_export_slots(user)

@@ -21,11 +21,14 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.core.cache import cache
 
 from apps.core.domain import Invalid
+from apps.jobs.models import ModelCheckpoint
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import Trajectory
@@ -327,13 +330,31 @@ DATASET_FILE = "klong-sft-dataset.zip"
 _MEMBER_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def export_renderer() -> tuple[str, ChatRenderer]:
-    """The configured tokenizer's folder and chat format, or why there is none to export with."""
-    path = configured_tokenizer_path()
+def export_tokenizer_path(base_model: str = "") -> str:
+    """The folder whose tokenizer an export renders with: the chosen base model's; else
+    KLONG_TOKENIZER_PATH; else the newest checkpoint's (on a fresh install, the demo model's)."""
+    if base_model.strip():
+        return base_model.strip()
+    if configured_tokenizer_path():
+        return configured_tokenizer_path()
+    newest = ModelCheckpoint.objects.order_by("-created_at").values_list("path", flat=True).first()
+    return str(Path(settings.DATA_DIR) / newest) if newest else ""
+
+
+def export_renderer(base_model: str = "") -> tuple[str, ChatRenderer]:
+    """The tokenizer folder and chat format an export renders with (``export_tokenizer_path``), or
+    why there is none to export with."""
+    path = export_tokenizer_path(base_model)
     if not path:
-        raise ExportError("Exporting token ids needs a tokenizer: set KLONG_TOKENIZER_PATH to a local "
-                          "tokenizer folder.")
-    renderer = configured_renderer()
+        raise ExportError("Exporting token ids needs the base model's tokenizer: choose a model folder (or "
+                          "train a checkpoint first).")
+    folder = Path(path)
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise ExportError(f"{path} is not a model folder with a tokenizer (tokenizer.json or tokenizer_config.json).")
+    try:
+        renderer = _renderer(path)
+    except (OSError, ValueError) as exc:  # files that do not load as a tokenizer
+        raise ExportError(f"The tokenizer at {path} cannot be loaded: {exc}") from None
     if renderer is None:
         raise ExportError(f"The tokenizer at {path} has no chat template to render turns with.")
     return path, renderer
@@ -406,7 +427,7 @@ def write_dataset(out: BinaryIO, trajectories: Iterable[Trajectory], config_para
     size. ``on_trajectory(done, windows)`` is called after each trajectory (the job's progress).
     Returns the ids exported and the number of windows.
     """
-    path, renderer = export_renderer()
+    path, renderer = export_renderer(str(config_params.get("base_model") or ""))
     try:
         reasoning = keeps_reasoning(reasoning_choice(config_params), renderer)
     except SplitConfigError as exc:

@@ -11,13 +11,14 @@ from django.urls import reverse
 
 from apps.core.pages import require_perm
 from apps.core.roles import perm
+from apps.jobs.forms import model_folder_suggestions
 from apps.papers.models import Paper
 from apps.trajectories import exports, services, split_service
 from apps.trajectories.exports import ExportLimit
 from apps.trajectories.forms import TrajectoryFilterForm
 from apps.trajectories.models import AnnotationLabel, Trajectory
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
-from apps.trajectories.services import TrajectoryImportError, configured_tokenizer_path
+from apps.trajectories.services import TrajectoryImportError
 from apps.trajectories.split_service import CONFIG_FIELDS, REASONING_OPTION, ExportError, SplitConfigError
 from apps.trajectories.splitting import SplitConfig, SplitError
 from apps.trajectories.uploads import (
@@ -37,7 +38,6 @@ def trajectory_list(request: HttpRequest) -> HttpResponse:
         "page": page, "filters": filters, "sort": values.get("sort") or "newest",
         "sort_columns": [("turns", "Turns"), ("tokens", "Tokens"), ("score", "Score")],
         "can_import": request.user.has_perm(perm("edit_papers")),
-        "can_export": bool(configured_tokenizer_path()),
     })
 
 
@@ -178,7 +178,6 @@ def trajectory_split(request: HttpRequest, pk: int) -> HttpResponse:
         "values": {**{k: getattr(defaults, k) for k in split_service.CONFIG_FIELDS}, "prefix_end": "",
                    **request.GET.dict()},
         "can_pin": request.user.has_perm(perm("grade")),
-        "can_export": bool(configured_tokenizer_path()),
     })
 
 
@@ -209,7 +208,7 @@ def trajectory_pin_prefix(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # What the export page passes on to its job: the selection and the split options.
-EXPORT_PARAMS = ("ids", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS, REASONING_OPTION)
+EXPORT_PARAMS = ("ids", "base_model", *TrajectoryFilterForm.base_fields, *CONFIG_FIELDS, REASONING_OPTION)
 
 
 def dataset_export(request: HttpRequest) -> HttpResponse:
@@ -218,6 +217,8 @@ def dataset_export(request: HttpRequest) -> HttpResponse:
     params = request.POST if request.method == "POST" else request.GET
     context: dict[str, Any] = {
         "params": [(name, params[name]) for name in EXPORT_PARAMS if params.get(name) not in (None, "")],
+        "model_folders": model_folder_suggestions(),
+        "tokenizer": params.get("base_model", ""),
     }
     status = 200
     try:
@@ -226,9 +227,9 @@ def dataset_export(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Dataset export job #{job.pk} queued: the zip appears on this page when it "
                                       "is ready.")
             return redirect("jobs:detail", pk=job.pk)
-        config = exports.dataset_export_config(params)
-        context.update(count=len(config["ids"]), options={k: v for k, v in config.items() if k != "ids"},
-                       tokenizer=configured_tokenizer_path())
+        config = exports.dataset_export_config(params, request.user)
+        context.update(count=len(config["ids"]), tokenizer=config["base_model"],
+                       options={k: v for k, v in config.items() if k not in ("ids", "base_model")})
     except ExportLimit as exc:
         context["error"], status = str(exc), 429
     except (ExportError, SplitConfigError) as exc:

@@ -1026,9 +1026,14 @@ function start(root) {
   $("rx-help-button").addEventListener("click", () => $("rx-help").showModal());
   $("rx-undo")?.addEventListener("click", () => write(() => undo("undo")));
   $("rx-redo")?.addEventListener("click", () => write(() => undo("redo")));
+  // The version message is asked in a dialog of the page (never window.prompt, which blocks the tab).
   $("rx-save-version")?.addEventListener("click", () => {
-    const message = window.prompt("Version message: what changed and why?", "");
-    if (message === null) return;
+    $("rx-version-message").value = "";
+    $("rx-version").showModal();
+  });
+  $("rx-version")?.addEventListener("close", () => {
+    if ($("rx-version").returnValue !== "save") return;
+    const message = $("rx-version-message").value;
     // In line behind pending edits, so the version holds them.
     write(async () => {
       const r = await api("POST", `/api/papers/${paperPk}/versions/`, { message });

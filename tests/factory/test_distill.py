@@ -268,3 +268,41 @@ def test_a_thinking_teachers_reasoning_is_kept_shown_and_trained_on_or_left_out(
         assert 'Calling submit.\n<tool_call>\n{"name": "submit"' in trained and ("<think>" in trained) is kept
     with pytest.raises(JobConfigError, match="not yes or no"):
         validate_config("sft", {"dataset": "thinking", "base_model": str(model), "train_on_reasoning": "maybe"})
+
+
+def test_a_distillation_none_of_whose_runs_could_be_judged_fails_with_the_reason_and_retry_judges_again(
+        toy_paper, stub, personas):
+    from django.conf import settings
+
+    from apps.jobs.services.launching import validate_config
+    from worker.tasks import run_job
+
+    RubricCheck.objects.all().delete()  # every leaf is the model's to grade
+    make_endpoint("teacher", stub)
+    judge = make_endpoint("judge", stub)
+    judge.base_url = "http://127.0.0.1:9/v1"  # nothing listens: every leaf call fails
+    judge.save()
+    trajectory = Trajectory.objects.create(paper=toy_paper, title="run 1", source="distilled", end_state="submitted")
+    folder = settings.DATA_DIR / "submissions" / "unjudged-run-1"
+    folder.mkdir(parents=True)
+    (folder / "solution.py").write_text(GOOD)
+    record = {"paper": "toy-add", "index": 0, "trajectory": trajectory.pk, "submission": "submissions/unjudged-run-1",
+              "error": "", "end_state": "submitted", "steps": 3, "flagged": False, "teacher_cost_usd": 0.1}
+    config = validate_config("distill", {
+        "papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 1, "threshold": 0.5,
+        "dataset": "unjudged", "sandbox_backend": "bwrap", "judge_help_after_s": 0})
+    job = Job.objects.create(kind="distill", config=config, queue="cpu", created_by=personas["operator"],
+                             checkpoint={"step": 1, "runs": [record]})
+    run_job(job.pk)
+    job.refresh_from_db()
+    # It said "Succeeded" with 0 of 1 runs judged and an empty dataset.
+    assert job.state == "failed" and "none of the 1 runs could be judged; toy-add run 1: judge job" in job.error
+    assert not Dataset.objects.exists()
+
+    judge.base_url = stub.base_url  # the endpoint is back: Retry judges the run again
+    judge.save()
+    Job.objects.filter(pk=job.pk).update(state=Job.State.QUEUED)
+    run_job(job.pk)
+    job.refresh_from_db()
+    assert job.state == "succeeded", job.error
+    assert job.result["judged"] == 1 and Job.objects.filter(kind="judge", state="succeeded").count() == 1

@@ -76,6 +76,7 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "jobs:checkpoint-endpoint": (None, LJ),
     "jobs:launch-selftest": (None, LJ),
     "jobs:detail": (V, None),
+    "jobs:panel": (V, None),
     "jobs:cancel": (None, CJ),
     "jobs:retry": (None, LJ),
     "papers:candidates": (V, None),

@@ -107,8 +107,9 @@ def test_flow_curate_a_rubric(strict_page, live_server, personas):
     assert _children(paper, "a") == ["a1", "a2", "c"]
 
     # Save a version, then diff it with the previous one on the versions page.
-    page.once("dialog", lambda dialog: dialog.accept("b reworded, c under a"))
     page.click("#rx-save-version")
+    page.fill("#rx-version-message", "b reworded, c under a")
+    page.click("#rx-version-form button[value=save]")
     _wait_status(page, "Saved version 2")
     page.goto(f"{base}/rubrics/{paper.slug}/versions/")
     page.select_option("#diff-form select[name=a]", "1")
@@ -126,7 +127,9 @@ def _number(page, selector: str) -> float:
 
 
 # Points drawn in the metrics chart (plotly keeps its traces on the element).
-POINTS = "(document.getElementById('job-metrics').data || []).reduce((n, t) => n + t.x.length, 0)"
+# Points drawn in the job's metric panels (one plot per metric).
+POINTS = ("[...document.querySelectorAll('#job-metrics .metric-plot')]"
+          ".reduce((n, plot) => n + (plot.data || []).reduce((m, t) => m + t.x.length, 0), 0)")
 
 
 def test_flow_launch_watch_cancel_and_relaunch_a_job(daphne_url, strict_page, personas, celery_worker):

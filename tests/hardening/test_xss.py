@@ -97,5 +97,6 @@ def test_no_payload_runs_in_the_browser_including_plots_and_the_inspector(page, 
     page.wait_for_selector("#job-metrics .main-svg")
     page.hover("#job-metrics .nsewdrag")
     # The payload reached the plot as a trace name (its hover label) and ran nowhere.
-    assert "alert('x1')" in page.evaluate("() => document.getElementById('job-metrics').data[0].name")
+    assert "alert('x1')" in page.evaluate("() => document.querySelector('#job-metrics .metric-plot').data[0].name")
+    assert "alert('x1')" in page.locator("#job-metrics figcaption").first.inner_text()  # the panel's title, as text
     assert ran == []

@@ -24,7 +24,7 @@ def test_an_operator_launches_a_job_from_the_form_and_watches_it_finish(
     assert page.locator("#job-percent").inner_text() == "100%"
     # The echo comes back as text, never as markup.
     assert "&lt;b&gt;from the browser&lt;/b&gt;" in page.locator("#job-result").inner_html()
-    page.wait_for_function("document.querySelectorAll('#job-metrics .scatterlayer .trace').length === 1")
+    page.wait_for_function("document.querySelectorAll('#job-metrics .metric-plot .scatterlayer .trace').length === 1")
 
 
 def test_a_bad_value_is_shown_next_to_its_field(page, live_server, personas, browser_login):

@@ -92,10 +92,13 @@ def test_the_job_page_shows_eta_and_steps_while_running(client_for):
 
     job = Job.objects.create(
         kind="selftest", state=Job.State.RUNNING, progress=0.5, step=10, total_steps=20,
-        started_at=timezone.now() - timedelta(seconds=60),
+        started_at=timezone.now() - timedelta(seconds=60), eta_at=timezone.now() + timedelta(seconds=610),
     )
     html = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
-    assert "step 10 of 20" in html and "about 60 s left" in html
+    assert "step 10 of 20" in html and "about 10 min left" in html
+    # Before the runner has a pace (a couple of steps), no guess.
+    Job.objects.filter(pk=job.pk).update(eta_at=None)
+    assert " left" not in client_for("viewer").get(f"/jobs/{job.pk}/").content.decode().split('data-testid="job-eta"')[1][:40]
 
 
 def test_a_pipeline_page_lists_its_stages(client_for, personas):

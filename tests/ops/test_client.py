@@ -74,7 +74,8 @@ def test_a_cluster_pulls_a_dataset_and_a_checkpoint(studio, tmp_path, settings, 
     # The server renders the dataset in a job; the client waits for it and downloads the zip.
     dataset = client.pull_dataset(tmp_path / "out" / "sft.zip", ids=[trajectory.pk], l_max=4000, timeout=60)
     assert set(zipfile.ZipFile(dataset).namelist()) == {"dataset.jsonl", "manifest.json"}
-    assert Job.objects.get(kind="dataset_export").config == {"ids": [trajectory.pk], "l_max": 4000}
+    assert Job.objects.get(kind="dataset_export").config == {"ids": [trajectory.pk], "l_max": 4000,
+                                                              "base_model": settings.KLONG_TOKENIZER_PATH}
     model = Path(settings.DATA_DIR) / "checkpoints" / "job-1" / "final"
     (model / "sub").mkdir(parents=True)
     (model / "config.json").write_text('{"hidden_size": 64}')

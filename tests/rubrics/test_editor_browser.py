@@ -256,8 +256,10 @@ def test_save_version_from_the_editor_records_a_numbered_version(page, live_serv
     paper = make_paper()
     update_node(paper, pk_of(paper, "b"), 1, {"weight": 4})
     _open(page, live_server, browser_login, personas["curator"], paper)
-    page.once("dialog", lambda dialog: dialog.accept("b weighs more"))
+    page.on("dialog", lambda dialog: pytest.fail(f"a browser dialog ({dialog.type}) blocked the page"))
     page.click("#rx-save-version")
+    page.fill("#rx-version-message", "b weighs more")
+    page.keyboard.press("Enter")
     page.wait_for_function("document.getElementById('rx-status').textContent === 'Saved version 2'")
     assert paper.rubric_versions.get(number=2).message == "b weighs more"
 

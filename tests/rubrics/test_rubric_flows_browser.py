@@ -170,8 +170,9 @@ def test_save_version_lists_the_problems_each_with_a_link_to_its_node(page, live
     empty = _leaves(paper)[5]
     update_node(paper, empty.pk, empty.version, {"requirements": "   "})
     _open(page, live_server, browser_login, personas["curator"], paper)
-    page.once("dialog", lambda dialog: dialog.accept("try"))
     page.click("#rx-save-version")
+    page.fill("#rx-version-message", "try")
+    page.click("#rx-version-form button[value=save]")
     page.wait_for_function("document.getElementById('rx-status').textContent.startsWith('Not saved: 1 error')")
     assert page.locator("#rx-problems").is_visible()
     # The versions page lists it too; its link opens the editor on that node.

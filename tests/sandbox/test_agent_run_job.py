@@ -146,10 +146,10 @@ def test_sandboxes_per_host_are_limited_by_redis_slots(redis_server):
 def test_the_paper_page_links_to_an_agent_run_with_the_paper_filled_in(client_for):
     paper = toy_paper()
     page = client_for("operator").get(f"/papers/{paper.slug}/").content.decode()
-    link = f"/jobs/new/?kind=agent_run&amp;paper={paper.pk}"
+    link = f"/jobs/new/?kind=agent_run&amp;paper={paper.slug}"
     assert link in page
     form = client_for("operator").get(link.replace("&amp;", "&")).content.decode()
-    assert f'name="config-paper" value="{paper.pk}"' in form
+    assert f'<option value="{paper.slug}" selected>' in form  # a select of the papers, by slug
     assert link not in client_for("viewer").get(f"/papers/{paper.slug}/").content.decode()
 
 

@@ -40,11 +40,42 @@ def api(user) -> APIClient:
     return client
 
 
-def test_the_export_page_without_a_tokenizer_says_what_to_configure(client_for):
+def test_the_export_page_without_any_tokenizer_asks_for_the_base_model_folder(client_for):
     trajectory = make_trajectory(20)
     response = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}")
-    assert response.status_code == 400 and b"KLONG_TOKENIZER_PATH" in response.content
+    assert response.status_code == 400 and b"choose a model folder" in response.content
+    assert b'name="base_model"' in response.content  # where to give it, on the same page
     assert b"export-form" not in response.content and not Job.objects.exists()
+
+
+def test_without_klong_tokenizer_path_the_export_renders_with_the_newest_checkpoints_tokenizer(client_for, settings):
+    from apps.jobs.models import ModelCheckpoint
+
+    # The demo's model on a fresh install: no environment variable needed.
+    tiny_tokenizer(Path(settings.DATA_DIR) / "models" / "demo")
+    ModelCheckpoint.objects.create(name="demo", path="models/demo", base_model="tiny")
+    trajectory = make_trajectory(60, texts=WORDY)
+    page = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}")
+    folder = str(Path(settings.DATA_DIR) / "models" / "demo")
+    assert page.status_code == 200 and f'data-testid="export-tokenizer">{folder}<' in page.content.decode()
+    job = start_export(client_for("viewer"), f"ids={trajectory.pk}&l_max=2000")
+    assert job.config["base_model"] == folder
+    run_export(job)
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(downloaded_zip(client_for("viewer"), job))).read("manifest.json"))
+    assert manifest["tokenizer_path"] == folder and manifest["windows"] > 1
+
+
+def test_the_export_renders_with_the_chosen_base_models_tokenizer(client_for, tmp_path):
+    folder = tiny_tokenizer(tmp_path / "chosen")
+    trajectory = make_trajectory(20)
+    job = start_export(client_for("operator"), f"ids={trajectory.pk}&base_model={folder}")
+    assert job.config["base_model"] == str(folder)
+    (tmp_path / "empty").mkdir()
+    refused = client_for("operator").get(f"/trajectories/export/?ids={trajectory.pk}&base_model={tmp_path / 'empty'}")
+    assert refused.status_code == 400 and b"is not a model folder with a tokenizer" in refused.content
+    # Any folder on the server is for those who may launch jobs; a viewer picks a checkpoint's.
+    viewer = client_for("viewer").get(f"/trajectories/export/?ids={trajectory.pk}&base_model={folder}")
+    assert viewer.status_code == 400 and b"Choose one of the checkpoints" in viewer.content
 
 
 def test_the_export_page_says_what_is_exported_and_that_a_job_renders_it(client_for, tokenizer):
@@ -59,7 +90,7 @@ def test_starting_an_export_queues_a_job_and_goes_to_its_page(client_for, person
     trajectory = make_trajectory(20)
     job = start_export(client_for("viewer"), f"ids={trajectory.pk}&l_max=2000")
     assert (job.kind, job.state, job.queue, job.created_by) == ("dataset_export", "queued", "cpu", personas["viewer"])
-    assert job.config == {"ids": [trajectory.pk], "l_max": "2000"}
+    assert job.config == {"ids": [trajectory.pk], "base_model": str(tokenizer), "l_max": "2000"}
     page = client_for("viewer").get(f"/jobs/{job.pk}/").content.decode()
     assert "appears here for download when the job has finished" in page
 
@@ -175,7 +206,8 @@ def test_the_api_answers_202_with_the_export_job(personas, tokenizer):
                                             {"ids": str(trajectory.pk), "l_max": 4000}, format="json")
     assert response.status_code == 202 and response.json()["trajectories"] == 1
     job = Job.objects.get(pk=response.json()["job"])
-    assert (job.kind, job.config) == ("dataset_export", {"ids": [trajectory.pk], "l_max": 4000})
+    assert (job.kind, job.config) == ("dataset_export", {"ids": [trajectory.pk], "base_model": str(tokenizer),
+                                                         "l_max": 4000})
 
 
 def test_the_api_refuses_a_bad_split_option_at_once(personas, tokenizer):

@@ -181,6 +181,16 @@ def judge_runs(job: Job, records: list[dict[str, Any]], judge: ModelEndpoint, pr
             time.sleep(0.2)
 
 
+def _judge_failed_again(records: list[dict[str, Any]]) -> None:
+    """On Retry, runs whose judge job failed or was cancelled are judged again."""
+    failed = set(Job.objects.filter(pk__in=[r["judge_job"] for r in records if r.get("judge_job")],
+                                    state__in=(Job.State.FAILED, Job.State.CANCELLED)).values_list("pk", flat=True))
+    for record in records:
+        if record.get("score") is None and record.get("judge_job") in failed:
+            record.pop("judge_job")
+            record.pop("judge_error", None)
+
+
 def _cost(records: list[dict[str, Any]]) -> float:
     return round(sum(float(r.get("teacher_cost_usd") or 0.0) + float(r.get("judge_cost_usd") or 0.0)
                      for r in records), 6)
@@ -204,6 +214,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     done = {(r["paper"], int(r["index"])) for r in records}
     if records:
         progress.log(f"Resuming after {len(records)} finished runs")
+        _judge_failed_again(records)
     total = len(slugs) * n_runs
     progress.set_total(total, stage="teacher runs")
     try:
@@ -231,6 +242,11 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     progress.update(1.0, "judging the submissions", step=total, force=True)
     judge_runs(job, records, judge, progress)
     progress.checkpoint({"step": len(records), "runs": records})
+    if not any(r.get("score") is not None for r in records):
+        # Nothing judged, nothing to select from: not a success (Retry judges them again).
+        first = next(r for r in records if r.get("judge_error") or r.get("error"))
+        raise DistillError(f"none of the {len(records)} runs could be judged; {first['paper']} run "
+                           f"{first['index'] + 1}: {first.get('judge_error') or first['error']}")
     verdicts = select_runs(_scores(records), threshold, top_k)
     for record in sorted(records, key=lambda r: (r["paper"], r["index"])):
         verdict = verdicts[(record["paper"], int(record["index"]))]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -38,6 +36,9 @@ _CORPUS = [
 def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
     """Write a byte-level BPE tokenizer with the ChatML template to ``folder``; returns it."""
 
+    # lazy: transformers only when a model is built (`manage.py seed_demo` starts fast when it has nothing to build)
+    from transformers import PreTrainedTokenizerFast
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer(models.BPE())
@@ -58,6 +59,12 @@ def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
 
 def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder."""
+
+    # lazy: torch only when a model is built (as above)
+    import torch
+
+    # lazy: transformers only when a model is built (as above)
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
     folder = Path(folder)
     fast = build_tiny_tokenizer(folder, vocab_size=vocab_size)

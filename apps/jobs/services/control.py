@@ -1,10 +1,9 @@
-"""Cancelling and retrying jobs, and how long one has left."""
+"""Cancelling and retrying jobs."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from apps.core.domain import Conflict
 from apps.jobs.models import Job
@@ -81,10 +80,3 @@ def retry_job(job: Job, user) -> Job:
         transaction.on_commit(lambda: publish(job.pk, {"kind": "state", "state": Job.State.QUEUED}))
     return job
 
-
-def eta_seconds(job: Job) -> float | None:
-    """Time left at the pace so far; None before there is a pace to go by."""
-    if job.state != Job.State.RUNNING or not job.started_at or not 0 < job.progress < 1:
-        return None
-    elapsed = (timezone.now() - job.started_at).total_seconds()
-    return elapsed * (1 - job.progress) / job.progress
