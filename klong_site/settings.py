@@ -314,8 +314,10 @@ except StorageConfigError as exc:
 # On: files written under the data folder are published to the media storage and fetched from
 # it by other machines (the S3 case); off: the data folder itself is shared (or one machine).
 KLONG_ARTIFACT_SYNC = env_bool("KLONG_ARTIFACT_SYNC", artifact_sync_enabled(STORAGES))
-# Serve straight from the source folders: no collectstatic step before the first start.
-WHITENOISE_USE_FINDERS = True
+# Served from STATIC_ROOT under content-hashed names, gzip-compressed, cached for a year
+# (klong_site/storage.py): `manage.py prepare_static` (run by `make run`, the test session and the
+# image build) collects them. With DEBUG on, straight from the source folders, re-read on change.
+WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LANGUAGE_CODE = "en-us"

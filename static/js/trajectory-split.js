@@ -16,9 +16,17 @@
     return query;
   }
 
+  const inspector = document.getElementById("inspector");
+  const inspectorHint = inspector.innerHTML;
+
   function openWindow(number) {
-    if (!window.htmx) return;
-    window.htmx.ajax("GET", `/trajectories/${trajectory}/split/window/${number}/?${params()}`, { target: "#inspector" });
+    if (!window.htmx) return Promise.resolve();
+    return window.htmx.ajax("GET", `/trajectories/${trajectory}/split/window/${number}/?${params()}`, { target: "#inspector" })
+      .then(() => {
+        // The inspector sits below the figure: bring it into view, as the click asked for it.
+        inspector.scrollIntoView({ block: "start" });
+        inspector.focus({ preventScroll: true });
+      });
   }
 
   function bars(name, color, y, base, length, extra = {}) {
@@ -102,6 +110,8 @@
   document.body.addEventListener("htmx:afterSettle", (event) => {
     if (event.detail.target && event.detail.target.id === "split-plan") {
       draw();
+      // A window of the old plan is not a window of this one.
+      inspector.innerHTML = inspectorHint;
       const pin = document.getElementById("pin-value");
       if (pin) pin.value = form.querySelector("[name=prefix_end]").value;
       const link = document.getElementById("export-link");

@@ -144,3 +144,30 @@ def codex_rollout(path: Path, *, patch: str = "*** Begin Patch\n*** End Patch\n"
     ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
+
+
+INSPECT_HEADER = {"version": 2, "status": "success",
+                  "eval": {"eval_id": "e1", "run_id": "r1", "task": "oxdna_simple", "task_id": "t1",
+                           "model": "openai/gpt-5", "config": {"epochs": 6}}}
+
+
+def inspect_sample(epoch: int, value: str) -> dict:
+    """One Inspect sample (id "default") of that epoch, scored with a letter grade."""
+    return {
+        "id": "default", "epoch": epoch, "uuid": f"u{epoch}",
+        "messages": [{"role": "user", "content": "Fix the oxDNA input files."},
+                     {"role": "assistant", "content": f"Attempt {epoch}: fixed the temperature.", "id": f"m{epoch}"}],
+        "output": {"model": "gpt-5", "choices": [{"message": {"role": "assistant", "content": "done"}}]},
+        "scores": {"oxdna_scorer": {"value": value, "explanation": "checked the energy"}},
+        "metadata": {"family": "oxdna_simple", "difficulty": "9 minutes"},
+    }
+
+
+def epochs_eval(path: Path, **kwargs: Any) -> Path:
+    """An Inspect .eval (zstd, as inspect-ai 0.3.285 writes it) of one sample run for six epochs, as METR's
+    oxdna_simple task is run."""
+    members = {"_journal/start.json": {"version": 2, "eval": INSPECT_HEADER["eval"]},
+               "header.json": INSPECT_HEADER}
+    for epoch in range(1, 7):
+        members[f"samples/default_epoch_{epoch}.json"] = inspect_sample(epoch, "C" if epoch % 2 else "I")
+    return zstd_eval(path, members, **kwargs)

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from apps.trajectories import split_service
 from apps.trajectories.formats import detect_format, read_trajectories
+from apps.trajectories.models import Trajectory
+from apps.trajectories.services import import_trajectories
 from apps.trajectories.splitting import SplitConfig
+from apps.trajectories.tokens import EstimateCounter, turn_text
 from tests.trajectories.factories import codex_rollout
 
 PATCH = "*** Begin Patch\n*** Update File: train.py\n@@\n-lr = 1e-3\n+lr = 3e-4\n*** End Patch\n"
@@ -56,14 +60,8 @@ def test_tool_call_content_parts_become_one_call_each_never_text(tmp_path: Path)
 
 @pytest.mark.django_db
 def test_an_imported_codex_session_counts_and_trains_each_call_once(tmp_path: Path) -> None:
-    from apps.trajectories import split_service
-    from apps.trajectories.services import import_trajectories
-    from apps.trajectories.tokens import EstimateCounter, turn_text
-
     path = codex_rollout(tmp_path / "rollout.jsonl", patch=PATCH)
     (imported,) = import_trajectories(path).trajectories
-    from apps.trajectories.models import Trajectory
-
     trajectory = Trajectory.objects.get(pk=imported.id)
     assert (trajectory.model_name, trajectory.title) == ("gpt-5-codex", "Reproduce table 2 of the paper")
     turns = list(trajectory.turns.order_by("index"))

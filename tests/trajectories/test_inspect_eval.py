@@ -8,33 +8,12 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.trajectories.formats import read_trajectories
-from tests.trajectories.factories import SAMPLES, zstd_eval
-
-HEADER = {"version": 2, "status": "success",
-          "eval": {"eval_id": "e1", "run_id": "r1", "task": "oxdna_simple", "task_id": "t1",
-                   "model": "openai/gpt-5", "config": {"epochs": 6}}}
-
-
-def _sample(epoch: int, value: str) -> dict:
-    return {
-        "id": "default", "epoch": epoch, "uuid": f"u{epoch}",
-        "messages": [{"role": "user", "content": "Fix the oxDNA input files."},
-                     {"role": "assistant", "content": f"Attempt {epoch}: fixed the temperature.", "id": f"m{epoch}"}],
-        "output": {"model": "gpt-5", "choices": [{"message": {"role": "assistant", "content": "done"}}]},
-        "scores": {"oxdna_scorer": {"value": value, "explanation": "checked the energy"}},
-        "metadata": {"family": "oxdna_simple", "difficulty": "9 minutes"},
-    }
-
-
-def six_epochs(path: Path, **kwargs) -> Path:
-    members = {"_journal/start.json": {"version": 2, "eval": HEADER["eval"]}, "header.json": HEADER}
-    for epoch in range(1, 7):
-        members[f"samples/default_epoch_{epoch}.json"] = _sample(epoch, "C" if epoch % 2 else "I")
-    return zstd_eval(path, members, **kwargs)
+from apps.trajectories.models import Trajectory
+from tests.trajectories.factories import INSPECT_HEADER, SAMPLES, epochs_eval, inspect_sample, zstd_eval
 
 
 def test_a_zstd_eval_reads_every_epoch_under_its_own_name_with_score_and_metadata(tmp_path: Path) -> None:
-    runs = list(read_trajectories(six_epochs(tmp_path / "oxdna.eval", frame_bytes=64)))
+    runs = list(read_trajectories(epochs_eval(tmp_path / "oxdna.eval", frame_bytes=64)))
     assert [r.title for r in runs] == [f"oxdna_simple:default (epoch {n})" for n in range(1, 7)]
     assert {r.task for r in runs} == {"oxdna_simple:default"}  # the same task, six attempts
     assert [r.score for r in runs] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
@@ -51,9 +30,8 @@ def test_the_real_deflated_eval_still_reads_and_an_epoch_is_named_only_when_ther
 
 @pytest.mark.django_db
 def test_an_archive_in_a_compression_nobody_reads_is_a_400_naming_it(client_for, tmp_path: Path) -> None:
-    from apps.trajectories.models import Trajectory
-
-    path = zstd_eval(tmp_path / "ppmd.eval", {"header.json": HEADER, "samples/1_epoch_1.json": _sample(1, "C")},
+    path = zstd_eval(tmp_path / "ppmd.eval",
+                     {"header.json": INSPECT_HEADER, "samples/1_epoch_1.json": inspect_sample(1, "C")},
                      method=98)
     with path.open("rb") as fp:
         response = client_for("curator").post("/api/trajectories/import/", {"file": fp})
@@ -65,8 +43,6 @@ def test_an_archive_in_a_compression_nobody_reads_is_a_400_naming_it(client_for,
 
 @pytest.mark.django_db
 def test_the_import_command_reads_a_zstd_eval(tmp_path: Path, capsys) -> None:
-    from apps.trajectories.models import Trajectory
-
-    call_command("import_trajectories", str(six_epochs(tmp_path / "oxdna.eval")))
+    call_command("import_trajectories", str(epochs_eval(tmp_path / "oxdna.eval")))
     assert "6 trajectories imported" in capsys.readouterr().out
     assert sorted(Trajectory.objects.values_list("final_score", flat=True)) == [0.0] * 3 + [1.0] * 3
