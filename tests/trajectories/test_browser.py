@@ -252,3 +252,31 @@ def test_an_export_from_the_split_page_runs_as_a_job_whose_page_offers_the_zip(
     manifest = json.loads(archive.read("manifest.json"))
     assert [t["trajectory"] for t in manifest["trajectories"]] == [trajectory.pk]
     assert manifest["trajectories"][0]["manifest"]["config"]["l_max"] == 1500
+
+
+def test_a_curator_works_through_an_annotation_queue_from_the_keyboard(page, live_server, personas, browser_login):
+    from apps.trajectories.models import AnnotationQueue, TurnAnnotation
+    from apps.trajectories.services import ensure_default_labels
+
+    ensure_default_labels()
+    trajectory = make_trajectory(9, texts={2: "first <b>answer</b>", 4: "second answer", 6: "third answer"})
+    browser_login(personas["curator"])
+    page.goto(f"{live_server.url}/trajectories/?turns_min=9")
+    page.click("[data-testid=queue-create] summary")
+    page.fill("[data-testid=queue-create] #id_name", "wrong files")
+    page.click("[data-testid=queue-create] button[type=submit]")
+    page.click("[data-testid=queue-start]")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('first <b>answer</b>')")  # its content, as text
+    page.keyboard.press("2")
+    page.keyboard.type("edited the wrong file")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    page.keyboard.press("s")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('third answer')")
+    assert "2 of 4 done" in page.inner_text("[data-testid=queue-position]")
+    page.keyboard.press("u")  # undo the skip: the second turn is back
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    annotation = TurnAnnotation.objects.get()
+    assert (annotation.turn_index, annotation.label.name, annotation.note) == (2, "error", "edited the wrong file")
+    queue = AnnotationQueue.objects.get()
+    assert queue.items.filter(state="open").count() == 3 and trajectory.pk == queue.items.first().trajectory_id
