@@ -649,7 +649,11 @@
       R: () => review("rejected"),
     };
     const action = actions[event.key];
-    if (action) { event.preventDefault(); action(); }
+    if (action) {
+      event.preventDefault();
+      followView(); // a scroll whose frame has not been drawn yet still moves the current turn first
+      action();
+    }
   });
 
   layout();
