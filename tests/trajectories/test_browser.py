@@ -182,10 +182,14 @@ def test_an_invalid_l_max_is_explained_and_the_old_figure_goes(page, live_server
     browser_login(personas["viewer"])
     page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/split/?l_max=8000")
     page.wait_for_selector("#window-plot .barlayer")
+    page.evaluate("() => window.splitView.openWindow(1)")
+    page.wait_for_selector("#inspector .message.part-target")
     page.fill("#f-l_max", "0")
     alert = page.wait_for_selector("#split-plan [role=alert]")
     assert "l_max must be an integer >= 1" in alert.inner_text()
     assert page.locator("#window-plot").count() == 0
+    # The window inspected belonged to the old settings: it goes too.
+    page.wait_for_selector("#inspector:has-text('Click a window')")
     page.fill("#f-l_max", "4000")  # a valid value draws again
     page.wait_for_selector("#window-plot .barlayer")
 
