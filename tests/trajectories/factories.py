@@ -57,12 +57,13 @@ def tiny_tokenizer(folder: Path) -> Path:
     return folder
 
 
-def zstd_eval(path: Path, members: dict[str, Any], *, frame_bytes: int = 0, method: int = 93) -> Path:
+def inspect_eval(path: Path, members: dict[str, Any], *, method: int = 93, frame_bytes: int = 0) -> Path:
     """An Inspect .eval written the way inspect-ai 0.3.285 writes it (zipfile + zipfile_zstd, its
     recorder's ``zipfile_compress_kwargs``): every member JSON (indent 2) compressed with zstd,
     method 93, version 63, streamed, so no frame declares its size; with ``frame_bytes`` a new frame
     starts every that many input bytes, as inspect's multi-frame compressor does past 200 MiB.
-    ``method`` writes another method number instead, for archives nobody can read."""
+    ``method`` 8 deflates instead, as inspect-ai did before; any other number writes the zstd data
+    under that method, for archives nobody can read."""
     import struct
     import zlib
 
@@ -71,13 +72,18 @@ def zstd_eval(path: Path, members: dict[str, Any], *, frame_bytes: int = 0, meth
     out, central = bytearray(), bytearray()
     for name, value in members.items():
         raw = value if isinstance(value, bytes) else json.dumps(value, indent=2).encode()
-        step = frame_bytes or len(raw) or 1
-        data = b"".join(_zstd_frame(zstandard, raw[i:i + step]) for i in range(0, max(len(raw), 1), step))
+        if method == 8:
+            deflate = zlib.compressobj(5, zlib.DEFLATED, -15)
+            data = deflate.compress(raw) + deflate.flush()
+        else:
+            step = frame_bytes or len(raw) or 1
+            data = b"".join(_zstd_frame(zstandard, raw[i:i + step]) for i in range(0, max(len(raw), 1), step))
         encoded, crc, offset = name.encode(), zlib.crc32(raw), len(out)
-        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 63, 0, method, 0, 0x21, crc, len(data), len(raw),
+        version = 20 if method == 8 else 63
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, method, 0, 0x21, crc, len(data), len(raw),
                            len(encoded), 0) + encoded + data
-        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 63, 63, 0, method, 0, 0x21, crc, len(data), len(raw),
-                               len(encoded), 0, 0, 0, 0, 0o600 << 16, offset) + encoded
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", version, version, 0, method, 0, 0x21, crc, len(data),
+                               len(raw), len(encoded), 0, 0, 0, 0, 0o600 << 16, offset) + encoded
     start = len(out)
     out += central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), start, 0)
     path.write_bytes(bytes(out))
@@ -170,4 +176,4 @@ def epochs_eval(path: Path, **kwargs: Any) -> Path:
                "header.json": INSPECT_HEADER}
     for epoch in range(1, 7):
         members[f"samples/default_epoch_{epoch}.json"] = inspect_sample(epoch, "C" if epoch % 2 else "I")
-    return zstd_eval(path, members, **kwargs)
+    return inspect_eval(path, members, **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.trajectories.factories import INSPECT_HEADER, codex_rollout, epochs_eval, inspect_sample, zstd_eval
+from tests.trajectories.factories import INSPECT_HEADER, codex_rollout, epochs_eval, inspect_eval, inspect_sample
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -15,7 +15,7 @@ def _upload(page, live_server, path) -> None:
     page.click("#upload-form button[type=submit]")
 
 
-def test_a_zstd_eval_imports_each_epoch_under_its_own_name_with_its_score(
+def test_a_inspect_eval_imports_each_epoch_under_its_own_name_with_its_score(
     page, live_server, personas, browser_login, tmp_path
 ):
     browser_login(personas["curator"])
@@ -32,7 +32,7 @@ def test_an_archive_in_an_unreadable_compression_is_refused_naming_it(
     page, live_server, personas, browser_login, tmp_path
 ):
     browser_login(personas["curator"])
-    path = zstd_eval(tmp_path / "ppmd.eval",
+    path = inspect_eval(tmp_path / "ppmd.eval",
                      {"header.json": INSPECT_HEADER, "samples/1_epoch_1.json": inspect_sample(1, "C")},
                      method=98)
     _upload(page, live_server, path)

@@ -9,10 +9,10 @@ from django.core.management import CommandError, call_command
 
 from apps.trajectories.formats import read_trajectories
 from apps.trajectories.models import Trajectory
-from tests.trajectories.factories import INSPECT_HEADER, SAMPLES, epochs_eval, inspect_sample, zstd_eval
+from tests.trajectories.factories import INSPECT_HEADER, SAMPLES, epochs_eval, inspect_eval, inspect_sample
 
 
-def test_a_zstd_eval_reads_every_epoch_under_its_own_name_with_score_and_metadata(tmp_path: Path) -> None:
+def test_a_inspect_eval_reads_every_epoch_under_its_own_name_with_score_and_metadata(tmp_path: Path) -> None:
     runs = list(read_trajectories(epochs_eval(tmp_path / "oxdna.eval", frame_bytes=64)))
     assert [r.title for r in runs] == [f"oxdna_simple:default (epoch {n})" for n in range(1, 7)]
     assert {r.task for r in runs} == {"oxdna_simple:default"}  # the same task, six attempts
@@ -20,6 +20,13 @@ def test_a_zstd_eval_reads_every_epoch_under_its_own_name_with_score_and_metadat
     assert runs[0].meta["metadata"] == {"family": "oxdna_simple", "difficulty": "9 minutes"}
     assert runs[0].meta["scores"]["oxdna_scorer"]["explanation"] == "checked the energy"
     assert runs[2].turns[1].text == "Attempt 3: fixed the temperature." and runs[2].model == "openai/gpt-5"
+
+
+@pytest.mark.django_db
+def test_the_epochs_of_a_deflated_eval_import_under_their_own_names_too(tmp_path: Path) -> None:
+    call_command("import_trajectories", str(epochs_eval(tmp_path / "oxdna-deflate.eval", method=8)))
+    titles = sorted(Trajectory.objects.values_list("title", flat=True))
+    assert titles == [f"oxdna_simple:default (epoch {n})" for n in range(1, 7)]
 
 
 def test_the_real_deflated_eval_still_reads_and_an_epoch_is_named_only_when_there_are_several() -> None:
@@ -30,7 +37,7 @@ def test_the_real_deflated_eval_still_reads_and_an_epoch_is_named_only_when_ther
 
 @pytest.mark.django_db
 def test_an_archive_in_a_compression_nobody_reads_is_a_400_naming_it(client_for, tmp_path: Path) -> None:
-    path = zstd_eval(tmp_path / "ppmd.eval",
+    path = inspect_eval(tmp_path / "ppmd.eval",
                      {"header.json": INSPECT_HEADER, "samples/1_epoch_1.json": inspect_sample(1, "C")},
                      method=98)
     with path.open("rb") as fp:
@@ -42,7 +49,7 @@ def test_an_archive_in_a_compression_nobody_reads_is_a_400_naming_it(client_for,
 
 
 @pytest.mark.django_db
-def test_the_import_command_reads_a_zstd_eval(tmp_path: Path, capsys) -> None:
+def test_the_import_command_reads_a_inspect_eval(tmp_path: Path, capsys) -> None:
     call_command("import_trajectories", str(epochs_eval(tmp_path / "oxdna.eval")))
     assert "6 trajectories imported" in capsys.readouterr().out
     assert sorted(Trajectory.objects.values_list("final_score", flat=True)) == [0.0] * 3 + [1.0] * 3
