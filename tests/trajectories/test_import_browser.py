@@ -15,7 +15,7 @@ def _upload(page, live_server, path) -> None:
     page.click("#upload-form button[type=submit]")
 
 
-def test_a_inspect_eval_imports_each_epoch_under_its_own_name_with_its_score(
+def test_a_zstd_eval_imports_each_epoch_under_its_own_name_with_its_score(
     page, live_server, personas, browser_login, tmp_path
 ):
     browser_login(personas["curator"])

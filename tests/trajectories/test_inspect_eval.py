@@ -12,7 +12,7 @@ from apps.trajectories.models import Trajectory
 from tests.trajectories.factories import INSPECT_HEADER, SAMPLES, epochs_eval, inspect_eval, inspect_sample
 
 
-def test_a_inspect_eval_reads_every_epoch_under_its_own_name_with_score_and_metadata(tmp_path: Path) -> None:
+def test_a_zstd_eval_reads_every_epoch_under_its_own_name_with_score_and_metadata(tmp_path: Path) -> None:
     runs = list(read_trajectories(epochs_eval(tmp_path / "oxdna.eval", frame_bytes=64)))
     assert [r.title for r in runs] == [f"oxdna_simple:default (epoch {n})" for n in range(1, 7)]
     assert {r.task for r in runs} == {"oxdna_simple:default"}  # the same task, six attempts
