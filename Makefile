@@ -18,10 +18,12 @@ $(VENV)/.stamp-test: requirements.txt requirements-test.txt | $(PY)
 	$(PIP) -r requirements-test.txt
 	touch $@ $(VENV)/.stamp-run
 
-## Install, migrate, seed the demo once, then run web + worker + embedded Redis (Ctrl-C stops all).
+## Install, migrate, collect the static files (when changed), seed the demo once, then run web + worker +
+## embedded Redis (Ctrl-C stops all).
 run: $(VENV)/.stamp-run
 	@$(PY) manage.py preflight
 	@$(PY) manage.py migrate --noinput -v 0
+	@$(PY) manage.py prepare_static
 	@$(PY) manage.py createadmin
 	@$(PY) manage.py seed_demo
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) manage.py runstack

@@ -17,12 +17,18 @@ sys.path.insert(0, str(ROOT))
 for _name in ("DATABASE_URL", "REDIS_URL"):
     os.environ.pop(_name, None)
 os.environ["KLONG_DATA_DIR"] = tempfile.mkdtemp(prefix="klong-bench-")
+# Collected static files outlive the run: collected once, again only when a source changed.
+os.environ.setdefault("KLONG_STATIC_ROOT", str(ROOT / "data" / "bench-staticfiles"))
 os.environ["DJANGO_SETTINGS_MODULE"] = "klong_site.settings"
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 import django  # noqa: E402
 
 django.setup()
+
+from apps.core import staticfiles  # noqa: E402
+
+staticfiles.prepare()  # pages link their static files through the collected manifest
 
 
 def line(name: str, value: float, unit: str, target: str) -> None:
@@ -40,6 +46,21 @@ def timed_ms(func, repeat: int) -> list[float]:
         func()
         samples.append((time.perf_counter() - start) * 1000)
     return samples
+
+
+@contextlib.contextmanager
+def embedded_redis_running():
+    """The embedded redis-server of the data folder (cache, login limits, channels), for the run."""
+    from django.conf import settings
+
+    from apps.core import embedded_redis
+
+    redis_proc = embedded_redis.start(settings.DATA_DIR, settings.EMBEDDED_REDIS_SOCKET)
+    try:
+        yield
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
 
 
 @contextlib.contextmanager
@@ -84,9 +105,10 @@ def peak_rss_mib(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def daphne_server():
+def daphne_server(env: dict[str, str] | None = None):
     """daphne in its own process, as `make run` serves the app; yields its base URL (``.pid``: the
-    server's process) once it listens.
+    server's process) once it listens. ``env``: variables to set for it (another settings module
+    for a baseline).
 
     In this process it would share the GIL with the measuring client and time both.
     """
@@ -99,7 +121,8 @@ def daphne_server():
         port = probe.getsockname()[1]
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "daphne"), "-b", "127.0.0.1", "-p", str(port), "klong_site.asgi:application"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         for _ in range(100):

@@ -5,8 +5,10 @@
 - import of that run from our JSONL (streamed, batched), against the bare reader;
 - token counting through the studio's counter against the tokenizers library's own batch
   encode on the same texts (a local BPE tokenizer trained here, no hub);
-- in headless Chromium, cold: the last turn on screen (deep link) at 1,000 and 3,000 turns,
-  with the JS heap and the bytes fetched.
+- in headless Chromium, cold, median of 5: the last turn on screen (deep link) at 1,000 and 3,000
+  turns, the longest main-thread task until the page is idle, the JS heap and the bytes on the
+  wire; each against the viewer before issue 21 in the same run (a second server with the old
+  static setup, plotly.min.js loaded after the turns as the old minimap did).
 
 Runs on the embedded defaults in a temporary data folder (SQLite); Chromium from Debian.
 """
@@ -15,12 +17,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from _django import daphne_server, line, timed_ms  # noqa: E402  (sets up Django on the embedded defaults)
+from _django import (  # noqa: E402  (sets up Django on the embedded defaults)
+    daphne_server,
+    embedded_redis_running,
+    line,
+    timed_ms,
+)
 from django.core.management import call_command  # noqa: E402
 from django.test import Client  # noqa: E402
 
@@ -137,66 +145,101 @@ def bench_tokenizer(folder: Path, texts: list[str]) -> None:
     print(f"token_count_vs_library: {100 * library / ours:.0f} %", flush=True)
 
 
+# Registered before any page script runs: every main-thread task over 50 ms, and when it ended.
+LONG_TASKS = """window.__longTasks = [];
+new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__longTasks.push(e.duration); })
+  .observe({ type: "longtask", buffered: true });"""
+# The baseline's minimap, loaded as the viewer did before issue 21: plotly.min.js, once the turns
+# in view are on screen and a frame painted (its evaluation is the long task; the scattergl
+# drawing that followed, and failed under the CSP, is not counted).
+PLOTLY_AFTER_TURNS = """new MutationObserver((_, observer) => {
+  if (!document.querySelector(".turn .turn-text")) return;
+  observer.disconnect();
+  requestAnimationFrame(() => setTimeout(() => {
+    const script = document.createElement("script");
+    script.src = "/static/vendor/plotly/plotly.min.js";
+    script.async = true;
+    document.head.append(script);
+  }, 0));
+}).observe(document, { childList: true, subtree: true });"""
+RUNS = 5
+
+
 def bench_browser(ids: dict[int, int]) -> None:
-    with daphne_server() as base:
-        browse(base, ids)
+    # The baseline server: the same database, the static setup before issue 21.
+    baseline_env = {"DJANGO_SETTINGS_MODULE": "_baseline_static_settings",
+                    "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+    with daphne_server() as base, daphne_server(baseline_env) as baseline:
+        browse({"": base, "_baseline": baseline}, ids)
 
 
-def browse(base: str, ids: dict[int, int]) -> None:
+def visit(browser, base: str, session: str, path: str, selector: str, baseline: bool) -> dict[str, float]:
+    """One cold visit (new context, empty cache): time to ``selector`` on screen, the longest
+    main-thread task until the page is idle, the JS heap and the bytes fetched."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
+    context.add_init_script(LONG_TASKS + (PLOTLY_AFTER_TURNS if baseline else ""))
+    page = context.new_page()
+    responses: list = []
+    page.on("response", lambda r: responses.append(r))  # sized after timing
+    cdp = context.new_cdp_session(page)
+    cdp.send("Performance.enable")
+    start = time.perf_counter()
+    page.goto(base + path, wait_until="commit")
+    page.wait_for_selector(selector)
+    on_screen = (time.perf_counter() - start) * 1000
+    page.wait_for_load_state("networkidle")
+    if baseline:
+        page.wait_for_function("() => window.Plotly !== undefined")
+    page.wait_for_timeout(300)  # a task still running when the network went quiet
+    longest = page.evaluate("() => Math.max(0, ...window.__longTasks)")
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    sizes = {r.url: len(r.body()) for r in responses if r.status == 200}
+    # Bytes on the wire: what the server sent (compressed when it compressed), headers aside.
+    wire = sum(int(r.headers.get("content-length") or sizes.get(r.url, 0)) for r in responses if r.status == 200)
+    context.close()
+    return {"ms": on_screen, "longest": longest, "heap": metrics["JSHeapUsedSize"] / 1e6, "wire": wire / 1e6,
+            "data": sum(v for k, v in sizes.items() if "/static/" not in k) / 1e6}
+
+
+def browse(servers: dict[str, str], ids: dict[int, int]) -> None:
     from django.contrib.auth import get_user_model
     from playwright.sync_api import sync_playwright
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="admin"))
     session = client.cookies["sessionid"].value
-    # "Cold" is the browser's side (new context, empty cache); the server process has served a
+    # "Cold" is the browser's side (new context, empty cache); each server process has served a
     # page and a chunk before, as a running server has.
     import urllib.request
 
-    warm = urllib.request.Request(f"{base}/trajectories/{ids[1000]}/", headers={"Cookie": f"sessionid={session}"})
-    urllib.request.urlopen(warm).read()
-    warm.full_url = f"{base}/api/trajectories/{ids[1000]}/turns/?start=0&end=100"
-    urllib.request.urlopen(warm).read()
+    for base in servers.values():
+        warm = urllib.request.Request(f"{base}/trajectories/{ids[1000]}/", headers={"Cookie": f"sessionid={session}"})
+        urllib.request.urlopen(warm).read()
+        warm.full_url = f"{base}/api/trajectories/{ids[1000]}/turns/?start=0&end=100"
+        urllib.request.urlopen(warm).read()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        baseline = []
-        for _ in range(3):
-            context = browser.new_context()
-            page = context.new_page()
-            start = time.perf_counter()
-            page.goto(f"{base}/login/", wait_until="commit")
-            page.wait_for_selector("#id_username")
-            baseline.append((time.perf_counter() - start) * 1000)
-            context.close()
-        line("browser_login_page_on_screen_baseline", statistics.median(baseline), "ms", "baseline, cold")
+        login = [visit(browser, servers[""], "", "/login/", "#id_username", False)["ms"] for _ in range(3)]
+        line("browser_login_page_on_screen_baseline", statistics.median(login), "ms", "baseline, cold")
         for n, trajectory_id in ids.items():
-            samples, heaps, fetched, data = [], [], [], []
-            for _ in range(3):
-                context = browser.new_context(viewport={"width": 1280, "height": 900})
-                context.add_cookies([{"name": "sessionid", "value": session, "url": base}])
-                page = context.new_page()
-                responses: list = []
-                page.on("response", lambda r, responses=responses: responses.append(r))  # sized after timing
-                cdp = context.new_cdp_session(page)
-                cdp.send("Performance.enable")
-                start = time.perf_counter()
-                page.goto(f"{base}/trajectories/{trajectory_id}/#turn-{n - 1}", wait_until="commit")
-                page.wait_for_selector(f"#turn-{n - 1} .turn-text")
-                samples.append((time.perf_counter() - start) * 1000)
-                page.wait_for_load_state("networkidle")
-                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-                heaps.append(metrics["JSHeapUsedSize"] / 1e6)
-                sizes = {r.url: len(r.body()) for r in responses if r.status == 200}
-                fetched.append(sum(sizes.values()) / 1e6)
-                data.append(sum(v for k, v in sizes.items() if "/static/" not in k) / 1e6)
-                context.close()
-            line(f"browser_last_turn_on_screen_{n}_turns", statistics.median(samples), "ms", "< 500 ms, cold")
-            line(f"browser_js_heap_{n}_turns", statistics.median(heaps), "MB", "< 30 MB")
-            line(f"browser_fetched_{n}_turns", statistics.median(fetched), "MB",
-                 "all bytes incl. plotly.min.js (cached after the first visit)")
-            line(f"browser_fetched_data_{n}_turns", statistics.median(data), "MB", "HTML + turn JSON only")
+            figures = {}
+            for suffix, base in servers.items():
+                samples = [visit(browser, base, session, f"/trajectories/{trajectory_id}/#turn-{n - 1}",
+                                 f"#turn-{n - 1} .turn-text", bool(suffix)) for _ in range(RUNS)]
+                figure = figures[suffix] = {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+                what = "baseline: before issue 21 (plotly after the turns, static files uncompressed)" if suffix else ""
+                line(f"browser_last_turn_on_screen_{n}_turns{suffix}", figure["ms"], "ms",
+                     what or f"< 500 ms, cold, median of {RUNS}")
+                line(f"browser_longest_task_{n}_turns{suffix}", figure["longest"], "ms",
+                     what or f"< 200 ms, cold, median of {RUNS}")
+                line(f"browser_js_heap_{n}_turns{suffix}", figure["heap"], "MB", what or "< 30 MB")
+                line(f"browser_fetched_{n}_turns{suffix}", figure["wire"], "MB",
+                     what or "bytes on the wire, cold cache (static files compressed, cached for a year after)")
+            line(f"browser_fetched_data_{n}_turns", figures[""]["data"], "MB", "HTML + turn JSON only")
         browser.close()
 
 
 if __name__ == "__main__":
-    main()
+    with embedded_redis_running():  # logins count failures in the cache
+        main()

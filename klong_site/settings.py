@@ -296,6 +296,8 @@ KLONG_MAX_UNPACKED_MEMBER_BYTES = env_int("KLONG_MAX_UNPACKED_MEMBER_BYTES", 256
 KLONG_MAX_TURN_CHARS = env_int("KLONG_MAX_TURN_CHARS", 1_000_000, minimum=1000)
 # A local tokenizer folder for exact token counts and dataset export; empty: estimated counts.
 KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
+# Items (turns or runs) one trajectory annotation queue may hold; a larger selection is refused.
+KLONG_ANNOTATION_QUEUE_MAX_ITEMS = env_int("KLONG_ANNOTATION_QUEUE_MAX_ITEMS", 5000, minimum=1)
 # Dataset exports run as jobs; one user may have this many queued or running at once (0: no limit).
 KLONG_EXPORT_JOBS_PER_USER = env_int("KLONG_EXPORT_JOBS_PER_USER", 3, minimum=0)
 # SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for
@@ -321,8 +323,10 @@ except StorageConfigError as exc:
 # On: files written under the data folder are published to the media storage and fetched from
 # it by other machines (the S3 case); off: the data folder itself is shared (or one machine).
 KLONG_ARTIFACT_SYNC = env_bool("KLONG_ARTIFACT_SYNC", artifact_sync_enabled(STORAGES))
-# Serve straight from the source folders: no collectstatic step before the first start.
-WHITENOISE_USE_FINDERS = True
+# Served from STATIC_ROOT under content-hashed names, gzip-compressed, cached for a year
+# (klong_site/storage.py): `manage.py prepare_static` (run by `make run`, the test session and the
+# image build) collects them. With DEBUG on, straight from the source folders, re-read on change.
+WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LANGUAGE_CODE = "en-us"

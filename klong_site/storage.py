@@ -26,11 +26,12 @@ class StorageConfigError(ValueError):
 
 
 def storages_setting(env: Mapping[str, str]) -> dict:
-    """Django's STORAGES for the chosen kind; static files are always served by whitenoise."""
+    """Django's STORAGES for the chosen kind; static files are always served by whitenoise, under
+    content-hashed names and compressed (collected by ``manage.py prepare_static``, apps/core/staticfiles.py)."""
     kind = env.get("KLONG_STORAGE", "filesystem").strip().lower() or "filesystem"
     if kind not in STORAGE_KINDS:
         raise StorageConfigError(f"KLONG_STORAGE={kind!r} is not one of: {', '.join(STORAGE_KINDS)}.")
-    staticfiles = {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"}
+    staticfiles = {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"}
     if kind == "filesystem":
         # No location option: the storage follows settings.MEDIA_ROOT (KLONG_MEDIA_ROOT), also when
         # a test or a management command overrides it.

@@ -8,8 +8,9 @@ import pytest
 from channels.layers import channel_layers
 from django.conf import settings
 from django.test import Client
+from pytest_django.live_server_helper import LiveServer
 
-from apps.core import embedded_redis
+from apps.core import embedded_redis, staticfiles
 from tests.factories import make_personas
 
 
@@ -41,6 +42,26 @@ def _fresh_channel_layer():
     ("bound to a different event loop" in a later test). A new layer per test, as each daphne process has its own."""
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files():
+    """Pages link their static files through the collected manifest (whitenoise, hashed names):
+    collect once, and again only when a source changed."""
+    staticfiles.prepare()
+
+
+@pytest.fixture(scope="session")
+def live_server(request, static_files):
+    """pytest-django's live server, its static files served by the app's own whitenoise from the
+    collected files, as in production. (Django's static handler, pytest-django's default, looks
+    names up in the source folders, where the content-hashed names pages link to do not exist.)"""
+    addr = request.config.getvalue("liveserver") or os.getenv("DJANGO_LIVE_TEST_SERVER_ADDRESS") or "localhost"
+    server = LiveServer(addr, start=False)
+    server.thread.static_handler = lambda application: application
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -119,16 +140,35 @@ def page(browser):
 
 
 @pytest.fixture
+def strict_page(browser):
+    """A page under the site's real Content-Security-Policy; CSP violations are collected.
+
+    Predicates for ``wait_for_function`` must be functions (``"() => ..."``): string expressions
+    are evaluated with eval, which the policy forbids.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.csp_violations = []
+    page.on("console", lambda m: page.csp_violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    yield page
+    context.close()
+
+
+@pytest.fixture
 def browser_login(page, live_server):
     """Log ``user`` in through the real login form; returns the page on the dashboard."""
     from tests.factories import PASSWORD
 
-    def login(user):
-        page.goto(live_server.url + "/login/")
-        page.fill("#id_username", user.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(live_server.url + "/")
-        return page
+    def login(user, on=None):
+        """``on``: another page to log in on (``strict_page``); the ``page`` fixture's by default."""
+        target = on or page
+        target.goto(live_server.url + "/login/")
+        target.fill("#id_username", user.username)
+        target.fill("#id_password", PASSWORD)
+        target.click("button[type=submit]")
+        target.wait_for_url(live_server.url + "/")
+        return target
 
     return login

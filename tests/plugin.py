@@ -9,9 +9,13 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from pathlib import Path
 
 os.environ["KLONG_TESTING"] = "1"
 os.environ.setdefault("KLONG_DATA_DIR", tempfile.mkdtemp(prefix="klong-test-"))
+# Collected static files outlive the run (tests/conftest.py collects them when a source changed):
+# a fresh collection per run would cost seconds every time.
+os.environ.setdefault("KLONG_STATIC_ROOT", str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "klong-staticfiles"))
 _run = uuid.uuid4().hex[:8]
 # Settings require a SECRET_KEY whenever DATABASE_URL is set (as in CI).
 os.environ.setdefault("SECRET_KEY", f"klong-test-secret-{uuid.uuid4().hex}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 
 from apps.papers.models import Paper
-from apps.trajectories.models import Trajectory
+from apps.trajectories.models import AnnotationQueue, Trajectory
 from apps.trajectories.queries import SORTS
 
 
@@ -23,3 +23,12 @@ class TrajectoryFilterForm(forms.Form):
     turns_min = forms.IntegerField(required=False, min_value=0, label="Turns ≥")
     turns_max = forms.IntegerField(required=False, min_value=0, label="Turns ≤")
     sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
+
+
+class QueueForm(forms.Form):
+    """A new annotation queue; the trajectories come from the list's filters (TrajectoryFilterForm)."""
+
+    name = forms.CharField(max_length=200, required=False)
+    unit = forms.ChoiceField(choices=AnnotationQueue.Unit.choices, initial=AnnotationQueue.Unit.TURNS)
+    contains = forms.CharField(required=False, max_length=200, label="Only turns containing")
+    instructions = forms.CharField(required=False, max_length=4000, widget=forms.Textarea(attrs={"rows": 2}))

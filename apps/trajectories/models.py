@@ -131,3 +131,58 @@ class TurnAnnotation(models.Model):
 
     class Meta:
         ordering = ["trajectory", "turn_index", "created_at"]
+
+
+class AnnotationQueue(models.Model):
+    """Turns (or whole runs) to label, worked through by several users at once.
+
+    Each item is handed to one user at a time (a lock that lapses), so two people never label the
+    same turn twice; labelled, skipped and still-open items give the progress.
+    """
+
+    class Unit(models.TextChoices):
+        TURNS = "turns", "Turns (a label per assistant turn)"
+        RUNS = "runs", "Runs (accept or reject each trajectory)"
+
+    name = models.CharField(max_length=200)
+    unit = models.CharField(max_length=10, choices=Unit.choices, default=Unit.TURNS)
+    instructions = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class QueueItem(models.Model):
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        DONE = "done", "Labelled"
+        SKIPPED = "skipped", "Skipped"
+
+    queue = models.ForeignKey(AnnotationQueue, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    trajectory = models.ForeignKey(Trajectory, on_delete=models.CASCADE, related_name="queue_items")
+    turn_index = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the whole run.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    # Who has it now, until when: another user gets the next item meanwhile.
+    locked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    locked_until = models.DateTimeField(null=True, blank=True)
+    done_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    done_at = models.DateTimeField(null=True, blank=True)
+    # What the grade wrote, so an undo takes exactly that back: the turn's annotation, or the
+    # run's review as it was before.
+    annotation = models.ForeignKey(TurnAnnotation, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    previous_review = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["queue", "position"]
+        constraints = [models.UniqueConstraint(fields=["queue", "position"], name="queue_item_position_unique")]
+        indexes = [models.Index(fields=["queue", "state", "position"])]

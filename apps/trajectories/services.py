@@ -198,7 +198,7 @@ def _save_trajectory(
         meta["clipped"] = {"limit": limit, "count": len(clipped), "first": clipped[:CLIPPED_LISTED]}
     trajectory = Trajectory(
         paper=paper,
-        title=(parsed.task or source_name)[:300],
+        title=(parsed.title or parsed.task or source_name)[:300],
         source=source,
         source_format=parsed.format,
         model_name=parsed.model[:200],
@@ -209,6 +209,7 @@ def _save_trajectory(
         ended_at=ended,
         wall_time_s=(ended - started).total_seconds() if started and ended else None,
         end_state=parsed.end_state or "",
+        final_score=parsed.score,
         turn_count=len(parsed.turns),
         total_tokens=sum(counts),
         tokenizer=counter.name,

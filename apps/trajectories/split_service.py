@@ -106,12 +106,15 @@ def config_from(params: Mapping[str, Any], trajectory: Trajectory | None = None)
         try:
             if kind is bool:
                 values[name] = raw is True or str(raw).lower() in ("1", "true", "on", "yes")
-            elif kind is int:
-                values[name] = int(raw)
             else:
                 values[name] = float(raw)
         except (TypeError, ValueError):
             raise SplitConfigError(f"{name}: {raw!r} is not a number") from None
+        if kind is int:
+            # A number field may send "4e3" or "4000.0": whole numbers, however written.
+            if not values[name].is_integer():
+                raise SplitConfigError(f"{name}: {raw!r} is not a whole number")
+            values[name] = int(values[name])
     if "history_budget" in values and values["history_budget"] > 1:
         values["history_budget"] = int(values["history_budget"])
     if "prefix_end" not in values and trajectory is not None and trajectory.prefix_end is not None:

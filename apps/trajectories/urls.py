@@ -15,4 +15,7 @@ urlpatterns = [
     path("<int:pk>/split/", views.trajectory_split, name="split"),
     path("<int:pk>/split/window/<int:number>/", views.trajectory_split_window, name="split-window"),
     path("<int:pk>/split/prefix/", views.trajectory_pin_prefix, name="pin-prefix"),
+    path("queues/", views.queue_list, name="queues"),
+    path("queues/<int:pk>/", views.queue_detail, name="queue"),
+    path("queues/<int:pk>/label/", views.queue_label, name="queue-label"),
 ]

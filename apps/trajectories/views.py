@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,10 +14,10 @@ from apps.core.pages import require_perm
 from apps.core.roles import perm
 from apps.jobs.forms import model_folder_suggestions
 from apps.papers.models import Paper
-from apps.trajectories import exports, services, split_service
+from apps.trajectories import exports, queues, services, split_service
 from apps.trajectories.exports import ExportLimit
-from apps.trajectories.forms import TrajectoryFilterForm
-from apps.trajectories.models import AnnotationLabel, Trajectory
+from apps.trajectories.forms import QueueForm, TrajectoryFilterForm
+from apps.trajectories.models import AnnotationLabel, AnnotationQueue, Trajectory
 from apps.trajectories.queries import filter_trajectories, trajectory_rows, turn_index_data
 from apps.trajectories.services import TrajectoryImportError
 from apps.trajectories.split_service import CONFIG_FIELDS, REASONING_OPTION, ExportError, SplitConfigError
@@ -38,6 +39,7 @@ def trajectory_list(request: HttpRequest) -> HttpResponse:
         "page": page, "filters": filters, "sort": values.get("sort") or "newest",
         "sort_columns": [("turns", "Turns"), ("tokens", "Tokens"), ("score", "Score")],
         "can_import": request.user.has_perm(perm("edit_papers")),
+        "can_queue": request.user.has_perm(perm("grade")), "queue_form": QueueForm(),
     })
 
 
@@ -235,3 +237,80 @@ def dataset_export(request: HttpRequest) -> HttpResponse:
     except (ExportError, SplitConfigError) as exc:
         context["error"], status = str(exc), 400
     return render(request, "trajectories/export.html", context, status=status)
+
+
+# ------------------------------------------------------------------ annotation queues
+
+
+def queue_list(request: HttpRequest) -> HttpResponse:
+    """The queues with their progress (GET); a new queue of the trajectories matching the list's
+    filters (POST, from the list page)."""
+    context: dict[str, Any] = {"queues": [(q, queues.progress(q)) for q in AnnotationQueue.objects.all()[:50]],
+                               "can_create": request.user.has_perm(perm("grade"))}
+    if request.method != "POST":
+        return render(request, "trajectories/queues.html", context)
+    require_perm(request, "grade")
+    form, filters = QueueForm(request.POST), TrajectoryFilterForm(request.POST)
+    if form.is_valid() and filters.is_valid():
+        data = form.cleaned_data
+        try:
+            queue = queues.create_queue(
+                name=data["name"], unit=data["unit"], contains=data["contains"], instructions=data["instructions"],
+                trajectories=filter_trajectories(Trajectory.objects.all(), filters.cleaned_data), user=request.user,
+            )
+        except ValidationError as exc:
+            context["error"] = " ".join(exc.messages)
+        else:
+            messages.success(request, f"Queue {queue.name} created with {queue.items.count():,} items.")
+            return redirect("trajectories:queue", pk=queue.pk)
+    else:
+        context["error"] = " ".join(f"{k}: {' '.join(v)}" for k, v in {**filters.errors, **form.errors}.items())
+    return render(request, "trajectories/queues.html", context, status=400)
+
+
+def queue_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    queue = get_object_or_404(AnnotationQueue.objects.select_related("created_by"), pk=pk)
+    return render(request, "trajectories/queue.html", {
+        "queue": queue, "progress": queues.progress(queue), "recent": queues.recent_items(queue),
+        "can_label": request.user.has_perm(perm("grade")),
+    })
+
+
+QUEUE_ACTIONS = ("label", "skip", "undo")
+
+
+def queue_label(request: HttpRequest, pk: int) -> HttpResponse:
+    """Label a queue's items one by one: the next open item with its content (GET); grade, skip
+    or undo the last grade (POST), then on to the next."""
+    require_perm(request, "grade")
+    queue = get_object_or_404(AnnotationQueue, pk=pk)
+    status = 200
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            item_id = int(request.POST.get("item") or 0)
+            if action == "label":
+                queues.label_item(queue, item_id, request.user, label=request.POST.get("label", ""),
+                                  review=request.POST.get("review", ""), note=request.POST.get("note", ""))
+            elif action == "skip":
+                queues.skip_item(queue, item_id, request.user)
+            elif action == "undo":
+                item = queues.undo_last(queue, request.user)
+                messages.info(request, f"Undone: item {item.position + 1} is open again.")
+            else:
+                raise ValidationError(f"action must be one of {', '.join(QUEUE_ACTIONS)}, not {action!r}")
+        except ValueError:
+            messages.error(request, "item must be a number.")
+            status = 400
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            status = 400
+        if status == 200:
+            return redirect("trajectories:queue-label", pk=queue.pk)
+    item = queues.next_item(queue, request.user)
+    context: dict[str, Any] = {"queue": queue, "item": item, "progress": queues.progress(queue),
+                               "labels": list(AnnotationLabel.objects.all()),
+                               "can_undo": queues.has_graded(queue, request.user)}
+    if item is not None:
+        context.update(queues.item_context(item))
+    return render(request, "trajectories/queue_label.html", context, status=status)

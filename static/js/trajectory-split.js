@@ -16,9 +16,20 @@
     return query;
   }
 
+  const inspector = document.getElementById("inspector");
+  const inspectorHint = inspector.innerHTML;
+  let plan = 0; // bumped by every new plan: a window of an older plan is not a window of this one
+
   function openWindow(number) {
-    if (!window.htmx) return;
-    window.htmx.ajax("GET", `/trajectories/${trajectory}/split/window/${number}/?${params()}`, { target: "#inspector" });
+    if (!window.htmx) return Promise.resolve();
+    const asked = plan;
+    return window.htmx.ajax("GET", `/trajectories/${trajectory}/split/window/${number}/?${params()}`, { target: "#inspector" })
+      .then(() => {
+        inspector.dataset.plan = String(asked);
+        // The inspector sits below the figure: bring it into view, as the click asked for it.
+        inspector.scrollIntoView({ block: "start" });
+        inspector.focus({ preventScroll: true });
+      });
   }
 
   function bars(name, color, y, base, length, extra = {}) {
@@ -99,9 +110,16 @@
   }
 
   tokensAxis.addEventListener("change", (event) => { event.stopPropagation(); draw(); });
+  document.body.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target && event.detail.target.id === "split-plan") plan += 1;
+  });
   document.body.addEventListener("htmx:afterSettle", (event) => {
     if (event.detail.target && event.detail.target.id === "split-plan") {
       draw();
+      if (inspector.dataset.plan !== String(plan)) {
+        inspector.innerHTML = inspectorHint;
+        delete inspector.dataset.plan;
+      }
       const pin = document.getElementById("pin-value");
       if (pin) pin.value = form.querySelector("[name=prefix_end]").value;
       const link = document.getElementById("export-link");

@@ -38,6 +38,7 @@
   let prefixEnd = cfg.prefixEnd; // the split's pinned prefix (null: automatic)
   let anchor = { index: 0, shift: 0 }; // keeps the view steady while heights get measured
   let programmaticTop = null;
+  let userScrolled = false;
   let search = { q: "", hits: [], pos: -1, set: new Set() };
 
   // ------------------------------------------------------------------ layout
@@ -270,7 +271,9 @@
     if (changed) layout();
     for (const [i, node] of live) node.style.transform = `translateY(${offsets[i]}px)`;
     if (changed) setTop(offsets[anchor.index] + anchor.shift);
+    followView();
     document.getElementById("position").textContent = `turn ${current} of ${N - 1}`;
+    minimap.update();
   }
 
   scroller.addEventListener("scroll", () => {
@@ -280,9 +283,145 @@
       programmaticTop = null;
       const i = turnAt(scroller.scrollTop);
       anchor = { index: i, shift: scroller.scrollTop - offsets[i] };
+      userScrolled = true;
     }
     schedule();
   }, { passive: true });
+
+  function onScreen(i) {
+    const top = scroller.scrollTop;
+    return offsets[i + 1] > top && offsets[i] < top + scroller.clientHeight;
+  }
+
+  // The user scrolled the current turn out of view (mouse, scrollbar): the turn at the top of
+  // the view becomes current, so j / k / a / e act where the user looks, not where they were.
+  function followView() {
+    if (!userScrolled || !N) return;
+    userScrolled = false;
+    if (onScreen(current)) return;
+    const top = scroller.scrollTop;
+    let i = turnAt(top);
+    if (offsets[i] < top - 1 && i + 1 < N && offsets[i + 1] < top + scroller.clientHeight) i += 1;
+    setCurrent(i, { scroll: false });
+  }
+
+  // ------------------------------------------------------------------ minimap
+  // Cumulative tokens over turns on a 2D canvas: no WebGL, no eval, nothing the page's CSP
+  // forbids, and no 4 MB charting library to evaluate on the main thread. The curve, tool calls
+  // and flagged turns are drawn once per size; the visible range and the current turn on top.
+
+  const minimap = (() => {
+    const box = document.getElementById("minimap");
+    if (!box || !N) return { update() {} };
+    const canvas = document.createElement("canvas");
+    canvas.className = "minimap-canvas";
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `Cumulative tokens over ${N} turns (${approx}${fmt.format(cumulative[N - 1])} in all), `
+      + `${index.calls.filter(Boolean).length} turns with tool calls; click to go to a turn`);
+    box.replaceChildren(canvas);
+    const PAD = { left: 52, right: 10, top: 20, bottom: 18 };
+    const base = document.createElement("canvas"); // the static layer, copied on every frame
+    let width = 0;
+    let height = 0;
+    let frame = 0;
+    const x = (i) => PAD.left + (N > 1 ? (i / (N - 1)) : 0.5) * (width - PAD.left - PAD.right);
+    const total = Math.max(1, cumulative[N - 1]);
+    const y = (tokens) => height - PAD.bottom - (tokens / total) * (height - PAD.top - PAD.bottom);
+    const turnAtX = (px) => Math.max(0, Math.min(N - 1, Math.round(((px - PAD.left) / (width - PAD.left - PAD.right)) * (N - 1))));
+
+    function drawBase() {
+      const ratio = window.devicePixelRatio || 1;
+      width = box.clientWidth;
+      height = box.clientHeight;
+      for (const c of [canvas, base]) {
+        c.width = Math.round(width * ratio);
+        c.height = Math.round(height * ratio);
+      }
+      canvas.style.width = `${width}px`;
+      canvas.style.height = `${height}px`;
+      const g = base.getContext("2d");
+      g.setTransform(ratio, 0, 0, ratio, 0, 0);
+      g.font = "11px system-ui, sans-serif";
+      g.fillStyle = "#868e96";
+      g.strokeStyle = "#dee2e6";
+      g.beginPath();
+      g.moveTo(PAD.left, y(0)); g.lineTo(width - PAD.right, y(0));
+      g.moveTo(PAD.left, y(total)); g.lineTo(width - PAD.right, y(total));
+      g.stroke();
+      g.textAlign = "right";
+      g.fillText(`${approx}${fmt.format(total)}`, PAD.left - 6, y(total) + 4);
+      g.fillText("0", PAD.left - 6, y(0) + 4);
+      g.textAlign = "left";
+      g.fillText("turn 0", PAD.left, height - 4);
+      g.textAlign = "right";
+      g.fillText(`turn ${N - 1}`, width - PAD.right, height - 4);
+      // One vertex per pixel column at most: cumulative tokens only grow, so the column's last
+      // turn is its top.
+      g.strokeStyle = "#3b5bdb";
+      g.lineWidth = 1.5;
+      g.beginPath();
+      let column = -1;
+      for (let i = 0; i < N; i++) {
+        const px = Math.round(x(i));
+        if (px === column && i < N - 1 && Math.round(x(i + 1)) === px) continue;
+        column = px;
+        if (i === 0) g.moveTo(x(i), y(cumulative[i])); else g.lineTo(x(i), y(cumulative[i]));
+      }
+      g.stroke();
+      g.fillStyle = "#f08c00";
+      for (let i = 0; i < N; i++) if (index.calls[i]) g.fillRect(Math.round(x(i)), height - PAD.bottom - 4, 1, 4);
+      g.strokeStyle = "#e03131";
+      g.lineWidth = 2;
+      for (const i of index.flagged) {
+        const cx = x(i);
+        const cy = y(cumulative[i]);
+        g.beginPath();
+        g.moveTo(cx - 4, cy - 4); g.lineTo(cx + 4, cy + 4); g.moveTo(cx + 4, cy - 4); g.lineTo(cx - 4, cy + 4);
+        g.stroke();
+      }
+      g.textAlign = "left";
+      g.fillStyle = "#3b5bdb";
+      g.fillText(`cumulative tokens${cfg.estimated ? " (est.)" : ""}`, PAD.left, 13);
+      g.fillStyle = "#f08c00";
+      g.fillText("▮ tool calls", PAD.left + 150, 13);
+      if (index.flagged.length) { g.fillStyle = "#e03131"; g.fillText("✕ blacklisted URL", PAD.left + 240, 13); }
+    }
+
+    function draw() {
+      frame = 0;
+      if (box.clientWidth !== width || box.clientHeight !== height) drawBase();
+      const ratio = window.devicePixelRatio || 1;
+      const g = canvas.getContext("2d");
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.clearRect(0, 0, canvas.width, canvas.height);
+      g.drawImage(base, 0, 0);
+      g.setTransform(ratio, 0, 0, ratio, 0, 0);
+      const top = scroller.scrollTop;
+      const first = turnAt(top);
+      const last = turnAt(top + scroller.clientHeight);
+      g.fillStyle = "rgba(59, 91, 219, 0.12)";
+      g.fillRect(x(first) - 1, PAD.top, Math.max(2, x(last) - x(first) + 2), height - PAD.top - PAD.bottom);
+      g.strokeStyle = "#212529";
+      g.lineWidth = 1;
+      g.beginPath();
+      g.moveTo(Math.round(x(current)) + 0.5, PAD.top);
+      g.lineTo(Math.round(x(current)) + 0.5, height - PAD.bottom);
+      g.stroke();
+    }
+
+    canvas.addEventListener("click", (event) => {
+      const rect = canvas.getBoundingClientRect();
+      setCurrent(turnAtX(event.clientX - rect.left));
+      scroller.focus();
+    });
+    canvas.addEventListener("mousemove", (event) => {
+      const i = turnAtX(event.clientX - canvas.getBoundingClientRect().left);
+      canvas.title = `turn ${i}: Σ ${approx}${fmt.format(cumulative[i])} tokens${index.calls[i] ? ` · ${index.calls[i]}` : ""}`;
+    });
+    new ResizeObserver(() => { width = -1; update(); }).observe(box);
+    function update() { if (!frame) frame = requestAnimationFrame(draw); }
+    return { update, turnAtX, x: (i) => x(i) };
+  })();
 
   // ------------------------------------------------------------------ navigation
 
@@ -302,6 +441,7 @@
     }
     if (hash) history.replaceState(null, "", `#turn-${i}`);
     document.getElementById("position").textContent = `turn ${current} of ${N - 1}`;
+    minimap.update();
   }
 
   function fromHash() {
@@ -456,6 +596,12 @@
       const option = labelSelect.options[Number(event.key) - 1];
       if (option) labelSelect.value = option.value;
       event.preventDefault();
+      // On to the note: left on the select, typed letters would pick labels by type-ahead.
+      note.focus();
+    } else if (event.target === labelSelect && event.key.length === 1 && !event.ctrlKey && !event.metaKey
+               && !event.altKey && event.key !== " ") {
+      // A letter typed on the label list is the start of a note, not a search among labels.
+      note.focus();
     }
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
@@ -503,54 +649,16 @@
       R: () => review("rejected"),
     };
     const action = actions[event.key];
-    if (action) { event.preventDefault(); action(); }
-  });
-
-  // ------------------------------------------------------------------ minimap (plotly)
-
-  function minimap() {
-    const box = document.getElementById("minimap");
-    if (!window.Plotly || !box || !N) return;
-    const turns = [...Array(N).keys()];
-    const withCalls = turns.filter((i) => index.calls[i]);
-    const traces = [
-      { x: turns, y: cumulative, type: "scattergl", mode: "lines", name: `cumulative tokens${cfg.estimated ? " (est.)" : ""}`,
-        line: { color: "#3b5bdb" }, hovertemplate: "turn %{x}<br>%{y} tokens<extra></extra>" },
-      { x: withCalls, y: withCalls.map((i) => cumulative[i]), type: "scattergl", mode: "markers", name: "tool calls",
-        marker: { size: 4, color: "#f08c00" }, text: withCalls.map((i) => index.calls[i]),
-        hovertemplate: "turn %{x}: %{text}<extra></extra>" },
-    ];
-    if (index.flagged.length) {
-      traces.push({ x: index.flagged, y: index.flagged.map((i) => cumulative[i]), type: "scatter", mode: "markers",
-        name: "blacklisted URL", marker: { size: 11, color: "#e03131", symbol: "x" } });
+    if (action) {
+      event.preventDefault();
+      followView(); // a scroll whose frame has not been drawn yet still moves the current turn first
+      action();
     }
-    window.Plotly.newPlot(box, traces, {
-      height: 160, margin: { l: 50, r: 10, t: 8, b: 28 }, showlegend: true,
-      legend: { orientation: "h", x: 0, y: 1.15 }, xaxis: { title: { text: "" } }, yaxis: { rangemode: "tozero" },
-    }, { displayModeBar: false, responsive: true });
-    box.on("plotly_click", (event) => { if (event.points.length) setCurrent(Math.round(event.points[0].x)); });
-  }
+  });
 
   layout();
   // A deep link renders its turn first: no fetch of turns 0-99 that nobody looks at.
   if (/^#turn-\d+$/.test(window.location.hash)) fromHash();
   else render();
-  // Plotly is 4 MB and blocks the page for a few hundred ms while it is evaluated: ask for it only
-  // once the turns in view are on screen (their chunk fetched, rendered and a frame painted).
-  // Started earlier, it races the chunk fetch and often wins, delaying the turns behind it.
-  const plotlySrc = document.currentScript?.dataset.plotly || document.querySelector("script[data-plotly]")?.dataset.plotly;
-  const shown = chunks.get(Math.floor(current / CHUNK));
-  Promise.resolve(shown instanceof Promise ? shown : null)
-    .then(() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0))))
-    .then(() => {
-      if (window.Plotly) minimap();
-      else if (plotlySrc) {
-        const script = document.createElement("script");
-        script.src = plotlySrc;
-        script.async = true;
-        script.addEventListener("load", minimap);
-        document.head.append(script);
-      }
-    });
-  window.trajectoryViewer = { setCurrent, get current() { return current; }, live };
+  window.trajectoryViewer = { setCurrent, get current() { return current; }, live, minimap };
 })();

@@ -50,7 +50,7 @@ def test_the_dashboard_tells_workers_by_their_heartbeats_without_a_ping(client_f
 def test_unknown_routes_get_the_styled_404_page(client_for):
     response = client_for("viewer").get("/no/such/page/")
     assert response.status_code == 404
-    assert b"Page not found" in response.content and b"studio.css" in response.content
+    assert b"Page not found" in response.content and b"/static/css/studio." in response.content  # styled: it links the stylesheet
 
 
 def test_agent_text_on_pages_is_escaped(client_for):

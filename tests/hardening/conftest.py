@@ -41,23 +41,6 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture
-def strict_page(browser):
-    """A page under the site's real Content-Security-Policy; CSP violations are collected.
-
-    Predicates for ``wait_for_function`` must be functions (``"() => ..."``): string expressions
-    are evaluated with eval, which the policy forbids.
-    """
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.csp_violations = []
-    page.on("console", lambda m: page.csp_violations.append(m.text)
-            if "Content Security Policy" in m.text else None)
-    yield page
-    context.close()
-
-
-@pytest.fixture
 def daphne_url(transactional_db):
     """daphne serving the app from its own process on the test database: real WebSockets.
 

@@ -59,6 +59,10 @@ EXPECTED: dict[str, tuple[str | None, ...]] = {
     "trajectories:split": (V, None),
     "trajectories:split-window": (V, None),
     "trajectories:pin-prefix": (None, ER),
+    # Annotation queues: anyone reads them and their progress; graders make and work them.
+    "trajectories:queues": (V, G),
+    "trajectories:queue": (V, None),
+    "trajectories:queue-label": (G, G),
     "judging:list": (V, None),
     "judging:detail": (V, None),
     "judging:leaf": (V, None),
@@ -210,6 +214,8 @@ def _params(name: str, params: tuple[str, ...], world: World) -> dict[str, objec
         by_app[app] = world.candidate
     if "checkpoint" in name:
         by_app[app] = world.checkpoint
+    if name.startswith("trajectories:queue"):
+        by_app[app] = world.annotation_queue
     if name in ("judging:endpoint-test",):
         by_app[app] = world.endpoint
     values = {}

@@ -41,6 +41,7 @@ class World:
     audit_queue: Any
     dataset: Any
     artifact: Any
+    annotation_queue: Any
 
 
 def build_world(text: str, user) -> World:
@@ -52,7 +53,8 @@ def build_world(text: str, user) -> World:
     from apps.papers.models import Paper, PaperCandidate
     from apps.rubrics.services.parsing import parse_rubric_value
     from apps.rubrics.services.versions import import_rubric_tree
-    from apps.trajectories.models import AnnotationLabel, TurnAnnotation
+    from apps.trajectories import queues
+    from apps.trajectories.models import AnnotationLabel, Trajectory, TurnAnnotation
     from tests.trajectories.factories import make_trajectory
 
     paper = Paper.objects.create(
@@ -106,5 +108,9 @@ def build_world(text: str, user) -> World:
     exported.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
     artifact = JobArtifact.objects.create(job=job, name=f"export {text}"[:200], kind="dataset", size_bytes=22,
                                           path=str(exported.relative_to(settings.DATA_DIR)))
+    annotation_queue = queues.create_queue(name=f"Queue {text}", unit="turns", instructions=text, user=user,
+                                           trajectories=Trajectory.objects.filter(pk=trajectory.pk))
+    first = queues.next_item(annotation_queue, user)
+    queues.label_item(annotation_queue, first.pk, user, label=label.name, note=text)
     return World(paper, version, node, trajectory, label, endpoint, judge_run, check, job, checkpoint, token,
-                 candidate, audit_queue, dataset, artifact)
+                 candidate, audit_queue, dataset, artifact, annotation_queue)

@@ -42,9 +42,50 @@ def test_a_deep_link_opens_a_1000_turn_run_at_that_turn(page, live_server, perso
     assert page.locator("#turn-512").get_attribute("class").split().count("current") == 1
     # Virtualised: only the turns near the viewport exist in the page.
     assert page.locator(".turn").count() < 100
-    # The minimap (Plotly, loaded once the turns are on screen) follows, a point per turn.
-    page.wait_for_selector("#minimap .main-svg")
-    assert page.evaluate("document.getElementById('minimap').data[0].x.length") == 1000
+
+
+def _minimap_ink(page) -> int:
+    """Pixels of the minimap canvas drawn in the curve's blue."""
+    return page.evaluate("""() => { const c = document.querySelector('#minimap canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 150 && d[i] < 120 && d[i + 3] > 100) n++;
+        return n; }""")
+
+
+def test_the_minimap_draws_under_the_real_csp_without_webgl_or_plotly_and_a_click_goes_there(
+    strict_page, live_server, personas, browser_login
+):
+    trajectory = make_trajectory(1000)
+    page = browser_login(personas["viewer"], on=strict_page)
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/")
+    page.wait_for_selector(".turn .turn-text")
+    page.wait_for_function("() => document.querySelector('#minimap canvas')?.width > 0")
+    assert _minimap_ink(page) > 200  # the cumulative-token curve is on screen
+    assert "WebGL" not in page.inner_text("body")
+    assert page.evaluate("() => window.Plotly === undefined && !performance.getEntriesByType('resource')"
+                         ".some((e) => e.name.includes('plotly'))")
+    # A click on the minimap goes to the turn under the pointer.
+    box = page.locator("#minimap canvas").bounding_box()
+    x = page.evaluate("() => window.trajectoryViewer.minimap.x(500)")
+    page.mouse.click(box["x"] + x, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#turn-500.current .turn-text")
+    assert _visible(page, "#turn-500") and page.csp_violations == []
+
+
+def test_after_scrolling_with_the_mouse_j_moves_on_from_the_turns_on_screen(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(1000)
+    _open(page, live_server, personas, browser_login, trajectory, "#turn-813")
+    page.wait_for_selector("#turn-813.current .turn-text")
+    box = page.locator("#turns").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    for _ in range(8):  # the wheel, as a user scrolls back by hand
+        page.mouse.wheel(0, -8000)
+    page.wait_for_function("() => !document.querySelector('#turn-813')")
+    page.keyboard.press("j")
+    current = page.evaluate("() => window.trajectoryViewer.current")
+    page.wait_for_selector(f"#turn-{current}.current .turn-text")
+    assert current < 800 and _visible(page, f"#turn-{current}")
+    assert page.url.endswith(f"#turn-{current}")
 
 
 def test_search_moves_to_the_next_and_previous_match_and_highlights_it(page, live_server, personas, browser_login):
@@ -116,6 +157,58 @@ def test_the_split_view_redraws_on_a_config_change_and_inspects_a_window(page, l
     assert page.locator("#inspector .loss").count() > 0
 
 
+def test_a_digit_picks_the_label_and_the_note_typed_after_it_is_kept(page, live_server, personas, browser_login):
+    from apps.trajectories.models import AnnotationLabel, TurnAnnotation
+    from apps.trajectories.services import ensure_default_labels
+
+    ensure_default_labels()
+    trajectory = make_trajectory(30)
+    browser_login(personas["curator"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/#turn-7")
+    page.wait_for_selector("#turn-7.current .turn-text")
+    page.keyboard.press("a")
+    page.wait_for_selector("#annotate[open]")
+    page.keyboard.press("2")
+    page.keyboard.type("edited the wrong file")  # letters that would pick labels by type-ahead
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("#turn-7 .badge.label")
+    annotation = TurnAnnotation.objects.get()
+    assert annotation.label == AnnotationLabel.objects.order_by("name")[1]
+    assert annotation.note == "edited the wrong file"
+
+
+def test_an_invalid_l_max_is_explained_and_the_old_figure_goes(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(60, texts={i: "word " * 200 for i in range(2, 60)})
+    browser_login(personas["viewer"])
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/split/?l_max=8000")
+    page.wait_for_selector("#window-plot .barlayer")
+    page.evaluate("() => window.splitView.openWindow(1)")
+    page.wait_for_selector("#inspector .message.part-target")
+    page.fill("#f-l_max", "0")
+    alert = page.wait_for_selector("#split-plan [role=alert]")
+    assert "l_max must be an integer >= 1" in alert.inner_text()
+    assert page.locator("#window-plot").count() == 0
+    # The window inspected belonged to the old settings: it goes too.
+    page.wait_for_selector("#inspector:has-text('Click a window')")
+    page.fill("#f-l_max", "4000")  # a valid value draws again
+    page.wait_for_selector("#window-plot .barlayer")
+
+
+def test_clicking_a_window_scrolls_to_its_inspector(page, live_server, personas, browser_login):
+    trajectory = make_trajectory(120, texts={i: "word " * 200 for i in range(2, 120)})
+    browser_login(personas["viewer"])
+    page.set_viewport_size({"width": 1280, "height": 700})
+    page.goto(f"{live_server.url}/trajectories/{trajectory.pk}/split/?l_max=3000")
+    page.wait_for_selector("#window-plot .barlayer")
+    # Plotly takes clicks on its drag layer, above the bars: click where window 4's targets bar is.
+    bar = page.locator("#window-plot .barlayer .trace").nth(2).locator(".point").nth(3).bounding_box()
+    page.mouse.click(bar["x"] + bar["width"] / 2, bar["y"] + bar["height"] / 2)
+    page.wait_for_selector("#inspector .message.part-target")
+    assert page.locator("#inspector h2").inner_text().startswith("Window 4")
+    page.wait_for_function("() => { const r = document.getElementById('inspector').getBoundingClientRect();"
+                           " return r.top >= -1 && r.top < window.innerHeight / 2; }")
+
+
 def test_a_curator_annotates_a_turn_from_the_keyboard(page, live_server, personas, browser_login):
     from apps.trajectories.models import TurnAnnotation
     from apps.trajectories.services import ensure_default_labels
@@ -163,3 +256,31 @@ def test_an_export_from_the_split_page_runs_as_a_job_whose_page_offers_the_zip(
     manifest = json.loads(archive.read("manifest.json"))
     assert [t["trajectory"] for t in manifest["trajectories"]] == [trajectory.pk]
     assert manifest["trajectories"][0]["manifest"]["config"]["l_max"] == 1500
+
+
+def test_a_curator_works_through_an_annotation_queue_from_the_keyboard(page, live_server, personas, browser_login):
+    from apps.trajectories.models import AnnotationQueue, TurnAnnotation
+    from apps.trajectories.services import ensure_default_labels
+
+    ensure_default_labels()
+    trajectory = make_trajectory(9, texts={2: "first <b>answer</b>", 4: "second answer", 6: "third answer"})
+    browser_login(personas["curator"])
+    page.goto(f"{live_server.url}/trajectories/?turns_min=9")
+    page.click("[data-testid=queue-create] summary")
+    page.fill("[data-testid=queue-create] #id_name", "wrong files")
+    page.click("[data-testid=queue-create] button[type=submit]")
+    page.click("[data-testid=queue-start]")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('first <b>answer</b>')")  # its content, as text
+    page.keyboard.press("2")
+    page.keyboard.type("edited the wrong file")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    page.keyboard.press("s")
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('third answer')")
+    assert "2 of 4 done" in page.inner_text("[data-testid=queue-position]")
+    page.keyboard.press("u")  # undo the skip: the second turn is back
+    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    annotation = TurnAnnotation.objects.get()
+    assert (annotation.turn_index, annotation.label.name, annotation.note) == (2, "error", "edited the wrong file")
+    queue = AnnotationQueue.objects.get()
+    assert queue.items.filter(state="open").count() == 3 and trajectory.pk == queue.items.first().trajectory_id

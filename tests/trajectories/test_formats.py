@@ -697,10 +697,10 @@ def test_klong_jsonl_reexport_is_identical(tmp_path: Path) -> None:
 
 def test_klong_jsonl_unknown_header_keys_are_kept_in_meta(tmp_path: Path) -> None:
     path = write_lines(
-        tmp_path, "k.jsonl", {"klong_trajectory": 1, "score": 0.5}, {"role": "user", "text": "hi"}
+        tmp_path, "k.jsonl", {"klong_trajectory": 1, "reward": 0.5}, {"role": "user", "text": "hi"}
     )
     (run,) = read_all(path)
-    assert run.meta == {"score": 0.5}
+    assert run.meta == {"reward": 0.5}
     assert run.turns[0].source_role == "user"
 
 

@@ -22,17 +22,21 @@ Formats (names returned by detect_format and kept in ParsedTrajectory.format):
     openhands          OpenHands V0 or V1 event list (bare or under trajectory/history/events)
     openhands-jsonl    OpenHands evaluation output.jsonl: one instance per line
     harbor-atif        Harbor ATIF trajectory.json (v1.x)
+    codex-cli          Codex CLI session rollout JSONL (~/.codex/sessions/.../rollout-*.jsonl)
 
 Turns. Every message or step in the input becomes a turn, in order; empty content is kept as
 empty text. Roles are system, user, assistant and tool; "developer" becomes system,
 "function" / "ipython" tool, "model" assistant, and any other role (mini-swe-agent's "exit")
 becomes user, a turn the model sees but is never trained on. source_role keeps the original.
 Reasoning (content parts of type reasoning / thinking, reasoning_content fields, the
-provider response a scaffold logged) goes to turn.reasoning, not the text. Tool calls are
-{"id", "name", "arguments"}. Two formats map records to turns other than one to one, both
+provider response a scaffold logged) goes to turn.reasoning, not the text. A content part that
+is a tool call (tool_call, tool_use, function_call) becomes a tool call of the turn, merged
+with the message's tool_calls (once when it is in both), never text. Tool calls are
+{"id", "name", "arguments"}. Three formats map records to turns other than one to one, all
 documented in their modules: a Harbor ATIF step yields its own turn plus one turn per
 observation result, and OpenHands bookkeeping events the model never sees (agent state
-changes, null events) are counted in meta["skipped_events"] instead of becoming turns.
+changes, null events) are counted in meta["skipped_events"] instead of becoming turns. Codex
+rollouts read the model's items and leave out the terminal events that repeat them (codex.py).
 
 Our own format, klong-jsonl (write_klong_jsonl writes it, the reader reads it back exactly).
 One JSON object per line (UTF-8). A header line starts a trajectory; the turn lines after it,
@@ -43,10 +47,11 @@ Header line (only "klong_trajectory" is required):
 
     {"klong_trajectory": 1, "source_format": "mini-swe-agent", "source_format_version": "",
      "source_name": "run.traj.json", "model": "deepseek-chat", "scaffold": "mini-swe-agent",
-     "task": "django__django-13265", "paper": "", "started_at": "2026-01-05T10:00:00+00:00",
-     "ended_at": null, "end_state": "submitted", "meta": {}}
+     "task": "django__django-13265", "title": "", "score": 0.5, "paper": "",
+     "started_at": "2026-01-05T10:00:00+00:00", "ended_at": null, "end_state": "submitted", "meta": {}}
 
-  end_state is one of submitted, timed_out, cancelled, error, or null. Unknown header keys
+  end_state is one of submitted, timed_out, cancelled, error, or null; score a number or null;
+  title what the list shows ("" = the task). Unknown header keys
   are kept in the trajectory's meta, so later exporters can add fields without a new version.
 
 Turn line (only "role" is required; absent keys take the defaults shown):

@@ -21,8 +21,10 @@ from .base import (
     ReadContext,
     RecordError,
     as_text,
+    content_parts,
     content_text,
     fill_times_from_turns,
+    merge_tool_calls,
     normalise_timestamp,
     normalise_tool_call,
     read_single_document,
@@ -44,7 +46,7 @@ def _step_turns(step: Any, where: str) -> list[ParsedTurn]:
     if not isinstance(step, dict):
         raise RecordError(f"step must be an object, not {type(step).__name__}", where)
     source = as_text(step.get("source"))
-    text, reasoning, meta = content_text(step.get("message"), f"{where}.message")
+    text, reasoning, meta, part_calls = content_parts(step.get("message"), f"{where}.message")
     if step.get("reasoning_content"):
         reasoning = "\n\n".join(p for p in (as_text(step["reasoning_content"]), reasoning) if p)
     raw_calls = step.get("tool_calls") or []
@@ -57,9 +59,9 @@ def _step_turns(step: Any, where: str) -> list[ParsedTurn]:
         # An unknown source is something the agent was shown: a user turn, never a target.
         role=_STEP_ROLES.get(source, "user"),
         text=text,
-        tool_calls=[
-            normalise_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(raw_calls)
-        ],
+        tool_calls=merge_tool_calls(
+            [normalise_tool_call(c, f"{where}.tool_calls[{i}]") for i, c in enumerate(raw_calls)], part_calls
+        ),
         reasoning=reasoning,
         timestamp=normalise_timestamp(step.get("timestamp")),
         source_role=source,

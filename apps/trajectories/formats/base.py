@@ -62,7 +62,10 @@ class ParsedTrajectory:
     ("mini-swe-agent-1.1", "ATIF-v1.5", "v0"...), "" when the file does not say. source_name:
     the file name, plus the record's position in brackets when the file holds several runs.
     task: an identifier of the task (instance id, sample id), not its text: the text is in the
-    turns. paper: a paper reference carried by our own JSONL format, "" elsewhere.
+    turns. title: what the list shows ("" = the task, else the source name): set where the task
+    alone does not tell runs apart (an Inspect sample's epochs) or a format has no task id (a
+    Codex session's first prompt). score: the run's own score where the format records one.
+    paper: a paper reference carried by our own JSONL format, "" elsewhere.
     started_at / ended_at: ISO 8601 strings or None. end_state: one of END_STATES or None.
     """
 
@@ -72,6 +75,8 @@ class ParsedTrajectory:
     model: str = ""
     scaffold: str = ""
     task: str = ""
+    title: str = ""
+    score: float | None = None
     paper: str = ""
     started_at: str | None = None
     ended_at: str | None = None
@@ -148,19 +153,46 @@ def join_text(*parts: str, sep: str = "\n\n") -> str:
     return sep.join(p for p in parts if p)
 
 
+# Content parts that are a tool call, in the shapes seen in the wild: Anthropic tool_use, LangChain
+# and Codex-style tool_call, Responses API function_call, the Vercel AI SDK's tool-call.
+TOOL_CALL_PARTS = frozenset({"tool_call", "tool_use", "function_call", "tool-call"})
+
+
 def content_text(content: Any, where: str) -> tuple[str, str, dict[str, Any]]:
-    """Flatten message content into (text, reasoning, meta).
+    """Flatten message content into (text, reasoning, meta); tool-call parts are left out (see
+    content_parts for them)."""
+    text, reasoning, meta, _calls = content_parts(content, where)
+    return text, reasoning, meta
+
+
+def merge_tool_calls(calls: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``calls`` plus those of ``more`` not already in it (same id, or same name and arguments when
+    ids are missing): a log that records a call both as a content part and in tool_calls shows,
+    counts and trains it once."""
+    seen = {(c["id"],) if c["id"] else (c["name"], json.dumps(c["arguments"], sort_keys=True)) for c in calls}
+    merged = list(calls)
+    for call in more:
+        key = (call["id"],) if call["id"] else (call["name"], json.dumps(call["arguments"], sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            merged.append(call)
+    return merged
+
+
+def content_parts(content: Any, where: str) -> tuple[str, str, dict[str, Any], list[dict[str, Any]]]:
+    """Flatten message content into (text, reasoning, meta, tool calls).
 
     Content is a string, None, or a list of parts in the OpenAI / Anthropic / Inspect shapes.
     Text parts are joined with newlines (as Inspect does); reasoning and thinking parts go to
     reasoning. A redacted reasoning block keeps only its readable summary, since the encrypted
-    blob is useless for training. Images and other non-text parts leave a "[image]"-style
-    marker in the text, so the turn still shows that the model saw something there.
+    blob is useless for training. Tool-call parts (TOOL_CALL_PARTS) become tool calls, never
+    text. Images and other non-text parts leave a "[image]"-style marker in the text, so the
+    turn still shows that the model saw something there.
     """
     if content is None:
-        return "", "", {}
+        return "", "", {}, []
     if isinstance(content, str):
-        return content, "", {}
+        return content, "", {}, []
     if isinstance(content, dict):
         content = [content]
     if not isinstance(content, list):
@@ -170,14 +202,17 @@ def content_text(content: Any, where: str) -> tuple[str, str, dict[str, Any]]:
     texts: list[str] = []
     reasoning: list[str] = []
     meta: dict[str, Any] = {}
-    for part in content:
+    calls: list[dict[str, Any]] = []
+    for index, part in enumerate(content):
         if isinstance(part, str):
             texts.append(part)
             continue
         if not isinstance(part, dict):
             raise RecordError(f"content part must be an object, not {type(part).__name__}", where)
         kind = part.get("type", "text")
-        if kind in ("text", "input_text", "output_text") or (kind is None and "text" in part):
+        if kind in TOOL_CALL_PARTS:
+            calls.append(normalise_tool_call(part, f"{where}[{index}]"))
+        elif kind in ("text", "input_text", "output_text") or (kind is None and "text" in part):
             texts.append(as_text(part.get("text")))
         elif kind == "reasoning":
             if part.get("redacted"):
@@ -211,7 +246,7 @@ def content_text(content: Any, where: str) -> tuple[str, str, dict[str, Any]]:
             # An unknown part is shown as JSON rather than dropped.
             texts.append(json.dumps(part, ensure_ascii=False))
             meta.setdefault("non_text_parts", []).append(str(kind))
-    return "\n".join(texts), join_text(*reasoning), meta
+    return "\n".join(texts), join_text(*reasoning), meta, merge_tool_calls([], calls)
 
 
 def thinking_blocks_text(blocks: Any) -> str:
@@ -244,7 +279,8 @@ def normalise_tool_call(call: Any, where: str) -> dict[str, Any]:
 
     OpenAI {id, function: {name, arguments}}, Inspect {id, function: name, arguments},
     ATIF {tool_call_id, function_name, arguments}, OpenHands SDK {id, name, arguments},
-    Anthropic tool_use {id, name, input}.
+    Anthropic tool_use {id, name, input}, LangChain {id, name, args}, Responses API
+    function_call {call_id, name, arguments}.
     """
     if not isinstance(call, dict):
         raise RecordError(f"tool call must be an object, not {type(call).__name__}", where)
@@ -254,9 +290,10 @@ def normalise_tool_call(call: Any, where: str) -> dict[str, Any]:
     elif isinstance(function, str):
         name, arguments = function, call.get("arguments")
     else:
-        name = call.get("name", call.get("function_name"))
-        arguments = call.get("arguments", call.get("input"))
-    call_id = call.get("id", call.get("tool_call_id"))
+        name = call.get("name", call.get("function_name", call.get("toolName")))
+        arguments = call.get("arguments", call.get("input", call.get("args")))
+    # call_id first: a Responses API item's id names the item, its call_id the call results cite.
+    call_id = next((call[k] for k in ("call_id", "id", "tool_call_id", "toolCallId") if call.get(k) is not None), None)
     return {
         "id": None if call_id is None else str(call_id),
         "name": as_text(name),

@@ -16,12 +16,13 @@ from .base import (
     ParsedTurn,
     ReadContext,
     RecordError,
-    content_text,
+    content_parts,
     end_state_from_status,
     iter_jsonl,
     join_text,
     json_path,
     map_role,
+    merge_tool_calls,
     normalise_arguments,
     normalise_timestamp,
     normalise_tool_call,
@@ -41,7 +42,7 @@ def parse_chat_message(message: Any, where: str) -> ParsedTurn:
     if "role" not in message:
         raise RecordError("message has no role", where)
     role, source_role = map_role(message["role"])
-    text, reasoning, meta = content_text(message.get("content"), f"{where}.content")
+    text, reasoning, meta, part_calls = content_parts(message.get("content"), f"{where}.content")
     # Providers put visible chain of thought in different keys (DeepSeek reasoning_content,
     # OpenRouter reasoning, LiteLLM thinking_blocks); all of it is reasoning, not text.
     for key in ("reasoning_content", "reasoning", "thinking"):
@@ -65,6 +66,7 @@ def parse_chat_message(message: Any, where: str) -> ParsedTurn:
                 "arguments": normalise_arguments(legacy.get("arguments")),
             }
         )
+    tool_calls = merge_tool_calls(tool_calls, part_calls)
     tool_call_id = message.get("tool_call_id")
     for key in _META_KEYS:
         if message.get(key) is not None:

@@ -19,6 +19,7 @@ import ijson
 from apps.core.untrusted import JsonTooDeep, loads_json
 
 from .base import TrajectoryFormatError
+from .codex import is_rollout_record
 
 HEAD_BYTES = 1 << 20
 _ITEMS_KEPT = 5
@@ -35,6 +36,7 @@ FORMATS: dict[str, str] = {
     "openhands": "OpenHands event list (JSON)",
     "openhands-jsonl": "OpenHands evaluation output (output.jsonl)",
     "harbor-atif": "Harbor ATIF trajectory",
+    "codex-cli": "Codex CLI session (rollout JSONL)",
 }
 
 
@@ -180,6 +182,8 @@ def _classify_jsonl(sketch: Sketch) -> str | None:
         return "openhands-jsonl"
     if "messages" in top:
         return "openai-chat-jsonl"
+    if is_rollout_record(top, sketch.scalars.get(("type",))):
+        return "codex-cli"
     return None
 
 

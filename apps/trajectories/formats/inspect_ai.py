@@ -3,12 +3,16 @@
 .eval: a zip of header.json (or _journal/start.json while a run is still going) and
 samples/<id>_epoch_<n>.json, read one member at a time, each streamed through a reader that
 counts decompressed bytes (KLONG_MAX_UNPACKED_MEMBER_BYTES per member, KLONG_MAX_UNPACKED_BYTES
-in all). JSON log: {version, status, eval, plan, results, stats, samples[], reductions}, with
+in all). Members are deflated (inspect-ai before 0.3.2xx) or zstd-compressed (method 93, what
+current inspect-ai writes), read through apps.core.archives; a method nobody reads is a record
+error naming it. JSON log: {version, status, eval, plan, results, stats, samples[], reductions}, with
 samples streamed one by one. Only the header and sample fields used below are kept.
 
 A sample's messages are the turns. Content is a string or a list of parts (text, reasoning
 with an encrypted blob and a readable summary, images); strings Inspect moved out to
-sample.attachments ("attachment://<hash>") are put back. Turn timestamps come from events:
+sample.attachments ("attachment://<hash>") are put back. A run is titled by its task, sample id
+and, when the eval ran several epochs, the epoch; its first score (Inspect's C / I / P / N or a
+number) becomes the run's score, and the sample's scores and metadata stay in its meta. Turn timestamps come from events:
 a model event's completion for the assistant message it produced, a tool event's completion
 for its result. Events are otherwise left unread: each model event repeats the whole input.
 """
@@ -20,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+from apps.core.archives import UnreadableMember, open_member
 from apps.core.untrusted import UnpackBudget, UnpackedTooLarge
 
 from .base import (
@@ -46,13 +51,15 @@ _EVENT_KEYS = frozenset({"event", "timestamp", "completed", "id", "output"})
 # results...) is skipped unread.
 _SAMPLE_KEYS = frozenset({
     "id", "epoch", "uuid", "messages", "attachments", "events", "output", "scores", "model_usage",
-    "total_time", "working_time", "error", "limit", "started_at", "completed_at",
+    "total_time", "working_time", "error", "limit", "started_at", "completed_at", "metadata",
 })
 _HEADER_KEYS = frozenset({"version", "eval"})
-_EVAL_SPEC_KEYS = frozenset({"task", "model", "eval_id", "run_id", "task_id"})
+_EVAL_SPEC_KEYS = frozenset({"task", "model", "eval_id", "run_id", "task_id", "config"})
 _ATTACHMENT = "attachment://"
-# A member that cannot be decompressed: damaged, or a compression zipfile lacks (zstd).
-_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
+# A member that cannot be decompressed: damaged, or in a compression nobody here reads.
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, UnreadableMember)
+# Inspect's value_to_float for its letter grades: correct, incorrect, partial, no answer.
+_GRADES = {"C": 1.0, "I": 0.0, "P": 0.5, "N": 0.0}
 
 
 def _skip_unread(depth: int) -> SkipRule:
@@ -141,6 +148,7 @@ def parse_sample(
     eval_spec = header.get("eval") if isinstance(header.get("eval"), dict) else {}
     task_name = str(eval_spec.get("task") or "")
     sample_id = sample.get("id")
+    task = f"{task_name}:{sample_id}" if task_name else str(sample_id or "")
     output = sample.get("output") if isinstance(sample.get("output"), dict) else {}
     if sample.get("error"):
         end_state: str | None = "error"
@@ -155,16 +163,21 @@ def parse_sample(
     for key in ("eval_id", "run_id", "task", "task_id"):
         if eval_spec.get(key) is not None:
             meta[f"eval_{key}" if not key.startswith("eval") else key] = eval_spec[key]
-    for key in ("uuid", "scores", "model_usage", "total_time", "working_time", "error", "limit"):
+    for key in ("uuid", "scores", "metadata", "model_usage", "total_time", "working_time", "error", "limit"):
         if sample.get(key) is not None:
             meta[key] = sample[key]
+    score, scorer = _first_score(sample.get("scores"))
+    if scorer:
+        meta["score_from"] = scorer
     trajectory = ParsedTrajectory(
         format=format,
         source_name=source_name,
         format_version=str(header.get("version") or ""),
         model=str(eval_spec.get("model") or output.get("model") or ""),
         scaffold="inspect-ai",
-        task=f"{task_name}:{sample_id}" if task_name else str(sample_id or ""),
+        task=task,
+        title=_title(task, sample.get("epoch"), eval_spec),
+        score=score,
         started_at=normalise_timestamp(sample.get("started_at")) or (times[0] if times else None),
         ended_at=normalise_timestamp(sample.get("completed_at")) or (times[-1] if times else None),
         end_state=end_state,
@@ -175,12 +188,37 @@ def parse_sample(
     return trajectory
 
 
+def _title(task: str, epoch: Any, eval_spec: dict[str, Any]) -> str:
+    """The task and sample id, and the epoch when the eval ran the sample more than once."""
+    config = eval_spec.get("config") if isinstance(eval_spec.get("config"), dict) else {}
+    epochs = config.get("epochs")
+    several = not isinstance(epochs, int) or epochs > 1  # unknown: say it, titles stay apart
+    return f"{task} (epoch {epoch})" if several and isinstance(epoch, int) else task
+
+
+def _first_score(scores: Any) -> tuple[float | None, str]:
+    """The first scorer's value as a number (Inspect's letter grades mapped as its value_to_float
+    does), and that scorer's name; (None, "") when no scorer gave a number."""
+    if not isinstance(scores, dict):
+        return None, ""
+    for name, score in scores.items():
+        value = score.get("value") if isinstance(score, dict) else None
+        if isinstance(value, bool):
+            return float(value), str(name)
+        if isinstance(value, int | float):
+            return float(value), str(name)
+        if isinstance(value, str) and value.strip().upper() in _GRADES:
+            return _GRADES[value.strip().upper()], str(name)
+    return None, ""
+
+
 def _member_document(
     archive: zipfile.ZipFile, name: str, ctx: ReadContext, budget: UnpackBudget, skip: SkipRule
 ) -> Any:
     """One member parsed while it is decompressed, never more than the budget allows."""
-    budget.check_declared(name, archive.getinfo(name).file_size)
-    with archive.open(name) as raw, budget.open(raw, name) as fp:
+    info = archive.getinfo(name)
+    budget.check_declared(name, info.file_size)
+    with open_member(archive, info) as raw, budget.open(raw, name) as fp:
         return load_document(fp, skip=skip, max_depth=ctx.limits.json_depth)
 
 

@@ -23,7 +23,7 @@ from .base import (
 )
 
 VERSION = 1
-_HEADER_FIELDS = ("source_name", "model", "scaffold", "task", "paper")
+_HEADER_FIELDS = ("source_name", "model", "scaffold", "task", "title", "paper")
 
 
 def _dumps(value: dict[str, Any]) -> str:
@@ -49,6 +49,8 @@ def write_klong_jsonl(trajectory: ParsedTrajectory, fp: IO[str]) -> None:
         "model": trajectory.model,
         "scaffold": trajectory.scaffold,
         "task": trajectory.task,
+        "title": trajectory.title,
+        "score": trajectory.score,
         "paper": trajectory.paper,
         "started_at": trajectory.started_at,
         "ended_at": trajectory.ended_at,
@@ -99,6 +101,9 @@ def _parse_header(header: dict[str, Any], source_name: str) -> ParsedTrajectory:
         raise RecordError(
             f"end_state must be one of {', '.join(END_STATES)} or null, not {end_state!r}"
         )
+    score = header.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+        raise RecordError(f"score must be a number or null, not {score!r}")
     meta = header.get("meta", {})
     if not isinstance(meta, dict):
         raise RecordError("meta must be an object")
@@ -113,6 +118,7 @@ def _parse_header(header: dict[str, Any], source_name: str) -> ParsedTrajectory:
         "started_at",
         "ended_at",
         "end_state",
+        "score",
         "meta",
     }
     for key, value in header.items():
@@ -125,6 +131,8 @@ def _parse_header(header: dict[str, Any], source_name: str) -> ParsedTrajectory:
         model=fields["model"],
         scaffold=fields["scaffold"],
         task=fields["task"],
+        title=fields["title"],
+        score=None if score is None else float(score),
         paper=fields["paper"],
         started_at=times["started_at"],
         ended_at=times["ended_at"],

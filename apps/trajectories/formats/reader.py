@@ -16,6 +16,7 @@ from .base import (
     fill_times_from_turns,
 )
 from .chat import read_openai_chat, read_openai_chat_jsonl
+from .codex import read_codex
 from .detect import detect_format
 from .inspect_ai import read_inspect_eval, read_inspect_json
 from .klong import read_klong_jsonl
@@ -33,6 +34,7 @@ _READERS: dict[str, Callable[[ReadContext], Iterator[ParsedTrajectory]]] = {
     "openhands": read_openhands,
     "openhands-jsonl": read_openhands_jsonl,
     "harbor-atif": read_atif,
+    "codex-cli": read_codex,
 }
 
 
