@@ -162,7 +162,7 @@ def test_a_running_trajectory_page_follows_the_run_until_it_ends(client_for):
     recorder.add_turn(AgentTurn(0, "system", "You are an agent.", started_at=1.0, ended_at=2.0))
     viewer = client_for("viewer")
     page = viewer.get(f"/trajectories/{recorder.trajectory.pk}/").content.decode()
-    assert 'id="live-banner"' in page and "trajectory-live.js" in page
+    assert 'id="live-banner"' in page and "/static/js/trajectory-live." in page  # a content-hashed name
     row = viewer.get(f"/api/trajectories/{recorder.trajectory.pk}/").json()
     assert (row["live"], row["turn_count"], row["policy_version"]) == (True, 1, "7")
     recorder.finish(AgentResult(turns=[], end_state="step_limit", final_commit=None, steps=0, wall_s=1.0,
