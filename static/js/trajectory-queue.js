@@ -1,5 +1,6 @@
 // Annotation queue, keyboard first: 1-9 picks a label (then the note has the focus), Ctrl+Enter
 // saves and moves on, s skips, u undoes your last. The form posts normally: this only adds keys.
+// The form gets data-ready="1" once the keys are live: a key pressed before that does nothing.
 "use strict";
 (() => {
   const form = document.getElementById("queue-form");
@@ -29,4 +30,5 @@
       submit("undo");
     }
   });
+  form.dataset.ready = "1";
 })();

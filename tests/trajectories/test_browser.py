@@ -270,16 +270,22 @@ def test_a_curator_works_through_an_annotation_queue_from_the_keyboard(page, liv
     page.fill("[data-testid=queue-create] #id_name", "wrong files")
     page.click("[data-testid=queue-create] button[type=submit]")
     page.click("[data-testid=queue-start]")
-    page.wait_for_selector("[data-testid=queue-turn]:has-text('first <b>answer</b>')")  # its content, as text
+
+    def shown(text: str) -> None:
+        """Waits for a queue item and for its keys: a key pressed before the script ran is lost."""
+        page.wait_for_selector(f"[data-testid=queue-turn]:has-text('{text}')")
+        page.wait_for_selector("#queue-form[data-ready='1']")
+
+    shown("first <b>answer</b>")  # its content, as text
     page.keyboard.press("2")
     page.keyboard.type("edited the wrong file")
     page.keyboard.press("Control+Enter")
-    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    shown("second answer")
     page.keyboard.press("s")
-    page.wait_for_selector("[data-testid=queue-turn]:has-text('third answer')")
+    shown("third answer")
     assert "2 of 4 done" in page.inner_text("[data-testid=queue-position]")
     page.keyboard.press("u")  # undo the skip: the second turn is back
-    page.wait_for_selector("[data-testid=queue-turn]:has-text('second answer')")
+    shown("second answer")
     annotation = TurnAnnotation.objects.get()
     assert (annotation.turn_index, annotation.label.name, annotation.note) == (2, "error", "edited the wrong file")
     queue = AnnotationQueue.objects.get()
