@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from apps.trajectories.windows import Example
 from worker.training.sft import LAUNCH_FILES, Reporter, SFTSettings, train_sft
+from worker.training.sharded import leave_process_group
 
 
 class FileReporter(Reporter):
@@ -74,19 +75,6 @@ def main(folder: Path) -> None:
     if reporter.events is not None:
         reporter.events.close()
     leave_process_group()
-
-
-def leave_process_group() -> None:
-    """Join the ranks, then tear the process group down before the interpreter does.
-
-    Left to interpreter shutdown, a gloo process group's worker threads can be destroyed while
-    still joinable: the rank dies with "terminate called without an active exception" (SIGABRT)
-    after a run that finished, and torchrun reports the whole job failed.
-    """
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""The sharded RL trainer: torchrun ranks (gloo on these CPUs; NCCL on GPUs, same code) train the
+same loss as the 1-rank LocalTrainer, fail with the reason when a rank dies, and resume from a
+sharded checkpoint on another rank count."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from apps.trajectories.splitting import IGNORE_INDEX
+from apps.trajectories.windows import Example
+from worker.training.rl import RLSettings, Stage, SubTrajectory
+from worker.training.rl_update import LocalTrainer
+from worker.training.sharded import (
+    SHARDED_DIR,
+    ShardedTrainer,
+    Sharding,
+    ShardingError,
+    check_strategy,
+    deepspeed_installed,
+    torchrun_command,
+)
+from worker.training.sharded_rank import part_bounds
+from worker.training.tiny import build_tiny_model
+
+# Adam's first steps move every parameter by about the learning rate whatever the gradient's
+# size, so float noise in a near-zero gradient shows up at that scale: 1e-3 keeps it under 1e-5.
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("sharded-policy"))
+
+
+def batch(seed: int, rows: int = 7) -> list[SubTrajectory]:
+    """Sub-trajectories of different lengths and loss spans: uneven parts on every rank."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(rows):
+        ids = [rng.randrange(3, 400) for _ in range(rng.randint(10, 30))]
+        cut = rng.randint(2, len(ids) - 3)
+        example = Example(0, ids, [IGNORE_INDEX] * cut + ids[cut:])
+        out.append(SubTrajectory("task", i, 0, 0, None, example, advantage=rng.uniform(-1, 1)))
+    return out
+
+
+def settings_for(policy: Path, out: Path, **overrides) -> RLSettings:
+    # minibatches of 3 over 7 rows: parts of 2+1 and, in the last minibatch of 1, an empty part
+    options = {"stages": (Stage(60.0, 1),), "learning_rate": 1e-3, "minibatch_size": 3, "seed": 0}
+    return RLSettings(policy=str(policy), output_dir=out, **{**options, **overrides})
+
+
+def max_diff(a, b) -> float:
+    theirs = b.state_dict()
+    return max(float((value - theirs[name]).abs().max()) for name, value in a.state_dict().items())
+
+
+def test_ddp_on_two_ranks_equals_one_rank_with_kl_and_two_passes(policy, tmp_path):
+    settings = settings_for(policy, tmp_path, kl_coef=0.1, ppo_epochs=2)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    local = LocalTrainer(settings, tokenizer)
+    local.start_stage(policy, with_optimizer=False)
+    expected = [local.update(batch(k)) for k in range(2)]
+    with ShardedTrainer(settings, tokenizer, Sharding("ddp", procs_per_node=2)) as sharded:
+        sharded.start_stage(policy, with_optimizer=False)
+        got = [sharded.update(batch(k)) for k in range(2)]
+        assert [r["rank"] for r in sharded.ranks()] == [0, 1]
+    assert max_diff(local.model, sharded.model) < TOLERANCE
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine.tokens == theirs.tokens
+        assert mine.loss == pytest.approx(theirs.loss, abs=1e-5) and mine.kl == pytest.approx(theirs.kl, abs=1e-6)
+    assert sharded.process.poll() == 0, "the ranks leave cleanly when asked"
+
+
+def test_fsdp_equals_one_rank_a_killed_rank_fails_with_the_reason_and_resumes_on_one_rank(policy, tmp_path):
+    settings = settings_for(policy, tmp_path / "run")
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    local = LocalTrainer(settings, tokenizer)
+    local.start_stage(policy, with_optimizer=False)
+    for k in range(2):
+        local.update(batch(k))
+
+    sharded = ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2))
+    sharded.start_stage(policy, with_optimizer=False)
+    for k in range(2):
+        sharded.update(batch(k))
+    assert max_diff(local.model, sharded.model) < TOLERANCE
+    stage = tmp_path / "stage-1"
+    sharded.save(stage)
+    # one file per rank, and a plain Hugging Face folder for serving
+    assert len(list((stage / SHARDED_DIR).glob("*.distcp"))) == 2
+    assert (stage / "model.safetensors").is_file() and (stage / "tokenizer_config.json").is_file()
+
+    victim = next(r["pid"] for r in sharded.ranks() if r["rank"] == 1)
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(ShardingError, match=r"rank 1 failed \(killed by SIGKILL\)"):
+        sharded.update(batch(2))
+    assert sharded.process.poll() is not None, "the other rank is gone too"
+
+    # The retry: one rank, from the 2-rank sharded checkpoint (model and AdamW state resharded).
+    local.save(tmp_path / "local-stage-1")
+    local.start_stage(tmp_path / "local-stage-1", with_optimizer=True)
+    local.update(batch(2))
+    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=1)) as resumed:
+        resumed.start_stage(stage, with_optimizer=True)
+        resumed.update(batch(2))
+    assert max_diff(local.model, resumed.model) < TOLERANCE
+
+
+def test_each_rank_trains_a_contiguous_part_of_every_minibatch():
+    assert [part_bounds(7, r, 2) for r in range(2)] == [(0, 4), (4, 7)]
+    assert [part_bounds(1, r, 2) for r in range(2)] == [(0, 1), (1, 1)]  # rank 1 gets a no-loss row
+    assert [part_bounds(5, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 5)]
+
+
+def test_options_a_worker_cannot_run_are_refused_with_the_reason(tmp_path):
+    with pytest.raises(ShardingError, match="Unknown strategy 'zero2'"):
+        Sharding("zero2")
+    with pytest.raises(ShardingError, match="CPU offload shards the model: choose fsdp"):
+        Sharding("ddp", offload=True)
+    with pytest.raises(ShardingError, match="rendezvous endpoint"):
+        Sharding("fsdp", nodes=2)
+    if not deepspeed_installed():
+        with pytest.raises(ShardingError, match="zero3 needs DeepSpeed, which is not installed"):
+            check_strategy("zero3", rl=False)
+    with pytest.raises(ShardingError, match="zero3"):
+        check_strategy("zero3", rl=True)
+
+
+def test_several_nodes_meet_at_a_rendezvous_and_one_node_runs_standalone(tmp_path):
+    one = torchrun_command(Sharding("fsdp", procs_per_node=8), "m", tmp_path)
+    assert "--standalone" in one and "--nproc_per_node=8" in one
+    two = torchrun_command(Sharding("fsdp", procs_per_node=8, nodes=2, node_rank=1, rdzv_endpoint="node0:29400",
+                                    rdzv_id="job-7"), "m", tmp_path)
+    assert {"--nnodes=2", "--node_rank=1", "--rdzv_backend=c10d", "--rdzv_endpoint=node0:29400",
+            "--rdzv_id=job-7"} <= set(two) and "--standalone" not in two
