@@ -14,6 +14,7 @@ from typing import Any
 from django import forms
 
 from apps.jobs.forms import MODEL_FOLDER_HELP, ModelFolderInput
+from apps.jobs.forms_sharding import ShardingOptions, sharding_fields_last
 from apps.jobs.models import ModelCheckpoint
 from apps.jobs.queues import MAX_GPUS
 from apps.judging.llm.config import EndpointConfigError, check_base_url
@@ -55,7 +56,8 @@ def format_stages(stages: list[tuple[float, int]]) -> str:
     return ", ".join(f"{span(t)}:{n}" for t, n in stages)
 
 
-class RLForm(forms.Form):
+@sharding_fields_last
+class RLForm(ShardingOptions):
     """Progressive RL: which policy, which tasks, the stages and the update."""
 
     policy_checkpoint = forms.ChoiceField(
@@ -114,7 +116,8 @@ class RLForm(forms.Form):
         initial="sglang", label="Reload call",
     )
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
-                              help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
+                              help_text="GPUs per node. 0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, "
+                              "gpu-k). More than 1: the update is sharded over the k GPUs (the strategy below).")
     seed = forms.IntegerField(min_value=0, initial=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -166,4 +169,5 @@ class RLForm(forms.Form):
                 self.add_error("judge_endpoint", "Papers are judged by a model endpoint: choose one.")
         elif data.get("policy_server_url"):
             self.add_error("policy_server_url", "The toy task generates on the worker: leave the server empty.")
+        self.clean_sharding(data, rl=True)
         return data

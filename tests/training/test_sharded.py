@@ -4,16 +4,20 @@ sharded checkpoint on another rank count."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
-import signal
 from pathlib import Path
 
+import psutil
 import pytest
 from transformers import AutoTokenizer
 
+from apps.jobs.models import Job
+from apps.jobs.services.control import retry_job
+from apps.jobs.services.launching import launch_job
 from apps.trajectories.splitting import IGNORE_INDEX
 from apps.trajectories.windows import Example
+from tests.jobs.test_jobs import wait_for
 from worker.training.rl import RLSettings, Stage, SubTrajectory
 from worker.training.rl_update import LocalTrainer
 from worker.training.sharded import (
@@ -78,32 +82,26 @@ def test_ddp_on_two_ranks_equals_one_rank_with_kl_and_two_passes(policy, tmp_pat
     assert sharded.process.poll() == 0, "the ranks leave cleanly when asked"
 
 
-def test_fsdp_equals_one_rank_a_killed_rank_fails_with_the_reason_and_resumes_on_one_rank(policy, tmp_path):
+def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_rank(policy, tmp_path):
     settings = settings_for(policy, tmp_path / "run")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     local = LocalTrainer(settings, tokenizer)
     local.start_stage(policy, with_optimizer=False)
     for k in range(2):
         local.update(batch(k))
-
-    sharded = ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2))
-    sharded.start_stage(policy, with_optimizer=False)
-    for k in range(2):
-        sharded.update(batch(k))
-    assert max_diff(local.model, sharded.model) < TOLERANCE
     stage = tmp_path / "stage-1"
-    sharded.save(stage)
+    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2)) as sharded:
+        sharded.start_stage(policy, with_optimizer=False)
+        for k in range(2):
+            sharded.update(batch(k))
+        sharded.save(stage)
+    assert max_diff(local.model, sharded.model) < TOLERANCE
     # one file per rank, and a plain Hugging Face folder for serving
     assert len(list((stage / SHARDED_DIR).glob("*.distcp"))) == 2
     assert (stage / "model.safetensors").is_file() and (stage / "tokenizer_config.json").is_file()
 
-    victim = next(r["pid"] for r in sharded.ranks() if r["rank"] == 1)
-    os.kill(victim, signal.SIGKILL)
-    with pytest.raises(ShardingError, match=r"rank 1 failed \(killed by SIGKILL\)"):
-        sharded.update(batch(2))
-    assert sharded.process.poll() is not None, "the other rank is gone too"
-
-    # The retry: one rank, from the 2-rank sharded checkpoint (model and AdamW state resharded).
+    # The retry: one rank, from the 2-rank sharded checkpoint (model and AdamW state resharded),
+    # steps on exactly as the 1-rank run that never stopped.
     local.save(tmp_path / "local-stage-1")
     local.start_stage(tmp_path / "local-stage-1", with_optimizer=True)
     local.update(batch(2))
@@ -111,6 +109,45 @@ def test_fsdp_equals_one_rank_a_killed_rank_fails_with_the_reason_and_resumes_on
         resumed.start_stage(stage, with_optimizer=True)
         resumed.update(batch(2))
     assert max_diff(local.model, resumed.model) < TOLERANCE
+
+
+def sharded_ranks(rank: int) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if "worker.training.sharded_rank" in " ".join(process.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get("RANK") == str(rank):
+                    found.append(process)
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sharded_rl_job_lists_its_ranks_fails_with_the_reason_when_one_dies_and_retries_on_one_rank(
+        policy, personas, celery_worker, settings):
+    settings.KLONG_SFT_CPU_PROCESSES = 2  # CPU ranks per worker here; GPUs per node on GPU workers
+    config = {"task_source": "toy", "toy_tasks": 1, "n_rollouts": 2, "stages": "20m:1, 40m:1", "l_max": 160,
+              "learning_rate": 1e-2, "minibatch_size": 16, "policy_model": str(policy), "strategy": "fsdp"}
+    job = launch_job("rl", config, personas["operator"])
+    # the ranks are up (the job lists them) and the first update has not run yet
+    wait_for(lambda: job.logs.filter(text__contains="The update trains on 2 ranks").exists(), timeout=60)
+    [victim] = sharded_ranks(1)
+    victim.kill()
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=60)
+    assert job.state == Job.State.FAILED and "rank 1 failed (killed by SIGKILL)" in job.error, job.error
+    logs = " ".join(job.logs.values_list("text", flat=True))
+    assert "The update trains on 2 ranks (fsdp): rank 0 on" in logs and "rank 1 on" in logs
+    assert not sharded_ranks(0), "the job's failure ends every rank"
+
+    settings.KLONG_SFT_CPU_PROCESSES = 1
+    retry_job(job, personas["operator"])
+    job = wait_for(lambda: Job.objects.filter(pk=job.pk, state__in=Job.FINISHED).first(), timeout=90)
+    assert job.state == Job.State.SUCCEEDED, job.error
+    logs = " ".join(job.logs.values_list("text", flat=True))
+    assert "The update trains on 1 ranks (fsdp)" in logs
+    assert job.checkpoint["stage"] == 2 and job.result["iterations"] == 2
+    # each stage checkpoint: a plain Hugging Face folder for serving, and the sharded state beside it
+    stage = Path(job.checkpoint["path"])
+    assert (stage / "model.safetensors").is_file() and (stage / SHARDED_DIR / ".metadata").is_file()
 
 
 def test_each_rank_trains_a_contiguous_part_of_every_minibatch():

@@ -19,6 +19,7 @@ from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, 
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
+from worker.training.sharded import ShardedTrainer, job_sharding, training_processes, visible_gpus
 
 
 class JobReporter(Reporter):
@@ -127,11 +128,27 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         return {"stages": [], "note": "every stage had finished before this attempt"}
     if start_stage > 1:
         progress.log(f"resuming at stage {start_stage} from {done['path']}")
+    processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
+    sharding = job_sharding(config, processes)
+    trainers: list[ShardedTrainer] = []
+
+    def make_trainer(train_settings: RLSettings, tokenizer: Any) -> ShardedTrainer:
+        trainer = ShardedTrainer(train_settings, tokenizer, sharding)
+        trainers.append(trainer)
+        ranks = trainer.ranks()
+        progress.log(f"The update trains on {len(ranks)} ranks ({sharding.strategy}): " + ", ".join(
+            f"rank {r['rank']} on {r['host']} ({r['device']}, pid {r['pid']})" for r in ranks))
+        return trainer
+
     try:
         result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
-                          start_stage=start_stage, start_from=done.get("path"))
+                          start_stage=start_stage, start_from=done.get("path"),
+                          make_trainer=make_trainer if sharding else None)
     except RLStopped:
         raise JobCancelled() from None
+    finally:
+        for trainer in trainers:
+            trainer.close()
     if reporter.cancelled:
         raise JobCancelled()
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))

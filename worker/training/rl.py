@@ -370,9 +370,12 @@ def train_rl(
     make_policy: Callable[[Any, Any, int], Policy] | None = None,
     start_stage: int = 1,
     start_from: str | None = None,
+    make_trainer: Callable[[RLSettings, Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
-    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics."""
+    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics.
+    ``make_trainer(settings, tokenizer)``: the trainer (LocalTrainer's interface), by default a
+    LocalTrainer; worker/training/sharded.py's ShardedTrainer trains on several ranks."""
 
     check_stages(settings.stages)
     if not tasks:
@@ -383,7 +386,7 @@ def train_rl(
     tokenizer = AutoTokenizer.from_pretrained(settings.policy, local_files_only=True)
     turns = renderer_for(tokenizer, settings.policy)
     by_id = {t.id: t for t in tasks}
-    trainer = LocalTrainer(settings, tokenizer)
+    trainer = (make_trainer or LocalTrainer)(settings, tokenizer)
 
     total_iterations = sum(s.iterations for s in settings.stages)
     step = sum(s.iterations for s in settings.stages[: start_stage - 1])

@@ -100,6 +100,32 @@ class Sharding:
         return self.nodes * self.procs_per_node
 
 
+def visible_gpus() -> int:
+    return torch.cuda.device_count()
+
+
+def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
+    """How many data-parallel ranks to train with; 1 means in the worker's own process."""
+    if gpus > 1:
+        if visible < gpus:
+            raise ValueError(f"The job asks for {gpus} GPUs; this worker has {visible}. Run it on a worker "
+                             f"with at least {gpus} GPUs, or ask for fewer.")
+        return gpus
+    return cpu_processes if visible == 0 else 1
+
+
+def job_sharding(config: dict[str, Any], processes: int) -> Sharding | None:
+    """The ranks' layout a training job asks for; None: train in the worker's own process."""
+    strategy = config.get("strategy", "ddp")
+    if processes == 1 and strategy == "ddp" and int(config.get("nodes", 1)) == 1:
+        return None
+    if int(config.get("nodes", 1)) > 1:
+        raise ShardingError("Several nodes: each node's worker must start its ranks at a rendezvous, which "
+                            "this install does not orchestrate yet; run on one node (docs/training-at-scale.md).")
+    return Sharding(strategy, procs_per_node=processes, offload=bool(config.get("offload", False)),
+                    checkpointing=bool(config.get("checkpointing", False)))
+
+
 def deepspeed_installed() -> bool:
     return importlib.util.find_spec("deepspeed") is not None
 
