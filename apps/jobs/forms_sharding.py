@@ -27,7 +27,7 @@ STRATEGY_CHOICES = [
 
 
 def live_nodes(queue: str) -> tuple[set[str], set[str]]:
-    """(machines with a live worker on ``queue``, those of them whose worker has DeepSpeed)."""
+    """(machines with a live worker on ``queue``, those of them whose worker has DeepSpeed installed)."""
     try:
         beats = live_heartbeats()
     except Exception:  # Redis away: no worker is known to be live
@@ -43,9 +43,8 @@ class ShardingOptions(forms.Form):
 
     nodes = forms.IntegerField(
         min_value=1, max_value=MAX_NODES, initial=1,
-        help_text="Machines of GPUs (the GPUs field) each. More than 1: each node's GPU worker starts its "
-        "ranks and they meet at a rendezvous on the first; needs that many live GPU workers, on different "
-        "machines, and DATA_DIR on storage they all see.",
+        help_text="Machines of GPUs (the GPUs field) each. One for now: several nodes meeting at a "
+        "rendezvous are designed (docs/training-at-scale.md), not yet started from the job queue.",
     )
     strategy = forms.ChoiceField(
         choices=STRATEGY_CHOICES, initial="ddp",
@@ -74,19 +73,19 @@ class ShardingOptions(forms.Form):
             if strategy != "fsdp" or gpus == 0 or world % sequence_parallel:
                 self.add_error("sequence_parallel", f"Sequence parallelism of {sequence_parallel} runs on fsdp "
                                f"GPUs, over a GPU count it divides (here {gpus} x {nodes} nodes).")
-        if nodes > 1 and gpus == 0:
-            self.add_error("nodes", "Several nodes train on GPU workers: ask for GPUs per node.")
-            return
-        if nodes > 1 or strategy == "zero3":
+        if nodes > 1:
+            # worker/training/sharded.py joins several nodes at a rendezvous (tested on one machine);
+            # starting the other nodes' ranks from their workers is not wired into the job queue yet
+            self.add_error("nodes", "This install trains a job on one node (up to 16 GPUs); several nodes need "
+                           "each node's worker to start its ranks at a rendezvous, which the job queue does not "
+                           "orchestrate yet (docs/training-at-scale.md).")
+        if strategy == "zero3" and not rl:
             queue = gpu_queue(gpus)
             machines, with_deepspeed = live_nodes(queue)
-            if len(machines) < nodes:
-                self.add_error("nodes", f"The job asks for {nodes} nodes of {gpus} GPUs; {len(machines)} machine"
-                               f"{'' if len(machines) == 1 else 's'} of the fleet ha{'s' if len(machines) == 1 else 've'}"
-                               f" a live worker on queue {queue}.")
-            elif strategy == "zero3" and len(with_deepspeed) < nodes:
-                self.add_error("strategy", f"zero3 needs DeepSpeed on the workers: {len(with_deepspeed)} of the "
-                               f"machines serving {queue} have it installed, the job needs {nodes}.")
+            if not with_deepspeed:
+                self.add_error("strategy", f"zero3 needs DeepSpeed on the worker: none of the {len(machines)} live "
+                               f"worker machine(s) on queue {queue} has it installed (pip install deepspeed), "
+                               "or choose fsdp.")
 
 
 def sharding_fields_last(form_class: type[forms.Form]) -> type[forms.Form]:

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import random
+import socket
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 from transformers import AutoTokenizer
 
+from apps.jobs.heartbeats import heartbeats_key, redis_client
 from apps.jobs.models import Job
 from apps.jobs.services.control import retry_job
 from apps.jobs.services.launching import launch_job
 from apps.trajectories.splitting import IGNORE_INDEX
 from apps.trajectories.windows import Example
 from tests.jobs.test_jobs import wait_for
+from worker.heartbeat import beat
 from worker.training.rl import RLSettings, Stage, SubTrajectory
 from worker.training.rl_update import LocalTrainer
 from worker.training.sharded import (
@@ -27,6 +31,7 @@ from worker.training.sharded import (
     ShardingError,
     check_strategy,
     deepspeed_installed,
+    start_ranks,
     torchrun_command,
 )
 from worker.training.sharded_rank import part_bounds
@@ -65,16 +70,28 @@ def max_diff(a, b) -> float:
     return max(float((value - theirs[name]).abs().max()) for name, value in a.state_dict().items())
 
 
-def test_ddp_on_two_ranks_equals_one_rank_with_kl_and_two_passes(policy, tmp_path):
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_over_two_nodes_at_a_rendezvous_equals_one_rank_with_kl_and_two_passes(policy, tmp_path):
+    """Two "nodes" of one rank each, as two GPU workers would start them: node 0 with the job's
+    process, node 1 by its own torchrun, meeting at node 0's c10d rendezvous."""
     settings = settings_for(policy, tmp_path, kl_coef=0.1, ppo_epochs=2)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     local = LocalTrainer(settings, tokenizer)
     local.start_stage(policy, with_optimizer=False)
     expected = [local.update(batch(k)) for k in range(2)]
-    with ShardedTrainer(settings, tokenizer, Sharding("ddp", procs_per_node=2)) as sharded:
+    layout = {"procs_per_node": 1, "nodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}", "rdzv_id": "test"}
+    with ShardedTrainer(settings, tokenizer, Sharding("ddp", node_rank=0, **layout)) as sharded:
+        node_1 = start_ranks(torchrun_command(Sharding("ddp", node_rank=1, **layout), "worker.training.sharded_rank",
+                                              sharded.folder), tmp_path / "node-1.log")
         sharded.start_stage(policy, with_optimizer=False)
         got = [sharded.update(batch(k)) for k in range(2)]
-        assert [r["rank"] for r in sharded.ranks()] == [0, 1]
+        assert [(r["rank"], r["local_rank"]) for r in sharded.ranks()] == [(0, 0), (1, 0)]
+    assert node_1.wait(timeout=30) == 0
     assert max_diff(local.model, sharded.model) < TOLERANCE
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.tokens == theirs.tokens
@@ -177,3 +194,41 @@ def test_several_nodes_meet_at_a_rendezvous_and_one_node_runs_standalone(tmp_pat
                                     rdzv_id="job-7"), "m", tmp_path)
     assert {"--nnodes=2", "--node_rank=1", "--rdzv_backend=c10d", "--rdzv_endpoint=node0:29400",
             "--rdzv_id=job-7"} <= set(two) and "--standalone" not in two
+
+
+@pytest.mark.django_db
+def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_the_rest(client_for, policy):
+    client = client_for("operator")
+    sft = {"ids": "1", "base_model": str(policy), "l_max": 300}
+    rl = {"task_source": "toy", "policy_model": str(policy), "stages": "20m:1"}
+
+    def errors(kind: str, config: dict) -> dict:
+        response = client.post("/api/jobs/", {"kind": kind, "config": config}, content_type="application/json")
+        assert response.status_code == 400, response.content
+        return response.json()["config"]
+
+    assert "choose fsdp or zero3, not ddp" in errors("sft", {**sft, "gpus": 8, "offload": True})["offload"][0]
+    assert "zero3 is for SFT" in errors("rl", {**rl, "gpus": 8, "strategy": "zero3"})["strategy"][0]
+    assert "runs on GPU workers" in errors("sft", {**sft, "gpus": 0, "strategy": "fsdp"})["strategy"][0]
+    assert "over a GPU count it divides" in errors("sft", {**sft, "gpus": 4, "strategy": "fsdp",
+                                                           "sequence_parallel": 3})["sequence_parallel"][0]
+    assert "one node" in errors("rl", {**rl, "gpus": 8, "nodes": 2})["nodes"][0]
+    assert "Select a valid choice" in errors("sft", {**sft, "strategy": "zero2"})["strategy"][0]
+    redis_client().delete(heartbeats_key())
+    try:
+        assert "none of the 0 live worker machine(s) on queue gpu-8" in errors(
+            "sft", {**sft, "gpus": 8, "strategy": "zero3"})["strategy"][0]
+        beat({"name": "gpu8@node-a", "node": "node-a", "queues": ["gpu", "gpu-8"], "deepspeed": True,
+              "seen_at": time.time()})
+        zero3 = client.post("/api/jobs/", {"kind": "sft", "config": {**sft, "gpus": 8, "strategy": "zero3"}},
+                            content_type="application/json")
+        assert zero3.status_code == 202 and zero3.json()["queue"] == "gpu-8"
+    finally:
+        redis_client().delete(heartbeats_key())
+    fsdp = client.post("/api/jobs/", {"kind": "rl", "config": {**rl, "gpus": 4, "strategy": "fsdp", "offload": True,
+                                                               "checkpointing": True}}, content_type="application/json")
+    assert fsdp.status_code == 202, fsdp.content
+    config = Job.objects.get(pk=fsdp.json()["id"]).config
+    assert (config["strategy"], config["offload"], config["checkpointing"], config["nodes"]) == ("fsdp", True, True, 1)
+    page = client.get("/jobs/new/?kind=sft").content.decode()
+    assert page.index('name="config-gpus"') < page.index('name="config-nodes"') < page.index('name="config-strategy"')
