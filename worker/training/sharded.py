@@ -224,6 +224,8 @@ class ShardedTrainer:
     update from rank 0's gathered weights: what ``train_rl`` publishes to the rollouts.
     """
 
+    rank_module = "worker.training.sharded_rank"  # what each rank runs (bench/ swaps in a naive loss)
+
     def __init__(self, settings: RLSettings, tokenizer: Any, sharding: Sharding, *, folder: Path | None = None,
                  poll_s: float = 0.05) -> None:
         check_strategy(sharding.strategy, rl=True)
@@ -238,7 +240,7 @@ class ShardedTrainer:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         write_atomic(self.folder / RANK_FILES["spec"],
                      {"settings": settings, "sharding": sharding, "pad_id": pad_id, "driver_pid": os.getpid()})
-        self.process = start_ranks(torchrun_command(sharding, "worker.training.sharded_rank", self.folder),
+        self.process = start_ranks(torchrun_command(sharding, self.rank_module, self.folder),
                                    self.folder / RANK_FILES["log"])
         self.model: Any = None
         self._calls = 0
