@@ -107,7 +107,7 @@ def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_ran
     for k in range(2):
         local.update(batch(k))
     stage = tmp_path / "stage-1"
-    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2)) as sharded:
+    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2, checkpointing=True)) as sharded:
         sharded.start_stage(policy, with_optimizer=False)
         for k in range(2):
             sharded.update(batch(k))

@@ -84,7 +84,7 @@ def wrap(model: Any, sharding: Sharding, device: torch.device, *, trainable: boo
     """The model as this strategy trains it: DDP (a full copy per rank) or FSDP2 (one unit per
     decoder layer, as transformers' ``_no_split_modules`` names them, and the root)."""
     if sharding.checkpointing and trainable:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if sharding.strategy == "ddp":
         model.to(device)
         if not trainable:
