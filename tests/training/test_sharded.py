@@ -125,7 +125,10 @@ def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_ran
     with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=1)) as resumed:
         resumed.start_stage(stage, with_optimizer=True)
         resumed.update(batch(2))
-    assert max_diff(local.model, resumed.model) < TOLERANCE
+        assert max_diff(local.model, resumed.model) < TOLERANCE
+        # a rank that raises fails the call with its exception, not a bare exit status
+        with pytest.raises(ShardingError, match=r"rank 0 failed \(exit code 1: OSError: .*nowhere"):
+            resumed.start_stage(tmp_path / "nowhere", with_optimizer=False)
 
 
 def sharded_ranks(rank: int) -> list[psutil.Process]:

@@ -31,7 +31,6 @@ import contextlib
 import importlib.util
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -122,8 +121,10 @@ def job_sharding(config: dict[str, Any], processes: int) -> Sharding | None:
     if int(config.get("nodes", 1)) > 1:
         raise ShardingError("Several nodes: each node's worker must start its ranks at a rendezvous, which "
                             "this install does not orchestrate yet; run on one node (docs/training-at-scale.md).")
+    # GPUs compute in bf16 over fp32 master weights unless the job asks for fp32 (CPUs: fp32 always)
+    precision = "fp32" if config.get("precision") == "fp32" else "bf16"
     return Sharding(strategy, procs_per_node=processes, offload=bool(config.get("offload", False)),
-                    checkpointing=bool(config.get("checkpointing", False)))
+                    checkpointing=bool(config.get("checkpointing", False)), precision=precision)
 
 
 def deepspeed_installed() -> bool:
@@ -181,18 +182,31 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-_ROOT_CAUSE = re.compile(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+).*?(?:traceback\s*:\s*([^\n]+))?", re.S)
-
-
 def failure_reason(log_path: Path, returncode: int | None) -> str:
-    """Which rank failed and how, from torchrun's summary, with the end of every rank's output."""
+    """Which rank failed and how, from torchrun's summary (its "Root Cause" block: rank, exit code,
+    and with ``@record`` the rank's exception), with the end of every rank's output."""
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    cause = text.rsplit("Root Cause", 1)[-1] if "Root Cause" in text else ""
-    match = _ROOT_CAUSE.search(cause)
-    if match:
-        rank, code, trace = match.group(1), int(match.group(2)), (match.group(3) or "").strip()
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
-        head = f"rank {rank} failed ({how}{': ' + trace if trace and code >= 0 else ''})"
+    cause = text.rsplit("Root Cause", 1)[-1].splitlines() if "Root Cause" in text else []
+    fields: dict[str, str] = {}
+    trace: list[str] = []
+    for line in cause:
+        if line.startswith("="):
+            break
+        key, _, value = line.partition(":")
+        if trace or key.strip() == "traceback":
+            trace.append(value.strip() if not trace else line.strip())
+        elif key.strip() in ("rank", "exitcode"):
+            fields[key.strip()] = value.strip()
+    rank = fields.get("rank", "").split(" ")[0]
+    code = fields.get("exitcode", "").split(" ")[0]
+    if rank and code.lstrip("-").isdigit():
+        number = int(code)
+        if number < 0 and -number in {s.value for s in signal.Signals}:
+            how = f"killed by {signal.Signals(-number).name}"
+        else:
+            exception = next((t for t in reversed(trace) if t and not t.startswith("To enable traceback")), "")
+            how = f"exit code {number}" + (f": {exception}" if exception else "")
+        head = f"rank {rank} failed ({how})"
     else:
         head = f"the ranks stopped (torchrun exit status {returncode})"
     return f"{head}; every rank's output: {log_path}\n{text[-3000:]}"

@@ -13,6 +13,7 @@ import pickle
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -29,6 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
     get_state_dict,
     set_state_dict,
 )
+from torch.distributed.elastic.multiprocessing.errors import record
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
@@ -83,6 +85,8 @@ class RankShard:
 def wrap(model: Any, sharding: Sharding, device: torch.device, *, trainable: bool = True) -> Any:
     """The model as this strategy trains it: DDP (a full copy per rank) or FSDP2 (one unit per
     decoder layer, as transformers' ``_no_split_modules`` names them, and the root)."""
+    if trainable:
+        model.float()  # the master weights AdamW updates stay fp32, whatever dtype the checkpoint has
     if sharding.checkpointing and trainable:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if sharding.strategy == "ddp":
@@ -217,7 +221,13 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    try:
+        # record: torchrun's failure summary then carries this rank's exception, not just its exit code
+        record(main)(Path(sys.argv[1]))
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)  # now: a gloo process group torn down by the interpreter would abort (SIGABRT) instead
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # as sft_dist: skip interpreter teardown of torch's thread pools
