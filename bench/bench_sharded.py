@@ -9,31 +9,18 @@ share of the tokens, so it matches the 1-rank run to float noise.
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 
 import _django  # noqa: F401  (first: sets up Django on the embedded defaults)
 
-from apps.trajectories.splitting import IGNORE_INDEX
-from apps.trajectories.windows import Example
-from worker.training.rl import RLSettings, Stage, SubTrajectory
+from tests.support.subtrajectories import random_batch
+from worker.training.rl import RLSettings, Stage
 from worker.training.rl_update import LocalTrainer
 from worker.training.sharded import ShardedTrainer, Sharding
 from worker.training.tiny import build_tiny_model
 
 UPDATES = 3
-
-
-def batch(seed: int, rows: int = 8) -> list[SubTrajectory]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(rows):
-        ids = [rng.randrange(3, 400) for _ in range(rng.randint(16, 64))]
-        cut = rng.randint(2, len(ids) - 3)
-        out.append(SubTrajectory("task", i, 0, 0, None, Example(0, ids, [IGNORE_INDEX] * cut + ids[cut:]),
-                                 advantage=rng.uniform(-1, 1)))
-    return out
 
 
 class NaiveShardedTrainer(ShardedTrainer):
@@ -57,7 +44,7 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model)
         settings = RLSettings(policy=str(model), output_dir=Path(folder) / "out", stages=(Stage(60.0, 1),),
                               learning_rate=1e-3, minibatch_size=4, seed=0)
-        batches = [batch(k) for k in range(UPDATES)]
+        batches = [random_batch(k, rows=8, shortest=16, longest=64) for k in range(UPDATES)]
         local = LocalTrainer(settings, tokenizer)
         local.start_stage(model, with_optimizer=False)
         for b in batches:

@@ -5,7 +5,6 @@ sharded checkpoint on another rank count."""
 from __future__ import annotations
 
 import contextlib
-import random
 import socket
 import time
 from pathlib import Path
@@ -18,9 +17,8 @@ from apps.jobs.heartbeats import heartbeats_key, redis_client
 from apps.jobs.models import Job
 from apps.jobs.services.control import retry_job
 from apps.jobs.services.launching import launch_job
-from apps.trajectories.splitting import IGNORE_INDEX
-from apps.trajectories.windows import Example
 from tests.jobs.test_jobs import wait_for
+from tests.support.subtrajectories import random_batch
 from worker.heartbeat import beat
 from worker.training.rl import RLSettings, Stage, SubTrajectory
 from worker.training.rl_update import LocalTrainer
@@ -47,16 +45,8 @@ def policy(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("sharded-policy"))
 
 
-def batch(seed: int, rows: int = 7) -> list[SubTrajectory]:
-    """Sub-trajectories of different lengths and loss spans: uneven parts on every rank."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(rows):
-        ids = [rng.randrange(3, 400) for _ in range(rng.randint(10, 30))]
-        cut = rng.randint(2, len(ids) - 3)
-        example = Example(0, ids, [IGNORE_INDEX] * cut + ids[cut:])
-        out.append(SubTrajectory("task", i, 0, 0, None, example, advantage=rng.uniform(-1, 1)))
-    return out
+def batch(seed: int) -> list[SubTrajectory]:
+    return random_batch(seed, rows=7)
 
 
 def settings_for(policy: Path, out: Path, **overrides) -> RLSettings:
