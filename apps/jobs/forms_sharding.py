@@ -62,6 +62,8 @@ class ShardingOptions(forms.Form):
         gpus, nodes, strategy = data.get("gpus") or 0, data.get("nodes") or 1, data.get("strategy") or "ddp"
         if data.get("offload") and strategy == "ddp":
             self.add_error("offload", "CPU offload shards the model: choose fsdp or zero3, not ddp.")
+        elif data.get("offload") and gpus == 0:
+            self.add_error("offload", "CPU offload moves the shards between GPU and CPU memory: ask for GPUs.")
         if strategy == "zero3" and rl:
             self.add_error("strategy", "The RL update runs on ddp or fsdp (FSDP2 shards like ZeRO-3); zero3 is for SFT.")
         if strategy != "ddp" and gpus == 0 and not rl:

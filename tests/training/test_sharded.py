@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from apps.jobs.heartbeats import heartbeats_key, redis_client
@@ -178,6 +179,9 @@ def test_options_a_worker_cannot_run_are_refused_with_the_reason(tmp_path):
             check_strategy("zero3", rl=False)
     with pytest.raises(ShardingError, match="zero3"):
         check_strategy("zero3", rl=True)
+    if not torch.cuda.is_available():  # refused before any rank starts
+        with pytest.raises(ShardingError, match="this worker has no GPU"):
+            ShardedTrainer(settings_for(Path("unused"), tmp_path), None, Sharding("fsdp", offload=True))
 
 
 def test_several_nodes_meet_at_a_rendezvous_and_one_node_runs_standalone(tmp_path):
@@ -201,6 +205,7 @@ def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_t
         return response.json()["config"]
 
     assert "choose fsdp or zero3, not ddp" in errors("sft", {**sft, "gpus": 8, "offload": True})["offload"][0]
+    assert "ask for GPUs" in errors("rl", {**rl, "strategy": "fsdp", "offload": True})["offload"][0]
     assert "zero3 is for SFT" in errors("rl", {**rl, "gpus": 8, "strategy": "zero3"})["strategy"][0]
     assert "runs on GPU workers" in errors("sft", {**sft, "gpus": 0, "strategy": "fsdp"})["strategy"][0]
     assert "over a GPU count it divides" in errors("sft", {**sft, "gpus": 4, "strategy": "fsdp",

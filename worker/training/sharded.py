@@ -243,6 +243,8 @@ class ShardedTrainer:
     def __init__(self, settings: RLSettings, tokenizer: Any, sharding: Sharding, *, folder: Path | None = None,
                  poll_s: float = 0.05) -> None:
         check_strategy(sharding.strategy, rl=True)
+        if sharding.offload and not torch.cuda.is_available():
+            raise ShardingError("CPU offload moves the shards between GPU and CPU memory: this worker has no GPU.")
         self.settings = settings
         self.tokenizer = tokenizer
         self.sharding = sharding
