@@ -30,6 +30,7 @@ from worker.training.sharded import (
     ShardingError,
     check_strategy,
     deepspeed_installed,
+    failure_reason,
     start_ranks,
     torchrun_command,
 )
@@ -155,6 +156,7 @@ def test_a_sharded_rl_job_lists_its_ranks_fails_with_the_reason_when_one_dies_an
     assert job.state == Job.State.SUCCEEDED, job.error
     logs = " ".join(job.logs.values_list("text", flat=True))
     assert "The update trains on 1 ranks (fsdp)" in logs
+    assert [(r["rank"], r["device"]) for r in job.result["ranks"]] == [(0, "cpu")]
     assert job.checkpoint["stage"] == 2 and job.result["iterations"] == 2
     # each stage checkpoint: a plain Hugging Face folder for serving, and the sharded state beside it
     stage = Path(job.checkpoint["path"])
@@ -230,3 +232,41 @@ def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_t
     assert (config["strategy"], config["offload"], config["checkpointing"], config["nodes"]) == ("fsdp", True, True, 1)
     page = client.get("/jobs/new/?kind=sft").content.decode()
     assert page.index('name="config-gpus"') < page.index('name="config-nodes"') < page.index('name="config-strategy"')
+
+
+TORCHRUN_SUMMARY = """
+============================================================
+worker.training.sharded_rank FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-12-05_17:17:11
+  host      : node-b
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 10646)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 10646
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-05_17:17:11
+  host      : node-a
+  rank      : 0 (local_rank: 0)
+  exitcode  : 1 (pid: 10645)
+  error_file: /tmp/torchelastic/error.json
+  traceback : Traceback (most recent call last):
+    File "worker/training/sharded_rank.py", line 212, in main
+      dist.broadcast_object_list(command, src=0)
+  RuntimeError: Connection closed by peer [127.0.0.1]:35013.
+============================================================
+"""
+
+
+def test_a_rank_killed_by_a_signal_is_the_reason_even_when_a_peer_failed_first(tmp_path):
+    """The killed rank's peers fail in their next collective, sometimes a moment before torchrun
+    notices the signal: the signal is still the cause to report."""
+    log = tmp_path / "torchrun.log"
+    log.write_text(TORCHRUN_SUMMARY)
+    assert failure_reason(log, 1).startswith(f"rank 1 failed (killed by SIGKILL); every rank's output: {log}")
+    log.write_text(TORCHRUN_SUMMARY.replace("-9 (pid: 10646)  (SIGKILL)", "1 (pid: 10646)"))
+    assert failure_reason(log, 1).startswith("rank 0 failed (exit code 1: RuntimeError: Connection closed by peer")

@@ -131,11 +131,12 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
     sharding = job_sharding(config, processes)
     trainers: list[ShardedTrainer] = []
+    ranks: list[dict[str, Any]] = []
 
     def make_trainer(train_settings: RLSettings, tokenizer: Any) -> ShardedTrainer:
         trainer = ShardedTrainer(train_settings, tokenizer, sharding)
         trainers.append(trainer)
-        ranks = trainer.ranks()
+        ranks[:] = trainer.ranks()
         progress.log(f"The update trains on {len(ranks)} ranks ({sharding.strategy}): " + ", ".join(
             f"rank {r['rank']} on {r['host']} ({r['device']}, pid {r['pid']})" for r in ranks))
         return trainer
@@ -152,4 +153,6 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     if reporter.cancelled:
         raise JobCancelled()
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))
+    if ranks:
+        result["ranks"] = ranks  # every rank: global number, host, pid, device
     return result

@@ -31,6 +31,7 @@ import contextlib
 import importlib.util
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -182,31 +183,42 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _failures(summary: str) -> list[dict[str, Any]]:
+    """The failed ranks of torchrun's summary, root cause first: rank, exit code, traceback lines."""
+    blocks: list[dict[str, Any]] = []
+    for part in re.split(r"^\[\d+\]:\s*$", summary, flags=re.M)[1:]:
+        block: dict[str, Any] = {"trace": []}
+        for line in part.splitlines():
+            if line.startswith(("=", "-")) or line.startswith("Root Cause"):
+                break
+            key, _, value = line.partition(":")
+            if block["trace"] or key.strip() == "traceback":
+                block["trace"].append(value.strip() if not block["trace"] else line.strip())
+            elif key.strip() in ("rank", "exitcode"):
+                block[key.strip()] = value.strip().split(" ")[0]
+        if block.get("rank") and block.get("exitcode", "").lstrip("-").isdigit():
+            blocks.append(block)
+    root = summary.rsplit("Root Cause", 1)[-1]
+    return sorted(blocks, key=lambda b: f"rank      : {b['rank']}" not in root)
+
+
 def failure_reason(log_path: Path, returncode: int | None) -> str:
-    """Which rank failed and how, from torchrun's summary (its "Root Cause" block: rank, exit code,
-    and with ``@record`` the rank's exception), with the end of every rank's output."""
+    """Which rank failed and how, from torchrun's summary (with ``@record``, a rank's exception),
+    and the end of every rank's output. A rank killed by a signal is the cause when there is one: the
+    others then fail in a collective ("Connection closed by peer"), sometimes a moment earlier."""
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    cause = text.rsplit("Root Cause", 1)[-1].splitlines() if "Root Cause" in text else []
-    fields: dict[str, str] = {}
-    trace: list[str] = []
-    for line in cause:
-        if line.startswith("="):
-            break
-        key, _, value = line.partition(":")
-        if trace or key.strip() == "traceback":
-            trace.append(value.strip() if not trace else line.strip())
-        elif key.strip() in ("rank", "exitcode"):
-            fields[key.strip()] = value.strip()
-    rank = fields.get("rank", "").split(" ")[0]
-    code = fields.get("exitcode", "").split(" ")[0]
-    if rank and code.lstrip("-").isdigit():
-        number = int(code)
+    summary = text[text.rfind("Failures:"):] if "Failures:" in text else ""
+    failures = _failures(summary)
+    killed = [f for f in failures if int(f["exitcode"]) < 0]
+    if failures:
+        failure = (killed or failures)[0]
+        number = int(failure["exitcode"])
         if number < 0 and -number in {s.value for s in signal.Signals}:
             how = f"killed by {signal.Signals(-number).name}"
         else:
-            exception = next((t for t in reversed(trace) if t and not t.startswith("To enable traceback")), "")
+            exception = next((t for t in reversed(failure["trace"]) if t and not t.startswith("To enable traceback")), "")
             how = f"exit code {number}" + (f": {exception}" if exception else "")
-        head = f"rank {rank} failed ({how})"
+        head = f"rank {failure['rank']} failed ({how})"
     else:
         head = f"the ranks stopped (torchrun exit status {returncode})"
     return f"{head}; every rank's output: {log_path}\n{text[-3000:]}"
