@@ -139,6 +139,9 @@ class RankTrainer:
     def start(self, path: str, with_optimizer: bool) -> None:
         # Every strategy starts from the plain HF weights; a sharded checkpoint beside them (this
         # job's stage) brings back the exact model and optimizer state, whatever the rank count.
+        self.model = self.optimizer = None  # the last stage's shards go before the next stage's come
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         self.model = wrap(load_model(path, "cpu"), self.sharding, self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings.learning_rate, weight_decay=0.0)
         sharded = Path(path) / SHARDED_DIR
