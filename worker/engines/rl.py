@@ -19,7 +19,7 @@ from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, 
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
-from worker.training.sharded import ShardedTrainer, job_sharding, training_processes, visible_gpus
+from worker.training.sharded import ShardedTrainer, describe_ranks, job_sharding, training_processes, visible_gpus
 
 
 class JobReporter(Reporter):
@@ -137,8 +137,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         trainer = ShardedTrainer(train_settings, tokenizer, sharding)
         trainers.append(trainer)
         ranks[:] = trainer.ranks()
-        progress.log(f"The update trains on {len(ranks)} ranks ({sharding.strategy}): " + ", ".join(
-            f"rank {r['rank']} on {r['host']} ({r['device']}, pid {r['pid']})" for r in ranks))
+        progress.log("The update trains on " + describe_ranks(ranks, sharding.strategy))
         return trainer
 
     try:

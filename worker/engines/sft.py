@@ -18,7 +18,7 @@ from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.split_service import config_from, declared_tools, keeps_reasoning, reasoning_choice, turn_rows
 from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
-from worker.training.sharded import job_sharding, training_processes, visible_gpus
+from worker.training.sharded import describe_ranks, job_sharding, training_processes, visible_gpus
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
 
@@ -136,6 +136,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     if sharding is not None:
         progress.log(f"Launching {sharding.world_size} ranks ({sharding.strategy}) with torchrun")
         metrics = train_distributed(examples, train_settings, reporter, processes, sharding=sharding)
+        progress.log("Trained on " + describe_ranks(metrics["ranks"], sharding.strategy))
     else:
         metrics = train_sft(examples, train_settings, reporter)
     if reporter.cancelled:

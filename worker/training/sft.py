@@ -198,6 +198,8 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("events", "stop", "result"):
         (folder / LAUNCH_FILES[name]).unlink(missing_ok=True)
+    for old in folder.glob("rank-*.json"):
+        old.unlink()
     (folder / LAUNCH_FILES["settings"]).write_text(json.dumps({**asdict(settings), "output_dir": str(settings.output_dir)}))
     with open(folder / LAUNCH_FILES["examples"], "w") as out:
         for example in examples:
@@ -229,4 +231,7 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
         stop_ranks(ranks)
     if ranks.returncode != 0:
         raise ShardingError(f"torchrun with {layout.world_size} processes: {failure_reason(log_path, ranks.returncode)}")
-    return json.loads((folder / LAUNCH_FILES["result"]).read_text())
+    result = json.loads((folder / LAUNCH_FILES["result"]).read_text())
+    ranks = [json.loads(p.read_text()) for p in folder.glob("rank-*.json")]
+    result["ranks"] = sorted(ranks, key=lambda r: r["rank"])
+    return result

@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from apps.trajectories.windows import Example
 from worker.training.sft import LAUNCH_FILES, Reporter, SFTSettings, train_sft
-from worker.training.sharded import leave_process_group
+from worker.training.sharded import leave_process_group, rank_identity
 
 
 class FileReporter(Reporter):
@@ -67,6 +67,9 @@ def load_launch(folder: Path) -> tuple[list[Example], SFTSettings]:
 def main(folder: Path) -> None:
     rank = int(os.environ.get("RANK", "0"))
     examples, settings = load_launch(folder)
+    # each rank says who it is, without a collective (accelerate sets the process group up later)
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    (folder / f"rank-{rank}.json").write_text(json.dumps(rank_identity(device)))
     reporter = FileReporter(folder, rank)
     metrics = train_sft(examples, settings, reporter)
     if rank == 0:

@@ -33,6 +33,7 @@ import os
 import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -126,6 +127,17 @@ def job_sharding(config: dict[str, Any], processes: int) -> Sharding | None:
     precision = "fp32" if config.get("precision") == "fp32" else "bf16"
     return Sharding(strategy, procs_per_node=processes, offload=bool(config.get("offload", False)),
                     checkpointing=bool(config.get("checkpointing", False)), precision=precision)
+
+
+def rank_identity(device: Any) -> dict[str, Any]:
+    """This rank as the job page lists it: global and local rank, host, pid, device."""
+    return {"rank": int(os.environ.get("RANK", "0")), "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+            "host": socket.gethostname(), "pid": os.getpid(), "device": str(device)}
+
+
+def describe_ranks(ranks: Sequence[dict[str, Any]], strategy: str) -> str:
+    return f"{len(ranks)} ranks ({strategy}): " + ", ".join(
+        f"rank {r['rank']} on {r['host']} ({r['device']}, pid {r['pid']})" for r in ranks)
 
 
 def deepspeed_installed() -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import sys
 import time
 import traceback
@@ -37,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from apps.trajectories.splitting import IGNORE_INDEX
 from worker.training.rl_math import LossStats
 from worker.training.rl_update import load_model, train_on_batch
-from worker.training.sharded import RANK_FILES, SHARDED_DIR, Sharding, leave_process_group, write_atomic
+from worker.training.sharded import RANK_FILES, SHARDED_DIR, Sharding, leave_process_group, rank_identity, write_atomic
 
 if TYPE_CHECKING:
     from worker.training.rl import RLSettings, SubTrajectory
@@ -175,10 +174,8 @@ class RankTrainer:
         dist.barrier()
 
     def ranks(self) -> list[dict[str, Any]]:
-        me = {"rank": self.rank, "local_rank": int(os.environ.get("LOCAL_RANK", "0")), "host": socket.gethostname(),
-              "pid": os.getpid(), "device": str(self.device)}
         everyone: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(everyone, me)
+        dist.all_gather_object(everyone, rank_identity(self.device))
         return everyone
 
 
