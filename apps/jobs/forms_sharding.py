@@ -43,8 +43,9 @@ class ShardingOptions(forms.Form):
 
     nodes = forms.IntegerField(
         min_value=1, max_value=MAX_NODES, initial=1,
-        help_text="Machines of GPUs (the GPUs field) each. One for now: several nodes meeting at a "
-        "rendezvous are designed (docs/training-at-scale.md), not yet started from the job queue.",
+        help_text="Machines of GPUs (the GPUs field) each. More than 1: this job's worker is node 0 and "
+        "queues one job per other node on the same GPU queue; their ranks meet at a rendezvous on node 0. "
+        "Needs that many live workers on different machines and DATA_DIR on storage they all see.",
     )
     strategy = forms.ChoiceField(
         choices=STRATEGY_CHOICES, initial="ddp",
@@ -75,12 +76,16 @@ class ShardingOptions(forms.Form):
             if strategy != "fsdp" or gpus == 0 or world % sequence_parallel:
                 self.add_error("sequence_parallel", f"Sequence parallelism of {sequence_parallel} runs on fsdp "
                                f"GPUs, over a GPU count it divides (here {gpus} x {nodes} nodes).")
-        if nodes > 1:
-            # worker/training/sharded.py joins several nodes at a rendezvous (tested on one machine);
-            # starting the other nodes' ranks from their workers is not wired into the job queue yet
-            self.add_error("nodes", "This install trains a job on one node (up to 16 GPUs); several nodes need "
-                           "each node's worker to start its ranks at a rendezvous, which the job queue does not "
-                           "orchestrate yet (docs/training-at-scale.md).")
+        if nodes > 1 and gpus == 0:
+            self.add_error("nodes", "Several nodes train on GPU workers: ask for GPUs per node.")
+        elif nodes > 1:
+            # node 0's job queues one job per other node on the same GPU queue: as many machines
+            # with a live worker on it as nodes, or some node would wait for a worker forever
+            queue = gpu_queue(gpus)
+            machines, _ = live_nodes(queue)
+            if len(machines) < nodes:
+                self.add_error("nodes", f"The job asks for {nodes} nodes of {gpus} GPUs; {len(machines)} "
+                               f"machine(s) of the fleet have a live worker on queue {queue}.")
         if strategy == "zero3" and not rl:
             queue = gpu_queue(gpus)
             machines, with_deepspeed = live_nodes(queue)

@@ -5,8 +5,10 @@ sharded checkpoint on another rank count."""
 from __future__ import annotations
 
 import contextlib
-import socket
+import json
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -20,10 +22,13 @@ from apps.jobs.services.control import retry_job
 from apps.jobs.services.launching import launch_job
 from tests.jobs.test_jobs import wait_for
 from tests.support.subtrajectories import random_batch
+from worker.engines.ranks import node_folder, start_other_nodes, stop_other_nodes
+from worker.engines.ranks import run as ranks_engine
 from worker.heartbeat import beat
 from worker.training.rl import RLSettings, Stage, SubTrajectory
 from worker.training.rl_update import LocalTrainer
 from worker.training.sharded import (
+    NODES_FILE,
     SHARDED_DIR,
     ShardedTrainer,
     Sharding,
@@ -31,8 +36,10 @@ from worker.training.sharded import (
     check_strategy,
     deepspeed_installed,
     failure_reason,
-    start_ranks,
+    job_sharding,
+    run_node,
     torchrun_command,
+    write_nodes_file,
 )
 from worker.training.sharded_rank import part_bounds
 from worker.training.tiny import build_tiny_model
@@ -62,33 +69,51 @@ def max_diff(a, b) -> float:
     return max(float((value - theirs[name]).abs().max()) for name, value in a.state_dict().items())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_over_two_nodes_at_a_rendezvous_equals_one_rank_with_kl_and_two_passes(policy, tmp_path):
-    """Two "nodes" of one rank each, as two GPU workers would start them: node 0 with the job's
-    process, node 1 by its own torchrun, meeting at node 0's c10d rendezvous."""
+    """Two "nodes" of one rank each, as two GPU workers run them: node 0 beside the job's process,
+    node 1 started by its own worker (``run_node``, what a ``ranks`` job runs) from the description
+    node 0 leaves in the shared folder, meeting at node 0's c10d rendezvous."""
     settings = settings_for(policy, tmp_path, kl_coef=0.1, ppo_epochs=2)
     tokenizer = AutoTokenizer.from_pretrained(policy)
     local = LocalTrainer(settings, tokenizer)
     local.start_stage(policy, with_optimizer=False)
     expected = [local.update(batch(k)) for k in range(2)]
-    layout = {"procs_per_node": 1, "nodes": 2, "rdzv_endpoint": f"127.0.0.1:{free_port()}", "rdzv_id": "test"}
-    with ShardedTrainer(settings, tokenizer, Sharding("ddp", node_rank=0, **layout)) as sharded:
-        node_1 = start_ranks(torchrun_command(Sharding("ddp", node_rank=1, **layout), "worker.training.sharded_rank",
-                                              sharded.folder), tmp_path / "node-1.log")
+    node_0 = job_sharding({"strategy": "ddp", "nodes": 2}, processes=1, rdzv_id="test")
+    assert node_0.rdzv_endpoint.endswith(tuple(f":{p}" for p in range(1024, 65536))) and node_0.node_rank == 0
+    node_0 = replace(node_0, rdzv_endpoint=f"127.0.0.1:{node_0.rdzv_endpoint.rsplit(':', 1)[1]}", precision="fp32")
+    node_1: dict = {}
+    with ShardedTrainer(settings, tokenizer, node_0) as sharded:
+        write_nodes_file(sharded.folder, sharded.rank_module, node_0)
+        worker = threading.Thread(target=lambda: node_1.update(run_node(sharded.folder, 1, lambda: False, poll_s=0.05)))
+        worker.start()
         sharded.start_stage(policy, with_optimizer=False)
         got = [sharded.update(batch(k)) for k in range(2)]
         assert [(r["rank"], r["local_rank"]) for r in sharded.ranks()] == [(0, 0), (1, 0)]
-    assert node_1.wait(timeout=30) == 0
+    worker.join(timeout=30)
+    assert node_1["node_rank"] == 1, "node 1's ranks left cleanly with the run"
     assert max_diff(local.model, sharded.model) < TOLERANCE
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.tokens == theirs.tokens
         assert mine.loss == pytest.approx(theirs.loss, abs=1e-5) and mine.kl == pytest.approx(theirs.kl, abs=1e-6)
     assert sharded.process.poll() == 0, "the ranks leave cleanly when asked"
+
+
+@pytest.mark.django_db
+def test_node_0_queues_a_job_per_other_node_on_its_gpu_queue_and_stops_them_with_the_run(personas, settings):
+    job = Job.objects.create(kind="rl", title="big rl", queue="gpu-8", gpus=8, created_by=personas["operator"],
+                             config={"nodes": 3, "gpus": 8, "strategy": "fsdp"})
+    layout = Sharding("fsdp", procs_per_node=8, nodes=3, rdzv_endpoint="node-a:29400", rdzv_id=f"job-{job.pk}")
+    (Path(settings.DATA_DIR) / "checkpoints" / f"job-{job.pk}" / "ranks").mkdir(parents=True)
+    nodes = start_other_nodes(job, layout, "worker.training.sharded_rank")
+    assert [(n.kind, n.queue, n.gpus, n.parent_id, n.config["node_rank"]) for n in nodes] == [
+        ("ranks", "gpu-8", 8, job.pk, 1), ("ranks", "gpu-8", 8, job.pk, 2)]
+    described = json.loads((node_folder(job) / NODES_FILE).read_text())
+    assert described["module"] == "worker.training.sharded_rank" and described["sharding"]["nodes"] == 3
+    stop_other_nodes(nodes)
+    assert {n.state for n in Job.objects.filter(parent=job)} == {Job.State.CANCELLED}
+    stray = Job.objects.create(kind="ranks", config={"node_rank": 1})
+    with pytest.raises(ShardingError, match="belongs to an SFT or RL job over several nodes"):
+        ranks_engine(stray, None)
 
 
 def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_rank(policy, tmp_path):
@@ -212,8 +237,8 @@ def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_t
     assert "runs on GPU workers" in errors("sft", {**sft, "gpus": 0, "strategy": "fsdp"})["strategy"][0]
     assert "over a GPU count it divides" in errors("sft", {**sft, "gpus": 4, "strategy": "fsdp",
                                                            "sequence_parallel": 3})["sequence_parallel"][0]
-    assert "one node" in errors("rl", {**rl, "gpus": 8, "nodes": 2})["nodes"][0]
     assert "Select a valid choice" in errors("sft", {**sft, "strategy": "zero2"})["strategy"][0]
+    assert "ask for GPUs per node" in errors("rl", {**rl, "gpus": 0, "nodes": 2})["nodes"][0]
     redis_client().delete(heartbeats_key())
     try:
         assert "none of the 0 live worker machine(s) on queue gpu-8" in errors(
@@ -223,6 +248,12 @@ def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_t
         zero3 = client.post("/api/jobs/", {"kind": "sft", "config": {**sft, "gpus": 8, "strategy": "zero3"}},
                             content_type="application/json")
         assert zero3.status_code == 202 and zero3.json()["queue"] == "gpu-8"
+        two_nodes = {**rl, "gpus": 8, "nodes": 2, "strategy": "fsdp"}
+        assert "asks for 2 nodes of 8 GPUs; 1 machine(s) of the fleet have a live worker on queue gpu-8" in errors(
+            "rl", two_nodes)["nodes"][0]
+        beat({"name": "gpu8@node-b", "node": "node-b", "queues": ["gpu-8"], "seen_at": time.time()})
+        accepted = client.post("/api/jobs/", {"kind": "rl", "config": two_nodes}, content_type="application/json")
+        assert accepted.status_code == 202 and accepted.json()["queue"] == "gpu-8"
     finally:
         redis_client().delete(heartbeats_key())
     fsdp = client.post("/api/jobs/", {"kind": "rl", "config": {**rl, "gpus": 4, "strategy": "fsdp", "offload": True,

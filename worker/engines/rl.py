@@ -15,6 +15,7 @@ from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from apps.trajectories.splitting import SplitConfig
+from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
 from worker.training.rl_serving import RemotePolicy, ServerConfig
@@ -129,13 +130,16 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     if start_stage > 1:
         progress.log(f"resuming at stage {start_stage} from {done['path']}")
     processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
-    sharding = job_sharding(config, processes)
+    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
     trainers: list[ShardedTrainer] = []
     ranks: list[dict[str, Any]] = []
+    other_nodes: list[Job] = []
 
     def make_trainer(train_settings: RLSettings, tokenizer: Any) -> ShardedTrainer:
         trainer = ShardedTrainer(train_settings, tokenizer, sharding)
         trainers.append(trainer)
+        if sharding.nodes > 1:  # node 0's ranks wait at the rendezvous for the other nodes' workers
+            other_nodes.extend(start_other_nodes(job, sharding, trainer.rank_module))
         ranks[:] = trainer.ranks()
         progress.log("The update trains on " + describe_ranks(ranks, sharding.strategy))
         return trainer
@@ -149,6 +153,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     finally:
         for trainer in trainers:
             trainer.close()
+        stop_other_nodes(other_nodes)
     if reporter.cancelled:
         raise JobCancelled()
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))

@@ -17,6 +17,7 @@ from apps.trajectories.models import Trajectory
 from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.split_service import config_from, declared_tools, keeps_reasoning, reasoning_choice, turn_rows
 from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
+from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
 from worker.training.sharded import describe_ranks, job_sharding, training_processes, visible_gpus
 
@@ -132,10 +133,21 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     reporter = JobReporter(progress)
     processes = training_processes(int(config.get("gpus", 1)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
-    sharding = job_sharding(config, processes)
+    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
     if sharding is not None:
-        progress.log(f"Launching {sharding.world_size} ranks ({sharding.strategy}) with torchrun")
-        metrics = train_distributed(examples, train_settings, reporter, processes, sharding=sharding)
+        progress.log(f"Launching {sharding.world_size} ranks ({sharding.strategy}) with torchrun"
+                     + (f" on {sharding.nodes} nodes, rendezvous {sharding.rdzv_endpoint}" if sharding.nodes > 1 else ""))
+        other_nodes: list[Job] = []
+
+        def started(folder: Path) -> None:
+            if sharding.nodes > 1:
+                other_nodes.extend(start_other_nodes(job, sharding, "worker.training.sft_dist"))
+
+        try:
+            metrics = train_distributed(examples, train_settings, reporter, processes, sharding=sharding,
+                                        on_started=started)
+        finally:
+            stop_other_nodes(other_nodes)
         progress.log("Trained on " + describe_ranks(metrics["ranks"], sharding.strategy))
     else:
         metrics = train_sft(examples, train_settings, reporter)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -186,7 +186,8 @@ def _forward(event: dict[str, Any], reporter: Reporter) -> None:
 
 
 def train_distributed(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter, processes: int,
-                      poll_s: float = 0.5, *, sharding: Sharding | None = None) -> dict[str, Any]:
+                      poll_s: float = 0.5, *, sharding: Sharding | None = None,
+                      on_started: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """``train_sft`` in ``processes`` ranks started by torchrun, one per GPU (``sharding``: the
     layout over several nodes, each node's worker starting its own ranks at a rendezvous).
 
@@ -210,6 +211,8 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
     ranks = start_ranks(torchrun_command(layout, "worker.training.sft_dist", folder), log_path)
     offset = 0
     try:
+        if on_started is not None:
+            on_started(folder)  # e.g. the other nodes' jobs, which join this node's rendezvous
         while True:
             finished = ranks.poll() is not None
             events_path = folder / LAUNCH_FILES["events"]
@@ -232,6 +235,6 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
     if ranks.returncode != 0:
         raise ShardingError(f"torchrun with {layout.world_size} processes: {failure_reason(log_path, ranks.returncode)}")
     result = json.loads((folder / LAUNCH_FILES["result"]).read_text())
-    ranks = [json.loads(p.read_text()) for p in folder.glob("rank-*.json")]
-    result["ranks"] = sorted(ranks, key=lambda r: r["rank"])
+    identities = [json.loads(p.read_text()) for p in folder.glob("rank-*.json")]
+    result["ranks"] = sorted(identities, key=lambda r: r["rank"])
     return result

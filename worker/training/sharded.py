@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import pickle
 import re
@@ -37,8 +38,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,8 @@ PRECISIONS = ("fp32", "bf16")
 SHARDED_DIR = "sharded"
 # The launch folder shared by the job's process and the ranks.
 RANK_FILES = {"spec": "spec.pkl", "log": "torchrun.log", "weights": "policy.pt"}
+# Beside the launch files of a run over several nodes: how the other nodes start their ranks.
+NODES_FILE = "nodes.json"
 
 
 class ShardingError(RuntimeError):
@@ -115,18 +118,59 @@ def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
     return cpu_processes if visible == 0 else 1
 
 
-def job_sharding(config: dict[str, Any], processes: int) -> Sharding | None:
-    """The ranks' layout a training job asks for; None: train in the worker's own process."""
-    strategy = config.get("strategy", "ddp")
-    if processes == 1 and strategy == "ddp" and int(config.get("nodes", 1)) == 1:
+def job_sharding(config: dict[str, Any], processes: int, rdzv_id: str = "klong") -> Sharding | None:
+    """The ranks' layout a training job asks for (node 0's, with a rendezvous on this machine when
+    it has several nodes); None: train in the worker's own process."""
+    strategy, nodes = config.get("strategy", "ddp"), int(config.get("nodes", 1))
+    if processes == 1 and strategy == "ddp" and nodes == 1:
         return None
-    if int(config.get("nodes", 1)) > 1:
-        raise ShardingError("Several nodes: each node's worker must start its ranks at a rendezvous, which "
-                            "this install does not orchestrate yet; run on one node (docs/training-at-scale.md).")
     # GPUs compute in bf16 over fp32 master weights unless the job asks for fp32 (CPUs: fp32 always)
     precision = "fp32" if config.get("precision") == "fp32" else "bf16"
     return Sharding(strategy, procs_per_node=processes, offload=bool(config.get("offload", False)),
-                    checkpointing=bool(config.get("checkpointing", False)), precision=precision)
+                    checkpointing=bool(config.get("checkpointing", False)), precision=precision, nodes=nodes,
+                    rdzv_endpoint=rendezvous_endpoint() if nodes > 1 else "", rdzv_id=rdzv_id)
+
+
+def rendezvous_endpoint() -> str:
+    """host:port of a c10d rendezvous on this machine (node 0): its name and a port free now."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    return f"{socket.getfqdn()}:{port}"
+
+
+def write_nodes_file(folder: Path, module: str, sharding: Sharding) -> None:
+    """What the other nodes' workers need to start their ranks (``run_node``): the rank module and
+    the layout. The folder is on storage every node sees."""
+    (folder / NODES_FILE).write_text(json.dumps({"module": module, "sharding": asdict(sharding)}))
+
+
+def run_node(folder: Path, node_rank: int, should_stop: Callable[[], bool], *, poll_s: float = 0.5,
+             wait_s: float = 600.0) -> dict[str, Any]:
+    """Node ``node_rank``'s part of a run over several nodes: start its ranks at node 0's rendezvous
+    and wait for them. They end with the run (node 0's job asks every rank to stop); a rank that
+    fails here fails this node's job with the reason, and node 0's ranks with it."""
+    nodes_file = folder / NODES_FILE
+    waited = 0.0
+    while not nodes_file.exists():  # node 0 writes it once its own ranks are starting
+        if should_stop() or waited > wait_s:
+            raise ShardingError(f"node 0 never described the run in {nodes_file}")
+        time.sleep(poll_s)
+        waited += poll_s
+    spec = json.loads(nodes_file.read_text())
+    sharding = Sharding(**{**spec["sharding"], "node_rank": node_rank})
+    log_path = folder / f"torchrun-node-{node_rank}.log"
+    ranks = start_ranks(torchrun_command(sharding, spec["module"], folder), log_path)
+    try:
+        while ranks.poll() is None:
+            if should_stop():
+                break
+            time.sleep(poll_s)
+    finally:
+        stop_ranks(ranks)
+    if ranks.returncode != 0 and not should_stop():
+        raise ShardingError(f"node {node_rank}: {failure_reason(log_path, ranks.returncode)}")
+    return {"node_rank": node_rank, "ranks": sharding.procs_per_node, "log": str(log_path)}
 
 
 def rank_identity(device: Any) -> dict[str, Any]:
