@@ -132,11 +132,12 @@ def job_sharding(config: dict[str, Any], processes: int, rdzv_id: str = "klong")
 
 
 def rendezvous_endpoint() -> str:
-    """host:port of a c10d rendezvous on this machine (node 0): its name and a port free now."""
+    """host:port of a c10d rendezvous on this machine (node 0): its name (or KLONG_RENDEZVOUS_HOST,
+    the address the other nodes reach it at) and a port free now."""
     with socket.socket() as probe:
         probe.bind(("", 0))
         port = probe.getsockname()[1]
-    return f"{socket.getfqdn()}:{port}"
+    return f"{os.environ.get('KLONG_RENDEZVOUS_HOST') or socket.getfqdn()}:{port}"
 
 
 def write_nodes_file(folder: Path, module: str, sharding: Sharding) -> None:
