@@ -94,6 +94,9 @@ class RLSettings:
     partial_rollouts: bool = True
     max_staleness: int = 1
     seed: int = 0
+    precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
+    lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
+    gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
 
 
 @dataclass
@@ -438,7 +441,8 @@ def train_rl(
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
-    return {"stages": records, "final_path": str(path), "iterations": step, **{f"final_{k}": v for k, v in last.items()
+    return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
+            "lora": trainer.lora, **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
 
 
