@@ -89,6 +89,8 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu", *, precisi
         model: Any = PeftModel.from_pretrained(base, str(folder), is_trainable=trainable and lora == "train")
         if lora == "merge":
             model = model.merge_and_unload()
+            for p in model.parameters():  # peft froze the base: merged, every weight learns
+                p.requires_grad_(trainable)
     elif (folder / "config.json").is_file():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     else:

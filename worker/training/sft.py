@@ -26,6 +26,8 @@ from trl import SFTConfig, SFTTrainer
 
 from apps.trajectories.windows import Example
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 
 @dataclass(frozen=True)
 class SFTSettings:
@@ -40,7 +42,7 @@ class SFTSettings:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 1
     grad_accum: int = 1
-    precision: str = "fp32"  # bf16 / fp16 on GPUs
+    precision: str = "fp32"  # compute precision: fp32, bf16 (autocast, CPUs too) or fp16 (GPUs only)
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
@@ -103,10 +105,15 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
     if longest > settings.max_length:
         raise ValueError(f"An example has {longest} tokens, more than max_length={settings.max_length}.")
     cuda = torch.cuda.is_available()
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.precision == "fp16" and not cuda:
+        raise ValueError("precision fp16 needs a GPU (fp16 autocast with loss scaling); on a CPU choose bf16 or fp32.")
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
-    model = AutoModelForCausalLM.from_pretrained(
-        settings.base_model, dtype=torch.bfloat16 if (cuda and settings.precision == "bf16") else None
-    )
+    # fp32 master weights whatever the checkpoint's dtype (transformers 5 would load a bf16
+    # checkpoint as bf16, and AdamW would then round small steps away): the precision is the
+    # compute's, by autocast (the Trainer's bf16 / fp16 flags)
+    model = AutoModelForCausalLM.from_pretrained(settings.base_model, dtype=torch.float32)
     peft_config = None
     if settings.method == "lora":
 
@@ -127,8 +134,8 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
         save_total_limit=2,
         seed=settings.seed,
         report_to=[],
-        bf16=cuda and settings.precision == "bf16",
-        fp16=cuda and settings.precision == "fp16",
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
         use_cpu=not cuda,
         # Inside a Celery prefork worker, subprocesses for data loading are not allowed.
         dataset_num_proc=None,
@@ -158,6 +165,8 @@ def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Repo
         "loss_tokens": sum(e.loss_tokens for e in examples),
         "resumed_from": resume.name if resume else None,
         "final_path": str(final),
+        "precision": settings.precision,
+        "method": settings.method,
     }
 
 
