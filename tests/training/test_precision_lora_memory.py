@@ -161,3 +161,30 @@ def test_chunked_log_probs_equal_the_whole_logits_gradients_too(base_folder, lor
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
     # never the whole window's logits: each head call sees one slice (and again in the backward)
     assert widths.widths and max(widths.widths) <= 6 and sum(widths.widths) == 2 * 20
+
+
+def test_a_lora_policy_is_served_as_an_adapter_to_vllm_and_merged_to_sglang(lora_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests.support.openai_stub import OpenAIStub
+    from worker.training.rl_serving import RemotePolicy, ServerConfig
+
+    policy = load_policy(lora_folder, precision="fp32")
+    with OpenAIStub() as stub:
+        vllm = RemotePolicy(ServerConfig(base_url=stub.base_url, model="policy", reload="vllm_lora"), tmp_path / "v")
+        vllm.publish(policy, 3)
+        assert stub.state.reloads[-1] == {"path": "/v1/load_lora_adapter", "lora_name": "policy-v3",
+                                          "lora_path": str(tmp_path / "v" / "policy-v3")}
+        sent = tmp_path / "v" / "policy-v3"
+        assert (sent / "adapter_config.json").is_file() and not (sent / "model.safetensors").exists()
+        assert vllm.served_model == "policy-v3"
+        sglang = RemotePolicy(ServerConfig(base_url=stub.base_url, model="policy"), tmp_path / "s")
+        sglang.publish(policy, 4)
+        full = tmp_path / "s" / "policy-v4"
+        assert stub.state.reloads[-1]["model_path"] == str(full) and not (full / "adapter_config.json").exists()
+    saved = load_file(full / "model.safetensors")
+    assert not any("lora_" in k or "base_layer" in k for k in saved)
+    expected = load_policy(lora_folder, precision="fp32", lora="merge").state_dict()
+    for key, value in saved.items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
+    assert policy.get_base_model().model.layers[0].self_attn.q_proj.merged is False  # the policy was not touched

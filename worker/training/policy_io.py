@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
+from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM
 
 PRECISIONS = ("fp32", "bf16")
@@ -121,3 +122,33 @@ def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:
 
 def is_lora(model: Any) -> bool:
     return isinstance(model, PeftModel)
+
+
+def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """A LoRA policy's full weights (base + each adapter delta), under the base model's own names,
+    without touching the model: merging in place and unmerging after would leave the frozen base
+    off by a rounding error at every publish. Only the adapted weights are new tensors."""
+    base = model.get_base_model()
+    state: dict[str, torch.Tensor] = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        state[key.replace(".base_layer.", ".")] = value.detach()
+    adapters = list(model.active_adapters)
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if isinstance(module, LoraLayer) and not module.merged:
+                key = f"{name}.weight"
+                for adapter in adapters:
+                    if adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {}):
+                        state[key] = state[key] + module.get_delta_weight(adapter).to(state[key].dtype)
+    return state
+
+
+def save_full_weights(model: Any, folder: str | Path) -> None:
+    """Full weights in ``folder``, what a server loading whole checkpoints takes: a LoRA policy
+    merged (``merged_state_dict``), a full one as it is."""
+    if is_lora(model):
+        model.get_base_model().save_pretrained(folder, state_dict=merged_state_dict(model))
+    else:
+        model.save_pretrained(folder)
