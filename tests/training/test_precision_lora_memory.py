@@ -188,3 +188,39 @@ def test_a_lora_policy_is_served_as_an_adapter_to_vllm_and_merged_to_sglang(lora
     for key, value in saved.items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6)
     assert policy.get_base_model().model.layers[0].self_attn.q_proj.merged is False  # the policy was not touched
+
+
+@pytest.mark.django_db
+def test_the_rl_form_takes_a_lora_folder_and_sends_vllm_only_adapters(client_for, lora_folder, base_folder):
+    from tests.jobs.test_rl_job import TOY
+
+    def errors(config: dict) -> dict:
+        response = client_for("operator").post("/api/jobs/", {"kind": "rl", "config": config},
+                                               content_type="application/json")
+        assert response.status_code == 400
+        return response.json()["config"]
+
+    server = {**TOY, "task_source": "papers", "policy_server_url": "http://gpu.example.org:8000/v1",
+              "policy_server_reload": "vllm_lora"}
+    assert "takes a LoRA adapter" in errors({**server, "policy_model": str(base_folder)})["policy_server_reload"][0]
+    assert "takes a LoRA adapter" in errors({**server, "policy_model": str(lora_folder),
+                                             "lora_mode": "merge"})["policy_server_reload"][0]
+    adapter = errors({**server, "policy_model": str(lora_folder)})
+    assert "policy_server_reload" not in adapter and "policy_model" not in adapter
+    assert "precision" in errors({**TOY, "policy_model": str(lora_folder), "precision": "fp8"})
+
+
+@pytest.mark.django_db
+def test_an_rl_job_from_a_lora_checkpoint_records_what_it_trained(lora_folder, personas):
+    from apps.jobs.models import Job
+    from apps.jobs.progress import Progress
+    from apps.jobs.services.launching import validate_config
+    from tests.jobs.test_rl_job import TOY
+    from worker.engines.rl import run
+
+    config = validate_config("rl", {**TOY, "stages": "20m:1", "policy_model": str(lora_folder), "precision": "fp32"})
+    assert config["gradient_checkpointing"] is True and config["lora_mode"] == "train"
+    job = Job.objects.create(kind="rl", state=Job.State.RUNNING, created_by=personas["operator"], config=config)
+    result = run(job, Progress(job.pk))
+    assert (result["precision"], result["lora"]) == ("fp32", True)
+    assert (Path(result["final_path"]) / "adapter_config.json").is_file()
