@@ -224,3 +224,16 @@ def test_an_rl_job_from_a_lora_checkpoint_records_what_it_trained(lora_folder, p
     result = run(job, Progress(job.pk))
     assert (result["precision"], result["lora"]) == ("fp32", True)
     assert (Path(result["final_path"]) / "adapter_config.json").is_file()
+
+
+def test_rl_minibatches_group_windows_of_similar_length_so_padding_stays_small():
+    from types import SimpleNamespace
+
+    from worker.training.rl_update import plan_minibatches
+
+    lengths = [2000, 30000, 2100, 31000, 1900, 29000]
+    subs = [SimpleNamespace(example=SimpleNamespace(input_ids=[0] * n)) for n in lengths]
+    groups = plan_minibatches(subs, 2)
+    padding = sum(max(len(s.example.input_ids) for s in g) * len(g) - sum(len(s.example.input_ids) for s in g)
+                  for g in groups)
+    assert [len(g) for g in groups] == [2, 2, 2] and padding <= 2000  # in arrival order: 86,000 pad tokens

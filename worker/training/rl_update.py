@@ -50,18 +50,23 @@ def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[
     }
 
 
+def plan_minibatches(subs: Sequence[SubTrajectory], size: int) -> list[list[SubTrajectory]]:
+    """The sub-trajectories in minibatches of ``size``, sorted by length: a minibatch's rows are
+    padded to its longest, so neighbours in length waste the least compute and memory on padding
+    (a 2k-token window beside a 32k one would carry 30k pad tokens). The sort is stable."""
+    ordered = sorted(subs, key=lambda s: len(s.example.input_ids))
+    size = max(1, size)
+    return [ordered[k:k + size] for k in range(0, len(ordered), size)]
+
+
 def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
                    settings: RLSettings, pad_id: int) -> LossStats | None:
     """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
-    # sorted by length: a minibatch's rows are padded to its longest, so neighbours in length
-    # waste the least (the sort is stable: equal lengths keep their order)
-    trainable = sorted((s for s in subs if s.example is not None and s.example.loss_tokens),
-                       key=lambda s: len(s.example.input_ids))
+    trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
     if not trainable:
         return None
     device = next(model.parameters()).device
-    size = max(1, settings.minibatch_size)
-    batches = [_minibatch(trainable[k:k + size], pad_id, device) for k in range(0, len(trainable), size)]
+    batches = [_minibatch(group, pad_id, device) for group in plan_minibatches(trainable, settings.minibatch_size)]
     model.eval()
     with torch.no_grad(), autocast(settings.precision, device):
         # the ratio's denominator: the policy before this iteration's update, on the same inputs
