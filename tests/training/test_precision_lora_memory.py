@@ -237,3 +237,26 @@ def test_rl_minibatches_group_windows_of_similar_length_so_padding_stays_small()
     padding = sum(max(len(s.example.input_ids) for s in g) * len(g) - sum(len(s.example.input_ids) for s in g)
                   for g in groups)
     assert [len(g) for g in groups] == [2, 2] and padding == 1100  # in arrival order: 56,900 pad tokens
+
+
+def test_sft_reads_its_examples_from_disk_and_takes_them_one_at_a_time(base_folder, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    _, examples = split_examples(agent_run(8), SplitConfig(l_max=200, prefix_end=1), renderer_for(tokenizer))
+    examples = list(examples)
+
+    def one_at_a_time():  # what the job hands over: a generator, never a list of every window
+        yield from examples
+
+    settings = SFTSettings(base_model=str(base_folder), output_dir=tmp_path, max_length=200)
+    trainer = build_trainer(one_at_a_time(), settings, Reporter())
+    files = [Path(f["filename"]) for f in trainer.train_dataset.cache_files]
+    assert files and all(f.is_relative_to(tmp_path / "dataset") for f in files)  # memory-mapped Arrow files
+    fed = sorted(tuple(b["labels"][0].tolist()) for b in trainer.get_train_dataloader())
+    assert fed == sorted(tuple(e.labels) for e in examples)
+
+
+@pytest.mark.django_db
+def test_the_sft_form_refuses_fp16_on_a_cpu_worker(client_for, base_folder):
+    response = client_for("operator").post("/api/jobs/", {"kind": "sft", "config": {
+        "base_model": str(base_folder), "precision": "fp16", "gpus": 0}}, content_type="application/json")
+    assert response.status_code == 400 and "fp16 needs a GPU" in response.json()["config"]["precision"][0]

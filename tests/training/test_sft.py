@@ -136,6 +136,7 @@ def test_an_sft_job_trains_and_records_its_lineage(tiny_model, personas, celery_
     assert checkpoint.base_model == str(tiny_model) and len(checkpoint.dataset_hash) == 64
     assert job.metrics.filter(name="loss").count() == 6
     assert job.artifacts.get().kind == "checkpoint"
+    assert job.result["precision"] == "fp32" and job.result["examples"] > 0 and job.result["loss_tokens"] > 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,50 @@ def _callback(reporter: Reporter):
     return ProgressCallback()
 
 
-def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter):
-    """An SFTTrainer over the examples, reporting to ``reporter``."""
+@dataclass(frozen=True)
+class DatasetStats:
+    examples: int
+    loss_tokens: int
+    longest: int
 
-    if not examples:
+
+def write_examples(examples: Iterable[Example], path: Path) -> DatasetStats:
+    """The examples to a JSON-lines file as they come (a generator stays one: no list of them all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = loss_tokens = longest = 0
+    with open(path, "w") as out:
+        for e in examples:
+            out.write(json.dumps({"input_ids": e.input_ids, "labels": e.labels}) + "\n")
+            count += 1
+            loss_tokens += e.loss_tokens
+            longest = max(longest, len(e.input_ids))
+    return DatasetStats(count, loss_tokens, longest)
+
+
+def disk_dataset(examples: Iterable[Example], settings: SFTSettings) -> tuple[Dataset, DatasetStats]:
+    """The examples as a dataset on disk: written to JSON lines, converted by ``datasets`` to an
+    Arrow file it memory-maps, so the trainer reads each batch from disk instead of holding every
+    window in RAM (100k windows of 32k tokens are 3 billion token ids). One file per torchrun rank."""
+    rank = os.environ.get("RANK", "0")
+    folder = settings.output_dir / "dataset"
+    path = folder / f"examples-rank{rank}.jsonl"
+    stats = write_examples(examples, path)
+    if not stats.examples:
         raise ValueError("No training examples: the selected trajectories have no assistant turns to learn.")
-    longest = max(len(e.input_ids) for e in examples)
-    if longest > settings.max_length:
-        raise ValueError(f"An example has {longest} tokens, more than max_length={settings.max_length}.")
+    if stats.longest > settings.max_length:
+        raise ValueError(f"An example has {stats.longest} tokens, more than max_length={settings.max_length}.")
+    cache = folder / f"cache-rank{rank}"
+    shutil.rmtree(cache, ignore_errors=True)  # a retried job's earlier conversion: superseded
+    return Dataset.from_json(str(path), cache_dir=str(cache)), stats
+
+
+def build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter):
+    """An SFTTrainer over the examples (read from disk, see ``disk_dataset``), reporting to ``reporter``."""
+    return _build_trainer(examples, settings, reporter)[0]
+
+
+def _build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter):
+    dataset, stats = disk_dataset(examples, settings)
     cuda = torch.cuda.is_available()
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
@@ -119,7 +156,6 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, task_type="CAUSAL_LM",
                                  target_modules="all-linear")
-    dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
     args = SFTConfig(
         output_dir=str(settings.output_dir),
         max_length=settings.max_length,
@@ -142,15 +178,18 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[_callback(reporter)],
     )
+    return trainer, stats
 
 
-def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter) -> dict[str, Any]:
-    """Train (or resume) and save the final model to ``output_dir/final``; returns the metrics."""
-    trainer = build_trainer(examples, settings, reporter)
+def train_sft(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter) -> dict[str, Any]:
+    """Train (or resume) and save the final model to ``output_dir/final``; returns the metrics.
+
+    ``examples`` may be a generator: it is read once, to disk (``disk_dataset``)."""
+    trainer, stats = _build_trainer(examples, settings, reporter)
     tokenizer = trainer.processing_class
     resume = last_checkpoint(settings.output_dir)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -161,8 +200,8 @@ def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Repo
     return {
         "train_loss": float(output.training_loss),
         "steps": int(trainer.state.global_step),
-        "examples": len(examples),
-        "loss_tokens": sum(e.loss_tokens for e in examples),
+        "examples": stats.examples,
+        "loss_tokens": stats.loss_tokens,
         "resumed_from": resume.name if resume else None,
         "final_path": str(final),
         "precision": settings.precision,
