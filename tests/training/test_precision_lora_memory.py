@@ -260,3 +260,11 @@ def test_the_sft_form_refuses_fp16_on_a_cpu_worker(client_for, base_folder):
     response = client_for("operator").post("/api/jobs/", {"kind": "sft", "config": {
         "base_model": str(base_folder), "precision": "fp16", "gpus": 0}}, content_type="application/json")
     assert response.status_code == 400 and "fp16 needs a GPU" in response.json()["config"]["precision"][0]
+
+
+def test_transformers_loads_and_saves_a_lora_checkpoint_with_the_pinned_peft(lora_folder, tmp_path):
+    """The path a checkpoint served with transformers takes (its own peft integration): transformers
+    5.24+ refuses peft 0.21, the newest released; requirements.txt pins a pair that works."""
+    model = AutoModelForCausalLM.from_pretrained(lora_folder)
+    model.save_pretrained(tmp_path / "again")
+    assert (tmp_path / "again" / "adapter_config.json").is_file()
