@@ -161,6 +161,9 @@ def test_chunked_log_probs_equal_the_whole_logits_gradients_too(base_folder, lor
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
     # never the whole window's logits: each head call sees one slice (and again in the backward)
     assert widths.widths and max(widths.widths) <= 6 and sum(widths.widths) == 2 * 20
+    whole = token_logprobs(model, ids, mask, chunk_size=None)  # the model's own forward, for wrappers
+    torch.testing.assert_close(whole, full, rtol=1e-5, atol=1e-5)
+    assert widths.widths[-1] == 21
 
 
 def test_a_lora_policy_is_served_as_an_adapter_to_vllm_and_merged_to_sglang(lora_folder, tmp_path):

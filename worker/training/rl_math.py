@@ -118,7 +118,7 @@ def _slice_logprobs(head: Any, hidden: Any, targets: Any) -> Any:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_size: int = LOGPROB_CHUNK) -> Any:
+def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_size: int | None = LOGPROB_CHUNK) -> Any:
     """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1).
 
     The body runs once to its hidden states; lm_head, the fp32 upcast and the log-softmax run
@@ -127,11 +127,15 @@ def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_siz
     slice's hidden states instead of keeping them (what Liger's fused linear cross-entropy and
     verl's chunked entropy do, in plain torch). Equal to the whole-logits computation to float
     rounding, gradients too (tests/training/test_precision_lora_memory.py).
+
+    ``chunk_size=None`` takes the model's own forward and its whole logits: for a wrapper whose
+    body and head cannot be called on their own (a sharding engine that gathers the weights in
+    the root module's forward).
     """
-    if chunk_size < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     targets = input_ids[:, 1:]
-    parts = _decoder_and_head(model)
+    parts = _decoder_and_head(model) if chunk_size is not None else None
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :].float()
         return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
