@@ -109,7 +109,6 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu", *, precisi
     if gradient_checkpointing:
         # non-reentrant: works with frozen inputs (LoRA's frozen embeddings) without input hooks
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
     if not any(p.requires_grad for p in model.parameters()):
         raise PolicyLoadError(f"{path}: no trainable parameter after loading")
     return model

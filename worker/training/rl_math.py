@@ -137,10 +137,11 @@ def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_siz
     targets = input_ids[:, 1:]
     parts = _decoder_and_head(model) if chunk_size is not None else None
     if parts is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :].float()
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1, :].float()
         return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
     body, head = parts
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, :-1]
+    # no KV cache: scoring a window needs none, and a 32k window's cache is gigabytes
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
     grad = torch.is_grad_enabled() and hidden.requires_grad
     out = []
     for start in range(0, hidden.shape[1], chunk_size):
