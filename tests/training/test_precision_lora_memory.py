@@ -271,3 +271,21 @@ def test_transformers_loads_and_saves_a_lora_checkpoint_with_the_pinned_peft(lor
     model = AutoModelForCausalLM.from_pretrained(lora_folder)
     model.save_pretrained(tmp_path / "again")
     assert (tmp_path / "again" / "adapter_config.json").is_file()
+
+
+def test_merged_weights_carry_the_base_models_own_names_with_a_module_trained_whole(base_folder):
+    from peft import LoraConfig, get_peft_model
+
+    from worker.training.policy_io import merged_state_dict
+
+    base = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    names = set(base.state_dict())
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "modules_to_save" in name:
+                p.add_(1.0)  # the trained copy differs from the frozen original
+    merged = merged_state_dict(model)
+    assert set(merged) == names
+    original = model.get_base_model().lm_head.original_module.weight
+    assert torch.equal(merged["lm_head.weight"], original + 1.0)

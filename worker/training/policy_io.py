@@ -128,12 +128,16 @@ def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     without touching the model: merging in place and unmerging after would leave the frozen base
     off by a rounding error at every publish. Only the adapted weights are new tensors."""
     base = model.get_base_model()
+    adapters = list(model.active_adapters)
     state: dict[str, torch.Tensor] = {}
     for key, value in base.state_dict().items():
-        if "lora_" in key:
+        # a module trained whole beside the adapter (modules_to_save, e.g. lm_head after new tokens)
+        # serves its trained copy; its frozen original is left out
+        if "lora_" in key or ".original_module." in key:
             continue
+        for adapter in adapters:
+            key = key.replace(f".modules_to_save.{adapter}.", ".")
         state[key.replace(".base_layer.", ".")] = value.detach()
-    adapters = list(model.active_adapters)
     with torch.no_grad():
         for name, module in base.named_modules():
             if isinstance(module, LoraLayer) and not module.merged:
