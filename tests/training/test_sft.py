@@ -99,6 +99,7 @@ def test_the_loss_falls_over_a_short_run(tiny_model, tokenizer, tmp_path):
     losses = [values["loss"] for _step, values in recorder.metrics]
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert (tmp_path / "final" / "config.json").is_file() and metrics["steps"] == 30
+    assert list((tmp_path / "dataset").iterdir()) == []  # the examples' copy on disk is removed once trained
     assert all(values["tokens_per_s"] > 0 for _step, values in recorder.metrics)
 
 

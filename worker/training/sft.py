@@ -121,17 +121,21 @@ def disk_dataset(examples: Iterable[Example], settings: SFTSettings) -> tuple[Da
     """The examples as a dataset on disk: written to JSON lines, converted by ``datasets`` to an
     Arrow file it memory-maps, so the trainer reads each batch from disk instead of holding every
     window in RAM (100k windows of 32k tokens are 3 billion token ids). One file per torchrun rank."""
-    rank = os.environ.get("RANK", "0")
-    folder = settings.output_dir / "dataset"
-    path = folder / f"examples-rank{rank}.jsonl"
+    path, cache = _dataset_files(settings)
     stats = write_examples(examples, path)
     if not stats.examples:
         raise ValueError("No training examples: the selected trajectories have no assistant turns to learn.")
     if stats.longest > settings.max_length:
         raise ValueError(f"An example has {stats.longest} tokens, more than max_length={settings.max_length}.")
-    cache = folder / f"cache-rank{rank}"
     shutil.rmtree(cache, ignore_errors=True)  # a retried job's earlier conversion: superseded
     return Dataset.from_json(str(path), cache_dir=str(cache)), stats
+
+
+def _dataset_files(settings: SFTSettings) -> tuple[Path, Path]:
+    """(the JSON-lines file, the Arrow cache folder) of this torchrun rank's dataset."""
+    rank = os.environ.get("RANK", "0")
+    folder = settings.output_dir / "dataset"
+    return folder / f"examples-rank{rank}.jsonl", folder / f"cache-rank{rank}"
 
 
 def build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter):
@@ -193,6 +197,9 @@ def train_sft(examples: Iterable[Example], settings: SFTSettings, reporter: Repo
     tokenizer = trainer.processing_class
     resume = last_checkpoint(settings.output_dir)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    path, cache = _dataset_files(settings)  # trained: the copy on disk has done its work
+    path.unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
     final = settings.output_dir / "final"
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():  # under torchrun every rank gets here; one writes
