@@ -44,6 +44,7 @@ from transformers import AutoTokenizer
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
+from worker.training.policy_io import is_lora
 from worker.training.rl_math import LossStats, advantage_spread, batch_advantages, too_stale
 from worker.training.rl_update import LocalTrainer
 
@@ -442,7 +443,7 @@ def train_rl(
         records.append(record)
         reporter.stage_done(m, path, record)
     return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
-            "lora": trainer.lora, **{f"final_{k}": v for k, v in last.items()
+            "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
 
 

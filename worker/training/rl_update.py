@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from apps.trajectories.splitting import IGNORE_INDEX
-from worker.training.policy_io import autocast, is_lora, load_policy, trainable_parameters
+from worker.training.policy_io import autocast, load_policy, trainable_parameters
 from worker.training.rl_math import LossStats, clipped_pg_loss, token_logprobs
 
 if TYPE_CHECKING:
@@ -133,11 +133,6 @@ class LocalTrainer:
 
     def update(self, subs: Sequence[SubTrajectory]) -> LossStats | None:
         return train_on_batch(self.model, self.ref_model, self.optimizer, subs, self.settings, self.pad_id)
-
-    @property
-    def lora(self) -> bool:
-        """The policy trains as a LoRA adapter (what it saves and how it is served follow)."""
-        return is_lora(self.model)
 
     def save(self, path: Path) -> None:
         # a LoRA policy saves its adapter folder (base_model_name_or_path: the base it loads on);
