@@ -58,10 +58,19 @@ def rl_settings(policy: Path, out: Path, stages, **overrides) -> RLSettings:
     return RLSettings(policy=str(policy), output_dir=out, stages=tuple(stages), **{**options, **overrides})
 
 
-def test_one_rl_update_at_lr_1e_6_moves_every_weight_of_a_bf16_checkpoint(bf16_folder, tmp_path):
+def test_one_rl_update_at_lr_1e_6_moves_every_weight_of_a_bf16_checkpoint(bf16_folder, tmp_path, monkeypatch):
+    from worker.training import rl_update
+
+    autocast_seen: list[bool] = []
+
+    def noting(*args, **kwargs):  # the real function, noting whether it ran under bf16 autocast
+        autocast_seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return token_logprobs(*args, **kwargs)
+
+    monkeypatch.setattr(rl_update, "token_logprobs", noting)
     result = train_rl(rl_settings(bf16_folder, tmp_path, [Stage(1500.0, 1)], learning_rate=1e-6),
                       toy_tasks(1, max_turns=3, tokens_per_turn=6), ToyRunner(), ToyJudge(), Recorder())
-    assert result["precision"] == "bf16"
+    assert result["precision"] == "bf16" and autocast_seen and all(autocast_seen)
     before, after = weights(bf16_folder), weights(Path(result["final_path"]))
     changed = sum(int((before[k] != after[k]).sum()) for k in before)
     total = sum(v.numel() for v in before.values())
@@ -75,10 +84,15 @@ def test_sft_trains_fp32_master_weights_of_a_bf16_checkpoint_under_both_precisio
                                                                                    precision):
     tokenizer = AutoTokenizer.from_pretrained(bf16_folder)
     _, examples = split_examples(agent_run(3), SplitConfig(l_max=300, prefix_end=1), renderer_for(tokenizer))
-    settings = SFTSettings(base_model=str(bf16_folder), output_dir=tmp_path, max_length=300, precision=precision)
+    settings = SFTSettings(base_model=str(bf16_folder), output_dir=tmp_path, max_length=300, precision=precision,
+                           max_steps=1, save_steps=1000)
     trainer = build_trainer(list(examples), settings, Reporter())
-    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
-    assert trainer.args.bf16 is (precision == "bf16")  # bf16 autocast, on this CPU too
+    computed: list[torch.dtype] = []
+    trainer.model.model.layers[0].mlp.up_proj.register_forward_hook(lambda _m, _a, out: computed.append(out.dtype))
+    trainer.train()
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}  # the master weights
+    # and the matmuls in the precision asked for: bf16 autocast on this CPU too
+    assert computed and set(computed) == {torch.bfloat16 if precision == "bf16" else torch.float32}
 
 
 def test_sft_refuses_fp16_without_a_gpu(base_folder, tmp_path):
