@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from apps.jobs.forms import MODEL_FOLDER_HELP, ModelFolderInput
 from apps.jobs.models import ModelCheckpoint
@@ -115,6 +116,22 @@ class RLForm(forms.Form):
     )
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
                               help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
+    precision = forms.ChoiceField(
+        choices=[("bf16", "bf16 (autocast, fp32 master weights)"), ("fp32", "fp32")], initial="bf16",
+        help_text="The forward pass's precision. The weights and the optimizer stay fp32 either way, whatever "
+        "dtype the checkpoint is stored in; bf16 autocast runs on CPUs too.",
+    )
+    lora_mode = forms.ChoiceField(
+        choices=[("train", "Train the adapter (LoRA stays LoRA)"), ("merge", "Merge into the base, train every weight")],
+        initial="train", label="LoRA policy",
+        help_text="For a LoRA checkpoint (an SFT job with LoRA): go on training its adapter, saved and served as "
+        "an adapter; or merge it into its base model and train all the weights. Ignored for full checkpoints.",
+    )
+    gradient_checkpointing = forms.BooleanField(
+        required=False, initial=True,
+        help_text="Recompute each layer's activations in the backward pass instead of keeping them: long "
+        "sub-trajectories fit in memory, for about a third more compute.",
+    )
     seed = forms.IntegerField(min_value=0, initial=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -151,9 +168,17 @@ class RLForm(forms.Form):
         value = self.cleaned_data["policy_model"].strip()
         if value:
             folder = Path(value)
-            if not (folder / "config.json").is_file() or not any(folder.glob("tokenizer*")):
-                raise forms.ValidationError(f"{value} is not a model folder (config.json and a tokenizer).")
+            model = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+            if not model or not any(folder.glob("tokenizer*")):
+                raise forms.ValidationError(f"{value} is not a model folder (config.json or a LoRA adapter's "
+                                            "adapter_config.json, and a tokenizer).")
         return value
+
+    def _policy_is_adapter(self, data: dict[str, Any]) -> bool:
+        if data.get("policy_model"):
+            return (Path(data["policy_model"]) / "adapter_config.json").is_file()
+        checkpoint = ModelCheckpoint.objects.filter(pk=data.get("policy_checkpoint") or None).first()
+        return checkpoint is not None and (Path(settings.DATA_DIR) / checkpoint.path / "adapter_config.json").is_file()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -166,4 +191,8 @@ class RLForm(forms.Form):
                 self.add_error("judge_endpoint", "Papers are judged by a model endpoint: choose one.")
         elif data.get("policy_server_url"):
             self.add_error("policy_server_url", "The toy task generates on the worker: leave the server empty.")
+        if data.get("policy_server_url") and data.get("policy_server_reload") == "vllm_lora" and (
+                data.get("lora_mode") == "merge" or not self._policy_is_adapter(data)):
+            self.add_error("policy_server_reload", "vLLM's load_lora_adapter takes a LoRA adapter: choose a LoRA "
+                           "checkpoint trained as LoRA, or SGLang's reload for full weights.")
         return data

@@ -97,6 +97,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         minibatch_size=int(config.get("minibatch_size", 8)),
         partial_rollouts=bool(config.get("partial_rollouts", True)),
         max_staleness=int(config.get("max_staleness", 1)), seed=int(config.get("seed", 0)),
+        precision=config.get("precision", "bf16"), lora=config.get("lora_mode", "train"),
+        gradient_checkpointing=bool(config.get("gradient_checkpointing", True)),
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None

@@ -44,6 +44,7 @@ from transformers import AutoTokenizer
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
+from worker.training.policy_io import is_lora
 from worker.training.rl_math import LossStats, advantage_spread, batch_advantages, too_stale
 from worker.training.rl_update import LocalTrainer
 
@@ -94,6 +95,9 @@ class RLSettings:
     partial_rollouts: bool = True
     max_staleness: int = 1
     seed: int = 0
+    precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
+    lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
+    gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
 
 
 @dataclass
@@ -438,7 +442,8 @@ def train_rl(
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
-    return {"stages": records, "final_path": str(path), "iterations": step, **{f"final_{k}": v for k, v in last.items()
+    return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
+            "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
 
 
