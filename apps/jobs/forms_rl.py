@@ -124,6 +124,15 @@ class RLForm(forms.Form):
     eval_rollouts = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Rollouts per eval paper")
     toy_eval_tasks = forms.IntegerField(min_value=1, max_value=16, initial=1,
                                         help_text="Toy task: number of eval tasks (evaluated, never trained on).")
+    reproduce = forms.BooleanField(
+        required=False, initial=False, label="Reproduce before judging",
+        help_text="Papers: each judged submission's reproduce.sh first runs in a fresh sandbox (PaperBench's "
+        "reproduction step) and the judge grades the state it leaves. Slow: a run per judged state.",
+    )
+    reproduce_timeout = forms.IntegerField(min_value=1, max_value=7 * 24 * 3600, initial=3600,
+                                           label="Reproduction timeout (s)")
+    reproduce_gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0, label="Reproduction GPUs",
+                                        help_text="Docker backend only; the judge worker's Docker host must have them.")
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
                               help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
     seed = forms.IntegerField(min_value=0, initial=0)
@@ -182,6 +191,10 @@ class RLForm(forms.Form):
         elif data.get("policy_server_url"):
             self.add_error("policy_server_url", "The toy task generates on the worker: leave the server empty.")
         self._clean_eval(data)
+        if data.get("reproduce") and data.get("task_source") == "toy":
+            self.add_error("reproduce", "The toy task has no reproduce.sh: reproduction is for papers.")
+        if data.get("reproduce") and data.get("reproduce_gpus") and data.get("sandbox_backend") == "bwrap":
+            self.add_error("reproduce_gpus", "bubblewrap cannot give a sandbox GPUs: use the docker backend.")
         return data
 
     def _clean_eval(self, data: dict[str, Any]) -> None:

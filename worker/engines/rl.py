@@ -85,6 +85,16 @@ def paper_tasks(config: dict[str, Any]) -> list[Task]:
     return tasks
 
 
+def reproduce_options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The judge jobs' reproduction step (reproduce.sh in a fresh sandbox before grading), in the
+    RL job's own sandbox settings; None when the job does not ask for it."""
+    if not config.get("reproduce"):
+        return None
+    return {"reproduce_timeout": int(config.get("reproduce_timeout", 3600)),
+            "reproduce_backend": config.get("sandbox_backend", "auto"), "reproduce_image": config.get("sandbox_image", ""),
+            "reproduce_gpus": int(config.get("reproduce_gpus", 0))}
+
+
 def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any, reporter: JobReporter) -> Evaluation:
     """The eval tasks (eval-split papers, or toy tasks of their own), rolled out and judged as training is."""
     n = int(config.get("eval_rollouts", 1))
@@ -127,7 +137,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=config.get("sandbox_backend", "auto"),
                              image=config.get("sandbox_image", ""), l_max=rl_settings.split.l_max,
                              should_stop=reporter.should_stop)
-        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
+        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop,
+                           reproduce=reproduce_options(config))
         if config.get("policy_server_url"):
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
                                   reload=config.get("policy_server_reload", "sglang"))
