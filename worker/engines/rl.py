@@ -95,7 +95,7 @@ def reproduce_options(config: dict[str, Any]) -> dict[str, Any] | None:
             "reproduce_gpus": int(config.get("reproduce_gpus", 0))}
 
 
-def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any, reporter: JobReporter) -> Evaluation:
+def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any) -> Evaluation:
     """The eval tasks (eval-split papers, or toy tasks of their own), rolled out and judged as training is."""
     n = int(config.get("eval_rollouts", 1))
     seed = int(config.get("seed", 0))
@@ -103,7 +103,7 @@ def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any, report
         return Evaluation(eval_tasks_from(toy_tasks(int(config.get("toy_eval_tasks", 1)))), runner, judge, n, seed)
     # Its own runner: eval submissions and trajectories are named apart from the training ones.
     eval_runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=runner.sandbox_backend,
-                              image=runner.image, l_max=runner.l_max, should_stop=reporter.should_stop)
+                              image=runner.image, l_max=runner.l_max, should_stop=runner.should_stop)
     eval_runner.run_id += "-eval"
     return Evaluation(paper_tasks({**config, "papers": config.get("eval_papers", [])}), eval_runner, judge, n, seed)
 
@@ -148,7 +148,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
 
     evaluation = None
     if rl_settings.eval_every:
-        evaluation = eval_setup(job, config, runner, judge, reporter)
+        evaluation = eval_setup(job, config, runner, judge)
 
     # A retried job resumes after its last finished stage, from that stage's checkpoint.
     done = job.checkpoint or {}
