@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -157,3 +158,32 @@ def test_rl_judging_reproduces_each_submission_before_grading_it(stub, personas,
     response = client_for("operator").post("/api/jobs/", {"kind": "rl", "config": {
         "task_source": "toy", "policy_model": "/nonexistent", "reproduce": True}}, content_type="application/json")
     assert "reproduction is for papers" in response.json()["config"]["reproduce"][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_judge_job_kills_its_reproduction(stub, personas, settings):
+    from apps.jobs.models import Job
+    from apps.jobs.progress import JobCancelled
+    from apps.judging.services import request_judge_run
+    from tests.judging.helpers import make_endpoint, make_paper_with_rubric
+    from tests.judging.test_judge_runs import run_job_inline
+
+    paper, _ = make_paper_with_rubric("repro-cancel")
+    submission(Path(settings.DATA_DIR) / "submissions" / "slow", "echo started\nsleep 120\n")
+    job = request_judge_run(paper=paper, endpoint=make_endpoint(stub.base_url), submission="submissions/slow",
+                            user=personas["operator"], reproduce={"reproduce_timeout": 300, "reproduce_backend": "bwrap"})
+    def cancel() -> None:  # the cancel button, from another thread (its own connection, closed)
+        from django.db import connection
+
+        Job.objects.filter(pk=job.pk).update(state=Job.State.CANCELLING)
+        connection.close()
+
+    timer = threading.Timer(1.5, cancel)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(JobCancelled):
+            run_job_inline(job)
+    finally:
+        timer.join()
+    assert time.monotonic() - started < 20  # not the script's 120 s, nor the 300 s timeout

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.jobs.models import Job
-from apps.jobs.progress import Progress
+from apps.jobs.progress import JobCancelled, Progress
 from apps.judging.judge.grader import JudgeSettings, LeafCheck, LeafResult, grade_tree
 from apps.judging.judge.prompts import PaperContext
 from apps.judging.judge.submission import Submission
@@ -19,8 +19,9 @@ from apps.judging.services import save_judge_run, submission_folder
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.paperbench import flatten, leaf_mask
+from worker.engines.agent_run import CancelWatch
 from worker.judge.checks import run_check
-from worker.sandbox import SandboxSpec
+from worker.sandbox import SandboxError, SandboxSpec
 from worker.sandbox.reproduce import Reproduction, reproduce
 
 
@@ -37,7 +38,19 @@ def reproduce_step(job: Job, folder: Path, progress: Progress) -> Reproduction:
     timeout = float(config.get("reproduce_timeout", 3600))
     progress.log(f"reproducing: reproduce.sh in a fresh {spec.backend} sandbox, timeout {timeout:g} s"
                  f"{f', {spec.gpus} GPU(s)' if spec.gpus else ''}{', with network' if spec.network else ''}")
-    done = reproduce(folder, dest, spec, timeout)
+    with CancelWatch(job.pk) as watch:
+
+        def watched(box: Any) -> None:
+            watch.sandbox = box
+            if watch.cancelled.is_set():  # cancelled while the sandbox opened
+                box.close()
+
+        try:
+            done = reproduce(folder, dest, spec, timeout, on_open=watched)
+        except SandboxError:
+            if watch.cancelled.is_set():  # the watcher closed the sandbox: reproduce.sh was killed
+                raise JobCancelled() from None
+            raise
     if done.timed_out:
         progress.log(f"reproduce.sh ran past the timeout of {timeout:g} s and was killed", level="warning")
     else:

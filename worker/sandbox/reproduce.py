@@ -25,11 +25,12 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker.sandbox import SandboxError, SandboxSpec, open_sandbox
+from worker.sandbox import Sandbox, SandboxError, SandboxSpec, open_sandbox
 
 SCRIPT = "reproduce.sh"
 LOG = "reproduce.log"
@@ -53,10 +54,12 @@ class Reproduction:
 
 
 def reproduce(submission: Path, dest: Path, spec: SandboxSpec, timeout_s: float, *,
-              max_file_mb: int = 10, max_bytes: int = 1 << 30) -> Reproduction:
+              max_file_mb: int = 10, max_bytes: int = 1 << 30,
+              on_open: Callable[[Sandbox], None] | None = None) -> Reproduction:
     """Run ``submission``'s reproduce.sh in a fresh sandbox made from ``spec``; the folder as the
     script left it lands in ``dest`` (which must not exist yet). Raises SandboxError when the
-    sandbox cannot be opened (a backend missing, GPUs that cannot be given)."""
+    sandbox cannot be opened (a backend missing, GPUs that cannot be given) or was closed under
+    the run. ``on_open`` gets the sandbox as soon as it is open: a cancel watcher closes it."""
     submission, dest = Path(submission), Path(dest)
     if not submission.is_dir():
         raise SandboxError(f"submission folder not found: {submission}")
@@ -67,6 +70,8 @@ def reproduce(submission: Path, dest: Path, spec: SandboxSpec, timeout_s: float,
     found = (submission / SCRIPT).is_file()
     spec = replace(spec, wall_clock_s=timeout_s + OVERHEAD_S)
     with open_sandbox(spec) as box:
+        if on_open is not None:
+            on_open(box)
         inside = spec.submission_dir
         box.copy_in(submission, inside)
         started = time.time()
