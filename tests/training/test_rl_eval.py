@@ -71,6 +71,37 @@ def test_eval_every_zero_or_no_evaluation_runs_none(policy_folder, tmp_path):
     assert [eval_due(s, 3) for s in range(7)] == [False, False, False, True, False, False, True]
 
 
+class SandboxDiesOn(FinalStates):
+    """The toy runner, except that the rollouts of one task die as a killed sandbox would."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+
+    def run(self, task, index, timeout_s, policy, seed):
+        if task.id == self.task_id:
+            raise RuntimeError("the sandbox was closed while the command ran")
+        return super().run(task, index, timeout_s, policy, seed)
+
+
+def test_a_failed_eval_rollout_is_counted_and_left_out_and_training_goes_on(policy_folder, tmp_path):
+    runner, reporter = SandboxDiesOn("eval-toy-2"), Recorder()
+    evaluation = Evaluation(eval_tasks_from(toy_tasks(2, max_turns=1, tokens_per_turn=4)), runner, ToyJudge(),
+                            n_rollouts=2, concurrency=4)
+    result = train_rl(settings_for(policy_folder, tmp_path, [Stage(1500.0, 1)], n_rollouts=2, eval_every=1,
+                                   partial_rollouts=False),
+                      toy_tasks(1, max_turns=1, tokens_per_turn=4), ToyRunner(), ToyJudge(), reporter,
+                      evaluation=evaluation)
+    assert result["iterations"] == 1
+    [(_, values)] = reporter.points
+    assert values["eval_failed"] == 2.0
+    expected = [ToyJudge().score_one(task.data, state) for task, state in runner.finals]
+    assert len(expected) == 2 and values["eval_score"] == pytest.approx(sum(expected) / 2)
+    [record] = evaluation.history
+    assert set(record["scores"]) == {"eval-toy-1"} and len(record["errors"]) == 2
+    assert "eval-toy-2 #1: RuntimeError: the sandbox was closed" in record["errors"][0]
+
+
 def test_an_evaluation_without_tasks_is_refused():
     with pytest.raises(RLError, match="at least one eval task"):
         Evaluation([], ToyRunner(), ToyJudge())
@@ -107,7 +138,8 @@ def test_eval_papers_are_rolled_out_by_the_agent_and_judged_at_the_eval_priority
         eval_runner = AgentRunner(Path(settings.DATA_DIR), sandbox_backend="bwrap", max_steps=4)
         eval_runner.run_id += "-eval"
         evaluation = Evaluation([Task(held.slug, PaperTask(held.pk, held.slug, held.markdown,
-                                                           rubric_version=held_version.pk))], eval_runner, judge)
+                                                           rubric_version=held_version.pk))], eval_runner, judge,
+                                n_rollouts=2)  # two at once, in threads
         points = Points()
         rl_settings = RLSettings(
             policy=str(build_tiny_model(tmp_path / "policy")), output_dir=tmp_path / "out", stages=(Stage(60.0, 1),),
@@ -121,13 +153,14 @@ def test_eval_papers_are_rolled_out_by_the_agent_and_judged_at_the_eval_priority
                                                                       tmp_path / "served", tokenizer, v))
     jobs = Job.objects.filter(pk__in=judge.jobs)
     by_paper = {paper: sorted(j.priority for j in jobs if j.config["paper"] == paper) for paper in (train.pk, held.pk)}
-    assert by_paper == {train.pk: [9], held.pk: [0]}  # the eval paper's request goes first in the queue
+    assert by_paper == {train.pk: [9], held.pk: [0, 0]}  # the eval paper's requests go first in the queue
     assert {j.state for j in jobs} == {"succeeded"}
     assert set(Job.objects.filter(pk__in=flood).values_list("state", flat=True)) == {"queued"}
     [point] = points.points
     assert point["eval_score"] == pytest.approx(0.5) and point["reward"] == pytest.approx(1.0)
     evals = Trajectory.objects.filter(source="rollout", paper=held)
-    assert evals.count() == 1 and "-eval rollout 1" in evals.get().title
+    assert sorted(t.title.split(" rollout ")[1][:1] for t in evals) == ["1", "2"]
+    assert all("-eval" in t.title and not t.live for t in evals)
     assert Trajectory.objects.filter(source="rollout", paper=train).count() == 1
 
 

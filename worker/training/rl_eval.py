@@ -22,10 +22,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from worker.training.rl import Judge, RLError, Rollout, RolloutRunner, Task
+from worker.training.rl import Judge, RLError, RLStopped, Rollout, RolloutRunner, Task
 
 # Seeds of eval rollouts live apart from training ones (rl.rollout_seed), so an eval rollout never
 # replays a training rollout's sampling.
@@ -46,13 +47,16 @@ class Evaluation:
     judge: Judge
     n_rollouts: int = 1
     seed: int = 0
+    # Eval rollouts at once (threads; each its own sandbox): an eval of 10 papers under a 2 h
+    # stage timeout takes 2 h, not 20. The toy's local policy still runs one at a time.
+    concurrency: int = 16
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.tasks:
             raise RLError("evaluation needs at least one eval task")
-        if self.n_rollouts < 1:
-            raise RLError("eval_rollouts must be at least 1")
+        if self.n_rollouts < 1 or self.concurrency < 1:
+            raise RLError("eval_rollouts and the eval concurrency must be at least 1")
         ids = [t.id for t in self.tasks]
         if len(set(ids)) != len(ids):
             raise RLError(f"eval task ids repeat: {ids}")
@@ -79,11 +83,29 @@ def evaluate(evaluation: Evaluation | None, every: int, step: int, policy: Any, 
     if evaluation is None or not eval_due(step, every):
         return {}
     started = time.perf_counter()
-    rollouts: list[tuple[Task, Rollout]] = []
-    for t, task in enumerate(evaluation.tasks):
-        for j in range(evaluation.n_rollouts):
-            seed = (EVAL_SEED_OFFSET + evaluation.seed * 1_000_003 + step * 10_007 + t * 101 + j) % 2**31
-            rollouts.append((task, evaluation.runner.run(task, j, timeout_s, policy, seed)))
+    wanted = [(t, task, j) for t, task in enumerate(evaluation.tasks) for j in range(evaluation.n_rollouts)]
+
+    def one(t: int, task: Task, j: int) -> Rollout | Exception:
+        seed = (EVAL_SEED_OFFSET + evaluation.seed * 1_000_003 + step * 10_007 + t * 101 + j) % 2**31
+        try:
+            return evaluation.runner.run(task, j, timeout_s, policy, seed)
+        except RLStopped:
+            raise
+        except Exception as exc:  # a sandbox killed, a server gone: that eval rollout only
+            return exc
+
+    width = min(evaluation.concurrency, len(wanted))
+    if width == 1:
+        outcomes = [one(*w) for w in wanted]
+    else:
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="rl-eval") as pool:
+            outcomes = list(pool.map(lambda w: one(*w), wanted))
+    rollouts = [(task, r) for (_, task, _), r in zip(wanted, outcomes, strict=True) if isinstance(r, Rollout)]
+    errors = [f"{task.id} #{j + 1}: {type(r).__name__}: {r}" for (_, task, j), r in zip(wanted, outcomes, strict=True)
+              if not isinstance(r, Rollout)]
+    if not rollouts:  # nothing to judge; training goes on, the failures are on the record
+        evaluation.history.append({"step": step, "timeout_s": timeout_s, "errors": errors})
+        return {"eval_failed": float(len(errors))}
     t1 = time.perf_counter()
     scores = evaluation.judge.score([(task, final_state(r)) for task, r in rollouts])
     if len(scores) != len(rollouts):
@@ -98,11 +120,12 @@ def evaluate(evaluation: Evaluation | None, every: int, step: int, policy: Any, 
         "eval_score_min": min(statistics.fmean(v) for v in by_task.values()),
         "eval_score_max": max(statistics.fmean(v) for v in by_task.values()),
         "eval_truncation_rate": sum(1 for _, r in rollouts if r.truncated) / len(rollouts),
+        "eval_failed": float(len(errors)),
         "eval_policy_version": float(min(r.policy_version for _, r in rollouts)),
         "time_eval_rollout_s": t1 - started,
         "time_eval_judge_s": time.perf_counter() - t1,
     }
-    evaluation.history.append({"step": step, "timeout_s": timeout_s, "scores": by_task, **metrics})
+    evaluation.history.append({"step": step, "timeout_s": timeout_s, "scores": by_task, "errors": errors, **metrics})
     return metrics
 
 
