@@ -98,6 +98,7 @@ class RLSettings:
     precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
     lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
     gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
+    eval_every: int = 0  # evaluate the eval tasks every k iterations (worker/training/rl_eval.py); 0 = never
 
 
 @dataclass
@@ -374,9 +375,11 @@ def train_rl(
     make_policy: Callable[[Any, Any, int], Policy] | None = None,
     start_stage: int = 1,
     start_from: str | None = None,
+    evaluation: Any = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
-    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics."""
+    last stage checkpoint ``start_from``). ``evaluation`` (an ``rl_eval.Evaluation``) runs the eval
+    tasks every ``settings.eval_every`` iterations. Returns the per-stage records and final metrics."""
 
     check_stages(settings.stages)
     if not tasks:
@@ -431,6 +434,8 @@ def train_rl(
                             stale_rollouts_rerun=float(producer.dropped_stale),
                             time_rollout_s=t1 - t0, time_generate_s=generate_s, time_judge_s=t2 - t1,
                             time_train_s=t3 - t2, time_iteration_s=t3 - t0)
+                if evaluation is not None:  # eval_score next to reward, with the policy just published
+                    last.update(evaluation.after_update(settings.eval_every, step, policy, stage.timeout_s))
                 reporter.metric(step, **last)
                 reporter.progress(step, total_iterations,
                                   f"stage {m}/{len(settings.stages)}, iteration {it + 1}/{stage.iterations}: "
