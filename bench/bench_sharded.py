@@ -43,7 +43,7 @@ def main() -> None:
         model = build_tiny_model(Path(folder) / "policy")
         tokenizer = AutoTokenizer.from_pretrained(model)
         settings = RLSettings(policy=str(model), output_dir=Path(folder) / "out", stages=(Stage(60.0, 1),),
-                              learning_rate=1e-3, minibatch_size=4, seed=0)
+                              learning_rate=1e-3, minibatch_size=4, seed=0, precision="fp32")
         batches = [random_batch(k, rows=8, shortest=16, longest=64) for k in range(UPDATES)]
         local = LocalTrainer(settings, tokenizer)
         local.start_stage(model, with_optimizer=False)

@@ -152,8 +152,11 @@ class SFTForm(ShardingOptions):
     max_steps = forms.IntegerField(min_value=-1, initial=-1, help_text="-1: run the epochs; else stop after this many steps.")
     batch_size = forms.IntegerField(min_value=1, max_value=512, initial=1)
     grad_accum = forms.IntegerField(min_value=1, max_value=1024, initial=8, label="Gradient accumulation")
-    precision = forms.ChoiceField(choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
-                                  help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
+    precision = forms.ChoiceField(
+        choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
+        help_text="The forward pass's precision: bf16 and fp16 by autocast, with fp32 master weights and optimizer "
+        "whatever dtype the checkpoint is stored in. bf16 runs on CPUs too; fp16 needs a GPU.",
+    )
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
     gpus = forms.IntegerField(
         min_value=0, max_value=MAX_GPUS, initial=1, label="GPUs",
@@ -162,7 +165,8 @@ class SFTForm(ShardingOptions):
     )
     checkpointing = forms.BooleanField(
         required=False, initial=True, label="Activation checkpointing",
-        help_text=ShardingOptions.base_fields["checkpointing"].help_text + " On by default for SFT (TRL's default).",
+        help_text="Recompute each layer's activations in the backward pass: far less memory, about a third more "
+        "compute. On by default (TRL's default).",
     )
     packing = forms.BooleanField(
         required=False, help_text="Pack windows into shared rows (TRL's best-fit packing, padding-free): no "
@@ -178,6 +182,8 @@ class SFTForm(ShardingOptions):
         data = super().clean()
         if data.get("ids") and data.get("dataset"):
             self.add_error("dataset", "Choose trajectory ids or a dataset, not both.")
+        if data.get("precision") == "fp16" and data.get("gpus") == 0:
+            self.add_error("precision", "fp16 needs a GPU: on a CPU worker choose bf16 or fp32.")
         self.clean_sharding(data, rl=False)
         return data
 

@@ -1,9 +1,10 @@
 """The sharded-training options of the SFT and RL launch forms, and the checks the fleet must pass.
 
 The worker runs them (worker/training/sharded.py, docs/training-at-scale.md): ``strategy`` ddp /
-fsdp (FSDP2) / zero3 (DeepSpeed), CPU ``offload``, activation ``checkpointing``, and for SFT
-``packing`` and ``sequence_parallel``; ``nodes`` machines of ``gpus`` GPUs each. What no worker
-of the fleet can run is refused here, with the reason, before anything is queued.
+fsdp (FSDP2) / zero3 (DeepSpeed), CPU ``offload``, ``nodes`` machines of ``gpus`` GPUs each; SFT's
+form adds activation ``checkpointing``, ``packing`` and ``sequence_parallel`` (RL's form has its own
+``gradient_checkpointing``). What no worker of the fleet can run is refused here, with the reason,
+before anything is queued.
 """
 
 from __future__ import annotations
@@ -53,11 +54,6 @@ class ShardingOptions(forms.Form):
     )
     offload = forms.BooleanField(required=False, label="CPU offload",
                                  help_text="fsdp / zero3: keep the shards and optimizer state in CPU memory.")
-    checkpointing = forms.BooleanField(
-        required=False, label="Activation checkpointing",
-        help_text="Recompute each layer's activations in the backward pass: far less memory, about a third "
-        "more compute.",
-    )
 
     def clean_sharding(self, data: dict[str, Any], *, rl: bool) -> None:
         gpus, nodes, strategy = data.get("gpus") or 0, data.get("nodes") or 1, data.get("strategy") or "ddp"

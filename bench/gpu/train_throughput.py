@@ -159,7 +159,8 @@ def measure(size: str, window: int, kind: str, device: torch.device, steps: int)
                 example = Example(0, row, [IGNORE_INDEX] * half + row[half:])
                 subs = [SubTrajectory("task", 0, 0, 0, None, example, advantage=1.0)]
                 settings = RLSettings(policy="random", output_dir=Path("."), stages=(Stage(1.0, 1),),
-                                      minibatch_size=1, learning_rate=1e-6)
+                                      minibatch_size=1, learning_rate=1e-6,
+                                      precision="bf16" if device.type == "cuda" else "fp32")
                 step = partial(rl_step, model, optimizer, subs, settings, autocast)
             step()  # warm-up: kernels chosen, optimizer state allocated
             sync(device)

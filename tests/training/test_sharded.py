@@ -54,13 +54,20 @@ def policy(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("sharded-policy"))
 
 
+@pytest.fixture(scope="module")
+def untied_policy(tmp_path_factory) -> Path:
+    """An LM head of its own (as 7B and larger): FSDP2 scores it in slices, body and head apart."""
+    return build_tiny_model(tmp_path_factory.mktemp("sharded-untied-policy"), tied=False)
+
+
 def batch(seed: int) -> list[SubTrajectory]:
     return random_batch(seed, rows=7)
 
 
 def settings_for(policy: Path, out: Path, **overrides) -> RLSettings:
     # minibatches of 3 over 7 rows: parts of 2+1 and, in the last minibatch of 1, an empty part
-    options = {"stages": (Stage(60.0, 1),), "learning_rate": 1e-3, "minibatch_size": 3, "seed": 0}
+    # fp32 compute: bf16 autocast would round differently on parts of different shapes
+    options = {"stages": (Stage(60.0, 1),), "learning_rate": 1e-3, "minibatch_size": 3, "seed": 0, "precision": "fp32"}
     return RLSettings(policy=str(policy), output_dir=out, **{**options, **overrides})
 
 
@@ -80,7 +87,7 @@ def test_ddp_over_two_nodes_at_a_rendezvous_equals_one_rank_with_kl_and_two_pass
     expected = [local.update(batch(k)) for k in range(2)]
     node_0 = job_sharding({"strategy": "ddp", "nodes": 2}, processes=1, rdzv_id="test")
     assert node_0.rdzv_endpoint.endswith(tuple(f":{p}" for p in range(1024, 65536))) and node_0.node_rank == 0
-    node_0 = replace(node_0, rdzv_endpoint=f"127.0.0.1:{node_0.rdzv_endpoint.rsplit(':', 1)[1]}", precision="fp32")
+    node_0 = replace(node_0, rdzv_endpoint=f"127.0.0.1:{node_0.rdzv_endpoint.rsplit(':', 1)[1]}")
     node_1: dict = {}
     with ShardedTrainer(settings, tokenizer, node_0) as sharded:
         write_nodes_file(sharded.folder, sharded.rank_module, node_0)
@@ -116,7 +123,10 @@ def test_node_0_queues_a_job_per_other_node_on_its_gpu_queue_and_stops_them_with
         ranks_engine(stray, None)
 
 
-def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_rank(policy, tmp_path):
+def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_rank(untied_policy, tmp_path):
+    """FSDP2 with the log-probs in slices (body and head called apart, each a unit of its own);
+    the tied model of the other tests takes the root forward."""
+    policy = untied_policy
     settings = settings_for(policy, tmp_path / "run")
     tokenizer = AutoTokenizer.from_pretrained(policy)
     local = LocalTrainer(settings, tokenizer)
@@ -124,7 +134,7 @@ def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_ran
     for k in range(2):
         local.update(batch(k))
     stage = tmp_path / "stage-1"
-    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2, checkpointing=True)) as sharded:
+    with ShardedTrainer(settings, tokenizer, Sharding("fsdp", procs_per_node=2)) as sharded:
         sharded.start_stage(policy, with_optimizer=False)
         for k in range(2):
             sharded.update(batch(k))
@@ -144,7 +154,7 @@ def test_fsdp_on_two_ranks_equals_one_rank_and_its_checkpoint_resumes_on_one_ran
         resumed.update(batch(2))
         assert max_diff(local.model, resumed.model) < TOLERANCE
         # a rank that raises fails the call with its exception, not a bare exit status
-        with pytest.raises(ShardingError, match=r"rank 0 failed \(exit code 1: OSError: .*nowhere"):
+        with pytest.raises(ShardingError, match=r"rank 0 failed \(exit code 1: .*PolicyLoadError: .*nowhere is neither a model folder"):
             resumed.start_stage(tmp_path / "nowhere", with_optimizer=False)
 
 
@@ -256,11 +266,11 @@ def test_the_api_refuses_what_the_fleet_cannot_train_with_the_reason_and_takes_t
         assert accepted.status_code == 202 and accepted.json()["queue"] == "gpu-8"
     finally:
         redis_client().delete(heartbeats_key())
-    fsdp = client.post("/api/jobs/", {"kind": "rl", "config": {**rl, "gpus": 4, "strategy": "fsdp", "offload": True,
-                                                               "checkpointing": True}}, content_type="application/json")
+    fsdp = client.post("/api/jobs/", {"kind": "rl", "config": {**rl, "gpus": 4, "strategy": "fsdp", "offload": True}},
+                       content_type="application/json")
     assert fsdp.status_code == 202, fsdp.content
     config = Job.objects.get(pk=fsdp.json()["id"]).config
-    assert (config["strategy"], config["offload"], config["checkpointing"], config["nodes"]) == ("fsdp", True, True, 1)
+    assert (config["strategy"], config["offload"], config["nodes"]) == ("fsdp", True, 1)
     page = client.get("/jobs/new/?kind=sft").content.decode()
     assert page.index('name="config-gpus"') < page.index('name="config-nodes"') < page.index('name="config-strategy"')
 

@@ -18,6 +18,7 @@ from apps.trajectories.splitting import SplitConfig
 from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
+from worker.training.rl_eval import Evaluation, eval_tasks_from
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
 from worker.training.sharded import ShardedTrainer, describe_ranks, job_sharding, training_processes, visible_gpus
@@ -86,6 +87,29 @@ def paper_tasks(config: dict[str, Any]) -> list[Task]:
     return tasks
 
 
+def reproduce_options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The judge jobs' reproduction step (reproduce.sh in a fresh sandbox before grading), in the
+    RL job's own sandbox settings; None when the job does not ask for it."""
+    if not config.get("reproduce"):
+        return None
+    return {"reproduce_timeout": int(config.get("reproduce_timeout", 3600)),
+            "reproduce_backend": config.get("sandbox_backend", "auto"), "reproduce_image": config.get("sandbox_image", ""),
+            "reproduce_gpus": int(config.get("reproduce_gpus", 0))}
+
+
+def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any) -> Evaluation:
+    """The eval tasks (eval-split papers, or toy tasks of their own), rolled out and judged as training is."""
+    n = int(config.get("eval_rollouts", 1))
+    seed = int(config.get("seed", 0))
+    if config.get("task_source") == "toy":
+        return Evaluation(eval_tasks_from(toy_tasks(int(config.get("toy_eval_tasks", 1)))), runner, judge, n, seed)
+    # Its own runner: eval submissions and trajectories are named apart from the training ones.
+    eval_runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=runner.sandbox_backend,
+                              image=runner.image, l_max=runner.l_max, should_stop=runner.should_stop)
+    eval_runner.run_id += "-eval"
+    return Evaluation(paper_tasks({**config, "papers": config.get("eval_papers", [])}), eval_runner, judge, n, seed)
+
+
 def run(job: Job, progress: Progress) -> dict[str, Any]:
     config = job.config
     stages = tuple(Stage(t, n) for t, n in parse_stages(config["stages"]))
@@ -99,6 +123,9 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         minibatch_size=int(config.get("minibatch_size", 8)),
         partial_rollouts=bool(config.get("partial_rollouts", True)),
         max_staleness=int(config.get("max_staleness", 1)), seed=int(config.get("seed", 0)),
+        precision=config.get("precision", "bf16"), lora=config.get("lora_mode", "train"),
+        gradient_checkpointing=bool(config.get("gradient_checkpointing", True)),
+        eval_every=int(config.get("eval_every", 0)),
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None
@@ -114,13 +141,18 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=config.get("sandbox_backend", "auto"),
                              image=config.get("sandbox_image", ""), l_max=rl_settings.split.l_max,
                              should_stop=reporter.should_stop)
-        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
+        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop,
+                           reproduce=reproduce_options(config))
         if config.get("policy_server_url"):
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
                                   reload=config.get("policy_server_reload", "sglang"))
 
             def make_policy(model, tokenizer, version):
                 return RemotePolicy(server, output_dir / "served", tokenizer, version)
+
+    evaluation = None
+    if rl_settings.eval_every:
+        evaluation = eval_setup(job, config, runner, judge)
 
     # A retried job resumes after its last finished stage, from that stage's checkpoint.
     done = job.checkpoint or {}
@@ -146,7 +178,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
 
     try:
         result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
-                          start_stage=start_stage, start_from=done.get("path"),
+                          start_stage=start_stage, start_from=done.get("path"), evaluation=evaluation,
                           make_trainer=make_trainer if sharding else None)
     except RLStopped:
         raise JobCancelled() from None
@@ -156,6 +188,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         stop_other_nodes(other_nodes)
     if reporter.cancelled:
         raise JobCancelled()
+    if evaluation is not None:
+        result["evaluations"] = evaluation.history
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))
     if ranks:
         result["ranks"] = ranks  # every rank: global number, host, pid, device

@@ -44,6 +44,7 @@ from transformers import AutoTokenizer
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
+from worker.training.policy_io import is_lora
 from worker.training.rl_math import LossStats, advantage_spread, batch_advantages, too_stale
 from worker.training.rl_update import LocalTrainer
 
@@ -94,6 +95,10 @@ class RLSettings:
     partial_rollouts: bool = True
     max_staleness: int = 1
     seed: int = 0
+    precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
+    lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
+    gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
+    eval_every: int = 0  # evaluate the eval tasks every k iterations (worker/training/rl_eval.py); 0 = never
 
 
 @dataclass
@@ -370,12 +375,14 @@ def train_rl(
     make_policy: Callable[[Any, Any, int], Policy] | None = None,
     start_stage: int = 1,
     start_from: str | None = None,
+    evaluation: Any = None,
     make_trainer: Callable[[RLSettings, Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
-    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics.
-    ``make_trainer(settings, tokenizer)``: the trainer (LocalTrainer's interface), by default a
-    LocalTrainer; worker/training/sharded.py's ShardedTrainer trains on several ranks."""
+    last stage checkpoint ``start_from``). ``evaluation`` (an ``rl_eval.Evaluation``) runs the eval
+    tasks every ``settings.eval_every`` iterations. ``make_trainer(settings, tokenizer)``: the
+    trainer (LocalTrainer's interface), by default a LocalTrainer; worker/training/sharded.py's
+    ShardedTrainer trains on several ranks. Returns the per-stage records and final metrics."""
 
     check_stages(settings.stages)
     if not tasks:
@@ -430,6 +437,8 @@ def train_rl(
                             stale_rollouts_rerun=float(producer.dropped_stale),
                             time_rollout_s=t1 - t0, time_generate_s=generate_s, time_judge_s=t2 - t1,
                             time_train_s=t3 - t2, time_iteration_s=t3 - t0)
+                if evaluation is not None:  # eval_score next to reward, with the policy just published
+                    last.update(evaluation.after_update(settings.eval_every, step, policy, stage.timeout_s))
                 reporter.metric(step, **last)
                 reporter.progress(step, total_iterations,
                                   f"stage {m}/{len(settings.stages)}, iteration {it + 1}/{stage.iterations}: "
@@ -441,7 +450,8 @@ def train_rl(
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
-    return {"stages": records, "final_path": str(path), "iterations": step, **{f"final_{k}": v for k, v in last.items()
+    return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
+            "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
 
 

@@ -6,7 +6,7 @@ Strategies, all torch.distributed (gloo on CPUs, NCCL on GPUs), launched by torc
   root): parameters, gradients and AdamW's moments are sharded over the ranks, the ZeRO-3 layout.
   Options: CPU offload of the shards (``CPUOffloadPolicy``), bf16 compute with fp32 master weights
   (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``), activation checkpointing
-  (transformers' ``gradient_checkpointing_enable``).
+  (the policy loader's, ``RLSettings.gradient_checkpointing``; for SFT the Trainer's or FSDP's own).
 - ``zero3``: DeepSpeed ZeRO-3, for SFT through the HF Trainer's DeepSpeed integration, only on a
   worker where ``deepspeed`` is installed (refused otherwise, with the reason).
 
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from worker.training.rl import RLSettings, SubTrajectory
 
 STRATEGIES = ("ddp", "fsdp", "zero3")
-PRECISIONS = ("fp32", "bf16")
 # Inside a stage checkpoint: the sharded model + optimizer state (torch.distributed.checkpoint).
 SHARDED_DIR = "sharded"
 # The launch folder shared by the job's process and the ranks.
@@ -83,14 +82,11 @@ class Sharding:
     rdzv_endpoint: str = ""
     rdzv_id: str = "klong"
     offload: bool = False  # FSDP2: the shards (and AdamW's state) live in CPU memory between uses
-    checkpointing: bool = False  # activation checkpointing: recompute each layer's activations in backward
-    precision: str = "fp32"  # bf16: bf16 compute, fp32 master weights and gradient reduction
+    checkpointing: bool = False  # SFT's activation checkpointing (the RL update: RLSettings.gradient_checkpointing)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ShardingError(f"Unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}.")
-        if self.precision not in PRECISIONS:
-            raise ShardingError(f"Unknown precision {self.precision!r}: one of {', '.join(PRECISIONS)}.")
         if self.procs_per_node < 1 or self.nodes < 1 or not 0 <= self.node_rank < self.nodes:
             raise ShardingError(f"{self.nodes} nodes x {self.procs_per_node} ranks, node {self.node_rank}: "
                                 "needs at least one node and one rank each, and a node rank below the node count.")
@@ -124,10 +120,8 @@ def job_sharding(config: dict[str, Any], processes: int, rdzv_id: str = "klong")
     strategy, nodes = config.get("strategy", "ddp"), int(config.get("nodes", 1))
     if processes == 1 and strategy == "ddp" and nodes == 1:
         return None
-    # GPUs compute in bf16 over fp32 master weights unless the job asks for fp32 (CPUs: fp32 always)
-    precision = "fp32" if config.get("precision") == "fp32" else "bf16"
     return Sharding(strategy, procs_per_node=processes, offload=bool(config.get("offload", False)),
-                    checkpointing=bool(config.get("checkpointing", False)), precision=precision, nodes=nodes,
+                    checkpointing=bool(config.get("checkpointing", False)), nodes=nodes,
                     rdzv_endpoint=rendezvous_endpoint() if nodes > 1 else "", rdzv_id=rdzv_id)
 
 
@@ -342,7 +336,9 @@ class ShardedTrainer:
 
     def start_stage(self, path: str | Path, *, with_optimizer: bool) -> None:
         self._call("start", path=str(path), with_optimizer=with_optimizer)
-        self.model = load_model(path, "cpu")
+        # the rollouts' copy: frozen, as the ranks load it (bf16 storage under precision=bf16)
+        self.model = load_model(path, "cpu", precision=self.settings.precision, lora=self.settings.lora,
+                                trainable=False)
 
     def update(self, subs: Sequence[SubTrajectory]) -> LossStats | None:
         reply = self._call("update", subs=list(subs))

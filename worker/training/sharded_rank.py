@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +33,9 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 from torch.nn.parallel import DistributedDataParallel
 
 from apps.trajectories.splitting import IGNORE_INDEX
+from worker.training.policy_io import trainable_parameters
 from worker.training.rl_math import LossStats
+from worker.training.rl_math import _decoder_and_head as decoder_and_head
 from worker.training.rl_update import load_model, train_on_batch
 from worker.training.sharded import RANK_FILES, SHARDED_DIR, Sharding, leave_process_group, rank_identity, write_atomic
 
@@ -81,19 +82,14 @@ class RankShard:
         return [s for part in everyone for s in part]
 
 
-def wrap(model: Any, sharding: Sharding, device: torch.device, *, trainable: bool = True) -> Any:
+def wrap(model: Any, sharding: Sharding, device: torch.device, precision: str, *, sliced: bool = False) -> Any:
     """The model as this strategy trains it: DDP (a full copy per rank) or FSDP2 (one unit per
-    decoder layer, as transformers' ``_no_split_modules`` names them, and the root)."""
-    if trainable:
-        model.float()  # the master weights AdamW updates stay fp32, whatever dtype the checkpoint has
-    if sharding.checkpointing and trainable:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    decoder layer, as transformers' ``_no_split_modules`` names them, and the root). The loader
+    (``rl_update.load_model``) already made the master weights fp32 and set checkpointing up."""
     if sharding.strategy == "ddp":
         model.to(device)
-        if not trainable:
-            return model
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    bf16 = sharding.precision == "bf16" and device.type == "cuda"
+    bf16 = precision == "bf16" and device.type == "cuda"
     options = {
         # parameters stay fp32 (the master weights AdamW updates); compute in bf16, reduce in fp32
         "mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16
@@ -104,8 +100,48 @@ def wrap(model: Any, sharding: Sharding, device: torch.device, *, trainable: boo
     for module in list(model.modules()):
         if type(module).__name__ in units:
             fully_shard(module, **options)
+    # ``sliced``: token_logprobs calls the body and the head apart (log-probs in slices, never the
+    # whole logits); each is then a unit of its own that gathers its weights when called, the head
+    # once for all its slices (``wrap_for_logprobs`` decides).
+    if sliced:
+        body, head = decoder_and_head(model)
+        fully_shard(body, **options)
+        fully_shard(head, reshard_after_forward=False, **options)
     fully_shard(model, **options)
     return model
+
+
+def sliced_logprobs(model: Any) -> bool:
+    """Whether token_logprobs may call this model's body and head apart under FSDP2: an untied head."""
+    parts = decoder_and_head(model)
+    return parts is not None and not any(p is q for p in parts[1].parameters() for q in parts[0].parameters())
+
+
+class RootForward(torch.nn.Module):
+    """The FSDP model seen through its root forward only (no ``config``: token_logprobs then takes
+    the model's own forward, which gathers the root's weights, instead of its body and head)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.inner(**inputs)
+
+
+def wrap_for_logprobs(model: Any, sharding: Sharding, device: torch.device, precision: str, *,
+                      kl: bool = False) -> tuple[Any, Any]:
+    """(the wrapped policy, what train_on_batch scores it with).
+
+    DDP: the model itself (its forward; whole logits). FSDP2: in slices, body and head apart,
+    where the head is the model's own (untied, as 7B and larger) and there is no KL term; else the
+    root forward with whole logits. A head tied to the embeddings cannot be a unit apart (one
+    weight, two units); with a KL term the sliced policy drifted 3.6e-5 from 1 rank in 3 updates
+    on the tiny model where every other layout stays under 1e-5 (not understood yet: measured).
+    """
+    sliced = sharding.strategy == "fsdp" and not kl and sliced_logprobs(model)
+    wrapped = wrap(model, sharding, device, precision, sliced=sliced)
+    return wrapped, RootForward(wrapped) if sharding.strategy == "fsdp" and not sliced else wrapped
 
 
 def unwrapped(model: Any) -> Any:
@@ -128,21 +164,31 @@ class RankTrainer:
         self.rank = dist.get_rank()
         self.shard = RankShard(device)
         self.model: Any = None
+        self.scorer: Any = None  # the model as train_on_batch scores with it (``wrap_for_logprobs``)
         self.optimizer: Any = None
-        self.ref_model = None
+        self.ref_model: Any = None
         if settings.kl_coef > 0:
-            self.ref_model = wrap(load_model(settings.policy, "cpu"), sharding, device, trainable=False).eval()
-            for p in self.ref_model.parameters():
-                p.requires_grad_(False)
+            # the job's starting policy, frozen, as LocalTrainer holds it: a whole copy on every rank
+            # (bf16 under precision=bf16). Sharded with FSDP2 beside the policy, an untied model's
+            # run drifted 6e-5 from 1 rank in 3 updates on the tiny model (a tied one stayed under
+            # 1e-5): until that is understood, the reference is not sharded.
+            self.ref_model = load_model(settings.policy, device, precision=settings.precision, lora=settings.lora,
+                                        trainable=False)
 
     def start(self, path: str, with_optimizer: bool) -> None:
         # Every strategy starts from the plain HF weights; a sharded checkpoint beside them (this
         # job's stage) brings back the exact model and optimizer state, whatever the rank count.
-        self.model = self.optimizer = None  # the last stage's shards go before the next stage's come
+        self.model = self.scorer = self.optimizer = None  # the last stage's shards go before the next stage's
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.model = wrap(load_model(path, "cpu"), self.sharding, self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings.learning_rate, weight_decay=0.0)
+        settings = self.settings
+        policy = load_model(path, "cpu", precision=settings.precision, lora=settings.lora,
+                            gradient_checkpointing=settings.gradient_checkpointing)
+        self.model, self.scorer = wrap_for_logprobs(policy, self.sharding, self.device, settings.precision,
+                                                    kl=settings.kl_coef > 0)
+        # over the trainable parameters only (a LoRA policy's adapter), as LocalTrainer
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=settings.learning_rate,
+                                           weight_decay=0.0)
         sharded = Path(path) / SHARDED_DIR
         if with_optimizer and sharded.is_dir():
             model_state, optim_state = get_state_dict(self.model, self.optimizer)
@@ -152,12 +198,9 @@ class RankTrainer:
                            optim_state_dict=state["optim"])
 
     def update(self, subs: list[SubTrajectory]) -> dict[str, Any]:
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                    if self.sharding.strategy == "ddp" and self.sharding.precision == "bf16" and self.device.type == "cuda"
-                    else nullcontext())
-        with autocast:
-            stats = train_on_batch(self.model, self.ref_model, self.optimizer, subs, self.settings, self.pad_id,
-                                   shard=self.shard)
+        # train_on_batch runs its forwards under the settings' autocast, as on one device
+        stats = train_on_batch(self.scorer, self.ref_model, self.optimizer, subs, self.settings, self.pad_id,
+                               shard=self.shard)
         weights = full_weights(self.model)
         path = self.folder / RANK_FILES["weights"]
         if self.rank == 0:
