@@ -40,7 +40,8 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as folder:
-        model = build_tiny_model(Path(folder) / "policy")
+        # an untied head, as 7B and larger: FSDP2 scores it in slices (docs/training-at-scale.md)
+        model = build_tiny_model(Path(folder) / "policy", tied=False)
         tokenizer = AutoTokenizer.from_pretrained(model)
         settings = RLSettings(policy=str(model), output_dir=Path(folder) / "out", stages=(Stage(60.0, 1),),
                               learning_rate=1e-3, minibatch_size=4, seed=0, precision="fp32")
