@@ -173,7 +173,8 @@ def test_a_sharded_rl_job_lists_its_ranks_fails_with_the_reason_when_one_dies_an
         policy, personas, celery_worker, settings):
     settings.KLONG_SFT_CPU_PROCESSES = 2  # CPU ranks per worker here; GPUs per node on GPU workers
     config = {"task_source": "toy", "toy_tasks": 1, "n_rollouts": 2, "stages": "20m:1, 40m:1", "l_max": 160,
-              "learning_rate": 1e-2, "minibatch_size": 16, "policy_model": str(policy), "strategy": "fsdp"}
+              "learning_rate": 1e-2, "minibatch_size": 16, "policy_model": str(policy), "strategy": "fsdp",
+              "kl_coef": 0.05}  # the reference: a whole frozen copy on every rank
     job = launch_job("rl", config, personas["operator"])
     # the ranks are up (the job lists them) and the first update has not run yet
     wait_for(lambda: job.logs.filter(text__contains="The update trains on 2 ranks").exists(), timeout=60)
