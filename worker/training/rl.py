@@ -91,6 +91,7 @@ class RLSettings:
     ppo_epochs: int = 1
     minibatch_size: int = 8  # sub-trajectories per optimiser step
     max_grad_norm: float = 1.0
+    tis_cap: float = 2.0  # truncated importance sampling: cap of pi_old / pi_sampler per token
     partial_rollouts: bool = True
     max_staleness: int = 1
     seed: int = 0
@@ -465,4 +466,6 @@ def iteration_metrics(stage_number: int, stage: Stage, rollouts: Sequence[Rollou
     }
     if stats is not None:
         out.update(loss=stats.loss, kl=stats.kl, clip_fraction=stats.clip_fraction, trained_tokens=float(stats.tokens))
+        if stats.sampled_tokens:
+            out.update(sampler_mismatch=stats.sampler_mismatch, tis_capped_fraction=stats.tis_capped_fraction)
     return out

@@ -81,18 +81,24 @@ class LocalPolicyChat:
         # one generation never mixes two policy versions: publish waits for the lock
         with self.policy.lock, torch.no_grad():
             ids = ids.to(self.policy.device)
+            # output_logits: the raw logits of each step, before temperature and other warpers: the
+            # sampler's log-probs at temperature 1, the quantity the trainer computes (and vLLM's default)
             out = self.policy.model.generate(
                 input_ids=ids, max_new_tokens=max_new, do_sample=temperature > 0, temperature=temperature,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                output_logits=True, return_dict_in_generate=True,
             )
-        new = out[0, ids.shape[1]:]
+        new = out.sequences[0, ids.shape[1]:]
         if new.numel() == 0:
             raise LLMBadResponse("the policy generated no tokens", record)
+        logprobs = [float(torch.log_softmax(step[0].float(), dim=-1)[token])
+                    for step, token in zip(out.logits, new.tolist(), strict=False)]
         record.prompt_tokens, record.completion_tokens = int(ids.shape[1]), int(new.numel())
         record.latency_s = record.total_s = time.monotonic() - started
         record.ok = True
         finish = "stop" if int(new[-1]) == tokenizer.eos_token_id else "length"
-        return ChatResult(tokenizer.decode(new, skip_special_tokens=True), record, finish)
+        return ChatResult(tokenizer.decode(new, skip_special_tokens=True), record, finish,
+                          token_ids=new.tolist(), logprobs=logprobs)
 
 
 class AgentRunner:
@@ -175,13 +181,17 @@ class AgentRunner:
 
 def rollout_rows(result: Any) -> tuple[list[TurnRow], list[str | None]]:
     """The agent's turns as training rows (rendered as the trajectory store and the agent's
-    context render them) and the submission commit current after each turn."""
+    context render them; an assistant turn keeps the ids its policy sampled, which windows train
+    on instead of that render) and the submission commit current after each turn."""
 
     rows: list[TurnRow] = []
     commits: list[str | None] = []
     current: str | None = None
     for turn in result.turns:
-        rows.append(TurnRow(turn.role, turn_text(turn.content, "", turn.tool_calls)))
+        ids = tuple(getattr(turn, "token_ids", None) or ())
+        logprobs = tuple(getattr(turn, "logprobs", None) or ())
+        rows.append(TurnRow(turn.role, turn_text(turn.content, "", turn.tool_calls), token_ids=ids,
+                            logprobs=logprobs if len(logprobs) == len(ids) else ()))
         current = turn.submission_commit or current  # unchanged turns keep the last commit
         commits.append(current)
     return rows, commits

@@ -27,7 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from apps.judging.llm.client import ERROR_REPLY_BYTES, REDIRECTED, error_detail, make_client, read_reply
+from apps.judging.llm.client import (
+    ERROR_REPLY_BYTES,
+    REDIRECTED,
+    TOKEN_PARAMS,
+    error_detail,
+    make_client,
+    read_reply,
+)
 from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
 
 RELOAD_STYLES = ("sglang", "vllm_lora")
@@ -131,5 +138,7 @@ class RemotePolicy:
     def chat_client(self) -> Any:
         """A apps/judging/llm client for the agent, pointed at the served policy."""
 
+        # token-in/token-out: every answer comes back with its sampled ids and their log-probs
         return make_client(EndpointConfig(name="rl-policy", model=self.served_model, base_url=self.config.base_url,
-                                          api_key_env=self.config.api_key_env, timeout_s=self.config.timeout_s))
+                                          api_key_env=self.config.api_key_env, timeout_s=self.config.timeout_s,
+                                          params=dict(TOKEN_PARAMS)))

@@ -141,28 +141,35 @@ class ModelJudge:
         return max(0, self._waiting)
 
 
-def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
+def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float,
+           seed: int) -> tuple[list[int], list[float]]:
     """Sample up to ``max_new`` tokens (stopping at end-of-turn) with a per-rollout generator, so a
-    rollout is reproducible whatever else runs in the process (the trainer, other threads)."""
+    rollout is reproducible whatever else runs in the process (the trainer, other threads).
+
+    Returns the ids and the sampler's log-prob of each: the policy's at temperature 1 (what the
+    trainer computes, and what vLLM returns by default), the behaviour policy of the RL update."""
 
     model, eos = policy.model, policy.tokenizer.eos_token_id
     device = policy.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     out: list[int] = []
+    logprobs: list[float] = []
     with torch.no_grad():
         ids = torch.tensor([prompt_ids], device=device)
         result = model(input_ids=ids, use_cache=True)
         for _ in range(max_new):
-            logits = result.logits[0, -1].float() / max(temperature, 1e-5)
+            raw = result.logits[0, -1].float()
+            logits = raw / max(temperature, 1e-5)
             token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
             out.append(token)
+            logprobs.append(float(torch.log_softmax(raw, dim=-1)[token]))
             if token == eos:
                 break
             # transformers 5 returns the KV cache as ``cache`` (``past_key_values`` before)
             cache = getattr(result, "cache", None) or result.past_key_values
             result = model(input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True)
-    return out
+    return out, logprobs
 
 
 class ToyRunner:
@@ -188,13 +195,13 @@ class ToyRunner:
                 messages = [{"role": t.role, "content": t.text} for t in turns]
                 prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
                 prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-                new = sample(policy, prompt_ids, min(spec.tokens_per_turn, budget), spec.temperature,
-                             seed * 31 + step)
+                new, logprobs = sample(policy, prompt_ids, min(spec.tokens_per_turn, budget), spec.temperature,
+                                       seed * 31 + step)
                 tokens += len(new)
                 clock += spec.seconds_per_turn + len(new) * spec.seconds_per_token
                 text = tokenizer.decode(new, skip_special_tokens=True)
                 written.append(text)
-                turns.append(TurnRow("assistant", text))
+                turns.append(TurnRow("assistant", text, token_ids=tuple(new), logprobs=tuple(logprobs)))
                 states.append("\n".join(written))
                 cut = budget < spec.tokens_per_turn and len(new) == budget and new[-1] != tokenizer.eos_token_id
                 if cut:
