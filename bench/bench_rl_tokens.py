@@ -15,8 +15,8 @@ from pathlib import Path
 from _django import line  # first: sets up Django on the embedded defaults
 
 from apps.trajectories.chat_native import renderer_for
-from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import TurnRow, split_examples
+from apps.trajectories.splitting import SplitConfig
+from apps.trajectories.windows import TurnRow, loss_runs, split_examples
 from worker.training.rl import LocalPolicy
 from worker.training.rl_toy import ToyRunner, toy_tasks
 from worker.training.tiny import build_tiny_model
@@ -27,16 +27,9 @@ SPLIT = SplitConfig(l_max=512, prefix_end=1, overlap_turns=1, history_budget=128
 
 def trained_outputs(example, stops: set[int]) -> list[tuple[int, ...]]:
     """Each target run of an example, up to and including its end-of-turn token (what was sampled)."""
-    runs: list[list[int]] = []
-    previous = IGNORE_INDEX
-    for label in example.labels:
-        if label != IGNORE_INDEX:
-            if previous == IGNORE_INDEX:
-                runs.append([])
-            runs[-1].append(label)
-        previous = label
     out = []
-    for run in runs:
+    for start, end in loss_runs(example.labels):
+        run = example.labels[start:end]
         last = max((k for k, t in enumerate(run) if t in stops), default=len(run) - 1)
         out.append(tuple(run[: last + 1]))
     return out

@@ -100,10 +100,23 @@ class RLForm(forms.Form):
     minibatch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8,
                                         help_text="Sub-trajectories per optimiser step.")
     partial_rollouts = forms.BooleanField(
-        required=False, initial=True, help_text="Run the next batch's rollouts while this batch is judged and trained."
+        required=False, initial=True, help_text="Keep every sandbox busy: an iteration trains on the first n finished "
+        "rollouts of each task; unfinished ones go on with the new policy (each turn records its policy version)."
     )
     max_staleness = forms.IntegerField(
-        min_value=0, max_value=16, initial=1, help_text="A rollout more updates behind the policy is run again."
+        min_value=0, max_value=16, initial=1, help_text="At most batch x (1 + this) rollouts run ahead of training."
+    )
+    rollout_concurrency = forms.IntegerField(
+        min_value=1, max_value=100_000, initial=8, label="Rollouts at once",
+        help_text="Agent sessions running at once, each in its own sandbox (capped by the sandboxes per host).",
+    )
+    sandbox_hosts = forms.CharField(
+        required=False, max_length=2000, label="Docker hosts",
+        help_text="Comma-separated DOCKER_HOST URLs the rollouts spread over. Empty: this worker's DOCKER_HOST.",
+    )
+    tis_cap = forms.FloatField(
+        min_value=1.0, max_value=100.0, initial=2.0, label="Importance-weight cap",
+        help_text="Truncated importance sampling: each token's weight min(pi_old / pi_sampler, cap).",
     )
     policy_server_url = forms.URLField(
         required=False, label="Inference server", assume_scheme="http", help_text="For large policies: the OpenAI-compatible base URL of "

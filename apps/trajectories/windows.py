@@ -655,7 +655,7 @@ def split_examples(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatR
     return manifest, examples
 
 
-def _loss_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
+def loss_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
     """[start, end) of each run of consecutive loss tokens: one per loss turn."""
     runs: list[tuple[int, int]] = []
     for t, label in enumerate(labels):
@@ -695,7 +695,7 @@ def with_sampled_ids(window: RenderedWindow, rows: Sequence[TurnRow], renderer: 
     targets = [m for m in window.messages if m.loss]
     if not any(m.turn is not None and rows[m.turn].token_ids for m in targets):
         return window.example()
-    runs = _loss_runs(window.labels)
+    runs = loss_runs(window.labels)
     if len(runs) != len(targets):
         raise TemplateError(f"{renderer.name}: window {window.number} has {len(runs)} loss spans for "
                             f"{len(targets)} target turns; the sampled token ids cannot be placed")

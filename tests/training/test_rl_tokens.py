@@ -12,7 +12,7 @@ import torch
 from apps.judging.llm.client import sampled_tokens
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import IGNORE_INDEX, SplitConfig
-from apps.trajectories.windows import TurnRow, split_examples
+from apps.trajectories.windows import TurnRow, loss_runs, split_examples
 from worker.training.rl import Reporter, RLSettings, Stage, split_rollout, train_rl
 from worker.training.rl_math import clipped_pg_loss
 from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
@@ -31,15 +31,7 @@ def tiny(tmp_path_factory):
 
 def targets(example) -> list[list[int]]:
     """The runs of trained ids of an example."""
-    runs: list[list[int]] = []
-    previous = IGNORE_INDEX
-    for label in example.labels:
-        if label != IGNORE_INDEX:
-            if previous == IGNORE_INDEX:
-                runs.append([])
-            runs[-1].append(label)
-        previous = label
-    return runs
+    return [example.labels[start:end] for start, end in loss_runs(example.labels)]
 
 
 def test_a_window_trains_on_the_sampled_ids_even_where_the_text_re_tokenises_differently(tiny):

@@ -235,6 +235,8 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
             try:
                 outcome = run_tool(sandbox, name, call["function"].get("arguments"),
                                    timeout_s=min(config.tool_timeout_s, max(1.0, left)))
+                if getattr(sandbox, "closed", False):  # run_tool reports a dead sandbox as the tool's output
+                    raise SandboxError(outcome.output)
                 commit = sandbox.snapshot(f"turn {len(turns)}: {name}") if outcome.changes_files else None
             except SandboxError as exc:  # the sandbox itself is gone (wall clock, cancel, engine failure)
                 add("tool", f"{name} failed: {exc}", tool_call_id=call["id"], began=tool_began, tool=name)

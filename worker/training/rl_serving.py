@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from apps.judging.llm.client import (
     read_reply,
 )
 from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
+from worker.training.rl import WeightGate
 
 RELOAD_STYLES = ("sglang", "vllm_lora")
 
@@ -52,6 +52,7 @@ class ServerConfig:
     api_key_env: str = ""
     timeout_s: float = 600.0  # loading a 100B model from disk takes minutes
     keep_versions: int = 2  # weight folders kept on disk (the served one and the one before)
+    concurrency: int = 256  # calls in flight to the engine at once (the pool's sessions; the engine batches them)
 
     def __post_init__(self) -> None:
         if self.reload not in RELOAD_STYLES:
@@ -82,7 +83,7 @@ class RemotePolicy:
         self.weights_dir = Path(weights_dir)
         self.tokenizer = tokenizer
         self.version = version
-        self.lock = threading.RLock()
+        self.gate = WeightGate()  # calls in flight finish on the old weights; new ones wait for the reload
         self._published: list[Path] = []
 
     @property
@@ -98,7 +99,7 @@ class RemotePolicy:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(folder)
         url, body = reload_request(self.config, folder, version)
-        with self.lock:
+        with self.gate.swapping():
             self._reload(url, body)
             self.version = version
         self._published.append(folder)
@@ -141,4 +142,4 @@ class RemotePolicy:
         # token-in/token-out: every answer comes back with its sampled ids and their log-probs
         return make_client(EndpointConfig(name="rl-policy", model=self.served_model, base_url=self.config.base_url,
                                           api_key_env=self.config.api_key_env, timeout_s=self.config.timeout_s,
-                                          params=dict(TOKEN_PARAMS)))
+                                          params=dict(TOKEN_PARAMS), concurrency=self.config.concurrency))

@@ -1,0 +1,83 @@
+"""The rollout pool: many agent sessions at once in bubblewrap sandboxes, against the tiny policy
+served on loopback (batched, with token ids and log-probs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from apps.trajectories.models import Trajectory
+from worker.training.rl import Task, rollout_seed
+from worker.training.rl_agent import AgentRunner, PaperTask
+from worker.training.rl_policy_server import PolicyServer
+from worker.training.rl_pool import RolloutPool, RolloutStates
+from worker.training.rl_serving import RemotePolicy, ServerConfig
+from worker.training.tiny import build_tiny_model
+
+ROLLOUTS = 32
+
+
+def scripted(messages: list[dict]) -> str:
+    """Short agent replies: write the result (half a second's work in the sandbox), then submit."""
+    if not any(m.get("role") == "tool" for m in messages):
+        call = {"name": "bash", "arguments": {"cmd": "sleep 0.5; echo accuracy 0.91 > result.txt"}}
+    else:
+        call = {"name": "submit", "arguments": {"end_message": "result.txt"}}
+    return f"<tool_call>{json.dumps(call)}</tool_call>"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_32_concurrent_rollouts_are_recorded_turn_by_turn_and_a_killed_sandbox_fails_only_its_rollout(
+        tmp_path, settings):
+    settings.KLONG_SANDBOXES_PER_HOST = 0  # the pool's own cap below; no Redis slots in this test
+    folder = build_tiny_model(tmp_path / "policy")
+    task = Task("pool-paper", PaperTask(0, "pool-paper", "# A paper\n\nReproduce the result."))
+    runner = AgentRunner(Path(settings.DATA_DIR), sandbox_backend="bwrap", max_steps=4, l_max=2048)
+    killed: list[tuple[str, int]] = []
+
+    def kill_one() -> None:
+        deadline = time.monotonic() + 60
+        while not runner.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        key, sandbox = next(iter(dict(runner.live).items()))
+        killed.append(key)
+        sandbox.close()  # from another thread, mid-rollout: what a dead container looks like
+
+    # 100 ms per call, calls within 50 ms of each other batched: as an engine under load
+    with PolicyServer(folder, script=scripted, latency_s=0.1, batch_window_s=0.05) as server:
+        policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy"), tmp_path / "served")
+        states = RolloutStates(ROLLOUTS)
+        pool = RolloutPool([task], runner, policy, n_rollouts=ROLLOUTS, timeout_s=120.0,
+                           seed_for=lambda b, t, j: rollout_seed(0, b, t, j), concurrency=ROLLOUTS,
+                           hosts=("host-a", "host-b"), per_host=16, states=states,
+                           is_failure=lambda r: r.end_state == "error")
+        killer = threading.Thread(target=kill_one)
+        killer.start()
+        try:
+            rollouts, _ = pool.next_batch(last=True)
+        finally:
+            killer.join()
+            pool.close()
+
+    assert pool.concurrency == 32  # 2 hosts x 16 sandboxes each
+    assert len(killed) == 1 and len(rollouts) == ROLLOUTS - 1
+    assert [(task_id, index) for task_id, index, _ in pool.failed] == killed
+    assert states.snapshot()["done"] == ROLLOUTS - 1 and states.snapshot()["failed"] == 1
+    # the sessions really ran at once, and the server batched their calls
+    assert states.peak >= 16 and server.max_in_flight >= 8 and max(server.batch_sizes) > 1
+    trajectories = Trajectory.objects.filter(source="rollout")
+    assert trajectories.count() == ROLLOUTS and not trajectories.filter(live=True).exists()
+    victim = trajectories.get(meta__rollout=killed[0][1])
+    assert victim.end_state == "error"
+    for trajectory in trajectories.exclude(pk=victim.pk):
+        turns = list(trajectory.turns.order_by("index"))
+        assert [t.role for t in turns] == ["system", "user", "assistant", "tool", "assistant", "tool"]
+        assert trajectory.end_state == "submitted" and trajectory.turn_count == 6
+        for turn in turns[2::2]:  # each assistant turn with the ids the server sampled, and their log-probs
+            assert turn.token_ids and len(turn.logprobs) == len(turn.token_ids)
+            assert turn.meta["policy_version"] == 0
+    assert all(r.turns[2].token_ids and r.states[-1] for r in rollouts)
