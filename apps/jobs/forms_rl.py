@@ -123,8 +123,14 @@ class RLForm(forms.Form):
         "a vLLM or SGLang server (…/v1); the weights are reloaded after every update. Empty: generate on the worker.",
     )
     policy_server_reload = forms.ChoiceField(
-        choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter")],
+        choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter"),
+                 ("vllm_sleep", "vLLM sleep, wake_up, reload_weights (full weights; dev endpoints)")],
         initial="sglang", label="Reload call",
+    )
+    policy_server_model_path = forms.CharField(
+        required=False, max_length=1000, label="Served model folder",
+        help_text="vLLM sleep/reload only: the folder the server was started with (shared with the worker); "
+        "each update is written there and reloaded in place.",
     )
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
                               help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
@@ -167,6 +173,12 @@ class RLForm(forms.Form):
             if not (folder / "config.json").is_file() or not any(folder.glob("tokenizer*")):
                 raise forms.ValidationError(f"{value} is not a model folder (config.json and a tokenizer).")
         return value
+
+    def clean_policy_server_model_path(self) -> str:
+        path = self.cleaned_data.get("policy_server_model_path", "").strip()
+        if self.data.get("policy_server_reload") == "vllm_sleep" and self.data.get("policy_server_url") and not path:
+            raise forms.ValidationError("The vLLM sleep/reload call needs the folder the server loads its weights from.")
+        return path
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -81,3 +81,34 @@ def test_32_concurrent_rollouts_are_recorded_turn_by_turn_and_a_killed_sandbox_f
             assert turn.token_ids and len(turn.logprobs) == len(turn.token_ids)
             assert turn.meta["policy_version"] == 0
     assert all(r.turns[2].token_ids and r.states[-1] for r in rollouts)
+
+
+def test_a_vllm_style_sleep_wake_reload_puts_each_published_version_in_service(tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    start = build_tiny_model(tmp_path / "start")
+    served = tmp_path / "served-model"  # the folder the engine was started with: it reloads from there
+    shutil.copytree(start, served)
+    trainer = AutoModelForCausalLM.from_pretrained(start)
+    with pytest.raises(ValueError, match="model_path"):
+        ServerConfig(base_url="http://127.0.0.1:1/v1", model="policy", reload="vllm_sleep")
+    with PolicyServer(served) as server:
+        config = ServerConfig(base_url=server.base_url, model="policy", reload="vllm_sleep", model_path=str(served))
+        policy = RemotePolicy(config, tmp_path / "unused")
+        chat = policy.chat_client()
+        assert chat.chat([{"role": "user", "content": "hi"}], max_tokens=4).token_ids
+        with torch.no_grad():
+            for p in trainer.parameters():
+                p.add_(0.25)
+        policy.publish(trainer, 1)
+        steps = [(r["path"], r.get("level") or r.get("tags") or r.get("method")) for r in server.reloads]
+        assert steps == [("/sleep", "2"), ("/wake_up", "weights"), ("/collective_rpc", "reload_weights"),
+                         ("/wake_up", "kv_cache"), ("/reset_prefix_cache", None)]
+        assert (server.version, policy.version) == (1, 1)
+        assert all(torch.equal(mine, theirs) for mine, theirs in zip(server.model.parameters(), trainer.parameters(),
+                                                                      strict=True))
+        answer = chat.chat([{"role": "user", "content": "hi"}], max_tokens=4)  # awake again, on the new weights
+        assert answer.token_ids and len(answer.logprobs) == len(answer.token_ids)

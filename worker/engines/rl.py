@@ -121,7 +121,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
         if config.get("policy_server_url"):
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
-                                  reload=config.get("policy_server_reload", "sglang"))
+                                  reload=config.get("policy_server_reload", "sglang"),
+                                  model_path=str(config.get("policy_server_model_path") or ""))
         else:
             # a small policy served by this worker over the same API: the pool's concurrent calls
             # are batched, and every answer carries its token ids and log-probs

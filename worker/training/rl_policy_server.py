@@ -10,6 +10,8 @@ It behaves as those engines do for RL, on a model folder loaded with transformer
   ``return_tokens_as_token_ids``), the policy's at temperature 1 (vLLM's default raw log-probs);
 - ``POST /update_weights_from_disk {"model_path"}`` (SGLang's route) swaps the weights in: calls in
   flight finish on the old ones, new calls wait for the swap, the served version goes up by one;
+- vLLM's RLHF development routes: ``/sleep?level=2``, ``/wake_up?tags=weights|kv_cache``,
+  ``/collective_rpc {"method": "reload_weights"}`` (the model folder read again), ``/reset_prefix_cache``;
 - ``latency_s``: a fixed delay per call (a remote engine's latency, for the benchmark);
 - ``script(messages) -> str | None``: a scripted answer instead of a sample (short, predictable
   agent replies for tests), still with the ids the tokenizer gives it and the model's log-probs.
@@ -66,6 +68,7 @@ class PolicyServer:
     def __init__(self, model_dir: str | Path, *, latency_s: float = 0.0, max_batch: int = 64,
                  batch_window_s: float = 0.005, script: Script | None = None, max_new_tokens: int = 512,
                  host: str = "127.0.0.1", port: int = 0, version: int = 0) -> None:
+        self.model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
         for p in self.model.parameters():
@@ -87,6 +90,7 @@ class PolicyServer:
         self._http.daemon_threads = True
         self._http.request_queue_size = 1024
         self._threads: list[threading.Thread] = []
+        self._sleep: Any = None  # the held weight swap while asleep
 
     @property
     def base_url(self) -> str:
@@ -227,6 +231,34 @@ class PolicyServer:
 
     # -- weights --------------------------------------------------------------------------
 
+    def sleep(self) -> None:
+        """vLLM's /sleep: no generation until woken (calls wait; the ones in flight finish first)."""
+        with self._lock:
+            if self._sleep is not None:
+                return
+            self._sleep = self.gate.swapping()
+        self._sleep.__enter__()
+
+    def wake_up(self, tags: Sequence[str]) -> None:
+        """vLLM's /wake_up: the KV cache back (no tags, or "kv_cache") lets generation go on."""
+        with self._lock:
+            asleep, wake = self._sleep, not tags or "kv_cache" in tags
+            if wake:
+                self._sleep = None
+        if asleep is not None and wake:
+            asleep.__exit__(None, None, None)
+
+    def reload_weights(self) -> int:
+        """vLLM's collective_rpc reload_weights: the model's own folder read again (asleep only)."""
+        if self._sleep is None:
+            raise RuntimeError("reload_weights needs the engine asleep (POST /sleep first)")
+        fresh = AutoModelForCausalLM.from_pretrained(self.model_dir, local_files_only=True)
+        with torch.no_grad():
+            for mine, theirs in zip(self.model.parameters(), fresh.parameters(), strict=True):
+                mine.copy_(theirs)
+        self.version += 1
+        return self.version
+
     def load_weights(self, folder: str | Path) -> int:
         """Swap in the weights saved in ``folder`` (calls in flight finish first); the new version."""
         fresh = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
@@ -268,9 +300,25 @@ def _handler(server: PolicyServer) -> type[BaseHTTPRequestHandler]:
             except ValueError as exc:
                 self._send(400, {"error": {"message": f"bad request: {exc}"}})
                 return
-            path = self.path.split("?")[0].rstrip("/")
+            path, _, query = self.path.partition("?")
+            path = path.rstrip("/")
+            params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+            if path in ("/sleep", "/wake_up", "/collective_rpc", "/reset_prefix_cache"):
+                server.reloads.append({"path": path, **params, **body})
             try:
-                if path.endswith("/chat/completions"):
+                if path == "/sleep":
+                    server.sleep()
+                    self._send(200, {})
+                elif path == "/wake_up":
+                    server.wake_up([t for t in params.get("tags", "").split(",") if t])
+                    self._send(200, {})
+                elif path == "/collective_rpc":
+                    if body.get("method") != "reload_weights":
+                        raise ValueError(f"unsupported collective_rpc method {body.get('method')!r}")
+                    self._send(200, {"results": [server.reload_weights()]})
+                elif path == "/reset_prefix_cache":
+                    self._send(200, {})
+                elif path.endswith("/chat/completions"):
                     self._send(200, server.complete(body))
                 elif path.endswith("/update_weights_from_disk"):
                     version = server.load_weights(str(body["model_path"]))

@@ -37,7 +37,7 @@ from apps.judging.llm.client import (
 from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
 from worker.training.rl import WeightGate
 
-RELOAD_STYLES = ("sglang", "vllm_lora")
+RELOAD_STYLES = ("sglang", "vllm_lora", "vllm_sleep")
 
 
 class ReloadError(RuntimeError):
@@ -53,10 +53,15 @@ class ServerConfig:
     timeout_s: float = 600.0  # loading a 100B model from disk takes minutes
     keep_versions: int = 2  # weight folders kept on disk (the served one and the one before)
     concurrency: int = 256  # calls in flight to the engine at once (the pool's sessions; the engine batches them)
+    # vllm_sleep: the folder the server was started with; the new weights are written there and
+    # the server reloads them in place (its reload_weights reads the model's own path)
+    model_path: str = ""
 
     def __post_init__(self) -> None:
         if self.reload not in RELOAD_STYLES:
             raise ValueError(f"reload must be one of {', '.join(RELOAD_STYLES)}, got {self.reload!r}")
+        if self.reload == "vllm_sleep" and not self.model_path:
+            raise ValueError("reload vllm_sleep needs model_path: the folder the vLLM server loads its weights from")
         check_base_url(self.base_url)  # an EndpointConfigError (a ValueError) names the problem
 
     @property
@@ -73,6 +78,21 @@ def reload_request(config: ServerConfig, folder: Path, version: int) -> tuple[st
         return f"{config.server_root}/update_weights_from_disk", {"model_path": str(folder)}
     return (f"{config.base_url.rstrip('/')}/load_lora_adapter",
             {"lora_name": f"{config.model}-v{version}", "lora_path": str(folder)})
+
+
+def reload_steps(config: ServerConfig, folder: Path, version: int) -> list[tuple[str, dict[str, Any]]]:
+    """The calls that make the server serve the weights in ``folder``, in order.
+
+    ``vllm_sleep``: vLLM's RLHF sequence on its development endpoints (``VLLM_SERVER_DEV_MODE=1``,
+    ``--enable-sleep-mode``): sleep level 2 (weights and KV cache dropped), wake the weights,
+    ``collective_rpc reload_weights`` (from the model folder, which now holds the new ones), wake
+    the KV cache, reset the prefix cache (its entries were computed with the old weights)."""
+    if config.reload == "vllm_sleep":
+        root = config.server_root
+        return [(f"{root}/sleep?level=2", {}), (f"{root}/wake_up?tags=weights", {}),
+                (f"{root}/collective_rpc", {"method": "reload_weights"}),
+                (f"{root}/wake_up?tags=kv_cache", {}), (f"{root}/reset_prefix_cache", {})]
+    return [reload_request(config, folder, version)]
 
 
 class RemotePolicy:
@@ -94,14 +114,17 @@ class RemotePolicy:
         return self.config.model
 
     def publish(self, model: Any, version: int) -> None:
-        folder = self.weights_dir / f"policy-v{version}"
-        model.save_pretrained(folder)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(folder)
-        url, body = reload_request(self.config, folder, version)
-        with self.gate.swapping():
-            self._reload(url, body)
+        in_place = self.config.reload == "vllm_sleep"
+        folder = Path(self.config.model_path) if in_place else self.weights_dir / f"policy-v{version}"
+        with self.gate.swapping():  # calls in flight finish first; new ones wait for the new weights
+            model.save_pretrained(folder)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(folder)
+            for url, body in reload_steps(self.config, folder, version):
+                self._reload(url, body)
             self.version = version
+        if in_place:
+            return
         self._published.append(folder)
         while len(self._published) > max(1, self.config.keep_versions):
             shutil.rmtree(self._published.pop(0), ignore_errors=True)
