@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ class Session:
 
     key: tuple[str, int]
     states: RolloutStates | None = None
-    host: str = ""
-    versions: list[int] = field(default_factory=list)  # the policy version of each model call, in order
+    host: str = ""  # the Docker host this session's sandbox goes to
 
     def state(self, name: str) -> None:
         if self.states is not None:
