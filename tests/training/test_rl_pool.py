@@ -112,3 +112,31 @@ def test_a_vllm_style_sleep_wake_reload_puts_each_published_version_in_service(t
                                                                       strict=True))
         answer = chat.chat([{"role": "user", "content": "hi"}], max_tokens=4)  # awake again, on the new weights
         assert answer.token_ids and len(answer.logprobs) == len(answer.token_ids)
+
+
+def test_agent_runs_go_on_at_once_and_report_in_the_calling_thread():
+    from worker.training.rl_pool import run_concurrently
+
+    started: list[int] = []
+    gate = threading.Barrier(4, timeout=10)  # four runs must be in flight together to pass it
+
+    def work(item: int) -> int:
+        started.append(item)
+        if item < 4:
+            gate.wait()
+        if item == 5:
+            raise RuntimeError("sandbox gone")
+        return item * 10
+
+    results: dict[int, object] = {}
+    caller = threading.current_thread()
+
+    def done(item: int, result: object) -> None:
+        assert threading.current_thread() is caller  # progress and database writes stay in the job's thread
+        results[item] = result
+
+    states = RolloutStates(4)
+    run_concurrently(range(7), work, 4, done, states)
+    assert {k: v for k, v in results.items() if k != 5} == {k: k * 10 for k in (0, 1, 2, 3, 4, 6)}
+    assert isinstance(results[5], RuntimeError)  # one run's failure is that run's
+    assert states.snapshot()["done"] == 6 and states.snapshot()["failed"] == 1 and states.peak == 4
