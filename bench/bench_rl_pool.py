@@ -3,8 +3,8 @@ slot time partial rollouts leave idle, each against its baseline in the same run
 
 1. ``rollout_pool_scaling_32``: real agent rollouts (``AgentRunner``: a bubblewrap sandbox each,
    recorded turn by turn in the database) against the tiny policy served on loopback
-   (``PolicyServer``, batching, with a fixed 200 ms latency per call, scripted replies: three
-   bash calls then submit). Rollouts per minute with 32 sessions at once against 32 x the rate
+   (``PolicyServer`` in its own process as an engine is, batching, with a fixed 200 ms latency per
+   call, ``scripted_agent`` replies: three bash calls then submit). Rollouts per minute with 32 sessions at once against 32 x the rate
    of one session at a time. Also printed: the CPU seconds one rollout costs this machine (the
    sandbox, git snapshots, recording), which is what caps the scaling on a small box, and the
    same scaling for sessions that only call the policy (the pool and the server alone).
@@ -18,22 +18,24 @@ CPU figures here (2 cores shared).
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-from _django import line  # first: sets up Django on the embedded defaults
+from _django import ROOT, line  # first: sets up Django on the embedded defaults
 from django.conf import settings
 from django.core.management import call_command
 
 from apps.trajectories.splitting import SplitConfig
 from worker.training.rl import Reporter, RLSettings, Stage, Task, rollout_seed, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask
-from worker.training.rl_policy_server import PolicyServer
 from worker.training.rl_pool import RolloutPool
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
@@ -41,16 +43,8 @@ from worker.training.tiny import build_tiny_model
 
 LATENCY_S = 0.2
 SOLO = 4  # rollouts run one at a time for the baseline rate
+ROUNDS = 3
 WIDE = 32
-
-
-def scripted(messages: list[dict]) -> str:
-    done = sum(1 for m in messages if m.get("role") == "tool")
-    if done < 3:
-        call = {"name": "bash", "arguments": {"cmd": f"echo step {done} >> log.txt"}}
-    else:
-        call = {"name": "submit", "arguments": {"end_message": "log.txt"}}
-    return f"<tool_call>{json.dumps(call)}</tool_call>"
 
 
 def cpu_s() -> float:
@@ -58,7 +52,7 @@ def cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def pool_rate(server: PolicyServer, folder: Path, rollouts: int, concurrency: int) -> tuple[float, float]:
+def pool_rate(server: Any, folder: Path, rollouts: int, concurrency: int) -> tuple[float, float]:
     """(rollouts per minute, CPU seconds per rollout) of one batch."""
     runner = AgentRunner(Path(settings.DATA_DIR), sandbox_backend="bwrap", max_steps=6, l_max=2048)
     policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy"), folder / "served")
@@ -89,7 +83,7 @@ class ChatOnlyRunner:
         return index
 
 
-def chat_only_rate(server: PolicyServer, folder: Path, rollouts: int, concurrency: int) -> float:
+def chat_only_rate(server: Any, folder: Path, rollouts: int, concurrency: int) -> float:
     policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy"), folder / "served")
     pool = RolloutPool([Task("chat", None)], ChatOnlyRunner(), policy, n_rollouts=rollouts, timeout_s=600.0,
                        seed_for=lambda b, t, j: 0, concurrency=concurrency)
@@ -130,13 +124,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = build_tiny_model(folder / "policy")
-        with PolicyServer(model, latency_s=LATENCY_S, script=scripted) as server:
+        # the engine in its own process, as vLLM or SGLang would be (not sharing this one's GIL)
+        engine = subprocess.Popen([sys.executable, "-m", "worker.training.rl_policy_server", str(model), "--latency",
+                                   str(LATENCY_S), "--scripted-agent"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            server = SimpleNamespace(base_url=engine.stdout.readline().strip())
             pool_rate(server, folder, 2, 2)  # warm-up: imports, first sandbox, first forward
-            solo, solo_cpu = pool_rate(server, folder, SOLO, 1)
-            wide, wide_cpu = pool_rate(server, folder, WIDE, WIDE)
-            chat_solo = chat_only_rate(server, folder, SOLO, 1)
-            chat_wide = chat_only_rate(server, folder, WIDE, WIDE)
-            batches = list(server.batch_sizes)
+            chat_only_rate(server, folder, WIDE, WIDE)  # warm-up: the engine's first wide batches
+            # alternate the two sides and keep each one's best: load elsewhere on a shared box
+            # should not decide the ratio
+            runs: dict[str, list[tuple[float, float]]] = {"solo": [], "wide": [], "chat_solo": [], "chat_wide": []}
+            for _ in range(ROUNDS):
+                runs["solo"].append(pool_rate(server, folder, SOLO, 1))
+                runs["wide"].append(pool_rate(server, folder, WIDE, WIDE))
+                runs["chat_solo"].append((chat_only_rate(server, folder, SOLO, 1), 0.0))
+                runs["chat_wide"].append((chat_only_rate(server, folder, WIDE, WIDE), 0.0))
+            (solo, solo_cpu), (wide, wide_cpu), (chat_solo, _), (chat_wide, _) = (
+                max(runs[k]) for k in ("solo", "wide", "chat_solo", "chat_wide"))
+        finally:
+            engine.terminate()
+            engine.wait()
         line("rollout_pool_rollouts_per_min_1", solo, "rollouts/min", "baseline: one session at a time")
         line(f"rollout_pool_rollouts_per_min_{WIDE}", wide, "rollouts/min", f"{WIDE} sessions at once")
         print(f"rollout_pool_scaling_{WIDE}: {wide / (WIDE * solo):.2f} ratio (target: >= 0.8; "
@@ -145,7 +152,6 @@ def main() -> None:
              "git snapshots + recording, 4 model calls")
         print(f"rollout_pool_scaling_{WIDE}_without_sandboxes: {chat_wide / (WIDE * chat_solo):.2f} ratio "
               f"(target: >= 0.8; the pool and the batching server alone, 4 calls per session)", flush=True)
-        line("rollout_pool_largest_batch", float(max(batches)), "calls", "the server batched concurrent calls")
         off = idle_share(model, folder / "off", partial=False)
         on = idle_share(model, folder / "on", partial=True)
         line("rl_partial_rollouts_sandbox_idle_off", off, "%", "baseline: partial rollouts off")

@@ -19,6 +19,7 @@ It behaves as those engines do for RL, on a model folder loaded with transformer
 
 from __future__ import annotations
 
+import argparse
 import json
 import queue
 import threading
@@ -330,3 +331,34 @@ def _handler(server: PolicyServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": {"message": f"{type(exc).__name__}: {exc}"}})
 
     return Handler
+
+
+def scripted_agent(messages: list[dict[str, Any]]) -> str:
+    """A scripted agent for smoke runs and the benchmark: three cheap bash calls, then submit."""
+    done = sum(1 for m in messages if m.get("role") == "tool")
+    if done < 3:
+        call = {"name": "bash", "arguments": {"cmd": f"echo step {done} >> log.txt"}}
+    else:
+        call = {"name": "submit", "arguments": {"end_message": "log.txt"}}
+    return f"<tool_call>{json.dumps(call)}</tool_call>"
+
+
+def main() -> None:
+    """``python -m worker.training.rl_policy_server MODEL_DIR``: serve until killed (its own process,
+    as an engine is); prints the base URL first."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser.add_argument("--scripted-agent", action="store_true", help="answer with scripted_agent's tool calls")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    server = PolicyServer(args.model_dir, latency_s=args.latency, port=args.port,
+                          script=scripted_agent if args.scripted_agent else None)
+    server.start()
+    print(server.base_url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
