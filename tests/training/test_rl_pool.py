@@ -140,3 +140,35 @@ def test_agent_runs_go_on_at_once_and_report_in_the_calling_thread():
     assert {k: v for k, v in results.items() if k != 5} == {k: k * 10 for k in (0, 1, 2, 3, 4, 6)}
     assert isinstance(results[5], RuntimeError)  # one run's failure is that run's
     assert states.snapshot()["done"] == 6 and states.snapshot()["failed"] == 1 and states.peak == 4
+
+
+class Counting:
+    """A runner of quick rollouts that notes how many run at once (the pool's bound, not a sandbox)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def run(self, task, index, timeout_s, policy, seed):
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.1)
+        with self.lock:
+            self.active -= 1
+        return index
+
+
+def test_partial_rollouts_keep_the_slots_busy_within_the_staleness_bound_and_the_stages_batches():
+    runner = Counting()
+    pool = RolloutPool([Task("t")], runner, policy=None, n_rollouts=2, timeout_s=60.0, seed_for=lambda b, t, j: 0,
+                       concurrency=16, partial=True, max_staleness=1, iterations=3)
+    try:
+        batches = [pool.next_batch(last=k == 2)[0] for k in range(3)]
+    finally:
+        pool.close()
+    # batch x (1 + max_staleness) = 4 rollouts ahead of training at most, though 16 slots are free
+    assert runner.most == 4
+    # the stage launches exactly its iterations' batches: 6 rollouts, each trained once
+    assert sorted(i for batch in batches for i in batch) == list(range(6)) and all(len(b) == 2 for b in batches)
