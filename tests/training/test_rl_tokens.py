@@ -112,9 +112,13 @@ def test_truncated_importance_sampling_weights_each_token_by_the_capped_ratio():
 class Points(Reporter):
     def __init__(self) -> None:
         self.points: list[dict] = []
+        self.messages: list[str] = []
 
     def metric(self, step: int, **values: float) -> None:
         self.points.append(values)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self.messages.append(message)
 
 
 def test_an_iteration_reports_the_sampler_trainer_mismatch(tiny, tmp_path):
@@ -127,4 +131,7 @@ def test_an_iteration_reports_the_sampler_trainer_mismatch(tiny, tmp_path):
     # the same weights sampled and scored the same tokens (in a window that is the whole rollout):
     # the mismatch is float noise, nothing is capped
     assert 0.0 <= point["sampler_mismatch"] < 1e-3 and point["tis_capped_fraction"] == 0.0
+    # the job page's progress line counts the pool's sessions by state
+    assert point["rollouts_done"] == 2.0 and point["rollouts_failed"] == 0.0
+    assert points.messages[-1].endswith("rollouts 0 running (0 on the model, 0 on tools, 0 paused), 2 done, 0 failed")
     assert Path(tmp_path, "stage-1", "config.json").is_file()
