@@ -150,8 +150,11 @@ class SFTForm(forms.Form):
     max_steps = forms.IntegerField(min_value=-1, initial=-1, help_text="-1: run the epochs; else stop after this many steps.")
     batch_size = forms.IntegerField(min_value=1, max_value=512, initial=1)
     grad_accum = forms.IntegerField(min_value=1, max_value=1024, initial=8, label="Gradient accumulation")
-    precision = forms.ChoiceField(choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
-                                  help_text="bf16 and fp16 apply on GPUs; CPUs train in fp32.")
+    precision = forms.ChoiceField(
+        choices=[("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16")], initial="bf16",
+        help_text="The forward pass's precision: bf16 and fp16 by autocast, with fp32 master weights and optimizer "
+        "whatever dtype the checkpoint is stored in. bf16 runs on CPUs too; fp16 needs a GPU.",
+    )
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
     gpus = forms.IntegerField(
         min_value=0, max_value=MAX_GPUS, initial=1, label="GPUs",
@@ -163,6 +166,8 @@ class SFTForm(forms.Form):
         data = super().clean()
         if data.get("ids") and data.get("dataset"):
             self.add_error("dataset", "Choose trajectory ids or a dataset, not both.")
+        if data.get("precision") == "fp16" and data.get("gpus") == 0:
+            self.add_error("precision", "fp16 needs a GPU: on a CPU worker choose bf16 or fp32.")
         return data
 
     def clean_train_on_reasoning(self) -> bool | None:

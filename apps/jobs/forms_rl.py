@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from apps.jobs.forms import MODEL_FOLDER_HELP, ModelFolderInput
 from apps.jobs.models import ModelCheckpoint
@@ -132,8 +133,44 @@ class RLForm(forms.Form):
         help_text="vLLM sleep/reload only: the folder the server was started with (shared with the worker); "
         "each update is written there and reloaded in place.",
     )
+    eval_every = forms.IntegerField(
+        min_value=0, max_value=10_000, initial=0, label="Evaluate every k iterations",
+        help_text="0: never. Else the eval papers run with the current policy after every k-th update and are "
+        "judged at the eval priority (0); their score is plotted next to the training reward.",
+    )
+    eval_papers = forms.MultipleChoiceField(
+        required=False, help_text="Eval-split papers with a saved rubric version, never trained on.",
+    )
+    eval_rollouts = forms.IntegerField(min_value=1, max_value=64, initial=1, label="Rollouts per eval paper")
+    toy_eval_tasks = forms.IntegerField(min_value=1, max_value=16, initial=1,
+                                        help_text="Toy task: number of eval tasks (evaluated, never trained on).")
+    reproduce = forms.BooleanField(
+        required=False, initial=False, label="Reproduce before judging",
+        help_text="Papers: each judged submission's reproduce.sh first runs in a fresh sandbox (PaperBench's "
+        "reproduction step) and the judge grades the state it leaves. Slow: a run per judged state.",
+    )
+    reproduce_timeout = forms.IntegerField(min_value=1, max_value=7 * 24 * 3600, initial=3600,
+                                           label="Reproduction timeout (s)")
+    reproduce_gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0, label="Reproduction GPUs",
+                                        help_text="Docker backend only; the judge worker's Docker host must have them.")
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
                               help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
+    precision = forms.ChoiceField(
+        choices=[("bf16", "bf16 (autocast, fp32 master weights)"), ("fp32", "fp32")], initial="bf16",
+        help_text="The forward pass's precision. The weights and the optimizer stay fp32 either way, whatever "
+        "dtype the checkpoint is stored in; bf16 autocast runs on CPUs too.",
+    )
+    lora_mode = forms.ChoiceField(
+        choices=[("train", "Train the adapter (LoRA stays LoRA)"), ("merge", "Merge into the base, train every weight")],
+        initial="train", label="LoRA policy",
+        help_text="For a LoRA checkpoint (an SFT job with LoRA): go on training its adapter, saved and served as "
+        "an adapter; or merge it into its base model and train all the weights. Ignored for full checkpoints.",
+    )
+    gradient_checkpointing = forms.BooleanField(
+        required=False, initial=True,
+        help_text="Recompute each layer's activations in the backward pass instead of keeping them: long "
+        "sub-trajectories fit in memory, for about a third more compute.",
+    )
     seed = forms.IntegerField(min_value=0, initial=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -146,6 +183,10 @@ class RLForm(forms.Form):
         self.fields["papers"].choices = [
             (str(p.pk), f"{p.slug}: {p.title}"[:120])
             for p in Paper.objects.filter(rubric_versions__isnull=False).distinct().order_by("slug")
+        ]
+        self.fields["eval_papers"].choices = [
+            (str(p.pk), f"{p.slug}: {p.title}"[:120])
+            for p in Paper.objects.filter(split=Paper.Split.EVAL, rubric_versions__isnull=False).distinct().order_by("slug")
         ]
         self.fields["judge_endpoint"].choices = [("", "—")] + [
             (e.name, e.name) for e in ModelEndpoint.objects.order_by("name")
@@ -170,8 +211,10 @@ class RLForm(forms.Form):
         value = self.cleaned_data["policy_model"].strip()
         if value:
             folder = Path(value)
-            if not (folder / "config.json").is_file() or not any(folder.glob("tokenizer*")):
-                raise forms.ValidationError(f"{value} is not a model folder (config.json and a tokenizer).")
+            model = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+            if not model or not any(folder.glob("tokenizer*")):
+                raise forms.ValidationError(f"{value} is not a model folder (config.json or a LoRA adapter's "
+                                            "adapter_config.json, and a tokenizer).")
         return value
 
     def clean_policy_server_model_path(self) -> str:
@@ -179,6 +222,12 @@ class RLForm(forms.Form):
         if self.data.get("policy_server_reload") == "vllm_sleep" and self.data.get("policy_server_url") and not path:
             raise forms.ValidationError("The vLLM sleep/reload call needs the folder the server loads its weights from.")
         return path
+
+    def _policy_is_adapter(self, data: dict[str, Any]) -> bool:
+        if data.get("policy_model"):
+            return (Path(data["policy_model"]) / "adapter_config.json").is_file()
+        checkpoint = ModelCheckpoint.objects.filter(pk=data.get("policy_checkpoint") or None).first()
+        return checkpoint is not None and (Path(settings.DATA_DIR) / checkpoint.path / "adapter_config.json").is_file()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -191,4 +240,30 @@ class RLForm(forms.Form):
                 self.add_error("judge_endpoint", "Papers are judged by a model endpoint: choose one.")
         elif data.get("policy_server_url"):
             self.add_error("policy_server_url", "The toy task generates on the worker: leave the server empty.")
+        if data.get("policy_server_url") and data.get("policy_server_reload") == "vllm_lora" and (
+                data.get("lora_mode") == "merge" or not self._policy_is_adapter(data)):
+            self.add_error("policy_server_reload", "vLLM's load_lora_adapter takes a LoRA adapter: choose a LoRA "
+                           "checkpoint trained as LoRA, or SGLang's reload for full weights.")
+        self._clean_eval(data)
+        if data.get("reproduce") and data.get("task_source") == "toy":
+            self.add_error("reproduce", "The toy task has no reproduce.sh: reproduction is for papers.")
+        if data.get("reproduce") and data.get("reproduce_gpus") and data.get("sandbox_backend") == "bwrap":
+            self.add_error("reproduce_gpus", "bubblewrap cannot give a sandbox GPUs: use the docker backend.")
         return data
+
+    def _clean_eval(self, data: dict[str, Any]) -> None:
+        every = data.get("eval_every") or 0
+        if not every:
+            return
+        if data.get("stages"):  # already normalised: its total is the run's iterations
+            total = sum(n for _, n in parse_stages(data["stages"]))
+            if every > total:
+                self.add_error("eval_every", f"No evaluation would run: the stages have {total} iterations in all.")
+        if data.get("task_source") == "papers":
+            chosen = set(data.get("eval_papers") or [])
+            if not chosen:
+                self.add_error("eval_papers", "Choose at least one eval-split paper to evaluate on (or evaluate every 0).")
+            trained = sorted(chosen & set(data.get("papers") or []), key=int)
+            if trained:
+                slugs = ", ".join(Paper.objects.filter(pk__in=trained).order_by("slug").values_list("slug", flat=True))
+                self.add_error("papers", f"{slugs}: an eval paper cannot be trained on as well.")

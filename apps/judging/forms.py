@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from apps.jobs.queues import MAX_GPUS
 from apps.judging.fields import EndpointField
 from apps.judging.llm.config import key_policy
 from apps.judging.models import ModelEndpoint, RubricCheck, endpoint_field_errors
@@ -27,6 +28,36 @@ class JudgeConfigForm(forms.Form):
         required=False, help_text="When reproduce.sh started (epoch seconds): outputs are files written after it."
     )
     parse_retries = forms.IntegerField(min_value=0, max_value=5, initial=2, help_text="Re-asks on an unusable answer.")
+    # The reproduction step (worker/sandbox/reproduce.py): as PaperBench, grade the folder as the
+    # submission's reproduce.sh leaves it in a fresh sandbox.
+    reproduce = forms.BooleanField(
+        required=False, initial=False,
+        help_text="Run the submission's reproduce.sh in a fresh sandbox first and grade what it leaves.",
+    )
+    reproduce_timeout = forms.IntegerField(
+        min_value=1, max_value=7 * 24 * 3600, initial=3600, label="Reproduction timeout (s)",
+        help_text="reproduce.sh is killed after this long; the files are graded as it left them.",
+    )
+    reproduce_backend = forms.ChoiceField(
+        choices=[("auto", "auto"), ("docker", "Docker API"), ("bwrap", "bubblewrap")], initial="auto",
+        help_text="Where reproduce.sh runs (auto: the Docker API if it answers, else bubblewrap).",
+    )
+    reproduce_image = forms.CharField(required=False, max_length=300,
+                                      help_text="Docker image (default KLONG_SANDBOX_IMAGE); bubblewrap ignores it.")
+    reproduce_gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0, label="Reproduction GPUs",
+                                        help_text="Docker backend only: the Docker host must have them.")
+    reproduce_memory_mb = forms.IntegerField(min_value=256, max_value=4 * 1024 * 1024, initial=8192)
+    reproduce_network = forms.BooleanField(required=False, initial=False,
+                                           help_text="Give reproduce.sh the network (off: it runs with none).")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("reproduce"):
+            if data.get("reproduce_started_at") is not None:
+                self.add_error("reproduce_started_at", "The reproduction step sets it: leave it out with reproduce.")
+            if data.get("reproduce_gpus") and data.get("reproduce_backend") == "bwrap":
+                self.add_error("reproduce_gpus", "bubblewrap cannot give a sandbox GPUs: use the docker backend.")
+        return data
 
     def clean_endpoint(self) -> str:
         name = self.cleaned_data["endpoint"]

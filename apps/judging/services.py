@@ -107,8 +107,13 @@ def _unwrap_single_folder(dest: Path) -> None:
 def request_judge_run(
     *, paper: Paper, endpoint: ModelEndpoint, submission: str, user, version: RubricVersion | None = None,
     code_only: bool = False, trajectory_id: int | None = None, reproduce_started_at: float | None = None,
+    reproduce: dict[str, Any] | None = None,
 ):
-    """Queue a judge job at its split's priority (eval first). Returns the Job."""
+    """Queue a judge job at its split's priority (eval first). Returns the Job.
+
+    ``reproduce``: the reproduction step's options (``reproduce_timeout``, ``reproduce_gpus``, ...,
+    the judge form's names): the job runs reproduce.sh in a fresh sandbox and grades what it leaves.
+    """
 
     if version is None:
         version = paper.rubric_versions.order_by("-number").first()
@@ -124,6 +129,8 @@ def request_judge_run(
         config["trajectory"] = trajectory_id
     if reproduce_started_at is not None:
         config["reproduce_started_at"] = reproduce_started_at
+    if reproduce is not None:
+        config.update(reproduce, reproduce=True)
     title = f"Judge {paper.slug} v{version.number} with {endpoint.name}" + (" (code only)" if code_only else "")
     return launch_job("judge", config, user, title=title, priority=judge_priority(paper))
 

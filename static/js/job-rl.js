@@ -1,6 +1,6 @@
-// Progressive-RL job page: the stages as a timeline and live figures (reward, advantage spread,
-// rollout lengths, truncation rate, judge queue depth), from the stored metrics and then the
-// job page's own WebSocket events (job.js re-dispatches them as "job:event").
+// Progressive-RL job page: the stages as a timeline and live figures (reward and eval score,
+// advantage spread, rollout lengths, truncation rate, judge queue depth), from the stored metrics
+// and then the job page's own WebSocket events (job.js re-dispatches them as "job:event").
 (() => {
   "use strict";
   const panel = document.getElementById("rl-panel");
@@ -14,7 +14,7 @@
   }).filter(Boolean);
   const series = {};
   const wanted = ["reward", "q_mean", "advantage_std", "advantage_min", "advantage_max", "rollout_turns",
-    "rollout_tokens", "truncation_rate", "judge_queue_depth", "stage"];
+    "rollout_tokens", "truncation_rate", "judge_queue_depth", "stage", "eval_score"];
   let drawPending = false;
 
   function add(name, step, value) {
@@ -27,6 +27,15 @@
   function lastStep() {
     const s = series.reward;
     return s && s.x.length ? s.x[s.x.length - 1] : 0;
+  }
+
+  // The last eval score at an iteration in (from, to], or null: evaluations run every k iterations.
+  function lastEval(from, to) {
+    const s = series.eval_score;
+    if (!s) return null;
+    let found = null;
+    s.x.forEach((x, i) => { if (x > from && x <= to) found = { step: x, value: s.y[i] }; });
+    return found;
   }
 
   function drawTimeline() {
@@ -43,7 +52,9 @@
       fill.className = "fill";
       fill.style.width = `${(100 * finished) / stage.iterations}%`;
       const label = document.createElement("span");
-      label.textContent = `Stage ${k + 1} · timeout ${stage.label} · ${finished}/${stage.iterations} iterations`;
+      const evaluated = lastEval(first, first + stage.iterations);
+      label.textContent = `Stage ${k + 1} · timeout ${stage.label} · ${finished}/${stage.iterations} iterations` +
+        (evaluated ? ` · eval ${evaluated.value.toFixed(3)}` : "");
       li.append(fill, label);
       list.append(li);
       first += stage.iterations;
@@ -54,6 +65,8 @@
       document.getElementById("rl-summary").textContent =
         `iteration ${done}: reward ${r.y[r.y.length - 1].toFixed(3)}` +
         (t ? `, truncated ${pct(t.y[t.y.length - 1])}` : "") + (q ? `, judge queue ${q.y[q.y.length - 1]}` : "");
+      const e = lastEval(0, done);
+      if (e) document.getElementById("rl-summary").textContent += `; eval ${e.value.toFixed(3)} at iteration ${e.step}`;
     }
   }
 
@@ -76,6 +89,8 @@
     });
     const traces = [
       trace("reward", "y"), trace("q_mean", "y"),
+      // Eval-split papers every k iterations, on the reward's axis: training reward vs held-back score.
+      ...(series.eval_score ? [trace("eval_score", "y", { line: { dash: "dash" }, marker: { symbol: "diamond", size: 9 } })] : []),
       trace("advantage_std", "y2"), trace("advantage_min", "y2", { line: { dash: "dot" } }),
       trace("advantage_max", "y2", { line: { dash: "dot" } }),
       // Turns and tokens differ by ~500x: tokens get their own scale on the right.

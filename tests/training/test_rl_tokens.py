@@ -123,15 +123,26 @@ class Points(Reporter):
 
 def test_an_iteration_reports_the_sampler_trainer_mismatch(tiny, tmp_path):
     folder, _ = tiny
-    points = Points()
-    settings = RLSettings(policy=str(folder), output_dir=tmp_path, stages=(Stage(100_000.0, 1),), n_rollouts=2,
-                          split=WIDE, learning_rate=1e-3, partial_rollouts=False, tis_cap=2.0)
-    train_rl(settings, toy_tasks(1, max_turns=2, tokens_per_turn=6), ToyRunner(), ToyJudge(), points)
-    [point] = points.points
-    # the same weights sampled and scored the same tokens (in a window that is the whole rollout):
-    # the mismatch is float noise, nothing is capped
-    assert 0.0 <= point["sampler_mismatch"] < 1e-3 and point["tis_capped_fraction"] == 0.0
+
+    def one_iteration(precision: str) -> tuple[dict, Points]:
+        points = Points()
+        settings = RLSettings(policy=str(folder), output_dir=tmp_path / precision, stages=(Stage(100_000.0, 1),),
+                              n_rollouts=2, split=WIDE, learning_rate=1e-3, partial_rollouts=False, tis_cap=2.0,
+                              precision=precision)
+        # one assistant turn: the window's context is exactly the sampler's (from the second turn on,
+        # the toy's prompt re-tokenises the first turn's text, a context the window does not have)
+        train_rl(settings, toy_tasks(1, max_turns=1, tokens_per_turn=6), ToyRunner(), ToyJudge(), points)
+        [point] = points.points
+        return point, points
+
+    point, points = one_iteration("fp32")
+    # the same fp32 weights sampled and scored the same tokens (in a window that is the whole
+    # rollout): the mismatch is float noise, nothing is capped
+    assert 0.0 <= point["sampler_mismatch"] < 1e-4 and point["tis_capped_fraction"] == 0.0
     # the job page's progress line counts the pool's sessions by state
     assert point["rollouts_done"] == 2.0 and point["rollouts_failed"] == 0.0
     assert points.messages[-1].endswith("rollouts 0 running (0 on the model, 0 on tools, 0 paused), 2 done, 0 failed")
-    assert Path(tmp_path, "stage-1", "config.json").is_file()
+    # the trainer under bf16 autocast against the fp32 sampler: a real mismatch, measured
+    bf16, _ = one_iteration("bf16")
+    assert bf16["sampler_mismatch"] > 10 * point["sampler_mismatch"] and bf16["sampler_mismatch"] > 1e-4
+    assert Path(tmp_path, "bf16", "stage-1", "config.json").is_file()

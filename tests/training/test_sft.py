@@ -99,6 +99,7 @@ def test_the_loss_falls_over_a_short_run(tiny_model, tokenizer, tmp_path):
     losses = [values["loss"] for _step, values in recorder.metrics]
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
     assert (tmp_path / "final" / "config.json").is_file() and metrics["steps"] == 30
+    assert list((tmp_path / "dataset").iterdir()) == []  # the examples' copy on disk is removed once trained
     assert all(values["tokens_per_s"] > 0 for _step, values in recorder.metrics)
 
 
@@ -136,6 +137,7 @@ def test_an_sft_job_trains_and_records_its_lineage(tiny_model, personas, celery_
     assert checkpoint.base_model == str(tiny_model) and len(checkpoint.dataset_hash) == 64
     assert job.metrics.filter(name="loss").count() == 6
     assert job.artifacts.get().kind == "checkpoint"
+    assert job.result["precision"] == "fp32" and job.result["examples"] > 0 and job.result["loss_tokens"] > 0
 
 
 @pytest.mark.django_db(transaction=True)

@@ -80,7 +80,13 @@ def test_after_scrolling_with_the_mouse_j_moves_on_from_the_turns_on_screen(page
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for _ in range(8):  # the wheel, as a user scrolls back by hand
         page.mouse.wheel(0, -8000)
-    page.wait_for_function("() => !document.querySelector('#turn-813')")
+    # The wheel's scrolling has ended (the same scrollTop twice, 250 ms apart): a wheel event still
+    # queued when j is pressed would scroll the new current turn away again.
+    page.wait_for_function(
+        """() => { const top = document.getElementById('turns').scrollTop, same = window.__lastTop === top;
+        window.__lastTop = top; return same && !document.querySelector('#turn-813'); }""",
+        polling=250,
+    )
     page.keyboard.press("j")
     current = page.evaluate("() => window.trajectoryViewer.current")
     page.wait_for_selector(f"#turn-{current}.current .turn-text")

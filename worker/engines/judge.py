@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
 from apps.jobs.models import Job
-from apps.jobs.progress import Progress
+from apps.jobs.progress import JobCancelled, Progress
 from apps.judging.judge.grader import JudgeSettings, LeafCheck, LeafResult, grade_tree
 from apps.judging.judge.prompts import PaperContext
 from apps.judging.judge.submission import Submission
@@ -17,7 +19,44 @@ from apps.judging.services import save_judge_run, submission_folder
 from apps.papers.models import Paper
 from apps.rubrics.models import RubricVersion
 from apps.rubrics.paperbench import flatten, leaf_mask
+from worker.engines.agent_run import CancelWatch
 from worker.judge.checks import run_check
+from worker.sandbox import SandboxError, SandboxSpec
+from worker.sandbox.reproduce import Reproduction, reproduce
+
+
+def reproduce_step(job: Job, folder: Path, progress: Progress) -> Reproduction:
+    """Run the submission's reproduce.sh in a fresh sandbox (the judge form's reproduce_* options);
+    the reproduced folder lies next to the submission, ``<name>-reproduced-job<id>``."""
+    config = job.config
+    spec = SandboxSpec(backend=config.get("reproduce_backend", "auto"), image=config.get("reproduce_image", ""),
+                       cpus=2.0, memory_mb=int(config.get("reproduce_memory_mb", 8192)),
+                       gpus=int(config.get("reproduce_gpus", 0)), network=bool(config.get("reproduce_network")),
+                       job_id=job.pk)
+    dest = folder.parent / f"{folder.name}-reproduced-job{job.pk}"
+    shutil.rmtree(dest, ignore_errors=True)  # a retried job's own earlier attempt
+    timeout = float(config.get("reproduce_timeout", 3600))
+    progress.log(f"reproducing: reproduce.sh in a fresh {spec.backend} sandbox, timeout {timeout:g} s"
+                 f"{f', {spec.gpus} GPU(s)' if spec.gpus else ''}{', with network' if spec.network else ''}")
+    with CancelWatch(job.pk) as watch:
+
+        def watched(box: Any) -> None:
+            watch.sandbox = box
+            if watch.cancelled.is_set():  # cancelled while the sandbox opened
+                box.close()
+
+        try:
+            done = reproduce(folder, dest, spec, timeout, on_open=watched)
+        except SandboxError:
+            if watch.cancelled.is_set():  # the watcher closed the sandbox: reproduce.sh was killed
+                raise JobCancelled() from None
+            raise
+    if done.timed_out:
+        progress.log(f"reproduce.sh ran past the timeout of {timeout:g} s and was killed", level="warning")
+    else:
+        progress.log(f"reproduce.sh {'exited with code ' + str(done.exit_code) if done.script_found else 'is missing'}"
+                     f" after {done.duration_s:.1f} s")
+    return done
 
 
 def leaf_checks(paper: Paper, nodes: list) -> dict[int, LeafCheck]:
@@ -39,6 +78,10 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     endpoint = ModelEndpoint.objects.get(name=config["endpoint"])
     endpoint_config = endpoint.to_config()  # snapshot now: later edits to the endpoint do not change this run
     folder = submission_folder(config["submission"])
+    reproduced = reproduce_step(job, folder, progress) if config.get("reproduce") else None
+    started_at = reproduced.started_at if reproduced else config.get("reproduce_started_at")
+    if reproduced is not None:
+        folder = Path(reproduced.folder)  # the executed submission is what is graded
     nodes = flatten(version.tree)
     judge_settings = JudgeSettings(
         code_only=bool(config.get("code_only")), parse_retries=int(config.get("parse_retries", 2)),
@@ -69,7 +112,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         outcome = grade_tree(
             nodes,
             PaperContext(paper.title, paper.markdown, paper.addendum, paper.judge_addendum),
-            Submission(folder, reproduce_started_at=config.get("reproduce_started_at")),
+            Submission(folder, reproduce_started_at=started_at),
             client,
             judge_settings,
             on_result=on_result,
@@ -89,7 +132,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         raise RuntimeError(
             f"no leaf could be graded ({first.invalid_reason}); judge run {judge_run.pk} keeps every attempt"
         )
+    extra = {"reproduction": reproduced.as_dict()} if reproduced else {}
     return {
-        "judge_run": judge_run.pk, "score": outcome.score, "leaves": judge_run.n_leaves,
+        **extra, "judge_run": judge_run.pk, "score": outcome.score, "leaves": judge_run.n_leaves,
         "invalid_leaves": judge_run.n_invalid, "cost_usd": judge_run.cost_usd, "rubric_hash": version.content_hash,
     }

@@ -18,6 +18,7 @@ from apps.papers.models import Paper
 from apps.trajectories.splitting import SplitConfig
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
+from worker.training.rl_eval import Evaluation, eval_tasks_from
 from worker.training.rl_policy_server import PolicyServer
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
@@ -86,6 +87,29 @@ def paper_tasks(config: dict[str, Any]) -> list[Task]:
     return tasks
 
 
+def reproduce_options(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The judge jobs' reproduction step (reproduce.sh in a fresh sandbox before grading), in the
+    RL job's own sandbox settings; None when the job does not ask for it."""
+    if not config.get("reproduce"):
+        return None
+    return {"reproduce_timeout": int(config.get("reproduce_timeout", 3600)),
+            "reproduce_backend": config.get("sandbox_backend", "auto"), "reproduce_image": config.get("sandbox_image", ""),
+            "reproduce_gpus": int(config.get("reproduce_gpus", 0))}
+
+
+def eval_setup(job: Job, config: dict[str, Any], runner: Any, judge: Any) -> Evaluation:
+    """The eval tasks (eval-split papers, or toy tasks of their own), rolled out and judged as training is."""
+    n = int(config.get("eval_rollouts", 1))
+    seed = int(config.get("seed", 0))
+    if config.get("task_source") == "toy":
+        return Evaluation(eval_tasks_from(toy_tasks(int(config.get("toy_eval_tasks", 1)))), runner, judge, n, seed)
+    # Its own runner: eval submissions and trajectories are named apart from the training ones.
+    eval_runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=runner.sandbox_backend,
+                              image=runner.image, l_max=runner.l_max, should_stop=runner.should_stop)
+    eval_runner.run_id += "-eval"
+    return Evaluation(paper_tasks({**config, "papers": config.get("eval_papers", [])}), eval_runner, judge, n, seed)
+
+
 def run(job: Job, progress: Progress) -> dict[str, Any]:
     config = job.config
     stages = tuple(Stage(t, n) for t, n in parse_stages(config["stages"]))
@@ -102,6 +126,9 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         tis_cap=float(config.get("tis_cap", 2.0)), concurrency=int(config.get("rollout_concurrency", 8)),
         sandbox_hosts=tuple(h.strip() for h in str(config.get("sandbox_hosts") or "").split(",") if h.strip()) or ("",),
         sandboxes_per_host=int(getattr(settings, "KLONG_SANDBOXES_PER_HOST", 0) or 0),
+        precision=config.get("precision", "bf16"), lora=config.get("lora_mode", "train"),
+        gradient_checkpointing=bool(config.get("gradient_checkpointing", True)),
+        eval_every=int(config.get("eval_every", 0)),
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None
@@ -118,19 +145,28 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         runner = AgentRunner(Path(settings.DATA_DIR), job_id=job.pk, sandbox_backend=config.get("sandbox_backend", "auto"),
                              image=config.get("sandbox_image", ""), l_max=rl_settings.split.l_max,
                              should_stop=reporter.should_stop)
-        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop)
+        judge = QueueJudge(config["judge_endpoint"], user=job.created_by, should_stop=reporter.should_stop,
+                           reproduce=reproduce_options(config))
         if config.get("policy_server_url"):
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
                                   reload=config.get("policy_server_reload", "sglang"),
                                   model_path=str(config.get("policy_server_model_path") or ""))
-        else:
+        elif not (Path(rl_settings.policy) / "adapter_config.json").is_file():
             # a small policy served by this worker over the same API: the pool's concurrent calls
-            # are batched, and every answer carries its token ids and log-probs
+            # are batched, and every answer carries its token ids and log-probs (a LoRA policy
+            # generates on the worker's own copy instead: the server loads whole models)
             local = stack.enter_context(PolicyServer(rl_settings.policy))
             server = ServerConfig(base_url=local.base_url, model="policy", reload="sglang")
+        else:
+            server = None
 
-        def make_policy(model, tokenizer, version):
-            return RemotePolicy(server, output_dir / "served", tokenizer, version)
+        if server is not None:
+            def make_policy(model, tokenizer, version):
+                return RemotePolicy(server, output_dir / "served", tokenizer, version)
+
+    evaluation = None
+    if rl_settings.eval_every:
+        evaluation = eval_setup(job, config, runner, judge)
 
     # A retried job resumes after its last finished stage, from that stage's checkpoint.
     done = job.checkpoint or {}
@@ -142,12 +178,14 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         progress.log(f"resuming at stage {start_stage} from {done['path']}")
     try:
         result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
-                          start_stage=start_stage, start_from=done.get("path"))
+                          start_stage=start_stage, start_from=done.get("path"), evaluation=evaluation)
     except RLStopped:
         raise JobCancelled() from None
     finally:
         stack.close()
     if reporter.cancelled:
         raise JobCancelled()
+    if evaluation is not None:
+        result["evaluations"] = evaluation.history
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))
     return result

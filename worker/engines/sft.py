@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,26 +79,35 @@ def build_examples(config: dict[str, Any], tokenizer) -> tuple[list[Example], li
     Each window is rendered once in the base model's chat format (mistral-common, harmony or its
     Jinja template); a trajectory that format cannot render faithfully fails the job with the reason.
     """
+    hashes: list[str] = []
+    ids: list[int] = []
+    examples = list(iter_examples(config, tokenizer, hashes, ids))
+    return examples, hashes, ids
+
+
+def iter_examples(config: dict[str, Any], tokenizer, hashes: list[str], ids: list[int]) -> Iterator[Example]:
+    """``build_examples`` one trajectory at a time, for training to write to disk as they come:
+    ``hashes`` and ``ids`` fill as it runs. The chat format is checked at once, before the first."""
 
     renderer = renderer_for(tokenizer, config["base_model"])  # TemplateError (a ValueError) fails the job
     reasoning = keeps_reasoning(reasoning_choice(config), renderer)
     split_params = {name: config[name] for name in SPLIT_OPTIONS if name in config}
-    examples: list[Example] = []
-    hashes: list[str] = []
-    ids: list[int] = []
-    for trajectory in select_trajectories(config):
-        rows = turn_rows(trajectory, reasoning=reasoning)
-        if not rows:
-            continue
-        try:
-            manifest, windows = split_examples(rows, config_from(split_params, trajectory), renderer,
-                                               declared_tools(trajectory))
-        except TemplateError as exc:
-            raise ValueError(f"Trajectory {trajectory.pk}: {exc}") from exc
-        examples.extend(windows)
-        hashes.append(manifest.content_hash)
-        ids.append(trajectory.pk)
-    return examples, hashes, ids
+
+    def examples() -> Iterator[Example]:
+        for trajectory in select_trajectories(config).iterator():
+            rows = turn_rows(trajectory, reasoning=reasoning)
+            if not rows:
+                continue
+            try:
+                manifest, windows = split_examples(rows, config_from(split_params, trajectory), renderer,
+                                                   declared_tools(trajectory))
+            except TemplateError as exc:
+                raise ValueError(f"Trajectory {trajectory.pk}: {exc}") from exc
+            yield from windows
+            hashes.append(manifest.content_hash)
+            ids.append(trajectory.pk)
+
+    return examples()
 
 
 def visible_gpus() -> int:
@@ -120,11 +130,10 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     config = job.config
     tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
     progress.update(0.0, "splitting trajectories", force=True)
-    examples, manifest_hashes, trajectory_ids = build_examples(config, tokenizer)
-    progress.log(
-        f"{len(trajectory_ids)} trajectories split into {len(examples)} windows "
-        f"({sum(e.loss_tokens for e in examples)} loss tokens)"
-    )
+    manifest_hashes: list[str] = []
+    trajectory_ids: list[int] = []
+    # split as the trainer writes them to disk: never every window of the dataset in memory at once
+    examples = iter_examples(config, tokenizer, manifest_hashes, trajectory_ids)
     output_dir = settings.DATA_DIR / "checkpoints" / f"job-{job.pk}"
     train_settings = SFTSettings(
         base_model=config["base_model"],
@@ -147,6 +156,8 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         metrics = train_distributed(examples, train_settings, reporter, processes)
     else:
         metrics = train_sft(examples, train_settings, reporter)
+    progress.log(f"{len(trajectory_ids)} trajectories split into {metrics['examples']} windows "
+                 f"({metrics['loss_tokens']} loss tokens)")
     if reporter.cancelled:
         raise JobCancelled()
     data_hash = dataset_hash(manifest_hashes, tokenizer.name_or_path)

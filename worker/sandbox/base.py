@@ -189,13 +189,18 @@ class BaseSandbox:
         info.uname = info.gname = ""
         return info
 
-    def copy_out(self, sandbox_path: str, dest: Path, max_bytes: int = 1 << 30) -> Path:
+    def copy_out(self, sandbox_path: str, dest: Path, max_bytes: int = 1 << 30, max_file_mb: int | None = None) -> Path:
         """Copy a file or folder out of the sandbox into the host folder ``dest``; returns the copy.
-        Links out of it, devices and absolute paths are left out (the agent wrote it)."""
+        Links out of it, devices and absolute paths are left out (the agent wrote it); with
+        ``max_file_mb``, so are larger files (checkpoints, datasets), every folder still kept."""
         source = self._inside(sandbox_path)
-        code, out, err, _, _ = self._exec_raw(
-            ["tar", "-C", str(source.parent), "-cf", "-", "--", source.name], 600, "/", limit=max_bytes + 1
-        )
+        argv = ["tar", "-C", str(source.parent), "-cf", "-", "--", source.name]
+        if max_file_mb is not None:
+            # tar reads find's list and does not recurse on its own; -size -Nk is "under N KiB"
+            argv = ["/bin/sh", "-c", 'cd "$1" && find "$2" \\( -type d -o -type l -o \\( -type f -size -"$3"k \\) \\) '
+                    '-print0 | tar --null --no-recursion -T - -cf -', "copy-out", str(source.parent), source.name,
+                    str(max_file_mb * 1024 + 1)]
+        code, out, err, _, _ = self._exec_raw(argv, 600, "/", limit=max_bytes + 1)
         if code != 0:
             raise SandboxError(f"cannot copy {sandbox_path} out: {err.text().strip()[-300:]}")
         if out.dropped or out.size > max_bytes:

@@ -10,7 +10,7 @@ among them, stay out), and the process, memory and file-size limits.
 Limits: a wall-clock deadline for the sandbox, a timeout per command that kills the command's
 whole process group (bwrap's --die-with-parent and the pid namespace take every descendant with
 it), processes (spec.max_processes) and memory as RLIMIT_AS per process. bubblewrap has no CPU
-quota or GPU isolation: use the docker backend where those matter.
+quota or GPU isolation: use the docker backend where those matter (a spec asking for GPUs is refused).
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ class BwrapSandbox(BaseSandbox):
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
+        if spec.wants_gpus:
+            # bubblewrap has no device cgroup: binding /dev/nvidia* would hand every sandbox all of
+            # the machine's GPUs, with no count and no isolation between sandboxes.
+            raise SandboxError("bubblewrap cannot give a sandbox GPUs (no device isolation): use the docker "
+                               "backend on a host with the NVIDIA Container Toolkit")
         tool("bwrap")
         for host in spec.mounts_ro:
             if not os.path.exists(host):

@@ -115,6 +115,9 @@ def container_kwargs(spec: SandboxSpec, image: str, volumes: dict[str, dict] | N
         kwargs["network_mode"] = "none"
     if spec.gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=spec.gpus, capabilities=[["gpu"]])]
+    elif spec.gpu_devices:
+        # CDI: the engine injects the devices, libraries and hooks the vendor's CDI spec names.
+        kwargs["device_requests"] = [docker.types.DeviceRequest(driver="cdi", device_ids=list(spec.gpu_devices))]
     return kwargs
 
 
@@ -177,6 +180,7 @@ class DockerSandbox(BaseSandbox):
             # The container's own conmon in sight: podman on this machine, whose exec sessions
             # would each leave a conmon pair behind for 5 minutes (see _end_conmons).
             self._reaps_conmons = any(conmon.container == self.id for conmon in local_conmons(self.id))
+            self._check_gpus()
             home = self._choose_agent_user(image_user)
             if copies is None and not is_root(image_user):
                 self._check_mounts_readable()
@@ -191,6 +195,24 @@ class DockerSandbox(BaseSandbox):
             if isinstance(exc, docker.errors.APIError):
                 raise SandboxError(f"cannot start the sandbox container: {exc.explanation or exc}") from None
             raise
+
+    def _check_gpus(self) -> None:
+        """A GPU request the engine did not honour fails here rather than leaving a run on the CPU
+        for hours: podman's Docker API ignores device requests (containers/podman#22645), and a
+        Docker host without the NVIDIA Container Toolkit (or its CDI spec) may start the
+        container all the same. Counts the NVIDIA device nodes (/dev/nvidia0, 1, ...) it sees."""
+        if not self.spec.wants_gpus:
+            return
+        code, out, _, _, _ = self._exec_raw(["/bin/sh", "-c", "ls /dev"], 60, "/", user=ROOT)
+        seen = sum(1 for name in out.text().split() if name.startswith("nvidia") and name[6:].isdigit())
+        if code != 0 or seen < self.spec.gpus_expected():
+            asked = f"{self.spec.gpus} GPU(s)" if self.spec.gpus else f"GPU devices {', '.join(self.spec.gpu_devices)}"
+            where = self.spec.docker_host or os.environ.get("DOCKER_HOST") or "the default socket"
+            raise SandboxError(
+                f"the sandbox asked for {asked} but its container sees {seen}: the Docker host at {where} did not "
+                "give them (it needs the NVIDIA Container Toolkit, or a CDI spec for named devices; podman's "
+                "Docker API ignores GPU requests)"
+            )
 
     def _choose_agent_user(self, image_user: str) -> str:
         """The image's USER when it is not root (its HOME, venv and files kept), else

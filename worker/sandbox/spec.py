@@ -4,6 +4,7 @@ user, and the Docker API client. No Django here."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ import docker
 SUBMISSION_DIR = "/home/submission"
 LABEL = "klong.sandbox"  # every sandbox container carries it; klong.job names its job
 JOB_LABEL = "klong.job"
+# A CDI device name, vendor/class=name: "nvidia.com/gpu=0", "nvidia.com/gpu=all" (the CDI spec's form).
+CDI_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*/[a-zA-Z0-9][a-zA-Z0-9_.-]*=[a-zA-Z0-9_.:-]+$")
 EXPIRES_LABEL = "klong.expires"  # epoch seconds after which the sweep removes it whatever its job
 
 
@@ -40,7 +43,10 @@ class SandboxSpec:
     image: str = ""  # docker image ("" = KLONG_SANDBOX_IMAGE); bwrap ignores it (host root, read-only)
     cpus: float = 1.0
     memory_mb: int = 2048
-    gpus: int = 0
+    gpus: int = 0  # this many GPUs, whichever the engine picks (Docker device request, --gpus N)
+    # Or named devices through CDI (Docker 25+ with the NVIDIA Container Toolkit's CDI spec):
+    # ("nvidia.com/gpu=0",) or ("nvidia.com/gpu=all",). Docker backend only.
+    gpu_devices: tuple[str, ...] = ()
     network: bool = False  # no network unless a job asks
     wall_clock_s: float = 3600  # the sandbox is killed this long after it was opened
     mounts_ro: dict[str, str] = field(default_factory=dict)  # host path -> sandbox path
@@ -60,11 +66,26 @@ class SandboxSpec:
             raise ValueError(f"unknown sandbox backend {self.backend!r} (docker, bwrap or auto)")
         if self.cpus <= 0 or self.memory_mb < 16 or self.gpus < 0 or self.wall_clock_s <= 0:
             raise ValueError("cpus and wall_clock_s must be positive, memory_mb at least 16, gpus >= 0")
+        if self.gpus and self.gpu_devices:
+            raise ValueError("ask for GPUs by count (gpus) or by CDI name (gpu_devices), not both")
+        for name in self.gpu_devices:
+            if not CDI_NAME.match(name):
+                raise ValueError(f"{name!r} is not a CDI device name (vendor/class=name, e.g. nvidia.com/gpu=0)")
         if self.max_processes < 8:
             raise ValueError("max_processes must be at least 8 (a shell and its pipeline)")
         for path in [self.submission_dir, *self.mounts_ro.values()]:
             if not path.startswith("/") or ".." in Path(path).parts:
                 raise ValueError(f"sandbox paths must be absolute without '..': {path!r}")
+
+
+    @property
+    def wants_gpus(self) -> bool:
+        return bool(self.gpus or self.gpu_devices)
+
+    def gpus_expected(self) -> int:
+        """How many GPU devices the sandbox must see: the count, or one per named device (at
+        least one for a name like nvidia.com/gpu=all)."""
+        return self.gpus or len(self.gpu_devices)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from transformers import AutoTokenizer
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
+from worker.training.policy_io import is_lora
 from worker.training.rl_math import LossStats, advantage_spread, batch_advantages
 from worker.training.rl_pool import RolloutPool, RolloutStates, current_session
 from worker.training.rl_update import LocalTrainer
@@ -100,6 +101,10 @@ class RLSettings:
     concurrency: int = 8  # agent sessions at once (the rollout pool)
     sandbox_hosts: tuple[str, ...] = ("",)  # Docker hosts the sessions spread over ("" = DOCKER_HOST)
     sandboxes_per_host: int = 0  # at most this many sessions per host (KLONG_SANDBOXES_PER_HOST); 0 = no cap
+    precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
+    lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
+    gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
+    eval_every: int = 0  # evaluate the eval tasks every k iterations (worker/training/rl_eval.py); 0 = never
 
 
 @dataclass
@@ -353,9 +358,11 @@ def train_rl(
     make_policy: Callable[[Any, Any, int], Policy] | None = None,
     start_stage: int = 1,
     start_from: str | None = None,
+    evaluation: Any = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
-    last stage checkpoint ``start_from``). Returns the per-stage records and final metrics."""
+    last stage checkpoint ``start_from``). ``evaluation`` (an ``rl_eval.Evaluation``) runs the eval
+    tasks every ``settings.eval_every`` iterations. Returns the per-stage records and final metrics."""
 
     check_stages(settings.stages)
     if not tasks:
@@ -425,7 +432,6 @@ def train_rl(
                 # swap pauses their next model call, no longer)
                 policy.publish(model, step)
                 t3 = time.perf_counter()
-                # Evaluation every k iterations (helper D: rl_eval) is called here, after the publish.
                 last = iteration_metrics(m, stage, rollouts, subs, advantages, stats, policy.version)
                 counts = states.snapshot()
                 last.update(judge_queue_depth=float(max(depth, judge.queue_depth())),
@@ -435,6 +441,8 @@ def train_rl(
                             sandbox_idle_share=states.idle_share(t0_slots, time.monotonic()),
                             time_rollout_s=t1 - t0, time_generate_s=generate_s, time_judge_s=t2 - t1,
                             time_train_s=t3 - t2, time_iteration_s=t3 - t0)
+                if evaluation is not None:  # eval_score next to reward, with the policy just published
+                    last.update(evaluation.after_update(settings.eval_every, step, policy, stage.timeout_s))
                 reporter.metric(step, **last)
                 reporter.progress(step, total_iterations,
                                   f"{where}: reward {last['reward']:.3f}, truncated {last['truncation_rate']:.0%}; "
@@ -446,7 +454,8 @@ def train_rl(
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
-    return {"stages": records, "final_path": str(path), "iterations": step, **{f"final_{k}": v for k, v in last.items()
+    return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
+            "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
 
 

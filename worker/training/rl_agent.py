@@ -264,7 +264,7 @@ class QueueJudge:
 
     def __init__(self, endpoint_name: str, user: Any = None, *, poll_s: float = 0.2, help_after_s: float = 30.0,
                  timeout_s: float = 6 * 3600, code_only: bool = False,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+                 should_stop: Callable[[], bool] | None = None, reproduce: dict[str, Any] | None = None) -> None:
         self.endpoint_name = endpoint_name
         self.user = user
         self.poll_s = poll_s
@@ -272,6 +272,7 @@ class QueueJudge:
         self.timeout_s = timeout_s
         self.code_only = code_only
         self.should_stop = should_stop
+        self.reproduce = reproduce  # the judge's reproduction options: reproduce.sh runs before grading
         self.jobs: list[int] = []  # every judge job this judge queued, for the record
 
     def queue_depth(self) -> int:
@@ -289,7 +290,7 @@ class QueueJudge:
             paper = Paper.objects.get(pk=paper_task.paper_id)
             version = RubricVersion.objects.get(pk=paper_task.rubric_version) if paper_task.rubric_version else None
             job = request_judge_run(paper=paper, endpoint=endpoint, submission=state, user=self.user,
-                                    version=version, code_only=self.code_only)
+                                    version=version, code_only=self.code_only, reproduce=self.reproduce)
             pending[job.pk] = k
             self.jobs.append(job.pk)
         self._wait(pending, scores)

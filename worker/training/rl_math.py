@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 def task_advantages(q: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -89,13 +90,67 @@ def too_stale(rollout_version: int, current_version: int, max_staleness: int) ->
 # --------------------------------------------------------------------------------- the loss
 
 
-def token_logprobs(model: Any, input_ids: Any, attention_mask: Any) -> Any:
-    """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1)."""
+# Tokens per slice of the window whose logits exist at once: 1,024 x 152k vocabulary x 4 bytes is
+# 0.6 GB, against 20 GB for a 32k window's whole logits (and as much again for their log_softmax).
+LOGPROB_CHUNK = 1024
+# Config fields of models whose logits are not just lm_head(hidden): those take the model's own forward.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1, :].float()
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(the transformer body giving hidden states, the lm_head) of a causal LM, peft-wrapped or not;
+    None where the logits are more than lm_head(hidden) or the parts cannot be found."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    body = getattr(base, "base_model", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if body is None or body is base or head is None:
+        return None
+    return body, head
+
+
+def _slice_logprobs(head: Any, hidden: Any, targets: Any) -> Any:
+    """log P(target) for one slice: logit of the target minus logsumexp, in fp32 (bf16 logits would
+    lose the small differences the policy ratio is made of)."""
+    logits = head(hidden).float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_size: int | None = LOGPROB_CHUNK) -> Any:
+    """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1).
+
+    The body runs once to its hidden states; lm_head, the fp32 upcast and the log-softmax run
+    ``chunk_size`` positions at a time, so the [B, T, vocabulary] logits never exist whole. With
+    gradients on, each slice is checkpointed: the backward pass recomputes its logits from the
+    slice's hidden states instead of keeping them (what Liger's fused linear cross-entropy and
+    verl's chunked entropy do, in plain torch). Equal to the whole-logits computation to float
+    rounding, gradients too (tests/training/test_precision_lora_memory.py).
+
+    ``chunk_size=None`` takes the model's own forward and its whole logits: for a wrapper whose
+    body and head cannot be called on their own (a sharding engine that gathers the weights in
+    the root module's forward).
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
     targets = input_ids[:, 1:]
-    # log_softmax then gather: exact, and the (B, T, V) buffer is freed right after
-    return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    parts = _decoder_and_head(model) if chunk_size is not None else None
+    if parts is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1, :].float()
+        return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    body, head = parts
+    # no KV cache: scoring a window needs none, and a 32k window's cache is gigabytes
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    out = []
+    for start in range(0, hidden.shape[1], chunk_size):
+        h, t = hidden[:, start:start + chunk_size], targets[:, start:start + chunk_size]
+        if grad:
+            out.append(checkpoint(_slice_logprobs, head, h, t, use_reentrant=False))
+        else:
+            out.append(_slice_logprobs(head, h, t))
+    return torch.cat(out, dim=1) if out else targets.new_zeros(targets.shape, dtype=torch.float32)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,12 @@ read and asks it to load them:
 - SGLang: ``POST {server}/update_weights_from_disk {"model_path": folder}`` (``reload="sglang"``);
 - vLLM: ``POST {server}/v1/load_lora_adapter {"lora_name": name, "lora_path": folder}`` for LoRA
   policies (``reload="vllm_lora"``; the rollouts then ask for the adapter's name as the model).
-  Full-weight reloads in vLLM need its development endpoints or a restart: not done here.
+  The folder is the adapter alone (``adapter_config.json`` + its matrices), on the base model the
+  server was started with (``--enable-lora``). Full-weight reloads in vLLM need its development
+  endpoints or a restart: not done here, and a full-weight policy with ``vllm_lora`` is refused.
+
+Each policy is served as what it is: a LoRA policy sends vLLM its adapter, and SGLang (which
+loads whole checkpoints) the base with the adapter merged in; a full policy sends full weights.
 
 Only the client side lives here (config, save, the reload call); it cannot be run end to end on
 a machine without such a server, and the tests check the calls against the loopback stub.
@@ -35,6 +40,7 @@ from apps.judging.llm.client import (
     read_reply,
 )
 from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
+from worker.training.policy_io import is_lora, save_full_weights
 from worker.training.rl import WeightGate
 
 RELOAD_STYLES = ("sglang", "vllm_lora", "vllm_sleep")
@@ -116,8 +122,14 @@ class RemotePolicy:
     def publish(self, model: Any, version: int) -> None:
         in_place = self.config.reload == "vllm_sleep"
         folder = Path(self.config.model_path) if in_place else self.weights_dir / f"policy-v{version}"
+        if self.config.reload == "vllm_lora" and not is_lora(model):
+            raise ReloadError("vLLM's load_lora_adapter loads LoRA adapters, and this policy trains full weights: "
+                              "serve it with SGLang (update_weights_from_disk), or train a LoRA policy")
         with self.gate.swapping():  # calls in flight finish first; new ones wait for the new weights
-            model.save_pretrained(folder)
+            if self.config.reload == "vllm_lora":
+                model.save_pretrained(folder)  # the adapter folder, not the base's weights
+            else:
+                save_full_weights(model, folder)  # SGLang and vLLM load whole checkpoints: a LoRA policy merged
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(folder)
             for url, body in reload_steps(self.config, folder, version):

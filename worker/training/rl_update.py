@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoModelForCausalLM
 
 from apps.trajectories.splitting import IGNORE_INDEX
+from worker.training.policy_io import autocast, load_policy, trainable_parameters
 from worker.training.rl_math import LossStats, clipped_pg_loss, token_logprobs
 
 if TYPE_CHECKING:
@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 OPTIMIZER_FILE = "optimizer.pt"
 
 
-def load_model(path: str | Path, device: str) -> Any:
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True).to(device)
+def load_model(path: str | Path, device: str, *, precision: str = "bf16", lora: str = "train",
+               trainable: bool = True, gradient_checkpointing: bool = False) -> Any:
+    """The policy in ``path`` (full or LoRA) with fp32 master weights: ``policy_io.load_policy``."""
+    return load_policy(path, device, precision=precision, lora=lora, trainable=trainable,
+                       gradient_checkpointing=gradient_checkpointing)
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
@@ -52,6 +55,15 @@ def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[
     }
 
 
+def plan_minibatches(subs: Sequence[SubTrajectory], size: int) -> list[list[SubTrajectory]]:
+    """The sub-trajectories in minibatches of ``size``, sorted by length: a minibatch's rows are
+    padded to its longest, so neighbours in length waste the least compute and memory on padding
+    (a 2k-token window beside a 32k one would carry 30k pad tokens). The sort is stable."""
+    ordered = sorted(subs, key=lambda s: len(s.example.input_ids))
+    size = max(1, size)
+    return [ordered[k:k + size] for k in range(0, len(ordered), size)]
+
+
 def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
                    settings: RLSettings, pad_id: int) -> LossStats | None:
     """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
@@ -59,10 +71,9 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
     if not trainable:
         return None
     device = next(model.parameters()).device
-    size = max(1, settings.minibatch_size)
-    batches = [_minibatch(trainable[k:k + size], pad_id, device) for k in range(0, len(trainable), size)]
+    batches = [_minibatch(group, pad_id, device) for group in plan_minibatches(trainable, settings.minibatch_size)]
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(settings.precision, device):
         # the ratio's denominator: the policy before this iteration's update, on the same inputs
         for b in batches:
             b["old_logp"] = token_logprobs(model, b["input_ids"], b["attention_mask"])
@@ -72,7 +83,8 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
     stats: list[LossStats] = []
     for _ in range(settings.ppo_epochs):
         for b in batches:
-            logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            with autocast(settings.precision, device):  # the forward in bf16 under precision=bf16
+                logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
             loss, s = clipped_pg_loss(
                 logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
                 kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"), sampler_logp=b["sampler_logp"],
@@ -80,7 +92,7 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable_parameters(model), settings.max_grad_norm)
             optimizer.step()
             stats.append(s)
     model.eval()
@@ -116,9 +128,9 @@ class LocalTrainer:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.ref_model = None
         if settings.kl_coef > 0:
-            self.ref_model = load_model(settings.policy, self.device).eval()
-            for p in self.ref_model.parameters():
-                p.requires_grad_(False)
+            # the job's starting policy, frozen (held in bf16 under precision=bf16: no master weights)
+            self.ref_model = load_model(settings.policy, self.device, precision=settings.precision,
+                                        lora=settings.lora, trainable=False)
         self.model: Any = None
         self.optimizer: Any = None
 
@@ -127,8 +139,11 @@ class LocalTrainer:
         would load. AdamW's moments carry over from the stage before (saved beside its weights), so
         a stage boundary is not a cold restart of the optimizer: a fresh one takes its first steps
         at full size on each parameter, a jolt the policy does not need when only the timeout grew."""
-        self.model = load_model(path, self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings.learning_rate, weight_decay=0.0)
+        self.model = load_model(path, self.device, precision=self.settings.precision, lora=self.settings.lora,
+                                gradient_checkpointing=self.settings.gradient_checkpointing)
+        # over the trainable parameters only: the adapter's matrices of a LoRA policy, all of a full one
+        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model), lr=self.settings.learning_rate,
+                                           weight_decay=0.0)
         if with_optimizer and (Path(path) / OPTIMIZER_FILE).is_file():
             state = torch.load(Path(path) / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)
@@ -137,6 +152,8 @@ class LocalTrainer:
         return train_on_batch(self.model, self.ref_model, self.optimizer, subs, self.settings, self.pad_id)
 
     def save(self, path: Path) -> None:
+        # a LoRA policy saves its adapter folder (base_model_name_or_path: the base it loads on);
+        # a full one its fp32 master weights, so a resumed stage continues exactly
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         torch.save(self.optimizer.state_dict(), path / OPTIMIZER_FILE)

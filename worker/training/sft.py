@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from apps.trajectories.windows import Example
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class SFTSettings:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 1
     grad_accum: int = 1
-    precision: str = "fp32"  # bf16 / fp16 on GPUs
+    precision: str = "fp32"  # compute precision: fp32, bf16 (autocast, CPUs too) or fp16 (GPUs only)
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
@@ -94,25 +97,69 @@ def _callback(reporter: Reporter):
     return ProgressCallback()
 
 
-def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter):
-    """An SFTTrainer over the examples, reporting to ``reporter``."""
+@dataclass(frozen=True)
+class DatasetStats:
+    examples: int
+    loss_tokens: int
+    longest: int
 
-    if not examples:
+
+def write_examples(examples: Iterable[Example], path: Path) -> DatasetStats:
+    """The examples to a JSON-lines file as they come (a generator stays one: no list of them all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = loss_tokens = longest = 0
+    with open(path, "w") as out:
+        for e in examples:
+            out.write(json.dumps({"input_ids": e.input_ids, "labels": e.labels}) + "\n")
+            count += 1
+            loss_tokens += e.loss_tokens
+            longest = max(longest, len(e.input_ids))
+    return DatasetStats(count, loss_tokens, longest)
+
+
+def disk_dataset(examples: Iterable[Example], settings: SFTSettings) -> tuple[Dataset, DatasetStats]:
+    """The examples as a dataset on disk: written to JSON lines, converted by ``datasets`` to an
+    Arrow file it memory-maps, so the trainer reads each batch from disk instead of holding every
+    window in RAM (100k windows of 32k tokens are 3 billion token ids). One file per torchrun rank."""
+    path, cache = _dataset_files(settings)
+    stats = write_examples(examples, path)
+    if not stats.examples:
         raise ValueError("No training examples: the selected trajectories have no assistant turns to learn.")
-    longest = max(len(e.input_ids) for e in examples)
-    if longest > settings.max_length:
-        raise ValueError(f"An example has {longest} tokens, more than max_length={settings.max_length}.")
+    if stats.longest > settings.max_length:
+        raise ValueError(f"An example has {stats.longest} tokens, more than max_length={settings.max_length}.")
+    shutil.rmtree(cache, ignore_errors=True)  # a retried job's earlier conversion: superseded
+    return Dataset.from_json(str(path), cache_dir=str(cache)), stats
+
+
+def _dataset_files(settings: SFTSettings) -> tuple[Path, Path]:
+    """(the JSON-lines file, the Arrow cache folder) of this torchrun rank's dataset."""
+    rank = os.environ.get("RANK", "0")
+    folder = settings.output_dir / "dataset"
+    return folder / f"examples-rank{rank}.jsonl", folder / f"cache-rank{rank}"
+
+
+def build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter):
+    """An SFTTrainer over the examples (read from disk, see ``disk_dataset``), reporting to ``reporter``."""
+    return _build_trainer(examples, settings, reporter)[0]
+
+
+def _build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter):
+    dataset, stats = disk_dataset(examples, settings)
     cuda = torch.cuda.is_available()
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}")
+    if settings.precision == "fp16" and not cuda:
+        raise ValueError("precision fp16 needs a GPU (fp16 autocast with loss scaling); on a CPU choose bf16 or fp32.")
     tokenizer = AutoTokenizer.from_pretrained(settings.base_model)
-    model = AutoModelForCausalLM.from_pretrained(
-        settings.base_model, dtype=torch.bfloat16 if (cuda and settings.precision == "bf16") else None
-    )
+    # fp32 master weights whatever the checkpoint's dtype (transformers 5 would load a bf16
+    # checkpoint as bf16, and AdamW would then round small steps away): the precision is the
+    # compute's, by autocast (the Trainer's bf16 / fp16 flags)
+    model = AutoModelForCausalLM.from_pretrained(settings.base_model, dtype=torch.float32)
     peft_config = None
     if settings.method == "lora":
 
         peft_config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, task_type="CAUSAL_LM",
                                  target_modules="all-linear")
-    dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
     args = SFTConfig(
         output_dir=str(settings.output_dir),
         max_length=settings.max_length,
@@ -127,26 +174,32 @@ def build_trainer(examples: Sequence[Example], settings: SFTSettings, reporter: 
         save_total_limit=2,
         seed=settings.seed,
         report_to=[],
-        bf16=cuda and settings.precision == "bf16",
-        fp16=cuda and settings.precision == "fp16",
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
         use_cpu=not cuda,
         # Inside a Celery prefork worker, subprocesses for data loading are not allowed.
         dataset_num_proc=None,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[_callback(reporter)],
     )
+    return trainer, stats
 
 
-def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter) -> dict[str, Any]:
-    """Train (or resume) and save the final model to ``output_dir/final``; returns the metrics."""
-    trainer = build_trainer(examples, settings, reporter)
+def train_sft(examples: Iterable[Example], settings: SFTSettings, reporter: Reporter) -> dict[str, Any]:
+    """Train (or resume) and save the final model to ``output_dir/final``; returns the metrics.
+
+    ``examples`` may be a generator: it is read once, to disk (``disk_dataset``)."""
+    trainer, stats = _build_trainer(examples, settings, reporter)
     tokenizer = trainer.processing_class
     resume = last_checkpoint(settings.output_dir)
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    path, cache = _dataset_files(settings)  # trained: the copy on disk has done its work
+    path.unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
     final = settings.output_dir / "final"
     trainer.save_model(str(final))
     if trainer.is_world_process_zero():  # under torchrun every rank gets here; one writes
@@ -154,10 +207,12 @@ def train_sft(examples: Sequence[Example], settings: SFTSettings, reporter: Repo
     return {
         "train_loss": float(output.training_loss),
         "steps": int(trainer.state.global_step),
-        "examples": len(examples),
-        "loss_tokens": sum(e.loss_tokens for e in examples),
+        "examples": stats.examples,
+        "loss_tokens": stats.loss_tokens,
         "resumed_from": resume.name if resume else None,
         "final_path": str(final),
+        "precision": settings.precision,
+        "method": settings.method,
     }
 
 
