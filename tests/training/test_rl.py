@@ -272,3 +272,30 @@ def test_the_inference_server_gets_no_server_secret_no_followed_redirect_and_sho
             policy.publish(local_policy.model, 3)
         assert len(server.hits) == 2 and target.hits == []
     assert (leaky.version, policy.version) == (0, 0)
+
+
+def test_a_failed_iteration_ends_the_rollouts_still_running_instead_of_waiting_for_them(policy_folder, tmp_path):
+    import dataclasses
+
+    from worker.training.rl import RLError
+
+    ended: list[tuple[int, str]] = []
+
+    class LongAfterTheFirst(ToyRunner):
+        def run(self, task, index, timeout_s, policy, seed):
+            if index > 0:  # the rollouts launched ahead are long: still running when the judge fails
+                task = dataclasses.replace(task, data=dataclasses.replace(task.data, max_turns=400))
+            rollout = super().run(task, index, timeout_s, policy, seed)
+            ended.append((index, rollout.end_state))
+            return rollout
+
+    class FailingJudge(ToyJudge):
+        def score(self, requests):
+            raise RLError("the judge endpoint is down")
+
+    settings = settings_for(policy_folder, tmp_path, [Stage(1e9, 3)], n_rollouts=1, concurrency=4, max_staleness=3)
+    with pytest.raises(RLError, match="endpoint is down"):
+        train_rl(settings, toy_tasks(1, max_turns=2, tokens_per_turn=4), LongAfterTheFirst(), FailingJudge(), Recorder())
+    # every session has ended by the time the error is raised, the long ones cancelled, not run out
+    assert sorted(ended)[0] == (0, "submitted") and len(ended) == 3
+    assert {state for index, state in ended if index > 0} == {"cancelled"}

@@ -447,8 +447,10 @@ def train_rl(
                 reporter.progress(step, total_iterations,
                                   f"{where}: reward {last['reward']:.3f}, truncated {last['truncation_rate']:.0%}; "
                                   f"rollouts {state_line(states)}")
-        finally:
-            pool.close()
+        except BaseException:
+            pool.close(cancel=True)  # a failed or stopped run does not wait hours for its rollouts to end
+            raise
+        pool.close()  # the stage's last iteration waited for every rollout: nothing is in flight
         path = settings.output_dir / f"stage-{m}"
         trainer.save(path)
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))

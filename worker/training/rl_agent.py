@@ -202,7 +202,8 @@ class AgentRunner:
                     session.state("on_tools")
                 try:
                     result = run_agent(chat, sandbox, agent_task, config, on_turn=on_turn,
-                                       should_stop=self.should_stop)
+                                       should_stop=lambda: bool(self.should_stop and self.should_stop())
+                                       or bool(session and session.cancelled()))
                 finally:
                     self.live.pop(key, None)
                 rows, commits = rollout_rows(result)

@@ -121,6 +121,10 @@ class Session:
     key: tuple[str, int]
     states: RolloutStates | None = None
     host: str = ""  # the Docker host this session's sandbox goes to
+    stop: threading.Event | None = None  # set when the pool is closed on a failure: the session ends early
+
+    def cancelled(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def state(self, name: str) -> None:
         if self.states is not None:
@@ -177,6 +181,7 @@ class RolloutPool:
         self._budget = iterations * n_rollouts  # launched per task in the stage: its iterations' batches
         self._batches = 0
         self._closing = False
+        self._stop = threading.Event()
         self._launching = True
         self.failed: list[tuple[str, int, str]] = []  # (task id, index, why)
         self.failed_this_batch = 0
@@ -202,7 +207,7 @@ class RolloutPool:
         with self._cond:
             slot.host, slot.started = self._host(), True
         self.states.set(key, "waiting_sandbox")
-        session = Session(key, self.states, slot.host)
+        session = Session(key, self.states, slot.host, self._stop)
         _session.value = session
         outcome: Any
         try:
@@ -311,11 +316,14 @@ class RolloutPool:
         self._top_up()  # the slots the taken rollouts held under the bound are free again
         return taken
 
-    def close(self) -> None:
-        """Stop launching and wait for the sessions in flight (a stage's end, a failure)."""
+    def close(self, *, cancel: bool = False) -> None:
+        """Stop launching and wait for the sessions in flight (a stage's end); with ``cancel`` (the run
+        failed or was stopped) the sessions are told to end now (``Session.cancelled``) first."""
         with self._cond:
             self._closing = True
-        self._executor.shutdown(wait=True)
+        if cancel:
+            self._stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=cancel)
 
 
 def run_concurrently(items: Sequence[Any], work: Callable[[Any], Any], concurrency: int,

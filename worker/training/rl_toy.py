@@ -193,6 +193,9 @@ class ToyRunner:
         tokens = 0
         end_state = "submitted"
         for step in range(spec.max_turns):
+            if session is not None and session.cancelled():
+                end_state = "cancelled"
+                break
             budget = int((timeout_s - clock - spec.seconds_per_turn) // spec.seconds_per_token)
             if budget <= 0:
                 end_state = "timed_out"
