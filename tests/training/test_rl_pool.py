@@ -64,6 +64,7 @@ def test_32_concurrent_rollouts_are_recorded_turn_by_turn_and_a_killed_sandbox_f
             pool.close()
 
     assert pool.concurrency == 32  # 2 hosts x 16 sandboxes each
+    assert set(pool.host_peak) == {"host-a", "host-b"} and max(pool.host_peak.values()) <= 16
     assert len(killed) == 1 and len(rollouts) == ROLLOUTS - 1
     assert [(task_id, index) for task_id, index, _ in pool.failed] == killed
     assert states.snapshot()["done"] == ROLLOUTS - 1 and states.snapshot()["failed"] == 1

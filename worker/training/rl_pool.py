@@ -184,6 +184,7 @@ class RolloutPool:
         self._stop = threading.Event()
         self._launching = True
         self.failed: list[tuple[str, int, str]] = []  # (task id, index, why)
+        self.host_peak: dict[str, int] = {}  # the most sessions at once on each Docker host
         self.failed_this_batch = 0
 
     # -- sessions -----------------------------------------------------------------------
@@ -206,6 +207,8 @@ class RolloutPool:
     def _session(self, slot: _Slot, key: tuple[str, int]) -> None:
         with self._cond:
             slot.host, slot.started = self._host(), True
+            on_host = sum(1 for other in self._running if other.started and other.host == slot.host)
+            self.host_peak[slot.host] = max(self.host_peak.get(slot.host, 0), on_host)
         self.states.set(key, "waiting_sandbox")
         session = Session(key, self.states, slot.host, self._stop)
         _session.value = session
