@@ -125,7 +125,8 @@ class RLForm(forms.Form):
     )
     policy_server_reload = forms.ChoiceField(
         choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter"),
-                 ("vllm_sleep", "vLLM sleep, wake_up, reload_weights (full weights; dev endpoints)")],
+                 ("vllm_sleep", "vLLM sleep, wake_up, reload_weights (full weights; dev endpoints)"),
+                 ("vllm_nccl", "vLLM NCCL weight transfer (full weights from GPU memory; TRL's client)")],
         initial="sglang", label="Reload call",
     )
     policy_server_model_path = forms.CharField(

@@ -173,3 +173,16 @@ def test_partial_rollouts_keep_the_slots_busy_within_the_staleness_bound_and_the
     assert runner.most == 4
     # the stage launches exactly its iterations' batches: 6 rollouts, each trained once
     assert sorted(i for batch in batches for i in batch) == list(range(6)) and all(len(b) == 2 for b in batches)
+
+
+def test_nccl_weight_transfer_without_vllm_or_a_gpu_is_refused_with_the_reason(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from worker.training.rl_serving import ReloadError
+
+    folder = build_tiny_model(tmp_path / "policy")
+    with PolicyServer(folder) as server:
+        policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy", reload="vllm_nccl"), tmp_path)
+        with pytest.raises(ReloadError, match="NCCL weight transfer to http://127.0.0.1:[0-9]+ is not available: "):
+            policy.publish(AutoModelForCausalLM.from_pretrained(folder), 1)
+    assert policy.version == 0  # never claims weights the server did not take

@@ -43,7 +43,7 @@ from apps.judging.llm.config import EndpointConfig, check_base_url, read_api_key
 from worker.training.policy_io import is_lora, save_full_weights
 from worker.training.rl import WeightGate
 
-RELOAD_STYLES = ("sglang", "vllm_lora", "vllm_sleep")
+RELOAD_STYLES = ("sglang", "vllm_lora", "vllm_sleep", "vllm_nccl")
 
 
 class ReloadError(RuntimeError):
@@ -62,6 +62,7 @@ class ServerConfig:
     # vllm_sleep: the folder the server was started with; the new weights are written there and
     # the server reloads them in place (its reload_weights reads the model's own path)
     model_path: str = ""
+    group_port: int = 51216  # vllm_nccl: the port of the NCCL group the trainer opens with the server's workers
 
     def __post_init__(self) -> None:
         if self.reload not in RELOAD_STYLES:
@@ -111,6 +112,7 @@ class RemotePolicy:
         self.version = version
         self.gate = WeightGate()  # calls in flight finish on the old weights; new ones wait for the reload
         self._published: list[Path] = []
+        self._nccl: Any = None  # vllm_nccl: TRL's client, its NCCL group opened at the first publish
 
     @property
     def served_model(self) -> str:
@@ -120,6 +122,9 @@ class RemotePolicy:
         return self.config.model
 
     def publish(self, model: Any, version: int) -> None:
+        if self.config.reload == "vllm_nccl":
+            self._broadcast(model, version)
+            return
         in_place = self.config.reload == "vllm_sleep"
         folder = Path(self.config.model_path) if in_place else self.weights_dir / f"policy-v{version}"
         if self.config.reload == "vllm_lora" and not is_lora(model):
@@ -140,6 +145,41 @@ class RemotePolicy:
         self._published.append(folder)
         while len(self._published) > max(1, self.config.keep_versions):
             shutil.rmtree(self._published.pop(0), ignore_errors=True)
+
+    def _broadcast(self, model: Any, version: int) -> None:
+        """``vllm_nccl``: the weights streamed from GPU memory to the vLLM workers over NCCL, with TRL's
+        client (``trl.generation.vllm_client.VLLMClient``: vLLM's weight-transfer engine, the server
+        started with ``--weight-transfer-config '{"backend": "nccl"}'`` and ``VLLM_SERVER_DEV_MODE=1``,
+        as ``trl vllm-serve`` starts it), no file system between them. Needs vLLM and CUDA here."""
+        if is_lora(model):
+            raise ReloadError("NCCL weight transfer streams full weights: serve a LoRA policy with vllm_lora, or "
+                              "merge it (lora_mode merge)")
+        with self.gate.swapping():
+            try:
+                client = self._nccl_client()
+                with client.weight_update():
+                    client.update_model_params(model)
+                client.reset_prefix_cache()
+            except ReloadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - TRL's client raises bare Exceptions for refused requests
+                raise ReloadError(f"NCCL weight transfer to {self.config.server_root} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            self.version = version
+
+    def _nccl_client(self) -> Any:
+        if self._nccl is None:
+            try:
+                # lazy: TRL's vLLM client imports vLLM, needed by this reload style alone
+                from trl.generation.vllm_client import VLLMClient
+
+                client = VLLMClient(base_url=self.config.server_root, group_port=self.config.group_port)
+                client.init_communicator(device=0)
+            except Exception as exc:  # noqa: BLE001 - no vLLM, no CUDA, no weight-transfer engine: all named here
+                raise ReloadError(f"NCCL weight transfer to {self.config.server_root} is not available: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            self._nccl = client
+        return self._nccl
 
     def _reload(self, url: str, body: dict[str, Any]) -> None:
         """Ask the server to load the weights: the same rules as every endpoint call (an allowed key
