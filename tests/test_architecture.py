@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("apps", "worker", "klong_site")
 # Third-party imports that may stay inside a function, each under a "# lazy: <reason>" comment.
-LAZY = {"torch", "transformers", "scipy", "sklearn", "numpy", "mistral_common", "openai_harmony"}
+LAZY = {"torch", "transformers", "scipy", "sklearn", "numpy", "mistral_common", "openai_harmony", "trl"}
 
 
 def project_files() -> list[Path]:

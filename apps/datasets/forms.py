@@ -25,6 +25,9 @@ class DistillConfigForm(forms.Form):
     teacher = EndpointField(help_text="The model endpoint that runs the agent. " + ENDPOINT_HELP)
     judge = EndpointField(help_text="The model endpoint that grades each final submission.")
     runs_per_paper = forms.IntegerField(min_value=1, max_value=64, initial=4, label="Runs per paper (N)")
+    concurrency = forms.IntegerField(min_value=1, max_value=1024, required=False, initial=4, label="Runs at once",
+                                     help_text="Teacher runs at once, each in its own sandbox (empty: up to 4, "
+                                     "within the teacher endpoint's concurrency).")
     threshold = forms.FloatField(min_value=0, max_value=1, required=False, initial=0.5,
                                  help_text="Keep runs whose judged score is at least this.")
     top_k = forms.IntegerField(min_value=1, required=False, label="Top-k per paper",

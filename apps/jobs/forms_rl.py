@@ -103,18 +103,38 @@ class RLForm(ShardingOptions):
     minibatch_size = forms.IntegerField(min_value=1, max_value=1024, initial=8,
                                         help_text="Sub-trajectories per optimiser step.")
     partial_rollouts = forms.BooleanField(
-        required=False, initial=True, help_text="Run the next batch's rollouts while this batch is judged and trained."
+        required=False, initial=True, help_text="Keep every sandbox busy: an iteration trains on the first n finished "
+        "rollouts of each task; unfinished ones go on with the new policy (each turn records its policy version)."
     )
     max_staleness = forms.IntegerField(
-        min_value=0, max_value=16, initial=1, help_text="A rollout more updates behind the policy is run again."
+        min_value=0, max_value=16, initial=1, help_text="At most batch x (1 + this) rollouts run ahead of training."
+    )
+    rollout_concurrency = forms.IntegerField(
+        min_value=1, max_value=100_000, initial=8, label="Rollouts at once",
+        help_text="Agent sessions running at once, each in its own sandbox (capped by the sandboxes per host).",
+    )
+    sandbox_hosts = forms.CharField(
+        required=False, max_length=2000, label="Docker hosts",
+        help_text="Comma-separated DOCKER_HOST URLs the rollouts spread over. Empty: this worker's DOCKER_HOST.",
+    )
+    tis_cap = forms.FloatField(
+        min_value=1.0, max_value=100.0, initial=2.0, label="Importance-weight cap",
+        help_text="Truncated importance sampling: each token's weight min(pi_old / pi_sampler, cap).",
     )
     policy_server_url = forms.URLField(
         required=False, label="Inference server", assume_scheme="http", help_text="For large policies: the OpenAI-compatible base URL of "
         "a vLLM or SGLang server (…/v1); the weights are reloaded after every update. Empty: generate on the worker.",
     )
     policy_server_reload = forms.ChoiceField(
-        choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter")],
+        choices=[("sglang", "SGLang update_weights_from_disk"), ("vllm_lora", "vLLM load_lora_adapter"),
+                 ("vllm_sleep", "vLLM sleep, wake_up, reload_weights (full weights; dev endpoints)"),
+                 ("vllm_nccl", "vLLM NCCL weight transfer (full weights from GPU memory; TRL's client)")],
         initial="sglang", label="Reload call",
+    )
+    policy_server_model_path = forms.CharField(
+        required=False, max_length=1000, label="Served model folder",
+        help_text="vLLM sleep/reload only: the folder the server was started with (shared with the worker); "
+        "each update is written there and reloaded in place.",
     )
     eval_every = forms.IntegerField(
         min_value=0, max_value=10_000, initial=0, label="Evaluate every k iterations",
@@ -200,6 +220,12 @@ class RLForm(ShardingOptions):
                 raise forms.ValidationError(f"{value} is not a model folder (config.json or a LoRA adapter's "
                                             "adapter_config.json, and a tokenizer).")
         return value
+
+    def clean_policy_server_model_path(self) -> str:
+        path = self.cleaned_data.get("policy_server_model_path", "").strip()
+        if self.data.get("policy_server_reload") == "vllm_sleep" and self.data.get("policy_server_url") and not path:
+            raise forms.ValidationError("The vLLM sleep/reload call needs the folder the server loads its weights from.")
+        return path
 
     def _policy_is_adapter(self, data: dict[str, Any]) -> bool:
         if data.get("policy_model"):

@@ -99,6 +99,10 @@ class Turn(models.Model):
     meta = models.JSONField(default=dict, blank=True)
     # The split masks these: the turn stays in the context but carries no loss.
     no_loss = models.BooleanField(default=False)
+    # Token-in/token-out (RL rollouts): the ids the policy sampled for this assistant turn and
+    # their log-probs, kept so a rollout can be trained on exactly what was sampled.
+    token_ids = models.JSONField(default=list, blank=True)
+    logprobs = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["trajectory", "index"]

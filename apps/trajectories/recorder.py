@@ -66,6 +66,8 @@ class TrajectoryRecorder:
             trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
             tool_calls=calls, tool_call_id=turn.tool_call_id or "",
             timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
+            token_ids=[int(i) for i in getattr(turn, "token_ids", None) or ()],
+            logprobs=[float(v) for v in getattr(turn, "logprobs", None) or ()],
         )
         Trajectory.objects.filter(pk=self.trajectory.pk).update(
             turn_count=F("turn_count") + 1, total_tokens=F("total_tokens") + tokens

@@ -88,6 +88,12 @@ class TurnRow:
     reasoning: str = ""
     tool_calls: tuple[dict[str, Any], ...] = ()
     tool_call_id: str = ""
+    # Token-in/token-out (RL): the ids the sampler generated for this assistant turn, end-of-turn
+    # token included when it was sampled, and the sampler's log-prob of each. A window that trains
+    # on this turn uses exactly these ids, never a re-render of the text (which re-tokenises the
+    # sampled text, and turns a tool call the server parsed into a template's JSON with its own id).
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
 
     @property
     def flat_text(self) -> str:
@@ -115,6 +121,9 @@ class Example:
     window: int
     input_ids: list[int]
     labels: list[int]
+    # The sampler's log-prob of each input id (RL, token-in/token-out): set on the sampled tokens of
+    # target turns, None elsewhere; None as a whole when no target turn carries sampled ids.
+    sampler_logprobs: list[float | None] | None = None
 
     @property
     def loss_tokens(self) -> int:
@@ -569,6 +578,9 @@ def plan_windows(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatRen
     """The split of one trajectory, planned on the renderer's own token counts (``counts``: those
     counts computed earlier, by the same renderer for the same rows and tools)."""
     counts = renderer.turn_counts(rows, tools) if counts is None else counts
+    # a sampled turn is trained on its sampled ids, which may be more tokens than its re-render
+    counts = [max(count, len(row.token_ids) + renderer.framing(row.role)) if row.token_ids else count
+              for row, count in zip(rows, counts, strict=True)]
     specs = [TurnSpec(i, row.role, max(1, count), row.no_loss, mentions_paper(row.flat_text))
              for i, (row, count) in enumerate(zip(rows, counts, strict=True))]
     return plan_split(specs, config)
@@ -638,9 +650,87 @@ def split_examples(rows: Sequence[TurnRow], config: SplitConfig, renderer: ChatR
                    tools: Sequence[dict[str, Any]] = ()) -> tuple[SplitManifest, list[Example]]:
     """The split manifest of one trajectory and one example per window that has loss turns."""
     manifest = plan_windows(rows, config, renderer, tools)
-    examples = [render_training_window(rows, manifest, w.number, renderer, tools).example()
+    examples = [with_sampled_ids(render_training_window(rows, manifest, w.number, renderer, tools), rows, renderer)
                 for w in manifest.windows if w.loss_turns]
     return manifest, examples
+
+
+def loss_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of consecutive loss tokens: one per loss turn."""
+    runs: list[tuple[int, int]] = []
+    for t, label in enumerate(labels):
+        if label == IGNORE_INDEX:
+            continue
+        if runs and runs[-1][1] == t:
+            runs[-1] = (runs[-1][0], t + 1)
+        else:
+            runs.append((t, t + 1))
+    return runs
+
+
+def _stop_ids(renderer: ChatRenderer) -> set[int]:
+    """Token ids that end a turn in this format (the tokenizer's eos and generation_config's)."""
+    tokenizer = getattr(renderer, "tokenizer", None)
+    ids: set[int] = set()
+    for token in getattr(renderer, "stop_tokens", ()) or ():
+        token_id = tokenizer.convert_tokens_to_ids(token) if tokenizer is not None else None
+        if isinstance(token_id, int):
+            ids.add(token_id)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    return ids
+
+
+def with_sampled_ids(window: RenderedWindow, rows: Sequence[TurnRow], renderer: ChatRenderer) -> Example:
+    """The window's example with each sampled target turn's loss span replaced by the ids the
+    sampler generated (token-in/token-out), and the sampler's log-probs aligned to input_ids.
+
+    The render gives the context (headers, history, other turns) and where each loss span sits;
+    a target turn with ``token_ids`` is then exactly those ids, labelled as the targets. When the
+    sampled turn did not end with an end-of-turn token (cut at max_tokens or the timeout) but the
+    render's span does, that token stays as context without loss: the sampler never chose it; so
+    does whatever the template's span has after its end-of-turn token.
+    """
+    targets = [m for m in window.messages if m.loss]
+    if not any(m.turn is not None and rows[m.turn].token_ids for m in targets):
+        return window.example()
+    runs = loss_runs(window.labels)
+    if len(runs) != len(targets):
+        raise TemplateError(f"{renderer.name}: window {window.number} has {len(runs)} loss spans for "
+                            f"{len(targets)} target turns; the sampled token ids cannot be placed")
+    stops = _stop_ids(renderer)
+    ids: list[int] = []
+    labels: list[int] = []
+    logprobs: list[float | None] = []
+    at = 0
+    for (start, end), message in zip(runs, targets, strict=True):
+        ids += window.input_ids[at:start]
+        labels += [IGNORE_INDEX] * (start - at)
+        logprobs += [None] * (start - at)
+        row = rows[message.turn] if message.turn is not None else None
+        if row is None or not row.token_ids or message.cut_tokens:
+            ids += window.input_ids[start:end]
+            labels += window.labels[start:end]
+            logprobs += [None] * (end - start)
+        else:
+            sampled = list(row.token_ids)
+            known = list(row.logprobs) if len(row.logprobs) == len(sampled) else [None] * len(sampled)
+            span = window.input_ids[start:end]
+            # the rendered turn up to its end-of-turn token is replaced; what a template's loss span
+            # has after it (ChatML's newline inside {% generation %}) was never sampled: context
+            stop_at = max((k for k, token in enumerate(span) if token in stops), default=None)
+            body_end = end if stop_at is None else start + stop_at + 1
+            closing = [span[stop_at]] if stop_at is not None and sampled[-1] not in stops else []
+            after = closing + window.input_ids[body_end:end]
+            ids += sampled + after
+            labels += sampled + [IGNORE_INDEX] * len(after)
+            logprobs += known + [None] * len(after)
+        at = end
+    ids += window.input_ids[at:]
+    labels += window.labels[at:]
+    logprobs += [None] * (len(window.input_ids) - at)
+    return Example(window.number, ids, labels, logprobs)
 
 
 def dataset_hash(manifest_hashes: Sequence[str], tokenizer_name: str) -> str:

@@ -45,7 +45,8 @@ def call(name: str, **arguments) -> dict:
 
 
 class ScriptedTeacher:
-    """The teacher's answers, one script per run in order: write solution.py, run it, submit.
+    """The teacher's answers, one script per run in order (so the jobs run one at a time: concurrency 1):
+    write solution.py, run it, submit.
     Judge prompts (a <criterion>) fall through to the stub's own verdicts."""
 
     def __init__(self, plans: list[str]) -> None:
@@ -98,7 +99,7 @@ def test_a_distillation_keeps_the_good_run_rejects_the_bad_and_the_cheat_and_fee
     make_endpoint("teacher", stub)
     make_endpoint("judge", stub)
     api = client_for("operator")
-    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 3, "threshold": 0.8,
+    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "concurrency": 1, "runs_per_paper": 3, "threshold": 0.8,
               "dataset": "toy-distilled", "sandbox_backend": "bwrap", "max_steps": 6, "time_limit_s": 60,
               "l_max": 4096, "tool_timeout_s": 20, "judge_help_after_s": 0.5}
     answer = api.post("/api/jobs/", {"kind": "distill", "config": config}, content_type="application/json")
@@ -157,7 +158,7 @@ def test_cancelling_a_distillation_stops_the_agent_mid_run_and_keeps_its_turns(
     make_endpoint("teacher", stub)
     make_endpoint("judge", stub)
     api = client_for("operator")
-    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 2, "top_k": 1,
+    config = {"papers": "toy-add", "teacher": "teacher", "judge": "judge", "concurrency": 1, "runs_per_paper": 2, "top_k": 1,
               "threshold": None, "dataset": "never", "sandbox_backend": "bwrap", "max_steps": 200, "l_max": 4096}
     job_id = api.post("/api/jobs/", {"kind": "distill", "config": config}, content_type="application/json").json()["id"]
     deadline = time.monotonic() + 20
@@ -189,7 +190,7 @@ def test_a_retried_distillation_resumes_after_its_last_finished_run(toy_paper, s
     record = {"paper": "toy-add", "index": 0, "trajectory": finished.pk, "submission": "submissions/resumed-run-1",
               "error": "", "end_state": "submitted", "steps": 3, "flagged": False, "teacher_cost_usd": 0.5}
     config = validate_config("distill", {
-        "papers": "toy-add", "teacher": "teacher", "judge": "judge", "runs_per_paper": 2, "threshold": 0.8,
+        "papers": "toy-add", "teacher": "teacher", "judge": "judge", "concurrency": 1, "runs_per_paper": 2, "threshold": 0.8,
         "dataset": "resumed", "sandbox_backend": "bwrap", "max_steps": 6, "l_max": 4096, "judge_help_after_s": 0})
     # As a worker that died after the first run leaves it once the retry has re-queued it.
     job = Job.objects.create(kind="distill", config=config, queue="cpu", attempt=1, created_by=personas["operator"],

@@ -111,6 +111,9 @@ class AgentTurn:
     submission_commit: str | None = None  # the commit after this turn, if it changed the submission
     meta: dict[str, Any] = field(default_factory=dict)  # tool name, exit code, usage, context size
     reasoning: str = ""  # the model's reasoning before this answer, when its endpoint returns it
+    # the ids the engine sampled for this answer and their log-probs (an RL policy's, token-in/out)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -149,10 +152,12 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
     state = {"commit": getattr(sandbox, "base_commit", None)}
 
     def add(role: str, content: str, *, tool_calls: list | None = None, tool_call_id: str = "",
-            began: float | None = None, commit: str | None = None, reasoning: str = "", **meta: Any) -> AgentTurn:
+            began: float | None = None, commit: str | None = None, reasoning: str = "",
+            sampled: Any = None, **meta: Any) -> AgentTurn:
         now = time.time()
         turn = AgentTurn(len(turns), role, content, list(tool_calls or []), tool_call_id, began or now, now,
-                         commit, meta, reasoning)
+                         commit, meta, reasoning, list(getattr(sampled, "token_ids", None) or []),
+                         list(getattr(sampled, "logprobs", None) or []))
         turns.append(turn)
         context.append(ContextTurn(role, content, turn.tool_calls, tool_call_id))
         if commit:
@@ -211,7 +216,7 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
                 content = strip_calls(content)
         # The reasoning is recorded, never sent back (DeepSeek's API refuses reasoning_content in a request).
         add("assistant", content, tool_calls=calls, began=began, reasoning=getattr(answer, "reasoning", "") or "",
-            context_messages=len(rendered),
+            sampled=answer, context_messages=len(rendered),
             context_tokens=sum(builder.counts[m.turn] for m in rendered if m.turn is not None),
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
             cost_usd=record.cost_usd, finish_reason=answer.finish_reason)
@@ -230,6 +235,8 @@ def run_agent(chat: Any, sandbox: Sandbox, task: AgentTask, config: AgentConfig,
             try:
                 outcome = run_tool(sandbox, name, call["function"].get("arguments"),
                                    timeout_s=min(config.tool_timeout_s, max(1.0, left)))
+                if getattr(sandbox, "closed", False):  # run_tool reports a dead sandbox as the tool's output
+                    raise SandboxError(outcome.output)
                 commit = sandbox.snapshot(f"turn {len(turns)}: {name}") if outcome.changes_files else None
             except SandboxError as exc:  # the sandbox itself is gone (wall clock, cancel, engine failure)
                 add("tool", f"{name} failed: {exc}", tool_call_id=call["id"], began=tool_began, tool=name)

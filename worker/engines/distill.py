@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.db import connections
 
 from apps.datasets.sampling import RunScore, select_runs, summarise
 from apps.datasets.services import create_dataset
@@ -33,6 +34,7 @@ from apps.trajectories.services import review_trajectory
 from worker.agent import AgentConfig, AgentTask, run_agent
 from worker.judge.helping import help_with_queued_judge
 from worker.sandbox import SandboxSpec, open_sandbox
+from worker.training.rl_pool import RolloutStates, run_concurrently
 
 
 class DistillError(RuntimeError):
@@ -217,22 +219,37 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         _judge_failed_again(records)
     total = len(slugs) * n_runs
     progress.set_total(total, stage="teacher runs")
+    todo = [(slug, index) for slug in slugs for index in range(n_runs) if (slug, index) not in done]
+    # The teacher runs go through the rollout pool: up to ``concurrency`` agents at once, each in
+    # its own sandbox (KLONG_SANDBOXES_PER_HOST still caps a Docker host); progress, the judge
+    # requests and the checkpoint are written here, in the job's thread, as each run finishes.
+    concurrency = max(1, int(config.get("concurrency", min(4, teacher.concurrency))))
+    states = RolloutStates(concurrency)
+
+    def work(item: tuple[str, int]) -> dict[str, Any]:
+        try:
+            return teacher_run(job, papers[item[0]], item[1], teacher, progress)
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def finished(item: tuple[str, int], record: Any) -> None:
+        slug, index = item
+        if isinstance(record, BaseException):
+            raise record
+        records.append(record)
+        progress.log(f"{slug} run {index + 1}: {record['end_state']} after {record['steps']} steps"
+                     + (" (flagged by the monitor)" if record["flagged"] else "")
+                     + (f"; {record['error']}" if record["error"] else ""))
+        counts = states.snapshot()
+        progress.update(len(records) / total, f"teacher runs: {counts['on_model']} running, {len(records)} of "
+                        f"{total} done", step=len(records), force=True)
+        progress.metric(len(records), teacher_cost_usd=_cost(records))
+        # Judge as runs finish: judge workers grade while the teacher goes on.
+        judge_runs(job, [record], judge, progress, wait=False)
+        progress.checkpoint({"step": len(records), "runs": records})
+
     try:
-        for slug in slugs:
-            for index in range(n_runs):
-                if (slug, index) in done:
-                    continue
-                progress.update(len(records) / total, f"{slug}: teacher run {index + 1} of {n_runs}",
-                                step=len(records), force=True)
-                record = teacher_run(job, papers[slug], index, teacher, progress)
-                records.append(record)
-                progress.log(f"{slug} run {index + 1}: {record['end_state']} after {record['steps']} steps"
-                             + (" (flagged by the monitor)" if record["flagged"] else "")
-                             + (f"; {record['error']}" if record["error"] else ""))
-                progress.metric(len(records), teacher_cost_usd=_cost(records))
-                # Judge as runs finish: judge workers grade while the teacher goes on.
-                judge_runs(job, [record], judge, progress, wait=False)
-                progress.checkpoint({"step": len(records), "runs": records})
+        run_concurrently(todo, work, concurrency, finished, states)
     except JobCancelled:
         _cancel_judges(records)
         raise

@@ -3,6 +3,7 @@ config, runs ``worker.training.rl.train_rl`` and records a checkpoint at every s
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
 from worker.training.rl_eval import Evaluation, eval_tasks_from
+from worker.training.rl_policy_server import PolicyServer
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
 from worker.training.sharded import ShardedTrainer, describe_ranks, job_sharding, training_processes, visible_gpus
@@ -123,12 +125,19 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         minibatch_size=int(config.get("minibatch_size", 8)),
         partial_rollouts=bool(config.get("partial_rollouts", True)),
         max_staleness=int(config.get("max_staleness", 1)), seed=int(config.get("seed", 0)),
+        tis_cap=float(config.get("tis_cap", 2.0)), concurrency=int(config.get("rollout_concurrency", 8)),
+        sandbox_hosts=tuple(h.strip() for h in str(config.get("sandbox_hosts") or "").split(",") if h.strip()) or ("",),
+        sandboxes_per_host=int(getattr(settings, "KLONG_SANDBOXES_PER_HOST", 0) or 0),
         precision=config.get("precision", "bf16"), lora=config.get("lora_mode", "train"),
         gradient_checkpointing=bool(config.get("gradient_checkpointing", True)),
         eval_every=int(config.get("eval_every", 0)),
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None
+    # the ranks the update trains on (None: this process), decided before anything is started
+    processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
+    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
+    stack = contextlib.ExitStack()
     if config.get("task_source") == "toy":
         tasks, runner, judge = toy_tasks(int(config.get("toy_tasks", 2))), ToyRunner(), ToyJudge()
         if config.get("judge_endpoint"):
@@ -145,8 +154,18 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
                            reproduce=reproduce_options(config))
         if config.get("policy_server_url"):
             server = ServerConfig(base_url=config["policy_server_url"], model=Path(rl_settings.policy).name,
-                                  reload=config.get("policy_server_reload", "sglang"))
+                                  reload=config.get("policy_server_reload", "sglang"),
+                                  model_path=str(config.get("policy_server_model_path") or ""))
+        elif not (Path(rl_settings.policy) / "adapter_config.json").is_file():
+            # a small policy served by this worker over the same API: the pool's concurrent calls
+            # are batched, and every answer carries its token ids and log-probs (a LoRA policy
+            # generates on the worker's own copy instead: the server loads whole models)
+            local = stack.enter_context(PolicyServer(rl_settings.policy))
+            server = ServerConfig(base_url=local.base_url, model="policy", reload="sglang")
+        else:
+            server = None
 
+        if server is not None:
             def make_policy(model, tokenizer, version):
                 return RemotePolicy(server, output_dir / "served", tokenizer, version)
 
@@ -158,11 +177,10 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     done = job.checkpoint or {}
     start_stage = int(done.get("stage", 0)) + 1
     if start_stage > len(stages):
+        stack.close()
         return {"stages": [], "note": "every stage had finished before this attempt"}
     if start_stage > 1:
         progress.log(f"resuming at stage {start_stage} from {done['path']}")
-    processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
-    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
     trainers: list[ShardedTrainer] = []
     ranks: list[dict[str, Any]] = []
     other_nodes: list[Job] = []
@@ -186,6 +204,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         for trainer in trainers:
             trainer.close()
         stop_other_nodes(other_nodes)
+        stack.close()
     if reporter.cancelled:
         raise JobCancelled()
     if evaluation is not None:

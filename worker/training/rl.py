@@ -19,21 +19,22 @@ its turns), and its advantage is Q minus the group mean, unscaled. Feeding that 
 GRPOTrainer would mean overriding its advantage computation and batching, i.e. most of it; the
 update itself is 40 lines of torch (``rl_update.train_on_batch``), readable and exactly the spec.
 
-Partial rollouts: with ``partial_rollouts`` a producer thread runs the next batch's rollouts
-while this batch is judged and trained on. Every rollout records the policy version it ran
-with; a rollout older than ``max_staleness`` updates is dropped and run again. The old
-log-probabilities of the ratio are the pre-update policy's on the window's own input
-(recomputed): the rollout-time context is the agent's, not the window's, so the sampler's
-log-probabilities would not be of the same sequence.
+Rollouts run in a pool (``rl_pool.RolloutPool``): up to ``concurrency`` agent sessions at once,
+each in its own sandbox. With ``partial_rollouts`` the pool never stops: an iteration takes the
+first n finished rollouts of each task, and unfinished ones go on through the update and continue
+with the new policy; each assistant turn records the policy version that generated it (a
+rollout's *segments*), and the update corrects for the sampler, older versions included, by
+truncated importance sampling on the sampler's own log-probs (token-in/token-out,
+``rl_update.train_on_batch``). Staleness is bounded at launch by ``max_staleness``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,7 +46,8 @@ from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
 from apps.trajectories.windows import ChatRenderer, Example, TurnRow, split_examples
 from worker.training.policy_io import is_lora
-from worker.training.rl_math import LossStats, advantage_spread, batch_advantages, too_stale
+from worker.training.rl_math import LossStats, advantage_spread, batch_advantages
+from worker.training.rl_pool import RolloutPool, RolloutStates, current_session
 from worker.training.rl_update import LocalTrainer
 
 HOUR = 3600.0
@@ -92,9 +94,13 @@ class RLSettings:
     ppo_epochs: int = 1
     minibatch_size: int = 8  # sub-trajectories per optimiser step
     max_grad_norm: float = 1.0
+    tis_cap: float = 2.0  # truncated importance sampling: cap of pi_old / pi_sampler per token
     partial_rollouts: bool = True
     max_staleness: int = 1
     seed: int = 0
+    concurrency: int = 8  # agent sessions at once (the rollout pool)
+    sandbox_hosts: tuple[str, ...] = ("",)  # Docker hosts the sessions spread over ("" = DOCKER_HOST)
+    sandboxes_per_host: int = 0  # at most this many sessions per host (KLONG_SANDBOXES_PER_HOST); 0 = no cap
     precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
     lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
     gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
@@ -129,10 +135,22 @@ class Rollout:
     wall_s: float = 0.0
     tokens: int = 0  # assistant tokens generated
     meta: dict[str, Any] = field(default_factory=dict)
+    # (first turn, policy version) of each segment: the turns one policy version generated. A
+    # partial rollout continued across updates has several; ``policy_version`` is the first's.
+    segments: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def truncated(self) -> bool:
         return self.end_state == "timed_out"
+
+
+def segments_of(turn_versions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Segments from (turn index, policy version) of each generated turn: a new one where the version changes."""
+    segments: list[tuple[int, int]] = []
+    for turn, version in turn_versions:
+        if not segments or segments[-1][1] != version:
+            segments.append((turn, version))
+    return segments
 
 
 class Policy(Protocol):
@@ -206,91 +224,58 @@ def split_rollout(rollout: Rollout, config: SplitConfig, turns: ChatRenderer) ->
 # --------------------------------------------------------------------------- rollout production
 
 
-def rollout_seed(seed: int, batch: int, task: int, index: int, *, again: bool = False) -> int:
+def rollout_seed(seed: int, batch: int, task: int, index: int) -> int:
     """A sampling seed per rollout, stable across processes (``hash()`` of a str is not)."""
-    return (seed * 1_000_003 + batch * 10_007 + task * 101 + index + (500_009 if again else 0)) % 2**31
+    return (seed * 1_000_003 + batch * 10_007 + task * 101 + index) % 2**31
 
 
-class RolloutProducer:
-    """Makes each iteration's batch of n rollouts per task, ahead of time with partial rollouts.
+class WeightGate:
+    """Many generations at once, a weight swap alone (a readers-writer lock).
 
-    ``next_batch(prefetch)`` returns this iteration's rollouts; with partial rollouts and
-    ``prefetch`` it then starts the next batch in a background thread at once, so those rollouts
-    run while the caller judges and trains. A prefetched rollout whose policy version is more
-    than ``max_staleness`` updates behind when it is taken is run again.
-    """
+    ``generating()`` around each model call, ``swapping()`` around a weight swap: the swap waits
+    for the calls in flight and holds new ones until it is done, so one call never mixes two
+    versions. A session held back by a swap is "paused" in the pool's counts (the sandbox waits for
+    the trainer)."""
 
-    def __init__(self, tasks: Sequence[Task], runner: RolloutRunner, policy: Policy, settings: RLSettings,
-                 timeout_s: float, seed: int) -> None:
-        self.tasks = list(tasks)
-        self.runner = runner
-        self.policy = policy
-        self.settings = settings
-        self.timeout_s = timeout_s
-        self.seed = seed
-        self._batches = 0
-        self._pending: queue.Queue[tuple[list[Rollout], float] | BaseException] | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.dropped_stale = 0
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._swapping = False
+        self._waiting_swaps = 0
 
-    def _run_batch(self, batch_number: int) -> list[Rollout]:
-        out = []
-        for t, task in enumerate(self.tasks):
-            for j in range(self.settings.n_rollouts):
-                if self._stop.is_set():
-                    raise RLStopped()
-                seed = rollout_seed(self.seed, batch_number, t, j)
-                out.append(self.runner.run(task, j, self.timeout_s, self.policy, seed))
-        return out
-
-    def _background(self, batch_number: int, out: queue.Queue) -> None:
-        started = time.perf_counter()
+    @contextlib.contextmanager
+    def generating(self) -> Iterator[None]:
+        session = current_session()
+        with self._cond:
+            if self._swapping or self._waiting_swaps:
+                if session is not None:
+                    session.state("paused")
+                while self._swapping or self._waiting_swaps:
+                    self._cond.wait()
+                if session is not None:
+                    session.state("on_model")
+            self._readers += 1
         try:
-            out.put((self._run_batch(batch_number), time.perf_counter() - started))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            out.put(exc)
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
 
-    def next_batch(self, prefetch: bool) -> tuple[list[Rollout], float]:
-        """(rollouts, seconds their generation took); the caller waits only for what is not ready."""
-        batch_number = self._batches
-        self._batches += 1
-        if self._pending is not None:
-            got = self._pending.get()
-            self._pending, self._thread = None, None
-            if isinstance(got, BaseException):
-                raise got
-            rollouts, generate_s = got
-            fresh = []
-            for r in rollouts:
-                if too_stale(r.policy_version, self.policy.version, self.settings.max_staleness):
-                    self.dropped_stale += 1
-                    started = time.perf_counter()
-                    t = next(k for k, task in enumerate(self.tasks) if task.id == r.task_id)
-                    task = self.tasks[t]
-                    seed = rollout_seed(self.seed, batch_number, t, r.index, again=True)
-                    r = self.runner.run(task, r.index, self.timeout_s, self.policy, seed)
-                    generate_s += time.perf_counter() - started
-                fresh.append(r)
-            rollouts = fresh
-        else:
-            started = time.perf_counter()
-            rollouts = self._run_batch(batch_number)
-            generate_s = time.perf_counter() - started
-        if prefetch and self.settings.partial_rollouts:
-            self._pending = queue.Queue(maxsize=1)
-            self._thread = threading.Thread(
-                target=self._background, args=(self._batches, self._pending), name="rl-rollouts", daemon=True
-            )
-            self._thread.start()
-        return rollouts, generate_s
-
-    def close(self) -> None:
-        """Stop a prefetch in flight (at its next rollout) and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._thread = self._pending = None
+    @contextlib.contextmanager
+    def swapping(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_swaps += 1
+            while self._swapping or self._readers:
+                self._cond.wait()
+            self._waiting_swaps -= 1
+            self._swapping = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._swapping = False
+                self._cond.notify_all()
 
 
 # --------------------------------------------------------------------------- local policy serving
@@ -300,9 +285,8 @@ class LocalPolicy:
     """Policy served on this worker with transformers: its own copy of the weights for generation.
 
     The trainer's model changes during an update; rollouts generate with this copy, which
-    ``publish`` refreshes. The swap waits for a generation in flight (``lock``), so one call
-    never mixes two versions. Runners take ``lock`` around each generation and read
-    ``version`` at a rollout's start.
+    ``publish`` refreshes under the ``gate`` (no generation sees half a swap). Runners hold
+    ``gate.generating()`` around each generation and read ``version`` inside it.
     """
 
     def __init__(self, model: Any, tokenizer: Any, version: int = 0) -> None:
@@ -311,11 +295,10 @@ class LocalPolicy:
             p.requires_grad_(False)
         self.tokenizer = tokenizer
         self.version = version
-        self.lock = threading.RLock()
+        self.gate = WeightGate()
 
     def publish(self, model: Any, version: int) -> None:
-
-        with self.lock, torch.no_grad():
+        with self.gate.swapping(), torch.no_grad():
             for mine, theirs in zip(self.model.parameters(), model.parameters(), strict=True):
                 mine.copy_(theirs.detach())
             self.version = version
@@ -394,6 +377,7 @@ def train_rl(
     turns = renderer_for(tokenizer, settings.policy)
     by_id = {t.id: t for t in tasks}
     trainer = (make_trainer or LocalTrainer)(settings, tokenizer)
+    states = RolloutStates(max(1, settings.concurrency))
 
     total_iterations = sum(s.iterations for s in settings.stages)
     step = sum(s.iterations for s in settings.stages[: start_stage - 1])
@@ -413,14 +397,31 @@ def train_rl(
         reporter.log(f"stage {m}: timeout {stage.timeout_s:g} s, {stage.iterations} iterations, from {path}")
         record: dict[str, Any] = {"stage": m, "timeout_s": stage.timeout_s, "iterations": stage.iterations,
                                   "start_from": str(path), "first_step": step + 1}
-        producer = RolloutProducer(tasks, runner, policy, settings, stage.timeout_s, settings.seed + 1000 * m)
+        pool = RolloutPool(
+            tasks, runner, policy, n_rollouts=settings.n_rollouts, timeout_s=stage.timeout_s,
+            seed_for=lambda batch, t, j, m=m: rollout_seed(settings.seed + 1000 * m, batch, t, j),
+            concurrency=settings.concurrency, partial=settings.partial_rollouts, max_staleness=settings.max_staleness,
+            hosts=settings.sandbox_hosts, per_host=settings.sandboxes_per_host, states=states,
+            is_failure=lambda r: getattr(r, "end_state", "") == "error", should_stop=reporter.should_stop,
+            iterations=stage.iterations,
+        )
         try:
             for it in range(stage.iterations):
                 if reporter.should_stop():
                     raise RLStopped()
+                where = f"stage {m}/{len(settings.stages)}, iteration {it + 1}/{stage.iterations}"
                 t0 = time.perf_counter()
-                rollouts, generate_s = producer.next_batch(prefetch=it + 1 < stage.iterations)
+                t0_slots = time.monotonic()
+                try:
+                    rollouts, generate_s = pool.next_batch(
+                        last=it + 1 == stage.iterations,
+                        on_wait=lambda where=where, step=step: reporter.progress(step, total_iterations,
+                                                                      f"{where}: rollouts {state_line(states)}"))
+                except InterruptedError:
+                    raise RLStopped() from None
                 t1 = time.perf_counter()
+                if not rollouts:
+                    raise RLError(f"every rollout of the batch failed: {pool.failed[-1][2] if pool.failed else '?'}")
                 subs = [s for r in rollouts for s in split_rollout(r, settings.split, turns)]
                 if not subs:
                     raise RLError("no rollout produced an assistant turn: nothing to judge or train")
@@ -430,21 +431,29 @@ def train_rl(
                 t2 = time.perf_counter()
                 stats = trainer.update(subs)
                 step += 1
+                # sessions still running go on with the new weights once they are published (the
+                # swap pauses their next model call, no longer)
                 policy.publish(model, step)
                 t3 = time.perf_counter()
                 last = iteration_metrics(m, stage, rollouts, subs, advantages, stats, policy.version)
+                counts = states.snapshot()
                 last.update(judge_queue_depth=float(max(depth, judge.queue_depth())),
-                            stale_rollouts_rerun=float(producer.dropped_stale),
+                            rollouts_failed=float(pool.failed_this_batch),
+                            rollouts_on_model=float(counts["on_model"]), rollouts_on_tools=float(counts["on_tools"]),
+                            rollouts_done=float(counts["done"]),
+                            sandbox_idle_share=states.idle_share(t0_slots, time.monotonic()),
                             time_rollout_s=t1 - t0, time_generate_s=generate_s, time_judge_s=t2 - t1,
                             time_train_s=t3 - t2, time_iteration_s=t3 - t0)
                 if evaluation is not None:  # eval_score next to reward, with the policy just published
                     last.update(evaluation.after_update(settings.eval_every, step, policy, stage.timeout_s))
                 reporter.metric(step, **last)
                 reporter.progress(step, total_iterations,
-                                  f"stage {m}/{len(settings.stages)}, iteration {it + 1}/{stage.iterations}: "
-                                  f"reward {last['reward']:.3f}, truncated {last['truncation_rate']:.0%}")
-        finally:
-            producer.close()
+                                  f"{where}: reward {last['reward']:.3f}, truncated {last['truncation_rate']:.0%}; "
+                                  f"rollouts {state_line(states)}")
+        except BaseException:
+            pool.close(cancel=True)  # a failed or stopped run does not wait hours for its rollouts to end
+            raise
+        pool.close()  # the stage's last iteration waited for every rollout: nothing is in flight
         path = settings.output_dir / f"stage-{m}"
         trainer.save(path)
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
@@ -453,6 +462,14 @@ def train_rl(
     return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
             "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
+
+
+def state_line(states: RolloutStates) -> str:
+    """The pool's live counts in words: what the job page's progress line shows."""
+    c = states.snapshot()
+    running = c["waiting_sandbox"] + c["on_model"] + c["on_tools"] + c["paused"]
+    return (f"{running} running ({c['on_model']} on the model, {c['on_tools']} on tools, {c['paused']} paused), "
+            f"{c['done']} done, {c['failed']} failed")
 
 
 def iteration_metrics(stage_number: int, stage: Stage, rollouts: Sequence[Rollout], subs: Sequence[SubTrajectory],
@@ -474,8 +491,11 @@ def iteration_metrics(stage_number: int, stage: Stage, rollouts: Sequence[Rollou
         "rollout_elapsed_s": sum(r.elapsed_s for r in rollouts) / n,
         "subtrajectories_per_rollout": len(subs) / n,
         "staleness": sum(version - 1 - r.policy_version for r in rollouts) / n,
+        "segments_per_rollout": sum(max(1, len(r.segments)) for r in rollouts) / n,
         **advantage_spread(advantages).as_metrics(),
     }
     if stats is not None:
         out.update(loss=stats.loss, kl=stats.kl, clip_fraction=stats.clip_fraction, trained_tokens=float(stats.tokens))
+        if stats.sampled_tokens:
+            out.update(sampler_mismatch=stats.sampler_mismatch, tis_capped_fraction=stats.tis_capped_fraction)
     return out

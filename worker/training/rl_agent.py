@@ -13,6 +13,7 @@ queue's depth is the number of judge jobs waiting.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -37,7 +38,8 @@ from apps.trajectories.windows import TurnRow
 from worker.agent import AgentConfig, AgentTask, run_agent
 from worker.judge.helping import help_with_queued_judge
 from worker.sandbox import SandboxSpec, open_sandbox
-from worker.training.rl import LocalPolicy, RLError, Rollout, Task
+from worker.training.rl import LocalPolicy, RLError, Rollout, Task, segments_of
+from worker.training.rl_pool import Session, current_session
 
 EMPTY_SUBMISSION = ""  # no commit yet: nothing submitted, Q = 0 without a judge call
 
@@ -78,21 +80,56 @@ class LocalPolicyChat:
                                             return_tensors="pt")["input_ids"]
         max_new = int(params.get("max_tokens") or self.max_new_tokens)
         temperature = float(params.get("temperature") or self.temperature)
-        # one generation never mixes two policy versions: publish waits for the lock
-        with self.policy.lock, torch.no_grad():
+        # one generation never mixes two policy versions: publish waits for it
+        with self.policy.gate.generating(), torch.no_grad():
             ids = ids.to(self.policy.device)
+            # output_logits: the raw logits of each step, before temperature and other warpers: the
+            # sampler's log-probs at temperature 1, the quantity the trainer computes (and vLLM's default)
             out = self.policy.model.generate(
                 input_ids=ids, max_new_tokens=max_new, do_sample=temperature > 0, temperature=temperature,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                output_logits=True, return_dict_in_generate=True,
             )
-        new = out[0, ids.shape[1]:]
+        new = out.sequences[0, ids.shape[1]:]
         if new.numel() == 0:
             raise LLMBadResponse("the policy generated no tokens", record)
+        logprobs = [float(torch.log_softmax(step[0].float(), dim=-1)[token])
+                    for step, token in zip(out.logits, new.tolist(), strict=False)]
         record.prompt_tokens, record.completion_tokens = int(ids.shape[1]), int(new.numel())
         record.latency_s = record.total_s = time.monotonic() - started
         record.ok = True
         finish = "stop" if int(new[-1]) == tokenizer.eos_token_id else "length"
-        return ChatResult(tokenizer.decode(new, skip_special_tokens=True), record, finish)
+        return ChatResult(tokenizer.decode(new, skip_special_tokens=True), record, finish,
+                          token_ids=new.tolist(), logprobs=logprobs)
+
+
+class TrackedChat:
+    """The policy's chat client as a pool session uses it: each call is "on the model" in the
+    pool's counts, waits out a weight swap (``gate``), and notes the version that answered."""
+
+    def __init__(self, chat: Any, policy: Any, session: Session | None) -> None:
+        self.chat_client = chat
+        self.config = getattr(chat, "config", None)  # the agent picks structured tool calls by backend
+        self.policy = policy
+        self.session = session
+        self.last_version: int | None = None
+
+    def chat(self, messages: Sequence[dict[str, Any]], **params: Any) -> ChatResult:
+        if self.session is not None:
+            self.session.state("on_model")
+        gate = getattr(self.policy, "gate", None)
+        try:
+            with gate.generating() if gate is not None else contextlib.nullcontext():
+                self.last_version = int(self.policy.version)
+                return self.chat_client.chat(messages, **params)
+        finally:
+            if self.session is not None:
+                self.session.state("on_tools")
+
+    def close(self) -> None:
+        close = getattr(self.chat_client, "close", None)
+        if close is not None:
+            close()
 
 
 class AgentRunner:
@@ -115,6 +152,7 @@ class AgentRunner:
         self.cpus = cpus
         self.should_stop = should_stop
         self.run_id = f"job{job_id}" if job_id else uuid.uuid4().hex[:10]
+        self.live: dict[tuple[str, int], Any] = {}  # the open sandbox of each running rollout
 
     def _chat(self, policy: Any) -> Any:
         return policy.chat_client() if hasattr(policy, "chat_client") else LocalPolicyChat(policy)
@@ -130,14 +168,15 @@ class AgentRunner:
 
     def _run(self, task: Task, index: int, timeout_s: float, policy: Any) -> Rollout:
         paper: PaperTask = task.data
+        session = current_session()
         version = policy.version
         started = time.perf_counter()
         agent_task = AgentTask(paper_markdown=paper.markdown, addendum=paper.addendum,
                                instructions=paper.instructions, blacklist=list(paper.blacklist))
-        mounts = agent_task.write_files(self.work_dir / "rl" / self.run_id / "papers" / paper.slug)
+        mounts = agent_task.write_files(self.work_dir / "rl" / self.run_id / "papers" / f"{paper.slug}-{index}")
         spec = SandboxSpec(backend=self.sandbox_backend, image=paper.image or self.image, cpus=self.cpus,
                            memory_mb=self.memory_mb, network=False, wall_clock_s=timeout_s + 300,
-                           mounts_ro=mounts, job_id=self.job_id)
+                           mounts_ro=mounts, job_id=self.job_id, docker_host=session.host if session else "")
         config = AgentConfig(max_steps=self.max_steps, time_limit_s=timeout_s, l_max=self.l_max,
                              tokenizer=getattr(policy, "tokenizer", None))
         recorder = TrajectoryRecorder.start(
@@ -145,24 +184,46 @@ class AgentRunner:
             policy_version=f"v{version}", title=f"{paper.slug} RL {self.run_id} rollout {index + 1} (policy v{version})",
             meta={"rl_job": self.job_id, "rollout": index, "timeout_s": timeout_s},
         )
+        chat = TrackedChat(self._chat(policy), policy, session)
+        versions: list[tuple[int, int]] = []
+
+        def on_turn(turn: Any) -> None:
+            if turn.role == "assistant" and chat.last_version is not None:
+                # the segment this turn belongs to: the version that generated it
+                turn.meta["policy_version"] = chat.last_version
+                versions.append((turn.index, chat.last_version))
+            recorder.add_turn(turn)
+
+        key = (task.id, index)
         try:
             with open_sandbox(spec) as sandbox:
-                result = run_agent(self._chat(policy), sandbox, agent_task, config, on_turn=recorder.add_turn,
-                                   should_stop=self.should_stop)
+                self.live[key] = sandbox
+                if session is not None:
+                    session.state("on_tools")
+                try:
+                    result = run_agent(chat, sandbox, agent_task, config, on_turn=on_turn,
+                                       should_stop=lambda: bool(self.should_stop and self.should_stop())
+                                       or bool(session and session.cancelled()))
+                finally:
+                    self.live.pop(key, None)
                 rows, commits = rollout_rows(result)
-                # a flagged run is disqualified: every state scores 0, nothing is exported
-                wanted = set() if result.flagged else {c for c in commits if c}
+                # a flagged run is disqualified: every state scores 0, nothing is exported; a killed
+                # sandbox has nothing left to export (the rollout failed)
+                wanted = set() if result.flagged or sandbox.closed else {c for c in commits if c}
                 folders = self._export(sandbox, task, index, version, wanted)
-            recorder.finish(result, submission_url=folders.get(result.final_commit, ""))
+            segments = segments_of(versions)
+            recorder.finish(result, submission_url=folders.get(result.final_commit, ""),
+                            extra={"segments": [list(s) for s in segments]})
         except Exception as exc:
             recorder.abandon(f"{type(exc).__name__}: {exc}")
             raise
         states = [folders.get(c, EMPTY_SUBMISSION) if c else EMPTY_SUBMISSION for c in commits]
         usage = result.usage or {}
-        return Rollout(task.id, index, version, timeout_s, rows, states, result.end_state, result.wall_s,
-                       time.perf_counter() - started, int(usage.get("completion_tokens", 0)),
+        return Rollout(task.id, index, segments[0][1] if segments else version, timeout_s, rows, states,
+                       result.end_state, result.wall_s, time.perf_counter() - started,
+                       int(usage.get("completion_tokens", 0)),
                        meta={"final_commit": result.final_commit, "flagged": result.flagged, "error": result.error,
-                             "trajectory": recorder.trajectory.pk})
+                             "trajectory": recorder.trajectory.pk}, segments=segments)
 
     def _export(self, sandbox: Any, task: Task, index: int, version: int, commits: set[str]) -> dict[str, str]:
         folders = {}
@@ -175,13 +236,17 @@ class AgentRunner:
 
 def rollout_rows(result: Any) -> tuple[list[TurnRow], list[str | None]]:
     """The agent's turns as training rows (rendered as the trajectory store and the agent's
-    context render them) and the submission commit current after each turn."""
+    context render them; an assistant turn keeps the ids its policy sampled, which windows train
+    on instead of that render) and the submission commit current after each turn."""
 
     rows: list[TurnRow] = []
     commits: list[str | None] = []
     current: str | None = None
     for turn in result.turns:
-        rows.append(TurnRow(turn.role, turn_text(turn.content, "", turn.tool_calls)))
+        ids = tuple(getattr(turn, "token_ids", None) or ())
+        logprobs = tuple(getattr(turn, "logprobs", None) or ())
+        rows.append(TurnRow(turn.role, turn_text(turn.content, "", turn.tool_calls), token_ids=ids,
+                            logprobs=logprobs if len(logprobs) == len(ids) else ()))
         current = turn.submission_commit or current  # unchanged turns keep the last commit
         commits.append(current)
     return rows, commits

@@ -161,6 +161,11 @@ class LossStats:
     clip_fraction: float
     ratio_mean: float
     tokens: int
+    # Sampler vs trainer (token-in/token-out): mean |log pi_old - log pi_sampler| over the tokens
+    # whose sampler log-prob is known, and the share of those whose importance weight hit tis_cap.
+    sampler_mismatch: float = 0.0
+    tis_capped_fraction: float = 0.0
+    sampled_tokens: int = 0  # tokens with a sampler log-prob (the two figures above are over these)
 
 
 def clipped_pg_loss(
@@ -172,6 +177,8 @@ def clipped_pg_loss(
     clip_eps: float,
     kl_coef: float = 0.0,
     ref_logp: Any = None,
+    sampler_logp: Any = None,
+    tis_cap: float = 2.0,
 ) -> tuple[Any, LossStats]:
     """The GRPO/PPO clipped objective over the masked (assistant) tokens, as a loss to minimise.
 
@@ -181,6 +188,13 @@ def clipped_pg_loss(
     exp(ref - logp) - (ref - logp) - 1 (unbiased, always >= 0). ``advantages`` is one value per
     row (the sub-trajectory's A, broadcast to its tokens) or per token. The loss is the mean over
     every masked token of the batch, so a long window weighs by its tokens, as in the SFT loss.
+
+    Truncated importance sampling (``sampler_logp``: the inference engine's log-probs of the
+    sampled tokens, NaN where unknown): the rollouts came from the sampler (vLLM, SGLang, the
+    local generate, maybe an older policy version mid-rollout), not from pi_old, so each token's
+    loss is weighted by w = min(pi_old / pi_sampler, tis_cap), detached, as TRL's
+    ``vllm_importance_sampling_correction``, verl's and slime's TIS do. Tokens without a sampler
+    log-prob get w = 1.
     """
 
     if clip_eps <= 0:
@@ -195,6 +209,21 @@ def clipped_pg_loss(
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
     per_token = -torch.minimum(unclipped, clipped)
     tokens = mask.sum().clamp(min=1.0)
+    mismatch = capped = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    sampled = torch.zeros_like(mask)
+    if sampler_logp is not None:
+        if tis_cap <= 0:
+            raise ValueError("tis_cap must be positive")
+        with torch.no_grad():
+            known = torch.isfinite(sampler_logp)
+            sampled = mask * known.to(mask.dtype)
+            delta = torch.where(known, old_logp.detach() - sampler_logp, torch.zeros_like(old_logp))
+            raw = torch.exp(delta)
+            weight = torch.where(known, torch.clamp(raw, max=tis_cap), torch.ones_like(raw))
+            count = sampled.sum().clamp(min=1.0)
+            mismatch = (delta.abs() * sampled).sum() / count
+            capped = ((raw > tis_cap).to(mask.dtype) * sampled).sum() / count
+        per_token = per_token * weight
     pg = (per_token * mask).sum() / tokens
     kl = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if kl_coef > 0:
@@ -209,5 +238,6 @@ def clipped_pg_loss(
             loss=float(loss), pg_loss=float(pg), kl=float(kl),
             clip_fraction=float((clipped_tokens * mask).sum() / tokens),
             ratio_mean=float((ratio * mask).sum() / tokens), tokens=int(mask.sum()),
+            sampler_mismatch=float(mismatch), tis_capped_fraction=float(capped), sampled_tokens=int(sampled.sum()),
         )
     return loss, stats

@@ -32,7 +32,8 @@ from apps.judging.judge.submission import Submission
 from apps.rubrics.paperbench import flatten
 from apps.rubrics.scoring import ScoringPlan
 from apps.trajectories.windows import TurnRow
-from worker.training.rl import LocalPolicy, Rollout, Task
+from worker.training.rl import LocalPolicy, Rollout, Task, segments_of
+from worker.training.rl_pool import current_session
 
 SYSTEM = "You are an agent. Write the submission in plain lowercase words."
 
@@ -47,6 +48,7 @@ class ToyTask:
     temperature: float = 1.0
     letter_thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
     length_thresholds: tuple[int, ...] = ()  # characters; needs time, so longer stages score more
+    tool_sleep_s: float = 0.0  # real seconds each tool step takes (the benchmark's stand-in for a sandbox)
 
 
 def toy_tasks(count: int = 1, **options: Any) -> list[Task]:
@@ -141,66 +143,88 @@ class ModelJudge:
         return max(0, self._waiting)
 
 
-def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float, seed: int) -> list[int]:
+def sample(policy: LocalPolicy, prompt_ids: list[int], max_new: int, temperature: float,
+           seed: int) -> tuple[list[int], list[float]]:
     """Sample up to ``max_new`` tokens (stopping at end-of-turn) with a per-rollout generator, so a
-    rollout is reproducible whatever else runs in the process (the trainer, other threads)."""
+    rollout is reproducible whatever else runs in the process (the trainer, other threads).
+
+    Returns the ids and the sampler's log-prob of each: the policy's at temperature 1 (what the
+    trainer computes, and what vLLM returns by default), the behaviour policy of the RL update."""
 
     model, eos = policy.model, policy.tokenizer.eos_token_id
     device = policy.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     out: list[int] = []
+    logprobs: list[float] = []
     with torch.no_grad():
         ids = torch.tensor([prompt_ids], device=device)
         result = model(input_ids=ids, use_cache=True)
         for _ in range(max_new):
-            logits = result.logits[0, -1].float() / max(temperature, 1e-5)
+            raw = result.logits[0, -1].float()
+            logits = raw / max(temperature, 1e-5)
             token = int(torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator))
             out.append(token)
+            logprobs.append(float(torch.log_softmax(raw, dim=-1)[token]))
             if token == eos:
                 break
-            # transformers 5 returns the KV cache as ``cache`` (``past_key_values`` before)
-            cache = getattr(result, "cache", None) or result.past_key_values
-            result = model(input_ids=torch.tensor([[token]], device=device), cache=cache, use_cache=True)
-    return out
+            # the KV cache goes back in as ``past_key_values``: under any other name the model would
+            # see the new token alone (what this sampler did before: the sampler's log-probs exposed it)
+            result = model(input_ids=torch.tensor([[token]], device=device), past_key_values=result.past_key_values,
+                           use_cache=True)
+    return out, logprobs
 
 
 class ToyRunner:
-    """Rollouts of the toy task with a ``LocalPolicy`` (held for the whole rollout: one version)."""
+    """Rollouts of the toy task with a ``LocalPolicy``. Each turn generates under the policy's gate
+    with the version published at that moment: a rollout the pool keeps running across an update
+    continues with the new weights, and its turns say which version wrote them (its segments)."""
 
     def run(self, task: Task, index: int, timeout_s: float, policy: LocalPolicy, seed: int) -> Rollout:
         spec: ToyTask = task.data
         tokenizer = policy.tokenizer
+        session = current_session()
         started = time.perf_counter()
         turns = [TurnRow("system", SYSTEM), TurnRow("user", spec.instructions)]
         states: list[Any] = ["", ""]
         written: list[str] = []
+        versions: list[tuple[int, int]] = []
         clock = 0.0
         tokens = 0
         end_state = "submitted"
-        with policy.lock:
-            version = policy.version
-            for step in range(spec.max_turns):
-                budget = int((timeout_s - clock - spec.seconds_per_turn) // spec.seconds_per_token)
-                if budget <= 0:
-                    end_state = "timed_out"
-                    break
-                messages = [{"role": t.role, "content": t.text} for t in turns]
-                prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-                prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
-                new = sample(policy, prompt_ids, min(spec.tokens_per_turn, budget), spec.temperature,
-                             seed * 31 + step)
-                tokens += len(new)
-                clock += spec.seconds_per_turn + len(new) * spec.seconds_per_token
-                text = tokenizer.decode(new, skip_special_tokens=True)
-                written.append(text)
-                turns.append(TurnRow("assistant", text))
-                states.append("\n".join(written))
-                cut = budget < spec.tokens_per_turn and len(new) == budget and new[-1] != tokenizer.eos_token_id
-                if cut:
-                    end_state = "timed_out"  # forced truncation: the turn was cut at the timeout
-                    break
-                turns.append(TurnRow("tool", f"saved {len(text)} characters"))
-                states.append(states[-1])
-        return Rollout(task.id, index, version, timeout_s, turns, states, end_state, clock,
-                       time.perf_counter() - started, tokens)
+        for step in range(spec.max_turns):
+            if session is not None and session.cancelled():
+                end_state = "cancelled"
+                break
+            budget = int((timeout_s - clock - spec.seconds_per_turn) // spec.seconds_per_token)
+            if budget <= 0:
+                end_state = "timed_out"
+                break
+            messages = [{"role": t.role, "content": t.text} for t in turns]
+            prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+            if session is not None:
+                session.state("on_model")
+            with policy.gate.generating():
+                versions.append((len(turns), policy.version))
+                new, logprobs = sample(policy, prompt_ids, min(spec.tokens_per_turn, budget), spec.temperature,
+                                       seed * 31 + step)
+            tokens += len(new)
+            clock += spec.seconds_per_turn + len(new) * spec.seconds_per_token
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            written.append(text)
+            turns.append(TurnRow("assistant", text, token_ids=tuple(new), logprobs=tuple(logprobs)))
+            states.append("\n".join(written))
+            cut = budget < spec.tokens_per_turn and len(new) == budget and new[-1] != tokenizer.eos_token_id
+            if cut:
+                end_state = "timed_out"  # forced truncation: the turn was cut at the timeout
+                break
+            if session is not None:
+                session.state("on_tools")
+            if spec.tool_sleep_s:
+                time.sleep(spec.tool_sleep_s)
+            turns.append(TurnRow("tool", f"saved {len(text)} characters"))
+            states.append(states[-1])
+        segments = segments_of(versions)
+        return Rollout(task.id, index, segments[0][1] if segments else policy.version, timeout_s, turns, states,
+                       end_state, clock, time.perf_counter() - started, tokens, segments=segments)

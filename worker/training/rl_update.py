@@ -41,7 +41,12 @@ def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[
     input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
     labels = torch.tensor(_pad([e.labels for e in examples], IGNORE_INDEX), device=device)
     attention = torch.tensor(_pad([[1] * len(e.input_ids) for e in examples], 0), device=device)
+    # the sampler's log-prob of each token (NaN where unknown), shifted like the loss mask
+    nan = float("nan")
+    sampler = [[nan if v is None else float(v) for v in (e.sampler_logprobs or [None] * len(e.input_ids))]
+               for e in examples]
     return {
+        "sampler_logp": torch.tensor(_pad(sampler, nan), dtype=torch.float32, device=device)[:, 1:],
         "input_ids": input_ids,
         "attention_mask": attention,
         # logprob t predicts token t+1: the loss mask is the labels shifted by one
@@ -100,7 +105,8 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
                 logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
             loss, s = clipped_pg_loss(
                 logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
-                kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"),
+                kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"), sampler_logp=b["sampler_logp"],
+                tis_cap=settings.tis_cap,
             )
             if shard is not None:
                 loss = shard.scale(loss, b["mask"])
@@ -120,7 +126,18 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
         clip_fraction=sum(s.clip_fraction * s.tokens for s in stats) / tokens,
         ratio_mean=sum(s.ratio_mean * s.tokens for s in stats) / tokens,
         tokens=tokens // max(1, settings.ppo_epochs),
+        **sampler_figures(stats),
     )
+
+
+def sampler_figures(stats: Sequence[LossStats]) -> dict[str, Any]:
+    """Sampler-vs-trainer figures of an update, weighted by the tokens that have a sampler log-prob."""
+    sampled = sum(s.sampled_tokens for s in stats)
+    if not sampled:
+        return {}
+    return {"sampler_mismatch": sum(s.sampler_mismatch * s.sampled_tokens for s in stats) / sampled,
+            "tis_capped_fraction": sum(s.tis_capped_fraction * s.sampled_tokens for s in stats) / sampled,
+            "sampled_tokens": sampled}
 
 
 class LocalTrainer:

@@ -417,9 +417,45 @@ class ChatClient:
         record.ok = True
         calls = choice["message"].get("tool_calls")
         finish = choice.get("finish_reason")
+        token_ids, logprobs = sampled_tokens(choice)
         return ChatResult(text=text, record=record, finish_reason=finish if isinstance(finish, str) else None,
                           tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
-                          reasoning=reasoning)
+                          reasoning=reasoning, token_ids=token_ids, logprobs=logprobs)
+
+
+# What an RL policy asks of vLLM for token-in/token-out: per-token log-probs (OpenAI's ``logprobs``)
+# with each token named by its id (vLLM's ``return_tokens_as_token_ids``: "token_id:1234"), and
+# the ids themselves (vLLM's ``return_token_ids``). Servers that do not know an extra ignore it.
+TOKEN_PARAMS: dict[str, Any] = {"logprobs": True, "return_tokens_as_token_ids": True, "return_token_ids": True}
+
+
+def sampled_tokens(choice: dict[str, Any]) -> tuple[list[int], list[float]]:
+    """The sampled ids and their log-probs from a chat completion choice, ([], []) when the server
+    gave no ids: ``choice.token_ids`` (vLLM ``return_token_ids``) or ``logprobs.content[].token``
+    as "token_id:N" (vLLM ``return_tokens_as_token_ids``); log-probs from ``logprobs.content``.
+    Anything implausible (a non-integer id, a count that does not match) gives nothing: a wrong
+    id would be trained on."""
+    content = choice.get("logprobs")
+    entries = content.get("content") if isinstance(content, dict) else None
+    entries = entries if isinstance(entries, list) else []
+    logprobs: list[float] = []
+    named: list[int] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("logprob"), (int, float)):
+            logprobs, named = [], []
+            break
+        logprobs.append(float(entry["logprob"]))
+        token = entry.get("token")
+        if isinstance(token, str) and token.startswith("token_id:") and token[9:].isdigit():
+            named.append(int(token[9:]))
+    ids = choice.get("token_ids")
+    if isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        token_ids = list(ids)
+    elif entries and len(named) == len(entries):
+        token_ids = named
+    else:
+        return [], []
+    return token_ids, (logprobs if len(logprobs) == len(token_ids) else [])
 
 
 def reasoning_of(message: dict[str, Any]) -> str:

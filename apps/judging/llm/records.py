@@ -40,6 +40,10 @@ class ChatResult:
     # The model's visible chain of thought when the server returns it apart from the answer
     # (``reasoning_content``: vLLM, SGLang, DeepSeek; ``reasoning``: OpenRouter, newer vLLM).
     reasoning: str = ""
+    # Token-in/token-out (an RL policy): the ids the engine sampled for this answer, end-of-turn
+    # token included when sampled, and the engine's log-prob of each; empty when it did not say.
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
 class LLMError(Unavailable):
