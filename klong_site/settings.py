@@ -300,8 +300,8 @@ KLONG_TOKENIZER_PATH = env_str("KLONG_TOKENIZER_PATH")
 KLONG_ANNOTATION_QUEUE_MAX_ITEMS = env_int("KLONG_ANNOTATION_QUEUE_MAX_ITEMS", 5000, minimum=1)
 # Dataset exports run as jobs; one user may have this many queued or running at once (0: no limit).
 KLONG_EXPORT_JOBS_PER_USER = env_int("KLONG_EXPORT_JOBS_PER_USER", 3, minimum=0)
-# SFT on a worker without GPUs: this many data-parallel CPU processes (torchrun + gloo), for
-# CPU-only clusters and for exercising the multi-GPU launcher anywhere. 1: train in-process.
+# SFT and the RL update on a worker without GPUs: this many data-parallel CPU processes (torchrun +
+# gloo), for CPU-only clusters and for exercising the multi-GPU launcher anywhere. 1: train in-process.
 KLONG_SFT_CPU_PROCESSES = env_int("KLONG_SFT_CPU_PROCESSES", 1, minimum=1)
 # Media (uploaded PDFs) and, with KLONG_STORAGE=s3, the artifacts other machines fetch
 # (submissions, checkpoints, large imports): see klong_site/storage.py and docs/deploy.md.

@@ -9,6 +9,7 @@ instead of letting it vanish, and a fleet of hundreds is read with one HGETALL.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -63,6 +64,8 @@ def describe(consumer: Any) -> dict:
         "queues": sorted(q.name for q in consumer.task_consumer.queues),
         "concurrency": getattr(consumer.pool, "num_processes", None) or consumer.controller.concurrency,
         "gpus": _INFO["gpus"],
+        # what the launch forms check before accepting a zero3 job (apps/jobs/forms_sharding.py)
+        "deepspeed": importlib.util.find_spec("deepspeed") is not None,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "docker_host": sandbox_host(),
         "sandboxes": sandbox_count(),

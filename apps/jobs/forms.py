@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from apps.core.untrusted import JsonTooDeep, loads_json
 from apps.datasets.models import Dataset
+from apps.jobs.forms_sharding import ShardingOptions, sharding_fields_last
 from apps.jobs.models import ModelCheckpoint
 from apps.jobs.queues import MAX_GPUS
 from apps.papers.fields import PaperField
@@ -110,8 +111,9 @@ def _dataset_choices() -> list[tuple[str, str]]:
     return [("", "none (use the ids or filters)"), *((d.name, d.name) for d in Dataset.objects.order_by("name"))]
 
 
-class SFTForm(forms.Form):
-    """Trajectory-splitting SFT: which trajectories, how to split them, what to train."""
+@sharding_fields_last
+class SFTForm(ShardingOptions):
+    """Trajectory-splitting SFT: which trajectories, how to split them, what to train (and on how many ranks)."""
 
     ids = forms.CharField(
         required=False, label="Trajectory ids", help_text="Comma-separated; empty: the accepted trajectories "
@@ -158,8 +160,22 @@ class SFTForm(forms.Form):
     save_steps = forms.IntegerField(min_value=1, initial=50, help_text="Checkpoint every this many steps.")
     gpus = forms.IntegerField(
         min_value=0, max_value=MAX_GPUS, initial=1, label="GPUs",
-        help_text="0: trains on a CPU worker. 1: on a GPU worker, in its own process. More than 1: one "
-        "data-parallel process per GPU, started with torchrun on a worker that has that many.",
+        help_text="GPUs per node. 0: trains on a CPU worker. 1: on a GPU worker, in its own process. More than 1: "
+        "one rank per GPU, started with torchrun on a worker that has that many.",
+    )
+    checkpointing = forms.BooleanField(
+        required=False, initial=True, label="Activation checkpointing",
+        help_text="Recompute each layer's activations in the backward pass: far less memory, about a third more "
+        "compute. On by default (TRL's default).",
+    )
+    packing = forms.BooleanField(
+        required=False, help_text="Pack windows into shared rows (TRL's best-fit packing, padding-free): no "
+        "compute on padding.",
+    )
+    sequence_parallel = forms.IntegerField(
+        min_value=1, max_value=64, initial=1, label="Sequence-parallel size",
+        help_text="Split each window's tokens over this many GPUs (accelerate's context parallelism, on fsdp): "
+        "for windows one GPU cannot hold.",
     )
 
     def clean(self):
@@ -168,6 +184,7 @@ class SFTForm(forms.Form):
             self.add_error("dataset", "Choose trajectory ids or a dataset, not both.")
         if data.get("precision") == "fp16" and data.get("gpus") == 0:
             self.add_error("precision", "fp16 needs a GPU: on a CPU worker choose bf16 or fp32.")
+        self.clean_sharding(data, rl=False)
         return data
 
     def clean_train_on_reasoning(self) -> bool | None:

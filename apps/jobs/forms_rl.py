@@ -15,6 +15,7 @@ from django import forms
 from django.conf import settings
 
 from apps.jobs.forms import MODEL_FOLDER_HELP, ModelFolderInput
+from apps.jobs.forms_sharding import ShardingOptions, sharding_fields_last
 from apps.jobs.models import ModelCheckpoint
 from apps.jobs.queues import MAX_GPUS
 from apps.judging.llm.config import EndpointConfigError, check_base_url
@@ -56,7 +57,8 @@ def format_stages(stages: list[tuple[float, int]]) -> str:
     return ", ".join(f"{span(t)}:{n}" for t, n in stages)
 
 
-class RLForm(forms.Form):
+@sharding_fields_last
+class RLForm(ShardingOptions):
     """Progressive RL: which policy, which tasks, the stages and the update."""
 
     policy_checkpoint = forms.ChoiceField(
@@ -155,7 +157,8 @@ class RLForm(forms.Form):
     reproduce_gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0, label="Reproduction GPUs",
                                         help_text="Docker backend only; the judge worker's Docker host must have them.")
     gpus = forms.IntegerField(min_value=0, max_value=MAX_GPUS, initial=0,
-                              help_text="0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, gpu-k).")
+                              help_text="GPUs per node. 0: the cpu queue; k: a worker that takes k-GPU jobs (queue gpu, "
+                              "gpu-k). More than 1: the update is sharded over the k GPUs (the strategy below).")
     precision = forms.ChoiceField(
         choices=[("bf16", "bf16 (autocast, fp32 master weights)"), ("fp32", "fp32")], initial="bf16",
         help_text="The forward pass's precision. The weights and the optimizer stay fp32 either way, whatever "
@@ -250,6 +253,7 @@ class RLForm(forms.Form):
             self.add_error("reproduce", "The toy task has no reproduce.sh: reproduction is for papers.")
         if data.get("reproduce") and data.get("reproduce_gpus") and data.get("sandbox_backend") == "bwrap":
             self.add_error("reproduce_gpus", "bubblewrap cannot give a sandbox GPUs: use the docker backend.")
+        self.clean_sharding(data, rl=True)
         return data
 
     def _clean_eval(self, data: dict[str, Any]) -> None:

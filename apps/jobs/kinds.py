@@ -57,6 +57,17 @@ register(JobKind(
 ))
 
 register(JobKind(
+    name="ranks",
+    label="Ranks of one node (multi-node training)",
+    engine="worker.engines.ranks.run",
+    description="One node's ranks of an SFT or RL job trained over several nodes: the job queues one per "
+    "other node on its GPU queue, and each starts that node's ranks at the job's rendezvous "
+    "(docs/training-at-scale.md).",
+    routed_by_gpus=True,
+    time_limit_s=14 * 24 * 3600,  # as long as the RL job it belongs to
+))
+
+register(JobKind(
     name="agent_run",
     label="Run an agent on a paper",
     engine="worker.engines.agent_run.run",

@@ -61,7 +61,9 @@ def test_an_sft_job_trains_through_torchrun_and_records_the_checkpoint(tiny_mode
     assert job.result["world_size"] == 2 and job.result["steps"] == 4
     assert list(job.metrics.filter(name="loss").values_list("step", flat=True)) == [1, 2, 3, 4]
     assert ModelCheckpoint.objects.get(job=job).trajectory_ids == [trajectory.pk]
-    assert "torchrun" in " ".join(job.logs.values_list("text", flat=True))
+    logs = " ".join(job.logs.values_list("text", flat=True))
+    assert "torchrun" in logs and "Trained on 2 ranks (ddp): rank 0 on" in logs and "rank 1 on" in logs
+    assert [r["rank"] for r in job.result["ranks"]] == [0, 1]
 
 
 @pytest.mark.django_db

@@ -16,12 +16,14 @@ from apps.judging.llm.client import make_client
 from apps.judging.models import ModelEndpoint
 from apps.papers.models import Paper
 from apps.trajectories.splitting import SplitConfig
+from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
 from worker.training.rl_eval import Evaluation, eval_tasks_from
 from worker.training.rl_policy_server import PolicyServer
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ModelJudge, ToyJudge, ToyRunner, toy_tasks
+from worker.training.sharded import ShardedTrainer, describe_ranks, job_sharding, training_processes, visible_gpus
 
 
 class JobReporter(Reporter):
@@ -132,6 +134,9 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))
     make_policy = None
+    # the ranks the update trains on (None: this process), decided before anything is started
+    processes = training_processes(int(config.get("gpus", 0)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
+    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
     stack = contextlib.ExitStack()
     if config.get("task_source") == "toy":
         tasks, runner, judge = toy_tasks(int(config.get("toy_tasks", 2))), ToyRunner(), ToyJudge()
@@ -176,16 +181,35 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         return {"stages": [], "note": "every stage had finished before this attempt"}
     if start_stage > 1:
         progress.log(f"resuming at stage {start_stage} from {done['path']}")
+    trainers: list[ShardedTrainer] = []
+    ranks: list[dict[str, Any]] = []
+    other_nodes: list[Job] = []
+
+    def make_trainer(train_settings: RLSettings, tokenizer: Any) -> ShardedTrainer:
+        trainer = ShardedTrainer(train_settings, tokenizer, sharding)
+        trainers.append(trainer)
+        if sharding.nodes > 1:  # node 0's ranks wait at the rendezvous for the other nodes' workers
+            other_nodes.extend(start_other_nodes(job, sharding, trainer.rank_module))
+        ranks[:] = trainer.ranks()
+        progress.log("The update trains on " + describe_ranks(ranks, sharding.strategy))
+        return trainer
+
     try:
         result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
-                          start_stage=start_stage, start_from=done.get("path"), evaluation=evaluation)
+                          start_stage=start_stage, start_from=done.get("path"), evaluation=evaluation,
+                          make_trainer=make_trainer if sharding else None)
     except RLStopped:
         raise JobCancelled() from None
     finally:
+        for trainer in trainers:
+            trainer.close()
+        stop_other_nodes(other_nodes)
         stack.close()
     if reporter.cancelled:
         raise JobCancelled()
     if evaluation is not None:
         result["evaluations"] = evaluation.history
     result["checkpoints"] = list(ModelCheckpoint.objects.filter(job=job).order_by("pk").values_list("pk", flat=True))
+    if ranks:
+        result["ranks"] = ranks  # every rank: global number, host, pid, device
     return result

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from django.conf import settings
 from transformers import AutoTokenizer
 
@@ -19,7 +18,9 @@ from apps.trajectories.models import Trajectory
 from apps.trajectories.queries import filter_trajectories
 from apps.trajectories.split_service import config_from, declared_tools, keeps_reasoning, reasoning_choice, turn_rows
 from apps.trajectories.windows import Example, TemplateError, dataset_hash, split_examples
+from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.sft import Reporter, SFTSettings, train_distributed, train_sft
+from worker.training.sharded import describe_ranks, job_sharding, training_processes, visible_gpus
 
 SPLIT_OPTIONS = ("l_max", "overlap_turns", "train_overlap_once")
 
@@ -110,21 +111,6 @@ def iter_examples(config: dict[str, Any], tokenizer, hashes: list[str], ids: lis
     return examples()
 
 
-def visible_gpus() -> int:
-
-    return torch.cuda.device_count()
-
-
-def training_processes(gpus: int, visible: int, cpu_processes: int) -> int:
-    """How many data-parallel ranks to train with; 1 means in the worker's own process."""
-    if gpus > 1:
-        if visible < gpus:
-            raise ValueError(f"The job asks for {gpus} GPUs; this worker has {visible}. Run it on a worker "
-                             f"with at least {gpus} GPUs, or ask for fewer.")
-        return gpus
-    return cpu_processes if visible == 0 else 1
-
-
 def run(job: Job, progress: Progress) -> dict[str, Any]:
 
     config = job.config
@@ -148,12 +134,30 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         grad_accum=int(config.get("grad_accum", 1)),
         precision=config.get("precision", "fp32"),
         save_steps=int(config.get("save_steps", 50)),
+        strategy=config.get("strategy", "ddp"),
+        offload=bool(config.get("offload", False)),
+        checkpointing=bool(config.get("checkpointing", True)),
+        packing=bool(config.get("packing", False)),
+        sequence_parallel=int(config.get("sequence_parallel", 1)),
     )
     reporter = JobReporter(progress)
     processes = training_processes(int(config.get("gpus", 1)), visible_gpus(), settings.KLONG_SFT_CPU_PROCESSES)
-    if processes > 1:
-        progress.log(f"Launching {processes} data-parallel processes with torchrun")
-        metrics = train_distributed(examples, train_settings, reporter, processes)
+    sharding = job_sharding(config, processes, rdzv_id=f"job-{job.pk}-{job.attempt}")
+    if sharding is not None:
+        progress.log(f"Launching {sharding.world_size} ranks ({sharding.strategy}) with torchrun"
+                     + (f" on {sharding.nodes} nodes, rendezvous {sharding.rdzv_endpoint}" if sharding.nodes > 1 else ""))
+        other_nodes: list[Job] = []
+
+        def started(folder: Path) -> None:
+            if sharding.nodes > 1:
+                other_nodes.extend(start_other_nodes(job, sharding, "worker.training.sft_dist"))
+
+        try:
+            metrics = train_distributed(examples, train_settings, reporter, processes, sharding=sharding,
+                                        on_started=started)
+        finally:
+            stop_other_nodes(other_nodes)
+        progress.log("Trained on " + describe_ranks(metrics["ranks"], sharding.strategy))
     else:
         metrics = train_sft(examples, train_settings, reporter)
     progress.log(f"{len(trajectory_ids)} trajectories split into {metrics['examples']} windows "

@@ -359,10 +359,13 @@ def train_rl(
     start_stage: int = 1,
     start_from: str | None = None,
     evaluation: Any = None,
+    make_trainer: Callable[[RLSettings, Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
     last stage checkpoint ``start_from``). ``evaluation`` (an ``rl_eval.Evaluation``) runs the eval
-    tasks every ``settings.eval_every`` iterations. Returns the per-stage records and final metrics."""
+    tasks every ``settings.eval_every`` iterations. ``make_trainer(settings, tokenizer)``: the
+    trainer (LocalTrainer's interface), by default a LocalTrainer; worker/training/sharded.py's
+    ShardedTrainer trains on several ranks. Returns the per-stage records and final metrics."""
 
     check_stages(settings.stages)
     if not tasks:
@@ -373,7 +376,7 @@ def train_rl(
     tokenizer = AutoTokenizer.from_pretrained(settings.policy, local_files_only=True)
     turns = renderer_for(tokenizer, settings.policy)
     by_id = {t.id: t for t in tasks}
-    trainer = LocalTrainer(settings, tokenizer)
+    trainer = (make_trainer or LocalTrainer)(settings, tokenizer)
     states = RolloutStates(max(1, settings.concurrency))
 
     total_iterations = sum(s.iterations for s in settings.stages)

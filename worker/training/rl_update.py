@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -55,6 +55,19 @@ def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[
     }
 
 
+class Shard(Protocol):
+    """This rank's part of a data-parallel update (worker/training/sharded.py): which rows of each
+    minibatch it trains, its loss's weight in the global token mean, every rank's stats."""
+
+    device: Any  # where the inputs go (with parameters offloaded to the CPU, still the GPU)
+
+    def part(self, group: Sequence[SubTrajectory]) -> Sequence[SubTrajectory]: ...
+
+    def scale(self, loss: Any, mask: Any) -> Any: ...
+
+    def gather(self, stats: list[LossStats]) -> list[LossStats]: ...
+
+
 def plan_minibatches(subs: Sequence[SubTrajectory], size: int) -> list[list[SubTrajectory]]:
     """The sub-trajectories in minibatches of ``size``, sorted by length: a minibatch's rows are
     padded to its longest, so neighbours in length waste the least compute and memory on padding
@@ -65,13 +78,18 @@ def plan_minibatches(subs: Sequence[SubTrajectory], size: int) -> list[list[SubT
 
 
 def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[SubTrajectory],
-                   settings: RLSettings, pad_id: int) -> LossStats | None:
-    """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches."""
+                   settings: RLSettings, pad_id: int, *, shard: Shard | None = None) -> LossStats | None:
+    """One iteration's update: ppo_epochs passes over the sub-trajectories in minibatches.
+
+    With ``shard`` each rank builds only its part of every minibatch; the minibatches, their
+    number and the loss are the 1-rank run's, so the ranks' averaged gradients are its gradients.
+    """
     trainable = [s for s in subs if s.example is not None and s.example.loss_tokens]
     if not trainable:
         return None
-    device = next(model.parameters()).device
-    batches = [_minibatch(group, pad_id, device) for group in plan_minibatches(trainable, settings.minibatch_size)]
+    device = shard.device if shard else next(model.parameters()).device
+    groups = plan_minibatches(trainable, settings.minibatch_size)
+    batches = [_minibatch(shard.part(g) if shard else g, pad_id, device) for g in groups]
     model.eval()
     with torch.no_grad(), autocast(settings.precision, device):
         # the ratio's denominator: the policy before this iteration's update, on the same inputs
@@ -90,12 +108,16 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
                 kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"), sampler_logp=b["sampler_logp"],
                 tis_cap=settings.tis_cap,
             )
+            if shard is not None:
+                loss = shard.scale(loss, b["mask"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable_parameters(model), settings.max_grad_norm)
             optimizer.step()
             stats.append(s)
     model.eval()
+    if shard is not None:
+        stats = shard.gather(stats)
     tokens = sum(s.tokens for s in stats) or 1
     return LossStats(
         loss=sum(s.loss * s.tokens for s in stats) / tokens,

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from apps.trajectories.windows import Example
+from worker.training.sharded import Sharding, ShardingError, failure_reason, start_ranks, stop_ranks, torchrun_command
+from worker.training.sharded_sft import sft_trainer_args
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -47,6 +46,12 @@ class SFTSettings:
     save_steps: int = 50
     logging_steps: int = 1
     seed: int = 0
+    # the sharded path (worker/training/sharded_sft.py): ddp / fsdp / zero3 and their options
+    strategy: str = "ddp"
+    offload: bool = False
+    checkpointing: bool = True  # TRL's default: activation checkpointing on
+    packing: bool = False
+    sequence_parallel: int = 1
 
 
 class Reporter:
@@ -181,6 +186,10 @@ def _build_trainer(examples: Iterable[Example], settings: SFTSettings, reporter:
         dataset_num_proc=None,
         dataloader_num_workers=0,
         disable_tqdm=True,
+        **sft_trainer_args(
+            Sharding(settings.strategy, procs_per_node=int(os.environ.get("WORLD_SIZE", "1")), offload=settings.offload,
+                     checkpointing=settings.checkpointing),
+            packing=settings.packing, sequence_parallel=settings.sequence_parallel, cuda=cuda),
     )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -232,8 +241,10 @@ def _forward(event: dict[str, Any], reporter: Reporter) -> None:
 
 
 def train_distributed(examples: Sequence[Example], settings: SFTSettings, reporter: Reporter, processes: int,
-                      poll_s: float = 0.5) -> dict[str, Any]:
-    """``train_sft`` in ``processes`` data-parallel ranks started by torchrun, one per GPU.
+                      poll_s: float = 0.5, *, sharding: Sharding | None = None,
+                      on_started: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """``train_sft`` in ``processes`` ranks started by torchrun, one per GPU (``sharding``: the
+    layout over several nodes, each node's worker starting its own ranks at a rendezvous).
 
     The ranks run in their own process group: whatever ends this call (a finished run, a crash,
     the task's time limit) ends them too. Events written by rank 0 reach ``reporter`` as they
@@ -243,21 +254,20 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("events", "stop", "result"):
         (folder / LAUNCH_FILES[name]).unlink(missing_ok=True)
+    for old in folder.glob("rank-*.json"):
+        old.unlink()
     (folder / LAUNCH_FILES["settings"]).write_text(json.dumps({**asdict(settings), "output_dir": str(settings.output_dir)}))
     with open(folder / LAUNCH_FILES["examples"], "w") as out:
         for example in examples:
             out.write(json.dumps({"window": example.window, "input_ids": example.input_ids,
                                   "labels": example.labels}) + "\n")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               "-m", "worker.training.sft_dist", str(folder)]
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    layout = sharding or Sharding(settings.strategy, procs_per_node=processes)
     log_path = folder / LAUNCH_FILES["log"]
-    with open(log_path, "w") as log:
-        ranks = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+    ranks = start_ranks(torchrun_command(layout, "worker.training.sft_dist", folder), log_path)
     offset = 0
     try:
+        if on_started is not None:
+            on_started(folder)  # e.g. the other nodes' jobs, which join this node's rendezvous
         while True:
             finished = ranks.poll() is not None
             events_path = folder / LAUNCH_FILES["events"]
@@ -276,11 +286,10 @@ def train_distributed(examples: Sequence[Example], settings: SFTSettings, report
                 (folder / LAUNCH_FILES["stop"]).touch()
             time.sleep(poll_s)
     finally:
-        if ranks.poll() is None:
-            os.killpg(ranks.pid, signal.SIGKILL)
-            ranks.wait()
+        stop_ranks(ranks)
     if ranks.returncode != 0:
-        tail = log_path.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"torchrun with {processes} processes exited with status {ranks.returncode} "
-                           f"(every rank's output: {log_path}):\n{tail}")
-    return json.loads((folder / LAUNCH_FILES["result"]).read_text())
+        raise ShardingError(f"torchrun with {layout.world_size} processes: {failure_reason(log_path, ranks.returncode)}")
+    result = json.loads((folder / LAUNCH_FILES["result"]).read_text())
+    identities = [json.loads(p.read_text()) for p in folder.glob("rank-*.json")]
+    result["ranks"] = sorted(identities, key=lambda r: r["rank"])
+    return result

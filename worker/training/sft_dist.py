@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from apps.trajectories.windows import Example
 from worker.training.sft import LAUNCH_FILES, Reporter, SFTSettings, train_sft
+from worker.training.sharded import leave_process_group, rank_identity
 
 
 class FileReporter(Reporter):
@@ -66,6 +67,9 @@ def load_launch(folder: Path) -> tuple[list[Example], SFTSettings]:
 def main(folder: Path) -> None:
     rank = int(os.environ.get("RANK", "0"))
     examples, settings = load_launch(folder)
+    # each rank says who it is, without a collective (accelerate sets the process group up later)
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+    (folder / f"rank-{rank}.json").write_text(json.dumps(rank_identity(device)))
     reporter = FileReporter(folder, rank)
     metrics = train_sft(examples, settings, reporter)
     if rank == 0:
@@ -74,19 +78,6 @@ def main(folder: Path) -> None:
     if reporter.events is not None:
         reporter.events.close()
     leave_process_group()
-
-
-def leave_process_group() -> None:
-    """Join the ranks, then tear the process group down before the interpreter does.
-
-    Left to interpreter shutdown, a gloo process group's worker threads can be destroyed while
-    still joinable: the rank dies with "terminate called without an active exception" (SIGABRT)
-    after a run that finished, and torchrun reports the whole job failed.
-    """
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

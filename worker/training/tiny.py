@@ -57,8 +57,10 @@ def build_tiny_tokenizer(folder: Path, *, vocab_size: int = 512):
     return fast
 
 
-def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder."""
+def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 64, layers: int = 2, seed: int = 0,
+                     tied: bool = True) -> Path:
+    """Write a tokenizer and a randomly initialised Qwen2 to ``folder``; returns the folder.
+    ``tied``: the LM head shares the embeddings (as Qwen2.5-0.5B); untied as the 7B and larger."""
 
     # lazy: torch only when a model is built (as above)
     import torch
@@ -72,7 +74,7 @@ def build_tiny_model(folder: Path, *, vocab_size: int = 512, hidden_size: int = 
     config = Qwen2Config(
         vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None, tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=None, tie_word_embeddings=tied,
     )
     Qwen2ForCausalLM(config).save_pretrained(folder)
     return folder
