@@ -95,9 +95,14 @@ def test_stage_two_starts_from_stage_ones_checkpoint_with_its_longer_timeout(pol
     runner = RecordingRunner()
     reporter = Recorder()
     stages = [Stage(1500.0, 2), Stage(4000.0, 1)]
+    # what an earlier try of the run left in its stage folder (a LoRA policy's adapter): the stage
+    # is saved whole in its place, or stage 2 would load a full policy as an adapter
+    (tmp_path / "stage-1").mkdir()
+    (tmp_path / "stage-1" / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     result = train_rl(settings_for(policy_folder, tmp_path, stages, n_rollouts=2), toy_tasks(1, max_turns=4, tokens_per_turn=8),
                       runner, ToyJudge(), reporter)
     first, second = result["stages"]
+    assert not (tmp_path / "stage-1" / "adapter_config.json").exists()
     assert second["start_from"] == first["checkpoint"] == str(tmp_path / "stage-1")
     assert [s[0] for s in reporter.stages] == [1, 2] and Path(second["checkpoint"], "config.json").is_file()
     stage1 = [r for r in runner.seen if r["timeout_s"] == 1500.0]

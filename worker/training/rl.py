@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -104,6 +105,7 @@ class RLSettings:
     precision: str = "bf16"  # compute precision (bf16 autocast); the weights are fp32 masters either way
     lora: str = "train"  # a LoRA policy trains as LoRA, or "merge": merged into its base, all weights
     gradient_checkpointing: bool = True  # recompute activations in the backward: long windows fit
+    packing: bool = True  # padding-free minibatches: the windows end to end in one row (rl_update)
     eval_every: int = 0  # evaluate the eval tasks every k iterations (worker/training/rl_eval.py); 0 = never
 
 
@@ -455,13 +457,26 @@ def train_rl(
             raise
         pool.close()  # the stage's last iteration waited for every rollout: nothing is in flight
         path = settings.output_dir / f"stage-{m}"
-        trainer.save(path)
+        save_stage(trainer, path)
         record.update(checkpoint=str(path), last_step=step, final_reward=last.get("reward"))
         records.append(record)
         reporter.stage_done(m, path, record)
     return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
             "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
+
+
+def save_stage(trainer: Any, path: Path) -> None:
+    """Save the stage's policy at ``path`` whole or not at all: into a fresh folder beside it, which
+    then takes its place. Saving over a folder that already exists (a retry of a run whose first
+    try saved part of a stage, with other options) would leave its files beside the new ones: an
+    adapter_config.json there makes the next stage load a full policy as LoRA."""
+    partial = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    trainer.save(partial)
+    if path.exists():
+        shutil.rmtree(path)
+    partial.rename(path)
 
 
 def state_line(states: RolloutStates) -> str:
