@@ -175,6 +175,11 @@ class RLForm(ShardingOptions):
         help_text="Recompute each layer's activations in the backward pass instead of keeping them: long "
         "sub-trajectories fit in memory, for about a third more compute.",
     )
+    packing = forms.BooleanField(
+        required=False, initial=True, label="Padding-free minibatches",
+        help_text="Each minibatch's sub-trajectories end to end in one row, each attending to itself only: no "
+        "compute on padding, whatever the spread of their lengths. Off: rows padded to the longest.",
+    )
     seed = forms.IntegerField(min_value=0, initial=0)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -3,8 +3,8 @@
 The worker runs them (worker/training/sharded.py, docs/training-at-scale.md): ``strategy`` ddp /
 fsdp (FSDP2) / zero3 (DeepSpeed), CPU ``offload``, ``nodes`` machines of ``gpus`` GPUs each; SFT's
 form adds activation ``checkpointing``, ``packing`` and ``sequence_parallel`` (RL's form has its own
-``gradient_checkpointing``). What no worker of the fleet can run is refused here, with the reason,
-before anything is queued.
+``gradient_checkpointing`` and ``packing``). What no worker of the fleet can run is refused here,
+with the reason, before anything is queued.
 """
 
 from __future__ import annotations

@@ -303,3 +303,41 @@ def test_merged_weights_carry_the_base_models_own_names_with_a_module_trained_wh
     assert set(merged) == names
     original = model.get_base_model().lm_head.original_module.weight
     assert torch.equal(merged["lm_head.weight"], original + 1.0)
+
+
+def test_packed_minibatches_train_exactly_as_padded_ones_without_a_pad_token(base_folder, monkeypatch):
+    """Padding-free RL: a minibatch's windows end to end in one row, each attending to itself only.
+    One update from the same weights equals the padded update; the forwards see no pad token."""
+    from dataclasses import replace
+
+    from tests.support.subtrajectories import random_batch
+    from worker.training import rl_update
+
+    subs = random_batch(3, rows=5, shortest=6, longest=40)
+    for sub, sampler_shift in zip(subs, (0.1, -0.2, 0.0, 0.3, -0.1), strict=True):  # TIS weights in play
+        sub.example = replace(sub.example, sampler_logprobs=[None] + [-2.0 + sampler_shift] * (len(sub.example.input_ids) - 1))
+    widths: list[int] = []
+    real = rl_update.token_logprobs
+
+    def noting(model, ids, *args, **kwargs):
+        widths.append(ids.numel())
+        return real(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(rl_update, "token_logprobs", noting)
+    trained, stats = {}, {}
+    for packing in (False, True):
+        model = load_policy(base_folder, "cpu", precision="fp32")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+        settings = rl_settings(base_folder, Path("unused"), [Stage(60.0, 1)], precision="fp32", minibatch_size=5,
+                               kl_coef=0.1, packing=packing)
+        widths.clear()
+        stats[packing] = rl_update.train_on_batch(model, model, optimizer, subs, settings, pad_id=0)
+        trained[packing] = {k: v.clone() for k, v in model.state_dict().items()}
+        if packing:  # old, reference and training forwards, each over exactly the windows' tokens
+            assert widths == [sum(len(s.example.input_ids) for s in subs)] * 3
+        else:
+            assert widths[0] == 5 * max(len(s.example.input_ids) for s in subs)
+    assert max(float((trained[True][k] - trained[False][k]).abs().max()) for k in trained[True]) < 1e-6
+    assert stats[True].tokens == stats[False].tokens
+    assert abs(stats[True].loss - stats[False].loss) < 1e-6
+    assert abs(stats[True].sampler_mismatch - stats[False].sampler_mismatch) < 1e-6

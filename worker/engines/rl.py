@@ -130,6 +130,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
         sandboxes_per_host=int(getattr(settings, "KLONG_SANDBOXES_PER_HOST", 0) or 0),
         precision=config.get("precision", "bf16"), lora=config.get("lora_mode", "train"),
         gradient_checkpointing=bool(config.get("gradient_checkpointing", True)),
+        packing=bool(config.get("packing", True)),
         eval_every=int(config.get("eval_every", 0)),
     )
     reporter = JobReporter(job, progress, sum(s.iterations for s in stages))

@@ -118,7 +118,8 @@ def _slice_logprobs(head: Any, hidden: Any, targets: Any) -> Any:
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_size: int | None = LOGPROB_CHUNK) -> Any:
+def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_size: int | None = LOGPROB_CHUNK,
+                   position_ids: Any = None) -> Any:
     """log P(token_t | tokens_<t) for t = 1..T-1 of every row: shape (B, T-1).
 
     The body runs once to its hidden states; lm_head, the fp32 upcast and the log-softmax run
@@ -131,17 +132,24 @@ def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_siz
     ``chunk_size=None`` takes the model's own forward and its whole logits: for a wrapper whose
     body and head cannot be called on their own (a sharding engine that gathers the weights in
     the root module's forward).
+
+    Packed rows (several windows end to end, padding-free): ``position_ids`` restart at 0 at each
+    window and ``attention_mask`` is None; transformers then keeps each window's attention to
+    itself (``masking_utils.find_packed_sequence_indices``). The log-prob at a window's last token
+    (of the next window's first) means nothing: the caller's loss mask leaves it out.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     targets = input_ids[:, 1:]
     parts = _decoder_and_head(model) if chunk_size is not None else None
     if parts is None:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1, :].float()
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits[:, :-1, :].float()
         return torch.gather(torch.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
     body, head = parts
     # no KV cache: scoring a window needs none, and a 32k window's cache is gigabytes
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state[:, :-1]
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  use_cache=False).last_hidden_state[:, :-1]
     grad = torch.is_grad_enabled() and hidden.requires_grad
     out = []
     for start in range(0, hidden.shape[1], chunk_size):

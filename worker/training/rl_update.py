@@ -36,23 +36,68 @@ def _pad(rows: Sequence[Sequence[int]], value: int) -> list[list[int]]:
     return [list(r) + [value] * (width - len(r)) for r in rows]
 
 
-def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any) -> dict[str, Any]:
+def _sampler_row(example: Any) -> list[float]:
+    """The sampler's log-prob of each token of a window, NaN where unknown."""
+    return [float("nan") if v is None else float(v)
+            for v in (example.sampler_logprobs or [None] * len(example.input_ids))]
+
+
+def _minibatch(subs: Sequence[SubTrajectory], pad_id: int, device: Any, *, packed: bool = False) -> dict[str, Any]:
+    """The tensors of one minibatch; every per-token tensor is shifted like the log-probs (position
+    t holds what predicts token t+1): the loss mask, the sampler's log-probs, the advantages."""
+    if packed:
+        return _packed_minibatch(subs, device)
     examples = [s.example for s in subs]
     input_ids = torch.tensor(_pad([e.input_ids for e in examples], pad_id), device=device)
     labels = torch.tensor(_pad([e.labels for e in examples], IGNORE_INDEX), device=device)
     attention = torch.tensor(_pad([[1] * len(e.input_ids) for e in examples], 0), device=device)
-    # the sampler's log-prob of each token (NaN where unknown), shifted like the loss mask
-    nan = float("nan")
-    sampler = [[nan if v is None else float(v) for v in (e.sampler_logprobs or [None] * len(e.input_ids))]
-               for e in examples]
+    sampler = [_sampler_row(e) for e in examples]
     return {
-        "sampler_logp": torch.tensor(_pad(sampler, nan), dtype=torch.float32, device=device)[:, 1:],
+        "sampler_logp": torch.tensor(_pad(sampler, float("nan")), dtype=torch.float32, device=device)[:, 1:],
         "input_ids": input_ids,
         "attention_mask": attention,
         # logprob t predicts token t+1: the loss mask is the labels shifted by one
         "mask": labels[:, 1:] != IGNORE_INDEX,
         "advantages": torch.tensor([s.advantage for s in subs], dtype=torch.float32, device=device),
     }
+
+
+def _packed_minibatch(subs: Sequence[SubTrajectory], device: Any) -> dict[str, Any]:
+    """Padding-free: the minibatch's windows end to end in one row, positions restarting at 0 at
+    each window (transformers keeps each window's attention to itself), the advantages per token.
+    No pad token is computed, whatever the spread of the windows' lengths."""
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    advantages: list[float] = []
+    sampler: list[float] = []
+    for sub in subs:
+        e = sub.example
+        if ids:
+            labels.append(IGNORE_INDEX)  # what the last window's end "predicts" is not a target
+            labels += e.labels[1:]
+        else:
+            labels += e.labels
+        ids += e.input_ids
+        positions += range(len(e.input_ids))
+        advantages += [sub.advantage] * len(e.input_ids)
+        sampler += _sampler_row(e)
+
+    def row(values: list[Any], dtype: Any = torch.long) -> Any:
+        return torch.tensor([values], dtype=dtype, device=device)
+
+    return {
+        "input_ids": row(ids),
+        "attention_mask": None,
+        "position_ids": row(positions),
+        "mask": row(labels)[:, 1:] != IGNORE_INDEX,
+        "advantages": row(advantages, torch.float32)[:, 1:],
+        "sampler_logp": row(sampler, torch.float32)[:, 1:],
+    }
+
+
+def _logprobs(model: Any, batch: dict[str, Any]) -> Any:
+    return token_logprobs(model, batch["input_ids"], batch["attention_mask"], position_ids=batch.get("position_ids"))
 
 
 class Shard(Protocol):
@@ -89,20 +134,20 @@ def train_on_batch(model: Any, ref_model: Any, optimizer: Any, subs: Sequence[Su
         return None
     device = shard.device if shard else next(model.parameters()).device
     groups = plan_minibatches(trainable, settings.minibatch_size)
-    batches = [_minibatch(shard.part(g) if shard else g, pad_id, device) for g in groups]
+    batches = [_minibatch(shard.part(g) if shard else g, pad_id, device, packed=settings.packing) for g in groups]
     model.eval()
     with torch.no_grad(), autocast(settings.precision, device):
         # the ratio's denominator: the policy before this iteration's update, on the same inputs
         for b in batches:
-            b["old_logp"] = token_logprobs(model, b["input_ids"], b["attention_mask"])
+            b["old_logp"] = _logprobs(model, b)
             if settings.kl_coef > 0:
-                b["ref_logp"] = token_logprobs(ref_model, b["input_ids"], b["attention_mask"])
+                b["ref_logp"] = _logprobs(ref_model, b)
     model.train()
     stats: list[LossStats] = []
     for _ in range(settings.ppo_epochs):
         for b in batches:
             with autocast(settings.precision, device):  # the forward in bf16 under precision=bf16
-                logp = token_logprobs(model, b["input_ids"], b["attention_mask"])
+                logp = _logprobs(model, b)
             loss, s = clipped_pg_loss(
                 logp, b["old_logp"], b["advantages"], b["mask"], clip_eps=settings.clip_eps,
                 kl_coef=settings.kl_coef, ref_logp=b.get("ref_logp"), sampler_logp=b["sampler_logp"],
