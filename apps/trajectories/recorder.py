@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,16 +63,19 @@ class TrajectoryRecorder:
         if turn.submission_commit:
             meta["submission_commit"] = turn.submission_commit
         meta["duration_s"] = round(max(0.0, turn.ended_at - turn.started_at), 3)
-        row = Turn.objects.create(
-            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
-            tool_calls=calls, tool_call_id=turn.tool_call_id or "",
-            timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
-            token_ids=[int(i) for i in getattr(turn, "token_ids", None) or ()],
-            logprobs=[float(v) for v in getattr(turn, "logprobs", None) or ()],
-        )
-        Trajectory.objects.filter(pk=self.trajectory.pk).update(
-            turn_count=F("turn_count") + 1, total_tokens=F("total_tokens") + tokens
-        )
+        # The turn and the trajectory's counters in one transaction: never one without the other,
+        # and one commit per turn instead of two (a rollout pool records many sessions at once).
+        with transaction.atomic():
+            row = Turn.objects.create(
+                trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
+                tool_calls=calls, tool_call_id=turn.tool_call_id or "",
+                timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
+                token_ids=[int(i) for i in getattr(turn, "token_ids", None) or ()],
+                logprobs=[float(v) for v in getattr(turn, "logprobs", None) or ()],
+            )
+            Trajectory.objects.filter(pk=self.trajectory.pk).update(
+                turn_count=F("turn_count") + 1, total_tokens=F("total_tokens") + tokens
+            )
         return row
 
     def finish(self, result: Any, *, submission_url: str = "", extra: dict[str, Any] | None = None) -> Trajectory:

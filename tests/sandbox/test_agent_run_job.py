@@ -171,6 +171,28 @@ def test_a_running_trajectory_page_follows_the_run_until_it_ends(client_for):
     assert viewer.get(f"/api/trajectories/{recorder.trajectory.pk}/").json()["end_state"] == "step_limit"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_recorded_turn_and_the_trajectorys_counters_are_stored_together_or_not_at_all(monkeypatch):
+    from django.db.models import QuerySet
+
+    from apps.trajectories.models import Turn
+    from apps.trajectories.recorder import TrajectoryRecorder
+    from worker.agent import AgentTurn
+
+    recorder = TrajectoryRecorder.start(source="rollout", model="policy", policy_version="1")
+    recorder.add_turn(AgentTurn(0, "system", "You are an agent.", started_at=1.0, ended_at=2.0))
+
+    def lost(self, **fields):  # the database goes away between the turn's INSERT and the counters' UPDATE
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(QuerySet, "update", lost)
+    with pytest.raises(ConnectionError):
+        recorder.add_turn(AgentTurn(1, "user", "Go on.", started_at=2.0, ended_at=3.0))
+    monkeypatch.undo()
+    recorder.trajectory.refresh_from_db()
+    assert recorder.trajectory.turn_count == 1 and Turn.objects.filter(trajectory=recorder.trajectory).count() == 1
+
+
 @pytest.mark.django_db
 def test_a_requeued_agent_run_starts_afresh_and_closes_the_dead_attempts_trajectory(stub, personas):
     from apps.jobs.progress import Progress
