@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 NOT_FROM_THE_DEMO = {
     "gpu_check": "needs a GPU worker",
     "judge_eval": "starts from the JudgeEval page with an uploaded human-graded tree",
+    "ranks": "queued by an SFT or RL job over several nodes, one per other node",
     "trajectory_import": "starts when a large trajectory file is uploaded",
     "trajectory_tokens": "started through the API after KLONG_TOKENIZER_PATH changes",
 }
