@@ -1,5 +1,5 @@
 """The sharded RL trainer against the 1-rank update, in the same run: parameters after the same
-global batches on 2 ranks (DDP and FSDP2, gloo on this CPU) and on one rank (LocalTrainer).
+global batches on 2 and 4 ranks (DDP and FSDP2, gloo on this CPU) and on one rank (LocalTrainer).
 
 The naive baseline is what plain DDP gives with the loss each rank computes on its own part: the
 mean of the ranks' token means, where the 1-rank loss is the mean over all the minibatch's tokens.
@@ -51,9 +51,11 @@ def main() -> None:
         for b in batches:
             local.update(b)
         diffs = {}
-        for name, trainer_class, strategy in (("ddp", ShardedTrainer, "ddp"), ("fsdp", ShardedTrainer, "fsdp"),
-                                              ("naive", NaiveShardedTrainer, "ddp")):
-            with trainer_class(settings, tokenizer, Sharding(strategy, procs_per_node=2)) as sharded:
+        for name, trainer_class, strategy, ranks in (
+                ("ddp", ShardedTrainer, "ddp", 2), ("fsdp", ShardedTrainer, "fsdp", 2),
+                ("naive", NaiveShardedTrainer, "ddp", 2),
+                ("ddp4", ShardedTrainer, "ddp", 4), ("fsdp4", ShardedTrainer, "fsdp", 4)):
+            with trainer_class(settings, tokenizer, Sharding(strategy, procs_per_node=ranks)) as sharded:
                 sharded.start_stage(model, with_optimizer=False)
                 for b in batches:
                     sharded.update(b)
@@ -61,6 +63,8 @@ def main() -> None:
     figure("sharded_2_ranks_max_param_diff_vs_1_rank", max(diffs["ddp"], diffs["fsdp"]), "< 1e-5")
     figure("sharded_2_ranks_ddp_max_param_diff_vs_1_rank", diffs["ddp"], "< 1e-5")
     figure("sharded_2_ranks_fsdp_max_param_diff_vs_1_rank", diffs["fsdp"], "< 1e-5")
+    figure("sharded_4_ranks_ddp_max_param_diff_vs_1_rank", diffs["ddp4"], "< 1e-5")
+    figure("sharded_4_ranks_fsdp_max_param_diff_vs_1_rank", diffs["fsdp4"], "< 1e-5")
     figure("sharded_2_ranks_mean_of_rank_means_max_param_diff_vs_1_rank_baseline", diffs["naive"],
            f"baseline: plain DDP on each rank's own token mean; {UPDATES} updates of 2 minibatches")
 
