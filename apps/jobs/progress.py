@@ -16,6 +16,8 @@ busy disk); state, progress, checkpoints and results stay durable.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -205,7 +207,7 @@ class Progress:
 
 
         full = settings.DATA_DIR / path
-        size = full.stat().st_size if full.is_file() else 0
+        size = _size(full)
         JobArtifact.objects.create(job_id=self.job_id, name=name, kind=kind, path=path, size_bytes=size, meta=meta)
         self._emit({"kind": "artifact", "name": name, "path": path, "artifact_kind": kind, "size_bytes": size})
 
@@ -216,6 +218,22 @@ class Progress:
     def check_cancelled(self) -> None:
         if Job.objects.filter(pk=self.job_id, state=Job.State.CANCELLING).exists():
             raise JobCancelled()
+
+
+def _size(path: Any) -> int:
+    """Bytes of a file, or of the files under a folder (a checkpoint is a folder); links are not
+    followed, so a link out of the data folder counts nothing."""
+    if path.is_symlink():
+        return 0
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _, files in os.walk(path):  # does not descend into linked folders
+        for name in files:
+            info = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
 
 
 def set_state(job_id: int, state: str, *, attempt: int | None = None, **fields: Any) -> bool:

@@ -280,6 +280,19 @@ def test_an_artifact_is_recorded_with_its_size(personas, settings):
     assert (artifact.kind, artifact.size_bytes, artifact.meta) == ("report", 20, {"rows": 3})
 
 
+@pytest.mark.django_db
+def test_a_folder_artifact_is_recorded_with_the_size_of_its_files(settings):
+    """A checkpoint is a folder: its size is its files' (a link out of the data folder counts nothing)."""
+    job = Job.objects.create(kind="rl", state=Job.State.RUNNING, attempt=1)
+    stage = settings.DATA_DIR / "checkpoints" / "job-x" / "stage-1"
+    (stage / "sharded").mkdir(parents=True)
+    (stage / "model.safetensors").write_bytes(b"w" * 300)
+    (stage / "sharded" / "0.distcp").write_bytes(b"s" * 50)
+    (stage / "secret").symlink_to(settings.DATA_DIR / "secret_key")
+    Progress(job.pk, attempt=1).artifact("stage 1 policy", "checkpoints/job-x/stage-1", kind="checkpoint")
+    assert job.artifacts.get().size_bytes == 350
+
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("message", ["[" * 100_000 + "]" * 100_000, "not json"])
