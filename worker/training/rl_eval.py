@@ -22,11 +22,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from worker.training.rl import Judge, RLError, RLStopped, Rollout, RolloutRunner, Task
+from worker.training.rl_pool import run_concurrently
 
 # Seeds of eval rollouts live apart from training ones (rl.rollout_seed), so an eval rollout never
 # replays a training rollout's sampling.
@@ -85,21 +85,20 @@ def evaluate(evaluation: Evaluation | None, every: int, step: int, policy: Any, 
     started = time.perf_counter()
     wanted = [(t, task, j) for t, task in enumerate(evaluation.tasks) for j in range(evaluation.n_rollouts)]
 
-    def one(t: int, task: Task, j: int) -> Rollout | Exception:
+    def one(k: int) -> Rollout:
+        t, task, j = wanted[k]
         seed = (EVAL_SEED_OFFSET + evaluation.seed * 1_000_003 + step * 10_007 + t * 101 + j) % 2**31
-        try:
-            return evaluation.runner.run(task, j, timeout_s, policy, seed)
-        except RLStopped:
-            raise
-        except Exception as exc:  # a sandbox killed, a server gone: that eval rollout only
-            return exc
+        return evaluation.runner.run(task, j, timeout_s, policy, seed)
 
-    width = min(evaluation.concurrency, len(wanted))
-    if width == 1:
-        outcomes = [one(*w) for w in wanted]
-    else:
-        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="rl-eval") as pool:
-            outcomes = list(pool.map(lambda w: one(*w), wanted))
+    outcomes: list[Any] = [None] * len(wanted)
+
+    def finished(k: int, result: Any) -> None:
+        # a sandbox killed, a server gone: that eval rollout only; a stop request stops the run
+        if isinstance(result, RLStopped) or (isinstance(result, BaseException) and not isinstance(result, Exception)):
+            raise result
+        outcomes[k] = result
+
+    run_concurrently(range(len(wanted)), one, evaluation.concurrency, finished)
     rollouts = [(task, r) for (_, task, _), r in zip(wanted, outcomes, strict=True) if isinstance(r, Rollout)]
     errors = [f"{task.id} #{j + 1}: {type(r).__name__}: {r}" for (_, task, j), r in zip(wanted, outcomes, strict=True)
               if not isinstance(r, Rollout)]
