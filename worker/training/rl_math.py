@@ -97,7 +97,7 @@ LOGPROB_CHUNK = 1024
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     """(the transformer body giving hidden states, the lm_head) of a causal LM, peft-wrapped or not;
     None where the logits are more than lm_head(hidden) or the parts cannot be found."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -141,7 +141,7 @@ def token_logprobs(model: Any, input_ids: Any, attention_mask: Any, *, chunk_siz
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     targets = input_ids[:, 1:]
-    parts = _decoder_and_head(model) if chunk_size is not None else None
+    parts = decoder_and_head(model) if chunk_size is not None else None
     if parts is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                        use_cache=False).logits[:, :-1, :].float()

@@ -34,8 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from apps.trajectories.splitting import IGNORE_INDEX
 from worker.training.policy_io import trainable_parameters
-from worker.training.rl_math import LossStats
-from worker.training.rl_math import _decoder_and_head as decoder_and_head
+from worker.training.rl_math import LossStats, decoder_and_head
 from worker.training.rl_update import load_model, train_on_batch
 from worker.training.sharded import RANK_FILES, SHARDED_DIR, Sharding, leave_process_group, rank_identity, write_atomic
 
