@@ -61,12 +61,19 @@ def home(request: HttpRequest) -> HttpResponse:
     })
 
 
-def compare(request: HttpRequest) -> HttpResponse:
-    can_grade = request.user.has_perm(perm("grade"))
+def _comparison(request: HttpRequest, can_grade: bool) -> Any:
+    """The comparison of the runs the request names, or the 400 page saying why there is none."""
     try:
-        comparison = build_comparison(parse_run_ids(_run_ids_param(request)), request.user, with_own=can_grade)
+        return build_comparison(parse_run_ids(_run_ids_param(request)), request.user, with_own=can_grade)
     except ValidationError as exc:
         return _bad_request(request, exc.messages, "Cannot compare these runs")
+
+
+def compare(request: HttpRequest) -> HttpResponse:
+    can_grade = request.user.has_perm(perm("grade"))
+    comparison = _comparison(request, can_grade)
+    if isinstance(comparison, HttpResponse):
+        return comparison
     queue, assigned = None, set()
     if request.GET.get("queue"):
         queue = AuditQueue.objects.filter(pk=request.GET["queue"] if request.GET["queue"].isdigit() else 0).first()
@@ -91,11 +98,9 @@ def compare(request: HttpRequest) -> HttpResponse:
 
 def compare_metrics(request: HttpRequest) -> HttpResponse:
     """The compare page's agreement table alone, re-read by the page after each grade."""
-    can_grade = request.user.has_perm(perm("grade"))
-    try:
-        comparison = build_comparison(parse_run_ids(_run_ids_param(request)), request.user, with_own=can_grade)
-    except ValidationError as exc:
-        return _bad_request(request, exc.messages, "Cannot compare these runs")
+    comparison = _comparison(request, request.user.has_perm(perm("grade")))
+    if isinstance(comparison, HttpResponse):
+        return comparison
     return render(request, "audit/_metrics.html", {"c": comparison})
 
 
