@@ -4,18 +4,22 @@
     result = run_agent(..., on_turn=recorder.add_turn)
     recorder.finish(result)
 
-Each turn is one INSERT plus one conditional UPDATE of the trajectory's counters, committed at
-once (no transaction spans the run), so the trajectory page shows a running trajectory turn by
-turn (``live`` is True until ``finish``). A run the blacklist monitor flagged is disqualified:
+Each turn is committed as it is added (no transaction spans the run), its INSERT and the UPDATE of
+the trajectory's counters together, so the trajectory page shows a running trajectory turn by turn
+(``live`` is True until ``finish``). Turns that many sessions add at the same moment (a rollout
+pool) share one commit (``_GroupCommit``). A run the blacklist monitor flagged is disqualified:
 rejected with the URL as the reason, and each flagged turn annotated "blacklisted access".
 """
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -63,19 +67,19 @@ class TrajectoryRecorder:
         if turn.submission_commit:
             meta["submission_commit"] = turn.submission_commit
         meta["duration_s"] = round(max(0.0, turn.ended_at - turn.started_at), 3)
-        # The turn and the trajectory's counters in one transaction: never one without the other,
-        # and one commit per turn instead of two (a rollout pool records many sessions at once).
-        with transaction.atomic():
-            row = Turn.objects.create(
-                trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
-                tool_calls=calls, tool_call_id=turn.tool_call_id or "",
-                timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
-                token_ids=[int(i) for i in getattr(turn, "token_ids", None) or ()],
-                logprobs=[float(v) for v in getattr(turn, "logprobs", None) or ()],
-            )
-            Trajectory.objects.filter(pk=self.trajectory.pk).update(
-                turn_count=F("turn_count") + 1, total_tokens=F("total_tokens") + tokens
-            )
+        row = Turn(
+            trajectory=self.trajectory, index=turn.index, role=turn.role, text=turn.content, reasoning=reasoning,
+            tool_calls=calls, tool_call_id=turn.tool_call_id or "",
+            timestamp=_when(turn.ended_at), token_count=tokens, meta=_jsonable(meta),
+            token_ids=[int(i) for i in getattr(turn, "token_ids", None) or ()],
+            logprobs=[float(v) for v in getattr(turn, "logprobs", None) or ()],
+        )
+        if connection.in_atomic_block:
+            # inside the caller's transaction: another thread's turns must not ride on a
+            # transaction this caller may still roll back
+            _write([row])
+        else:
+            _turns.commit(row)
         return row
 
     def finish(self, result: Any, *, submission_url: str = "", extra: dict[str, Any] | None = None) -> Trajectory:
@@ -124,6 +128,81 @@ class TrajectoryRecorder:
                            note=f"{h['url']} (the blacklist monitor)")
             for h in hits
         ])
+
+
+def _write(rows: list[Turn]) -> None:
+    """The turns and their trajectories' counters in one transaction: never one without the other."""
+    added: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        added[row.trajectory_id][0] += 1
+        added[row.trajectory_id][1] += row.token_count
+    with transaction.atomic():
+        Turn.objects.bulk_create(rows)
+        for pk, (turns, tokens) in added.items():
+            Trajectory.objects.filter(pk=pk).update(turn_count=F("turn_count") + turns,
+                                                    total_tokens=F("total_tokens") + tokens)
+
+
+@dataclass
+class _Pending:
+    row: Turn
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
+class _GroupCommit:
+    """Group commit, as databases do for their log: the turns that threads add while a commit is
+    under way are written together by the next committer, one transaction for all of them.
+
+    A pool of 32 sessions adding a turn each costs one commit instead of 32 that queue for the
+    write lock (SQLite's busy wait sleeps up to 100 ms a try; PostgreSQL flushes its log per
+    commit). ``commit`` returns once the row is stored, or raises its own error: a batch that
+    fails is written again row by row, so one bad turn (a repeated index) fails only its session.
+    """
+
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _queue: list[_Pending] = field(default_factory=list)
+    _writing: bool = False
+
+    def commit(self, row: Turn) -> None:
+        mine = _Pending(row)
+        with self._cond:
+            self._queue.append(mine)
+            while not mine.done and self._writing:
+                self._cond.wait()
+            if not mine.done:  # nobody is writing: this thread writes everything queued
+                batch, self._queue, self._writing = self._queue, [], True
+        if not mine.done:
+            try:
+                self._write_batch(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
+                    for pending in batch:
+                        pending.done = True
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+
+    @staticmethod
+    def _write_batch(batch: list[_Pending]) -> None:
+        try:
+            _write([p.row for p in batch])
+            return
+        except BaseException as exc:  # noqa: BLE001 - told to the rows' own threads below
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+        for pending in batch:  # find the row that failed: each on its own
+            pending.row.pk = None
+            try:
+                _write([pending.row])
+            except BaseException as exc:  # noqa: BLE001 - that row's thread raises it
+                pending.error = exc
+
+
+_turns = _GroupCommit()
 
 
 def _jsonable(value: Any) -> Any:

@@ -193,6 +193,53 @@ def test_a_recorded_turn_and_the_trajectorys_counters_are_stored_together_or_not
     assert recorder.trajectory.turn_count == 1 and Turn.objects.filter(trajectory=recorder.trajectory).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_turns_added_at_once_by_many_sessions_share_commits_and_a_bad_one_fails_only_its_session(monkeypatch):
+    import threading
+
+    from django.db import connections
+    from django.db.models import QuerySet
+
+    from apps.trajectories.models import Turn
+    from apps.trajectories.recorder import TrajectoryRecorder
+    from worker.agent import AgentTurn
+
+    recorders = [TrajectoryRecorder.start(source="rollout", model="policy", title=f"session {i}") for i in range(12)]
+    bulk_calls, bulk = [], QuerySet.bulk_create
+
+    def counted(self, objs, *args, **kwargs):
+        bulk_calls.append(len(objs))
+        return bulk(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", counted)
+    start, errors = threading.Barrier(len(recorders)), {}
+
+    def session(number: int, recorder: TrajectoryRecorder) -> None:
+        try:
+            start.wait()
+            for index in range(5):
+                # session 3 repeats an index on its last turn: its error, nobody else's
+                recorder.add_turn(AgentTurn(index - (number == 3 and index == 4), "assistant", f"turn {index}",
+                                            started_at=1.0, ended_at=2.0))
+        except Exception as exc:  # noqa: BLE001 - checked below
+            errors[number] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=session, args=pair) for pair in enumerate(recorders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert list(errors) == [3] and "unique" in str(errors[3]).lower()
+    for number, recorder in enumerate(recorders):
+        recorder.trajectory.refresh_from_db()
+        stored = list(Turn.objects.filter(trajectory=recorder.trajectory).values_list("index", flat=True))
+        assert stored == [0, 1, 2, 3] if number == 3 else stored == [0, 1, 2, 3, 4]
+        assert recorder.trajectory.turn_count == len(stored)  # the counters match what is stored
+    assert max(bulk_calls) > 1 and len(bulk_calls) < 60  # turns that arrived together shared a commit
+
+
 @pytest.mark.django_db
 def test_a_requeued_agent_run_starts_afresh_and_closes_the_dead_attempts_trajectory(stub, personas):
     from apps.jobs.progress import Progress
