@@ -117,6 +117,25 @@ def test_snapshots_record_restore_and_export_any_state(shared, tmp_path):
         box.export_submission(tmp_path / "bad", "HEAD; rm -rf /")
 
 
+def test_a_rollouts_states_export_in_one_call_each_into_its_own_folder(shared, tmp_path):
+    box = shared
+    box.exec("rm -rf ./* && echo one > a.txt")
+    first = box.snapshot("first state")
+    # the second state links into where the first is exported: unpacked together, it would reach it
+    box.exec("echo two > a.txt && ln -s ../first/a.txt peek && mkdir -p deep && echo 3 > deep/b.txt")
+    second = box.snapshot("second state")
+    dest = {first: tmp_path / "first", second: tmp_path / "second", box.base_commit: tmp_path / "empty"}
+    box.export_submissions(dest)
+    assert (dest[first] / "a.txt").read_text() == "one\n" and sorted(os.listdir(dest[first])) == ["a.txt"]
+    assert (dest[second] / "a.txt").read_text() == "two\n" and (dest[second] / "deep" / "b.txt").read_text() == "3\n"
+    assert not (dest[second] / "peek").is_symlink()  # out of its own folder: left out
+    assert os.listdir(dest[box.base_commit]) == []
+    with pytest.raises(SandboxError, match="archiving"):
+        box.export_submissions({"0" * 40: tmp_path / "unknown"})
+    with pytest.raises(SandboxError, match="not a commit id"):
+        box.export_submissions({"HEAD~1 --output=/tmp/x": tmp_path / "bad"})
+
+
 def test_an_exported_submission_never_follows_links_out_of_it(shared, tmp_path):
     box = shared
     box.exec("echo ok > kept.txt && ln -sf /etc/passwd leak && ln -sf kept.txt alias")

@@ -268,18 +268,42 @@ class BaseSandbox:
     def export_submission(self, dest: Path, commit: str | None = None) -> Path:
         """Write the submission at ``commit`` (None: as it is now) into the host folder ``dest``."""
         if commit is None:
-            self.snapshot("export")
-            commit = "HEAD"
-        else:
-            commit = self._check_commit(commit)
+            commit = self.snapshot("export") or "HEAD"
         dest = Path(dest)
-        if not self._git_ok(["ls-tree", "--name-only", commit], "listing the submission").strip():
-            # An empty submission: git archive gives a tar with no member, which tarfile refuses.
-            dest.mkdir(parents=True, exist_ok=True)
-            return dest
-        archive = self._git_ok(["archive", "--format=tar", commit], "archiving the submission")
-        safe_extract(archive, dest)
+        self.export_submissions({commit: dest})
         return dest
+
+    def export_submissions(self, dest_of: dict[str, Path]) -> None:
+        """Write several snapshots (commit -> host folder) at once: the states of a rollout's turns.
+
+        One archive call for all of them: a rollout's three states cost one process (one exec
+        round trip on the docker backend) instead of three checks, listings and archives each.
+        Each folder is unpacked on its own, so a link in one snapshot cannot lead into another's.
+        """
+        for commit in dest_of:
+            if commit != "HEAD" and not (commit and all(c in "0123456789abcdef" for c in commit.lower())):
+                raise SandboxError(f"not a commit id: {commit!r}")
+        if not dest_of:
+            return
+        git = shlex.join(GIT)
+        # `c^{commit}` refuses a tree or a blob id: only a snapshot is a submission
+        script = " && ".join(f"{git} archive --format=tar --prefix={c}/ {c}^{{commit}}" for c in dest_of)
+        code, out, err = self._git_shell(script, 600)
+        if code != 0:
+            raise SandboxError(f"archiving the submission failed (git exit {code}): "
+                               f"{err.decode(errors='replace').strip()[-500:]}")
+        # the archives one after another: ignore_zeros reads past each one's end blocks
+        with tarfile.open(fileobj=io.BytesIO(out), ignore_zeros=True) as tar:
+            members: dict[str, list[tarfile.TarInfo]] = {commit: [] for commit in dest_of}
+            for member in tar:
+                commit, _, inside = member.name.partition("/")
+                if commit in members and inside:  # not the prefix's own folder
+                    members[commit].append(member)
+            for commit, dest in dest_of.items():
+                Path(dest).mkdir(parents=True, exist_ok=True)  # an empty snapshot is an empty folder
+                cut = len(commit) + 1
+                tar.extractall(Path(dest), members=members[commit],
+                               filter=lambda m, d, cut=cut: _skip_unsafe(m.replace(name=m.name[cut:], deep=False), d))
 
     def close(self) -> None:
         """Kill everything and remove the sandbox; safe to call twice or from another thread."""

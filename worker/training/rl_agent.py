@@ -226,11 +226,9 @@ class AgentRunner:
                              "trajectory": recorder.trajectory.pk}, segments=segments)
 
     def _export(self, sandbox: Any, task: Task, index: int, version: int, commits: set[str]) -> dict[str, str]:
-        folders = {}
-        for commit in sorted(commits):
-            relative = f"submissions/rl-{self.run_id}-{task.id}-v{version}-{index + 1}-{commit[:12]}"
-            sandbox.export_submission(self.work_dir / relative, commit)
-            folders[commit] = relative
+        folders = {commit: f"submissions/rl-{self.run_id}-{task.id}-v{version}-{index + 1}-{commit[:12]}"
+                   for commit in sorted(commits)}
+        sandbox.export_submissions({commit: self.work_dir / relative for commit, relative in folders.items()})
         return folders
 
 
