@@ -219,16 +219,20 @@ class BaseSandbox:
 
     def _commit_script(self, message: str, allow_empty: bool) -> str:
         git = shlex.join(GIT)
-        commit = f"{git} commit --quiet --allow-empty --no-verify -m {shlex.quote(message[:2000] or 'snapshot')}"
-        changed = "true" if allow_empty else f"! {git} diff --cached --quiet"
+        empty = " --allow-empty" if allow_empty else ""
+        commit = f"{git} commit --quiet{empty} --no-verify -m {shlex.quote(message[:2000] or 'snapshot')} >/dev/null"
         # Files over snapshot_max_file_mb (checkpoints, datasets) stay out of every snapshot: they
         # would make each commit slow and the history huge, and reproduce.sh regenerates them.
         # `add --force` so the agent's own .gitignore cannot hide files from the record.
         big = self.spec.snapshot_max_file_mb * 1024
         add = (f"find . -type f -size +{big}k -printf ':(exclude,literal)%P\\0' | "
                f"xargs -0 {git} add --all --force -- .")
+        # The commit itself says whether anything changed (it refuses an empty one): one git
+        # process fewer per snapshot than asking `diff --cached` first; a commit that failed with
+        # changes staged is an error.
         return (f'mkdir -p "$GIT_WORK_TREE" && cd "$GIT_WORK_TREE" && {add} && '
-                f"if {changed}; then {commit} && {git} rev-parse HEAD; else echo {UNCHANGED}; fi")
+                f"if {commit}; then {git} rev-parse HEAD; elif {git} diff --cached --quiet; then echo {UNCHANGED}; "
+                f"else exit 1; fi")
 
     def _init_snapshots(self, before: str = "") -> None:
         """An empty first commit: every later snapshot is a change against a known state."""

@@ -39,6 +39,9 @@ from worker.sandbox.confine import (
 from worker.sandbox.spec import SandboxError, SandboxSpec
 
 
+_started = False  # a sandbox has started in this process: bwrap works here
+
+
 def bwrap_prefix(job_id: int | None) -> str:
     return f"klong-bwrap-{deployment_id() or 'x'}-{job_id or 'x'}-"
 
@@ -65,9 +68,12 @@ class BwrapSandbox(BaseSandbox):
         self._groups = ProcessGroups()
         try:
             self._make_folders()
-            probe = self.exec("true", timeout_s=30)
-            if probe.exit_code != 0:
-                raise SandboxError(f"bwrap cannot start a sandbox here: {probe.stderr.strip()[-500:]}")
+            global _started
+            if not _started:  # once per process: a pool opens thousands, and a later failure still fails its command
+                probe = self.exec("true", timeout_s=30)
+                if probe.exit_code != 0:
+                    raise SandboxError(f"bwrap cannot start a sandbox here: {probe.stderr.strip()[-500:]}")
+                _started = True
             self._init_snapshots()
         except BaseException:
             self.close()
