@@ -4,10 +4,12 @@ slot time partial rollouts leave idle, each against its baseline in the same run
 1. ``rollout_pool_scaling_32``: real agent rollouts (``AgentRunner``: a bubblewrap sandbox each,
    recorded turn by turn in the database) against the tiny policy served on loopback
    (``PolicyServer`` in its own process as an engine is, batching, with a fixed 200 ms latency per
-   call, ``scripted_agent`` replies: three bash calls then submit). Rollouts per minute with 32 sessions at once against 32 x the rate
-   of one session at a time. Also printed: the CPU seconds one rollout costs this machine (the
-   sandbox, git snapshots, recording), which is what caps the scaling on a small box, and the
-   same scaling for sessions that only call the policy (the pool and the server alone).
+   call, ``scripted_agent`` replies: three bash calls then submit). Rollouts per minute with 32 sessions at once, as threads of
+   this process and in 2 driver processes (``rl_drivers``), against 32 x the rate of one session
+   at a time. Also printed: the CPU one rollout costs this machine (this process, the sandboxes
+   and their git snapshots, the engine's forward passes), the ceiling that puts on the ratio
+   with this many cores (what caps the scaling on a small box), and the same scaling for
+   sessions that only call the policy (the pool and the server alone).
 2. ``rl_partial_rollouts_sandbox_idle``: progressive RL on the toy task with real tool time
    (each tool step sleeps, standing for the sandbox), 8 sessions: the share of slot time no
    rollout progressed (waiting for the trainer, for stragglers, for a weight swap), mean over the
@@ -36,6 +38,7 @@ from django.core.management import call_command
 from apps.trajectories.splitting import SplitConfig
 from worker.training.rl import Reporter, RLSettings, Stage, Task, rollout_seed, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask
+from worker.training.rl_drivers import DriverGroup
 from worker.training.rl_pool import RolloutPool
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.rl_toy import ToyJudge, ToyRunner, toy_tasks
@@ -45,6 +48,7 @@ LATENCY_S = 0.2
 SOLO = 4  # rollouts run one at a time for the baseline rate
 ROUNDS = 3
 WIDE = 32
+DRIVERS = 2  # driver processes (rl_drivers) for the second wide configuration
 
 
 def cpu_s() -> float:
@@ -52,23 +56,32 @@ def cpu_s() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def pool_rate(server: Any, folder: Path, rollouts: int, concurrency: int) -> tuple[float, float]:
-    """(rollouts per minute, CPU seconds per rollout) of one batch."""
+def engine_cpu_s(engine: subprocess.Popen) -> float:
+    fields = Path(f"/proc/{engine.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pool_rate(server: Any, folder: Path, rollouts: int, concurrency: int, processes: int = 1) -> tuple[float, float]:
+    """(rollouts per minute, CPU seconds per rollout: this process, its sandboxes, the engine) of one
+    batch; with ``processes`` > 1 the sessions run in that many driver processes (started before
+    the clock starts, as a stage starts them once)."""
     runner = AgentRunner(Path(settings.DATA_DIR), sandbox_backend="bwrap", max_steps=6, l_max=2048)
     policy = RemotePolicy(ServerConfig(base_url=server.base_url, model="policy"), folder / "served")
     task = Task("bench-paper", PaperTask(0, "bench-paper", "# A paper\n\nReproduce it."))
+    drivers = DriverGroup(processes, concurrency, [task], runner, policy) if processes > 1 else None
     pool = RolloutPool([task], runner, policy, n_rollouts=rollouts, timeout_s=600.0,
                        seed_for=lambda b, t, j: rollout_seed(0, b, t, j), concurrency=concurrency,
-                       is_failure=lambda r: r.end_state != "submitted")
-    cpu, started = cpu_s(), time.perf_counter()
+                       is_failure=lambda r: r.end_state != "submitted", drivers=drivers)
+    cpu, started = cpu_s() + engine_cpu_s(server.engine), time.perf_counter()
     try:
         done, _ = pool.next_batch(last=True)
+        wall = time.perf_counter() - started
+        cpu = cpu_s() + engine_cpu_s(server.engine) - cpu
     finally:
         pool.close()
-    wall = time.perf_counter() - started
     if len(done) != rollouts:
         raise RuntimeError(f"{rollouts - len(done)} rollouts failed: {pool.failed[:2]}")
-    return 60.0 * rollouts / wall, (cpu_s() - cpu) / rollouts
+    return 60.0 * rollouts / wall, cpu / rollouts
 
 
 class ChatOnlyRunner:
@@ -128,28 +141,41 @@ def main() -> None:
         engine = subprocess.Popen([sys.executable, "-m", "worker.training.rl_policy_server", str(model), "--latency",
                                    str(LATENCY_S), "--scripted-agent"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
-            server = SimpleNamespace(base_url=engine.stdout.readline().strip())
+            server = SimpleNamespace(base_url=engine.stdout.readline().strip(), engine=engine)
             pool_rate(server, folder, 2, 2)  # warm-up: imports, first sandbox, first forward
             chat_only_rate(server, folder, WIDE, WIDE)  # warm-up: the engine's first wide batches
-            # alternate the two sides and keep each one's best: load elsewhere on a shared box
-            # should not decide the ratio
-            runs: dict[str, list[tuple[float, float]]] = {"solo": [], "wide": [], "chat_solo": [], "chat_wide": []}
+            # alternate the sides and keep each one's best: load elsewhere on a shared box should
+            # not decide the ratio
+            runs: dict[str, list[tuple[float, float]]] = {"solo": [], "wide": [], "drivers": [], "chat_solo": [],
+                                                          "chat_wide": []}
             for _ in range(ROUNDS):
                 runs["solo"].append(pool_rate(server, folder, SOLO, 1))
                 runs["wide"].append(pool_rate(server, folder, WIDE, WIDE))
+                runs["drivers"].append(pool_rate(server, folder, WIDE, WIDE, processes=DRIVERS))
                 runs["chat_solo"].append((chat_only_rate(server, folder, SOLO, 1), 0.0))
                 runs["chat_wide"].append((chat_only_rate(server, folder, WIDE, WIDE), 0.0))
-            (solo, solo_cpu), (wide, wide_cpu), (chat_solo, _), (chat_wide, _) = (
-                max(runs[k]) for k in ("solo", "wide", "chat_solo", "chat_wide"))
+            (solo, solo_cpu), (wide, wide_cpu), (driven, _), (chat_solo, _), (chat_wide, _) = (
+                max(runs[k]) for k in ("solo", "wide", "drivers", "chat_solo", "chat_wide"))
         finally:
             engine.terminate()
             engine.wait()
+        cores = os.cpu_count() or 1
         line("rollout_pool_rollouts_per_min_1", solo, "rollouts/min", "baseline: one session at a time")
-        line(f"rollout_pool_rollouts_per_min_{WIDE}", wide, "rollouts/min", f"{WIDE} sessions at once")
-        print(f"rollout_pool_scaling_{WIDE}: {wide / (WIDE * solo):.2f} ratio (target: >= 0.8; "
-              f"{LATENCY_S * 1000:.0f} ms per policy call, {os.cpu_count()} cores)", flush=True)
-        line("rollout_pool_cpu_s_per_rollout", wide_cpu, "s", f"one-at-a-time {solo_cpu:.2f} s; bwrap sandbox + "
-             "git snapshots + recording, 4 model calls")
+        line(f"rollout_pool_rollouts_per_min_{WIDE}", wide, "rollouts/min", f"{WIDE} sessions at once, threads of one "
+             "process")
+        line(f"rollout_pool_rollouts_per_min_{WIDE}_{DRIVERS}_drivers", driven, "rollouts/min",
+             f"{WIDE} sessions at once in {DRIVERS} driver processes")
+        best = max(wide, driven)
+        print(f"rollout_pool_scaling_{WIDE}: {best / (WIDE * solo):.2f} ratio (target: >= 0.8; the better of threads "
+              f"{wide / (WIDE * solo):.2f} and {DRIVERS} driver processes {driven / (WIDE * solo):.2f}; "
+              f"{LATENCY_S * 1000:.0f} ms per policy call, {cores} cores)", flush=True)
+        line("rollout_pool_cpu_ms_per_rollout", 1000 * wide_cpu, "ms", f"one-at-a-time {1000 * solo_cpu:.0f} ms; this "
+             "process, its bwrap sandboxes and git snapshots, and the engine's forward passes, 4 model calls")
+        # What this machine allows at best: 32 rollouts need WIDE x cpu seconds of its cores, and
+        # one-at-a-time takes 60 / solo seconds each; the ratio cannot pass their quotient.
+        ceiling = min(1.0, (60.0 / solo) / (WIDE * wide_cpu / cores))
+        print(f"rollout_pool_scaling_{WIDE}_cpu_ceiling: {ceiling:.2f} ratio (target: what {cores} cores allow: "
+              f"{WIDE} x {wide_cpu:.3f} CPU s against {60.0 / solo:.2f} s for one rollout alone)", flush=True)
         print(f"rollout_pool_scaling_{WIDE}_without_sandboxes: {chat_wide / (WIDE * chat_solo):.2f} ratio "
               f"(target: >= 0.8; the pool and the batching server alone, 4 calls per session)", flush=True)
         off = idle_share(model, folder / "off", partial=False)

@@ -113,6 +113,11 @@ class RLForm(ShardingOptions):
         min_value=1, max_value=100_000, initial=8, label="Rollouts at once",
         help_text="Agent sessions running at once, each in its own sandbox (capped by the sandboxes per host).",
     )
+    rollout_processes = forms.IntegerField(
+        required=False, min_value=1, max_value=1024, initial=1, label="Rollout driver processes",
+        help_text="Python processes the sessions are spread over: one drives a few hundred sandboxes (docs/deploy.md). "
+        "Above 1 needs a served policy: paper rollouts, not a LoRA policy generating on the worker.",
+    )
     sandbox_hosts = forms.CharField(
         required=False, max_length=2000, label="Docker hosts",
         help_text="Comma-separated DOCKER_HOST URLs the rollouts spread over. Empty: this worker's DOCKER_HOST.",
@@ -254,12 +259,27 @@ class RLForm(ShardingOptions):
             self.add_error("policy_server_reload", "vLLM's load_lora_adapter takes a LoRA adapter: choose a LoRA "
                            "checkpoint trained as LoRA, or SGLang's reload for full weights.")
         self._clean_eval(data)
+        self._clean_drivers(data)
         if data.get("reproduce") and data.get("task_source") == "toy":
             self.add_error("reproduce", "The toy task has no reproduce.sh: reproduction is for papers.")
         if data.get("reproduce") and data.get("reproduce_gpus") and data.get("sandbox_backend") == "bwrap":
             self.add_error("reproduce_gpus", "bubblewrap cannot give a sandbox GPUs: use the docker backend.")
         self.clean_sharding(data, rl=True)
         return data
+
+    def _clean_drivers(self, data: dict[str, Any]) -> None:
+        processes = data.get("rollout_processes") or 1
+        if processes <= 1:
+            return
+        if data.get("task_source") == "toy":
+            self.add_error("rollout_processes", "The toy task runs in the job's process: driver processes are for "
+                           "paper rollouts.")
+        elif not data.get("policy_server_url") and self._policy_is_adapter(data):
+            self.add_error("rollout_processes", "A LoRA policy without an inference server generates in the job's "
+                           "process, which driver processes cannot share: give a server, or use 1.")
+        if processes > (data.get("rollout_concurrency") or 1):
+            self.add_error("rollout_processes", "More driver processes than rollouts at once: some would have "
+                           "nothing to run.")
 
     def _clean_eval(self, data: dict[str, Any]) -> None:
         every = data.get("eval_every") or 0

@@ -81,6 +81,11 @@ def test_bad_rl_configs_get_clear_errors(client_for, tiny_policy):
     server = {**TOY, "policy_model": str(tiny_policy), "task_source": "papers", "policy_server_url": "ftp://gpu.example.org/v1"}
     assert "http:// or https://" in errors(server)["policy_server_url"][0]
     assert "less than or equal to 16" in errors({**TOY, "policy_model": str(tiny_policy), "gpus": 17})["gpus"][0]
+    # driver processes: paper rollouts against a served policy, no more of them than rollouts at once
+    toy = {**TOY, "policy_model": str(tiny_policy), "rollout_processes": 2}
+    assert "paper rollouts" in errors(toy)["rollout_processes"][0]
+    assert "More driver processes" in errors({**toy, "rollout_concurrency": 1})["rollout_processes"][-1]
+    assert "greater than or equal to 1" in errors({**toy, "rollout_processes": 0})["rollout_processes"][0]
     assert client_for("viewer").post("/api/jobs/", {"kind": "rl", "config": TOY},
                                      content_type="application/json").status_code == 403
 

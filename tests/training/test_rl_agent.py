@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 
 from apps.jobs.models import Job
@@ -15,6 +16,7 @@ from tests.judging.helpers import leaf, make_endpoint, make_paper_with_rubric, n
 from tests.support.openai_stub import OpenAIStub, stub_score, tool_call
 from worker.training.rl import Reporter, RLSettings, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
+from worker.training.rl_drivers import DriverGroup
 from worker.training.rl_serving import RemotePolicy, ServerConfig
 from worker.training.tiny import build_tiny_model
 
@@ -44,7 +46,9 @@ class Points(Reporter):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_agent_rollouts_are_recorded_judged_through_the_queue_and_trained(personas, celery_worker, tmp_path, settings):
+@pytest.mark.parametrize("drivers", [0, 2], ids=["threads", "driver-processes"])
+def test_agent_rollouts_are_recorded_judged_through_the_queue_and_trained(personas, celery_worker, tmp_path, settings,
+                                                                         drivers):
     policy_folder = build_tiny_model(tmp_path / "policy")
     yes, no = criteria(1, 2), criteria(0, 1)
     paper, version = make_paper_with_rubric("rl-paper", split="train", tree=node(
@@ -65,7 +69,14 @@ def test_agent_rollouts_are_recorded_judged_through_the_queue_and_trained(person
             policy=str(policy_folder), output_dir=tmp_path / "out", stages=(Stage(60.0, 2),), n_rollouts=2,
             split=SplitConfig(l_max=700, prefix_end=1, overlap_turns=0, history_budget=64), learning_rate=1e-3, partial_rollouts=True,
         )
-        result = train_rl(rl_settings, [task], runner, judge, points, make_policy=make_policy)
+        started: list = []
+
+        def make_drivers(tasks, runner, policy, states):  # the sessions in 2 other processes
+            started.append(DriverGroup(drivers, 2, tasks, runner, policy, states))
+            return started[-1]
+
+        result = train_rl(rl_settings, [task], runner, judge, points, make_policy=make_policy,
+                          make_drivers=make_drivers if drivers else None)
         reloads = list(stub.state.reloads)
 
     assert result["iterations"] == 2 and Path(result["final_path"], "config.json").is_file()
@@ -87,3 +98,6 @@ def test_agent_rollouts_are_recorded_judged_through_the_queue_and_trained(person
     assert first["advantage_std"] > 0 and first["advantage_min"] < 0 < first["advantage_max"]
     assert first["truncation_rate"] == 0.0
     assert all(r.meta["rl_job"] is None and r.meta["timeout_s"] == 60.0 for r in rollouts)
+    if drivers:  # every session ran in the stage's driver processes, which are gone now
+        assert len(started) == 1 and sum(started[0].sessions_per_driver().values()) == 4
+        assert not any(psutil.pid_exists(pid) for pid in started[0].pids)

@@ -19,6 +19,7 @@ from apps.trajectories.splitting import SplitConfig
 from worker.engines.ranks import start_other_nodes, stop_other_nodes
 from worker.training.rl import Reporter, RLError, RLSettings, RLStopped, Stage, Task, train_rl
 from worker.training.rl_agent import AgentRunner, PaperTask, QueueJudge
+from worker.training.rl_drivers import DriverError, DriverGroup
 from worker.training.rl_eval import Evaluation, eval_tasks_from
 from worker.training.rl_policy_server import PolicyServer
 from worker.training.rl_serving import RemotePolicy, ServerConfig
@@ -170,6 +171,17 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
             def make_policy(model, tokenizer, version):
                 return RemotePolicy(server, output_dir / "served", tokenizer, version)
 
+    make_drivers = None
+    drivers = int(config.get("rollout_processes") or 1)
+    if drivers > 1:
+        progress.log(f"The rollouts run in {drivers} driver processes")
+
+        def make_drivers(tasks, runner, policy, states):
+            try:
+                return DriverGroup(drivers, rl_settings.concurrency, tasks, runner, policy, states)
+            except DriverError as exc:
+                raise RLError(str(exc)) from None
+
     evaluation = None
     if rl_settings.eval_every:
         evaluation = eval_setup(job, config, runner, judge)
@@ -198,7 +210,7 @@ def run(job: Job, progress: Progress) -> dict[str, Any]:
     try:
         result = train_rl(rl_settings, tasks, runner, judge, reporter, make_policy=make_policy,
                           start_stage=start_stage, start_from=done.get("path"), evaluation=evaluation,
-                          make_trainer=make_trainer if sharding else None)
+                          make_trainer=make_trainer if sharding else None, make_drivers=make_drivers)
     except RLStopped:
         raise JobCancelled() from None
     finally:

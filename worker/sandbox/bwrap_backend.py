@@ -38,7 +38,6 @@ from worker.sandbox.confine import (
 )
 from worker.sandbox.spec import SandboxError, SandboxSpec
 
-
 _started = False  # a sandbox has started in this process: bwrap works here
 
 

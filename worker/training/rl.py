@@ -244,6 +244,9 @@ class WeightGate:
         self._readers = 0
         self._swapping = False
         self._waiting_swaps = 0
+        # other processes generating with these weights (rl_drivers.DriverGroup): a swap also waits
+        # for their calls in flight (``begin_swap``) and lets their held calls go (``end_swap``)
+        self.peers: list[Any] = []
 
     @contextlib.contextmanager
     def generating(self) -> Iterator[None]:
@@ -272,9 +275,14 @@ class WeightGate:
                 self._cond.wait()
             self._waiting_swaps -= 1
             self._swapping = True
+        peers = list(self.peers)
         try:
+            for peer in peers:
+                peer.begin_swap()
             yield
         finally:
+            for peer in peers:
+                peer.end_swap()
             with self._cond:
                 self._swapping = False
                 self._cond.notify_all()
@@ -362,6 +370,7 @@ def train_rl(
     start_from: str | None = None,
     evaluation: Any = None,
     make_trainer: Callable[[RLSettings, Any], Any] | None = None,
+    make_drivers: Callable[[Sequence[Task], RolloutRunner, Policy, RolloutStates], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages from ``start_stage`` (a resumed job skips finished ones, starting from the
     last stage checkpoint ``start_from``). ``evaluation`` (an ``rl_eval.Evaluation``) runs the eval
@@ -406,6 +415,8 @@ def train_rl(
             hosts=settings.sandbox_hosts, per_host=settings.sandboxes_per_host, states=states,
             is_failure=lambda r: getattr(r, "end_state", "") == "error", should_stop=reporter.should_stop,
             iterations=stage.iterations,
+            # the sessions in driver processes (rl_drivers), started for the stage's policy
+            drivers=make_drivers(tasks, runner, policy, states) if make_drivers else None,
         )
         try:
             for it in range(stage.iterations):

@@ -154,6 +154,11 @@ class AgentRunner:
         self.run_id = f"job{job_id}" if job_id else uuid.uuid4().hex[:10]
         self.live: dict[tuple[str, int], Any] = {}  # the open sandbox of each running rollout
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for a rollout driver process (rl_drivers): its sessions learn of a stop from the
+        pool (``Session.cancelled``), and its open sandboxes are its own."""
+        return {**self.__dict__, "should_stop": None, "live": {}}
+
     def _chat(self, policy: Any) -> Any:
         return policy.chat_client() if hasattr(policy, "chat_client") else LocalPolicyChat(policy)
 
@@ -184,6 +189,8 @@ class AgentRunner:
             policy_version=f"v{version}", title=f"{paper.slug} RL {self.run_id} rollout {index + 1} (policy v{version})",
             meta={"rl_job": self.job_id, "rollout": index, "timeout_s": timeout_s},
         )
+        if session is not None:
+            session.recording(recorder.trajectory.pk)
         chat = TrackedChat(self._chat(policy), policy, session)
         versions: list[tuple[int, int]] = []
 

@@ -12,7 +12,8 @@ It behaves as those engines do for RL, on a model folder loaded with transformer
   flight finish on the old ones, new calls wait for the swap, the served version goes up by one;
 - vLLM's RLHF development routes: ``/sleep?level=2``, ``/wake_up?tags=weights|kv_cache``,
   ``/collective_rpc {"method": "reload_weights"}`` (the model folder read again), ``/reset_prefix_cache``;
-- ``latency_s``: a fixed delay per call (a remote engine's latency, for the benchmark);
+- ``latency_s``: a fixed latency per call (a remote engine's, for the benchmark): each answer leaves
+  that long after its call came, the forward pass included;
 - ``script(messages) -> str | None``: a scripted answer instead of a sample (short, predictable
   agent replies for tests), still with the ids the tokenizer gives it and the model's log-probs.
 """
@@ -126,14 +127,16 @@ class PolicyServer:
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        arrived = time.monotonic()
         try:
-            if self.latency_s:
-                time.sleep(self.latency_s)
             prompt = self.tokenizer.apply_chat_template(_plain(messages), add_generation_prompt=True, tokenize=False)
             call = _Call(messages, self.tokenizer.encode(prompt, add_special_tokens=False),
                          int(body.get("max_tokens") or self.max_new_tokens), float(body.get("temperature", 1.0) or 0.0))
             self._queue.put(call)
             call.done.wait()
+            # the answer leaves latency_s after the call came (the engine's work counted in it, as a
+            # remote engine's latency includes its own), not latency_s plus this CPU's forward pass
+            time.sleep(max(0.0, arrived + self.latency_s - time.monotonic()))
         finally:
             with self._lock:
                 self.in_flight -= 1

@@ -29,10 +29,11 @@ batch goes on without it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -130,10 +131,27 @@ class Session:
         if self.states is not None:
             self.states.set(self.key, name)
 
+    def recording(self, trajectory: int) -> None:
+        """The session's rollout is recorded as this Trajectory (a driver process tells the job's
+        process, which closes it if the driver dies before the rollout ends)."""
+        tell = getattr(self.states, "recording", None)
+        if tell is not None:
+            tell(self.key, trajectory)
+
 
 def current_session() -> Session | None:
     """The session the calling thread runs for the pool (None outside the pool)."""
     return getattr(_session, "value", None)
+
+
+@contextlib.contextmanager
+def in_session(session: Session) -> Iterator[Session]:
+    """Run the body as ``session`` (what ``current_session()`` answers in this thread)."""
+    _session.value = session
+    try:
+        yield session
+    finally:
+        _session.value = None
 
 
 class RolloutFailed(RuntimeError):
@@ -157,7 +175,8 @@ class RolloutPool:
                  seed_for: Callable[[int, int, int], int], concurrency: int = 1, partial: bool = False,
                  max_staleness: int = 1, hosts: Sequence[str] = ("",), per_host: int = 0,
                  states: RolloutStates | None = None, is_failure: Callable[[Any], bool] | None = None,
-                 should_stop: Callable[[], bool] | None = None, iterations: int = 1 << 30) -> None:
+                 should_stop: Callable[[], bool] | None = None, iterations: int = 1 << 30,
+                 drivers: Any = None) -> None:
         self.tasks = list(tasks)
         self.runner = runner
         self.policy = policy
@@ -173,6 +192,8 @@ class RolloutPool:
         self.states = states or RolloutStates(self.concurrency)
         self.is_failure = is_failure or (lambda rollout: False)
         self.should_stop = should_stop
+        # rl_drivers.DriverGroup: the sessions run in driver processes (the pool owns it: close() closes it)
+        self.drivers = drivers
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rl-rollout")
         self._cond = threading.Condition()
         self._running: list[_Slot] = []
@@ -210,18 +231,19 @@ class RolloutPool:
             on_host = sum(1 for other in self._running if other.started and other.host == slot.host)
             self.host_peak[slot.host] = max(self.host_peak.get(slot.host, 0), on_host)
         self.states.set(key, "waiting_sandbox")
-        session = Session(key, self.states, slot.host, self._stop)
-        _session.value = session
         outcome: Any
         try:
-            outcome = self.runner.run(self.tasks[slot.task], slot.index, self.timeout_s, self.policy, slot.seed)
+            if self.drivers is not None:  # in a driver process; this thread only waits for it
+                outcome = self.drivers.run(slot.task, slot.index, self.timeout_s, slot.seed, key, slot.host)
+            else:
+                with in_session(Session(key, self.states, slot.host, self._stop)):
+                    outcome = self.runner.run(self.tasks[slot.task], slot.index, self.timeout_s, self.policy,
+                                              slot.seed)
             if self.is_failure(outcome):
                 outcome = RolloutFailed(f"ended {getattr(outcome, 'end_state', '?')}: "
                                         f"{getattr(outcome, 'meta', {}).get('error', '')}")
         except BaseException as exc:  # noqa: BLE001 - one session's failure is that rollout's, not the batch's
             outcome = exc
-        finally:
-            _session.value = None
         failed = isinstance(outcome, BaseException)
         self.states.set(key, "failed" if failed else "done")
         with self._cond:
@@ -326,7 +348,11 @@ class RolloutPool:
             self._closing = True
         if cancel:
             self._stop.set()
+            if self.drivers is not None:
+                self.drivers.cancel()
         self._executor.shutdown(wait=True, cancel_futures=cancel)
+        if self.drivers is not None:
+            self.drivers.close()
 
 
 def run_concurrently(items: Sequence[Any], work: Callable[[Any], Any], concurrency: int,
@@ -338,15 +364,12 @@ def run_concurrently(items: Sequence[Any], work: Callable[[Any], Any], concurren
     the run (no new item starts) and is raised once the ones in flight have ended."""
 
     def one(item: Any) -> Any:
-        session = Session(key(item), states)
-        _session.value = session
-        session.state("on_model")
-        try:
-            return work(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to on_done
-            return exc
-        finally:
-            _session.value = None
+        with in_session(Session(key(item), states)) as session:
+            session.state("on_model")
+            try:
+                return work(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to on_done
+                return exc
 
     pending = list(items)
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="agent-run") as pool:

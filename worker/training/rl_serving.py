@@ -114,6 +114,17 @@ class RemotePolicy:
         self._published: list[Path] = []
         self._nccl: Any = None  # vllm_nccl: TRL's client, its NCCL group opened at the first publish
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for a rollout driver process (rl_drivers): it calls the server, never publishes;
+        its own gate, which the job's swaps drive."""
+        state = dict(self.__dict__)
+        state.update(gate=None, _published=[], _nccl=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.gate = WeightGate()
+
     @property
     def served_model(self) -> str:
         """The model name rollouts must ask for (a LoRA adapter has one per version)."""
