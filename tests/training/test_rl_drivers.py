@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from apps.trajectories.models import Trajectory
+from tests.training.test_rl_pool import batch_while
 from worker.training.rl import LocalPolicy, Task, rollout_seed
 from worker.training.rl_agent import AgentRunner, PaperTask
 from worker.training.rl_drivers import DriverError, DriverGroup
@@ -70,13 +70,7 @@ def test_sessions_run_in_driver_processes_and_a_killed_driver_fails_only_its_rol
                 time.sleep(0.01)
             os.kill(victim, signal.SIGKILL)  # mid-rollout: out of memory, a node lost
 
-        killer = threading.Thread(target=kill_when_busy)
-        killer.start()
-        try:
-            rollouts, _ = pool.next_batch(last=True)
-        finally:
-            killer.join()
-            pool.close()
+        rollouts = batch_while(pool, kill_when_busy)
 
     per_driver = pool.drivers.sessions_per_driver()
     assert sorted(per_driver.values()) == [4, 4]  # spread evenly over the two
@@ -121,13 +115,7 @@ def test_a_weight_swap_waits_for_the_drivers_calls_and_their_next_turns_record_t
             policy.publish(trainer, 1)  # the sessions in the drivers are between turns
             published.append(time.monotonic())
 
-        swapper = threading.Thread(target=publish_mid_run)
-        swapper.start()
-        try:
-            rollouts, _ = pool.next_batch(last=True)
-        finally:
-            swapper.join()
-            pool.close()
+        rollouts = batch_while(pool, publish_mid_run)
     assert server.version == 1 and policy.version == 1 and len(rollouts) == 4
     # every rollout spans the swap: its first turns from v0, the ones after from v1, told apart
     assert all([v for _, v in r.segments] == [0, 1] for r in rollouts)

@@ -30,6 +30,18 @@ def scripted(messages: list[dict]) -> str:
     return f"<tool_call>{json.dumps(call)}</tool_call>"
 
 
+def batch_while(pool: RolloutPool, action) -> list:
+    """The pool's last batch while ``action`` runs in another thread (a kill, a weight swap)."""
+    other = threading.Thread(target=action)
+    other.start()
+    try:
+        rollouts, _ = pool.next_batch(last=True)
+    finally:
+        other.join()
+        pool.close()
+    return rollouts
+
+
 @pytest.mark.django_db(transaction=True)
 def test_32_concurrent_rollouts_are_recorded_turn_by_turn_and_a_killed_sandbox_fails_only_its_rollout(
         tmp_path, settings):
@@ -55,13 +67,7 @@ def test_32_concurrent_rollouts_are_recorded_turn_by_turn_and_a_killed_sandbox_f
                            seed_for=lambda b, t, j: rollout_seed(0, b, t, j), concurrency=ROLLOUTS,
                            hosts=("host-a", "host-b"), per_host=16, states=states,
                            is_failure=lambda r: r.end_state == "error")
-        killer = threading.Thread(target=kill_one)
-        killer.start()
-        try:
-            rollouts, _ = pool.next_batch(last=True)
-        finally:
-            killer.join()
-            pool.close()
+        rollouts = batch_while(pool, kill_one)
 
     assert pool.concurrency == 32  # 2 hosts x 16 sandboxes each
     assert set(pool.host_peak) == {"host-a", "host-b"} and max(pool.host_peak.values()) <= 16
