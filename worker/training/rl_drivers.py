@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 
 from apps.trajectories.models import Trajectory
@@ -77,8 +78,6 @@ class _Driver:
 
 def shared_settings() -> dict[str, Any]:
     """This process's settings a driver must use too (a test's database, a bench's overrides)."""
-    from django.conf import settings
-
     names = [n for n in dir(settings) if n.startswith("KLONG_") and n.isupper()] + list(SHARED_SETTINGS)
     return {n: getattr(settings, n) for n in names if hasattr(settings, n)}
 
