@@ -134,3 +134,5 @@ def test_only_a_served_policy_can_be_shared_with_driver_processes(tmp_path):
         DriverGroup(2, 4, [], AgentRunner(tmp_path), LocalPolicy(torch.nn.Linear(2, 2), None, 0))
     with pytest.raises(DriverError, match="at least 1"):
         DriverGroup(0, 4, [], AgentRunner(tmp_path), served)
+    with pytest.raises(DriverError, match="cannot be sent"):  # a task a driver could never receive
+        DriverGroup(1, 4, [Task("t", lambda: None)], AgentRunner(tmp_path), served)

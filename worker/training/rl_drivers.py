@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 import socket
 import subprocess
 import sys
@@ -144,7 +145,11 @@ class DriverGroup:
     @staticmethod
     def _hand_over(driver: _Driver, threads: int, tasks: Sequence[Any], runner: Any, policy: Any) -> None:
         try:
-            driver.send(("init", {"runner": runner, "policy": policy, "tasks": list(tasks), "threads": threads}))
+            try:
+                driver.send(("init", {"runner": runner, "policy": policy, "tasks": list(tasks), "threads": threads}))
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                raise DriverError(f"the rollouts' runner, policy or tasks cannot be sent to a driver process: "
+                                  f"{type(exc).__name__}: {exc}") from None
             if not driver.conn.poll(START_TIMEOUT_S):
                 raise DriverError(f"a rollout driver process did not start within {START_TIMEOUT_S:g} s")
             answer = driver.conn.recv()
