@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 from _django import ROOT, line  # first: sets up Django on the embedded defaults
 from django.conf import settings
 from django.core.management import call_command
@@ -57,8 +58,8 @@ def cpu_s() -> float:
 
 
 def engine_cpu_s(engine: subprocess.Popen) -> float:
-    fields = Path(f"/proc/{engine.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(engine.pid).cpu_times()
+    return times.user + times.system
 
 
 def pool_rate(server: Any, folder: Path, rollouts: int, concurrency: int, processes: int = 1) -> tuple[float, float]:

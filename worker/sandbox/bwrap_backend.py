@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from worker.sandbox.base import BaseSandbox, RawResult
 from worker.sandbox.cleanup import deployment_id
@@ -38,8 +39,6 @@ from worker.sandbox.confine import (
 )
 from worker.sandbox.spec import SandboxError, SandboxSpec
 
-_started = False  # a sandbox has started in this process: bwrap works here
-
 
 def bwrap_prefix(job_id: int | None) -> str:
     return f"klong-bwrap-{deployment_id() or 'x'}-{job_id or 'x'}-"
@@ -47,6 +46,9 @@ def bwrap_prefix(job_id: int | None) -> str:
 
 class BwrapSandbox(BaseSandbox):
     backend = "bwrap"
+    # A sandbox has started in this process, so bwrap works here: the probe runs once per process
+    # (a pool opens thousands; a later failure still fails its own command).
+    started: ClassVar[bool] = False
 
     def __init__(self, spec: SandboxSpec) -> None:
         super().__init__(spec)
@@ -67,12 +69,11 @@ class BwrapSandbox(BaseSandbox):
         self._groups = ProcessGroups()
         try:
             self._make_folders()
-            global _started
-            if not _started:  # once per process: a pool opens thousands, and a later failure still fails its command
+            if not BwrapSandbox.started:
                 probe = self.exec("true", timeout_s=30)
                 if probe.exit_code != 0:
                     raise SandboxError(f"bwrap cannot start a sandbox here: {probe.stderr.strip()[-500:]}")
-                _started = True
+                BwrapSandbox.started = True
             self._init_snapshots()
         except BaseException:
             self.close()

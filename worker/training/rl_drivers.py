@@ -90,7 +90,8 @@ class DriverGroup:
                  states: RolloutStates | None = None) -> None:
         if processes < 1:
             raise DriverError("rollout driver processes must be at least 1")
-        if not callable(getattr(policy, "chat_client", None)) or getattr(policy, "model", None) is not None:
+        if (not callable(getattr(policy, "chat_client", None)) or not hasattr(policy, "gate")
+                or getattr(policy, "model", None) is not None):
             raise DriverError("rollout driver processes need a served policy (an inference server, or the worker's "
                               "own policy server): a policy generating in this process cannot be shared")
         self.policy = policy
@@ -117,9 +118,11 @@ class DriverGroup:
             reader = threading.Thread(target=self._read, args=(driver,), daemon=True, name="rl-driver-reader")
             reader.start()
             self._readers.append(reader)
-        peers = getattr(getattr(policy, "gate", None), "peers", None)
-        if peers is not None:
-            peers.append(self)
+        self._peers().append(self)
+
+    def _peers(self) -> list[Any]:
+        """The processes the policy's weight swaps wait for (``WeightGate.peers``): this group's drivers."""
+        return self.policy.gate.peers
 
     @property
     def pids(self) -> list[int]:
@@ -269,9 +272,8 @@ class DriverGroup:
             if self._closed:
                 return
             self._closed = True
-        peers = getattr(getattr(self.policy, "gate", None), "peers", None)
-        if peers is not None and self in peers:
-            peers.remove(self)
+        if self in self._peers():
+            self._peers().remove(self)
         self._broadcast(("close",))
         for driver in self._drivers:
             try:
