@@ -10,7 +10,16 @@ import pytest
 
 from apps.trajectories.chat_native import renderer_for
 from apps.trajectories.splitting import SplitConfig
-from worker.training.rl import LocalPolicy, Reporter, RLSettings, Stage, WeightGate, split_rollout, train_rl
+from worker.training.rl import (
+    LocalPolicy,
+    Reporter,
+    RLError,
+    RLSettings,
+    Stage,
+    WeightGate,
+    split_rollout,
+    train_rl,
+)
 from worker.training.rl_pool import current_session
 from worker.training.rl_toy import ToyJudge, ToyRunner, letter_share, toy_tasks
 from worker.training.tiny import build_tiny_model
@@ -80,6 +89,14 @@ def test_a_rollout_cut_at_the_timeout_is_kept_and_split(local_policy):
     assert [s.state for s in subs] == [rollout.states[s.end_turn] for s in subs]
     q = ToyJudge().score([(task, s.state) for s in subs])
     assert q[-1] == ToyJudge().score_one(task.data, rollout.states[-1])
+
+
+def test_a_stage_too_short_for_any_turn_fails_with_the_reason_and_what_to_change(policy_folder, tmp_path):
+    # a toy turn needs 120 s before its first token: a 1-minute stage cuts every rollout before it
+    settings = settings_for(policy_folder, tmp_path / "out", [Stage(60.0, 1)], n_rollouts=2)
+    with pytest.raises(RLError, match=r"ended 2 timed_out\); the stage's timeout of 60 s ended them before their "
+                                      r"first turn: give the stages longer"):
+        train_rl(settings, toy_tasks(1), ToyRunner(), ToyJudge(), Reporter())
 
 
 def test_the_same_seed_gives_the_same_rollout(local_policy):

@@ -35,6 +35,7 @@ import copy
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,7 +438,7 @@ def train_rl(
                     raise RLError(f"every rollout of the batch failed: {pool.failed[-1][2] if pool.failed else '?'}")
                 subs = [s for r in rollouts for s in split_rollout(r, settings.split, turns)]
                 if not subs:
-                    raise RLError("no rollout produced an assistant turn: nothing to judge or train")
+                    raise RLError(no_turns_reason(rollouts, stage))
                 depth = judge.queue_depth()
                 judge_subtrajectories(subs, by_id, judge)
                 advantages = assign_advantages(subs)
@@ -475,6 +476,17 @@ def train_rl(
     return {"stages": records, "final_path": str(path), "iterations": step, "precision": settings.precision,
             "lora": is_lora(trainer.model), **{f"final_{k}": v for k, v in last.items()
                                                                               if k in ("reward", "q_mean")}}
+
+
+def no_turns_reason(rollouts: Sequence[Rollout], stage: Stage) -> str:
+    """Why a batch has nothing to train on, with what the user can change."""
+    ends = Counter(r.end_state for r in rollouts)
+    reason = ("no rollout produced an assistant turn: nothing to judge or train (the rollouts ended "
+              + ", ".join(f"{n} {end}" for end, n in sorted(ends.items())) + ")")
+    if ends.get("timed_out"):
+        reason += (f"; the stage's timeout of {stage.timeout_s:g} s ended them before their first turn: "
+                   "give the stages longer")
+    return reason
 
 
 def save_stage(trainer: Any, path: Path) -> None:
